@@ -1,0 +1,59 @@
+"""fusedoptim: fused, in-place optimizer steps over dicts of NumPy arrays.
+
+Gradient descent, Momentum, RMSProp and Adam as one compiled multi-tensor
+call per step (Cython, with a Numba and a plain-NumPy backend giving
+bit-for-bit the same results), behind the course-notes API::
+
+    from fusedoptim import initialize_adam, update_parameters_with_adam
+    v, s = initialize_adam(parameters)
+    parameters, v, s, _, _ = update_parameters_with_adam(parameters, grads, v, s, t=1)
+"""
+
+from .backend import (
+    BACKENDS,
+    BackendUnavailable,
+    FusedOptimWarning,
+    available_backends,
+    get_backend,
+    get_num_threads,
+    set_backend,
+    set_num_threads,
+    use_backend,
+)
+from .data import random_mini_batches
+from .functional import (
+    BiasCorrected,
+    initialize_adam,
+    initialize_rmsprop,
+    initialize_velocity,
+    update_parameters_with_adam,
+    update_parameters_with_gd,
+    update_parameters_with_momentum,
+    update_parameters_with_rmsprop,
+)
+from .schedules import schedule_lr_decay, update_lr
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "BiasCorrected",
+    "FusedOptimWarning",
+    "available_backends",
+    "get_backend",
+    "get_num_threads",
+    "initialize_adam",
+    "initialize_rmsprop",
+    "initialize_velocity",
+    "random_mini_batches",
+    "schedule_lr_decay",
+    "set_backend",
+    "set_num_threads",
+    "update_lr",
+    "update_parameters_with_adam",
+    "update_parameters_with_gd",
+    "update_parameters_with_momentum",
+    "update_parameters_with_rmsprop",
+    "use_backend",
+]

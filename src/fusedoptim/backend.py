@@ -1,0 +1,178 @@
+"""Backend choice and threads.
+
+Three backends implement the same multi-tensor interface (see
+``fusedoptim._reference``): ``cython`` (the compiled extension, the fast
+path), ``numba`` (a JIT fallback), ``numpy`` (the plain reference).  They give
+bit-for-bit identical results.
+
+At import the backend is ``FUSEDOPTIM_BACKEND`` if set, else the first of
+``cython``, ``numba``, ``numpy`` that imports; falling back past ``cython``
+warns once with the reason.  Numba is imported only when its backend is
+selected.  The number of threads is ``FUSEDOPTIM_NUM_THREADS`` if set, else
+the number of CPUs this process may run on.
+"""
+
+import contextlib
+import importlib
+import os
+import threading
+import warnings
+
+BACKENDS = ("cython", "numba", "numpy")
+
+_MODULES = {
+    "cython": "fusedoptim._kernels",
+    "numba": "fusedoptim._numba_kernels",
+    "numpy": "fusedoptim._reference",
+}
+
+_lock = threading.RLock()
+_loaded = {}
+_errors = {}
+_active_name = None
+_active = None
+_num_threads = None
+
+
+class BackendUnavailable(ImportError):
+    """The requested backend cannot be loaded on this installation."""
+
+
+class FusedOptimWarning(RuntimeWarning):
+    """fusedoptim is running on a slower backend than it could."""
+
+
+def _check_name(name):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _load(name):
+    """The backend module, imported once; ``BackendUnavailable`` says why
+    it cannot be."""
+    _check_name(name)
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        if name in _errors:
+            raise BackendUnavailable(_errors[name])
+        try:
+            mod = importlib.import_module(_MODULES[name])
+        except ImportError as exc:
+            if name == "cython":
+                why = (f"the compiled extension fusedoptim._kernels did not import ({exc}); "
+                       f"the build is broken or missing: reinstall with a C compiler "
+                       f"(pip install --force-reinstall --no-binary fusedoptim fusedoptim)")
+            else:
+                why = f"the numba backend needs numba, which did not import ({exc})"
+            _errors[name] = why
+            raise BackendUnavailable(why) from exc
+        mod.set_num_threads(get_num_threads())
+        _loaded[name] = mod
+        return mod
+
+
+def available_backends():
+    """Names of the backends that load here, fastest first (imports them)."""
+    out = []
+    for name in BACKENDS:
+        try:
+            _load(name)
+        except BackendUnavailable:
+            continue
+        out.append(name)
+    return out
+
+
+def get_backend():
+    """Name of the active backend."""
+    return _active_name
+
+
+def set_backend(name):
+    """Make ``name`` the active backend for the functional API and every
+    optimizer.  ``ValueError`` for an unknown name, ``BackendUnavailable``
+    (an ``ImportError``) when it cannot be loaded here."""
+    global _active_name, _active
+    mod = _load(name)
+    with _lock:
+        _active_name, _active = name, mod
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager: run the block on backend ``name``, then restore the
+    previous one."""
+    previous = _active_name
+    set_backend(name)
+    try:
+        yield _active
+    finally:
+        set_backend(previous)
+
+
+def active():
+    """The active backend module (internal fast accessor)."""
+    return _active
+
+
+def _default_threads():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def get_num_threads():
+    """Threads the compiled kernels use for large steps."""
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Use ``n`` threads (``n >= 1``) in every backend.  Results do not
+    depend on it: every backend splits work so that each element is computed
+    the same way on any number of threads."""
+    global _num_threads
+    from ._validate import positive_int
+    n = positive_int(n, "n")
+    with _lock:
+        _num_threads = n
+        for mod in _loaded.values():
+            mod.set_num_threads(n)
+
+
+def _init_threads():
+    global _num_threads
+    env = os.environ.get("FUSEDOPTIM_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+            if n < 1:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"FUSEDOPTIM_NUM_THREADS must be a positive integer, "
+                             f"got {env!r}") from None
+        _num_threads = n
+    else:
+        _num_threads = _default_threads()
+
+
+def _init_backend():
+    env = os.environ.get("FUSEDOPTIM_BACKEND", "").strip().lower()
+    if env:
+        set_backend(env)
+        return
+    for name in BACKENDS:
+        try:
+            set_backend(name)
+        except BackendUnavailable:
+            continue
+        if name != "cython":
+            missing = "; ".join(_errors[n] for n in BACKENDS[:BACKENDS.index(name)])
+            warnings.warn(f"fusedoptim is using the {name} backend: {missing}",
+                          FusedOptimWarning, stacklevel=3)
+        return
+
+
+_init_threads()
+_init_backend()

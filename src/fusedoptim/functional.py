@@ -1,0 +1,226 @@
+"""The course-compatible functions over dicts of arrays.
+
+Signatures are those of the course notes, so notebook code works unchanged;
+the bugs of the notes are fixed (RMSProp divides by the root; any parameter
+name works, not only ``W1``/``b1``) and each step is one fused, in-place,
+multi-tensor call on the active backend.  A parameter ``name`` has its
+gradient at ``grads["d" + name]`` and its state at ``v["d" + name]`` /
+``s["d" + name]``; other keys in ``grads`` are ignored.  A call that raises
+has changed nothing.
+"""
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import _validate as _v
+from .backend import active as _backend
+
+__all__ = [
+    "update_parameters_with_gd",
+    "initialize_velocity",
+    "update_parameters_with_momentum",
+    "initialize_rmsprop",
+    "update_parameters_with_rmsprop",
+    "initialize_adam",
+    "update_parameters_with_adam",
+    "BiasCorrected",
+]
+
+
+def update_parameters_with_gd(parameters, grads, learning_rate):
+    r"""One step of gradient descent, in place.
+
+    .. math:: p \leftarrow p - \alpha\, dp
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32 or float64 arrays, updated in place.
+    grads : dict of str to ndarray
+        ``grads["d" + name]`` is the gradient of ``parameters[name]``.
+    learning_rate : float
+        :math:`\alpha \ge 0`.
+
+    Returns
+    -------
+    parameters : dict
+        The same dict, holding the same (updated) arrays.
+    """
+    lr = _v.nonneg(learning_rate, "learning_rate")
+    _backend().sgd(parameters, grads, (_v.ABSENT,), _v.COURSE, lr, 0.0, 0.0, False, False,
+                   0.0, False, 1.0)
+    return parameters
+
+
+def _zeros_like_each(parameters):
+    _v._check_dict(parameters, "parameters")
+    out = {}
+    for name, p in parameters.items():
+        if not isinstance(name, str):
+            raise TypeError(f"parameter names must be str, got {name!r}")
+        _v._check_array(p, f"parameters[{name!r}]")
+        # zeros_like keeps the parameter's layout (C or Fortran), which the
+        # kernels require of state arrays.
+        out["d" + name] = np.zeros_like(p)
+    return out
+
+
+def initialize_velocity(parameters):
+    """Zero velocity ``v["d" + name]`` for each parameter (same shape, dtype
+    and layout).
+
+    Returns
+    -------
+    v : dict of str to ndarray
+    """
+    return _zeros_like_each(parameters)
+
+
+def update_parameters_with_momentum(parameters, grads, v, beta, learning_rate):
+    r"""One step of gradient descent with (EMA) momentum, in place.
+
+    .. math::
+
+        v &\leftarrow \beta v + (1 - \beta)\, dp \\
+        p &\leftarrow p - \alpha v
+
+    Parameters
+    ----------
+    parameters, grads : dict of str to ndarray
+        As in :func:`update_parameters_with_gd`.
+    v : dict of str to ndarray
+        Velocity from :func:`initialize_velocity`, updated in place.
+    beta : float
+        Momentum, in ``[0, 1)``.
+    learning_rate : float
+        :math:`\alpha \ge 0`.
+
+    Returns
+    -------
+    parameters, v : dict
+        The same dicts.
+    """
+    b = _v.beta(beta, "beta")
+    lr = _v.nonneg(learning_rate, "learning_rate")
+    _backend().sgd(parameters, grads, (("v", v),), _v.COURSE, lr, b, b, False, False,
+                   0.0, False, 1.0)
+    return parameters, v
+
+
+def initialize_rmsprop(parameters):
+    """Zero mean-square state ``s["d" + name]`` for each parameter.
+
+    Returns
+    -------
+    s : dict of str to ndarray
+    """
+    return _zeros_like_each(parameters)
+
+
+def update_parameters_with_rmsprop(parameters, grads, s, beta=0.9, learning_rate=0.01,
+                                   epsilon=1e-8):
+    r"""One RMSProp step, in place.
+
+    .. math::
+
+        s &\leftarrow \beta s + (1 - \beta)\, dp^2 \\
+        p &\leftarrow p - \alpha\, dp / \sqrt{s + \epsilon}
+
+    The course notes print a product; the update divides.  ``epsilon`` sits
+    inside the square root, as in the notes, Keras and TensorFlow.
+
+    Returns
+    -------
+    parameters, s : dict
+        The same dicts.
+    """
+    b = _v.beta(beta, "beta")
+    lr = _v.nonneg(learning_rate, "learning_rate")
+    eps = _v.nonneg(epsilon, "epsilon")
+    _backend().rmsprop(parameters, grads, (("s", s), _v.ABSENT, _v.ABSENT), _v.COURSE,
+                       lr, b, eps, True, 0.0, 0.0, False, 1.0)
+    return parameters, s
+
+
+def initialize_adam(parameters):
+    """Zero first and second moments ``v["d" + name]``, ``s["d" + name]``.
+
+    Returns
+    -------
+    v, s : dict of str to ndarray
+    """
+    return _zeros_like_each(parameters), _zeros_like_each(parameters)
+
+
+class BiasCorrected(Mapping):
+    """Read-only view ``state[key] / (1 - beta ** t)``, computed on each read.
+
+    :func:`update_parameters_with_adam` returns two of these instead of
+    computing ``v_corrected`` and ``s_corrected`` eagerly, so the fused step
+    pays nothing for them.  An entry reflects the state at the time it is
+    read: read it before the next step if you want that step's value.
+    """
+
+    __slots__ = ("_state", "_correction")
+
+    def __init__(self, state, correction):
+        self._state = state
+        self._correction = correction
+
+    def __getitem__(self, key):
+        a = self._state[key]
+        return a / a.dtype.type(self._correction)
+
+    def __iter__(self):
+        return iter(self._state)
+
+    def __len__(self):
+        return len(self._state)
+
+    def __repr__(self):
+        return f"BiasCorrected(keys={list(self._state)}, correction={self._correction!r})"
+
+
+def update_parameters_with_adam(parameters, grads, v, s, t, learning_rate=0.01,
+                                beta1=0.9, beta2=0.999, epsilon=1e-8):
+    r"""One Adam step, in place.
+
+    .. math::
+
+        v &\leftarrow \beta_1 v + (1 - \beta_1)\, dp, \qquad
+            \hat v = v / (1 - \beta_1^t) \\
+        s &\leftarrow \beta_2 s + (1 - \beta_2)\, dp^2, \qquad
+            \hat s = s / (1 - \beta_2^t) \\
+        p &\leftarrow p - (\alpha \hat v) / (\sqrt{\hat s} + \epsilon)
+
+    Parameters
+    ----------
+    parameters, grads : dict of str to ndarray
+        As in :func:`update_parameters_with_gd`.
+    v, s : dict of str to ndarray
+        Moments from :func:`initialize_adam`, updated in place.
+    t : int
+        The 1-based step count (``t >= 1``).
+    learning_rate, beta1, beta2, epsilon : float
+        :math:`\alpha \ge 0`, :math:`\beta_1, \beta_2 \in [0, 1)`,
+        :math:`\epsilon \ge 0`.
+
+    Returns
+    -------
+    parameters, v, s : dict
+        The same dicts.
+    v_corrected, s_corrected : BiasCorrected
+        Read-only mappings that compute :math:`\hat v`, :math:`\hat s` for a
+        key when it is read.
+    """
+    t = _v.step(t)
+    lr = _v.nonneg(learning_rate, "learning_rate")
+    b1 = _v.beta(beta1, "beta1")
+    b2 = _v.beta(beta2, "beta2")
+    eps = _v.nonneg(epsilon, "epsilon")
+    bc1 = 1.0 - b1 ** t
+    bc2 = 1.0 - b2 ** t
+    _backend().adam(parameters, grads, (("v", v), ("s", s), _v.ABSENT), _v.COURSE,
+                    lr, b1, b2, eps, bc1, bc2, 0.0, False, False, 1.0)
+    return parameters, v, s, BiasCorrected(v, bc1), BiasCorrected(s, bc2)
