@@ -181,3 +181,46 @@ def grad_sumsq(params, grads, int mode):
         for b in sumsq_blocks(g).tolist():
             total += b
     return total
+
+
+# --- the benchmark's physical yardstick --------------------------------------
+
+cdef void _copy_like_loop(floating* x0, floating* x1, floating* x2, int nrw,
+                          const floating* g, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        x0[i] = x0[i] + g[i]
+        if nrw > 1:
+            x1[i] = x1[i] + g[i]
+        if nrw > 2:
+            x2[i] = x2[i] + g[i]
+
+
+def copy_like(rw, ro):
+    """Move the bytes of an optimizer step and nothing more: each array in
+    ``rw`` (1 to 3, read and written) gets ``+= ro[0]`` (read only).
+
+    With ``rw = [p, v, s]`` and ``ro = [g]`` it reads 4 and writes 3 arrays,
+    the traffic of an Adam step; the benchmark reports each optimizer's time
+    against this floor.  Arrays: same dtype (float32/float64), contiguous,
+    same size.
+    """
+    if not 1 <= len(rw) <= 3 or len(ro) != 1:
+        raise ValueError("copy_like takes 1 to 3 read-write arrays and 1 read-only array")
+    flat = [np.ravel(a, order="K") for a in list(rw) + list(ro)]
+    while len(flat) < 4:
+        flat.insert(len(rw), flat[0])
+    if flat[0].dtype == np.float32:
+        _copy_like_f(flat[0], flat[1], flat[2], len(rw), flat[3])
+    else:
+        _copy_like_d(flat[0], flat[1], flat[2], len(rw), flat[3])
+
+
+cdef _copy_like_f(float[::1] a, float[::1] b, float[::1] c, int nrw, const float[::1] g):
+    with nogil:
+        _copy_like_loop(&a[0], &b[0], &c[0], nrw, &g[0], a.shape[0])
+
+
+cdef _copy_like_d(double[::1] a, double[::1] b, double[::1] c, int nrw, const double[::1] g):
+    with nogil:
+        _copy_like_loop(&a[0], &b[0], &c[0], nrw, &g[0], a.shape[0])
