@@ -1,0 +1,168 @@
+"""Reliability: hostile inputs, layouts, concurrency, long runs."""
+
+import os
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import fusedoptim as fo
+from fusedoptim.backend import use_backend
+from helpers import assert_bitwise, assert_unchanged, snapshot
+
+
+def _model(seed, dtype=np.float32, sizes=((64, 32), (64,), (10, 64), (10,))):
+    rng = np.random.default_rng(seed)
+    p = {f"W{i}": rng.standard_normal(s).astype(dtype) for i, s in enumerate(sizes)}
+    return p
+
+
+def _grads(p, rng):
+    return {"d" + k: rng.standard_normal(a.shape).astype(a.dtype) for k, a in p.items()}
+
+
+# --- hostile inputs ------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.bool_, object, np.float16, np.int8,
+                                   np.uint64, np.longdouble])
+def test_non_float_parameters_refused(backend, dtype):
+    p = {"w": np.ones(4).astype(dtype)}
+    g = {"dw": np.ones(4).astype(dtype)}
+    before = snapshot(p)
+    with pytest.raises(TypeError, match=r"parameters\['w'\] has dtype"):
+        fo.update_parameters_with_gd(p, g, 0.1)
+    assert_unchanged(before, p)
+
+
+@pytest.mark.parametrize("bad", [None, 1.0, [1.0, 2.0], np.float64(1.0), "w"])
+def test_scalars_and_lists_refused(backend, bad):
+    p = {"w": np.ones(3)}
+    with pytest.raises(TypeError, match=r"grads\['dw'\] must be a numpy.ndarray"):
+        fo.update_parameters_with_gd(p, {"dw": bad}, 0.1)
+    with pytest.raises(TypeError, match=r"parameters\['w'\] must be a numpy.ndarray"):
+        fo.update_parameters_with_gd({"w": bad}, {"dw": np.ones(3)}, 0.1)
+
+
+@pytest.mark.parametrize("container", [list, tuple, lambda d: d.items(), str])
+def test_non_dict_state_refused(backend, container):
+    p = {"w": np.ones(3)}
+    g = {"dw": np.ones(3)}
+    v = fo.initialize_velocity(p)
+    before = snapshot(p)
+    with pytest.raises(TypeError, match="v must be a dict"):
+        fo.update_parameters_with_momentum(p, g, container(v), 0.9, 0.1)
+    assert_unchanged(before, p)
+
+
+def test_non_string_parameter_name_refused(backend):
+    with pytest.raises(TypeError, match="parameter names must be str"):
+        fo.update_parameters_with_gd({1: np.ones(2)}, {"d1": np.ones(2)}, 0.1)
+
+
+def test_partial_overlap_between_parameters_refused(backend):
+    buf = np.zeros(10)
+    p = {"a": buf[0:6], "b": buf[4:10]}
+    g = {"da": np.ones(6), "db": np.ones(6)}
+    with pytest.raises(ValueError, match=r"parameters\['b'\] shares memory with parameters\['a'\]"):
+        fo.update_parameters_with_gd(p, g, 0.1)
+    assert not buf.any()
+
+
+def test_adjacent_views_do_not_overlap(backend):
+    buf = np.zeros(10)
+    p = {"a": buf[0:5], "b": buf[5:10]}
+    fo.update_parameters_with_gd(p, {"da": np.ones(5), "db": np.ones(5)}, 0.5)
+    assert_bitwise(buf, np.full(10, -0.5))
+
+
+def test_gradients_may_share_memory_with_each_other(backend):
+    p = {"a": np.zeros(4), "b": np.zeros(4)}
+    g = np.ones(4)
+    fo.update_parameters_with_gd(p, {"da": g, "db": g}, 1.0)
+    assert_bitwise(p["b"], np.full(4, -1.0))
+
+
+def test_transposed_parameter_updated_in_place(backend):
+    base = np.arange(12.0).reshape(3, 4)
+    w = base.T  # a Fortran-ordered view of base: contiguous, updated in place
+    p = {"W": w}
+    g = {"dW": np.ones((4, 3))}
+    fo.update_parameters_with_gd(p, g, 1.0)
+    assert p["W"] is w
+    assert_bitwise(base, np.arange(12.0).reshape(3, 4) - 1.0)
+
+
+def test_strided_parameter_refused_not_copied(backend):
+    base = np.zeros((4, 6))
+    p = {"W": base[:, ::2]}
+    with pytest.raises(ValueError, match="not contiguous"):
+        fo.update_parameters_with_gd(p, {"dW": np.ones((4, 3))}, 1.0)
+    assert not base.any()
+
+
+def test_fortran_state_for_c_parameter_refused(backend):
+    p = {"W": np.zeros((3, 4))}
+    v = {"dW": np.zeros((3, 4), order="F")}
+    with pytest.raises(ValueError, match=r"v\['dW'\] does not have the memory layout"):
+        fo.update_parameters_with_momentum(p, {"dW": np.ones((3, 4))}, v, 0.9, 0.1)
+
+
+# --- concurrency ---------------------------------------------------------------
+
+def _train(seed, steps=30):
+    rng = np.random.default_rng(seed + 1000)
+    p = _model(seed, sizes=((300, 300), (300,), (40, 300)))
+    v, s = fo.initialize_adam(p)
+    for t in range(1, steps + 1):
+        fo.update_parameters_with_adam(p, _grads(p, rng), v, s, t, learning_rate=1e-3)
+    return p, v, s
+
+
+def test_threads_on_independent_models_equal_sequential(backend):
+    seeds = list(range(6))
+    sequential = [_train(s) for s in seeds]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(_train, seeds))
+    for (p1, v1, s1), (p2, v2, s2) in zip(sequential, concurrent):
+        for k in p1:
+            assert_bitwise(p1[k], p2[k])
+            assert_bitwise(v1["d" + k], v2["d" + k])
+            assert_bitwise(s1["d" + k], s2["d" + k])
+
+
+# --- long runs -------------------------------------------------------------------
+
+SOAK_STEPS = int(os.environ.get("FUSEDOPTIM_SOAK_STEPS", "4000"))
+
+
+@pytest.mark.soak
+def test_soak_memory_flat_and_equal_to_reference(backend):
+    """Thousands of Adam steps: no growth in Python-tracked memory after
+    warm-up, and the result bit-equal to the reference run."""
+    sizes = ((256, 128), (256,), (64, 256), (64,), (1, 64), (1,))
+    p = _model(7, sizes=sizes)
+    want = {k: a.copy() for k, a in p.items()}
+    rng = np.random.default_rng(3)
+    grads = [_grads(p, rng) for _ in range(8)]
+    v, s = fo.initialize_adam(p)
+    wv, ws = fo.initialize_adam(want)
+    # NumPy and the interpreter grow a few one-off caches during the first
+    # few hundred steps; measure after them.
+    warm = SOAK_STEPS // 4
+    tracemalloc.start()
+    try:
+        for t in range(1, SOAK_STEPS + 1):
+            if t == warm:
+                base, _ = tracemalloc.get_traced_memory()
+            fo.update_parameters_with_adam(p, grads[t % 8], v, s, t, learning_rate=1e-3)
+        end, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A leak of 8 bytes per step would show as 8 * (steps - warm) >= 24 KB.
+    assert end - base < 8 * (SOAK_STEPS - warm), (base, end)
+    with use_backend("numpy"):
+        for t in range(1, SOAK_STEPS + 1):
+            fo.update_parameters_with_adam(want, grads[t % 8], wv, ws, t, learning_rate=1e-3)
+    for k in p:
+        assert_bitwise(p[k], want[k])
