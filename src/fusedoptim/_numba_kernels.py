@@ -67,8 +67,10 @@ try:
     from numba import njit, prange
     from numba.core import types
     from numba.extending import intrinsic
-except Exception as exc:  # an ImportError, or a broken llvmlite (OSError)
-    raise ImportError(f"numba did not import: {exc}") from exc
+except ImportError:
+    raise
+except Exception as exc:  # e.g. an OSError from a broken llvmlite
+    raise ImportError(f"{type(exc).__name__}: {exc}") from exc
 
 import numpy as np
 
