@@ -348,7 +348,10 @@ def test_grad_sumsq_matches_reference_order(name, dtype, threads):
     rng = np.random.default_rng(11)
     n = _tuning.PARALLEL_MIN_ELEMENTS
     b = _reference.SUMSQ_BLOCK
-    for sizes in ([7], [b - 1, b, b + 1, 0, 3], [n + 13, 2 * b + 5], [n // 2, n // 2 + 1]):
+    # Many one-block steps too: in a long sum, a misordered block sum is
+    # often rounded away.
+    for sizes in ([7], [b - 1, b, b + 1, 0, 3], [n + 13, 2 * b + 5], [n // 2, n // 2 + 1],
+                  *[[b - 3]] * 40):
         params = {f"w{i}": np.zeros(s, dtype=dtype) for i, s in enumerate(sizes)}
         # A wide range of magnitudes makes the sum order-sensitive.
         grads = {f"dw{i}": (rng.standard_normal(s) * 10.0 ** rng.integers(-6, 6, s))
