@@ -45,7 +45,12 @@ count given here and restores the caller's value on exit: the count applies
 from any Python thread and does not leak into the user's own Numba code.
 Parallel steps are serialized by a lock: each already uses every thread, and
 Numba's ``workqueue`` threading layer aborts the process when two threads
-enter parallel code at once.
+enter parallel code at once.  That lock makes ``NUMBA_THREADING_LAYER=
+forksafe`` a safe choice for programs that fork after a parallel step (e.g.
+``multiprocessing`` with the ``fork`` start method): under the default GNU
+OpenMP layer Numba terminates such a child.  This module never changes
+Numba's global configuration itself, since that would also change the
+user's own Numba code.
 
 Compilation and caching
 -----------------------
