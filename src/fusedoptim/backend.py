@@ -12,8 +12,10 @@ imports; falling back past ``cython`` warns once (``FusedOptimWarning``,
 pointing at the user's import) naming the active backend and why each faster
 one is missing.  Numba is imported only when its backend is selected (or by
 ``available_backends``).  The active backend is process-wide:
-``use_backend`` is not thread-local.  The number of threads is ``FUSEDOPTIM_NUM_THREADS`` if set, else
-the number of CPUs this process may run on.
+``use_backend`` is not thread-local.
+
+The number of threads is ``FUSEDOPTIM_NUM_THREADS`` if set, else the number
+of CPUs this process may run on.
 """
 
 import contextlib
