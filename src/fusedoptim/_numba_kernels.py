@@ -24,10 +24,11 @@ Exactness
 ---------
 No ``fastmath`` (so no FMA contraction or reassociation), and
 ``error_model="numpy"`` so that a division by zero gives IEEE inf/NaN like
-NumPy instead of raising.  Every scalar is rounded once to the arrays' dtype
-(``dt(x)``) before the loop, so float32 arithmetic stays float32 (Numba would
-otherwise promote ``float32 * float64`` to float64), and ``np.sqrt`` of a
-float32 is the float32 square root.
+NumPy instead of raising.  Every scalar arrives as a float64 and is rounded
+once to the arrays' dtype (``_as(x, z)``, ``z`` a zero of that dtype) before
+the loop, so float32 arithmetic stays float32 (Numba would otherwise promote
+``float32 * float64`` to float64), and ``np.sqrt`` of a float32 is the
+float32 square root.
 
 Threads
 -------
@@ -40,9 +41,10 @@ updates do not depend on the split; ``grad_sumsq`` sums fixed blocks (see
 ``_reference.sumsq_blocks``) in parallel and adds the block sums in order.
 
 Numba's own thread count is thread-local (each Python thread starts at
-``NUMBA_NUM_THREADS``), so the parallel kernel sets it on entry from the
-count given here and restores the caller's value on exit: the count applies
-from any Python thread and does not leak into the user's own Numba code.
+``NUMBA_NUM_THREADS``), so each parallel step sets it in the calling thread
+from the count given here and restores the caller's value afterwards: the
+count applies from any Python thread and does not leak into the user's own
+Numba code.
 Parallel steps are serialized by a lock: each already uses every thread, and
 Numba's ``workqueue`` threading layer aborts the process when two threads
 enter parallel code at once.  That lock makes ``NUMBA_THREADING_LAYER=
@@ -55,7 +57,9 @@ user's own Numba code.
 Compilation and caching
 -----------------------
 Kernels compile lazily, on the first step of each dtype (serial and parallel
-variants separately), so importing this module costs only the Numba import.
+variants separately: the dtype comes from the type of the ``z`` argument),
+so importing this module costs only the Numba import.  Every kernel is a
+module-level function, not a closure, so that it can be cached.
 Numba's on-disk cache (``cache=True``) is off by default: there are crash
 and corruption reports for cached ``parallel=True`` functions loaded by
 several processes at once (multiprocessing workers racing on the index
@@ -93,13 +97,15 @@ _CACHE = os.environ.get("FUSEDOPTIM_NUMBA_CACHE", "").strip().lower() in ("1", "
 
 _JIT = dict(nogil=True, error_model="numpy", cache=_CACHE)
 
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# A zero of each dtype: passed to the kernels, its type selects (and on
+# first use compiles) the dtype's specialization.
+_ZERO = {np.dtype(np.float32): np.float32(0), np.dtype(np.float64): np.float64(0)}
 
 # Threads for parallel steps: set by fusedoptim.set_num_threads, never more
 # than Numba's pool (numba.set_num_threads refuses that).
 _threads = 1
 _parallel_lock = threading.Lock()
-# Threads the last parallel step ran on (a diagnostic for the tests).
+# Numba's thread count during the last parallel step (for the tests).
 _last_parallel_threads = 0
 
 
@@ -107,6 +113,9 @@ def set_num_threads(n):
     """Use ``n`` threads for parallel steps, at most ``NUMBA_NUM_THREADS``."""
     global _threads
     _threads = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+
+
+# --- typed-memory helpers -----------------------------------------------------
 
 
 @intrinsic
@@ -135,6 +144,20 @@ def _itemsize(typingctx, like):
     return sig, codegen
 
 
+@intrinsic
+def _as(typingctx, x, like):
+    """``x`` rounded once (to nearest) to the float type of ``like``: what
+    NumPy does with a Python float next to an array of that dtype."""
+    if not isinstance(x, types.Float) or not isinstance(like, types.Float):
+        return None
+    sig = like(x, like)
+
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[0], signature.args[0], signature.return_type)
+
+    return sig, codegen
+
+
 @njit(inline="always", **_JIT)
 def _view(addr, lo, m, like):
     """Elements [lo, lo + m) of the array at ``addr``, as a 1-D array.
@@ -145,297 +168,315 @@ def _view(addr, lo, m, like):
     return numba.carray(_ptr(addr + lo * _itemsize(like), like), m)
 
 
-# --- per-family element loops -------------------------------------------------
-#
-# ``span(row, n, lo, hi, s, f)`` updates elements [lo, hi) of the tensor whose
-# n-element arrays start at the addresses in ``row``; ``s`` holds the float64
-# scalars, ``f`` the flags.  Each family's factory closes over the dtype.
-
-
-def _sgd_span(dt):
-    @njit(**_JIT)
-    def span(row, n, lo, hi, s, f):
-        z = dt(0)
-        m = hi - lo
-        P = _view(row[0], lo, m, z)
-        G = _view(row[1], lo, m, z)
-        B = _view(row[2], lo, m, z)
-        lr, mu, omd, wd, gs = dt(s[0]), dt(s[1]), dt(s[2]), dt(s[3]), dt(s[4])
-        scale, maximize, decay, has_buf, first, nesterov = f
-        for i in range(m):
-            p = P[i]
-            g = G[i]
-            if scale:
-                g = g * gs
-            if maximize:
-                g = -g
-            if decay:
-                g = g + wd * p
-            if has_buf:
-                if first:
-                    b = g
-                else:
-                    b = mu * B[i] + omd * g
-                B[i] = b
-                if nesterov:
-                    g = g + mu * b
-                else:
-                    g = b
-            P[i] = p - lr * g
-
-    return span
-
-
-def _rmsprop_span(dt):
-    @njit(**_JIT)
-    def span(row, n, lo, hi, s, f):
-        z = dt(0)
-        m = hi - lo
-        P = _view(row[0], lo, m, z)
-        G = _view(row[1], lo, m, z)
-        S = _view(row[2], lo, m, z)
-        A = _view(row[3], lo, m, z)
-        B = _view(row[4], lo, m, z)
-        lr, a, oma, eps = dt(s[0]), dt(s[1]), dt(s[2]), dt(s[3])
-        mu, wd, gs = dt(s[4]), dt(s[5]), dt(s[6])
-        scale, maximize, decay, centered, has_buf, eps_inside = f
-        for i in range(m):
-            p = P[i]
-            g = G[i]
-            if scale:
-                g = g * gs
-            if maximize:
-                g = -g
-            if decay:
-                g = g + wd * p
-            sq = a * S[i] + oma * (g * g)
-            S[i] = sq
-            d = sq
-            if centered:
-                ga = a * A[i] + oma * g
-                A[i] = ga
-                d = sq - ga * ga
-            if eps_inside:
-                r = np.sqrt(d + eps)
-            else:
-                r = np.sqrt(d) + eps
-            if has_buf:
-                b = mu * B[i] + g / r
-                B[i] = b
-                P[i] = p - lr * b
-            else:
-                P[i] = p - (lr * g) / r
-
-    return span
-
-
-def _adam_span(dt):
-    @njit(**_JIT)
-    def span(row, n, lo, hi, s, f):
-        z = dt(0)
-        m = hi - lo
-        P = _view(row[0], lo, m, z)
-        G = _view(row[1], lo, m, z)
-        M = _view(row[2], lo, m, z)
-        V = _view(row[3], lo, m, z)
-        VM = _view(row[4], lo, m, z)
-        lr, b1, omb1, b2, omb2 = dt(s[0]), dt(s[1]), dt(s[2]), dt(s[3]), dt(s[4])
-        eps, c1, c2, wd, shrink, gs = dt(s[5]), dt(s[6]), dt(s[7]), dt(s[8]), dt(s[9]), dt(s[10])
-        scale, maximize, l2, decoupled, amsgrad = f
-        if not (scale or maximize or l2 or decoupled or amsgrad):
-            # The common case gets a branch-free loop that LLVM vectorizes.
-            for i in range(m):
-                g = G[i]
-                m = b1 * M[i] + omb1 * g
-                M[i] = m
-                v = b2 * V[i] + omb2 * (g * g)
-                V[i] = v
-                P[i] = P[i] - (lr * (m / c1)) / (np.sqrt(v / c2) + eps)
-            return
-        for i in range(m):
-            p = P[i]
-            g = G[i]
-            if scale:
-                g = g * gs
-            if maximize:
-                g = -g
-            if l2:
-                g = g + wd * p
-            if decoupled:
-                p = p * shrink
-            m = b1 * M[i] + omb1 * g
-            M[i] = m
-            v = b2 * V[i] + omb2 * (g * g)
-            V[i] = v
-            if amsgrad:
-                vv = VM[i]
-                # np.maximum: a NaN in either operand propagates.
-                if not (vv >= v or vv != vv):
-                    vv = v
-                VM[i] = vv
-                v = vv
-            P[i] = p - (lr * (m / c1)) / (np.sqrt(v / c2) + eps)
-
-    return span
-
-
-def _sumsq_span(dt):
-    @njit(**_JIT)
-    def block(addr, start, stop):
-        """Float64 sum of squares of elements [start, stop) of the gradient
-        at ``addr``: ``SUMSQ_LANES`` interleaved lanes, then a pairwise
-        combination, exactly as ``_reference.sumsq_blocks``."""
-        X = numba.carray(_ptr(addr, dt(0)), stop)
-        l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0
-        full = start + (stop - start) // 8 * 8
-        for j in range(start, full, 8):
-            x0, x1, x2, x3 = np.float64(X[j]), np.float64(X[j + 1]), np.float64(X[j + 2]), np.float64(X[j + 3])
-            x4, x5, x6, x7 = np.float64(X[j + 4]), np.float64(X[j + 5]), np.float64(X[j + 6]), np.float64(X[j + 7])
-            l0 += x0 * x0
-            l1 += x1 * x1
-            l2 += x2 * x2
-            l3 += x3 * x3
-            l4 += x4 * x4
-            l5 += x5 * x5
-            l6 += x6 * x6
-            l7 += x7 * x7
-        for r in range(stop - full):
-            x = np.float64(X[full + r])
-            x = x * x
-            if r == 0:
-                l0 += x
-            elif r == 1:
-                l1 += x
-            elif r == 2:
-                l2 += x
-            elif r == 3:
-                l3 += x
-            elif r == 4:
-                l4 += x
-            elif r == 5:
-                l5 += x
-            else:
-                l6 += x
-        return ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
-
-    return block
-
-
-# --- drivers: the work list, serial or split over threads ---------------------
-
-
-def _elementwise_kernels(span):
-    @njit(**_JIT)
-    def serial(ptrs, sizes, nthreads, s, f):
-        for k in range(sizes.size):
-            span(ptrs[k], sizes[k], 0, sizes[k], s, f)
-        return 1
-
-    @njit(parallel=True, **_JIT)
-    def parallel(ptrs, sizes, nthreads, s, f):
-        before = numba.get_num_threads()
-        numba.set_num_threads(nthreads)
-        ntens = sizes.size
-        offs = np.zeros(ntens + 1, np.int64)
-        for k in range(ntens):
-            offs[k + 1] = offs[k] + sizes[k]
-        total = offs[ntens]
-        # One piece of the total element range per thread; a piece may start
-        # inside one tensor and end inside another.
-        for t in prange(nthreads):
-            lo = total * t // nthreads
-            hi = total * (t + 1) // nthreads
-            k = np.searchsorted(offs, lo, side="right") - 1
-            while lo < hi:
-                end = min(hi, offs[k + 1])
-                span(ptrs[k], sizes[k], lo - offs[k], end - offs[k], s, f)
-                lo = end
-                k += 1
-        used = numba.get_num_threads()
-        numba.set_num_threads(before)
-        return used
-
-    return serial, parallel
-
-
-def _sumsq_kernels(block):
-    @njit(**_JIT)
-    def blocks_of(sizes):
-        """Block -> (tensor, first element) tables over all tensors."""
-        nb = 0
-        for k in range(sizes.size):
-            nb += (sizes[k] + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
-        bt = np.empty(nb, np.int64)
-        bs = np.empty(nb, np.int64)
-        j = 0
-        for k in range(sizes.size):
-            for start in range(0, sizes[k], SUMSQ_BLOCK):
-                bt[j] = k
-                bs[j] = start
-                j += 1
-        return bt, bs
-
-    @njit(**_JIT)
-    def in_order(out):
-        total = 0.0
-        for b in range(out.size):
-            total += out[b]
-        return total
-
-    @njit(**_JIT)
-    def serial(ptrs, sizes, bofs, out, nthreads):
-        for k in range(sizes.size):
-            n = sizes[k]
-            j = bofs[k]
-            for start in range(0, n, SUMSQ_BLOCK):
-                out[j] = block(ptrs[k, 0], start, min(n, start + SUMSQ_BLOCK))
-                j += 1
-        return in_order(out)
-
-    @njit(parallel=True, **_JIT)
-    def parallel(ptrs, sizes, bofs, out, nthreads):
-        before = numba.get_num_threads()
-        numba.set_num_threads(nthreads)
-        bt, bs = blocks_of(sizes)
-        for b in prange(bt.size):
-            k = bt[b]
-            start = bs[b]
-            out[bofs[k] + start // SUMSQ_BLOCK] = block(
-                ptrs[k, 0], start, min(sizes[k], start + SUMSQ_BLOCK))
-        numba.set_num_threads(before)
-        return in_order(out)
-
-    return serial, parallel
-
-
-_FAMILIES = {"sgd": _sgd_span, "rmsprop": _rmsprop_span, "adam": _adam_span}
-_compiled = {}
-_compile_lock = threading.Lock()
-
-
-def _kernels(family, dtype):
-    """``(serial, parallel)`` dispatchers of ``family`` for ``dtype``, made on
-    first use; each compiles at its first call."""
-    key = (family, dtype)
-    pair = _compiled.get(key)
-    if pair is None:
-        with _compile_lock:
-            pair = _compiled.get(key)
-            if pair is None:
-                if family == "sumsq":
-                    pair = _sumsq_kernels(_sumsq_span(dtype.type))
-                else:
-                    pair = _elementwise_kernels(_FAMILIES[family](dtype.type))
-                _compiled[key] = pair
-    return pair
-
-
 @njit(**_JIT)
 def _addr(a):
     """Data address of ``a``.  A jitted call unboxes the array in C: several
     times faster than ``a.ctypes.data`` or ``a.__array_interface__`` (it
     compiles once per array type: dtype, ndim, layout)."""
     return a.ctypes.data
+
+
+@njit(**_JIT)
+def _total(sizes):
+    total = 0
+    for k in range(sizes.size):
+        total += sizes[k]
+    return total
+
+
+@njit(**_JIT)
+def _pieces(sizes, total, t, nthreads):
+    """Thread ``t``'s share of the total element range, as ``(tensor, lo,
+    hi)`` rows: one equal piece per thread, which may start inside one
+    tensor and end inside another."""
+    lo = total * t // nthreads
+    hi = total * (t + 1) // nthreads
+    out = np.empty((sizes.size, 3), np.int64)
+    j = 0
+    off = 0  # first element of tensor k in the total range
+    k = 0
+    while lo < hi:
+        n = sizes[k]
+        if off + n > lo:
+            end = min(hi, off + n)
+            out[j, 0] = k
+            out[j, 1] = lo - off
+            out[j, 2] = end - off
+            j += 1
+            lo = end
+        off += n
+        k += 1
+    return out[:j]
+
+
+# --- per-family element loops -------------------------------------------------
+#
+# ``span(row, n, lo, hi, s, f, z)`` updates elements [lo, hi) of the tensor
+# whose n-element arrays start at the addresses in ``row``; ``s`` holds the
+# float64 scalars, ``f`` the flags, ``z`` a zero of the dtype.  Each family
+# has a serial driver (tensor by tensor) and a parallel one (pieces of the
+# total range, one per thread).  They are written out per family, not made
+# by a factory: Numba cannot cache a closure over another jitted function.
+
+
+@njit(**_JIT)
+def _sgd_span(row, n, lo, hi, s, f, z):
+    m = hi - lo
+    P = _view(row[0], lo, m, z)
+    G = _view(row[1], lo, m, z)
+    B = _view(row[2], lo, m, z)
+    lr, mu, omd, wd, gs = _as(s[0], z), _as(s[1], z), _as(s[2], z), _as(s[3], z), _as(s[4], z)
+    scale, maximize, decay, has_buf, first, nesterov = f
+    for i in range(m):
+        p = P[i]
+        g = G[i]
+        if scale:
+            g = g * gs
+        if maximize:
+            g = -g
+        if decay:
+            g = g + wd * p
+        if has_buf:
+            if first:
+                b = g
+            else:
+                b = mu * B[i] + omd * g
+            B[i] = b
+            if nesterov:
+                g = g + mu * b
+            else:
+                g = b
+        P[i] = p - lr * g
+
+
+@njit(**_JIT)
+def _sgd_serial(ptrs, sizes, s, f, z):
+    for k in range(sizes.size):
+        _sgd_span(ptrs[k], sizes[k], 0, sizes[k], s, f, z)
+
+
+@njit(parallel=True, **_JIT)
+def _sgd_parallel(ptrs, sizes, nthreads, s, f, z):
+    total = _total(sizes)
+    for t in prange(nthreads):
+        pieces = _pieces(sizes, total, t, nthreads)
+        for j in range(pieces.shape[0]):
+            k = pieces[j, 0]
+            _sgd_span(ptrs[k], sizes[k], pieces[j, 1], pieces[j, 2], s, f, z)
+
+
+@njit(**_JIT)
+def _rmsprop_span(row, n, lo, hi, s, f, z):
+    m = hi - lo
+    P = _view(row[0], lo, m, z)
+    G = _view(row[1], lo, m, z)
+    S = _view(row[2], lo, m, z)
+    A = _view(row[3], lo, m, z)
+    B = _view(row[4], lo, m, z)
+    lr, a, oma, eps = _as(s[0], z), _as(s[1], z), _as(s[2], z), _as(s[3], z)
+    mu, wd, gs = _as(s[4], z), _as(s[5], z), _as(s[6], z)
+    scale, maximize, decay, centered, has_buf, eps_inside = f
+    for i in range(m):
+        p = P[i]
+        g = G[i]
+        if scale:
+            g = g * gs
+        if maximize:
+            g = -g
+        if decay:
+            g = g + wd * p
+        sq = a * S[i] + oma * (g * g)
+        S[i] = sq
+        d = sq
+        if centered:
+            ga = a * A[i] + oma * g
+            A[i] = ga
+            d = sq - ga * ga
+        if eps_inside:
+            r = np.sqrt(d + eps)
+        else:
+            r = np.sqrt(d) + eps
+        if has_buf:
+            b = mu * B[i] + g / r
+            B[i] = b
+            P[i] = p - lr * b
+        else:
+            P[i] = p - (lr * g) / r
+
+
+@njit(**_JIT)
+def _rmsprop_serial(ptrs, sizes, s, f, z):
+    for k in range(sizes.size):
+        _rmsprop_span(ptrs[k], sizes[k], 0, sizes[k], s, f, z)
+
+
+@njit(parallel=True, **_JIT)
+def _rmsprop_parallel(ptrs, sizes, nthreads, s, f, z):
+    total = _total(sizes)
+    for t in prange(nthreads):
+        pieces = _pieces(sizes, total, t, nthreads)
+        for j in range(pieces.shape[0]):
+            k = pieces[j, 0]
+            _rmsprop_span(ptrs[k], sizes[k], pieces[j, 1], pieces[j, 2], s, f, z)
+
+
+@njit(**_JIT)
+def _adam_span(row, n, lo, hi, s, f, z):
+    m = hi - lo
+    P = _view(row[0], lo, m, z)
+    G = _view(row[1], lo, m, z)
+    M = _view(row[2], lo, m, z)
+    V = _view(row[3], lo, m, z)
+    VM = _view(row[4], lo, m, z)
+    lr, b1, omb1, b2, omb2 = _as(s[0], z), _as(s[1], z), _as(s[2], z), _as(s[3], z), _as(s[4], z)
+    eps, c1, c2, wd, shrink, gs = (_as(s[5], z), _as(s[6], z), _as(s[7], z), _as(s[8], z),
+                                   _as(s[9], z), _as(s[10], z))
+    scale, maximize, l2, decoupled, amsgrad = f
+    if not (scale or maximize or l2 or decoupled or amsgrad):
+        # The common case gets a branch-free loop that LLVM vectorizes.
+        for i in range(m):
+            g = G[i]
+            mi = b1 * M[i] + omb1 * g
+            M[i] = mi
+            vi = b2 * V[i] + omb2 * (g * g)
+            V[i] = vi
+            P[i] = P[i] - (lr * (mi / c1)) / (np.sqrt(vi / c2) + eps)
+        return
+    for i in range(m):
+        p = P[i]
+        g = G[i]
+        if scale:
+            g = g * gs
+        if maximize:
+            g = -g
+        if l2:
+            g = g + wd * p
+        if decoupled:
+            p = p * shrink
+        mi = b1 * M[i] + omb1 * g
+        M[i] = mi
+        vi = b2 * V[i] + omb2 * (g * g)
+        V[i] = vi
+        if amsgrad:
+            vv = VM[i]
+            # np.maximum: a NaN in either operand propagates.
+            if not (vv >= vi or vv != vv):
+                vv = vi
+            VM[i] = vv
+            vi = vv
+        P[i] = p - (lr * (mi / c1)) / (np.sqrt(vi / c2) + eps)
+
+
+@njit(**_JIT)
+def _adam_serial(ptrs, sizes, s, f, z):
+    for k in range(sizes.size):
+        _adam_span(ptrs[k], sizes[k], 0, sizes[k], s, f, z)
+
+
+@njit(parallel=True, **_JIT)
+def _adam_parallel(ptrs, sizes, nthreads, s, f, z):
+    total = _total(sizes)
+    for t in prange(nthreads):
+        pieces = _pieces(sizes, total, t, nthreads)
+        for j in range(pieces.shape[0]):
+            k = pieces[j, 0]
+            _adam_span(ptrs[k], sizes[k], pieces[j, 1], pieces[j, 2], s, f, z)
+
+
+# --- sum of squares -----------------------------------------------------------
+
+
+@njit(**_JIT)
+def _sumsq_block(addr, start, stop, z):
+    """Float64 sum of squares of elements [start, stop) of the gradient at
+    ``addr``: ``SUMSQ_LANES`` interleaved lanes, then a pairwise
+    combination, exactly as ``_reference.sumsq_blocks``."""
+    X = _view(addr, start, stop - start, z)
+    m = stop - start
+    l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0
+    full = m // 8 * 8
+    for j in range(0, full, 8):
+        x0, x1, x2, x3 = np.float64(X[j]), np.float64(X[j + 1]), np.float64(X[j + 2]), \
+            np.float64(X[j + 3])
+        x4, x5, x6, x7 = np.float64(X[j + 4]), np.float64(X[j + 5]), np.float64(X[j + 6]), \
+            np.float64(X[j + 7])
+        l0 += x0 * x0
+        l1 += x1 * x1
+        l2 += x2 * x2
+        l3 += x3 * x3
+        l4 += x4 * x4
+        l5 += x5 * x5
+        l6 += x6 * x6
+        l7 += x7 * x7
+    # The last block may be short: its missing elements add exact zeros.
+    for r in range(m - full):
+        x = np.float64(X[full + r])
+        x = x * x
+        if r == 0:
+            l0 += x
+        elif r == 1:
+            l1 += x
+        elif r == 2:
+            l2 += x
+        elif r == 3:
+            l3 += x
+        elif r == 4:
+            l4 += x
+        elif r == 5:
+            l5 += x
+        else:
+            l6 += x
+    return ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+
+
+@njit(**_JIT)
+def _in_order(out):
+    total = 0.0
+    for b in range(out.size):
+        total += out[b]
+    return total
+
+
+@njit(**_JIT)
+def _sumsq_serial(ptrs, sizes, bofs, out, z):
+    for k in range(sizes.size):
+        n = sizes[k]
+        j = bofs[k]
+        for start in range(0, n, SUMSQ_BLOCK):
+            out[j] = _sumsq_block(ptrs[k, 0], start, min(n, start + SUMSQ_BLOCK), z)
+            j += 1
+    return _in_order(out)
+
+
+@njit(parallel=True, **_JIT)
+def _sumsq_parallel(ptrs, sizes, bofs, out, z):
+    # Block -> (tensor, first element) tables, then one task per block.
+    nb = 0
+    for k in range(sizes.size):
+        nb += (sizes[k] + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
+    bt = np.empty(nb, np.int64)
+    bs = np.empty(nb, np.int64)
+    j = 0
+    for k in range(sizes.size):
+        for start in range(0, sizes[k], SUMSQ_BLOCK):
+            bt[j] = k
+            bs[j] = start
+            j += 1
+    for b in prange(nb):
+        k = bt[b]
+        start = bs[b]
+        out[bofs[k] + start // SUMSQ_BLOCK] = _sumsq_block(
+            ptrs[k, 0], start, min(sizes[k], start + SUMSQ_BLOCK), z)
+    return _in_order(out)
+
+
+# --- Python side: the work list ---------------------------------------------------
+
+_KERNELS = {
+    "sgd": (_sgd_serial, _sgd_parallel),
+    "rmsprop": (_rmsprop_serial, _rmsprop_parallel),
+    "adam": (_adam_serial, _adam_parallel),
+}
 
 
 def _work(groups):
@@ -460,20 +501,38 @@ def _work(groups):
     return by_dtype, total
 
 
-def _run(family, groups, s, f):
+def _in_parallel(nthreads, kernel, *args):
+    """Run a parallel kernel on ``nthreads`` threads, from any Python thread.
+
+    Numba's thread count is per Python thread, so it is set here, in the
+    calling thread, and the caller's own value is restored afterwards.
+    (Setting it inside the kernel would work too, but makes the kernel
+    uncacheable: Numba treats the threading layer's entry points as dynamic
+    globals.)
+    """
     global _last_parallel_threads
+    with _parallel_lock:
+        before = numba.get_num_threads()
+        numba.set_num_threads(nthreads)
+        try:
+            _last_parallel_threads = numba.get_num_threads()
+            return kernel(*args)
+        finally:
+            numba.set_num_threads(before)
+
+
+def _run(family, groups, s, f):
     by_dtype, total = _work(groups)
     nthreads = _threads
     par = nthreads > 1 and total >= _tuning.PARALLEL_MIN_ELEMENTS
+    serial, parallel = _KERNELS[family]
     for dtype, (rows, sizes) in by_dtype.items():
-        serial, parallel = _kernels(family, dtype)
         ptrs = np.array(rows, dtype=np.intp)
         sizes = np.array(sizes, dtype=np.intp)
         if par:
-            with _parallel_lock:
-                _last_parallel_threads = parallel(ptrs, sizes, nthreads, s, f)
+            _in_parallel(nthreads, parallel, ptrs, sizes, nthreads, s, f, _ZERO[dtype])
         else:
-            serial(ptrs, sizes, nthreads, s, f)
+            serial(ptrs, sizes, s, f, _ZERO[dtype])
 
 
 # --- the backend interface ---------------------------------------------------
@@ -540,15 +599,14 @@ def grad_sumsq(params, grads, mode):
     for idx, (_p, g) in enumerate(groups):
         k0[g.dtype].append(starts[idx])
     for dtype, (rows, sizes) in by_dtype.items():
-        serial, parallel = _kernels("sumsq", dtype)
         ptrs = np.array(rows, dtype=np.intp)
         sizes = np.array(sizes, dtype=np.intp)
         bofs = np.array(k0[dtype], dtype=np.intp)
         # The last call sees every block filled, so its in-order total is
         # the answer.
         if par:
-            with _parallel_lock:
-                result = parallel(ptrs, sizes, bofs, out, nthreads)
+            result = _in_parallel(nthreads, _sumsq_parallel, ptrs, sizes, bofs, out,
+                                  _ZERO[dtype])
         else:
-            result = serial(ptrs, sizes, bofs, out, nthreads)
+            result = _sumsq_serial(ptrs, sizes, bofs, out, _ZERO[dtype])
     return result
