@@ -21,7 +21,6 @@ import fusedoptim as fo
 from fusedoptim import _reference, _tuning, _validate
 from fusedoptim.backend import BACKENDS, BackendUnavailable, _load
 from conftest import AVAILABLE
-from helpers import assert_bitwise
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(fo.__file__)))
 
