@@ -5,16 +5,23 @@ Three backends implement the same multi-tensor interface (see
 path), ``numba`` (a JIT fallback), ``numpy`` (the plain reference).  They give
 bit-for-bit identical results.
 
-At import the backend is ``FUSEDOPTIM_BACKEND`` if set, else the first of
-``cython``, ``numba``, ``numpy`` that imports; falling back past ``cython``
-warns once with the reason.  Numba is imported only when its backend is
-selected.  The number of threads is ``FUSEDOPTIM_NUM_THREADS`` if set, else
-the number of CPUs this process may run on.
+At import the backend is ``FUSEDOPTIM_BACKEND`` if set (an unknown name is a
+``ValueError``, an unavailable one ``BackendUnavailable``: an explicit choice
+never falls back), else the first of ``cython``, ``numba``, ``numpy`` that
+imports; falling back past ``cython`` warns once (``FusedOptimWarning``,
+pointing at the user's import) naming the active backend and why each faster
+one is missing.  Numba is imported only when its backend is selected (or by
+``available_backends``).  The active backend is process-wide:
+``use_backend`` is not thread-local.
+
+The number of threads is ``FUSEDOPTIM_NUM_THREADS`` if set, else the number
+of CPUs this process may run on.
 """
 
 import contextlib
 import importlib
 import os
+import sys
 import threading
 import warnings
 
@@ -63,8 +70,10 @@ def _load(name):
                 why = (f"the compiled extension fusedoptim._kernels did not import ({exc}); "
                        f"the build is broken or missing: reinstall with a C compiler "
                        f"(pip install --force-reinstall --no-binary fusedoptim fusedoptim)")
+            elif name == "numba":
+                why = f"numba did not import ({exc}): pip install numba"
             else:
-                why = f"the numba backend needs numba, which did not import ({exc})"
+                why = f"fusedoptim._reference did not import ({exc})"
             _errors[name] = why
             raise BackendUnavailable(why) from exc
         mod.set_num_threads(get_num_threads())
@@ -157,10 +166,36 @@ def _init_threads():
         _num_threads = _default_threads()
 
 
+def _caller_stacklevel():
+    """``stacklevel`` that points a warning at the first frame outside
+    fusedoptim (the user's import); ``warnings`` itself skips the import
+    machinery's frames, so they are not counted."""
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        fname = frame.f_code.co_filename
+        if "importlib" in fname and "_bootstrap" in fname:
+            frame = frame.f_back
+            continue
+        if not os.path.abspath(fname).startswith(pkg):
+            return level
+        level += 1
+        frame = frame.f_back
+    return level
+
+
 def _init_backend():
     env = os.environ.get("FUSEDOPTIM_BACKEND", "").strip().lower()
     if env:
-        set_backend(env)
+        # An explicit choice: no fallback, no warning.
+        try:
+            set_backend(env)
+        except ValueError:
+            raise ValueError(f"FUSEDOPTIM_BACKEND={env!r} is not a backend; choose one "
+                             f"of {', '.join(BACKENDS)}") from None
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"FUSEDOPTIM_BACKEND={env}: {exc}") from exc
         return
     for name in BACKENDS:
         try:
@@ -169,8 +204,10 @@ def _init_backend():
             continue
         if name != "cython":
             missing = "; ".join(_errors[n] for n in BACKENDS[:BACKENDS.index(name)])
-            warnings.warn(f"fusedoptim is using the {name} backend: {missing}",
-                          FusedOptimWarning, stacklevel=3)
+            warnings.warn(f"fusedoptim is running on its slower {name} backend because "
+                          f"{missing}. Set FUSEDOPTIM_BACKEND={name} to choose it "
+                          f"explicitly and silence this warning.",
+                          FusedOptimWarning, stacklevel=_caller_stacklevel())
         return
 
 
