@@ -186,10 +186,11 @@ def _resolve(requested, explicit, progress):
     for name in COMPARED:
         if name not in requested and name != BASELINE:
             continue
+        progress.status(f"[{progress.elapsed():5.1f} s] loading {name} ...")
         t0 = time.perf_counter()
         try:
             if name == "torch":
-                import torch  # noqa: F401
+                _torch_warmup()
             else:
                 _load(name)
         except ImportError as exc:  # BackendUnavailable is an ImportError
@@ -211,19 +212,39 @@ def _resolve(requested, explicit, progress):
     return impls, load_s, skipped
 
 
-def _jit_warmup(optimizers, dtypes, progress):
-    """Compile numba's kernels before any timing: one call of each optimizer
-    and dtype of the run on the smallest case.  Returns the seconds spent."""
+def _torch_warmup():
+    """Import torch and build and run one step of each optimizer once: the
+    first ``torch.optim`` step imports a good deal more of torch, which
+    belongs to set-up, not to the first timed case."""
+    import torch  # noqa: F401
+
+    for opt in B.OPTIMIZERS:
+        B.make_step(B.Case(opt, "course", "float32"), "torch", threads=1)()
+
+
+def _jit_warmup(optimizers, sizes, dtypes, progress):
+    """Compile numba's kernels before any timing: one step of each optimizer
+    and dtype of the run, on the smallest selected size below the parallel
+    threshold and on the smallest one above it (Numba compiles a serial and
+    a parallel variant).  Returns the seconds spent."""
+    from ._tuning import PARALLEL_MIN_ELEMENTS
     from .backend import use_backend
 
-    t0 = time.perf_counter()
-    for dtype in dtypes:
-        for opt in optimizers:
-            progress.status(f"[{progress.elapsed():5.1f} s] numba JIT warm-up: {opt} {dtype}")
-            fn = B.make_step(B.Case(opt, "course", dtype), "numba")
-            with use_backend("numba"):
-                fn()
-    return time.perf_counter() - t0
+    by_regime = {}
+    for size in sorted(sizes, key=lambda s: B.Case("gd", s, "float32").elements):
+        big = B.Case("gd", size, "float32").elements >= PARALLEL_MIN_ELEMENTS
+        by_regime.setdefault(big, size)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for size in by_regime.values():
+        for dtype in dtypes:
+            for opt in optimizers:
+                progress.status(f"[{progress.elapsed():5.1f} s] numba JIT warm-up: "
+                                f"{opt} {size} {dtype}")
+                fn = B.make_step(B.Case(opt, size, dtype), "numba")
+                with use_backend("numba"):
+                    fn()
+                del fn
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _time_one(case, impl, threads, warmup, repeat, slow_repeat=None):
@@ -275,10 +296,10 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
     started = time.perf_counter() if started is None else started
     load0 = _loadavg()
     impls, load_s, skipped = _resolve(backends, explicit, progress)
-    jit_s = None
+    jit_s = jit_cpu_s = None
     if "numba" in impls:
-        jit_s = _jit_warmup(optimizers, dtypes, progress)
-        progress.line(f"numba JIT warm-up: {jit_s:.1f} s")
+        jit_s, jit_cpu_s = _jit_warmup(optimizers, sizes, dtypes, progress)
+        progress.line(f"numba JIT warm-up: {jit_s:.1f} s ({jit_cpu_s:.1f} s of CPU)")
 
     cases = B.cases(optimizers, sizes, dtypes)
     total = len(cases) * len(threads) * len(impls)
@@ -339,8 +360,10 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
         "skipped": skipped,
         "load_s": load_s,
         "numba_jit_s": jit_s,
+        "numba_jit_cpu_s": jit_cpu_s,
         "load_average": {"start": load0, "end": _loadavg()},
         "elapsed_s": time.perf_counter() - started,
+        "process_cpu_s": time.process_time(),
         "failures": failures,
         "results": records,
     }
@@ -357,6 +380,12 @@ def format_time(s):
     if s < 1:
         return f"{s * 1e3:.2f} ms"
     return f"{s:.3f} s"
+
+
+def _gbs(x):
+    if x is None:
+        return ""
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
 
 
 def threads_text(threads):
@@ -406,7 +435,7 @@ def format_table(doc):
             pct = r["percent_of_limit"]
             cells = [format_time(r["median_s"]), _spread(r["times_s"]),
                      f"{sp:.2f}x" if sp is not None else "",
-                     f"{r['bandwidth_gb_s']:.2f}" if r["bandwidth_gb_s"] is not None else "",
+                     _gbs(r["bandwidth_gb_s"]),
                      "(limit)" if r["impl"] == LIMIT else
                      (f"{pct:.0f}%" if pct is not None else "")]
         case_cells = ([r["optimizer"], r["size"], r["dtype"], str(r["threads"])] if first
@@ -430,9 +459,10 @@ def format_table(doc):
     took = f"took {doc['elapsed_s']:.1f} s"
     extra = []
     if doc.get("numba_jit_s") is not None:
-        extra.append(f"numba JIT warm-up {doc['numba_jit_s']:.1f} s")
+        extra.append(f"numba import and JIT warm-up "
+                     f"{doc['load_s'].get('numba', 0.0) + doc['numba_jit_s']:.1f} s")
     if doc["load_s"].get("torch") is not None:
-        extra.append(f"torch import {doc['load_s']['torch']:.1f} s")
+        extra.append(f"torch import and first steps {doc['load_s']['torch']:.1f} s")
     if extra:
         took += f" (of which {', '.join(extra)})"
     la = doc["load_average"]
