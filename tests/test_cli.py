@@ -349,3 +349,51 @@ def test_train_without_decay_runs(capsys):
     out = capsys.readouterr().out
     assert "momentum + " not in out and "backend numpy" in out
     assert fusedoptim.get_backend() == before
+
+
+def test_failed_measurement_is_reported(monkeypatch, capsys, tmp_path):
+    real = B.make_step
+
+    def make_step(case, impl, threads=None, seed=0):
+        if impl == "numpy":
+            raise RuntimeError("kernel exploded")
+        return real(case, impl, threads=threads, seed=seed)
+
+    monkeypatch.setattr(B, "make_step", make_step)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "course", "--optimizer", "gd", "--backend", "numpy",
+                 "--repeat", "1", "--json", str(out)]) == 1
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err and "kernel exploded" in cap.err
+    assert "FAILED" in cap.out
+    doc = json.loads(out.read_text())
+    assert doc["failures"] == 1
+    r = next(r for r in doc["results"] if r["impl"] == "numpy")
+    assert r["error"] == "RuntimeError: kernel exploded" and r["median_s"] is None
+
+
+def test_jit_warmup_before_timing(monkeypatch, tmp_path, capsys):
+    """The numba path (warm-up, then timing), with the reference kernels
+    standing in for numba where it is not installed."""
+    from fusedoptim import backend
+    if "numba" not in fusedoptim.available_backends():
+        monkeypatch.setitem(backend._loaded, "numba", backend._load("numpy"))
+    calls = []
+    real = B.make_step
+
+    def make_step(case, impl, threads=None, seed=0):
+        calls.append((case.size, impl))
+        return real(case, impl, threads=threads, seed=seed)
+
+    monkeypatch.setattr(B, "make_step", make_step)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "course,mlp", "--optimizer", "gd,adam", "--backend",
+                 "numba", "--repeat", "1", "--json", str(out), "-q"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["numba_jit_s"] > 0 and doc["numba_jit_cpu_s"] >= 0
+    # Serial (course) and parallel (mlp) variants of each optimizer were
+    # compiled before the first timed case.
+    first_timed = calls.index(("course", "copy" if HAVE_COPY else "numpy"))
+    assert sorted(calls[:first_timed]) == sorted(
+        (s, "numba") for s in ("course", "mlp") for _ in ("gd", "adam"))
+    assert {r["impl"] for r in doc["results"]} >= {"numba", "numpy"}

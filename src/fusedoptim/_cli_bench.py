@@ -78,8 +78,9 @@ examples:
 
 def add_arguments(p):
     p.add_argument("--quick", action="store_true",
-                   help=f"fewer repeats ({QUICK[1]} timed batches after {QUICK[0]} warm-up "
-                        f"call instead of {FULL[1]} after {FULL[0]}): under 30 s on 2 cores")
+                   help=f"a first look: {QUICK[1]} timed batches ({QUICK_SLOW_REPEAT} for steps "
+                        f"over {QUICK_SLOW_CALL * 1e3:.0f} ms) after {QUICK[0]} warm-up call, "
+                        f"instead of {FULL[1]} after {FULL[0]}")
     p.add_argument("--optimizer", action="extend", type=choice_list(B.OPTIMIZERS, "optimizer"),
                    metavar="NAME[,NAME]", help=f"{', '.join(B.OPTIMIZERS)} (default: all)")
     p.add_argument("--size", action="extend", type=choice_list(tuple(B.SIZES), "size"),
@@ -193,8 +194,13 @@ def _resolve(requested, explicit, progress):
                 _torch_warmup()
             else:
                 _load(name)
-        except ImportError as exc:  # BackendUnavailable is an ImportError
-            why = str(exc) if isinstance(exc, BackendUnavailable) else f"torch is not installed ({exc})"
+        except Exception as exc:  # BackendUnavailable is an ImportError
+            if isinstance(exc, BackendUnavailable):
+                why = str(exc)
+            elif isinstance(exc, ImportError):
+                why = f"torch is not installed ({exc})"
+            else:
+                why = f"torch failed to run a step ({type(exc).__name__}: {exc})"
             if explicit and name in requested:
                 raise CLIError(f"--backend {name}: unavailable: {why}") from None
             skipped[name] = why
@@ -321,7 +327,7 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
                            "error": None}
                     try:
                         first, times = _time_one(case, impl, n, warmup, repeat, slow_repeat)
-                    except (Exception, MemoryError) as exc:
+                    except Exception as exc:  # reported in the table, the run goes on
                         failures += 1
                         rec["error"] = f"{type(exc).__name__}: {exc}"
                         progress.line(f"{label}: FAILED ({rec['error']})", always=True)
@@ -339,12 +345,6 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
         fusedoptim.set_num_threads(before)
         progress.clear()
     _derive(records)
-
-    if jit_s is not None:
-        # A kernel variant compiled on first use (e.g. a parallel one for
-        # large steps) shows up as a slow first call: count it as JIT too.
-        jit_s += sum(max(0.0, r["first_call_s"] - r["median_s"]) for r in records
-                     if r["impl"] == "numba" and r["median_s"] is not None)
     return {
         "schema": SCHEMA,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
