@@ -270,6 +270,10 @@ def test_table_layout():
     assert "(limit)" in next(line for line in lines if " copy " in line and "GB/s" not in line)
     assert "cython: speedup vs numpy" in text and "big 4.00x (80% of limit)" in text
     assert "took 1.5 s" in text and "load average 0.50" in text
+    assert "busy" not in text
+    cpus = doc["machine"]["usable_cpus"]
+    doc["load_average"]["end"] = cpus * 1.5
+    assert "warning: the machine was busy" in _cli_bench.format_table(doc)
 
 
 def test_help_explains_percent_of_limit(capsys):

@@ -471,6 +471,11 @@ def format_table(doc):
     if la["start"] is not None:
         took += f"; load average {la['start']:.2f} at start, {la['end']:.2f} at end"
     lines.append(took)
+    cpus = m.get("usable_cpus") or m.get("logical_cpus") or 1
+    busiest = max((x for x in (la["start"], la["end"]) if x is not None), default=None)
+    if busiest is not None and busiest > 0.5 * cpus:
+        lines.append(f"warning: the machine was busy (load average up to {busiest:.1f} on "
+                     f"{cpus} CPUs): timings are noisy; re-run on a quiet machine")
     for name, why in doc["skipped"].items():
         lines.append(f"not measured: {name}: {why}")
     return "\n".join(lines)
