@@ -155,6 +155,7 @@ def test_subprocess_bad_argument_one_line():
     (["train", "--lr", "-1"], "learning rate"),
     (["train", "--decay", "cosine"], "cosine"),
     (["train", "--optimizer", "lion"], "lion"),
+    (["train", "--samples", "1"], ">= 2"),
 ])
 def test_bad_arguments(capsys, argv, needle):
     _one_line_error(capsys, argv, needle)

@@ -17,7 +17,9 @@ def build_parser():
     from . import __version__, _cli_bench, demo
     from ._cli import Parser
 
-    parser = Parser(prog="fusedoptim", description=__doc__.split("\n\n")[0].strip("`"),
+    parser = Parser(prog="fusedoptim",
+                    description="Fused optimizer steps over NumPy arrays: benchmark them "
+                                "(bench) or watch them train the course network (train).",
                     epilog="run 'fusedoptim COMMAND --help' for a command's options")
     parser.add_argument("--version", action="version", version=f"fusedoptim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

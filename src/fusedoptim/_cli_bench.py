@@ -51,8 +51,9 @@ DESCRIPTION = "Time one optimizer step per backend against plain NumPy and the m
 
 EPILOG = """\
 how to read the table:
-  time/step   median over the timed batches (each batch runs the step enough
-              times to last ~2 ms), after warm-up; 'spread' is
+  time/step   median over the timed batches, after warm-up (a batch runs the
+              step enough times to last ~2 ms; under --quick a step slower
+              than 20 ms runs once per batch); 'spread' is
               (slowest - fastest batch) / median: above ~10% the machine was busy.
   vs numpy    speedup: time of the plain-NumPy backend / this time.
   GB/s        effective bandwidth: the bytes the step must move at the least
@@ -68,12 +69,22 @@ how to read the table:
               exceed 100% within noise, or when a library moves the bytes
               better than the yardstick.
 
-sizes: course = the 2-5-2-1 network (6 tensors, 43 elements); mlp = 100
-tensors, 3.3M elements; big = one tensor of 2**24 elements.
+sizes: course = the 2-5-2-1 network ({course}); mlp = an MLP of 50 layers of
+256x256 ({mlp}); big = {big}.
 examples:
   python -m fusedoptim bench --quick
   python -m fusedoptim bench --size big --optimizer adam,gd --threads 1,2 --json out.json
 """
+
+
+
+def _size_text(name):
+    c = B.Case("gd", name, "float32")
+    n = len(c.shapes)
+    return f"{n} tensor{'s' if n > 1 else ''}, {c.elements:,} elements"
+
+
+EPILOG = EPILOG.format(**{name: _size_text(name) for name in ("course", "mlp", "big")})
 
 
 def add_arguments(p):

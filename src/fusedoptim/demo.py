@@ -269,6 +269,16 @@ def _float_in(lo, hi=None, hi_open=True, what="value"):
     return parse
 
 
+def _at_least_2(text):
+    import argparse
+
+    from ._cli import positive_int
+    n = positive_int(text)
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {n}")
+    return n
+
+
 def add_arguments(p):
     from ._cli import choice_list, positive_int
 
@@ -292,8 +302,8 @@ def add_arguments(p):
     p.add_argument("--epsilon", type=_float_in(0.0, what="epsilon"), default=1e-8,
                    help="default: 1e-8")
     p.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
-    p.add_argument("--samples", type=_float_in(2, what="samples"), default=300,
-                   help="training points (default: 300)")
+    p.add_argument("--samples", type=_at_least_2, default=300,
+                   help="training points, >= 2 (default: 300)")
     p.add_argument("--noise", type=_float_in(0.0, what="noise"), default=0.2,
                    help="standard deviation of the moons' noise (default: 0.2)")
     p.add_argument("--seed", type=int, default=3, help="seed of the data and the "
@@ -375,7 +385,7 @@ def _train_all(args):
     progress = Progress(enabled=not args.quiet)
     optimizers = unique(args.optimizer or OPTIMIZERS)
     decays = ["none"] + ([] if args.decay == "none" else [args.decay])
-    X, Y = make_moons(int(args.samples), args.noise, args.seed)
+    X, Y = make_moons(args.samples, args.noise, args.seed)
     X_test, Y_test = make_moons(1000, args.noise, args.seed + 1)
     print(f"fusedoptim train: {X.shape[1]} two-moons points (noise {args.noise}), network "
           f"{'-'.join(map(str, LAYERS))}, {args.epochs} epochs, mini-batches of "
