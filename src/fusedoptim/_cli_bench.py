@@ -47,7 +47,8 @@ QUICK_SLOW_REPEAT = 3
 
 SCHEMA = "fusedoptim-bench/1"
 
-DESCRIPTION = "Time one optimizer step per backend against plain NumPy and the memory-bandwidth limit."
+DESCRIPTION = ("Time one optimizer step per backend against plain NumPy and the "
+               "memory-bandwidth limit.")
 
 EPILOG = """\
 how to read the table:
