@@ -335,8 +335,12 @@ def plot(runs, X, Y, path, title):
     colors = dict(zip(OPTIMIZERS, ("tab:gray", "tab:blue", "tab:green", "tab:red")))
     for r in runs:
         epochs = np.arange(len(r["costs"])) * 100
+        # GD and EMA momentum often coincide: draw GD wide and pale so that
+        # both stay visible.
+        wide = r["optimizer"] == "gd"
         ax.plot(epochs, r["costs"], color=colors[r["optimizer"]],
-                ls="-" if r["decay"] == "none" else "--", label=r["label"])
+                ls="-" if r["decay"] == "none" else "--", label=r["label"],
+                lw=4 if wide else 1.5, alpha=0.5 if wide else 1.0)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cost (mean cross-entropy)")
     ax.legend(fontsize=8, ncol=2)
