@@ -1,0 +1,404 @@
+"""The command line: ``python -m fusedoptim bench`` and ``train``."""
+
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fusedoptim
+from fusedoptim import bench as B
+from fusedoptim import _cli_bench
+from fusedoptim.__main__ import main
+from fusedoptim._cli import Progress
+
+SRC = str(Path(fusedoptim.__file__).resolve().parent.parent)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+try:
+    import torch  # noqa: F401
+    HAVE_TORCH = True
+except ImportError:
+    HAVE_TORCH = False
+try:
+    from fusedoptim._kernels import copy_like  # noqa: F401
+    HAVE_COPY = True
+except ImportError:
+    HAVE_COPY = False
+
+
+def _one_line_error(capsys, argv, needle=None):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "error" in lines[0]
+    if needle:
+        assert needle in lines[0]
+    return lines[0]
+
+
+# --- bench ---------------------------------------------------------------------
+
+def test_bench_quick_end_to_end(tmp_path, capsys):
+    out_json = tmp_path / "bench.json"
+    out_png = tmp_path / "bench.png"
+    argv = ["bench", "--quick", "--size", "course", "--optimizer", "adam",
+            "--json", str(out_json), "-q"]
+    have_mpl = True
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        have_mpl = False
+    if have_mpl:
+        argv += ["--plot", str(out_png)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+
+    doc = json.loads(out_json.read_text())
+    assert doc["schema"] == _cli_bench.SCHEMA
+    assert doc["command"] == ["fusedoptim"] + argv
+    m = doc["machine"]
+    for key in ("cpu", "physical_cores", "logical_cpus", "usable_cpus", "threads", "os",
+                "python", "fusedoptim", "numpy", "numba", "torch", "default_backend"):
+        assert key in m
+    assert m["fusedoptim"] == fusedoptim.__version__
+    assert m["threads"] == [fusedoptim.get_num_threads()]
+    s = doc["settings"]
+    assert s["quick"] is True and s["optimizers"] == ["adam"] and s["sizes"] == ["course"]
+    assert s["dtypes"] == ["float32"]
+
+    # Every available backend, the baseline, torch where installed, the yardstick.
+    expected = set(fusedoptim.available_backends())
+    if HAVE_TORCH:
+        expected.add("torch")
+    if HAVE_COPY:
+        expected.add("copy")
+    assert set(s["implementations"]) == expected
+    assert {r["impl"] for r in doc["results"]} == expected
+    assert doc["failures"] == 0
+
+    case = B.Case("adam", "course", "float32")
+    by_impl = {r["impl"]: r for r in doc["results"]}
+    base = by_impl["numpy"]["median_s"]
+    for impl, r in by_impl.items():
+        assert r["case"] == case.name and r["bytes_moved"] == case.bytes_moved
+        assert r["elements"] == case.elements and r["threads"] == m["threads"][0]
+        assert r["error"] is None
+        # A course-size step is far below the slow-call cut: all 5 batches.
+        assert len(r["times_s"]) == _cli_bench.QUICK[1]
+        assert all(t > 0 for t in r["times_s"]) and r["first_call_s"] > 0
+        assert r["median_s"] == statistics.median(r["times_s"])
+        assert r["bandwidth_gb_s"] == pytest.approx(case.bytes_moved / r["median_s"] / 1e9)
+        if impl == "copy":
+            assert r["speedup_vs_numpy"] is None
+            assert r["percent_of_limit"] == pytest.approx(100.0)
+        else:
+            assert r["speedup_vs_numpy"] == pytest.approx(base / r["median_s"])
+            if HAVE_COPY:
+                assert r["percent_of_limit"] == pytest.approx(
+                    100 * by_impl["copy"]["median_s"] / r["median_s"])
+        row = [line.split() for line in table.splitlines() if impl in line.split()
+               and ("(limit)" in line or line.rstrip().endswith("%"))]
+        assert len(row) == 1, (impl, table)
+    assert "% of limit" in table and "adam" in table and "took" in table
+    if have_mpl:
+        assert out_png.read_bytes()[:8] == PNG
+
+
+def test_bench_subprocess_plain_progress(tmp_path):
+    """``python -m fusedoptim`` as a user runs it; stderr is a pipe, so the
+    progress comes as plain lines, without carriage returns."""
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = tmp_path / "b.json"
+    p = subprocess.run([sys.executable, "-m", "fusedoptim", "bench", "--quick", "--size",
+                        "course", "--optimizer", "gd", "--backend", "numpy", "--json", str(out)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and "\r" not in p.stderr
+    assert "[1/" in p.stderr and f"wrote {out}" in p.stderr
+    assert "gd" in p.stdout and "numpy" in p.stdout and "1.00x" in p.stdout
+    doc = json.loads(out.read_text())
+    assert {r["impl"] for r in doc["results"]} == {"numpy"} | ({"copy"} if HAVE_COPY else set())
+
+
+def test_subprocess_bad_argument_one_line():
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "fusedoptim", "bench", "--size", "huge"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 2
+    assert p.stdout == ""
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert "huge" in p.stderr
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([], "choose a command"),
+    (["frobnicate"], "frobnicate"),
+    (["bench", "--size", "huge"], "huge"),
+    (["bench", "--optimizer", "adam,sgd"], "sgd"),
+    (["bench", "--optimizer", ","], "empty"),
+    (["bench", "--dtype", "float16"], "float16"),
+    (["bench", "--backend", "jax"], "jax"),
+    (["bench", "--threads", "0"], ">= 1"),
+    (["bench", "--threads", "two"], "two"),
+    (["bench", "--repeat", "-3"], ">= 1"),
+    (["bench", "--bogus"], "--bogus"),
+    (["bench", "--json"], "--json"),
+    (["train", "--epochs", "0"], ">= 1"),
+    (["train", "--beta", "1.0"], "beta"),
+    (["train", "--lr", "-1"], "learning rate"),
+    (["train", "--decay", "cosine"], "cosine"),
+    (["train", "--optimizer", "lion"], "lion"),
+    (["train", "--samples", "1"], ">= 2"),
+])
+def test_bad_arguments(capsys, argv, needle):
+    _one_line_error(capsys, argv, needle)
+
+
+def test_unwritable_output_paths(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "dir" / "out.json"
+    line = _one_line_error(capsys, ["bench", "--json", str(missing)], "--json")
+    assert "cannot write" in line
+    _one_line_error(capsys, ["bench", "--json", str(tmp_path)], "is a directory")
+    _one_line_error(capsys, ["train", "--plot", str(missing.with_suffix(".png"))], "--plot")
+    # Nothing was run and nothing was left behind.
+    assert not missing.parent.exists()
+
+
+@pytest.mark.parametrize("command", ["bench", "train"])
+def test_plot_without_matplotlib(monkeypatch, tmp_path, capsys, command):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    line = _one_line_error(capsys, [command, "--plot", str(tmp_path / "x.png")], "matplotlib")
+    assert "pip install" in line
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_unavailable_backend(monkeypatch, capsys, tmp_path):
+    from fusedoptim import backend
+    real = backend._load
+
+    def fake_load(name):
+        if name == "numba":
+            raise backend.BackendUnavailable("numba is broken here")
+        return real(name)
+
+    monkeypatch.setattr(backend, "_load", fake_load)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    # Asked for by name: an error.
+    _one_line_error(capsys, ["bench", "--backend", "numba"], "numba is broken here")
+    _one_line_error(capsys, ["bench", "--backend", "torch"], "torch")
+    # By default: skipped with a note, recorded in the JSON.
+    out = tmp_path / "b.json"
+    assert main(["bench", "--quick", "--size", "course", "--optimizer", "gd", "--json",
+                 str(out), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "skipping numba" in err and "skipping torch" in err and "Traceback" not in err
+    doc = json.loads(out.read_text())
+    assert set(doc["skipped"]) >= {"numba", "torch"}
+    assert not {"numba", "torch"} & {r["impl"] for r in doc["results"]}
+
+
+def test_bench_threads_and_dtypes(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "course", "--optimizer", "momentum", "--optimizer", "gd",
+                 "--dtype", "float32,float64", "--threads", "1,2", "--backend", "numpy",
+                 "--repeat", "2", "--warmup", "1", "--json", str(out), "-q"]) == 0
+    doc = json.loads(out.read_text())
+    keys = {(r["optimizer"], r["dtype"], r["threads"]) for r in doc["results"]}
+    assert keys == {(o, d, t) for o in ("momentum", "gd") for d in ("float32", "float64")
+                    for t in (1, 2)}
+    assert all(len(r["times_s"]) == 2 for r in doc["results"])
+    # float64 moves twice the bytes of float32.
+    b = {(r["dtype"], r["optimizer"]): r["bytes_moved"] for r in doc["results"]}
+    assert b["float64", "gd"] == 2 * b["float32", "gd"]
+    table = capsys.readouterr().out
+    assert "float64" in table
+
+
+def test_bench_restores_threads(capsys):
+    before = fusedoptim.get_num_threads()
+    assert main(["bench", "--size", "course", "--optimizer", "gd", "--backend", "numpy",
+                 "--threads", "1", "--repeat", "1", "-q"]) == 0
+    assert fusedoptim.get_num_threads() == before
+
+
+def _fake_doc(medians):
+    case = B.Case("adam", "big", "float32")
+    recs = []
+    for impl, med in medians.items():
+        recs.append({"case": case.name, "optimizer": "adam", "size": "big", "dtype": "float32",
+                     "tensors": 1, "elements": case.elements, "bytes_moved": case.bytes_moved,
+                     "threads": 2, "impl": impl, "warmup_calls": 1, "first_call_s": med,
+                     "times_s": [med * 0.9, med, med * 1.1], "median_s": med, "error": None})
+    return recs
+
+
+def test_derived_columns():
+    recs = _fake_doc({"copy": 0.05, "cython": 0.0625, "numpy": 0.25})
+    _cli_bench._derive(recs)
+    r = {x["impl"]: x for x in recs}
+    assert r["cython"]["speedup_vs_numpy"] == pytest.approx(4.0)
+    assert r["cython"]["percent_of_limit"] == pytest.approx(80.0)
+    assert r["numpy"]["speedup_vs_numpy"] == pytest.approx(1.0)
+    assert r["numpy"]["percent_of_limit"] == pytest.approx(20.0)
+    assert r["copy"]["percent_of_limit"] == pytest.approx(100.0)
+    assert r["cython"]["bandwidth_gb_s"] == pytest.approx(7 * 4 * 2 ** 24 / 0.0625 / 1e9)
+    # Without a yardstick there is no percentage, and the table says so.
+    recs = _fake_doc({"cython": 0.0625, "numpy": 0.25})
+    _cli_bench._derive(recs)
+    assert all(x["percent_of_limit"] is None for x in recs)
+
+
+def test_table_layout():
+    recs = _fake_doc({"copy": 0.05, "cython": 0.0625, "numpy": 0.25})
+    _cli_bench._derive(recs)
+    doc = {"machine": _cli_bench.machine_info([2]), "results": recs, "skipped": {},
+           "load_s": {}, "numba_jit_s": None, "elapsed_s": 1.5,
+           "load_average": {"start": 0.5, "end": 0.75},
+           "settings": {"timed_batches": 5, "timed_batches_slow": 3, "slow_call_s": 0.1,
+                        "warmup_calls": 1, "threads": [2]}}
+    text = _cli_bench.format_table(doc)
+    lines = text.splitlines()
+    row = next(line for line in lines if " cython " in line)
+    assert "62.50 ms" in row and "4.00x" in row and "80%" in row
+    assert "(limit)" in next(line for line in lines if " copy " in line and "GB/s" not in line)
+    assert "cython: speedup vs numpy" in text and "big 4.00x (80% of limit)" in text
+    assert "took 1.5 s" in text and "load average 0.50" in text
+    assert "busy" not in text
+    cpus = doc["machine"]["usable_cpus"]
+    doc["load_average"]["end"] = cpus * 1.5
+    assert "warning: the machine was busy" in _cli_bench.format_table(doc)
+
+
+def test_help_explains_percent_of_limit(capsys):
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "% of limit" in out and "copy" in out and "bandwidth" in out
+    assert main(["--version"]) == 0
+    assert fusedoptim.__version__ in capsys.readouterr().out
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self):
+        return self._tty
+
+
+def test_progress_terminal_and_pipe():
+    tty = _Stream(True)
+    p = Progress(tty)
+    p.status("working 1")
+    p.status("working 2")
+    p.line("note")
+    p.status("working 3")
+    p.clear()
+    text = tty.getvalue()
+    assert text.count("\r\x1b[K") == 5 and "note\n" in text and "\n" not in text.replace(
+        "note\n", "")
+
+    pipe = _Stream(False)
+    p = Progress(pipe)
+    p.status("invisible")
+    p.line("visible")
+    assert pipe.getvalue() == "visible\n"
+
+    quiet = _Stream(False)
+    p = Progress(quiet, enabled=False)
+    p.line("progress")
+    p.line("warning", always=True)
+    assert quiet.getvalue() == "warning\n"
+
+
+# --- train -----------------------------------------------------------------------
+
+def test_train_few_epochs(tmp_path, capsys):
+    png = tmp_path / "moons.png"
+    argv = ["train", "--epochs", "3", "--print-every", "1", "--optimizer", "adam,gd",
+            "--decay", "inverse-time", "-q"]
+    try:
+        import matplotlib  # noqa: F401
+        argv += ["--plot", str(png)]
+    except ImportError:
+        png = None
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for label in ("adam", "gd", "adam + inverse-time", "gd + inverse-time"):
+        for epoch in range(3):
+            assert f"{label:<26} cost after epoch {epoch:>6}:" in out
+    table = out[out.index("optimizer "):].splitlines()
+    rows = [line.split() for line in table[2:6]]
+    assert [(r[0], r[1]) for r in rows] == [("adam", "none"), ("gd", "none"),
+                                           ("adam", "inverse-time"), ("gd", "inverse-time")]
+    # The decayed rate after epoch 2 is update_lr(0.0007, 2, 1).
+    assert rows[2][2] == f"{fusedoptim.update_lr(0.0007, 2, 1.0):.3g}"
+    for r in rows:
+        assert r[4].endswith("%") and 0 <= float(r[4][:-1]) <= 100
+    if png is not None:
+        assert png.read_bytes()[:8] == PNG
+
+
+def test_train_without_decay_runs(capsys):
+    before = fusedoptim.get_backend()
+    assert main(["train", "--epochs", "2", "--decay", "none", "--optimizer", "momentum",
+                 "--backend", "numpy", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "momentum + " not in out and "backend numpy" in out
+    assert fusedoptim.get_backend() == before
+
+
+def test_failed_measurement_is_reported(monkeypatch, capsys, tmp_path):
+    real = B.make_step
+
+    def make_step(case, impl, threads=None, seed=0):
+        if impl == "numpy":
+            raise RuntimeError("kernel exploded")
+        return real(case, impl, threads=threads, seed=seed)
+
+    monkeypatch.setattr(B, "make_step", make_step)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "course", "--optimizer", "gd", "--backend", "numpy",
+                 "--repeat", "1", "--json", str(out)]) == 1
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err and "kernel exploded" in cap.err
+    assert "FAILED" in cap.out
+    doc = json.loads(out.read_text())
+    assert doc["failures"] == 1
+    r = next(r for r in doc["results"] if r["impl"] == "numpy")
+    assert r["error"] == "RuntimeError: kernel exploded" and r["median_s"] is None
+
+
+def test_jit_warmup_before_timing(monkeypatch, tmp_path, capsys):
+    """The numba path (warm-up, then timing), with the reference kernels
+    standing in for numba where it is not installed."""
+    from fusedoptim import backend
+    if "numba" not in fusedoptim.available_backends():
+        monkeypatch.setitem(backend._loaded, "numba", backend._load("numpy"))
+    calls = []
+    real = B.make_step
+
+    def make_step(case, impl, threads=None, seed=0):
+        calls.append((case.size, impl))
+        return real(case, impl, threads=threads, seed=seed)
+
+    monkeypatch.setattr(B, "make_step", make_step)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "course,mlp", "--optimizer", "gd,adam", "--backend",
+                 "numba", "--repeat", "1", "--json", str(out), "-q"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["numba_jit_s"] > 0 and doc["numba_jit_cpu_s"] >= 0
+    # Serial (course) and parallel (mlp) variants of each optimizer were
+    # compiled before the first timed case.
+    first_timed = calls.index(("course", "copy" if HAVE_COPY else "numpy"))
+    assert sorted(calls[:first_timed]) == sorted(
+        (s, "numba") for s in ("course", "mlp") for _ in ("gd", "adam"))
+    assert {r["impl"] for r in doc["results"]} >= {"numba", "numpy"}
