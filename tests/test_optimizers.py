@@ -2,6 +2,8 @@
 checkpoints.  Every stepping test runs on every available backend."""
 
 import math
+import pathlib
+import runpy
 
 import numpy as np
 import pytest
@@ -618,3 +620,14 @@ def test_load_state_dict_validates_first(backend, how, exc, match):
         opt.load_state_dict(_tamper(src.state_dict(), how))
     assert_unchanged(before, params, *opt.state.values())
     assert (opt.t, opt.skipped_steps, opt.lr, opt.last_grad_norm) == (1, 0, 0.02, norm)
+
+
+def test_trainer_example_runs(backend, capsys):
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "trainer.py"
+    runpy.run_path(str(path), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    first, last = lines[0].split(), lines[-2].split()
+    loss = {w: float(v) for w, v in zip(first[::2], first[1::2]) if w == "loss"}
+    final = {w: float(v) for w, v in zip(last[::2], last[1::2]) if w in ("loss", "acc")}
+    assert final["loss"] < loss["loss"] / 10 and final["acc"] > 0.95
+    assert lines[-1].startswith(f"restored at step 320, skipped 0, backend {backend}")
