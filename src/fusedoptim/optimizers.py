@@ -314,9 +314,11 @@ class Optimizer:
         excepted); everything is checked before anything is written, and a
         mismatch raises (``KeyError`` for a missing key, ``TypeError`` for a
         wrong type or dtype, ``ValueError`` otherwise) with nothing changed.
-        The state arrays are copied into the optimizer's own arrays; ``t``,
-        ``skipped_steps`` and, when saved, a float ``lr`` are restored;
-        ``last_grad_norm`` is reset to ``None``.
+        The state arrays are copied into the optimizer's own arrays; ``t``
+        and ``skipped_steps`` are restored, and so is ``lr`` when the
+        checkpoint holds a float one (it then replaces this optimizer's
+        ``lr``, schedule or not, as ``torch.optim`` restores its param
+        groups' ``lr``); ``last_grad_norm`` is reset to ``None``.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
@@ -598,8 +600,8 @@ _ADAM_MATH = r"""
 
         m &\leftarrow \beta_1 m + (1 - \beta_1) g, \qquad
         v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
-        \hat v &= \max(\hat v_{max}, v) \ \text{(AMSGrad)}
-            \quad\text{or}\quad v \\
+        \hat v &= v_{max} \leftarrow \max(v_{max}, v) \ \text{(AMSGrad)}
+            \quad\text{or}\quad \hat v = v \\
         p &\leftarrow p - \frac{\eta\, m / c_1}{\sqrt{\hat v / c_2} + \epsilon},
         \qquad c_1 = 1 - \beta_1^t,\ c_2 = 1 - \beta_2^t
 """
