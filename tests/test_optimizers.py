@@ -631,3 +631,16 @@ def test_trainer_example_runs(backend, capsys):
     final = {w: float(v) for w, v in zip(last[::2], last[1::2]) if w in ("loss", "acc")}
     assert final["loss"] < loss["loss"] / 10 and final["acc"] > 0.95
     assert lines[-1].startswith(f"restored at step 320, skipped 0, backend {backend}")
+
+
+def test_lr_restore_rules():
+    p = {"w": np.ones(2)}
+    schedule = fo.PiecewiseConstant([3], [0.1, 0.01])
+    saved_float = fo.SGD(p, lr=0.5).state_dict()
+    saved_schedule = fo.SGD(p, lr=schedule).state_dict()
+    opt = fo.SGD({"w": np.ones(2)}, lr=schedule)
+    opt.load_state_dict(saved_float)  # a saved float replaces the schedule
+    assert opt.lr == 0.5
+    opt = fo.SGD({"w": np.ones(2)}, lr=0.25)
+    opt.load_state_dict(saved_schedule)  # nothing saved: the current lr stays
+    assert opt.lr == 0.25
