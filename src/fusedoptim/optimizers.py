@@ -189,7 +189,10 @@ class Optimizer:
         lr = self._lr
         if not callable(lr):
             return lr
-        return _v.nonneg(lr(self._t), f"lr schedule value at step {self._t}")
+        value = lr(self._t)
+        if type(value) is float and 0.0 <= value < math.inf:  # the usual case, cheaply
+            return value
+        return _v.nonneg(value, f"lr schedule value at step {self._t}")
 
     def __repr__(self):
         hp = ", ".join(f"{k}={v!r}" for k, v in self._hp.items())

@@ -43,6 +43,13 @@ def _flag(x, name):
     return bool(x)
 
 
+def _step(step):
+    # An optimizer passes a Python int: skip the general check's ABC lookups.
+    if type(step) is int and step >= 0:
+        return float(step)
+    return _v.nonneg(step, "step")
+
+
 class _Schedule:
     """Shared ``repr``; subclasses list their arguments in ``_args``."""
 
@@ -90,7 +97,7 @@ class InverseTimeDecay(_Schedule):
         self.staircase = _flag(staircase, "staircase")
 
     def __call__(self, step):
-        p = _v.nonneg(step, "step") / self.decay_steps
+        p = _step(step) / self.decay_steps
         if self.staircase:
             p = math.floor(p)
         return self.lr0 / (1 + self.decay_rate * p)
@@ -129,7 +136,7 @@ class ExponentialDecay(_Schedule):
         self.staircase = _flag(staircase, "staircase")
 
     def __call__(self, step):
-        p = _v.nonneg(step, "step") / self.decay_steps
+        p = _step(step) / self.decay_steps
         if self.staircase:
             p = math.floor(p)
         return self.lr0 * self.decay_rate ** p
@@ -176,7 +183,7 @@ class PiecewiseConstant(_Schedule):
     def __call__(self, step):
         # bisect_left counts the boundaries strictly below step, so a step
         # equal to a boundary still gets the value before it.
-        return self.values[bisect.bisect_left(self.boundaries, _v.nonneg(step, "step"))]
+        return self.values[bisect.bisect_left(self.boundaries, _step(step))]
 
 
 class CosineDecay(_Schedule):
@@ -239,7 +246,7 @@ class CosineDecay(_Schedule):
         return peak * ((1 - self.alpha) * cosine + self.alpha)
 
     def __call__(self, step):
-        step = _v.nonneg(step, "step")
+        step = _step(step)
         if self.warmup_target is None:
             return self._decay(min(step, self.decay_steps), self.lr0)
         step = min(step, self.decay_steps + self.warmup_steps)
