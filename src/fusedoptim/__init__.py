@@ -7,6 +7,13 @@ bit-for-bit the same results), behind the course-notes API::
     from fusedoptim import initialize_adam, update_parameters_with_adam
     v, s = initialize_adam(parameters)
     parameters, v, s, _, _ = update_parameters_with_adam(parameters, grads, v, s, t=1)
+
+and, for training loops, optimizer objects with PyTorch's semantics, schedules,
+clipping and checkpoints::
+
+    opt = fusedoptim.AdamW(parameters, lr=fusedoptim.CosineDecay(1e-3, 1000),
+                           max_grad_norm=1.0)
+    opt.step(grads)
 """
 
 from .backend import (
@@ -31,14 +38,33 @@ from .functional import (
     update_parameters_with_momentum,
     update_parameters_with_rmsprop,
 )
-from .schedules import schedule_lr_decay, update_lr
+from .optimizers import GD, SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
+from .schedules import (
+    CosineDecay,
+    ExponentialDecay,
+    InverseTimeDecay,
+    PiecewiseConstant,
+    schedule_lr_decay,
+    update_lr,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adam",
+    "AdamW",
     "BACKENDS",
     "BackendUnavailable",
     "BiasCorrected",
+    "CosineDecay",
+    "ExponentialDecay",
+    "GD",
+    "InverseTimeDecay",
+    "Momentum",
+    "Optimizer",
+    "PiecewiseConstant",
+    "RMSProp",
+    "SGD",
     "FusedOptimWarning",
     "available_backends",
     "get_backend",
