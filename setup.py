@@ -102,7 +102,6 @@ setup(
     ext_modules=cythonize(
         [ext],
         compiler_directives=directives,
-        compile_time_env={"HAVE_OPENMP": bool(omp_compile)},
         force=DEBUG,
     ),
 )
