@@ -30,12 +30,15 @@ from libc.string cimport memset
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.dict cimport PyDict_GetItem, PyDict_GetItemWithError, PyDict_CheckExact
 cimport numpy as cnp
 
 from . import _validate as _v
 from ._tuning import PARALLEL_MIN_ELEMENTS
 
 cnp.import_array()
+
+cdef int COURSE = _v.COURSE
 
 cdef extern from *:
     """
@@ -163,6 +166,44 @@ cdef inline bint _float_array(object a) noexcept:
         cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)
 
 
+cdef dict _dkeys = {}
+
+
+cdef inline object _dkey(object name):
+    """``"d" + name``, cached for plain ``str`` names: building the string
+    anew is the largest single cost of validating a tiny model."""
+    cdef PyObject* k
+    if type(name) is not str:
+        return "d" + name
+    k = PyDict_GetItem(_dkeys, name)
+    if k != NULL:
+        return <object>k
+    if len(_dkeys) >= 4096:
+        _dkeys.clear()
+    key = "d" + name
+    _dkeys[name] = key
+    return key
+
+
+cdef inline object _getitem(object d, object key):
+    """``d[key]``; a plain dict skips the generic protocol."""
+    cdef PyObject* r
+    if PyDict_CheckExact(d):
+        r = PyDict_GetItemWithError(d, key)
+        if r == NULL:
+            raise KeyError(key)
+        return <object>r
+    return d[key]
+
+
+cdef inline Py_ssize_t _size(cnp.ndarray a) noexcept:
+    cdef Py_ssize_t n = 1
+    cdef int k
+    for k in range(cnp.PyArray_NDIM(a)):
+        n *= cnp.PyArray_DIMS(a)[k]
+    return n
+
+
 cdef inline bint _writeable(cnp.ndarray a) noexcept:
     return cnp.PyArray_ISWRITEABLE(a) and cnp.PyArray_ISALIGNED(a)
 
@@ -172,7 +213,7 @@ cdef inline bint _dense(cnp.ndarray a) noexcept:
 
 
 cdef inline bint _same_layout(cnp.ndarray a, cnp.ndarray p) noexcept:
-    if cnp.PyArray_SIZE(a) <= 1:
+    if _size(a) <= 1:
         return True
     if cnp.PyArray_IS_C_CONTIGUOUS(p):
         return cnp.PyArray_IS_C_CONTIGUOUS(a)
@@ -197,7 +238,7 @@ cdef inline void _add_span(Step* st, cnp.ndarray a, int written, int code) noexc
     cdef Py_ssize_t ext
     cdef int k
     cdef Span* s
-    if cnp.PyArray_SIZE(a) == 0:
+    if _size(a) == 0:
         return
     lo = hi = <size_t>cnp.PyArray_DATA(a)
     for k in range(cnp.PyArray_NDIM(a)):
@@ -284,9 +325,9 @@ cdef object _item_label(object params, object grads, tuple states, int mode, int
         return f"parameters[{name!r}]"
     dkey = "d" + name
     if kind == 1:
-        gkey = dkey if (mode == _v.COURSE or name not in grads) else name
+        gkey = dkey if (mode == COURSE or name not in grads) else name
         return f"grads[{gkey!r}]"
-    skey = dkey if mode == _v.COURSE else name
+    skey = dkey if mode == COURSE else name
     return f"{states[kind - 2][0]}[{skey!r}]"
 
 
@@ -321,7 +362,7 @@ cdef int _gather(object params, object grads, object states, int mode,
     cdef PyObject* sdp[3]
     cdef cnp.ndarray pa, ga, aa
     cdef Tensor* t
-    cdef bint course = mode == _v.COURSE
+    cdef bint course = mode == COURSE
     cdef bint relayout
     if not isinstance(states, tuple):
         states = tuple(states)
@@ -349,7 +390,7 @@ cdef int _gather(object params, object grads, object states, int mode,
             raise TypeError(f"parameter names must be str, got {name!r}")
         st.count = i + 1
         t = &st.t[i]
-        p = params[name]
+        p = _getitem(params, name)
         if not _float_array(p):
             _v._check_array(p, f"parameters[{name!r}]")
             _unreachable(name)
@@ -363,11 +404,11 @@ cdef int _gather(object params, object grads, object states, int mode,
                              f"np.ascontiguousarray of it back in the dict)")
         Py_INCREF(p)
         st.refs[i * SLOTS] = <PyObject*>p
-        dkey = "d" + name
+        dkey = _dkey(name)
         if course:
             gkey = dkey
             try:
-                g = grads[dkey]
+                g = _getitem(grads, dkey)
             except KeyError:
                 raise KeyError(f"grads has no {dkey!r} (gradient of parameter "
                                f"{name!r})") from None
@@ -384,7 +425,7 @@ cdef int _gather(object params, object grads, object states, int mode,
             else:
                 raise KeyError(f"grads has no {name!r} or {dkey!r} (gradient of "
                                f"parameter {name!r})")
-            g = grads[gkey]
+            g = _getitem(grads, gkey)
         if not _float_array(g):
             _v._check_array(g, f"grads[{gkey!r}]")
             _unreachable(gkey)
@@ -399,7 +440,7 @@ cdef int _gather(object params, object grads, object states, int mode,
         t.p = <char*>cnp.PyArray_DATA(pa)
         # Relayout (a copy of g) waits until the whole step validates.
         t.g = <char*>cnp.PyArray_DATA(ga) if _same_layout(ga, pa) else NULL
-        t.n = cnp.PyArray_SIZE(pa)
+        t.n = _size(pa)
         t.dbl = cnp.PyArray_TYPE(pa) == cnp.NPY_DOUBLE
         skey = dkey if course else name
         for j in range(MAX_STATES):
@@ -408,7 +449,7 @@ cdef int _gather(object params, object grads, object states, int mode,
             if sdp[j] == NULL:
                 continue
             try:
-                a = (<object>sdp[j])[skey]
+                a = _getitem(<object>sdp[j], skey)
             except KeyError:
                 raise KeyError(f"{(<tuple>states)[j][0]} has no {skey!r} (state of "
                                f"parameter {name!r})") from None
