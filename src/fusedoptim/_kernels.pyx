@@ -136,21 +136,25 @@ cdef void _step_free(Step* st) noexcept:
     if st.refs != NULL:
         for i in range(st.count * SLOTS):
             Py_XDECREF(st.refs[i])
-    PyMem_Free(st.t)
-    PyMem_Free(st.start)
-    PyMem_Free(st.refs)
-    PyMem_Free(st.spans)
+    PyMem_Free(st.t)      # one block holds all four arrays
     memset(st, 0, sizeof(Step))
 
 
 cdef int _step_alloc(Step* st, Py_ssize_t n, int nstates) except -1:
-    st.t = <Tensor*>PyMem_Malloc((n if n > 0 else 1) * sizeof(Tensor))
-    st.start = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
-    st.refs = <PyObject**>PyMem_Malloc((n * SLOTS if n > 0 else 1) * sizeof(PyObject*))
-    st.spans = <Span*>PyMem_Malloc((n * (2 + nstates) if n > 0 else 1) * sizeof(Span))
-    if st.t == NULL or st.start == NULL or st.refs == NULL or st.spans == NULL:
+    """One allocation for the tensor records, offsets, references and spans
+    (a small model pays for one malloc, not four)."""
+    cdef Py_ssize_t m = n if n > 0 else 1
+    cdef size_t nt = m * sizeof(Tensor), ns = (n + 1) * sizeof(Py_ssize_t)
+    cdef size_t nr = m * SLOTS * sizeof(PyObject*), nsp = m * (2 + nstates) * sizeof(Span)
+    cdef char* block = <char*>PyMem_Malloc(nt + ns + nr + nsp)
+    if block == NULL:
         raise MemoryError()
-    memset(st.refs, 0, (n * SLOTS if n > 0 else 1) * sizeof(PyObject*))
+    # Tensor, pointer and Span sizes are multiples of 8, so every part stays aligned.
+    st.t = <Tensor*>block
+    st.start = <Py_ssize_t*>(block + nt)
+    st.refs = <PyObject**>(block + nt + ns)
+    st.spans = <Span*>(block + nt + ns + nr)
+    memset(st.refs, 0, nr)
     st.count = n
     st.nstates = nstates
     return 0
