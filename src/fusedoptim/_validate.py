@@ -29,6 +29,7 @@ Rules (one place, so every backend agrees)
 import math
 import numbers
 import operator
+import sys
 
 import numpy as np
 
@@ -226,9 +227,18 @@ def _relayout(g, p):
 # --- hyperparameters --------------------------------------------------------
 
 
+# The checks below open with a fast path for the common case (a finite Python
+# float, a plain int step), which skips the ``numbers.Real`` ABC check: the
+# course's tiny models spend most of a step here.  Anything else takes the
+# full path, which owns every message.
+_FMAX = sys.float_info.max
+
+
 def real(x, name):
     """``x`` as a finite Python float; ``TypeError`` for non-numbers and
     bools, ``ValueError`` for NaN and infinity."""
+    if type(x) is float and -_FMAX <= x <= _FMAX:
+        return x
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {_type_name(x)}")
     x = float(x)
@@ -238,6 +248,8 @@ def real(x, name):
 
 
 def nonneg(x, name):
+    if type(x) is float and 0.0 <= x <= _FMAX:
+        return x
     x = real(x, name)
     if x < 0.0:
         raise ValueError(f"{name} must be >= 0, got {x}")
@@ -245,6 +257,8 @@ def nonneg(x, name):
 
 
 def beta(x, name):
+    if type(x) is float and 0.0 <= x < 1.0:
+        return x
     x = real(x, name)
     if not 0.0 <= x < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {x}")
@@ -253,6 +267,8 @@ def beta(x, name):
 
 def step(t, name="t"):
     """The 1-based step count as a Python int."""
+    if type(t) is int and 1 <= t < 9223372036854775808:
+        return t
     if isinstance(t, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer >= 1, got {t!r}")
     try:

@@ -14,7 +14,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _validate as _v
+from ._validate import ABSENT as _ABSENT, COURSE as _COURSE
+from ._validate import beta as _beta, nonneg as _nonneg, step as _step
 from .backend import active as _backend
+
+# The update functions bind the checks and constants above as module globals
+# rather than ``_v.`` attributes: on the course's tiny models the step is all
+# overhead, and every lookup counts.
 
 __all__ = [
     "update_parameters_with_gd",
@@ -47,8 +53,8 @@ def update_parameters_with_gd(parameters, grads, learning_rate):
     parameters : dict
         The same dict, holding the same (updated) arrays.
     """
-    lr = _v.nonneg(learning_rate, "learning_rate")
-    _backend().sgd(parameters, grads, (_v.ABSENT,), _v.COURSE, lr, 0.0, 0.0, False, False,
+    lr = _nonneg(learning_rate, "learning_rate")
+    _backend().sgd(parameters, grads, (_ABSENT,), _COURSE, lr, 0.0, 0.0, False, False,
                    0.0, False, 1.0)
     return parameters
 
@@ -101,9 +107,9 @@ def update_parameters_with_momentum(parameters, grads, v, beta, learning_rate):
     parameters, v : dict
         The same dicts.
     """
-    b = _v.beta(beta, "beta")
-    lr = _v.nonneg(learning_rate, "learning_rate")
-    _backend().sgd(parameters, grads, (("v", v),), _v.COURSE, lr, b, b, False, False,
+    b = _beta(beta, "beta")
+    lr = _nonneg(learning_rate, "learning_rate")
+    _backend().sgd(parameters, grads, (("v", v),), _COURSE, lr, b, b, False, False,
                    0.0, False, 1.0)
     return parameters, v
 
@@ -135,10 +141,10 @@ def update_parameters_with_rmsprop(parameters, grads, s, beta=0.9, learning_rate
     parameters, s : dict
         The same dicts.
     """
-    b = _v.beta(beta, "beta")
-    lr = _v.nonneg(learning_rate, "learning_rate")
-    eps = _v.nonneg(epsilon, "epsilon")
-    _backend().rmsprop(parameters, grads, (("s", s), _v.ABSENT, _v.ABSENT), _v.COURSE,
+    b = _beta(beta, "beta")
+    lr = _nonneg(learning_rate, "learning_rate")
+    eps = _nonneg(epsilon, "epsilon")
+    _backend().rmsprop(parameters, grads, (("s", s), _ABSENT, _ABSENT), _COURSE,
                        lr, b, eps, True, 0.0, 0.0, False, 1.0)
     return parameters, s
 
@@ -214,13 +220,13 @@ def update_parameters_with_adam(parameters, grads, v, s, t, learning_rate=0.01,
         Read-only mappings that compute :math:`\hat v`, :math:`\hat s` for a
         key when it is read.
     """
-    t = _v.step(t)
-    lr = _v.nonneg(learning_rate, "learning_rate")
-    b1 = _v.beta(beta1, "beta1")
-    b2 = _v.beta(beta2, "beta2")
-    eps = _v.nonneg(epsilon, "epsilon")
+    t = _step(t)
+    lr = _nonneg(learning_rate, "learning_rate")
+    b1 = _beta(beta1, "beta1")
+    b2 = _beta(beta2, "beta2")
+    eps = _nonneg(epsilon, "epsilon")
     bc1 = 1.0 - b1 ** t
     bc2 = 1.0 - b2 ** t
-    _backend().adam(parameters, grads, (("v", v), ("s", s), _v.ABSENT), _v.COURSE,
+    _backend().adam(parameters, grads, (("v", v), ("s", s), _ABSENT), _COURSE,
                     lr, b1, b2, eps, bc1, bc2, 0.0, False, False, 1.0)
     return parameters, v, s, BiasCorrected(v, bc1), BiasCorrected(s, bc2)

@@ -1,0 +1,461 @@
+"""The multi-tensor kernels of every backend against the NumPy reference, bit
+for bit: every family and flag combination, both dtypes, empty to multi-million
+element tensors, Fortran order, 1 and 2 threads; plus the compiled gather's
+errors against the Python gather's, and the step's memory footprint."""
+
+import itertools
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fusedoptim
+from fusedoptim import _reference as R
+from fusedoptim import _validate as V
+from fusedoptim.backend import active, BackendUnavailable, _load
+from helpers import assert_bitwise
+
+
+def assert_same_or_both_nan(a, b):
+    """Bitwise equal except that NaNs only need to sit at the same places:
+    when two different NaNs meet, IEEE leaves which one survives to the
+    implementation (NumPy's own SIMD loops choose differently by path)."""
+    assert a.dtype == b.dtype and a.shape == b.shape
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    assert np.array_equal(nan_a, nan_b)
+    assert a[~nan_a].tobytes() == b[~nan_b].tobytes()
+
+try:
+    K = _load("cython")
+except BackendUnavailable:  # pragma: no cover - no compiler where the tests run
+    K = None
+
+needs_cython = pytest.mark.skipif(K is None, reason="compiled extension not built")
+
+DTYPES = [np.float32, np.float64]
+
+# name -> (shape, order); odd sizes leave SIMD tails, 0-d and empty tensors sit
+# between others so the concatenated index space has zero-length pieces.
+SHAPES = {
+    "a": ((), "C"),
+    "b": ((0,), "C"),
+    "c": ((1,), "C"),
+    "d": ((7,), "C"),
+    "e": ((3, 0), "C"),
+    "f": ((33, 5), "F"),
+    "g": ((4099,), "C"),
+    "h": ((61, 67), "F"),
+    "i": ((1000, 17), "C"),
+    "j": ((5, 1), "C"),
+}
+
+
+@pytest.fixture
+def low_threshold():
+    """Make the compiled kernels go parallel on the small test models, so that
+    2-thread runs split tensors, and tensor boundaries, between threads."""
+    if K is None:
+        yield
+        return
+    old = K._set_parallel_min(64)
+    try:
+        yield
+    finally:
+        K._set_parallel_min(old)
+
+
+def make_model(dtype, nstates, seed=0, shapes=SHAPES, grad_layout="same", positive=()):
+    """``params, grads, [state dicts]`` with named keys (NAMED mode).  State
+    ``k`` in ``positive`` is non-negative (second moments)."""
+    rng = np.random.default_rng(seed)
+    params, grads = {}, {}
+    states = [{} for _ in range(nstates)]
+    for name, (shape, order) in shapes.items():
+        params[name] = np.asarray(rng.standard_normal(shape), dtype=dtype, order=order)
+        g = rng.standard_normal(shape).astype(dtype)
+        if grad_layout == "same":
+            g = np.asarray(g, order=order)
+        elif grad_layout == "other":
+            g = np.asarray(g, order="F" if order == "C" else "C")
+        grads[name] = g
+        for k, st in enumerate(states):
+            x = rng.standard_normal(shape)
+            st[name] = np.asarray(np.abs(x) if k in positive else x, dtype=dtype,
+                                  order=order)
+    return params, grads, states
+
+
+def copy_dicts(*dicts):
+    return [{k: a.copy(order="K") for k, a in d.items()} for d in dicts]
+
+
+def run_both(family, kwargs, dtype, nstates, used, positive=(), mode=V.NAMED,
+             seed=0, shapes=SHAPES, grad_layout="same"):
+    """Run ``family`` on the active backend and on the reference, from the
+    same start; assert every parameter and state is bitwise equal."""
+    params, grads, states = make_model(dtype, nstates, seed, shapes, grad_layout, positive)
+    if mode == V.COURSE:
+        grads = {"d" + k: g for k, g in grads.items()}
+        states = [{"d" + k: a for k, a in st.items()} for st in states]
+    ref_p, *ref_s = copy_dicts(params, *states)
+    grads_before = copy_dicts(grads)[0]
+
+    def pack(sts):
+        return tuple((f"s{k}", sts[k]) if used[k] else V.ABSENT for k in range(nstates))
+
+    getattr(active(), family)(params, grads, pack(states), mode, **kwargs)
+    with fusedoptim.use_backend("numpy"):
+        getattr(R, family)(ref_p, grads, pack(ref_s), mode, **kwargs)
+    for k in params:
+        assert_bitwise(params[k], ref_p[k])
+    for st, rst in zip(states, ref_s):
+        for k in st:
+            assert_bitwise(st[k], rst[k])
+    for k in grads:
+        assert_bitwise(grads[k], grads_before[k])  # gradients are only read
+    return params, states
+
+
+PRELUDES = [dict(gscale=gs, maximize=mx, weight_decay=wd)
+            for gs, mx, wd in itertools.product([1.0, 0.37], [False, True], [0.0, 0.01])]
+PRELUDE_IDS = [f"gs{p['gscale']}-max{int(p['maximize'])}-wd{p['weight_decay']}"
+               for p in PRELUDES]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("prelude", PRELUDES, ids=PRELUDE_IDS)
+@pytest.mark.parametrize("structure", ["plain", "buf", "buf-first", "buf-nesterov",
+                                       "buf-first-nesterov"])
+def test_sgd_bitwise(backend, threads, low_threshold, dtype, prelude, structure):
+    kwargs = dict(lr=0.05, momentum=0.9, dampening=0.1, nesterov="nesterov" in structure,
+                  first="first" in structure, **prelude)
+    run_both("sgd", kwargs, dtype, 1, [structure != "plain"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("prelude", PRELUDES, ids=PRELUDE_IDS)
+@pytest.mark.parametrize("eps_inside", [False, True])
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("momentum", [False, True])
+def test_rmsprop_bitwise(backend, threads, low_threshold, dtype, prelude, eps_inside,
+                         centered, momentum):
+    kwargs = dict(lr=0.01, alpha=0.9, eps=1e-3, eps_inside=eps_inside,
+                  momentum=0.8 if momentum else 0.0, **prelude)
+    # Centered runs can take sqrt of a negative number: the NaN must match too.
+    with np.errstate(invalid="ignore"):
+        run_both("rmsprop", kwargs, dtype, 3, [True, centered, momentum], positive=(0,))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("prelude", PRELUDES, ids=PRELUDE_IDS)
+@pytest.mark.parametrize("decoupled", [False, True])
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_bitwise(backend, threads, low_threshold, dtype, prelude, decoupled, amsgrad):
+    t = 3
+    kwargs = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, bc1=1.0 - 0.9 ** t,
+                  bc2=1.0 - 0.999 ** t, decoupled=decoupled, **prelude)
+    run_both("adam", kwargs, dtype, 3, [True, True, amsgrad], positive=(1, 2))
+
+
+ADAM_KW = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, bc1=0.271, bc2=0.002997,
+               weight_decay=0.0, decoupled=False, maximize=False, gscale=1.0)
+
+
+@pytest.mark.parametrize("mode", [V.COURSE, V.NAMED])
+@pytest.mark.parametrize("grad_layout", ["same", "other"])
+def test_modes_and_gradient_relayout(backend, threads, low_threshold, mode, grad_layout):
+    """Gradients in the other memory order are copied into the parameter's
+    layout; course keys and named keys give the same step."""
+    run_both("adam", ADAM_KW, np.float64, 3, [True, True, False], positive=(1,),
+             mode=mode, grad_layout=grad_layout)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [2_000_003])
+def test_multi_million_elements(backend, threads, dtype, n):
+    """Large tensors go through the default threshold and the real parallel
+    split (odd total: the last thread gets a tail)."""
+    shapes = {"w": ((n,), "C"), "small": ((5, 3), "F"), "m": ((257, 129), "F")}
+    run_both("adam", dict(ADAM_KW, weight_decay=0.1, decoupled=True), dtype, 3,
+             [True, True, True], positive=(1, 2), shapes=shapes)
+    run_both("rmsprop", dict(lr=0.01, alpha=0.9, eps=1e-8, eps_inside=True, momentum=0.0,
+                             weight_decay=0.0, maximize=False, gscale=1.0),
+             dtype, 3, [True, False, False], positive=(0,), shapes=shapes)
+    run_both("sgd", dict(lr=0.01, momentum=0.9, dampening=0.9, nesterov=False, first=False,
+                         weight_decay=0.0, maximize=False, gscale=1.0),
+             dtype, 1, [True], shapes=shapes)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_thread_count_does_not_change_results(backend, dtype):
+    shapes = {"w": ((1_000_001,), "C"), "v": ((3, 333_333), "F")}
+    results = []
+    for n in (1, 2, 3):
+        fusedoptim.set_num_threads(n)
+        try:
+            p, sts = run_both("adam", ADAM_KW, dtype, 3, [True, True, True],
+                              positive=(1, 2), shapes=shapes, seed=5)
+        finally:
+            fusedoptim.set_num_threads(2)
+        results.append(b"".join(a.tobytes() for d in [p, *sts] for a in d.values()))
+    assert results[0] == results[1] == results[2]
+
+
+def test_multi_tensor_step_equals_per_tensor_steps(backend, threads, low_threshold):
+    for dtype in DTYPES:
+        params, grads, (m, v, vmax) = make_model(dtype, 3, seed=2, positive=(1, 2))
+        one_p, one_m, one_v, one_x = copy_dicts(params, m, v, vmax)
+        kw = dict(ADAM_KW, gscale=0.5, weight_decay=0.01)
+        active().adam(params, grads, (("m", m), ("v", v), ("vmax", vmax)), V.NAMED, **kw)
+        for k in one_p:
+            active().adam({k: one_p[k]}, {k: grads[k]},
+                          (("m", {k: one_m[k]}), ("v", {k: one_v[k]}),
+                           ("vmax", {k: one_x[k]})), V.NAMED, **kw)
+        for a, b in [(params, one_p), (m, one_m), (v, one_v), (vmax, one_x)]:
+            for k in a:
+                assert_bitwise(a[k], b[k])
+
+
+def test_mixed_dtypes_in_one_step(backend, threads, low_threshold):
+    params, grads, (m, v) = make_model(np.float64, 2, seed=3, positive=(1,))
+    for name in ("c", "g", "i"):
+        params[name] = params[name].astype(np.float32)
+        grads[name] = grads[name].astype(np.float32)
+        m[name] = m[name].astype(np.float32)
+        v[name] = v[name].astype(np.float32)
+    ref = copy_dicts(params, m, v)
+    states = (("m", m), ("v", v), V.ABSENT)
+    active().adam(params, grads, states, V.NAMED, **ADAM_KW)
+    R.adam(ref[0], grads, (("m", ref[1]), ("v", ref[2]), V.ABSENT), V.NAMED, **ADAM_KW)
+    for a, b in zip([params, m, v], ref):
+        for k in a:
+            assert_bitwise(a[k], b[k])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family", ["sgd", "rmsprop", "adam"])
+def test_nan_and_inf_propagate_identically(backend, threads, low_threshold, dtype, family):
+    shapes = {"x": ((9, 11), "C"), "y": ((4103,), "C")}
+    params, grads, states = make_model(dtype, 3, seed=4, shapes=shapes, positive=(1, 2))
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, -np.nan], dtype=dtype)
+    for k, d in enumerate([params, grads, *states]):
+        for a in d.values():
+            flat = a.reshape(-1)
+            flat[(np.arange(6) * 7 + k) % flat.size] = np.roll(specials, k)
+    ref_p, *ref_s = copy_dicts(params, *states)
+    st = tuple((f"s{k}", s) for k, s in enumerate(states))
+    rst = tuple((f"s{k}", s) for k, s in enumerate(ref_s))
+    if family == "sgd":
+        kw = dict(lr=0.1, momentum=0.9, dampening=0.0, nesterov=True, first=False,
+                  weight_decay=0.01, maximize=True, gscale=0.5)
+        st, rst = st[:1], rst[:1]
+    elif family == "rmsprop":
+        kw = dict(lr=0.1, alpha=0.9, eps=1e-6, eps_inside=False, momentum=0.5,
+                  weight_decay=0.0, maximize=False, gscale=1.0)
+    else:
+        kw = dict(ADAM_KW, weight_decay=0.01, decoupled=True)
+    with np.errstate(all="ignore"):
+        getattr(active(), family)(params, grads, st, V.NAMED, **kw)
+        getattr(R, family)(ref_p, grads, rst, V.NAMED, **kw)
+    for a, b in zip([params, *[s for _, s in st]], [ref_p, *[s for _, s in rst]]):
+        for k in a:
+            assert_same_or_both_nan(a[k], b[k])
+
+
+@pytest.mark.parametrize("mode", [V.COURSE, V.NAMED])
+@pytest.mark.parametrize("big", [False, True])
+def test_grad_sumsq_bitwise(backend, threads, mode, big):
+    shapes = dict(SHAPES)
+    if big:
+        shapes["z"] = ((3_000_017,), "C")
+    params, grads, _ = make_model(np.float64, 0, seed=6, shapes=shapes, grad_layout="other")
+    for name in ("d", "h", "z"):
+        if name in params:
+            params[name] = params[name].astype(np.float32)
+            grads[name] = (grads[name] * 1e3).astype(np.float32)
+    if mode == V.COURSE:
+        grads = {"d" + k: g for k, g in grads.items()}
+    got = active().grad_sumsq(params, grads, mode)
+    want = R.grad_sumsq(params, grads, mode)
+    assert type(got) is float
+    assert np.float64(got).tobytes() == np.float64(want).tobytes()
+
+
+def test_grad_sumsq_empty_and_nan(backend):
+    assert active().grad_sumsq({}, {}, V.COURSE) == 0.0
+    p = {"w": np.zeros(10)}
+    g = {"dw": np.full(10, np.nan)}
+    assert np.isnan(active().grad_sumsq(p, g, V.COURSE))
+
+
+# --- the compiled gather: same result, same errors ------------------------------
+
+def _good():
+    rng = np.random.default_rng(7)
+    p = {"W1": rng.standard_normal((3, 2)), "b1": np.zeros((3, 1)),
+         "W2": np.asfortranarray(rng.standard_normal((2, 3))), "e": np.zeros((0, 2)),
+         "s": np.array(1.5)}
+    g = {"d" + k: np.array(a + 1.0, order="C") for k, a in p.items()}
+    v = {"d" + k: np.zeros_like(a) for k, a in p.items()}
+    s = {"d" + k: np.zeros_like(a) for k, a in p.items()}
+    return p, g, v, s
+
+
+def _named(p, g, v, s):
+    """The same step with NAMED keys (``dW2`` keeps its "d": both spellings
+    of a gradient key are accepted)."""
+    def strip(d, keep=()):
+        if not isinstance(d, dict):
+            return d
+        return type(d)((k if k in keep else k[1:], a) for k, a in d.items())
+    return p, strip(g, keep=("dW2",)), strip(v), strip(s)
+
+
+def _set(d, k, x):
+    d[k] = x
+
+
+def _shared_state(p, g, v, s):
+    s["db1"] = v["dW1"].reshape(-1)[:3].reshape(3, 1)
+
+
+def _overlap_later(p, g, v, s):
+    # Two overlaps: the first pair in step order must be named.
+    big = np.zeros(40)
+    s["dW2"] = np.asfortranarray(big[:6].reshape(3, 2).T)
+    v["db1"] = big[4:7].reshape(3, 1)
+
+
+def _state_views_grad(p, g, v, s):
+    v["dW1"] = g["dW1"]
+
+
+def _grads_share(p, g, v, s):
+    g["db1"] = g["dW1"].reshape(-1)[:3].reshape(3, 1)  # allowed: grads are read only
+
+
+def _subclass_dicts(p, g, v, s):
+    from collections import OrderedDict
+    return OrderedDict(reversed(list(p.items()))), g, v, s
+
+
+def _strided_state(p, g, v, s):
+    v["dW1"] = np.zeros((3, 4))[:, ::2]
+
+
+def _wrong_layout_state(p, g, v, s):
+    s["dW1"] = np.asfortranarray(s["dW1"])
+
+
+CASES = [
+    ("ok", lambda p, g, v, s: None),
+    ("grads-share", _grads_share),
+    ("ordered-dict", _subclass_dicts),
+    ("missing-grad", lambda p, g, v, s: g.pop("dW2")),
+    ("missing-state", lambda p, g, v, s: s.pop("ds")),
+    ("state-not-dict", lambda p, g, v, s: (p, g, list(v.values()), s)),
+    ("grads-not-dict", lambda p, g, v, s: (p, None, v, s)),
+    ("params-not-dict", lambda p, g, v, s: ((1, 2), g, v, s)),
+    ("name-not-str", lambda p, g, v, s: _set(p, 3, np.zeros(1))),
+    ("param-int", lambda p, g, v, s: _set(p, "W1", np.zeros((3, 2), dtype=int))),
+    ("param-byteswap", lambda p, g, v, s: _set(p, "W1", np.zeros((3, 2), dtype=">f8"))),
+    ("param-list", lambda p, g, v, s: _set(p, "b1", [[0.0]] * 3)),
+    ("param-readonly", lambda p, g, v, s: p["W2"].setflags(write=False)),
+    ("param-strided", lambda p, g, v, s: _set(p, "W1", np.zeros((3, 4))[:, ::2])),
+    ("grad-float32", lambda p, g, v, s: _set(g, "dW1", g["dW1"].astype(np.float32))),
+    ("grad-shape", lambda p, g, v, s: _set(g, "dW1", g["dW1"].T)),
+    ("grad-not-array", lambda p, g, v, s: _set(g, "ds", 1.0)),
+    ("grad-strided", lambda p, g, v, s: _set(g, "dW1", np.ones((3, 4))[:, ::2])),
+    ("state-readonly", lambda p, g, v, s: s["db1"].setflags(write=False)),
+    ("state-strided", _strided_state),
+    ("state-layout", _wrong_layout_state),
+    ("state-dtype", lambda p, g, v, s: _set(v, "dW1", v["dW1"].astype(np.float32))),
+    ("state-shape", lambda p, g, v, s: _set(v, "dW1", np.zeros((2, 3)))),
+    ("state-is-param", lambda p, g, v, s: _set(v, "db1", p["b1"])),
+    ("state-shares-state", _shared_state),
+    ("state-is-grad", _state_views_grad),
+    ("first-pair-named", _overlap_later),
+    ("v-is-s", lambda p, g, v, s: _set(s, "dW2", v["dW2"])),
+    ("grad-is-param", lambda p, g, v, s: _set(g, "db1", p["b1"])),
+]
+
+
+def _outcome(fn, *args):
+    try:
+        out = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - comparing whatever each raises
+        return ("raise", type(exc), exc.args)
+    return ("ok", [tuple(None if a is None else (a.dtype, a.shape, a.tobytes(order="K"))
+                         for a in group) for group in out])
+
+
+@needs_cython
+@pytest.mark.parametrize("named", [False, True], ids=["course", "named"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_compiled_gather_matches_python_gather(case, named):
+    p, g, v, s = _good()
+    out = case[1](p, g, v, s)
+    if isinstance(out, tuple):
+        p, g, v, s = out
+    if named:
+        p, g, v, s = _named(p, g, v, s)
+    mode = V.NAMED if named else V.COURSE
+    states = (("v", v), ("s", s), V.ABSENT)
+    want = _outcome(V.gather, p, g, states, mode)
+    got = _outcome(K.gather, p, g, states, mode)
+    assert want[0] == ("ok" if case[0] in VALID else "raise"), want
+    assert got == want
+
+
+VALID = {"ok", "grads-share", "ordered-dict", "grad-strided"}
+
+
+@needs_cython
+def test_named_mode_grad_key_errors():
+    p = {"w": np.zeros(3)}
+    for g in ({"w": np.zeros(3), "dw": np.zeros(3)}, {}, {"x": np.zeros(3)}):
+        want = _outcome(V.gather, p, g, (("m", {"w": np.zeros(3)}),), V.NAMED)
+        got = _outcome(K.gather, p, g, (("m", {"w": np.zeros(3)}),), V.NAMED)
+        assert want[0] == "raise" and got == want
+
+
+@needs_cython
+def test_overlap_found_among_many_tensors():
+    """Beyond the insertion-sort size the overlap search takes the qsort path."""
+    rng = np.random.default_rng(0)
+    p = {f"w{i}": rng.standard_normal(4) for i in range(40)}
+    g = {"d" + k: a.copy() for k, a in p.items()}
+    m = {"d" + k: np.zeros(4) for k in p}
+    assert _outcome(K.gather, p, g, (("m", m),), V.COURSE)[0] == "ok"
+    m["dw31"] = p["w7"]
+    m["dw35"] = g["dw2"]
+    want = _outcome(V.gather, p, g, (("m", m),), V.COURSE)
+    assert want[0] == "raise" and _outcome(K.gather, p, g, (("m", m),), V.COURSE) == want
+
+
+# --- memory -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["sgd", "rmsprop", "adam"])
+def test_step_allocates_no_array_sized_temporary(backend, threads, family):
+    if backend == "numpy":
+        pytest.skip("the NumPy reference allocates temporaries by design")
+    n = 1 << 20
+    params, grads, states = make_model(np.float32, 3, shapes={"w": ((n,), "C"),
+                                                              "b": ((1000,), "C")},
+                                       positive=(0, 1, 2))
+    st = tuple((f"s{k}", s) for k, s in enumerate(states))
+    args = {"sgd": (st[:1], dict(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False,
+                                 first=False, weight_decay=0.0, maximize=False, gscale=1.0)),
+            "rmsprop": (st, dict(lr=0.1, alpha=0.9, eps=1e-8, eps_inside=True,
+                                 momentum=0.9, weight_decay=0.0, maximize=False,
+                                 gscale=1.0)),
+            "adam": (st, ADAM_KW)}[family]
+    fn = getattr(active(), family)
+    fn(params, grads, args[0], V.NAMED, **args[1])  # warm up (JIT, caches)
+    tracemalloc.start()
+    try:
+        fn(params, grads, args[0], V.NAMED, **args[1])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < n * 4 // 16, peak
