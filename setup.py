@@ -14,6 +14,10 @@ Environment switches, read at build time:
 ``FUSEDOPTIM_NATIVE=1``
     Opt-in ``-march=native`` for a source build that only ever runs on the
     machine that compiles it.  Never the default (see below).
+``FUSEDOPTIM_SANITIZE=address``
+    Build with AddressSanitizer (``-fsanitize=address``): CI runs the kernel
+    tests under it, with ``LD_PRELOAD`` of the compiler's ``libasan.so``, to
+    catch any read or write outside the arrays a step was given.
 ``FUSEDOPTIM_VEC_REPORT=1``
     Print GCC's ``-fopt-info-vec-optimized`` report (which loops vectorized);
     ``FUSEDOPTIM_ANNOTATE=1`` writes Cython's ``_kernels.html``.
@@ -63,6 +67,8 @@ DEBUG = _flag("FUSEDOPTIM_DEBUG")
 NO_OPENMP = _flag("FUSEDOPTIM_NO_OPENMP")
 NATIVE = _flag("FUSEDOPTIM_NATIVE")
 VEC_REPORT = _flag("FUSEDOPTIM_VEC_REPORT")
+SANITIZE = os.environ.get("FUSEDOPTIM_SANITIZE", "").strip()
+SANITIZE_FLAGS = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"] if SANITIZE else []
 ANNOTATE = _flag("FUSEDOPTIM_ANNOTATE")
 
 
@@ -115,7 +121,7 @@ def _compile_flags():
                           "-march=native; building for the baseline ISA")
     if VEC_REPORT:
         flags.append("-fopt-info-vec-optimized")
-    return flags
+    return flags + SANITIZE_FLAGS
 
 
 omp_compile, omp_link = _openmp_flags()
@@ -150,7 +156,7 @@ ext = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     + ([("FUSEDOPTIM_DEBUG", "1")] if DEBUG else []),
     extra_compile_args=_compile_flags() + omp_compile,
-    extra_link_args=omp_link,
+    extra_link_args=omp_link + SANITIZE_FLAGS,
 )
 
 setup(

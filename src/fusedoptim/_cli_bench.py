@@ -230,6 +230,16 @@ def _resolve(requested, explicit, progress):
     return impls, load_s, skipped
 
 
+def _compiled_available():
+    from .backend import BackendUnavailable, _load
+
+    try:
+        _load("cython")
+    except BackendUnavailable:
+        return False
+    return True
+
+
 def _torch_warmup():
     """Import torch and build and run one step of each optimizer once: the
     first ``torch.optim`` step imports a good deal more of torch, which
@@ -587,11 +597,18 @@ def command(args):
     if args.repeat:
         repeat = args.repeat
     progress = Progress(enabled=not args.quiet)
+    backends = unique(args.backend or COMPARED)
+    if args.quick and not args.backend and _compiled_available():
+        # numba is the fallback for installs without the compiled extension;
+        # its JIT warm-up alone (~15 s of CPU) would eat half the budget.
+        backends = [b for b in backends if b != "numba"]
+        progress.line("note: --quick leaves out the numba fallback backend (its JIT "
+                      "warm-up takes ~15 s); ask for it with --backend", always=True)
     doc = run(optimizers=unique(args.optimizer or B.OPTIMIZERS),
               sizes=unique(args.size or B.SIZES),
               dtypes=unique(args.dtype or ["float32"]),
               threads=unique(args.threads or [fusedoptim.get_num_threads()]),
-              backends=unique(args.backend or COMPARED),
+              backends=backends,
               explicit=bool(args.backend), warmup=warmup, repeat=repeat, progress=progress,
               slow_repeat=slow_repeat, started=started)
     doc["settings"]["quick"] = bool(args.quick)
