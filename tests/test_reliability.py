@@ -166,3 +166,41 @@ def test_soak_memory_flat_and_equal_to_reference(backend):
             fo.update_parameters_with_adam(want, grads[t % 8], wv, ws, t, learning_rate=1e-3)
     for k in p:
         assert_bitwise(p[k], want[k])
+
+
+# --- one optimizer, two threads ------------------------------------------------
+
+def test_optimizer_stepped_from_two_threads_is_refused():
+    """A step that finds the optimizer mid-step in another thread raises
+    instead of corrupting the state (the in-flight step is simulated by
+    holding the optimizer's step lock)."""
+    p = {"W": np.ones((4, 4))}
+    opt = fo.Adam(p, lr=0.1)
+    before = snapshot(p)
+    opt._busy.acquire()
+    try:
+        with pytest.raises(RuntimeError, match="already stepping in another thread"):
+            opt.step({"W": np.ones((4, 4))})
+        with pytest.raises(RuntimeError, match="already stepping in another thread"):
+            opt.load_state_dict(opt.state_dict())
+    finally:
+        opt._busy.release()
+    assert_unchanged(before, p)
+    assert opt.t == 0
+    assert opt.step({"W": np.ones((4, 4))}) and opt.t == 1
+
+
+def test_independent_optimizers_in_threads_equal_sequential(backend):
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        p = _model(seed, sizes=((200, 200), (200,)))
+        opt = fo.AdamW(p, lr=1e-3, max_grad_norm=1.0)
+        for _ in range(20):
+            opt.step({k: rng.standard_normal(a.shape).astype(a.dtype) for k, a in p.items()})
+        return p
+    seq = [run(s) for s in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        par = list(pool.map(run, range(4)))
+    for a, b in zip(seq, par):
+        for k in a:
+            assert_bitwise(a[k], b[k])

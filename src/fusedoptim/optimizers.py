@@ -54,6 +54,7 @@ Checkpoints
 
 import math
 import numbers
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -119,6 +120,11 @@ def _hyper(name, doc):
     return property(lambda self: self._hp[name], doc=f"{doc} (fixed at construction).")
 
 
+def _concurrent_use():
+    return RuntimeError("this optimizer is already stepping in another thread; step one "
+                        "optimizer from one thread at a time (or give each thread its own)")
+
+
 class Optimizer:
     """Base class: state, learning rate, clipping, skipping, checkpoints.
 
@@ -126,6 +132,12 @@ class Optimizer:
     fill ``self._hp`` with their checked hyperparameters, call
     ``_init_state`` with the labels of their kernel family's state slots
     (``None`` for a slot they do not use) and implement ``_kernel``.
+
+    Threads: the kernels release the GIL on large steps, so independent
+    optimizers step in parallel from different threads.  One optimizer is
+    stepped from one thread at a time; a ``step`` or ``load_state_dict``
+    that finds it busy in another thread raises ``RuntimeError`` (a
+    non-blocking lock, so the check costs nothing measurable).
     """
 
     def __init__(self, parameters, lr, max_grad_norm, skip_nonfinite):
@@ -140,6 +152,8 @@ class Optimizer:
         self._t = 0
         self.skipped_steps = 0
         self.last_grad_norm = None
+        # Held for the length of a step or a state load; never waited on.
+        self._busy = threading.Lock()
 
     def _init_state(self, labels):
         # zeros_like keeps each parameter's layout (C or Fortran), which the
@@ -242,6 +256,14 @@ class Optimizer:
             ``True`` if the step was applied, ``False`` if it was skipped
             (``skip_nonfinite`` and a non-finite gradient).
         """
+        if not self._busy.acquire(blocking=False):
+            raise _concurrent_use()
+        try:
+            return self._step(grads)
+        finally:
+            self._busy.release()
+
+    def _step(self, grads):
         lr = self._lr_now()
         max_norm = self._hp["max_grad_norm"]
         gscale, norm = 1.0, None
@@ -323,6 +345,14 @@ class Optimizer:
         ``lr``, schedule or not, as ``torch.optim`` restores its param
         groups' ``lr``); ``last_grad_norm`` is reset to ``None``.
         """
+        if not self._busy.acquire(blocking=False):
+            raise _concurrent_use()
+        try:
+            self._load_state_dict(state_dict)
+        finally:
+            self._busy.release()
+
+    def _load_state_dict(self, state_dict):
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         sd = {}
