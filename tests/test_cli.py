@@ -73,8 +73,11 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
     assert s["quick"] is True and s["optimizers"] == ["adam"] and s["sizes"] == ["course"]
     assert s["dtypes"] == ["float32"]
 
-    # Every available backend, the baseline, torch where installed, the yardstick.
+    # Every available backend, the baseline, torch where installed, the
+    # yardstick; --quick leaves out numba when the compiled backend is there.
     expected = set(fusedoptim.available_backends())
+    if "cython" in expected:
+        expected.discard("numba")
     if HAVE_TORCH:
         expected.add("torch")
     if HAVE_COPY:
@@ -180,6 +183,20 @@ def test_plot_without_matplotlib(monkeypatch, tmp_path, capsys, command):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_quick_leaves_out_numba_unless_asked(tmp_path, capsys):
+    pytest.importorskip("numba")
+    if "cython" not in fusedoptim.available_backends():
+        pytest.skip("without the compiled backend --quick keeps numba")
+    out = tmp_path / "q.json"
+    assert main(["bench", "--quick", "--size", "course", "--optimizer", "gd",
+                 "--backend", "numba", "--json", str(out), "-q"]) == 0
+    assert "numba" in json.loads(out.read_text())["settings"]["implementations"]
+    assert main(["bench", "--quick", "--size", "course", "--optimizer", "gd",
+                 "--json", str(out)]) == 0
+    assert "numba" not in json.loads(out.read_text())["settings"]["implementations"]
+    assert "leaves out the numba fallback" in capsys.readouterr().err
+
+
 def test_unavailable_backend(monkeypatch, capsys, tmp_path):
     from fusedoptim import backend
     real = backend._load
@@ -194,10 +211,11 @@ def test_unavailable_backend(monkeypatch, capsys, tmp_path):
     # Asked for by name: an error.
     _one_line_error(capsys, ["bench", "--backend", "numba"], "numba is broken here")
     _one_line_error(capsys, ["bench", "--backend", "torch"], "torch")
-    # By default: skipped with a note, recorded in the JSON.
+    # By default: skipped with a note, recorded in the JSON (not --quick,
+    # which leaves numba out without trying it).
     out = tmp_path / "b.json"
-    assert main(["bench", "--quick", "--size", "course", "--optimizer", "gd", "--json",
-                 str(out), "-q"]) == 0
+    assert main(["bench", "--repeat", "2", "--warmup", "1", "--size", "course",
+                 "--optimizer", "gd", "--json", str(out), "-q"]) == 0
     err = capsys.readouterr().err
     assert "skipping numba" in err and "skipping torch" in err and "Traceback" not in err
     doc = json.loads(out.read_text())
