@@ -69,6 +69,28 @@ def test_partial_overlap_between_parameters_refused(backend):
     assert not buf.any()
 
 
+def test_overlap_through_foreign_buffers_refused(backend):
+    """Two arrays over one bytearray, made separately: no common ndarray
+    owns their memory, so only their addresses show the overlap."""
+    buf = bytearray(80)
+    a = np.frombuffer(buf, dtype=np.float64)[:6]
+    b = np.frombuffer(buf, dtype=np.float64)[4:]
+    with pytest.raises(ValueError, match=r"parameters\['b'\] shares memory with parameters\['a'\]"):
+        fo.update_parameters_with_gd({"a": a, "b": b}, {"da": np.ones(6), "db": np.ones(6)}, 0.1)
+    assert not any(buf)
+
+
+def test_views_of_one_array_checked_by_address(backend):
+    base = np.zeros(12)
+    p = {"a": base[:6], "b": base[6:]}
+    v = {"da": base[5:11].copy(), "db": np.zeros(6)}
+    fo.update_parameters_with_momentum(p, {"da": np.ones(6), "db": np.ones(6)}, v, 0.5, 1.0)
+    assert_bitwise(base, np.full(12, -0.5))
+    v["db"] = base[3:9]
+    with pytest.raises(ValueError, match=r"v\['db'\] shares memory with parameters\['a'\]"):
+        fo.update_parameters_with_momentum(p, {"da": np.ones(6), "db": np.ones(6)}, v, 0.5, 1.0)
+
+
 def test_adjacent_views_do_not_overlap(backend):
     buf = np.zeros(10)
     p = {"a": buf[0:5], "b": buf[5:10]}

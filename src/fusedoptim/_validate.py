@@ -104,16 +104,49 @@ def _bounds(a):
     return lo, hi + a.itemsize
 
 
+def _memory_owner(a):
+    """The ndarray that owns ``a``'s memory, or ``None`` when the memory
+    comes from elsewhere (a foreign buffer, or an array that does not own
+    its data), in which case only addresses can tell what it overlaps."""
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root.base is None and root.flags.owndata:
+        return root
+    return None
+
+
+def _overlap_candidates(items):
+    """Indices of the items that may overlap another one, in step order.
+
+    Reading an array's address from Python costs microseconds
+    (``__array_interface__``), so addresses are read only where needed:
+    two arrays whose memory belongs to different owning ndarrays lie in
+    different allocations and cannot overlap.  The usual step (every array
+    owns its memory) reads none.
+    """
+    groups = {}
+    for idx, (_label, a, _written) in enumerate(items):
+        owner = _memory_owner(a)
+        if owner is None:
+            return range(len(items))
+        groups.setdefault(id(owner), []).append(idx)
+    return sorted(i for g in groups.values() if len(g) > 1 for i in g)
+
+
 def _find_overlap(items):
     """First overlapping pair among ``(label, array, written)`` items, in
     step order: returns ``(later_label, earlier_label)`` or ``None``.
 
     Only pairs with at least one written array count.  A sort finds whether
     there is any overlap in O(n log n); the quadratic scan that names the
-    first pair runs only when there is one.
+    first pair runs only when there is one.  Items that cannot overlap
+    anything (``_overlap_candidates``) are left out, which changes neither
+    the answer nor which pair is named first.
     """
     spans = []
-    for idx, (_label, a, written) in enumerate(items):
+    for idx in _overlap_candidates(items):
+        _label, a, written = items[idx]
         b = _bounds(a)
         if b is not None:
             spans.append((b[0], b[1], written, idx))
