@@ -112,12 +112,16 @@ def set_backend(name):
 def use_backend(name):
     """Context manager: run the block on backend ``name``, then restore the
     previous one."""
-    previous = _active_name
+    global _active_name, _active
+    # Restore the module itself: the previous backend was loaded already and
+    # putting it back must not depend on importing anything again.
+    previous = (_active_name, _active)
     set_backend(name)
     try:
         yield _active
     finally:
-        set_backend(previous)
+        with _lock:
+            _active_name, _active = previous
 
 
 def active():
