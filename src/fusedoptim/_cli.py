@@ -41,15 +41,8 @@ def positive_int_list(text):
     out = []
     for t in text.split(","):
         t = t.strip()
-        if not t:
-            continue
-        try:
-            n = int(t)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {t!r}") from None
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-        out.append(n)
+        if t:
+            out.append(positive_int(t))
     if not out:
         raise argparse.ArgumentTypeError("empty list")
     return out

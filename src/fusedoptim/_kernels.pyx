@@ -414,21 +414,15 @@ cdef int _gather(object params, object grads, object states, int mode,
             try:
                 g = _getitem(grads, dkey)
             except KeyError:
-                raise KeyError(f"grads has no {dkey!r} (gradient of parameter "
-                               f"{name!r})") from None
+                _v._grad_of(grads, name, _v.COURSE)  # raises, with the Python message
+                _unreachable(dkey)
         else:
             has_plain = name in grads
             has_d = dkey in grads
-            if has_plain and has_d:
-                raise ValueError(f"grads has both {name!r} and {dkey!r}; pass one "
-                                 f"gradient per parameter")
-            if has_plain:
-                gkey = name
-            elif has_d:
-                gkey = dkey
-            else:
-                raise KeyError(f"grads has no {name!r} or {dkey!r} (gradient of "
-                               f"parameter {name!r})")
+            if has_plain == has_d:
+                _v._grad_of(grads, name, _v.NAMED)  # raises: both keys, or neither
+                _unreachable(dkey)
+            gkey = name if has_plain else dkey
             g = _getitem(grads, gkey)
         if not _float_array(g):
             _v._check_array(g, f"grads[{gkey!r}]")
