@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import numpy as np
@@ -23,10 +24,39 @@ def pytest_report_header(config):
             f"(default {fusedoptim.get_backend()}, {fusedoptim.get_num_threads()} threads)")
 
 
-@pytest.fixture(params=AVAILABLE)
+def _has_avx2_loops():
+    if "cython" not in AVAILABLE:
+        return False
+    from fusedoptim import _kernels
+    return _kernels.simd() != "baseline"
+
+
+# "cython-baseline" is the compiled backend with its AVX2 loops turned off, so
+# that both builds of the loops are checked on a machine that has AVX2.
+BACKEND_PARAMS = AVAILABLE + (["cython-baseline"] if _has_avx2_loops() else [])
+
+
+@contextlib.contextmanager
+def backend_variant(name):
+    """The backend module of a ``BACKEND_PARAMS`` entry, made active; for
+    ``"cython-baseline"`` with the AVX2 loops off until the block ends."""
+    base = name.split("-")[0]
+    with fusedoptim.use_backend(base):
+        if name != "cython-baseline":
+            yield _load(base)
+            return
+        from fusedoptim import _kernels
+        before = _kernels._set_simd(False)
+        try:
+            yield _kernels
+        finally:
+            _kernels._set_simd(before)
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
 def backend(request):
-    """Run the test once per available backend, with that backend active."""
-    with fusedoptim.use_backend(request.param):
+    """Run the test once per backend variant, with that backend active."""
+    with backend_variant(request.param):
         yield request.param
 
 

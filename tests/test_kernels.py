@@ -4,7 +4,12 @@ element tensors, Fortran order, 1 and 2 threads; plus the compiled gather's
 errors against the Python gather's, and the step's memory footprint."""
 
 import itertools
+import os
+import shutil
+import subprocess
+import sysconfig
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,6 +265,66 @@ def test_nan_and_inf_propagate_identically(backend, threads, low_threshold, dtyp
     for a, b in zip([params, *[s for _, s in st]], [ref_p, *[s for _, s in rst]]):
         for k in a:
             assert_same_or_both_nan(a[k], b[k])
+
+
+@pytest.mark.parametrize("bc1", [1.0 - 0.9, 1.0 - 0.9 ** 7, 1.0 - 0.999, 2.0 ** -29, 1.0])
+def test_adam_bias_correction_over_every_kind_of_float32(backend, threads, low_threshold, bc1):
+    """m / c1 is computed without a division for float32 (_kernels._div_c1);
+    check it on moments drawn from random bit patterns (subnormals, huge,
+    zeros of both signs, infinities, NaN payloads).  With p = 0, lr = 1 and
+    v = 0 the update is -m_hat / (sqrt(v_hat) + eps), so a wrong m_hat bit
+    shows in p."""
+    n = 1 << 16
+    rng = np.random.default_rng(11)
+    bits = rng.integers(0, 2 ** 32, size=(2, n), dtype=np.uint64).astype(np.uint32)
+    m0, g = bits.view(np.float32)
+    kw = dict(ADAM_KW, lr=1.0, beta1=0.5, beta2=0.999, bc1=bc1, bc2=0.25)
+    got = [{"w": np.zeros(n, np.float32)}, {"w": m0.copy()}, {"w": np.zeros(n, np.float32)}]
+    want = copy_dicts(*got)
+    grads = {"w": g}
+    with np.errstate(all="ignore"):
+        active().adam(got[0], grads, (("m", got[1]), ("v", got[2]), V.ABSENT), V.NAMED, **kw)
+        R.adam(want[0], grads, (("m", want[1]), ("v", want[2]), V.ABSENT), V.NAMED, **kw)
+    for a, b in zip(got, want):
+        assert_same_or_both_nan(a["w"], b["w"])
+
+
+@needs_cython
+def test_div_c1_exhaustive(tmp_path):
+    """Every float32 bit pattern, three divisors: the double-reciprocal
+    product is the float32 quotient (tests/exhaustive/divc1.c)."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip("no C compiler")
+    src = Path(__file__).parent / "exhaustive" / "divc1.c"
+    exe = tmp_path / "divc1"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # CI's ASan step
+    flags = ["-O2", "-fno-math-errno", "-ffp-contract=off", "-fno-trapping-math"]
+    try:
+        subprocess.run([cc, *flags, "-fopenmp", str(src), "-o", str(exe)], check=True,
+                       capture_output=True, env=env)
+    except subprocess.CalledProcessError:
+        subprocess.run([cc, *flags, str(src), "-o", str(exe)], check=True, env=env)
+    divisors = [repr(float(np.float32(1 - 0.9))), repr(float(np.float32(1 - 0.999 ** 3))),
+                "0x1.fffffep-9"]
+    out = subprocess.run([str(exe), *divisors], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count(" 0 of 2^32 patterns differ") == 3, out.stdout
+
+
+@needs_cython
+def test_simd_switch():
+    """The AVX2 loops can be turned off and back on; "baseline" where the
+    CPU or the build has none."""
+    name = K.simd()
+    assert name in ("avx2", "baseline")
+    before = K._set_simd(False)
+    try:
+        assert K.simd() == "baseline"
+        K._set_simd(True)
+        assert K.simd() == name
+    finally:
+        K._set_simd(before)
 
 
 @pytest.mark.parametrize("mode", [V.COURSE, V.NAMED])

@@ -60,11 +60,38 @@ cdef extern from "numpy/arrayobject.h":
     object PyArray_NewLikeArray(cnp.ndarray prototype, cnp.NPY_ORDER order,
                                 PyObject* descr, int subok)
 
+cdef extern from "_simd.h" nogil:
+    const bint FO_SIMD_AVX2
+    int fo_simd_detect()
+    void fo_adam_avx2_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
+                          float lr, float b1, float omb1, float b2, float omb2, float e,
+                          float c1, float c2, double rc1, float shrink, int shrink_p)
+    void fo_adam_avx2_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
+                          double lr, double b1, double omb1, double b2, double omb2,
+                          double e, double c1, double c2, double rc1, double shrink,
+                          int shrink_p)
+    void fo_sgd_avx2_f32(float* p, const float* g, float* buf, Py_ssize_t n, float lr,
+                         float mu, float omd, int has_buf, int nesterov)
+    void fo_sgd_avx2_f64(double* p, const double* g, double* buf, Py_ssize_t n, double lr,
+                         double mu, double omd, int has_buf, int nesterov)
+    void fo_rmsprop_avx2_f32(float* p, const float* g, float* sq, Py_ssize_t n, float lr,
+                             float al, float oma, float e, int eps_inside)
+    void fo_rmsprop_avx2_f64(double* p, const double* g, double* sq, Py_ssize_t n,
+                             double lr, double al, double oma, double e, int eps_inside)
+    void fo_copy_avx2_f32(float* x0, float* x1, float* x2, const float* g, Py_ssize_t n,
+                          int nrw)
+    void fo_copy_avx2_f64(double* x0, double* x1, double* x2, const double* g,
+                          Py_ssize_t n, int nrw)
+
 #: True when the module was built with OpenMP (else every step runs on one
 #: thread, whatever ``set_num_threads`` says).
 HAVE_OPENMP = bool(FO_OPENMP)
 #: True for the ``FUSEDOPTIM_DEBUG=1`` build (range checks in every chunk).
 DEBUG_BUILD = bool(FO_DEBUG)
+
+# The AVX2 builds of the fast-path loops (_simd.h) run when the build has them
+# and the CPU reports AVX2; results are the same bits either way.
+cdef bint _simd = FO_SIMD_AVX2 and fo_simd_detect()
 
 cdef int _num_threads = 1
 cdef Py_ssize_t _parallel_min = PARALLEL_MIN_ELEMENTS
@@ -89,6 +116,22 @@ def set_num_threads(int n):
 def get_num_threads():
     """Threads the parallel regions use."""
     return _num_threads
+
+
+def simd():
+    """Instruction set of the fast-path loops (no gradient prelude or AMSGrad;
+    RMSProp neither centered nor with momentum): ``"avx2"`` or
+    ``"baseline"``."""
+    return "avx2" if _simd else "baseline"
+
+
+def _set_simd(bint on):
+    """Turn the AVX2 loops on or off (tests compare both paths); on only
+    where the build and the CPU have it.  Returns the previous state."""
+    global _simd
+    old = _simd
+    _simd = on and FO_SIMD_AVX2 and fo_simd_detect()
+    return old
 
 
 def _set_parallel_min(Py_ssize_t n):
@@ -586,6 +629,21 @@ cdef inline floating _sqrt(floating x) noexcept nogil:
         return sqrt(x)
 
 
+cdef inline floating _div_c1(floating x, floating c, double rc) noexcept nogil:
+    """``x / c`` correctly rounded, for Adam's first bias correction.
+
+    float32: ``(float)((double)x * rc)`` with ``rc = 1.0 / (double)c``, which
+    is the same bits as the float32 division for every ``x`` (zeros,
+    subnormals, infinities and NaN payloads included; the proof is in
+    ``_simd.h``).  It replaces a division, the slowest instruction of the
+    Adam loop, by a multiply and two conversions.  float64 divides.
+    """
+    if floating is float:
+        return <float>(<double>x * rc)
+    else:
+        return x / c
+
+
 cdef inline floating _prelude(floating g, floating p, floating gs, bint scale,
                               bint maximize, floating wd, bint decay) noexcept nogil:
     if scale:
@@ -646,6 +704,11 @@ cdef inline void _sgd_typed(floating* p, const floating* g, floating* buf, Py_ss
     if scale or mx or decay:
         _sgd_loop(p, g, buf, n, lr, mu, omd, gs, wd, A.has_buf, A.first, A.nesterov,
                   scale, mx, decay)
+    elif _simd and not (A.has_buf and A.first):
+        if floating is float:
+            fo_sgd_avx2_f32(p, g, buf, n, lr, mu, omd, A.has_buf, A.nesterov)
+        else:
+            fo_sgd_avx2_f64(p, g, buf, n, lr, mu, omd, A.has_buf, A.nesterov)
     elif not A.has_buf:
         _sgd_loop(p, g, buf, n, lr, mu, omd, gs, wd, False, False, False, False, False, False)
     elif A.first:
@@ -784,6 +847,11 @@ cdef inline void _rmsprop_typed(floating* p, const floating* g, floating* sq, fl
     if scale or mx or decay:
         _rmsprop_loop(p, g, sq, gavg, buf, n, lr, al, oma, e, mu, gs, wd, A.centered,
                       A.eps_inside, A.has_buf, scale, mx, decay)
+    elif _simd and not (A.centered or A.has_buf):
+        if floating is float:
+            fo_rmsprop_avx2_f32(p, g, sq, n, lr, al, oma, e, A.eps_inside)
+        else:
+            fo_rmsprop_avx2_f64(p, g, sq, n, lr, al, oma, e, A.eps_inside)
     else:
         _rmsprop_fast(p, g, sq, gavg, buf, n, lr, al, oma, e, mu, gs, wd, A.centered,
                       A.eps_inside, A.has_buf)
@@ -839,9 +907,9 @@ ctypedef struct AdamArgs:
 cdef inline void _adam_loop(floating* p, const floating* g, floating* m, floating* v,
                             floating* vmax, Py_ssize_t n, floating lr, floating b1,
                             floating omb1, floating b2, floating omb2, floating e, floating c1,
-                            floating c2, floating gs, floating wd, floating shrink,
-                            bint scale, bint maximize, bint l2, bint shrink_p,
-                            bint amsgrad) noexcept nogil:
+                            floating c2, double rc1, floating gs, floating wd,
+                            floating shrink, bint scale, bint maximize, bint l2,
+                            bint shrink_p, bint amsgrad) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating gi, pi, mi, vi, vv, m0, v0
     for i in range(n):
@@ -864,7 +932,7 @@ cdef inline void _adam_loop(floating* p, const floating* g, floating* m, floatin
                 vv = vi
             vmax[i] = vv
             vi = vv
-        p[i] = pi - (lr * (mi / c1)) / (_sqrt(vi / c2) + e)
+        p[i] = pi - (lr * _div_c1(mi, c1, rc1)) / (_sqrt(vi / c2) + e)
 
 
 cdef inline void _adam_typed(floating* p, const floating* g, floating* m, floating* v,
@@ -873,20 +941,28 @@ cdef inline void _adam_typed(floating* p, const floating* g, floating* m, floati
     cdef floating omb1 = <floating>(1.0 - A.beta1), b2 = <floating>A.beta2
     cdef floating omb2 = <floating>(1.0 - A.beta2), e = <floating>A.eps
     cdef floating c1 = <floating>A.bc1, c2 = <floating>A.bc2
+    cdef double rc1 = 1.0 / <double>c1
     cdef floating gs = <floating>A.gscale, wd = <floating>A.wd
     cdef floating shrink = <floating>(1.0 - A.lr * A.wd)
     cdef bint scale = A.gscale != 1.0, mx = A.maximize
     cdef bint l2 = A.wd != 0.0 and not A.decoupled
     cdef bint shrink_p = A.wd != 0.0 and A.decoupled
     if scale or mx or l2 or A.amsgrad:
-        _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, gs, wd, shrink,
+        _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
                    scale, mx, l2, shrink_p, A.amsgrad)
+    elif _simd:
+        if floating is float:
+            fo_adam_avx2_f32(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
+                             shrink, shrink_p)
+        else:
+            fo_adam_avx2_f64(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
+                             shrink, shrink_p)
     elif shrink_p:
         # AdamW
-        _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, gs, wd, shrink,
+        _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
                    False, False, False, True, False)
     else:
-        _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, gs, wd, shrink,
+        _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
                    False, False, False, False, False)
 
 
@@ -1033,7 +1109,12 @@ cdef inline void _copy_like_loop(floating* x0, floating* x1, floating* x2, const
 
 cdef inline void _copy_like_typed(floating* x0, floating* x1, floating* x2, const floating* g,
                                   Py_ssize_t n, int nrw) noexcept nogil:
-    if nrw == 1:
+    if _simd:
+        if floating is float:
+            fo_copy_avx2_f32(x0, x1, x2, g, n, nrw)
+        else:
+            fo_copy_avx2_f64(x0, x1, x2, g, n, nrw)
+    elif nrw == 1:
         _copy_like_loop(x0, x1, x2, g, n, 1)
     elif nrw == 2:
         _copy_like_loop(x0, x1, x2, g, n, 2)

@@ -147,12 +147,17 @@ def _torch_step(case, params, grads, threads):
 
 
 def _copy_step(case):
+    from ._alloc import zeros_like_state
     from ._kernels import copy_like
 
     reads, writes = TRAFFIC[case.optimizer]
     dtype = DTYPES[case.dtype]
     n = case.elements
-    rw = [np.zeros(n, dtype=dtype) for _ in range(writes)]
+    # The first read-write array stands for the parameter, the others for
+    # states, placed in memory as the library places its states (_alloc), so
+    # that the yardstick moves its bytes under the same conditions.
+    rw = [np.zeros(n, dtype=dtype)]
+    rw += [zeros_like_state(rw[0], k) for k in range(writes - 1)]
     # The read-only operand: the case's gradients (already drawn for the
     # other implementations), scaled so that repeated adds stay small.
     g = np.concatenate([g.ravel() for _, g in _pristine_model(tuple(case.shapes), case.dtype, 0)])

@@ -11,9 +11,8 @@ has changed nothing.
 
 from collections.abc import Mapping
 
-import numpy as np
-
 from . import _validate as _v
+from ._alloc import zeros_like_state
 from ._validate import ABSENT as _ABSENT, COURSE as _COURSE
 from ._validate import beta as _beta, nonneg as _nonneg, step as _step
 from .backend import active as _backend
@@ -59,16 +58,16 @@ def update_parameters_with_gd(parameters, grads, learning_rate):
     return parameters
 
 
-def _zeros_like_each(parameters):
+def _zeros_like_each(parameters, slot=0):
     _v._check_dict(parameters, "parameters")
     out = {}
     for name, p in parameters.items():
         if not isinstance(name, str):
             raise TypeError(f"parameter names must be str, got {name!r}")
         _v._check_array(p, f"parameters[{name!r}]")
-        # zeros_like keeps the parameter's layout (C or Fortran), which the
-        # kernels require of state arrays.
-        out["d" + name] = np.zeros_like(p)
+        # The parameter's layout (C or Fortran), which the kernels require of
+        # state arrays; placed apart from the parameter in memory (_alloc).
+        out["d" + name] = zeros_like_state(p, slot)
     return out
 
 
@@ -156,7 +155,7 @@ def initialize_adam(parameters):
     -------
     v, s : dict of str to ndarray
     """
-    return _zeros_like_each(parameters), _zeros_like_each(parameters)
+    return _zeros_like_each(parameters, 0), _zeros_like_each(parameters, 1)
 
 
 class BiasCorrected(Mapping):

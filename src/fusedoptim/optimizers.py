@@ -61,6 +61,7 @@ import numpy as np
 
 from . import _validate as _v
 from ._reference import sumsq_blocks
+from ._alloc import zeros_like_state
 from .backend import active as _backend
 
 __all__ = ["Optimizer", "GD", "Momentum", "SGD", "RMSProp", "Adam", "AdamW"]
@@ -156,10 +157,11 @@ class Optimizer:
         self._busy = threading.Lock()
 
     def _init_state(self, labels):
-        # zeros_like keeps each parameter's layout (C or Fortran), which the
-        # kernels require of state arrays.
-        self._state = {label: {name: np.zeros_like(p) for name, p in self._params.items()}
-                       for label in labels if label is not None}
+        # Each parameter's layout (C or Fortran), which the kernels require of
+        # state arrays; slot k placed apart from the parameter in memory (_alloc).
+        self._state = {label: {name: zeros_like_state(p, slot)
+                               for name, p in self._params.items()}
+                       for slot, label in enumerate(labels) if label is not None}
         self._states = tuple(_v.ABSENT if label is None else (label, self._state[label])
                              for label in labels)
 
