@@ -43,10 +43,9 @@ GCC/Clang's ``target("avx2")`` attribute and called only when
 can happen in them, and every operation is IEEE correctly rounded at any
 vector width, so both builds give the same bits (the tests run both).
 Measured on the development machine (AMD EPYC Zen1, 2 cores), float32 Adam:
-in cache 1.76 ns per element (SSE2) -> 1.38 (AVX2, with the division-free
-``m / c1`` of ``_kernels._div_c1``); at 2^24 elements, 2 threads, interleaved
-in one process against PyTorch's fused Adam, the AVX2 loop is 1-4% faster
-than the SSE2 one.  ``FUSEDOPTIM_NO_SIMD=1`` builds without the AVX2 loops;
+in cache 1.47-1.52 ns per element with the SSE2 loop, 1.30-1.38 with the
+AVX2 one; at 2^24 elements, 2 threads, Adam / copy 1.004-1.056 (SSE2)
+against 0.995-1.023 (AVX2, which also prefetches), three processes.  ``FUSEDOPTIM_NO_SIMD=1`` builds without the AVX2 loops;
 ``FUSEDOPTIM_NATIVE=1`` remains for source builds that stay on their machine.
 """
 
