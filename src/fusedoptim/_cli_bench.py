@@ -175,7 +175,18 @@ def machine_info(threads):
         "numba": _version("numba"),
         "torch": torch.__version__ if torch is not None else _version("torch"),
         "default_backend": get_backend(),
+        "kernel_isa": _kernel_isa(),
     }
+
+
+def _kernel_isa():
+    """``"avx2"`` or ``"baseline"``: which build of the compiled loops runs
+    (None without the compiled backend)."""
+    try:
+        from . import _kernels
+    except ImportError:
+        return None
+    return _kernels.simd()
 
 
 def _loadavg():
@@ -429,6 +440,8 @@ def format_table(doc):
     s = doc["settings"]
     cores = f"{m['physical_cores']} cores" if m["physical_cores"] else f"{m['logical_cpus']} CPUs"
     versions = ", ".join(f"{k} {m[k]}" for k in ("numpy", "numba", "torch") if m.get(k))
+    if m.get("kernel_isa"):
+        cores += f" (cython loops: {m['kernel_isa']})"
     batches = str(s["timed_batches"])
     if s.get("timed_batches_slow") and s["timed_batches_slow"] < s["timed_batches"]:
         batches = (f"{batches} timed batches ({s['timed_batches_slow']} for steps over "
