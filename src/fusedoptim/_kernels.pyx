@@ -663,11 +663,12 @@ ctypedef struct SgdArgs:
 
 
 # _LOADS_FIRST: every element loop reads all of its operands before it
-# stores any.  NumPy allocates large arrays page-aligned, so p[i], m[i], v[i]
-# share their address modulo 4096; a store to m[i] followed by a load of v[i]
-# then stalls on 4K aliasing (the CPU's store-to-load check compares only the
-# low 12 address bits).  Validation guarantees the arrays do not overlap, so
-# the reordering cannot change a result.
+# stores any.  NumPy starts every large array at the same offset in a page, so
+# p[i], m[i], v[i] of user-made arrays share their address modulo 4096 (the
+# states fusedoptim makes are placed apart, _alloc); a store to m[i] followed
+# by a load of v[i] then stalls on 4K aliasing (the CPU's store-to-load check
+# compares only the low 12 address bits).  Validation guarantees the arrays do
+# not overlap, so the reordering cannot change a result.
 
 
 cdef inline void _sgd_loop(floating* p, const floating* g, floating* buf, Py_ssize_t n,
