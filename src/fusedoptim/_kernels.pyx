@@ -12,14 +12,18 @@ Every element is computed by the same sequence of IEEE operations whatever the
 split, so results do not depend on the number of threads.  The operation order
 is exactly that of ``_reference`` (read it for the formulas): hyperparameters
 and derived scalars are computed in double and rounded once to the array
-dtype, all array arithmetic happens in the array dtype, ``float32`` uses
-``sqrtf`` and ``float`` constants only.
+dtype, all array arithmetic happens in the array dtype (but for ``_div_c1``,
+below), ``float32`` uses ``sqrtf`` and ``float`` constants only.
 
 Each family has one element loop written with ``bint`` flags; the dispatchers
 call it with literal flags on the common paths (no clipping, no decay, no
 ``maximize``, no AMSGrad) so that the C compiler, after inlining, sees a
 branch-free loop body and vectorizes it.  Rare flag combinations share one
-generic loop.
+generic loop.  On x86-64 CPUs with AVX2, the common paths instead call the
+AVX2 builds of the same loops in ``_simd.h`` (same operations, same bits;
+``simd()`` says which runs).  One operation differs in form, not in result:
+float32 Adam's ``m / c1`` is a multiply by the double reciprocal
+(``_div_c1``), which is the correctly rounded quotient for every float32.
 """
 
 from cython cimport floating
