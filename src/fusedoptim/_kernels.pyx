@@ -95,7 +95,8 @@ DEBUG_BUILD = bool(FO_DEBUG)
 
 # The AVX2 builds of the fast-path loops (_simd.h) run when the build has them
 # and the CPU reports AVX2; results are the same bits either way.
-cdef bint _simd = FO_SIMD_AVX2 and fo_simd_detect()
+cdef bint _simd_available = FO_SIMD_AVX2 and fo_simd_detect()
+cdef bint _simd = _simd_available
 
 cdef int _num_threads = 1
 cdef Py_ssize_t _parallel_min = PARALLEL_MIN_ELEMENTS
@@ -134,7 +135,7 @@ def _set_simd(bint on):
     where the build and the CPU have it.  Returns the previous state."""
     global _simd
     old = _simd
-    _simd = on and FO_SIMD_AVX2 and fo_simd_detect()
+    _simd = on and _simd_available
     return old
 
 
