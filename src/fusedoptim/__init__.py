@@ -38,7 +38,8 @@ from .functional import (
     update_parameters_with_momentum,
     update_parameters_with_rmsprop,
 )
-from .optimizers import GD, SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
+from .families import OPTIMIZERS
+from .optimizer import Optimizer
 from .schedules import (
     CosineDecay,
     ExponentialDecay,
@@ -48,23 +49,21 @@ from .schedules import (
     update_lr,
 )
 
+# Every registered optimizer class (fusedoptim.families) is a top-level name.
+globals().update(OPTIMIZERS)
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam",
-    "AdamW",
     "BACKENDS",
     "BackendUnavailable",
     "BiasCorrected",
     "CosineDecay",
     "ExponentialDecay",
-    "GD",
     "InverseTimeDecay",
-    "Momentum",
+    "OPTIMIZERS",
     "Optimizer",
     "PiecewiseConstant",
-    "RMSProp",
-    "SGD",
     "FusedOptimWarning",
     "available_backends",
     "get_backend",
@@ -82,4 +81,5 @@ __all__ = [
     "update_parameters_with_momentum",
     "update_parameters_with_rmsprop",
     "use_backend",
+    *OPTIMIZERS,
 ]

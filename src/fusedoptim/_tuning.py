@@ -12,3 +12,21 @@
 #: the copy yardstick) need more elements than Adam to pay for the region, and
 #: on a shared machine every region risks waiting for a preempted thread.
 PARALLEL_MIN_ELEMENTS = 1 << 15
+
+#: Thread ranges of the concatenated element space start on multiples of this
+#: many elements (a 64-byte cache line of float32), so two threads never
+#: write the same line of one tensor.
+SPLIT_ALIGN = 16
+
+
+def split_start(total, parts, k):
+    """Start of thread ``k``'s range of ``[0, total)`` split ``parts`` ways:
+    near-equal parts, each start rounded down to ``SPLIT_ALIGN`` (monotonic
+    in ``k``; part ``parts`` ends at ``total``).  The one split rule: the
+    compiled and the Numba backends implement exactly this, and the tests
+    compare them with it."""
+    if k >= parts:
+        return total
+    q, r = divmod(total, parts)
+    s = q * k + min(k, r)
+    return s - s % SPLIT_ALIGN

@@ -30,6 +30,7 @@ import math
 import numbers
 import operator
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -313,6 +314,20 @@ def step(t, name="t"):
     if t >= 2**63:
         raise ValueError(f"{name} must be < 2**63, got {t}")
     return t
+
+
+def flag(x, name):
+    """``x`` as a bool; only ``True``/``False`` (and NumPy's) are accepted."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {_type_name(x)}")
+    return bool(x)
+
+
+def betas(x, name="betas"):
+    """A pair ``(beta1, beta2)``, each in ``[0, 1)``."""
+    if not isinstance(x, Sequence) or isinstance(x, str) or len(x) != 2:
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {x!r}")
+    return (beta(x[0], f"{name}[0]"), beta(x[1], f"{name}[1]"))
 
 
 def positive_int(n, name):

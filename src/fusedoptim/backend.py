@@ -1,7 +1,8 @@
 """Backend choice and threads.
 
-Three backends implement the same multi-tensor interface (see
-``fusedoptim._reference``): ``cython`` (the compiled extension, the fast
+Three backends implement the same multi-tensor interface: one keyword-only
+step per registered family (see ``fusedoptim.families``), ``grad_sumsq`` and
+``set_num_threads``: ``cython`` (the compiled extension, the fast
 path), ``numba`` (a JIT fallback), ``numpy`` (the plain reference).  They give
 bit-for-bit identical results.
 
@@ -28,8 +29,8 @@ import warnings
 BACKENDS = ("cython", "numba", "numpy")
 
 _MODULES = {
-    "cython": "fusedoptim._kernels",
-    "numba": "fusedoptim._numba_kernels",
+    "cython": "fusedoptim._ext",
+    "numba": "fusedoptim._numba",
     "numpy": "fusedoptim._reference",
 }
 
@@ -67,7 +68,7 @@ def _load(name):
             mod = importlib.import_module(_MODULES[name])
         except ImportError as exc:
             if name == "cython":
-                why = (f"the compiled extension fusedoptim._kernels did not import ({exc}); "
+                why = (f"the compiled extension fusedoptim._ext did not import ({exc}); "
                        f"the build is broken or missing: reinstall with a C compiler "
                        f"(pip install --force-reinstall --no-binary fusedoptim fusedoptim)")
             elif name == "numba":

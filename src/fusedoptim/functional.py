@@ -53,8 +53,9 @@ def update_parameters_with_gd(parameters, grads, learning_rate):
         The same dict, holding the same (updated) arrays.
     """
     lr = _nonneg(learning_rate, "learning_rate")
-    _backend().sgd(parameters, grads, (_ABSENT,), _COURSE, lr, 0.0, 0.0, False, False,
-                   0.0, False, 1.0)
+    _backend().sgd(parameters, grads, (_ABSENT,), _COURSE, lr=lr, momentum=0.0,
+                   dampening=0.0, weight_decay=0.0, nesterov=False, first=False,
+                   maximize=False, has_buf=False, gscale=1.0)
     return parameters
 
 
@@ -108,8 +109,9 @@ def update_parameters_with_momentum(parameters, grads, v, beta, learning_rate):
     """
     b = _beta(beta, "beta")
     lr = _nonneg(learning_rate, "learning_rate")
-    _backend().sgd(parameters, grads, (("v", v),), _COURSE, lr, b, b, False, False,
-                   0.0, False, 1.0)
+    _backend().sgd(parameters, grads, (("v", v),), _COURSE, lr=lr, momentum=b,
+                   dampening=b, weight_decay=0.0, nesterov=False, first=False,
+                   maximize=False, has_buf=True, gscale=1.0)
     return parameters, v
 
 
@@ -144,7 +146,9 @@ def update_parameters_with_rmsprop(parameters, grads, s, beta=0.9, learning_rate
     lr = _nonneg(learning_rate, "learning_rate")
     eps = _nonneg(epsilon, "epsilon")
     _backend().rmsprop(parameters, grads, (("s", s), _ABSENT, _ABSENT), _COURSE,
-                       lr, b, eps, True, 0.0, 0.0, False, 1.0)
+                       lr=lr, alpha=b, eps=eps, momentum=0.0, weight_decay=0.0,
+                       eps_inside=True, maximize=False, centered=False, has_buf=False,
+                       gscale=1.0)
     return parameters, s
 
 
@@ -227,5 +231,7 @@ def update_parameters_with_adam(parameters, grads, v, s, t, learning_rate=0.01,
     bc1 = 1.0 - b1 ** t
     bc2 = 1.0 - b2 ** t
     _backend().adam(parameters, grads, (("v", v), ("s", s), _ABSENT), _COURSE,
-                    lr, b1, b2, eps, bc1, bc2, 0.0, False, False, 1.0)
+                    lr=lr, beta1=b1, beta2=b2, eps=eps, bc1=bc1, bc2=bc2,
+                    weight_decay=0.0, decoupled=False, maximize=False, amsgrad=False,
+                    gscale=1.0)
     return parameters, v, s, BiasCorrected(v, bc1), BiasCorrected(s, bc2)

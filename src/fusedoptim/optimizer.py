@@ -1,18 +1,16 @@
 """Optimizer objects for training loops: ``torch.optim``-style classes.
 
-Each optimizer owns its state, keyed by parameter name, and runs a whole step
-as ONE fused multi-tensor call of the active backend (``cython``, ``numba``
-or ``numpy``; bit-for-bit identical).  The classes map onto the three kernel
-families of :mod:`fusedoptim._reference`:
+The base class of every optimizer: state, learning rate, clipping, skipping
+and checkpoints.  Each optimizer owns its state, keyed by parameter name, and
+runs a whole step as ONE fused multi-tensor call of the active backend
+(``cython``, ``numba`` or ``numpy``; bit-for-bit identical).
 
-=============  ==========================================================
-``GD``         ``p <- p - lr * g``
-``Momentum``   the course's EMA momentum ``v <- beta v + (1 - beta) g``
-``SGD``        ``torch.optim.SGD`` (momentum, dampening, Nesterov, L2)
-``RMSProp``    the course's RMSProp, or ``torch.optim.RMSprop``
-``Adam``       ``torch.optim.Adam`` (L2 weight decay, AMSGrad, maximize)
-``AdamW``      ``torch.optim.AdamW`` (decoupled weight decay)
-=============  ==========================================================
+The classes themselves are declared in :mod:`fusedoptim.families`, beside
+their kernel family: a class names its ``family``, its hyperparameters
+(``hyper``: name, default, check), the names of its state slots and how its
+hyperparameters become the family's step keywords (``kernel_args``).  This
+module derives the constructor, the read-only hyperparameter attributes and
+the checkpoint keys from that declaration.
 
 Common behaviour
 ----------------
@@ -52,28 +50,35 @@ Checkpoints
     (read-only attributes).
 """
 
+import inspect
 import math
 import numbers
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import _validate as _v
-from ._reference import sumsq_blocks
 from ._alloc import zeros_like_state
+from ._norm import sumsq_blocks
 from .backend import active as _backend
 
-__all__ = ["Optimizer", "GD", "Momentum", "SGD", "RMSProp", "Adam", "AdamW"]
+__all__ = ["Optimizer"]
 
 # clip_grad_norm_'s guard against division by a zero norm.
 _CLIP_EPS = 1e-6
 
+#: ``Hyper.default`` of a required argument.
+REQUIRED = inspect.Parameter.empty
 
-def _flag(x, name):
-    if not isinstance(x, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(x).__name__}")
-    return bool(x)
+
+def _flat_keys(name, value):
+    """Checkpoint keys of one hyperparameter: a pair such as ``betas`` is
+    kept as ``beta1``, ``beta2`` (scalars only in a checkpoint)."""
+    if isinstance(value, tuple):
+        stem = name[:-1] if name.endswith("s") else name
+        return [(f"{stem}{i + 1}", x) for i, x in enumerate(value)]
+    return [(name, value)]
 
 
 def _check_parameters(parameters):
@@ -129,10 +134,23 @@ def _concurrent_use():
 class Optimizer:
     """Base class: state, learning rate, clipping, skipping, checkpoints.
 
-    Subclasses set ``_family`` (``"sgd"``, ``"rmsprop"`` or ``"adam"``),
-    fill ``self._hp`` with their checked hyperparameters, call
-    ``_init_state`` with the labels of their kernel family's state slots
-    (``None`` for a slot they do not use) and implement ``_kernel``.
+    A subclass declares (see :mod:`fusedoptim.families`):
+
+    ``family``
+        The :class:`~fusedoptim.families.Family` whose step it runs.
+    ``lr_default``
+        The default learning rate (none: ``lr`` is required).
+    ``hyper``
+        Its other constructor arguments, as ``Hyper(name, default, check,
+        doc)``, in signature order; each becomes a read-only attribute.
+    ``state_names``
+        The name of each of the family's state slots (PyTorch's names).
+    ``kernel_args(hp, lr, t)``
+        The family's step keywords for step ``t`` (from 1) at rate ``lr``.
+    ``check(hp)`` (optional)
+        Checks that involve several hyperparameters.
+    ``initial_value(name, hp)`` (optional)
+        The starting value of a state slot (default 0).
 
     Threads: the kernels release the GIL on large steps, so independent
     optimizers step in parallel from different threads.  One optimizer is
@@ -141,29 +159,100 @@ class Optimizer:
     non-blocking lock, so the check costs nothing measurable).
     """
 
-    def __init__(self, parameters, lr, max_grad_norm, skip_nonfinite):
-        self._params = _check_parameters(parameters)
-        self.lr = lr
+    family = None
+    lr_default = REQUIRED
+    hyper = ()
+    state_names = ()
+
+    COMMON_DOC = """max_grad_norm : float or None, keyword-only
+        Clip the global L2 norm of all gradients to this value (``> 0``).
+    skip_nonfinite : bool, keyword-only
+        Skip the whole step when a gradient holds NaN or infinity."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        P = inspect.Parameter
+        params = [P("parameters", P.POSITIONAL_OR_KEYWORD),
+                  P("lr", P.POSITIONAL_OR_KEYWORD, default=cls.lr_default)]
+        params += [P(h.name, P.POSITIONAL_OR_KEYWORD, default=h.default) for h in cls.hyper]
+        params += [P("max_grad_norm", P.KEYWORD_ONLY, default=None),
+                   P("skip_nonfinite", P.KEYWORD_ONLY, default=False)]
+        cls.__signature__ = inspect.Signature(params)
+        for h in cls.hyper:
+            if h.name not in cls.__dict__:
+                setattr(cls, h.name, _hyper(h.name, h.doc))
+
+    @classmethod
+    def override(cls, **defaults):
+        """``hyper`` with some defaults replaced (for a subclass)."""
+        from dataclasses import replace
+        unknown = set(defaults) - {h.name for h in cls.hyper}
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no hyperparameter {sorted(unknown)[0]!r}")
+        return tuple(replace(h, default=defaults[h.name]) if h.name in defaults else h
+                     for h in cls.hyper)
+
+    @classmethod
+    def check(cls, hp):
+        """Checks across hyperparameters (none by default)."""
+
+    def initial_value(self, name, hp):
+        """Starting value of state slot ``name`` (0 by default)."""
+        return 0.0
+
+    def kernel_args(self, hp, lr, t):
+        raise NotImplementedError
+
+    def __init__(self, *args, **kwargs):
+        if self.family is None:
+            raise TypeError("Optimizer is a base class; use one of fusedoptim.OPTIMIZERS")
+        try:
+            bound = self.__signature__.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{type(self).__name__}(): {exc}") from None
+        bound.apply_defaults()
+        a = bound.arguments
+        self._params = _check_parameters(a["parameters"])
+        self.lr = a["lr"]
+        hp = {h.name: h.check(a[h.name], h.name) for h in self.hyper}
+        self.check(hp)
+        max_grad_norm = a["max_grad_norm"]
         if max_grad_norm is not None:
             max_grad_norm = _v.real(max_grad_norm, "max_grad_norm")
             if max_grad_norm <= 0.0:
                 raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
-        self._hp["max_grad_norm"] = max_grad_norm
-        self._hp["skip_nonfinite"] = _flag(skip_nonfinite, "skip_nonfinite")
+        hp["max_grad_norm"] = max_grad_norm
+        hp["skip_nonfinite"] = _v.flag(a["skip_nonfinite"], "skip_nonfinite")
+        self._hp = hp
         self._t = 0
         self.skipped_steps = 0
         self.last_grad_norm = None
         # Held for the length of a step or a state load; never waited on.
         self._busy = threading.Lock()
+        self._init_state()
 
-    def _init_state(self, labels):
+    def _init_state(self):
+        fam = self.family
+        active = fam.active_slots(self.kernel_args(self._hp, 0.0, 1))
         # Each parameter's layout (C or Fortran), which the kernels require of
         # state arrays; slot k placed apart from the parameter in memory (_alloc).
-        self._state = {label: {name: zeros_like_state(p, slot)
-                               for name, p in self._params.items()}
-                       for slot, label in enumerate(labels) if label is not None}
-        self._states = tuple(_v.ABSENT if label is None else (label, self._state[label])
-                             for label in labels)
+        self._state = {}
+        states = []
+        for slot, (label, on) in enumerate(zip(self.state_names, active)):
+            if not on:
+                states.append(_v.ABSENT)
+                continue
+            fill = self.initial_value(label, self._hp)
+            d = {}
+            for name, p in self._params.items():
+                a = zeros_like_state(p, slot)
+                if fill != 0.0:
+                    a.fill(fill)
+                d[name] = a
+            self._state[label] = d
+            states.append((label, d))
+        self._states = tuple(states)
+        self._step_fn_name = fam.name
 
     # --- public attributes --------------------------------------------------
 
@@ -198,6 +287,9 @@ class Optimizer:
         else:
             self._lr = _v.nonneg(value, "lr")
 
+    def _flat_hp(self):
+        return [kv for name, value in self._hp.items() for kv in _flat_keys(name, value)]
+
     max_grad_norm = _hyper("max_grad_norm", "Global-norm clipping threshold, or None")
     skip_nonfinite = _hyper("skip_nonfinite", "Whether non-finite steps are skipped")
 
@@ -211,7 +303,7 @@ class Optimizer:
         return _v.nonneg(value, f"lr schedule value at step {self._t}")
 
     def __repr__(self):
-        hp = ", ".join(f"{k}={v!r}" for k, v in self._hp.items())
+        hp = ", ".join(f"{k}={v!r}" for k, v in self._flat_hp())
         return f"{type(self).__name__}({len(self._params)} parameters, lr={self._lr!r}, {hp}, t={self._t})"
 
     # --- stepping -----------------------------------------------------------
@@ -293,7 +385,9 @@ class Optimizer:
         return True
 
     def _kernel(self, backend, grads, lr, t, gscale):
-        raise NotImplementedError
+        getattr(backend, self._step_fn_name)(self._params, grads, self._states, _v.NAMED,
+                                             gscale=gscale,
+                                             **self.kernel_args(self._hp, lr, t))
 
     # --- checkpoints --------------------------------------------------------
 
@@ -324,7 +418,7 @@ class Optimizer:
               "skipped_steps": self.skipped_steps}
         if not callable(self._lr):
             sd["lr"] = self._lr
-        for name, value in self._hp.items():
+        for name, value in self._flat_hp():
             if value is not None:
                 sd["hp/" + name] = value
         for label, d in self._state.items():
@@ -372,7 +466,7 @@ class Optimizer:
         kind = _as_python(get("optimizer"))
         if kind != type(self).__name__:
             raise ValueError(f"state_dict is from {kind!r}, not {type(self).__name__!r}")
-        for name, value in self._hp.items():
+        for name, value in self._flat_hp():
             key = "hp/" + name
             if key in sd:
                 saved = _as_python(sd[key])
@@ -389,7 +483,7 @@ class Optimizer:
             lr = _v.nonneg(_as_python(sd["lr"]), "state_dict['lr']")
         copies = []
         expected = {"optimizer", "t", "skipped_steps", "lr"}
-        expected.update("hp/" + name for name, v in self._hp.items() if v is not None)
+        expected.update("hp/" + name for name, v in self._flat_hp() if v is not None)
         for label, d in self._state.items():
             for name, live in d.items():
                 key = f"state/{label}/{name}"
@@ -417,310 +511,3 @@ class Optimizer:
             self._lr = lr
 
 
-_COMMON_DOC = """max_grad_norm : float or None, keyword-only
-        Clip the global L2 norm of all gradients to this value (``> 0``).
-    skip_nonfinite : bool, keyword-only
-        Skip the whole step when a gradient holds NaN or infinity."""
-
-
-class GD(Optimizer):
-    __doc__ = rf"""Gradient descent.
-
-    .. math:: p \leftarrow p - \eta g
-
-    Parameters
-    ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
-    lr : float or callable
-        :math:`\eta \ge 0`, or a schedule ``step -> float``.
-    {_COMMON_DOC}
-    """
-
-    def __init__(self, parameters, lr, *, max_grad_norm=None, skip_nonfinite=False):
-        self._hp = {}
-        super().__init__(parameters, lr, max_grad_norm, skip_nonfinite)
-        self._init_state((None,))
-
-    def _kernel(self, backend, grads, lr, t, gscale):
-        backend.sgd(self._params, grads, self._states, _v.NAMED, lr, 0.0, 0.0, False, False,
-                    0.0, False, gscale)
-
-
-class Momentum(Optimizer):
-    __doc__ = rf"""Gradient descent with the course's (EMA) momentum.
-
-    .. math::
-
-        v &\leftarrow \beta v + (1 - \beta) g \\
-        p &\leftarrow p - \eta v
-
-    with :math:`v` starting at zero (state slot ``"velocity"``); the same
-    numbers as :func:`fusedoptim.update_parameters_with_momentum`.
-
-    Parameters
-    ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
-    lr : float or callable
-        :math:`\eta \ge 0`, or a schedule ``step -> float``.
-    beta : float
-        :math:`\beta \in [0, 1)`.
-    {_COMMON_DOC}
-    """
-
-    def __init__(self, parameters, lr, beta=0.9, *, max_grad_norm=None,
-                 skip_nonfinite=False):
-        self._hp = {"beta": _v.beta(beta, "beta")}
-        super().__init__(parameters, lr, max_grad_norm, skip_nonfinite)
-        self._init_state(("velocity",))
-
-    beta = _hyper("beta", "Momentum coefficient")
-
-    def _kernel(self, backend, grads, lr, t, gscale):
-        b = self._hp["beta"]
-        backend.sgd(self._params, grads, self._states, _v.NAMED, lr, b, b, False, False,
-                    0.0, False, gscale)
-
-
-class SGD(Optimizer):
-    __doc__ = rf"""Stochastic gradient descent with ``torch.optim.SGD``'s semantics.
-
-    .. math::
-
-        g &\leftarrow -g \ \text{{(maximize)}}, \qquad
-        g \leftarrow g + \lambda p \ \text{{(weight decay)}} \\
-        b &\leftarrow g \ \text{{(first step)}}, \qquad
-        b \leftarrow \mu b + (1 - \tau) g \ \text{{(later steps)}} \\
-        d &= g + \mu b \ \text{{(Nesterov)}} \quad\text{{or}}\quad d = b \\
-        p &\leftarrow p - \eta d
-
-    Without momentum (:math:`\mu = 0`) there is no buffer and :math:`d = g`.
-    The buffer (state slot ``"momentum_buffer"``) takes the raw gradient on
-    the first step, as in PyTorch, not :math:`(1 - \tau) g`.
-
-    Parameters
-    ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
-    lr : float or callable
-        :math:`\eta \ge 0`, or a schedule ``step -> float``.
-    momentum : float
-        :math:`\mu \ge 0`.
-    dampening : float
-        :math:`\tau`.
-    nesterov : bool
-        Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
-    weight_decay : float
-        :math:`\lambda \ge 0`, L2 penalty added to the gradient.
-    maximize : bool
-        Ascend the objective instead of descending.
-    {_COMMON_DOC}
-    """
-
-    def __init__(self, parameters, lr, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, maximize=False, *, max_grad_norm=None,
-                 skip_nonfinite=False):
-        self._hp = {
-            "momentum": _v.nonneg(momentum, "momentum"),
-            "dampening": _v.real(dampening, "dampening"),
-            "nesterov": _flag(nesterov, "nesterov"),
-            "weight_decay": _v.nonneg(weight_decay, "weight_decay"),
-            "maximize": _flag(maximize, "maximize"),
-        }
-        if self._hp["nesterov"] and (self._hp["momentum"] == 0.0
-                                     or self._hp["dampening"] != 0.0):
-            raise ValueError("nesterov needs momentum > 0 and dampening == 0")
-        super().__init__(parameters, lr, max_grad_norm, skip_nonfinite)
-        self._init_state(("momentum_buffer" if self._hp["momentum"] != 0.0 else None,))
-
-    momentum = _hyper("momentum", "Momentum factor")
-    dampening = _hyper("dampening", "Dampening of the momentum")
-    nesterov = _hyper("nesterov", "Whether Nesterov momentum is used")
-    weight_decay = _hyper("weight_decay", "L2 weight decay")
-    maximize = _hyper("maximize", "Whether the objective is maximized")
-
-    def _kernel(self, backend, grads, lr, t, gscale):
-        hp = self._hp
-        backend.sgd(self._params, grads, self._states, _v.NAMED, lr, hp["momentum"],
-                    hp["dampening"], hp["nesterov"], t == 1, hp["weight_decay"],
-                    hp["maximize"], gscale)
-
-
-class RMSProp(Optimizer):
-    __doc__ = rf"""RMSProp: the course's formula, or ``torch.optim.RMSprop``.
-
-    .. math::
-
-        s &\leftarrow \beta s + (1 - \beta) g^2, \qquad
-        \bar g \leftarrow \beta \bar g + (1 - \beta) g \ \text{{(centered)}} \\
-        d &= s - \bar g^2 \ \text{{(centered)}} \quad\text{{or}}\quad d = s \\
-        r &= \sqrt{{d + \epsilon}} \ \text{{(eps inside)}}
-            \quad\text{{or}}\quad r = \sqrt{{d}} + \epsilon \\
-        b &\leftarrow \mu b + g / r,\ p \leftarrow p - \eta b
-            \ \text{{(momentum)}} \qquad p \leftarrow p - \eta g / r
-            \ \text{{(otherwise)}}
-
-    after the gradient prelude of :class:`SGD` (maximize, L2 weight decay).
-    The defaults give the course's RMSProp
-    (:func:`fusedoptim.update_parameters_with_rmsprop`, bit for bit).
-    ``eps_inside_sqrt=False`` with ``beta`` as PyTorch's ``alpha`` (default
-    0.99 there) gives ``torch.optim.RMSprop``.  State slots:
-    ``"square_avg"``, ``"grad_avg"`` (centered), ``"momentum_buffer"``
-    (``momentum > 0``).
-
-    Parameters
-    ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
-    lr : float or callable
-        :math:`\eta \ge 0`, or a schedule ``step -> float``.
-    beta : float
-        :math:`\beta \in [0, 1)`, the decay of the averages.
-    eps : float
-        :math:`\epsilon \ge 0`.
-    eps_inside_sqrt : bool
-        Where :math:`\epsilon` goes (inside: course, Keras; outside: PyTorch).
-    centered : bool
-        Divide by the estimated variance instead of the second moment.
-    momentum : float
-        :math:`\mu \ge 0`.
-    weight_decay : float
-        L2 penalty added to the gradient (:math:`\ge 0`).
-    maximize : bool
-        Ascend the objective instead of descending.
-    {_COMMON_DOC}
-    """
-
-    def __init__(self, parameters, lr=0.01, beta=0.9, eps=1e-8, eps_inside_sqrt=True,
-                 centered=False, momentum=0.0, weight_decay=0.0, maximize=False, *,
-                 max_grad_norm=None, skip_nonfinite=False):
-        self._hp = {
-            "beta": _v.beta(beta, "beta"),
-            "eps": _v.nonneg(eps, "eps"),
-            "eps_inside_sqrt": _flag(eps_inside_sqrt, "eps_inside_sqrt"),
-            "centered": _flag(centered, "centered"),
-            "momentum": _v.nonneg(momentum, "momentum"),
-            "weight_decay": _v.nonneg(weight_decay, "weight_decay"),
-            "maximize": _flag(maximize, "maximize"),
-        }
-        super().__init__(parameters, lr, max_grad_norm, skip_nonfinite)
-        self._init_state(("square_avg",
-                          "grad_avg" if self._hp["centered"] else None,
-                          "momentum_buffer" if self._hp["momentum"] != 0.0 else None))
-
-    beta = _hyper("beta", "Decay of the moving averages")
-    eps = _hyper("eps", "Epsilon")
-    eps_inside_sqrt = _hyper("eps_inside_sqrt", "Whether eps is added under the root")
-    centered = _hyper("centered", "Whether the variance is used")
-    momentum = _hyper("momentum", "Momentum factor")
-    weight_decay = _hyper("weight_decay", "L2 weight decay")
-    maximize = _hyper("maximize", "Whether the objective is maximized")
-
-    def _kernel(self, backend, grads, lr, t, gscale):
-        hp = self._hp
-        backend.rmsprop(self._params, grads, self._states, _v.NAMED, lr, hp["beta"],
-                        hp["eps"], hp["eps_inside_sqrt"], hp["momentum"],
-                        hp["weight_decay"], hp["maximize"], gscale)
-
-
-def _betas(betas):
-    if not isinstance(betas, Sequence) or isinstance(betas, str) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    return _v.beta(betas[0], "betas[0]"), _v.beta(betas[1], "betas[1]")
-
-
-_ADAM_MATH = r"""
-    .. math::
-
-        m &\leftarrow \beta_1 m + (1 - \beta_1) g, \qquad
-        v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
-        \hat v &= v_{max} \leftarrow \max(v_{max}, v) \ \text{(AMSGrad)}
-            \quad\text{or}\quad \hat v = v \\
-        p &\leftarrow p - \frac{\eta\, m / c_1}{\sqrt{\hat v / c_2} + \epsilon},
-        \qquad c_1 = 1 - \beta_1^t,\ c_2 = 1 - \beta_2^t
-"""
-
-
-class Adam(Optimizer):
-    __doc__ = rf"""Adam with ``torch.optim.Adam``'s semantics.
-    {_ADAM_MATH}
-    after the gradient prelude (maximize: :math:`g \leftarrow -g`; L2 weight
-    decay: :math:`g \leftarrow g + \lambda p`).  ``t`` counts from 1 and the
-    bias corrections are computed in double precision.  State slots:
-    ``"exp_avg"``, ``"exp_avg_sq"``, ``"max_exp_avg_sq"`` (AMSGrad).  With
-    the default ``weight_decay=0`` this is the course's Adam
-    (:func:`fusedoptim.update_parameters_with_adam`, bit for bit).
-
-    Parameters
-    ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
-    lr : float or callable
-        :math:`\eta \ge 0`, or a schedule ``step -> float``.
-    betas : (float, float)
-        :math:`\beta_1, \beta_2 \in [0, 1)`.
-    eps : float
-        :math:`\epsilon \ge 0`.
-    weight_decay : float
-        :math:`\lambda \ge 0`.
-    amsgrad : bool
-        Use the running maximum of :math:`v`.
-    maximize : bool
-        Ascend the objective instead of descending.
-    {_COMMON_DOC}
-    """
-
-    _decoupled = False
-
-    def __init__(self, parameters, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False, *, max_grad_norm=None, skip_nonfinite=False):
-        beta1, beta2 = _betas(betas)
-        self._hp = {
-            "beta1": beta1,
-            "beta2": beta2,
-            "eps": _v.nonneg(eps, "eps"),
-            "weight_decay": _v.nonneg(weight_decay, "weight_decay"),
-            "amsgrad": _flag(amsgrad, "amsgrad"),
-            "maximize": _flag(maximize, "maximize"),
-        }
-        super().__init__(parameters, lr, max_grad_norm, skip_nonfinite)
-        self._init_state(("exp_avg", "exp_avg_sq",
-                          "max_exp_avg_sq" if self._hp["amsgrad"] else None))
-
-    @property
-    def betas(self):
-        """``(beta1, beta2)`` (fixed at construction)."""
-        return self._hp["beta1"], self._hp["beta2"]
-
-    eps = _hyper("eps", "Epsilon")
-    weight_decay = _hyper("weight_decay", "Weight decay")
-    amsgrad = _hyper("amsgrad", "Whether AMSGrad is used")
-    maximize = _hyper("maximize", "Whether the objective is maximized")
-
-    def _kernel(self, backend, grads, lr, t, gscale):
-        hp = self._hp
-        b1, b2 = hp["beta1"], hp["beta2"]
-        bc1 = 1.0 - b1 ** t
-        bc2 = 1.0 - b2 ** t
-        backend.adam(self._params, grads, self._states, _v.NAMED, lr, b1, b2, hp["eps"],
-                     bc1, bc2, hp["weight_decay"], self._decoupled, hp["maximize"], gscale)
-
-
-class AdamW(Adam):
-    __doc__ = rf"""Adam with decoupled weight decay, as ``torch.optim.AdamW``.
-
-    .. math:: p \leftarrow p\,(1 - \eta \lambda)
-
-    first (the factor computed in double, rounded once), then the Adam update
-    of :class:`Adam` without an L2 term in the gradient:
-    {_ADAM_MATH}
-    Parameters are those of :class:`Adam`; ``weight_decay`` defaults to 0.01.
-    """
-
-    _decoupled = True
-
-    def __init__(self, parameters, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
-                 amsgrad=False, maximize=False, *, max_grad_norm=None, skip_nonfinite=False):
-        super().__init__(parameters, lr, betas, eps, weight_decay, amsgrad, maximize,
-                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)

@@ -1,0 +1,125 @@
+"""How an optimizer is declared: its kernel family and its class's hyperparameters.
+
+A *family* is one fused element loop shared by several optimizer classes
+(``sgd`` runs GD, Momentum and SGD).  It declares, in one place:
+
+* ``slots`` -- its state arrays, in the order every backend receives them;
+* ``optional`` -- which slots are switched on by a boolean keyword (AMSGrad's
+  ``vmax`` by ``amsgrad``); the other slots are always present;
+* ``scalars`` and ``flags`` -- the float and bool keywords of its step (on top
+  of ``gscale``, the clipping factor every family takes);
+* ``update`` -- the reference update of one tensor in plain NumPy, which
+  states the exact operation order every backend reproduces bit for bit.
+
+Each backend exposes one callable per family, named after it, with the same
+keyword-only signature::
+
+    backend.adam(params, grads, states, mode, *, lr, beta1, ..., gscale)
+
+``states`` is a tuple of ``(label, dict or None)`` pairs in ``slots`` order
+(``None`` for an optional slot that is off); ``mode`` is ``_validate.COURSE``
+or ``_validate.NAMED``.  A call either validates the whole step and writes it,
+or raises and writes nothing.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import _validate as _v
+
+__all__ = ["Family", "Hyper", "check_call", "prelude", "flag", "betas", "real",
+           "nonneg", "beta"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One fused kernel family (see the module docstring)."""
+
+    name: str
+    slots: tuple
+    scalars: tuple
+    flags: tuple
+    update: Callable
+    optional: dict = field(default_factory=dict)
+
+    @property
+    def keywords(self):
+        """Every keyword of the family's step, ``gscale`` included."""
+        return self.scalars + self.flags + ("gscale",)
+
+    def active_slots(self, kw):
+        """The slots a step with keywords ``kw`` uses, as booleans."""
+        return tuple(bool(kw[self.optional[s]]) if s in self.optional else True
+                     for s in self.slots)
+
+    def arrays_moved(self, kw):
+        """Arrays a step reads and writes per element: the parameter (read and
+        written), the gradient (read) and each active state (read and
+        written)."""
+        return 3 + 2 * sum(self.active_slots(kw))
+
+
+def check_call(family, states, kw):
+    """The checks a typed, keyword-only signature makes in the compiled
+    backend, for the Python backends: every keyword present, no unknown one,
+    one ``(label, dict or None)`` pair per slot, and exactly the slots the
+    flags switch on.  Raises ``TypeError`` or ``ValueError``; writes nothing."""
+    missing = [k for k in family.keywords if k not in kw]
+    if missing:
+        raise TypeError(f"{family.name}() missing keyword argument {missing[0]!r}")
+    for k in kw:
+        if k not in family.keywords:
+            raise TypeError(f"{family.name}() got an unexpected keyword argument {k!r}")
+    check_states(family, states, kw)
+
+
+def check_states(family, states, kw):
+    if len(states) != len(family.slots):
+        raise ValueError(f"{family.name} takes {len(family.slots)} state slots "
+                         f"{family.slots}, got {len(states)}")
+    for slot, on, (_label, d) in zip(family.slots, family.active_slots(kw), states):
+        if on and d is None:
+            raise ValueError(f"{family.name}: state slot {slot!r} is needed but absent")
+        if not on and d is not None:
+            raise ValueError(f"{family.name}: state slot {slot!r} is given but "
+                             f"{family.optional[slot]}=False")
+
+
+def prelude(p, g, T, gscale, maximize, weight_decay):
+    """The gradient prelude every family applies, in this order, to a private
+    copy of the gradient (the caller's gradient is never written)::
+
+        g = g * gscale              if gscale != 1   (global-norm clipping)
+        g = -g                      if maximize
+        g = g + weight_decay * p    if weight_decay != 0 (L2 decay)
+    """
+    if gscale != 1.0:
+        g = g * T(gscale)
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + T(weight_decay) * p
+    return g
+
+
+# --- class hyperparameters --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A constructor argument of an optimizer class: its name, default
+    (``inspect.Parameter.empty`` for none), the check that returns the clean value or raises
+    an error naming it, and a one-line description."""
+
+    name: str
+    default: Any
+    check: Callable
+    doc: str
+
+
+# The checks a Hyper names; one source for each rule (fusedoptim._validate).
+flag = _v.flag
+betas = _v.betas
+real = _v.real
+nonneg = _v.nonneg
+beta = _v.beta

@@ -1,0 +1,144 @@
+"""Adam and AdamW: the ``adam`` kernel family and its classes.
+
+The family's step (every backend, keyword-only)::
+
+    adam(params, grads, (m, v, vmax), mode, *, lr, beta1, beta2, eps, bc1, bc2,
+         weight_decay, decoupled, maximize, amsgrad, gscale)
+
+``bc1 = 1 - beta1 ** t`` and ``bc2 = 1 - beta2 ** t`` are computed by the
+caller in double precision; ``vmax`` is present exactly when ``amsgrad``.
+"""
+
+import numpy as np
+
+from ..optimizer import Optimizer
+from ._spec import Family, Hyper, betas, flag, nonneg, prelude
+
+__all__ = ["FAMILY", "Adam", "AdamW", "adam_tensor"]
+
+
+def adam_tensor(p, g, m, v, vmax, *, lr, beta1, beta2, eps, bc1, bc2, weight_decay,
+                decoupled, maximize, amsgrad, gscale):
+    r"""One Adam step on one tensor, in place (the reference).
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1) g, \qquad
+        \hat m = m / c_1 \\
+        v &\leftarrow \beta_2 v + (1 - \beta_2) g^2, \qquad
+        \hat v = \max(v_{max}, v) / c_2 \ \text{(AMSGrad)}
+        \ \text{or}\ v / c_2 \\
+        p &\leftarrow p - (\eta \hat m) / (\sqrt{\hat v} + \epsilon)
+
+    In words: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*(g*g);
+    p = p - (lr * (m / c1)) / (sqrt(v / c2) + eps), with ``c1 = bc1``,
+    ``c2 = bc2``.  With ``decoupled=True`` (AdamW) the weight decay is
+    ``p <- p * (1 - lr * weight_decay)`` before the update instead of an L2
+    term in the gradient.  ``vmax`` (AMSGrad) becomes ``max(vmax, v)``, NaN
+    propagating as in ``np.maximum``.
+    """
+    T = p.dtype.type
+    if decoupled:
+        g = prelude(p, g, T, gscale, maximize, 0.0)
+        if weight_decay != 0.0:
+            p[...] = p * T(1.0 - lr * weight_decay)
+    else:
+        g = prelude(p, g, T, gscale, maximize, weight_decay)
+    m[...] = T(beta1) * m + T(1.0 - beta1) * g
+    m_hat = m / T(bc1)
+    v[...] = T(beta2) * v + T(1.0 - beta2) * (g * g)
+    if amsgrad:
+        np.maximum(vmax, v, out=vmax)
+        v_hat = vmax / T(bc2)
+    else:
+        v_hat = v / T(bc2)
+    p[...] = p - (T(lr) * m_hat) / (np.sqrt(v_hat) + T(eps))
+
+
+FAMILY = Family(
+    name="adam",
+    slots=("m", "v", "vmax"),
+    optional={"vmax": "amsgrad"},
+    scalars=("lr", "beta1", "beta2", "eps", "bc1", "bc2", "weight_decay"),
+    flags=("decoupled", "maximize", "amsgrad"),
+    update=adam_tensor,
+)
+
+
+_ADAM_MATH = r"""
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1) g, \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
+        \hat v &= v_{max} \leftarrow \max(v_{max}, v) \ \text{(AMSGrad)}
+            \quad\text{or}\quad \hat v = v \\
+        p &\leftarrow p - \frac{\eta\, m / c_1}{\sqrt{\hat v / c_2} + \epsilon},
+        \qquad c_1 = 1 - \beta_1^t,\ c_2 = 1 - \beta_2^t
+
+    In words: ``m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+    p -= lr * (m / c1) / (sqrt(v / c2) + eps)``.
+"""
+
+
+class Adam(Optimizer):
+    __doc__ = rf"""Adam with ``torch.optim.Adam``'s semantics.
+    {_ADAM_MATH}
+    after the gradient prelude (maximize: :math:`g \leftarrow -g`; L2 weight
+    decay: :math:`g \leftarrow g + \lambda p`).  ``t`` counts from 1 and the
+    bias corrections are computed in double precision.  State slots:
+    ``"exp_avg"``, ``"exp_avg_sq"``, ``"max_exp_avg_sq"`` (AMSGrad).  With
+    the default ``weight_decay=0`` this is the course's Adam
+    (:func:`fusedoptim.update_parameters_with_adam`, bit for bit).
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32/float64 arrays, updated in place.
+    lr : float or callable
+        :math:`\eta \ge 0`, or a schedule ``step -> float``.
+    betas : (float, float)
+        :math:`\beta_1, \beta_2 \in [0, 1)`.
+    eps : float
+        :math:`\epsilon \ge 0`.
+    weight_decay : float
+        :math:`\lambda \ge 0`.
+    amsgrad : bool
+        Use the running maximum of :math:`v`.
+    maximize : bool
+        Ascend the objective instead of descending.
+    {Optimizer.COMMON_DOC}
+    """
+
+    family = FAMILY
+    lr_default = 0.001
+    hyper = (
+        Hyper("betas", (0.9, 0.999), betas, "Decays (beta1, beta2) of the moments"),
+        Hyper("eps", 1e-8, nonneg, "Epsilon"),
+        Hyper("weight_decay", 0.0, nonneg, "Weight decay"),
+        Hyper("amsgrad", False, flag, "Whether AMSGrad is used"),
+        Hyper("maximize", False, flag, "Whether the objective is maximized"),
+    )
+    state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    decoupled = False
+
+    def kernel_args(self, hp, lr, t):
+        b1, b2 = hp["betas"]
+        return dict(lr=lr, beta1=b1, beta2=b2, eps=hp["eps"], bc1=1.0 - b1 ** t,
+                    bc2=1.0 - b2 ** t, weight_decay=hp["weight_decay"],
+                    decoupled=self.decoupled, maximize=hp["maximize"],
+                    amsgrad=hp["amsgrad"])
+
+
+class AdamW(Adam):
+    __doc__ = rf"""Adam with decoupled weight decay, as ``torch.optim.AdamW``.
+
+    .. math:: p \leftarrow p\,(1 - \eta \lambda)
+
+    first (the factor computed in double, rounded once), then the Adam update
+    of :class:`Adam` without an L2 term in the gradient:
+    {_ADAM_MATH}
+    Parameters are those of :class:`Adam`; ``weight_decay`` defaults to 0.01.
+    """
+
+    hyper = Adam.override(weight_decay=0.01)
+    decoupled = True

@@ -1,0 +1,130 @@
+"""RMSProp, the course's and ``torch.optim.RMSprop``: the ``rmsprop`` kernel
+family and its class.
+
+The family's step (every backend, keyword-only)::
+
+    rmsprop(params, grads, (sq, gavg, buf), mode, *, lr, alpha, eps, momentum,
+            weight_decay, eps_inside, maximize, centered, has_buf, gscale)
+
+``gavg`` is present exactly when ``centered``, ``buf`` when ``has_buf``.
+"""
+
+import numpy as np
+
+from ..optimizer import Optimizer
+from ._spec import Family, Hyper, beta, flag, nonneg, prelude
+
+__all__ = ["FAMILY", "RMSProp", "rmsprop_tensor"]
+
+
+def rmsprop_tensor(p, g, sq, gavg, buf, *, lr, alpha, eps, momentum, weight_decay,
+                   eps_inside, maximize, centered, has_buf, gscale):
+    r"""One RMSProp step on one tensor, in place (the reference).
+
+    .. math::
+
+        s &\leftarrow \alpha s + (1 - \alpha) g^2 \\
+        \bar g &\leftarrow \alpha \bar g + (1 - \alpha) g
+            \quad\text{(centered, } d = s - \bar g^2 \text{, else } d = s) \\
+        r &= \sqrt{d + \epsilon} \ \text{(eps inside)}
+            \quad\text{or}\quad r = \sqrt{d} + \epsilon \\
+        b &\leftarrow \mu b + g / r,\ p \leftarrow p - \eta b
+            \quad\text{(momentum)}\qquad
+        p \leftarrow p - (\eta g) / r \quad\text{(otherwise)}
+
+    In words: s = a*s + (1-a)*(g*g); r = sqrt(s + eps) or sqrt(s) + eps;
+    p = p - (lr*g)/r.  The course's RMSProp is ``eps_inside=True``, not
+    centered, no buffer.
+    """
+    T = p.dtype.type
+    g = prelude(p, g, T, gscale, maximize, weight_decay)
+    sq[...] = T(alpha) * sq + T(1.0 - alpha) * (g * g)
+    d = sq
+    if centered:
+        gavg[...] = T(alpha) * gavg + T(1.0 - alpha) * g
+        d = sq - gavg * gavg
+    if eps_inside:
+        r = np.sqrt(d + T(eps))
+    else:
+        r = np.sqrt(d) + T(eps)
+    if has_buf:
+        buf[...] = T(momentum) * buf + g / r
+        p[...] = p - T(lr) * buf
+    else:
+        p[...] = p - (T(lr) * g) / r
+
+
+FAMILY = Family(
+    name="rmsprop",
+    slots=("sq", "gavg", "buf"),
+    optional={"gavg": "centered", "buf": "has_buf"},
+    scalars=("lr", "alpha", "eps", "momentum", "weight_decay"),
+    flags=("eps_inside", "maximize", "centered", "has_buf"),
+    update=rmsprop_tensor,
+)
+
+
+class RMSProp(Optimizer):
+    __doc__ = rf"""RMSProp: the course's formula, or ``torch.optim.RMSprop``.
+
+    .. math::
+
+        s &\leftarrow \beta s + (1 - \beta) g^2, \qquad
+        \bar g \leftarrow \beta \bar g + (1 - \beta) g \ \text{{(centered)}} \\
+        d &= s - \bar g^2 \ \text{{(centered)}} \quad\text{{or}}\quad d = s \\
+        r &= \sqrt{{d + \epsilon}} \ \text{{(eps inside)}}
+            \quad\text{{or}}\quad r = \sqrt{{d}} + \epsilon \\
+        b &\leftarrow \mu b + g / r,\ p \leftarrow p - \eta b
+            \ \text{{(momentum)}} \qquad p \leftarrow p - \eta g / r
+            \ \text{{(otherwise)}}
+
+    In words: ``s = beta*s + (1-beta)*g*g; p -= lr*g / sqrt(s + eps)`` by
+    default, after the gradient prelude of :class:`SGD` (maximize, L2 weight
+    decay).  The defaults give the course's RMSProp
+    (:func:`fusedoptim.update_parameters_with_rmsprop`, bit for bit).
+    ``eps_inside_sqrt=False`` with ``beta`` as PyTorch's ``alpha`` (default
+    0.99 there) gives ``torch.optim.RMSprop``.  State slots:
+    ``"square_avg"``, ``"grad_avg"`` (centered), ``"momentum_buffer"``
+    (``momentum > 0``).
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32/float64 arrays, updated in place.
+    lr : float or callable
+        :math:`\eta \ge 0`, or a schedule ``step -> float``.
+    beta : float
+        :math:`\beta \in [0, 1)`, the decay of the averages.
+    eps : float
+        :math:`\epsilon \ge 0`.
+    eps_inside_sqrt : bool
+        Where :math:`\epsilon` goes (inside: course, Keras; outside: PyTorch).
+    centered : bool
+        Divide by the estimated variance instead of the second moment.
+    momentum : float
+        :math:`\mu \ge 0`.
+    weight_decay : float
+        L2 penalty added to the gradient (:math:`\ge 0`).
+    maximize : bool
+        Ascend the objective instead of descending.
+    {Optimizer.COMMON_DOC}
+    """
+
+    family = FAMILY
+    lr_default = 0.01
+    hyper = (
+        Hyper("beta", 0.9, beta, "Decay of the moving averages"),
+        Hyper("eps", 1e-8, nonneg, "Epsilon"),
+        Hyper("eps_inside_sqrt", True, flag, "Whether eps is added under the root"),
+        Hyper("centered", False, flag, "Whether the variance is used"),
+        Hyper("momentum", 0.0, nonneg, "Momentum factor"),
+        Hyper("weight_decay", 0.0, nonneg, "L2 weight decay"),
+        Hyper("maximize", False, flag, "Whether the objective is maximized"),
+    )
+    state_names = ("square_avg", "grad_avg", "momentum_buffer")
+
+    def kernel_args(self, hp, lr, t):
+        return dict(lr=lr, alpha=hp["beta"], eps=hp["eps"], momentum=hp["momentum"],
+                    weight_decay=hp["weight_decay"], eps_inside=hp["eps_inside_sqrt"],
+                    maximize=hp["maximize"], centered=hp["centered"],
+                    has_buf=hp["momentum"] != 0.0)

@@ -1,0 +1,177 @@
+"""Gradient descent, the course's momentum and ``torch.optim.SGD``: the
+``sgd`` kernel family and its classes.
+
+The family's step (every backend, keyword-only)::
+
+    sgd(params, grads, (buf,), mode, *, lr, momentum, dampening, weight_decay,
+        nesterov, first, maximize, has_buf, gscale)
+
+``buf`` is present exactly when ``has_buf``; ``first`` marks the first step
+(PyTorch's buffer then takes the gradient itself).
+"""
+
+from ..optimizer import Optimizer
+from ._spec import Family, Hyper, beta, flag, nonneg, prelude, real
+
+__all__ = ["FAMILY", "GD", "Momentum", "SGD", "sgd_tensor"]
+
+
+def sgd_tensor(p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov, first,
+               maximize, has_buf, gscale):
+    r"""One SGD step on one tensor, in place (the reference).
+
+    .. math::
+
+        b &\leftarrow g \quad\text{(first step)}\qquad
+        b \leftarrow \mu b + (1 - \tau) g \quad\text{(later steps)} \\
+        d &= g + \mu b \ \text{(Nesterov)} \quad\text{or}\quad d = b \\
+        p &\leftarrow p - \eta d
+
+    In words: b = mu*b + (1-tau)*g (b = g on the first step); d = g + mu*b
+    with Nesterov, else b; p = p - lr*d.  Without a buffer (``has_buf``
+    false) ``d = g``.  The course's GD has no buffer; its EMA momentum is
+    ``momentum = dampening = beta``, ``first=False``.
+    """
+    T = p.dtype.type
+    g = prelude(p, g, T, gscale, maximize, weight_decay)
+    if has_buf:
+        if first:
+            buf[...] = g
+        else:
+            buf[...] = T(momentum) * buf + T(1.0 - dampening) * g
+        if nesterov:
+            g = g + T(momentum) * buf
+        else:
+            g = buf
+    p[...] = p - T(lr) * g
+
+
+FAMILY = Family(
+    name="sgd",
+    slots=("buf",),
+    optional={"buf": "has_buf"},
+    scalars=("lr", "momentum", "dampening", "weight_decay"),
+    flags=("nesterov", "first", "maximize", "has_buf"),
+    update=sgd_tensor,
+)
+
+
+def _sgd_args(lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+              first=False, maximize=False, has_buf=False):
+    return dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                nesterov=nesterov, first=first, maximize=maximize, has_buf=has_buf)
+
+
+class GD(Optimizer):
+    __doc__ = rf"""Gradient descent.
+
+    .. math:: p \leftarrow p - \eta g
+
+    In words: ``p -= lr * g``.
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32/float64 arrays, updated in place.
+    lr : float or callable
+        :math:`\eta \ge 0`, or a schedule ``step -> float``.
+    {Optimizer.COMMON_DOC}
+    """
+
+    family = FAMILY
+    hyper = ()
+    state_names = ("momentum_buffer",)
+
+    def kernel_args(self, hp, lr, t):
+        return _sgd_args(lr)
+
+
+class Momentum(Optimizer):
+    __doc__ = rf"""Gradient descent with the course's (EMA) momentum.
+
+    .. math::
+
+        v &\leftarrow \beta v + (1 - \beta) g \\
+        p &\leftarrow p - \eta v
+
+    In words: ``v = beta*v + (1-beta)*g; p -= lr*v``, with :math:`v` starting
+    at zero (state slot ``"velocity"``); the same numbers as
+    :func:`fusedoptim.update_parameters_with_momentum`.
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32/float64 arrays, updated in place.
+    lr : float or callable
+        :math:`\eta \ge 0`, or a schedule ``step -> float``.
+    beta : float
+        :math:`\beta \in [0, 1)`.
+    {Optimizer.COMMON_DOC}
+    """
+
+    family = FAMILY
+    hyper = (Hyper("beta", 0.9, beta, "Momentum coefficient"),)
+    state_names = ("velocity",)
+
+    def kernel_args(self, hp, lr, t):
+        b = hp["beta"]
+        return _sgd_args(lr, momentum=b, dampening=b, has_buf=True)
+
+
+class SGD(Optimizer):
+    __doc__ = rf"""Stochastic gradient descent with ``torch.optim.SGD``'s semantics.
+
+    .. math::
+
+        g &\leftarrow -g \ \text{{(maximize)}}, \qquad
+        g \leftarrow g + \lambda p \ \text{{(weight decay)}} \\
+        b &\leftarrow g \ \text{{(first step)}}, \qquad
+        b \leftarrow \mu b + (1 - \tau) g \ \text{{(later steps)}} \\
+        d &= g + \mu b \ \text{{(Nesterov)}} \quad\text{{or}}\quad d = b \\
+        p &\leftarrow p - \eta d
+
+    In words: ``b = mu*b + (1-tau)*g`` (``b = g`` on the first step);
+    ``d = g + mu*b`` with Nesterov, else ``b``; ``p -= lr*d``.  Without
+    momentum (:math:`\mu = 0`) there is no buffer and :math:`d = g`.  The
+    buffer (state slot ``"momentum_buffer"``) takes the raw gradient on the
+    first step, as in PyTorch, not :math:`(1 - \tau) g`.
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32/float64 arrays, updated in place.
+    lr : float or callable
+        :math:`\eta \ge 0`, or a schedule ``step -> float``.
+    momentum : float
+        :math:`\mu \ge 0`.
+    dampening : float
+        :math:`\tau`.
+    nesterov : bool
+        Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
+    weight_decay : float
+        :math:`\lambda \ge 0`, L2 penalty added to the gradient.
+    maximize : bool
+        Ascend the objective instead of descending.
+    {Optimizer.COMMON_DOC}
+    """
+
+    family = FAMILY
+    hyper = (
+        Hyper("momentum", 0.0, nonneg, "Momentum factor"),
+        Hyper("dampening", 0.0, real, "Dampening of the momentum"),
+        Hyper("nesterov", False, flag, "Whether Nesterov momentum is used"),
+        Hyper("weight_decay", 0.0, nonneg, "L2 weight decay"),
+        Hyper("maximize", False, flag, "Whether the objective is maximized"),
+    )
+    state_names = ("momentum_buffer",)
+
+    @classmethod
+    def check(cls, hp):
+        if hp["nesterov"] and (hp["momentum"] == 0.0 or hp["dampening"] != 0.0):
+            raise ValueError("nesterov needs momentum > 0 and dampening == 0")
+
+    def kernel_args(self, hp, lr, t):
+        return _sgd_args(lr, hp["momentum"], hp["dampening"], hp["weight_decay"],
+                         hp["nesterov"], t == 1, hp["maximize"], hp["momentum"] != 0.0)
+
+
