@@ -52,6 +52,7 @@ Checkpoints
 
 import inspect
 import math
+from dataclasses import replace
 import numbers
 import threading
 from collections.abc import Mapping
@@ -185,7 +186,6 @@ class Optimizer:
     @classmethod
     def override(cls, **defaults):
         """``hyper`` with some defaults replaced (for a subclass)."""
-        from dataclasses import replace
         unknown = set(defaults) - {h.name for h in cls.hyper}
         if unknown:
             raise TypeError(f"{cls.__name__} has no hyperparameter {sorted(unknown)[0]!r}")
@@ -252,7 +252,6 @@ class Optimizer:
             self._state[label] = d
             states.append((label, d))
         self._states = tuple(states)
-        self._step_fn_name = fam.name
 
     # --- public attributes --------------------------------------------------
 
@@ -385,9 +384,9 @@ class Optimizer:
         return True
 
     def _kernel(self, backend, grads, lr, t, gscale):
-        getattr(backend, self._step_fn_name)(self._params, grads, self._states, _v.NAMED,
-                                             gscale=gscale,
-                                             **self.kernel_args(self._hp, lr, t))
+        getattr(backend, self.family.name)(self._params, grads, self._states, _v.NAMED,
+                                          gscale=gscale,
+                                          **self.kernel_args(self._hp, lr, t))
 
     # --- checkpoints --------------------------------------------------------
 

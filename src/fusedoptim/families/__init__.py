@@ -41,8 +41,9 @@ def _register():
     for module_name in MODULES:
         mod = importlib.import_module(f".{module_name}", __name__)
         fam = mod.FAMILY
-        # The backends find a family's loops by its name.
-        assert fam.name == module_name, f"family {fam.name!r} lives in {module_name}.py"
+        if fam.name != module_name:  # the backends find a family's loops by its name
+            raise ImportError(f"family {fam.name!r} must live in families/{fam.name}.py, "
+                              f"not {module_name}.py")
         FAMILIES[fam.name] = fam
         for name in mod.__all__:
             obj = getattr(mod, name)
