@@ -1,4 +1,9 @@
-"""Build of the compiled kernels (``fusedoptim._kernels``).
+"""Build of the compiled backend (the package ``fusedoptim._ext``).
+
+Every ``src/fusedoptim/_ext/*.pyx`` becomes the extension module
+``fusedoptim._ext.<name>`` (found by glob: a new family's ``.pyx`` needs no
+edit here), all with the same flags; ``EXTRA`` lists what one module needs
+beyond them (only ``_step``, which opens the parallel regions, links OpenMP).
 
 Environment switches, read at build time:
 
@@ -23,7 +28,7 @@ Environment switches, read at build time:
     catch any read or write outside the arrays a step was given.
 ``FUSEDOPTIM_VEC_REPORT=1``
     Print GCC's ``-fopt-info-vec-optimized`` report (which loops vectorized);
-    ``FUSEDOPTIM_ANNOTATE=1`` writes Cython's ``_kernels.html``.
+    ``FUSEDOPTIM_ANNOTATE=1`` writes Cython's ``.html`` annotation of each module.
 
 Floating-point flags are chosen for bit-for-bit agreement with the NumPy
 reference: ``-ffp-contract=off`` (no fused multiply-add), never
@@ -35,11 +40,12 @@ Portable speed: AVX2 loops chosen at run time
 The module is compiled for the compiler's baseline ISA (SSE2 on x86-64, NEON
 on arm64), so it imports and runs on any CPU of the architecture; nothing is
 ever built with ``-march=native`` unless asked.  The fast-path element loops
-(Adam, SGD/momentum, RMSProp, the copy yardstick) also exist in an AVX2
-build in ``src/fusedoptim/_simd.h``, compiled inside the same module with
+(Adam, SGD/momentum, RMSProp, Adagrad, the copy yardstick) also exist in an
+AVX2 build in ``src/fusedoptim/_ext/<family>_avx2.h``, compiled inside the
+family's module with
 GCC/Clang's ``target("avx2")`` attribute and called only when
 ``__builtin_cpu_supports("avx2")`` says the CPU (and OS) have it;
-``fusedoptim._kernels.simd()`` names the choice.  Not "fma": no contraction
+``fusedoptim._ext.simd()`` names the choice.  Not "fma": no contraction
 can happen in them, and every operation is IEEE correctly rounded at any
 vector width, so both builds give the same bits (the tests run both).
 Measured on the development machine (AMD EPYC Zen1, 2 cores), float32 Adam:
@@ -56,6 +62,7 @@ import sys
 import sysconfig
 import tempfile
 import warnings
+from glob import glob
 
 import numpy as np
 from Cython.Build import cythonize
@@ -153,21 +160,40 @@ os.makedirs("build", exist_ok=True)
 with open(_stamp, "w") as f:
     f.write(_want)
 
-ext = Extension(
-    "fusedoptim._kernels",
-    ["src/fusedoptim/_kernels.pyx"],
-    include_dirs=[np.get_include()],
-    depends=["src/fusedoptim/_simd.h"],
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
-    + ([("FUSEDOPTIM_DEBUG", "1")] if DEBUG else [])
-    + ([("FUSEDOPTIM_NO_SIMD", "1")] if NO_SIMD else []),
-    extra_compile_args=_compile_flags() + omp_compile,
-    extra_link_args=omp_link + SANITIZE_FLAGS,
-)
+EXT_DIR = "src/fusedoptim/_ext"
+
+#: What a module needs beyond the common flags (scikit-learn's table of
+#: extensions): only the step machinery opens parallel regions.
+EXTRA = {"_step": {"openmp": True}}
+
+
+def _extensions():
+    # Every module is rebuilt when a shared declaration or a loop header
+    # changes (inline helpers and struct layouts are compiled into each).
+    depends = sorted(glob(f"{EXT_DIR}/*.h") + glob(f"{EXT_DIR}/*.pxd"))
+    macros = ([("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+              + ([("FUSEDOPTIM_DEBUG", "1")] if DEBUG else [])
+              + ([("FUSEDOPTIM_NO_SIMD", "1")] if NO_SIMD else []))
+    cflags = _compile_flags()
+    exts = []
+    for src in sorted(glob(f"{EXT_DIR}/*.pyx")):
+        name = os.path.splitext(os.path.basename(src))[0]
+        omp = EXTRA.get(name, {}).get("openmp", False)
+        exts.append(Extension(
+            f"fusedoptim._ext.{name}",
+            [src],
+            include_dirs=[np.get_include(), EXT_DIR],
+            depends=depends,
+            define_macros=macros,
+            extra_compile_args=cflags + (omp_compile if omp else []),
+            extra_link_args=(omp_link if omp else []) + SANITIZE_FLAGS,
+        ))
+    return exts
+
 
 setup(
     ext_modules=cythonize(
-        [ext],
+        _extensions(),
         compiler_directives=directives,
         force=_force,
         annotate=ANNOTATE,

@@ -183,10 +183,10 @@ def _kernel_isa():
     """``"avx2"`` or ``"baseline"``: which build of the compiled loops runs
     (None without the compiled backend)."""
     try:
-        from . import _kernels
+        from . import _ext
     except ImportError:
         return None
-    return _kernels.simd()
+    return _ext.simd()
 
 
 def _loadavg():
@@ -232,7 +232,7 @@ def _resolve(requested, explicit, progress):
         load_s[name] = time.perf_counter() - t0
         impls.append(name)
     try:
-        from ._kernels import copy_like  # noqa: F401
+        from ._ext._yardstick import copy_like  # noqa: F401
     except ImportError as exc:
         skipped[LIMIT] = f"the copy yardstick needs the compiled extension ({exc})"
         progress.line(f"note: no '% of limit': {skipped[LIMIT]}", always=True)

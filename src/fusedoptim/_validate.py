@@ -3,8 +3,10 @@
 ``gather`` turns the user's dicts into a list of clean, checked array groups,
 or raises a short error that names the key or argument.  The ``numpy`` and
 ``numba`` backends call it; the ``cython`` backend has a compiled twin in
-``_kernels.pyx`` that must raise the same exception with the same message for
-the same input (``tests/test_validation.py`` checks both side by side).
+``_ext/_gather.pyx`` that must raise the same exception with the same message
+for the same input (``tests/test_validation.py`` checks both side by side).
+The messages both raise directly are built by the small functions below
+(``bad_name``, ``not_contiguous``, ...), so each is written once.
 
 Rules (one place, so every backend agrees)
 ------------------------------------------
@@ -45,6 +47,30 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _type_name(x):
     return type(x).__name__
+
+
+# --- errors the compiled twin raises too (one source for each message) ---------
+
+
+def bad_name(name):
+    return TypeError(f"parameter names must be str, got {name!r}")
+
+
+def not_contiguous(label):
+    return ValueError(f"{label} is not contiguous; fusedoptim updates arrays in place "
+                      f"and never a copy (store np.ascontiguousarray of it back in the dict)")
+
+
+def missing_state(label, skey, name):
+    return KeyError(f"{label} has no {skey!r} (state of parameter {name!r})")
+
+
+def layout_mismatch(label, plabel):
+    return ValueError(f"{label} does not have the memory layout of {plabel}")
+
+
+def overlap(later, earlier):
+    return ValueError(f"{later} shares memory with {earlier}")
 
 
 def _check_dict(obj, label):
@@ -212,15 +238,13 @@ def gather(params, grads, states, mode):
     items = []
     for name in params:
         if not isinstance(name, str):
-            raise TypeError(f"parameter names must be str, got {name!r}")
+            raise bad_name(name)
         plabel = f"parameters[{name!r}]"
         p = params[name]
         _check_array(p, plabel)
         _check_writeable(p, plabel)
         if not _is_dense(p):
-            raise ValueError(f"{plabel} is not contiguous; fusedoptim updates arrays in "
-                             f"place and never a copy (store np.ascontiguousarray of it "
-                             f"back in the dict)")
+            raise not_contiguous(plabel)
         gkey, g = _grad_of(grads, name, mode)
         glabel = f"grads[{gkey!r}]"
         _check_array(g, glabel)
@@ -236,19 +260,19 @@ def gather(params, grads, states, mode):
             try:
                 a = st[skey]
             except KeyError:
-                raise KeyError(f"{label} has no {skey!r} (state of parameter {name!r})") from None
+                raise missing_state(label, skey, name) from None
             alabel = f"{label}[{skey!r}]"
             _check_array(a, alabel)
             _check_like(a, alabel, p, plabel)
             _check_writeable(a, alabel)
             if not (_is_dense(a) and _same_layout(a, p)):
-                raise ValueError(f"{alabel} does not have the memory layout of {plabel}")
+                raise layout_mismatch(alabel, plabel)
             items.append((alabel, a, True))
             group.append(a)
         out.append(tuple(group))
     pair = _find_overlap(items)
     if pair is not None:
-        raise ValueError(f"{pair[0]} shares memory with {pair[1]}")
+        raise overlap(*pair)
     return out
 
 

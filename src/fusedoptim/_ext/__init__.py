@@ -1,0 +1,34 @@
+"""The ``cython`` backend: compiled steps, one extension module per family.
+
+``_step`` holds what every family shares (the thread split, the threads, the
+AVX2 switch, the gradient norm), ``_gather`` the compiled validation, and
+``<family>.pyx`` the family's element loops and its keyword-only ``step``.
+This package exposes each registered family's ``step`` under the family's
+name (``fusedoptim._ext.adam(params, grads, states, mode, *, lr, ...)``), the
+interface every backend shares; a family added to the registry needs its
+``<family>.pyx`` and nothing here.
+"""
+
+import importlib
+
+from fusedoptim.families import FAMILIES
+
+try:
+    from ._gather import gather
+    from ._step import (
+        DEBUG_BUILD,
+        HAVE_OPENMP,
+        _set_parallel_min,
+        _set_simd,
+        get_num_threads,
+        grad_sumsq,
+        set_num_threads,
+        simd,
+    )
+    for _name in FAMILIES:
+        globals()[_name] = importlib.import_module(f"{__name__}.{_name}").step
+except ImportError as exc:
+    raise ImportError(f"the compiled backend is broken or not built ({exc})") from exc
+
+__all__ = ["DEBUG_BUILD", "HAVE_OPENMP", "gather", "get_num_threads", "grad_sumsq",
+           "set_num_threads", "simd", "_set_parallel_min", "_set_simd", *FAMILIES]

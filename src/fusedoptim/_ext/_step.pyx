@@ -1,0 +1,272 @@
+# cython: language_level=3
+"""The compiled backend's step machinery: threads, the split, the norm.
+
+One call per optimizer step.  A family's ``step`` (``sgd.pyx``, ...) gathers
+the step (``_gather``: the compiled twin of ``_validate.gather``, which
+collects data pointers and sizes into a C array of ``Tensor`` records), then
+``run_step`` applies the family's chunk function over the concatenation of
+all tensors, split into one contiguous range per thread (static schedule)
+when the step has at least ``PARALLEL_MIN_ELEMENTS`` elements, on the calling
+thread otherwise.  Only this module opens parallel regions, so only it is
+built with OpenMP.
+
+Every element is computed by the same sequence of IEEE operations whatever the
+split, so results do not depend on the number of threads.  The operation order
+is exactly that of the family's reference update (``fusedoptim.families``):
+hyperparameters and derived scalars are computed in double and rounded once
+to the array dtype, all array arithmetic happens in the array dtype (but for
+``_loops._div_c1``), ``float32`` uses ``sqrtf`` and ``float`` constants only.
+
+Each family has one element loop written with ``bint`` flags; its dispatcher
+calls it with literal flags on the common paths (no clipping, no decay, no
+``maximize``, no AMSGrad) so that the C compiler, after inlining, sees a
+branch-free loop body and vectorizes it.  Rare flag combinations share one
+generic loop.  On x86-64 CPUs with AVX2, the common paths instead call the
+AVX2 builds of the same loops (``<family>_avx2.h``; same operations, same
+bits); ``simd()`` says which runs.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdlib cimport abort
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+from ._gather cimport gather_step, step_init, step_free
+
+from fusedoptim import _norm, _tuning
+
+cdef extern from *:
+    """
+    #ifdef FUSEDOPTIM_DEBUG
+    #define FO_DEBUG 1
+    #else
+    #define FO_DEBUG 0
+    #endif
+    #ifdef _OPENMP
+    #define FO_OPENMP 1
+    #else
+    #define FO_OPENMP 0
+    #endif
+    """
+    const bint FO_DEBUG
+    const bint FO_OPENMP
+
+cdef extern from "avx2.h" nogil:
+    const bint FO_SIMD_AVX2
+    int fo_simd_detect()
+
+# The block sum's loops are unrolled for these at compile time; they must be
+# those of the reference (checked at import below).
+cdef enum:
+    SUMSQ_BLOCK = 4096
+    SUMSQ_LANES = 8
+
+if (_norm.SUMSQ_BLOCK, _norm.SUMSQ_LANES) != (SUMSQ_BLOCK, SUMSQ_LANES):
+    raise ImportError(f"fusedoptim._ext._step was built for SUMSQ_BLOCK={SUMSQ_BLOCK}, "
+                      f"SUMSQ_LANES={SUMSQ_LANES} but fusedoptim._norm has "
+                      f"{_norm.SUMSQ_BLOCK}, {_norm.SUMSQ_LANES}; rebuild the extension")
+
+#: True when the module was built with OpenMP (else every step runs on one
+#: thread, whatever ``set_num_threads`` says).
+HAVE_OPENMP = bool(FO_OPENMP)
+#: True for the ``FUSEDOPTIM_DEBUG=1`` build (range checks in every chunk).
+DEBUG_BUILD = bool(FO_DEBUG)
+
+# The AVX2 builds of the fast-path loops run when the build has them and the
+# CPU reports AVX2; results are the same bits either way.
+cdef bint _simd_available = FO_SIMD_AVX2 and fo_simd_detect()
+cdef bint _simd = _simd_available
+
+cdef int _num_threads = 1
+cdef Py_ssize_t _parallel_min = _tuning.PARALLEL_MIN_ELEMENTS
+cdef Py_ssize_t _split_align = _tuning.SPLIT_ALIGN
+
+
+def set_num_threads(int n):
+    """Threads of the parallel regions (``n >= 1``; the caller checks)."""
+    global _num_threads
+    _num_threads = n if n > 0 else 1
+
+
+def get_num_threads():
+    """Threads the parallel regions use."""
+    return _num_threads
+
+
+def simd():
+    """Instruction set of the fast-path loops (no gradient prelude or AMSGrad;
+    RMSProp neither centered nor with momentum): ``"avx2"`` or
+    ``"baseline"``."""
+    return "avx2" if _simd else "baseline"
+
+
+def _set_simd(bint on):
+    """Turn the AVX2 loops on or off (tests compare both paths); on only
+    where the build and the CPU have it.  Returns the previous state."""
+    global _simd
+    old = _simd
+    _simd = on and _simd_available
+    return old
+
+
+def _set_parallel_min(Py_ssize_t n):
+    """Set the serial/parallel threshold (tests and the measurement of
+    ``PARALLEL_MIN_ELEMENTS`` only); returns the previous value."""
+    global _parallel_min
+    old = _parallel_min
+    _parallel_min = n
+    return old
+
+
+cdef bint simd_enabled() noexcept nogil:
+    """Whether this step's fast paths take the AVX2 loops."""
+    return _simd
+
+
+# --- the parallel split ---------------------------------------------------------
+
+cdef inline Py_ssize_t _split(Py_ssize_t total, Py_ssize_t parts, Py_ssize_t k) noexcept nogil:
+    """``_tuning.split_start``: start of part ``k`` of ``[0, total)``,
+    near-equal parts, starts rounded down to ``SPLIT_ALIGN`` (monotonic in
+    ``k``; part ``parts`` ends at total)."""
+    cdef Py_ssize_t q, r, s
+    if k >= parts:
+        return total
+    q = total // parts
+    r = total % parts
+    s = q * k + (k if k < r else r)
+    return s - s % _split_align
+
+
+def _split_start(Py_ssize_t total, Py_ssize_t parts, Py_ssize_t k):
+    """The compiled split, for the tests' comparison with ``_tuning.split_start``."""
+    return _split(total, parts, k)
+
+
+cdef void _run_range(const Step* st, chunk_fn fn, const void* args,
+                     Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """Apply ``fn`` to the elements ``[a, b)`` of the concatenated tensors."""
+    cdef Py_ssize_t lo = 0, hi = st.count, mid, s, e, x, y
+    if a >= b:
+        return
+    # First tensor that ends after a.
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if st.start[mid + 1] <= a:
+            lo = mid + 1
+        else:
+            hi = mid
+    while lo < st.count and st.start[lo] < b:
+        s = st.start[lo]
+        e = st.start[lo + 1]
+        x = (a if a > s else s) - s
+        y = (b if b < e else e) - s
+        if y > x:
+            if FO_DEBUG and not (0 <= x and y <= st.t[lo].n):
+                abort()
+            fn(&st.t[lo], x, y, args)
+        lo += 1
+
+
+cdef void _run(const Step* st, chunk_fn fn, const void* args) noexcept nogil:
+    """Run ``fn`` over the whole step: serially below the threshold, else one
+    contiguous range of the concatenated index space per thread."""
+    cdef int nt = _num_threads
+    cdef Py_ssize_t k, i, total = st.total
+    if not FO_OPENMP or nt <= 1 or total < _parallel_min:
+        for i in range(st.count):
+            if st.t[i].n > 0:
+                fn(&st.t[i], 0, st.t[i].n, args)
+        return
+    for k in prange(nt, schedule="static", num_threads=nt):
+        _run_range(st, fn, args, _split(total, nt, k), _split(total, nt, k + 1))
+
+
+cdef int run_step(const Step* st, chunk_fn fn, const void* args) except -1:
+    """Run a gathered step; small steps keep the GIL (releasing it costs
+    more than the work)."""
+    if st.total >= _parallel_min:
+        with nogil:
+            _run(st, fn, args)
+    else:
+        _run(st, fn, args)
+    return 0
+
+
+# --- global gradient norm -------------------------------------------------------
+
+ctypedef struct Block:
+    const char* x
+    Py_ssize_t n
+    bint dbl
+
+
+cdef inline double _block_sumsq(const floating* x, Py_ssize_t n) noexcept nogil:
+    """``_norm.sumsq_blocks`` for one block: element i to lane i % 8,
+    each lane summed in order, lanes combined pairwise."""
+    cdef double acc[SUMSQ_LANES]
+    cdef double y
+    cdef Py_ssize_t i, k, full = n - n % SUMSQ_LANES
+    for k in range(SUMSQ_LANES):
+        acc[k] = 0.0
+    # Literal 8 (SUMSQ_LANES): Cython turns only a literal step into a C loop.
+    for i in range(0, full, 8):
+        for k in range(8):
+            y = <double>x[i + k]
+            acc[k] = acc[k] + y * y
+    for k in range(n - full):
+        y = <double>x[full + k]
+        acc[k] = acc[k] + y * y
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef void _block_sums(const Block* blocks, double* out, Py_ssize_t a,
+                      Py_ssize_t b) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(a, b):
+        if blocks[k].dbl:
+            out[k] = _block_sumsq(<const double*>blocks[k].x, blocks[k].n)
+        else:
+            out[k] = _block_sumsq(<const float*>blocks[k].x, blocks[k].n)
+
+
+def grad_sumsq(params, grads, int mode):
+    """Float64 sum of squares of all gradients, bit for bit that of
+    ``_norm.grad_sumsq``: block sums (computed in parallel for large steps),
+    then added in order to a running total from 0.0."""
+    cdef Step st
+    cdef Py_ssize_t i, j, nb = 0, k, nt = _num_threads
+    cdef Block* blocks = NULL
+    cdef double* sums = NULL
+    cdef double total = 0.0
+    cdef Py_ssize_t isz
+    step_init(&st)
+    try:
+        gather_step(params, grads, (), mode, &st)
+        for i in range(st.count):
+            nb += (st.t[i].n + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
+        blocks = <Block*>PyMem_Malloc((nb if nb > 0 else 1) * sizeof(Block))
+        sums = <double*>PyMem_Malloc((nb if nb > 0 else 1) * sizeof(double))
+        if blocks == NULL or sums == NULL:
+            raise MemoryError()
+        k = 0
+        for i in range(st.count):
+            isz = 8 if st.t[i].dbl else 4
+            for j in range(0, st.t[i].n, 4096):  # SUMSQ_BLOCK (a literal step, as above)
+                blocks[k].x = st.t[i].g + j * isz
+                blocks[k].n = SUMSQ_BLOCK if st.t[i].n - j > SUMSQ_BLOCK else st.t[i].n - j
+                blocks[k].dbl = st.t[i].dbl
+                k += 1
+        if not FO_OPENMP or nt <= 1 or st.total < _parallel_min:
+            _block_sums(blocks, sums, 0, nb)
+        else:
+            with nogil:
+                for k in prange(nt, schedule="static", num_threads=nt):
+                    _block_sums(blocks, sums, nb * k // nt, nb * (k + 1) // nt)
+        for k in range(nb):
+            total += sums[k]
+        return total
+    finally:
+        PyMem_Free(blocks)
+        PyMem_Free(sums)
+        step_free(&st)

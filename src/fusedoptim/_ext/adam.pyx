@@ -1,0 +1,133 @@
+# cython: language_level=3
+"""The ``adam`` family's compiled step (Adam, AdamW): the element loop of
+``families.adam.adam_tensor``, its flag-specialized dispatch and its AVX2
+fast path (``adam_avx2.h``)."""
+
+from cython cimport floating
+
+from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._gather cimport gather_step, states_match, step_init, step_free
+from ._loops cimport _prelude, _sqrt, _div_c1, _at
+
+from fusedoptim.families import FAMILIES
+from fusedoptim.families._spec import check_states
+
+_FAMILY = FAMILIES["adam"]
+
+cdef extern from "adam_avx2.h" nogil:
+    void fo_adam_avx2_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
+                          float lr, float b1, float omb1, float b2, float omb2, float e,
+                          float c1, float c2, double rc1, float shrink, int shrink_p)
+    void fo_adam_avx2_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
+                          double lr, double b1, double omb1, double b2, double omb2,
+                          double e, double c1, double c2, double rc1, double shrink,
+                          int shrink_p)
+
+
+ctypedef struct AdamArgs:
+    double lr, beta1, beta2, eps, bc1, bc2, wd, gscale
+    bint decoupled, maximize, amsgrad, simd
+
+
+cdef inline void _adam_loop(floating* p, const floating* g, floating* m, floating* v,
+                            floating* vmax, Py_ssize_t n, floating lr, floating b1,
+                            floating omb1, floating b2, floating omb2, floating e, floating c1,
+                            floating c2, double rc1, floating gs, floating wd,
+                            floating shrink, bint scale, bint maximize, bint l2,
+                            bint shrink_p, bint amsgrad) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi, pi, mi, vi, vv, m0, v0
+    for i in range(n):
+        # Every load of the element before any store (see _loops, _LOADS_FIRST).
+        pi = p[i]
+        m0 = m[i]
+        v0 = v[i]
+        if amsgrad:
+            vv = vmax[i]
+        gi = _prelude(g[i], pi, gs, scale, maximize, wd, l2)
+        if shrink_p:
+            pi = pi * shrink
+        mi = b1 * m0 + omb1 * gi
+        vi = b2 * v0 + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        if amsgrad:
+            # np.maximum: the first operand when it is >= or NaN, else the second.
+            if not (vv >= vi or vv != vv):
+                vv = vi
+            vmax[i] = vv
+            vi = vv
+        p[i] = pi - (lr * _div_c1(mi, c1, rc1)) / (_sqrt(vi / c2) + e)
+
+
+cdef inline void _adam_typed(floating* p, const floating* g, floating* m, floating* v,
+                             floating* vmax, Py_ssize_t n, const AdamArgs* A) noexcept nogil:
+    cdef floating lr = <floating>A.lr, b1 = <floating>A.beta1
+    cdef floating omb1 = <floating>(1.0 - A.beta1), b2 = <floating>A.beta2
+    cdef floating omb2 = <floating>(1.0 - A.beta2), e = <floating>A.eps
+    cdef floating c1 = <floating>A.bc1, c2 = <floating>A.bc2
+    cdef double rc1 = 1.0 / <double>c1
+    cdef floating gs = <floating>A.gscale, wd = <floating>A.wd
+    cdef floating shrink = <floating>(1.0 - A.lr * A.wd)
+    cdef bint scale = A.gscale != 1.0, mx = A.maximize
+    cdef bint l2 = A.wd != 0.0 and not A.decoupled
+    cdef bint shrink_p = A.wd != 0.0 and A.decoupled
+    if scale or mx or l2 or A.amsgrad:
+        _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
+                   scale, mx, l2, shrink_p, A.amsgrad)
+    elif A.simd:
+        if floating is float:
+            fo_adam_avx2_f32(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
+                             shrink, shrink_p)
+        else:
+            fo_adam_avx2_f64(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
+                             shrink, shrink_p)
+    elif shrink_p:
+        # AdamW
+        _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
+                   False, False, False, True, False)
+    else:
+        _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
+                   False, False, False, False, False)
+
+
+cdef void _adam_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
+                      const void* args) noexcept nogil:
+    cdef const AdamArgs* A = <const AdamArgs*>args
+    if t.dbl:
+        _adam_typed(<double*>_at(t.p, a, 8), <const double*>_at(t.g, a, 8),
+                    <double*>_at(t.s[0], a, 8), <double*>_at(t.s[1], a, 8),
+                    <double*>_at(t.s[2], a, 8), b - a, A)
+    else:
+        _adam_typed(<float*>_at(t.p, a, 4), <const float*>_at(t.g, a, 4),
+                    <float*>_at(t.s[0], a, 4), <float*>_at(t.s[1], a, 4),
+                    <float*>_at(t.s[2], a, 4), b - a, A)
+
+
+def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
+         double eps, double bc1, double bc2, double weight_decay, bint decoupled,
+         bint maximize, bint amsgrad, double gscale):
+    """Multi-tensor Adam step; ``states = (m, v, vmax)`` pairs, ``vmax``
+    present exactly when ``amsgrad`` (see ``families.adam.adam_tensor``)."""
+    cdef Step st
+    cdef AdamArgs A
+    if not states_match(states, 3, 3 | (amsgrad << 2)):
+        check_states(_FAMILY, states, {"amsgrad": amsgrad})
+    step_init(&st)
+    try:
+        gather_step(params, grads, states, mode, &st)
+        A.lr = lr
+        A.beta1 = beta1
+        A.beta2 = beta2
+        A.eps = eps
+        A.bc1 = bc1
+        A.bc2 = bc2
+        A.wd = weight_decay
+        A.gscale = gscale
+        A.decoupled = decoupled
+        A.maximize = maximize
+        A.amsgrad = amsgrad
+        A.simd = simd_enabled()
+        run_step(&st, _adam_chunk, &A)
+    finally:
+        step_free(&st)

@@ -1,0 +1,43 @@
+/* AVX2 build of _yardstick._copy_like_loop (see avx2.h): each of the nrw
+ * arrays += g.  The yardstick gets the same treatment as the optimizer loops
+ * so that it stays a floor. */
+#ifndef FUSEDOPTIM_COPY_AVX2_H
+#define FUSEDOPTIM_COPY_AVX2_H
+
+#include "avx2.h"
+
+#if FO_SIMD_AVX2
+
+#define FO_COPY_LOOP(NAME, T)                                                  \
+    static FO_AVX2 void NAME(T *restrict x0, T *restrict x1, T *restrict x2,   \
+                             const T *restrict g, ptrdiff_t n, int nrw)        \
+    {                                                                          \
+        ptrdiff_t i;                                                           \
+        if (nrw == 1) {                                                        \
+            for (i = 0; i < n; i++)                                            \
+                x0[i] = x0[i] + g[i];                                          \
+        } else if (nrw == 2) {                                                 \
+            for (i = 0; i < n; i++) {                                          \
+                T gi = g[i], a0 = x0[i], a1 = x1[i];                           \
+                x0[i] = a0 + gi;                                               \
+                x1[i] = a1 + gi;                                               \
+            }                                                                  \
+        } else {                                                               \
+            for (i = 0; i < n; i++) {                                          \
+                T gi = g[i], a0 = x0[i], a1 = x1[i], a2 = x2[i];               \
+                x0[i] = a0 + gi;                                               \
+                x1[i] = a1 + gi;                                               \
+                x2[i] = a2 + gi;                                               \
+            }                                                                  \
+        }                                                                      \
+    }
+
+FO_COPY_LOOP(fo_copy_avx2_f32, float)
+FO_COPY_LOOP(fo_copy_avx2_f64, double)
+
+#else
+#define fo_copy_avx2_f32(...) ((void)0)
+#define fo_copy_avx2_f64(...) ((void)0)
+#endif
+
+#endif
