@@ -147,19 +147,6 @@ directives = {
     "embedsignature": True,
 }
 
-# Re-cythonize when the directives change (a debug build after a release one
-# and back), not only when the .pyx does.
-_stamp = os.path.join("build", "fusedoptim-cython-directives.txt")
-_want = repr(sorted(directives.items()))
-try:
-    with open(_stamp) as f:
-        _force = f.read() != _want
-except OSError:
-    _force = True
-os.makedirs("build", exist_ok=True)
-with open(_stamp, "w") as f:
-    f.write(_want)
-
 EXT_DIR = "src/fusedoptim/_ext"
 
 #: What a module needs beyond the common flags (scikit-learn's table of
@@ -191,11 +178,34 @@ def _extensions():
     return exts
 
 
+def _stale(exts):
+    """Whether the last build used other directives or flags: then every
+    module is cythonized and compiled again (a serial or debug build after a
+    release one and back), not only those whose sources changed."""
+    want = repr((sorted(directives.items()),
+                 [(e.name, e.define_macros, e.extra_compile_args, e.extra_link_args)
+                  for e in exts]))
+    stamp = os.path.join("build", "fusedoptim-build-flags.txt")
+    try:
+        with open(stamp) as f:
+            stale = f.read() != want
+    except OSError:
+        stale = True
+    os.makedirs("build", exist_ok=True)
+    with open(stamp, "w") as f:
+        f.write(want)
+    return stale
+
+
+EXTENSIONS = _extensions()
+_force = _stale(EXTENSIONS)
+
 setup(
     ext_modules=cythonize(
-        _extensions(),
+        EXTENSIONS,
         compiler_directives=directives,
         force=_force,
         annotate=ANNOTATE,
     ),
+    options={"build_ext": {"force": _force}},
 )

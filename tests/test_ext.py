@@ -93,3 +93,24 @@ def test_split_is_tunings():
         for parts in (1, 2, 3, 7):
             for k in range(parts + 1):
                 assert _split_start(total, parts, k) == split_start(total, parts, k)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_slot_errors_match_reference(name):
+    """A slot present while its flag is off, absent while needed, or a wrong
+    number of slots: the compiled step raises the Python backends' error."""
+    family = FAMILIES[name]
+    params, grads, states = _model(family, np.float64, "C", np.random.default_rng(1))
+    kw = next(_keywords(family))
+    on = family.active_slots(kw)
+    cases = [tuple((s, states[s]) for s in family.slots)[:-1]]
+    for k in range(len(family.slots)):
+        cases.append(tuple(((s, None) if (j == k) == use else (s, states[s]))
+                           for j, (s, use) in enumerate(zip(family.slots, on))))
+    for pairs in cases:
+        errors = []
+        for backend in (ext, _reference):
+            with pytest.raises(ValueError) as info:
+                getattr(backend, name)(params, grads, pairs, NAMED, **kw)
+            errors.append(str(info.value))
+        assert errors[0] == errors[1]

@@ -27,6 +27,7 @@ try:
     )
     for _name in FAMILIES:
         globals()[_name] = importlib.import_module(f"{__name__}.{_name}").step
+    del _name
 except ImportError as exc:
     raise ImportError(f"the compiled backend is broken or not built ({exc})") from exc
 

@@ -1,13 +1,17 @@
 # cython: language_level=3
+from libc.string cimport memset
 cimport numpy as cnp
 from ._step cimport Step
 
-cdef void step_init(Step* st) noexcept
 cdef void step_free(Step* st) noexcept
 cdef int step_alloc(Step* st, Py_ssize_t n, int nstates) except -1
 cdef int gather_step(object params, object grads, object states, int mode,
                      Step* st) except -1
 cdef bint states_match(object states, Py_ssize_t nslots, unsigned need) noexcept
+
+
+cdef inline void step_init(Step* st) noexcept:
+    memset(st, 0, sizeof(Step))
 
 
 cdef inline bint float_array(object a) noexcept:

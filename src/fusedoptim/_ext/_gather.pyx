@@ -33,10 +33,6 @@ cdef enum:
     SMALL_SORT = 48    # spans sorted by insertion below this count
 
 
-cdef void step_init(Step* st) noexcept:
-    memset(st, 0, sizeof(Step))
-
-
 cdef void step_free(Step* st) noexcept:
     cdef Py_ssize_t i
     if st.refs != NULL:
@@ -289,7 +285,7 @@ cdef int gather_step(object params, object grads, object states, int mode,
             _unreachable(name)
         pa = <cnp.ndarray>p
         if not writeable(pa):
-            _v._checkwriteable(p, f"parameters[{name!r}]")
+            _v._check_writeable(p, f"parameters[{name!r}]")
             _unreachable(name)
         if not _dense(pa):
             raise _v.not_contiguous(f"parameters[{name!r}]")
@@ -346,7 +342,7 @@ cdef int gather_step(object params, object grads, object states, int mode,
                                f"parameters[{name!r}]")
                 _unreachable(skey)
             if not writeable(aa):
-                _v._checkwriteable(a, f"{(<tuple>states)[j][0]}[{skey!r}]")
+                _v._check_writeable(a, f"{(<tuple>states)[j][0]}[{skey!r}]")
                 _unreachable(skey)
             if not (_dense(aa) and _same_layout(aa, pa)):
                 raise _v.layout_mismatch(f"{(<tuple>states)[j][0]}[{skey!r}]",
