@@ -243,16 +243,101 @@ cdef inline int _unreachable(label) except -1:
     raise AssertionError(f"compiled and Python validation disagree about {label}")
 
 
+cdef int _open_states(tuple states, PyObject** sdp, Step* st) except -1:
+    """Check that every state given is a dict; ``sdp[j]`` is state ``j``'s
+    dict, NULL when the slot is off."""
+    cdef Py_ssize_t j
+    for j in range(len(states)):
+        label, sd = states[j]
+        if sd is not None and not isinstance(sd, dict):
+            _v._check_dict(sd, label)
+        sdp[j] = NULL if sd is None else <PyObject*>sd
+        st.has_state[j] = sd is not None
+    return 0
+
+
+cdef int _gather_states(Step* st, Py_ssize_t i, cnp.ndarray pa, object name, object skey,
+                        tuple states, PyObject** sdp) except -1:
+    """Check parameter ``name``'s state arrays (key ``skey``) and record
+    them in tensor ``i``."""
+    cdef Tensor* t = &st.t[i]
+    cdef cnp.ndarray aa
+    cdef Py_ssize_t j
+    for j in range(MAX_STATES):
+        t.s[j] = NULL
+    for j in range(st.nstates):
+        if sdp[j] == NULL:
+            continue
+        try:
+            a = _getitem(<object>sdp[j], skey)
+        except KeyError:
+            raise _v.missing_state(states[j][0], skey, name) from None
+        if not float_array(a):
+            _v._check_array(a, f"{states[j][0]}[{skey!r}]")
+            _unreachable(skey)
+        aa = <cnp.ndarray>a
+        if not _like(aa, pa):
+            _v._check_like(a, f"{states[j][0]}[{skey!r}]", pa, f"parameters[{name!r}]")
+            _unreachable(skey)
+        if not writeable(aa):
+            _v._check_writeable(a, f"{states[j][0]}[{skey!r}]")
+            _unreachable(skey)
+        if not (_dense(aa) and _same_layout(aa, pa)):
+            raise _v.layout_mismatch(f"{states[j][0]}[{skey!r}]", f"parameters[{name!r}]")
+        Py_INCREF(a)
+        st.refs[i * SLOTS + 2 + j] = <PyObject*>a
+        _add_span(st, aa, 1, <int>(i * 8 + 2 + j))
+        t.s[j] = <char*>cnp.PyArray_DATA(aa)
+    return 0
+
+
+cdef int _finish(Step* st) except -1:
+    """After the whole step validated: gradients copied into their
+    parameter's layout where needed, tensor offsets in the concatenation."""
+    cdef Py_ssize_t i
+    cdef Tensor* t
+    cdef cnp.ndarray pa, ga
+    st.start[0] = 0
+    for i in range(st.count):
+        t = &st.t[i]
+        if t.g == NULL:
+            # np.empty_like(p); np.copyto(out, g): g in p's layout.
+            pa = <cnp.ndarray>st.refs[i * SLOTS]
+            ga = <cnp.ndarray>st.refs[i * SLOTS + 1]
+            out = PyArray_NewLikeArray(pa, cnp.NPY_KEEPORDER, NULL, 1)
+            cnp.PyArray_CopyInto(<cnp.ndarray>out, ga)
+            Py_INCREF(out)
+            Py_XDECREF(st.refs[i * SLOTS + 1])
+            st.refs[i * SLOTS + 1] = <PyObject*>out
+            t.g = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
+        st.start[i + 1] = st.start[i] + t.n
+    st.total = st.start[st.count]
+    return 0
+
+
+cdef inline cnp.ndarray _param(object params, object name):
+    """``params[name]``, checked as a parameter."""
+    p = _getitem(params, name)
+    if not float_array(p):
+        _v._check_array(p, f"parameters[{name!r}]")
+        _unreachable(name)
+    if not writeable(<cnp.ndarray>p):
+        _v._check_writeable(p, f"parameters[{name!r}]")
+        _unreachable(name)
+    if not _dense(<cnp.ndarray>p):
+        raise _v.not_contiguous(f"parameters[{name!r}]")
+    return <cnp.ndarray>p
+
+
 cdef int gather_step(object params, object grads, object states, int mode,
                      Step* st) except -1:
     """Check a whole step exactly as ``_validate.gather`` does (same order,
     same exceptions, same messages) and fill ``st``; writes nothing."""
-    cdef Py_ssize_t i, n, j, nst
+    cdef Py_ssize_t i, n, nst
     cdef PyObject* sdp[3]
-    cdef cnp.ndarray pa, ga, aa
+    cdef cnp.ndarray pa, ga
     cdef Tensor* t
     cdef bint course = mode == COURSE
-    cdef bint relayout
     if not isinstance(states, tuple):
         states = tuple(states)
     nst = len(<tuple>states)
@@ -262,12 +347,7 @@ cdef int gather_step(object params, object grads, object states, int mode,
         _v._check_dict(params, "parameters")
     if not isinstance(grads, dict):
         _v._check_dict(grads, "grads")
-    for j in range(nst):
-        label, sd = (<tuple>states)[j]
-        if sd is not None and not isinstance(sd, dict):
-            _v._check_dict(sd, label)
-        sdp[j] = NULL if sd is None else <PyObject*>sd
-        st.has_state[j] = sd is not None
+    _open_states(<tuple>states, sdp, st)
     n = len(params)
     step_alloc(st, n, <int>nst)
     st.count = 0          # tensors filled so far (refs beyond are NULL)
@@ -279,16 +359,7 @@ cdef int gather_step(object params, object grads, object states, int mode,
             raise _v.bad_name(name)
         st.count = i + 1
         t = &st.t[i]
-        p = _getitem(params, name)
-        if not float_array(p):
-            _v._check_array(p, f"parameters[{name!r}]")
-            _unreachable(name)
-        pa = <cnp.ndarray>p
-        if not writeable(pa):
-            _v._check_writeable(p, f"parameters[{name!r}]")
-            _unreachable(name)
-        if not _dense(pa):
-            raise _v.not_contiguous(f"parameters[{name!r}]")
+        p = pa = _param(params, name)
         Py_INCREF(p)
         st.refs[i * SLOTS] = <PyObject*>p
         dkey = _dkey(name)
@@ -323,55 +394,13 @@ cdef int gather_step(object params, object grads, object states, int mode,
         t.g = <char*>cnp.PyArray_DATA(ga) if _same_layout(ga, pa) else NULL
         t.n = _size(pa)
         t.dbl = cnp.PyArray_TYPE(pa) == cnp.NPY_DOUBLE
-        skey = dkey if course else name
-        for j in range(MAX_STATES):
-            t.s[j] = NULL
-        for j in range(nst):
-            if sdp[j] == NULL:
-                continue
-            try:
-                a = _getitem(<object>sdp[j], skey)
-            except KeyError:
-                raise _v.missing_state((<tuple>states)[j][0], skey, name) from None
-            if not float_array(a):
-                _v._check_array(a, f"{(<tuple>states)[j][0]}[{skey!r}]")
-                _unreachable(skey)
-            aa = <cnp.ndarray>a
-            if not _like(aa, pa):
-                _v._check_like(a, f"{(<tuple>states)[j][0]}[{skey!r}]", p,
-                               f"parameters[{name!r}]")
-                _unreachable(skey)
-            if not writeable(aa):
-                _v._check_writeable(a, f"{(<tuple>states)[j][0]}[{skey!r}]")
-                _unreachable(skey)
-            if not (_dense(aa) and _same_layout(aa, pa)):
-                raise _v.layout_mismatch(f"{(<tuple>states)[j][0]}[{skey!r}]",
-                                         f"parameters[{name!r}]")
-            Py_INCREF(a)
-            st.refs[i * SLOTS + 2 + j] = <PyObject*>a
-            _add_span(st, aa, 1, <int>(i * 8 + 2 + j))
-            t.s[j] = <char*>cnp.PyArray_DATA(aa)
+        _gather_states(st, i, pa, name, dkey if course else name, <tuple>states, sdp)
         i += 1
     if i != n:
         raise RuntimeError("parameters changed size during the step")
     if _any_overlap(st.spans, st.nspans):
         _overlap_error(st, params, grads, <tuple>states, mode)
-    st.start[0] = 0
-    for i in range(n):
-        t = &st.t[i]
-        if t.g == NULL:
-            # np.empty_like(p); np.copyto(out, g): g in p's layout.
-            pa = <cnp.ndarray>st.refs[i * SLOTS]
-            ga = <cnp.ndarray>st.refs[i * SLOTS + 1]
-            out = PyArray_NewLikeArray(pa, cnp.NPY_KEEPORDER, NULL, 1)
-            cnp.PyArray_CopyInto(<cnp.ndarray>out, ga)
-            Py_INCREF(out)
-            Py_XDECREF(st.refs[i * SLOTS + 1])
-            st.refs[i * SLOTS + 1] = <PyObject*>out
-            t.g = <char*>cnp.PyArray_DATA(<cnp.ndarray>out)
-        st.start[i + 1] = st.start[i] + t.n
-    st.total = st.start[n]
-    return 0
+    return _finish(st)
 
 
 def gather(params, grads, states, int mode):
