@@ -29,7 +29,7 @@ try:
         globals()[_name] = importlib.import_module(f"{__name__}.{_name}").step
     del _name
 except ImportError as exc:
-    raise ImportError(f"the compiled backend is broken or not built ({exc})") from exc
+    raise ImportError(f"a compiled module of the build is missing or broken: {exc}") from exc
 
 __all__ = ["DEBUG_BUILD", "HAVE_OPENMP", "gather", "get_num_threads", "grad_sumsq",
            "set_num_threads", "simd", "_set_parallel_min", "_set_simd", *FAMILIES]
