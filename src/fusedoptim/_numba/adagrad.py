@@ -1,0 +1,51 @@
+"""Adagrad's Numba element span and step (``fusedoptim.families.adagrad``)."""
+
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from .._validate import gather
+from ..families import check_call, family_of
+from ._step import JIT, _as, _view, run
+
+__all__ = ["step"]
+
+FAMILY = family_of("adagrad")
+
+Scalars = namedtuple("AdagradScalars", "lr eps weight_decay gscale")
+Flags = namedtuple("AdagradFlags", "scale maximize decay")
+
+
+@njit(**JIT)
+def span(row, lo, hi, s, f, z):
+    """``families.adagrad.adagrad_tensor`` on elements [lo, hi)."""
+    m = hi - lo
+    P = _view(row[0], lo, m, z)
+    G = _view(row[1], lo, m, z)
+    S = _view(row[2], lo, m, z)
+    lr, eps, wd, gs = _as(s.lr, z), _as(s.eps, z), _as(s.weight_decay, z), _as(s.gscale, z)
+    for i in range(m):
+        p = P[i]
+        g = G[i]
+        if f.scale:
+            g = g * gs
+        if f.maximize:
+            g = -g
+        if f.decay:
+            g = g + wd * p
+        si = S[i] + g * g
+        S[i] = si
+        P[i] = p - lr * (g / (np.sqrt(si) + eps))
+
+
+def step(params, grads, states, mode, **kw):
+    """Multi-tensor Adagrad step, keyword-only (see ``fusedoptim.families.adagrad``)."""
+    check_call(FAMILY, states, kw)
+    groups = gather(params, grads, states, mode)
+    if not groups:
+        return
+    wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
+    s = Scalars(float(kw["lr"]), float(kw["eps"]), wd, gscale)
+    f = Flags(gscale != 1.0, bool(kw["maximize"]), wd != 0.0)
+    run(span, groups, s, f)

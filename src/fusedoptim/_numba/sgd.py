@@ -1,0 +1,60 @@
+"""SGD's Numba element span and step (``fusedoptim.families.sgd``)."""
+
+from collections import namedtuple
+
+from numba import njit
+
+from .._validate import gather
+from ..families import check_call, family_of
+from ._step import JIT, _as, _view, run
+
+__all__ = ["step"]
+
+FAMILY = family_of("sgd")
+
+Scalars = namedtuple("SgdScalars", "lr momentum one_minus_dampening weight_decay gscale")
+Flags = namedtuple("SgdFlags", "scale maximize decay has_buf first nesterov")
+
+
+@njit(**JIT)
+def span(row, lo, hi, s, f, z):
+    """``families.sgd.sgd_tensor`` on elements [lo, hi)."""
+    m = hi - lo
+    P = _view(row[0], lo, m, z)
+    G = _view(row[1], lo, m, z)
+    B = _view(row[2], lo, m, z)
+    lr, mu, omd = _as(s.lr, z), _as(s.momentum, z), _as(s.one_minus_dampening, z)
+    wd, gs = _as(s.weight_decay, z), _as(s.gscale, z)
+    for i in range(m):
+        p = P[i]
+        g = G[i]
+        if f.scale:
+            g = g * gs
+        if f.maximize:
+            g = -g
+        if f.decay:
+            g = g + wd * p
+        if f.has_buf:
+            if f.first:
+                b = g
+            else:
+                b = mu * B[i] + omd * g
+            B[i] = b
+            if f.nesterov:
+                g = g + mu * b
+            else:
+                g = b
+        P[i] = p - lr * g
+
+
+def step(params, grads, states, mode, **kw):
+    """Multi-tensor SGD step, keyword-only (see ``fusedoptim.families.sgd``)."""
+    check_call(FAMILY, states, kw)
+    groups = gather(params, grads, states, mode)
+    if not groups:
+        return
+    wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
+    s = Scalars(float(kw["lr"]), float(kw["momentum"]), 1.0 - float(kw["dampening"]), wd, gscale)
+    f = Flags(gscale != 1.0, bool(kw["maximize"]), wd != 0.0, bool(kw["has_buf"]),
+              bool(kw["first"]), bool(kw["nesterov"]))
+    run(span, groups, s, f)
