@@ -19,11 +19,11 @@ entry.
 
 A family's span is ``span(row, lo, hi, s, f, z)``: it updates elements
 ``[lo, hi)`` of the tensor whose arrays start at the addresses in ``row``;
-``s`` is a namedtuple of float64 scalars, ``f`` one of bools, ``z`` a zero of
-the dtype.  The two drivers below take the span as their first argument:
-Numba types a jitted function by its identity, so each (span, dtype) pair is
-its own specialization with a direct, inlinable call, exactly as if the
-driver had been written out per family.
+``s`` is a namedtuple of float64 scalars, ``f`` one of bools (fields read by
+name), ``z`` a zero of the dtype.  The two drivers here (serial: tensor by
+tensor; parallel: the split below) take the span as their first argument,
+and each family instantiates them in two one-line wrappers (see the comment
+above ``drive_serial`` for why).
 
 Exactness
 ---------
@@ -63,20 +63,20 @@ Compilation and caching
 Drivers compile lazily, on the first step of each family and dtype (serial
 and parallel separately: the dtype comes from the type of ``z``), so
 importing the backend costs only the Numba import.  Every jitted function is
-a module-level function, not a closure, so that it can be cached; the span a
-driver receives is part of its cached signature.  The first step of a dtype
-therefore pays the compilation, a few seconds per family and driver (the
-parallel one is the slowest).
+a module-level function, not a closure, so that it can be cached.  The first
+step of a dtype therefore pays the compilation, a few seconds per family and
+driver (the parallel one is the slowest).
 
 Numba's on-disk cache (``cache=True``) is off by default: cached functions
 loaded by several processes at once have known segfault reports under
 ``multiprocessing`` (Numba issue 4807, which is why numbagg keeps its cache
 opt-in too), and Numba invalidates a cache only when the function's own file
 changes, not when a constant imported from another module (``SPLIT_ALIGN``,
-``SUMSQ_BLOCK``) does.  Set ``FUSEDOPTIM_NUMBA_CACHE=1`` before importing
-fusedoptim to opt in: a later process then loads the kernels instead of
-compiling them.  The cache lives where Numba puts it (``NUMBA_CACHE_DIR`` to
-move it).
+``SUMSQ_BLOCK``) or a driver inlined from this module into a family's
+wrappers does: clear the cache after editing them.  Set
+``FUSEDOPTIM_NUMBA_CACHE=1`` before importing fusedoptim to opt in: a later
+process then loads the kernels instead of compiling them.  The cache lives
+where Numba puts it (``NUMBA_CACHE_DIR`` to move it).
 """
 
 import os
@@ -92,7 +92,7 @@ from .. import _tuning
 from .._tuning import SPLIT_ALIGN
 
 __all__ = ["JIT", "ZERO", "set_num_threads", "run", "work", "parallel_threads",
-           "in_parallel", "_as", "_view", "_addr"]
+           "in_parallel", "drive_serial", "drive_parallel", "_as", "_view", "_addr"]
 
 _CACHE = os.environ.get("FUSEDOPTIM_NUMBA_CACHE", "").strip().lower() in ("1", "true", "yes")
 
@@ -199,7 +199,22 @@ def _split_start(total, parts, k):
     return s - s % SPLIT_ALIGN
 
 
-@njit(**JIT)
+# The generic drivers take the family's span as an argument, and each family
+# instantiates them in two one-line jitted wrappers (``serial`` and
+# ``parallel`` in its module) rather than passing its span from Python.  Why:
+# Numba types a jitted function passed as an argument by its dispatcher
+# object, whose pickled identity differs in every process, so a driver
+# called from Python with the span in its signature never loads from the
+# cache (and its cache index grows by one entry per process).  The drivers
+# are inlined into the wrappers at the IR level (``inline="always"``), where
+# the span is the wrapper's global: a direct call, and no dispatcher object
+# baked into the code (a compiled call passing it would make the wrapper
+# uncacheable, "dynamic globals").  The wrappers' signatures hold only
+# arrays, namedtuples and the dtype, so they cache.
+_DRIVER = dict(JIT, inline="always")
+
+
+@njit(**_DRIVER)
 def _run_range(span, ptrs, sizes, lo, hi, s, f, z):
     """``span`` over elements [lo, hi) of the concatenated tensors, cut at
     tensor boundaries."""
@@ -213,14 +228,17 @@ def _run_range(span, ptrs, sizes, lo, hi, s, f, z):
         off += n
 
 
-@njit(**JIT)
-def _serial(span, ptrs, sizes, s, f, z):
+@njit(**_DRIVER)
+def drive_serial(span, ptrs, sizes, s, f, z):
+    """``span`` over every tensor, tensor by tensor, on the calling thread."""
     for k in range(sizes.size):
         span(ptrs[k], 0, sizes[k], s, f, z)
 
 
-@njit(parallel=True, **JIT)
-def _parallel(span, ptrs, sizes, nthreads, s, f, z):
+@njit(parallel=True, **_DRIVER)
+def drive_parallel(span, ptrs, sizes, nthreads, s, f, z):
+    """``span`` over the concatenated tensors, split ``nthreads`` ways by
+    ``_split_start``."""
     total = 0
     for k in range(sizes.size):
         total += sizes[k]
@@ -280,14 +298,16 @@ def in_parallel(nthreads, kernel, *args):
             numba.set_num_threads(before)
 
 
-def run(span, groups, s, f):
-    """Run ``span`` over every gathered group: one driver call per dtype."""
+def run(drivers, groups, s, f):
+    """Run a family's ``(serial, parallel)`` drivers over every gathered
+    group: one call per dtype."""
+    serial, parallel = drivers
     by_dtype, total = work(groups)
     nthreads = parallel_threads(total)
     for dtype, (rows, sizes) in by_dtype.items():
         ptrs = np.array(rows, dtype=np.intp)
         sizes = np.array(sizes, dtype=np.intp)
         if nthreads > 1:
-            in_parallel(nthreads, _parallel, span, ptrs, sizes, nthreads, s, f, ZERO[dtype])
+            in_parallel(nthreads, parallel, ptrs, sizes, nthreads, s, f, ZERO[dtype])
         else:
-            _serial(span, ptrs, sizes, s, f, ZERO[dtype])
+            serial(ptrs, sizes, s, f, ZERO[dtype])

@@ -7,14 +7,14 @@ from numba import njit
 
 from .._validate import gather
 from ..families import check_call, family_of
-from ._step import JIT, _as, _view, run
+from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
 
 __all__ = ["step"]
 
 FAMILY = family_of("adagrad")
 
-Scalars = namedtuple("AdagradScalars", "lr eps weight_decay gscale")
-Flags = namedtuple("AdagradFlags", "scale maximize decay")
+Scalars = namedtuple("Scalars", "lr eps weight_decay gscale")
+Flags = namedtuple("Flags", "scale maximize decay")
 
 
 @njit(**JIT)
@@ -39,6 +39,17 @@ def span(row, lo, hi, s, f, z):
         P[i] = p - lr * (g / (np.sqrt(si) + eps))
 
 
+# The drivers of this span (why per family: see ``_step.drive_serial``).
+@njit(**JIT)
+def serial(ptrs, sizes, s, f, z):
+    drive_serial(span, ptrs, sizes, s, f, z)
+
+
+@njit(parallel=True, **JIT)
+def parallel(ptrs, sizes, nthreads, s, f, z):
+    drive_parallel(span, ptrs, sizes, nthreads, s, f, z)
+
+
 def step(params, grads, states, mode, **kw):
     """Multi-tensor Adagrad step, keyword-only (see ``fusedoptim.families.adagrad``)."""
     check_call(FAMILY, states, kw)
@@ -48,4 +59,4 @@ def step(params, grads, states, mode, **kw):
     wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
     s = Scalars(float(kw["lr"]), float(kw["eps"]), wd, gscale)
     f = Flags(gscale != 1.0, bool(kw["maximize"]), wd != 0.0)
-    run(span, groups, s, f)
+    run((serial, parallel), groups, s, f)

@@ -7,15 +7,15 @@ from numba import njit
 
 from .._validate import gather
 from ..families import check_call, family_of
-from ._step import JIT, _as, _view, run
+from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
 
 __all__ = ["step"]
 
 FAMILY = family_of("adam")
 
-Scalars = namedtuple("AdamScalars", "lr beta1 one_minus_beta1 beta2 one_minus_beta2 eps "
+Scalars = namedtuple("Scalars", "lr beta1 one_minus_beta1 beta2 one_minus_beta2 eps "
                                     "bc1 bc2 weight_decay shrink gscale")
-Flags = namedtuple("AdamFlags", "scale maximize l2 decoupled amsgrad")
+Flags = namedtuple("Flags", "scale maximize l2 decoupled amsgrad")
 
 
 @njit(**JIT)
@@ -66,6 +66,17 @@ def span(row, lo, hi, s, f, z):
         P[i] = p - (lr * (mi / c1)) / (np.sqrt(vi / c2) + eps)
 
 
+# The drivers of this span (why per family: see ``_step.drive_serial``).
+@njit(**JIT)
+def serial(ptrs, sizes, s, f, z):
+    drive_serial(span, ptrs, sizes, s, f, z)
+
+
+@njit(parallel=True, **JIT)
+def parallel(ptrs, sizes, nthreads, s, f, z):
+    drive_parallel(span, ptrs, sizes, nthreads, s, f, z)
+
+
 def step(params, grads, states, mode, **kw):
     """Multi-tensor Adam step, keyword-only (see ``fusedoptim.families.adam``)."""
     check_call(FAMILY, states, kw)
@@ -79,4 +90,4 @@ def step(params, grads, states, mode, **kw):
                 float(kw["bc2"]), wd, 1.0 - lr * wd, gscale)
     f = Flags(gscale != 1.0, bool(kw["maximize"]), decay and not decoupled,
               decay and decoupled, bool(kw["amsgrad"]))
-    run(span, groups, s, f)
+    run((serial, parallel), groups, s, f)

@@ -7,15 +7,15 @@ from numba import njit
 
 from .._validate import gather
 from ..families import check_call, family_of
-from ._step import JIT, _as, _view, run
+from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
 
 __all__ = ["step"]
 
 FAMILY = family_of("rmsprop")
 
-Scalars = namedtuple("RmspropScalars",
+Scalars = namedtuple("Scalars",
                      "lr alpha one_minus_alpha eps momentum weight_decay gscale")
-Flags = namedtuple("RmspropFlags", "scale maximize decay centered has_buf eps_inside")
+Flags = namedtuple("Flags", "scale maximize decay centered has_buf eps_inside")
 
 
 @njit(**JIT)
@@ -57,6 +57,17 @@ def span(row, lo, hi, s, f, z):
             P[i] = p - (lr * g) / r
 
 
+# The drivers of this span (why per family: see ``_step.drive_serial``).
+@njit(**JIT)
+def serial(ptrs, sizes, s, f, z):
+    drive_serial(span, ptrs, sizes, s, f, z)
+
+
+@njit(parallel=True, **JIT)
+def parallel(ptrs, sizes, nthreads, s, f, z):
+    drive_parallel(span, ptrs, sizes, nthreads, s, f, z)
+
+
 def step(params, grads, states, mode, **kw):
     """Multi-tensor RMSProp step, keyword-only (see ``fusedoptim.families.rmsprop``)."""
     check_call(FAMILY, states, kw)
@@ -68,4 +79,4 @@ def step(params, grads, states, mode, **kw):
                 wd, gscale)
     f = Flags(gscale != 1.0, bool(kw["maximize"]), wd != 0.0, bool(kw["centered"]),
               bool(kw["has_buf"]), bool(kw["eps_inside"]))
-    run(span, groups, s, f)
+    run((serial, parallel), groups, s, f)

@@ -6,14 +6,14 @@ from numba import njit
 
 from .._validate import gather
 from ..families import check_call, family_of
-from ._step import JIT, _as, _view, run
+from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
 
 __all__ = ["step"]
 
 FAMILY = family_of("sgd")
 
-Scalars = namedtuple("SgdScalars", "lr momentum one_minus_dampening weight_decay gscale")
-Flags = namedtuple("SgdFlags", "scale maximize decay has_buf first nesterov")
+Scalars = namedtuple("Scalars", "lr momentum one_minus_dampening weight_decay gscale")
+Flags = namedtuple("Flags", "scale maximize decay has_buf first nesterov")
 
 
 @njit(**JIT)
@@ -47,6 +47,17 @@ def span(row, lo, hi, s, f, z):
         P[i] = p - lr * g
 
 
+# The drivers of this span (why per family: see ``_step.drive_serial``).
+@njit(**JIT)
+def serial(ptrs, sizes, s, f, z):
+    drive_serial(span, ptrs, sizes, s, f, z)
+
+
+@njit(parallel=True, **JIT)
+def parallel(ptrs, sizes, nthreads, s, f, z):
+    drive_parallel(span, ptrs, sizes, nthreads, s, f, z)
+
+
 def step(params, grads, states, mode, **kw):
     """Multi-tensor SGD step, keyword-only (see ``fusedoptim.families.sgd``)."""
     check_call(FAMILY, states, kw)
@@ -57,4 +68,4 @@ def step(params, grads, states, mode, **kw):
     s = Scalars(float(kw["lr"]), float(kw["momentum"]), 1.0 - float(kw["dampening"]), wd, gscale)
     f = Flags(gscale != 1.0, bool(kw["maximize"]), wd != 0.0, bool(kw["has_buf"]),
               bool(kw["first"]), bool(kw["nesterov"]))
-    run(span, groups, s, f)
+    run((serial, parallel), groups, s, f)
