@@ -66,15 +66,16 @@ def span(row, lo, hi, s, f, z):
         P[i] = p - (lr * (mi / c1)) / (np.sqrt(vi / c2) + eps)
 
 
-# The drivers of this span (why per family: see ``_step.drive_serial``).
+# The drivers of this span (why per family, and why plain tuples: see
+# ``_step.drive_serial``).
 @njit(**JIT)
 def serial(ptrs, sizes, s, f, z):
-    drive_serial(span, ptrs, sizes, s, f, z)
+    drive_serial(span, ptrs, sizes, Scalars(*s), Flags(*f), z)
 
 
 @njit(parallel=True, **JIT)
 def parallel(ptrs, sizes, nthreads, s, f, z):
-    drive_parallel(span, ptrs, sizes, nthreads, s, f, z)
+    drive_parallel(span, ptrs, sizes, nthreads, Scalars(*s), Flags(*f), z)
 
 
 def step(params, grads, states, mode, **kw):
