@@ -13,6 +13,8 @@ __all__ = ["step"]
 
 FAMILY = family_of("adagrad")
 
+# The span's inputs, read by name: float64 scalars (derived ones computed in
+# double, each rounded once to the dtype in the span) and the loop's switches.
 Scalars = namedtuple("Scalars", "lr eps weight_decay gscale")
 Flags = namedtuple("Flags", "scale maximize decay")
 
@@ -58,6 +60,6 @@ def step(params, grads, states, mode, **kw):
     if not groups:
         return
     wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
-    s = Scalars(float(kw["lr"]), float(kw["eps"]), wd, gscale)
-    f = Flags(gscale != 1.0, bool(kw["maximize"]), wd != 0.0)
+    s = Scalars(lr=float(kw["lr"]), eps=float(kw["eps"]), weight_decay=wd, gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0)
     run((serial, parallel), groups, s, f)

@@ -13,6 +13,8 @@ __all__ = ["step"]
 
 FAMILY = family_of("adam")
 
+# The span's inputs, read by name: float64 scalars (derived ones computed in
+# double, each rounded once to the dtype in the span) and the loop's switches.
 Scalars = namedtuple("Scalars", "lr beta1 one_minus_beta1 beta2 one_minus_beta2 eps "
                                     "bc1 bc2 weight_decay shrink gscale")
 Flags = namedtuple("Flags", "scale maximize l2 decoupled amsgrad")
@@ -87,8 +89,9 @@ def step(params, grads, states, mode, **kw):
     lr, b1, b2 = float(kw["lr"]), float(kw["beta1"]), float(kw["beta2"])
     wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
     decay, decoupled = wd != 0.0, bool(kw["decoupled"])
-    s = Scalars(lr, b1, 1.0 - b1, b2, 1.0 - b2, float(kw["eps"]), float(kw["bc1"]),
-                float(kw["bc2"]), wd, 1.0 - lr * wd, gscale)
-    f = Flags(gscale != 1.0, bool(kw["maximize"]), decay and not decoupled,
-              decay and decoupled, bool(kw["amsgrad"]))
+    s = Scalars(lr=lr, beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2,
+                one_minus_beta2=1.0 - b2, eps=float(kw["eps"]), bc1=float(kw["bc1"]),
+                bc2=float(kw["bc2"]), weight_decay=wd, shrink=1.0 - lr * wd, gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), l2=decay and not decoupled,
+              decoupled=decay and decoupled, amsgrad=bool(kw["amsgrad"]))
     run((serial, parallel), groups, s, f)

@@ -13,6 +13,8 @@ __all__ = ["step"]
 
 FAMILY = family_of("rmsprop")
 
+# The span's inputs, read by name: float64 scalars (derived ones computed in
+# double, each rounded once to the dtype in the span) and the loop's switches.
 Scalars = namedtuple("Scalars",
                      "lr alpha one_minus_alpha eps momentum weight_decay gscale")
 Flags = namedtuple("Flags", "scale maximize decay centered has_buf eps_inside")
@@ -76,8 +78,10 @@ def step(params, grads, states, mode, **kw):
     if not groups:
         return
     alpha, wd, gscale = float(kw["alpha"]), float(kw["weight_decay"]), float(kw["gscale"])
-    s = Scalars(float(kw["lr"]), alpha, 1.0 - alpha, float(kw["eps"]), float(kw["momentum"]),
-                wd, gscale)
-    f = Flags(gscale != 1.0, bool(kw["maximize"]), wd != 0.0, bool(kw["centered"]),
-              bool(kw["has_buf"]), bool(kw["eps_inside"]))
+    s = Scalars(lr=float(kw["lr"]), alpha=alpha, one_minus_alpha=1.0 - alpha,
+                eps=float(kw["eps"]), momentum=float(kw["momentum"]), weight_decay=wd,
+                gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0,
+              centered=bool(kw["centered"]), has_buf=bool(kw["has_buf"]),
+              eps_inside=bool(kw["eps_inside"]))
     run((serial, parallel), groups, s, f)

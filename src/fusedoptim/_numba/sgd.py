@@ -12,6 +12,8 @@ __all__ = ["step"]
 
 FAMILY = family_of("sgd")
 
+# The span's inputs, read by name: float64 scalars (derived ones computed in
+# double, each rounded once to the dtype in the span) and the loop's switches.
 Scalars = namedtuple("Scalars", "lr momentum one_minus_dampening weight_decay gscale")
 Flags = namedtuple("Flags", "scale maximize decay has_buf first nesterov")
 
@@ -66,7 +68,10 @@ def step(params, grads, states, mode, **kw):
     if not groups:
         return
     wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
-    s = Scalars(float(kw["lr"]), float(kw["momentum"]), 1.0 - float(kw["dampening"]), wd, gscale)
-    f = Flags(gscale != 1.0, bool(kw["maximize"]), wd != 0.0, bool(kw["has_buf"]),
-              bool(kw["first"]), bool(kw["nesterov"]))
+    s = Scalars(lr=float(kw["lr"]), momentum=float(kw["momentum"]),
+                one_minus_dampening=1.0 - float(kw["dampening"]), weight_decay=wd,
+                gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0,
+              has_buf=bool(kw["has_buf"]), first=bool(kw["first"]),
+              nesterov=bool(kw["nesterov"]))
     run((serial, parallel), groups, s, f)
