@@ -75,8 +75,10 @@ changes, not when a constant imported from another module (``SPLIT_ALIGN``,
 ``SUMSQ_BLOCK``) or a driver inlined from this module into a family's
 wrappers does: clear the cache after editing them.  Set
 ``FUSEDOPTIM_NUMBA_CACHE=1`` before importing fusedoptim to opt in: a later
-process then loads the kernels instead of compiling them.  The cache lives
-where Numba puts it (``NUMBA_CACHE_DIR`` to move it).
+process then loads the kernels instead of compiling them (measured: the
+first Adam and SGD steps, serial and parallel, float32, 9 s in a fresh
+process, 0.6 to 1 s with the cache, mostly the Numba import).  The cache
+lives where Numba puts it (``NUMBA_CACHE_DIR`` to move it).
 """
 
 import os
