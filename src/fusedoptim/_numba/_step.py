@@ -1,0 +1,320 @@
+"""The step machinery every Numba family shares: typed memory, the work list,
+the thread split, and the drivers that run a family's element span.
+
+How a step runs
+---------------
+``_validate.gather`` checks the whole step first (same errors, same messages,
+nothing written on failure).  The checked arrays are then handed to one
+jitted call per dtype as a flat work list: an ``intp`` matrix of data
+addresses (one row per tensor: parameter, gradient, states) and a vector of
+element counts; the span views each address with ``numba.carray``.  A step
+over a dict is therefore one jitted call, not one per tensor, and the driver
+compiles once per family and dtype whatever the number or shapes of the
+tensors (a typed list or tuple of arrays would either cost a jitted call per
+element to build or recompile for every new model).  Per step, the Python
+side costs ``gather`` plus one tiny jitted call per array to read its
+address.  ``gather`` gives every state and gradient the memory layout of its
+parameter, so element ``i`` of every flat view belongs to the same parameter
+entry.
+
+A family's span is ``span(row, lo, hi, s, f, z)``: it updates elements
+``[lo, hi)`` of the tensor whose arrays start at the addresses in ``row``;
+``s`` is a namedtuple of float64 scalars, ``f`` one of bools (fields read by
+name), ``z`` a zero of the dtype.  The two drivers here (serial: tensor by
+tensor; parallel: the split below) take the span as their first argument,
+and each family instantiates them in two one-line wrappers (see the comment
+above ``drive_serial`` for why).
+
+Exactness
+---------
+No ``fastmath`` (so no FMA contraction or reassociation), and
+``error_model="numpy"`` so that a division by zero gives IEEE inf/NaN like
+NumPy instead of raising.  Every scalar arrives as a float64 and is rounded
+once to the arrays' dtype (``_as(x, z)``) before the loop, so float32
+arithmetic stays float32 (Numba would otherwise promote ``float32 * float64``
+to float64), and ``np.sqrt`` of a float32 is the float32 square root.
+
+Threads
+-------
+A step whose parameters hold at least ``_tuning.PARALLEL_MIN_ELEMENTS``
+elements in all (read at each call) runs on ``set_num_threads(n)`` threads:
+the total element range is cut by ``_tuning.split_start`` (the compiled
+backend's rule: near-equal parts starting on multiples of ``SPLIT_ALIGN``),
+and the parts may straddle tensors.  Smaller steps run the serial driver
+(compiled without ``parallel=True``), which never starts Numba's thread
+pool.  The elementwise updates do not depend on the split.
+
+Numba's own thread count is thread-local (each Python thread starts at
+``NUMBA_NUM_THREADS``), so each parallel step sets it in the calling thread
+from the count given here and restores the caller's value afterwards: the
+count applies from any Python thread and does not leak into the user's own
+Numba code.
+Parallel steps are serialized by a lock: each already uses every thread, and
+Numba's ``workqueue`` threading layer aborts the process when two threads
+enter parallel code at once.  That lock makes ``NUMBA_THREADING_LAYER=
+forksafe`` a safe choice for programs that fork after a parallel step (e.g.
+``multiprocessing`` with the ``fork`` start method): under the default GNU
+OpenMP layer Numba terminates such a child.  This package never changes
+Numba's global configuration itself, since that would also change the
+user's own Numba code.
+
+Compilation and caching
+-----------------------
+Drivers compile lazily, on the first step of each family and dtype (serial
+and parallel separately: the dtype comes from the type of ``z``), so
+importing the backend costs only the Numba import.  Every jitted function is
+a module-level function, not a closure, so that it can be cached.  The first
+step of a dtype therefore pays the compilation, a few seconds per family and
+driver (the parallel one is the slowest).
+
+Numba's on-disk cache (``cache=True``) is off by default: cached functions
+loaded by several processes at once have known segfault reports under
+``multiprocessing`` (Numba issue 4807, which is why numbagg keeps its cache
+opt-in too), and Numba invalidates a cache only when the function's own file
+changes, not when a constant imported from another module (``SPLIT_ALIGN``,
+``SUMSQ_BLOCK``) or a driver inlined from this module into a family's
+wrappers does: clear the cache after editing them.  Set
+``FUSEDOPTIM_NUMBA_CACHE=1`` before importing fusedoptim to opt in: a later
+process then loads the kernels instead of compiling them (measured: the
+first Adam and SGD steps, serial and parallel, float32, 9 s in a fresh
+process, 0.6 to 1 s with the cache, mostly the Numba import).  The cache
+lives where Numba puts it (``NUMBA_CACHE_DIR`` to move it).
+"""
+
+import os
+import threading
+
+import numba
+import numpy as np
+from numba import njit, prange
+from numba.core import types
+from numba.extending import intrinsic
+
+from .. import _tuning
+from .._tuning import SPLIT_ALIGN
+
+__all__ = ["JIT", "ZERO", "set_num_threads", "run", "work", "parallel_threads",
+           "in_parallel", "drive_serial", "drive_parallel", "_as", "_view", "_addr"]
+
+_CACHE = os.environ.get("FUSEDOPTIM_NUMBA_CACHE", "").strip().lower() in ("1", "true", "yes")
+
+#: Options of every jitted function of the backend.
+JIT = dict(nogil=True, error_model="numpy", cache=_CACHE)
+
+#: A zero of each dtype: passed to the kernels, its type selects (and on
+#: first use compiles) the dtype's specialization.
+ZERO = {np.dtype(np.float32): np.float32(0), np.dtype(np.float64): np.float64(0)}
+
+# Threads for parallel steps: set by fusedoptim.set_num_threads, never more
+# than Numba's pool (numba.set_num_threads refuses that).
+_threads = 1
+_parallel_lock = threading.Lock()
+# Numba's thread count during the last parallel step (for the tests).
+_last_parallel_threads = 0
+
+
+def set_num_threads(n):
+    """Use ``n`` threads for parallel steps, at most ``NUMBA_NUM_THREADS``."""
+    global _threads
+    _threads = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+
+
+# --- typed-memory helpers -----------------------------------------------------
+
+
+@intrinsic
+def _ptr(typingctx, addr, like):
+    """``addr`` (an integer) as a pointer to the scalar type of ``like``."""
+    if not isinstance(addr, types.Integer) or not isinstance(like, types.Float):
+        return None
+    sig = types.CPointer(like)(addr, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@intrinsic
+def _itemsize(typingctx, like):
+    """Bytes per element of the scalar type of ``like``, a constant."""
+    if not isinstance(like, types.Float):
+        return None
+    sig = types.intp(like)
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.intp, like.bitwidth // 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def _as(typingctx, x, like):
+    """``x`` rounded once (to nearest) to the float type of ``like``: what
+    NumPy does with a Python float next to an array of that dtype."""
+    if not isinstance(x, types.Float) or not isinstance(like, types.Float):
+        return None
+    sig = like(x, like)
+
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[0], signature.args[0], signature.return_type)
+
+    return sig, codegen
+
+
+@njit(inline="always", **JIT)
+def _view(addr, lo, m, like):
+    """Elements [lo, lo + m) of the array at ``addr``, as a 1-D array.
+
+    Spans loop ``for i in range(m)`` over such views: an index LLVM knows
+    to be non-negative needs no wraparound check, and the loop vectorizes.
+    """
+    return numba.carray(_ptr(addr + lo * _itemsize(like), like), m)
+
+
+@njit(**JIT)
+def _addr(a):
+    """Data address of ``a``.  A jitted call unboxes the array in C: several
+    times faster than ``a.ctypes.data`` or ``a.__array_interface__`` (it
+    compiles once per array type: dtype, ndim, layout)."""
+    return a.ctypes.data
+
+
+# --- the drivers --------------------------------------------------------------
+
+
+@njit(**JIT)
+def _split_start(total, parts, k):
+    """``fusedoptim._tuning.split_start``, the one split rule, jitted.
+
+    Everything is made ``intp`` first: a ``prange`` index is unsigned, and
+    Numba computes an unsigned with a signed integer in float64.
+    """
+    n = np.intp(total)
+    m = np.intp(parts)
+    j = np.intp(k)
+    if j >= m:
+        return n
+    q = n // m
+    r = n - q * m
+    s = q * j + min(j, r)
+    return s - s % SPLIT_ALIGN
+
+
+# The generic drivers take the family's span as an argument, and each family
+# instantiates them in two one-line jitted wrappers (``serial`` and
+# ``parallel`` in its module) rather than passing its span from Python.  Why:
+# Numba types a jitted function passed as an argument by its dispatcher
+# object, whose pickled identity differs in every process, so a driver
+# called from Python with the span in its signature never loads from the
+# cache (and its cache index grows by one entry per process).  The drivers
+# are inlined into the wrappers at the IR level (``inline="always"``), where
+# the span is the wrapper's global: a direct call, and no dispatcher object
+# baked into the code (a compiled call passing it would make the wrapper
+# uncacheable, "dynamic globals").  The wrappers' signatures hold only
+# arrays, tuples and the dtype, so they cache.  They take the scalars and
+# flags as plain tuples and rebuild the family's namedtuples inside: Numba's
+# dispatcher types a plain tuple argument in C but a namedtuple through
+# Python, which measured 1.5 to 4 us more per call.
+_DRIVER = dict(JIT, inline="always")
+
+
+@njit(**_DRIVER)
+def _run_range(span, ptrs, sizes, lo, hi, s, f, z):
+    """``span`` over elements [lo, hi) of the concatenated tensors, cut at
+    tensor boundaries."""
+    off = 0
+    for k in range(sizes.size):
+        n = sizes[k]
+        a = max(lo, off)
+        b = min(hi, off + n)
+        if a < b:
+            span(ptrs[k], a - off, b - off, s, f, z)
+        off += n
+
+
+@njit(**_DRIVER)
+def drive_serial(span, ptrs, sizes, s, f, z):
+    """``span`` over every tensor, tensor by tensor, on the calling thread."""
+    for k in range(sizes.size):
+        span(ptrs[k], 0, sizes[k], s, f, z)
+
+
+@njit(parallel=True, **_DRIVER)
+def drive_parallel(span, ptrs, sizes, nthreads, s, f, z):
+    """``span`` over the concatenated tensors, split ``nthreads`` ways by
+    ``_split_start``."""
+    total = 0
+    for k in range(sizes.size):
+        total += sizes[k]
+    for t in prange(nthreads):
+        _run_range(span, ptrs, sizes, _split_start(total, nthreads, t),
+                   _split_start(total, nthreads, t + 1), s, f, z)
+
+
+# --- Python side: the work list -------------------------------------------------
+
+
+def work(groups):
+    """Per dtype, the ``(addresses, sizes)`` work list of the gathered groups
+    (an absent state gets the parameter's address: never touched), and the
+    total element count."""
+    by_dtype = {}
+    total = 0
+    for grp in groups:
+        p = grp[0]
+        pa = _addr(p)
+        row = [pa]
+        for a in grp[1:]:
+            row.append(pa if a is None else _addr(a))
+        n = p.size
+        total += n
+        entry = by_dtype.get(p.dtype)
+        if entry is None:
+            by_dtype[p.dtype] = entry = ([], [])
+        entry[0].append(row)
+        entry[1].append(n)
+    return by_dtype, total
+
+
+def parallel_threads(total):
+    """Threads for a step of ``total`` elements: 1 means the serial driver."""
+    nthreads = _threads
+    return nthreads if nthreads > 1 and total >= _tuning.PARALLEL_MIN_ELEMENTS else 1
+
+
+def in_parallel(nthreads, kernel, *args):
+    """Run a parallel kernel on ``nthreads`` threads, from any Python thread.
+
+    Numba's thread count is per Python thread, so it is set here, in the
+    calling thread, and the caller's own value is restored afterwards.
+    (Setting it inside the kernel would work too, but makes the kernel
+    uncacheable: Numba treats the threading layer's entry points as dynamic
+    globals.)
+    """
+    global _last_parallel_threads
+    with _parallel_lock:
+        before = numba.get_num_threads()
+        numba.set_num_threads(nthreads)
+        try:
+            _last_parallel_threads = numba.get_num_threads()
+            return kernel(*args)
+        finally:
+            numba.set_num_threads(before)
+
+
+def run(drivers, groups, s, f):
+    """Run a family's ``(serial, parallel)`` drivers over every gathered
+    group, with scalars ``s`` and flags ``f`` (its namedtuples): one call
+    per dtype."""
+    serial, parallel = drivers
+    s, f = tuple(s), tuple(f)
+    by_dtype, total = work(groups)
+    nthreads = parallel_threads(total)
+    for dtype, (rows, sizes) in by_dtype.items():
+        ptrs = np.array(rows, dtype=np.intp)
+        sizes = np.array(sizes, dtype=np.intp)
+        if nthreads > 1:
+            in_parallel(nthreads, parallel, ptrs, sizes, nthreads, s, f, ZERO[dtype])
+        else:
+            serial(ptrs, sizes, s, f, ZERO[dtype])

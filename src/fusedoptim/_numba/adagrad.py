@@ -1,0 +1,65 @@
+"""Adagrad's Numba element span and step (``fusedoptim.families.adagrad``)."""
+
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from .._validate import gather
+from ..families import check_call, family_of
+from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
+
+__all__ = ["step"]
+
+FAMILY = family_of("adagrad")
+
+# The span's inputs, read by name: float64 scalars (derived ones computed in
+# double, each rounded once to the dtype in the span) and the loop's switches.
+Scalars = namedtuple("Scalars", "lr eps weight_decay gscale")
+Flags = namedtuple("Flags", "scale maximize decay")
+
+
+@njit(**JIT)
+def span(row, lo, hi, s, f, z):
+    """``families.adagrad.adagrad_tensor`` on elements [lo, hi)."""
+    m = hi - lo
+    P = _view(row[0], lo, m, z)
+    G = _view(row[1], lo, m, z)
+    S = _view(row[2], lo, m, z)
+    lr, eps, wd, gs = _as(s.lr, z), _as(s.eps, z), _as(s.weight_decay, z), _as(s.gscale, z)
+    for i in range(m):
+        p = P[i]
+        g = G[i]
+        if f.scale:
+            g = g * gs
+        if f.maximize:
+            g = -g
+        if f.decay:
+            g = g + wd * p
+        si = S[i] + g * g
+        S[i] = si
+        P[i] = p - lr * (g / (np.sqrt(si) + eps))
+
+
+# The drivers of this span (why per family, and why plain tuples: see
+# ``_step.drive_serial``).
+@njit(**JIT)
+def serial(ptrs, sizes, s, f, z):
+    drive_serial(span, ptrs, sizes, Scalars(*s), Flags(*f), z)
+
+
+@njit(parallel=True, **JIT)
+def parallel(ptrs, sizes, nthreads, s, f, z):
+    drive_parallel(span, ptrs, sizes, nthreads, Scalars(*s), Flags(*f), z)
+
+
+def step(params, grads, states, mode, **kw):
+    """Multi-tensor Adagrad step, keyword-only (see ``fusedoptim.families.adagrad``)."""
+    check_call(FAMILY, states, kw)
+    groups = gather(params, grads, states, mode)
+    if not groups:
+        return
+    wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
+    s = Scalars(lr=float(kw["lr"]), eps=float(kw["eps"]), weight_decay=wd, gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0)
+    run((serial, parallel), groups, s, f)

@@ -1,0 +1,87 @@
+"""RMSProp's Numba element span and step (``fusedoptim.families.rmsprop``)."""
+
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from .._validate import gather
+from ..families import check_call, family_of
+from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
+
+__all__ = ["step"]
+
+FAMILY = family_of("rmsprop")
+
+# The span's inputs, read by name: float64 scalars (derived ones computed in
+# double, each rounded once to the dtype in the span) and the loop's switches.
+Scalars = namedtuple("Scalars",
+                     "lr alpha one_minus_alpha eps momentum weight_decay gscale")
+Flags = namedtuple("Flags", "scale maximize decay centered has_buf eps_inside")
+
+
+@njit(**JIT)
+def span(row, lo, hi, s, f, z):
+    """``families.rmsprop.rmsprop_tensor`` on elements [lo, hi)."""
+    m = hi - lo
+    P = _view(row[0], lo, m, z)
+    G = _view(row[1], lo, m, z)
+    S = _view(row[2], lo, m, z)
+    A = _view(row[3], lo, m, z)
+    B = _view(row[4], lo, m, z)
+    lr, a, oma, eps = _as(s.lr, z), _as(s.alpha, z), _as(s.one_minus_alpha, z), _as(s.eps, z)
+    mu, wd, gs = _as(s.momentum, z), _as(s.weight_decay, z), _as(s.gscale, z)
+    for i in range(m):
+        p = P[i]
+        g = G[i]
+        if f.scale:
+            g = g * gs
+        if f.maximize:
+            g = -g
+        if f.decay:
+            g = g + wd * p
+        sq = a * S[i] + oma * (g * g)
+        S[i] = sq
+        d = sq
+        if f.centered:
+            ga = a * A[i] + oma * g
+            A[i] = ga
+            d = sq - ga * ga
+        if f.eps_inside:
+            r = np.sqrt(d + eps)
+        else:
+            r = np.sqrt(d) + eps
+        if f.has_buf:
+            b = mu * B[i] + g / r
+            B[i] = b
+            P[i] = p - lr * b
+        else:
+            P[i] = p - (lr * g) / r
+
+
+# The drivers of this span (why per family, and why plain tuples: see
+# ``_step.drive_serial``).
+@njit(**JIT)
+def serial(ptrs, sizes, s, f, z):
+    drive_serial(span, ptrs, sizes, Scalars(*s), Flags(*f), z)
+
+
+@njit(parallel=True, **JIT)
+def parallel(ptrs, sizes, nthreads, s, f, z):
+    drive_parallel(span, ptrs, sizes, nthreads, Scalars(*s), Flags(*f), z)
+
+
+def step(params, grads, states, mode, **kw):
+    """Multi-tensor RMSProp step, keyword-only (see ``fusedoptim.families.rmsprop``)."""
+    check_call(FAMILY, states, kw)
+    groups = gather(params, grads, states, mode)
+    if not groups:
+        return
+    alpha, wd, gscale = float(kw["alpha"]), float(kw["weight_decay"]), float(kw["gscale"])
+    s = Scalars(lr=float(kw["lr"]), alpha=alpha, one_minus_alpha=1.0 - alpha,
+                eps=float(kw["eps"]), momentum=float(kw["momentum"]), weight_decay=wd,
+                gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0,
+              centered=bool(kw["centered"]), has_buf=bool(kw["has_buf"]),
+              eps_inside=bool(kw["eps_inside"]))
+    run((serial, parallel), groups, s, f)

@@ -1,0 +1,77 @@
+"""SGD's Numba element span and step (``fusedoptim.families.sgd``)."""
+
+from collections import namedtuple
+
+from numba import njit
+
+from .._validate import gather
+from ..families import check_call, family_of
+from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
+
+__all__ = ["step"]
+
+FAMILY = family_of("sgd")
+
+# The span's inputs, read by name: float64 scalars (derived ones computed in
+# double, each rounded once to the dtype in the span) and the loop's switches.
+Scalars = namedtuple("Scalars", "lr momentum one_minus_dampening weight_decay gscale")
+Flags = namedtuple("Flags", "scale maximize decay has_buf first nesterov")
+
+
+@njit(**JIT)
+def span(row, lo, hi, s, f, z):
+    """``families.sgd.sgd_tensor`` on elements [lo, hi)."""
+    m = hi - lo
+    P = _view(row[0], lo, m, z)
+    G = _view(row[1], lo, m, z)
+    B = _view(row[2], lo, m, z)
+    lr, mu, omd = _as(s.lr, z), _as(s.momentum, z), _as(s.one_minus_dampening, z)
+    wd, gs = _as(s.weight_decay, z), _as(s.gscale, z)
+    for i in range(m):
+        p = P[i]
+        g = G[i]
+        if f.scale:
+            g = g * gs
+        if f.maximize:
+            g = -g
+        if f.decay:
+            g = g + wd * p
+        if f.has_buf:
+            if f.first:
+                b = g
+            else:
+                b = mu * B[i] + omd * g
+            B[i] = b
+            if f.nesterov:
+                g = g + mu * b
+            else:
+                g = b
+        P[i] = p - lr * g
+
+
+# The drivers of this span (why per family, and why plain tuples: see
+# ``_step.drive_serial``).
+@njit(**JIT)
+def serial(ptrs, sizes, s, f, z):
+    drive_serial(span, ptrs, sizes, Scalars(*s), Flags(*f), z)
+
+
+@njit(parallel=True, **JIT)
+def parallel(ptrs, sizes, nthreads, s, f, z):
+    drive_parallel(span, ptrs, sizes, nthreads, Scalars(*s), Flags(*f), z)
+
+
+def step(params, grads, states, mode, **kw):
+    """Multi-tensor SGD step, keyword-only (see ``fusedoptim.families.sgd``)."""
+    check_call(FAMILY, states, kw)
+    groups = gather(params, grads, states, mode)
+    if not groups:
+        return
+    wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
+    s = Scalars(lr=float(kw["lr"]), momentum=float(kw["momentum"]),
+                one_minus_dampening=1.0 - float(kw["dampening"]), weight_decay=wd,
+                gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0,
+              has_buf=bool(kw["has_buf"]), first=bool(kw["first"]),
+              nesterov=bool(kw["nesterov"]))
+    run((serial, parallel), groups, s, f)
