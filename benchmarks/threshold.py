@@ -28,8 +28,9 @@ def step_for(n, dtype):
     m = {k_: np.zeros_like(a) for k_, a in p.items()}
     v = {k_: np.zeros_like(a) for k_, a in p.items()}
     states = (("m", m), ("v", v), V.ABSENT)
-    return lambda: k.adam(p, g, states, V.NAMED, 1e-4, 0.9, 0.999, 1e-8, 0.5, 0.5, 0.0,
-                          False, False, 1.0)
+    return lambda: k.adam(p, g, states, V.NAMED, lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8,
+                          bc1=0.5, bc2=0.5, weight_decay=0.0, decoupled=False,
+                          maximize=False, amsgrad=False, gscale=1.0)
 
 
 def _calls(fn, n=300):

@@ -310,6 +310,141 @@ def test_table_layout():
     assert "warning: the machine was busy" in report.format_table(doc)
 
 
+# --- bench rows: derived from the registry -------------------------------------
+
+def test_rows_are_the_registered_classes():
+    names = tuple(cls.__name__.lower() for cls in fusedoptim.OPTIMIZERS.values())
+    assert B.OPTIMIZERS == names
+    assert set(names) >= {"gd", "momentum", "sgd", "rmsprop", "adam", "adamw", "adagrad"}
+    for name in names:
+        cls = fusedoptim.OPTIMIZERS[B.ROWS[name].__name__]
+        assert B.ROWS[name] is cls
+        hp = B.hyperparameters(cls)
+        assert hp["lr"] == B.LR == 1e-4
+        for h in cls.hyper:
+            assert hp[h.name] == B.STATEFUL.get(cls.__name__, {}).get(h.name, h.default)
+    # Momentum and SGD have a momentum buffer to move.
+    assert B.hyperparameters(fusedoptim.SGD)["momentum"] == 0.9
+    assert B.hyperparameters(fusedoptim.Momentum)["beta"] == 0.9
+
+
+@pytest.mark.parametrize("row", B.OPTIMIZERS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bytes_moved_are_the_arrays_the_step_uses(row, dtype):
+    """p and g, and each state the optimizer allocates, read and written."""
+    case = B.Case(row, "mlp", dtype)
+    params, grads = B.make_model(case)
+    opt = case.cls(params, **case.hyperparameters)
+    states = len(opt.state)
+    assert case.read_write == 1 + states
+    assert case.arrays_moved == 3 + 2 * states
+    assert case.bytes_moved == case.elements * np.dtype(dtype).itemsize * (3 + 2 * states)
+    if row != "gd":
+        assert states >= 1
+    # The row's step is the class's step: it updates the parameters in place.
+    before = {k: a.copy() for k, a in params.items()}
+    step = B.make_step(case, "numpy")
+    with fusedoptim.use_backend("numpy"):
+        step()
+    params2, _ = B.make_model(case)
+    assert all(np.array_equal(before[k], params2[k]) for k in params2)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="needs torch")
+@pytest.mark.parametrize("row", B.OPTIMIZERS)
+def test_torch_counterparts_match(row):
+    """The torch row runs PyTorch's optimizer with the same hyperparameters:
+    the same updates, up to rounding, but for the documented exceptions."""
+    import torch
+
+    from fusedoptim.cli.bench.counterparts import COUNTERPARTS, INEXACT
+
+    case = B.Case(row, "course", "float64")
+    name = case.cls.__name__
+    if name not in COUNTERPARTS:
+        with pytest.raises(B.NotMeasurable, match="no torch counterpart"):
+            B.make_step(case, "torch")
+        return
+    params, grads = B.make_model(case)
+    start = {k: a.copy() for k, a in params.items()}
+    opt = case.cls(params, **case.hyperparameters)
+    tparams, tgrads = B.make_model(case)
+    ts = []
+    for k, a in tparams.items():
+        t = torch.from_numpy(a)
+        t.grad = torch.from_numpy(tgrads[k])
+        ts.append(t)
+    topt = COUNTERPARTS[name](torch.optim, ts, case.hyperparameters)
+    for _ in range(3):
+        opt.step(grads)
+        topt.step()
+    for k in params:
+        ours, theirs = params[k] - start[k], tparams[k] - start[k]
+        close = np.allclose(ours, theirs, rtol=1e-8, atol=1e-12)
+        assert close != (name in INEXACT), (name, k)
+
+
+def test_too_many_arrays_for_the_yardstick(monkeypatch, tmp_path, capsys, yardstick):
+    """A row with more read-write arrays than the copy kernel takes gets no
+    '% of limit', and the output says so."""
+    monkeypatch.setitem(B.STATEFUL, "RMSProp", {"centered": True, "momentum": 0.9})
+    case = B.Case("rmsprop", "course", "float32")
+    assert case.read_write == 4 > B.YARDSTICK_MAX_READ_WRITE
+    assert case.arrays_moved == 9
+    with pytest.raises(B.NotMeasurable, match="at most 3"):
+        B.make_step(case, "copy")
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "course", "--optimizer", "rmsprop,adam", "--backend",
+                 "numpy", "--repeat", "1", "--json", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    impls = {(r["optimizer"], r["impl"]) for r in doc["results"]}
+    assert impls == {("rmsprop", "numpy"), ("adam", "numpy"), ("adam", "copy")}
+    assert doc["failures"] == 0
+    assert "at most 3" in doc["skipped"]["copy for rmsprop"]
+    assert "not measured: copy for rmsprop: RMSProp reads and writes 4 arrays" in text
+    r = next(r for r in doc["results"] if r["optimizer"] == "rmsprop")
+    assert r["percent_of_limit"] is None and r["bytes_moved"] == case.bytes_moved
+    assert doc["settings"]["rows"]["rmsprop"]["hyperparameters"]["centered"] is True
+
+
+def test_json_names_each_row():
+    doc_rows = None
+    out = io.StringIO()
+    progress = Progress(out, enabled=False)
+    doc = runner.run(["adamw", "gd"], ["course"], ["float32"], [1], ["numpy"], True, 1, 1,
+                     progress)
+    doc_rows = doc["settings"]["rows"]
+    assert doc_rows["adamw"] == {"class": "AdamW", "family": "adam",
+                                 "hyperparameters": B.hyperparameters(fusedoptim.AdamW)}
+    assert doc_rows["gd"]["family"] == "sgd"
+    assert {r["class"] for r in doc["results"]} == {"AdamW", "GD"}
+    assert json.loads(json.dumps(doc))["settings"]["rows"]["adamw"]["class"] == "AdamW"
+
+
+def test_library_does_not_import_the_command_line():
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = ("import sys, fusedoptim, fusedoptim.functional, fusedoptim.optimizer; "
+            "print(sorted(m for m in sys.modules if m.startswith('fusedoptim.cli')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+def test_console_script_is_the_cli_main():
+    pyproject = Path(SRC).parent / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("not a source checkout")
+    tomllib = pytest.importorskip("tomllib")
+    target = tomllib.loads(pyproject.read_text())["project"]["scripts"]["fusedoptim"]
+    module, func = target.split(":")
+    import importlib
+    assert getattr(importlib.import_module(module), func) is main
+    import fusedoptim.__main__ as shim
+    assert shim.main is main
+
+
 def test_help_explains_percent_of_limit(capsys):
     assert main(["bench", "--help"]) == 0
     out = capsys.readouterr().out

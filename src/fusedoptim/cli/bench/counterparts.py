@@ -8,13 +8,19 @@ kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise (RMSprop).
 ``optim`` is the ``torch.optim`` module (torch is imported only when a torch
 row runs).  A class missing here gets no torch row.
 
-The steps move the same arrays as fusedoptim's; two differ in a detail that
-costs nothing measurable: the course's EMA momentum is PyTorch's SGD with
-``dampening = momentum`` (whose buffer starts at the first gradient), and
-PyTorch's RMSprop adds ``eps`` outside the root, the course's inside.
+The steps move the same arrays as fusedoptim's and, but for the classes in
+:data:`INEXACT`, compute the same update (up to rounding).
 """
 
-__all__ = ["COUNTERPARTS"]
+__all__ = ["COUNTERPARTS", "INEXACT"]
+
+#: Class name -> how PyTorch's counterpart differs in a detail that costs
+#: nothing measurable.
+INEXACT = {
+    "Momentum": "the course's EMA momentum is PyTorch's SGD with dampening = momentum, "
+                "whose buffer starts at the first gradient",
+    "RMSProp": "PyTorch adds eps outside the root, the course's RMSProp inside",
+}
 
 
 def _sgd_plain(optim, ps, hp):
