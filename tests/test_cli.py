@@ -409,9 +409,7 @@ def test_too_many_arrays_for_the_yardstick(monkeypatch, tmp_path, capsys, yardst
 
 
 def test_json_names_each_row():
-    doc_rows = None
-    out = io.StringIO()
-    progress = Progress(out, enabled=False)
+    progress = Progress(io.StringIO(), enabled=False)
     doc = runner.run(["adamw", "gd"], ["course"], ["float32"], [1], ["numpy"], True, 1, 1,
                      progress)
     doc_rows = doc["settings"]["rows"]

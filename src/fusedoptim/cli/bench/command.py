@@ -51,12 +51,13 @@ how to read the table:
               better than the yardstick.
 
 rows: every registered optimizer class (fusedoptim.OPTIMIZERS), named in
-lower case, with its defaults but lr {lr:g}{stateful}, stepped
-with opt.step(grads) on each fusedoptim backend; torch is PyTorch's
-counterpart with the same hyperparameters (fused where PyTorch has a fused CPU
-kernel, foreach for RMSprop).
-sizes: course = the 2-5-2-1 network ({course}); mlp = an MLP of 50 layers of
-256x256 ({mlp}); big = {big}.
+lower case, at its defaults but lr {lr:g}{stateful}, stepped with
+opt.step(grads) on each fusedoptim backend; torch is PyTorch's counterpart
+with the same hyperparameters (fused where PyTorch has a fused CPU kernel,
+foreach for RMSprop).
+sizes: course = the 2-5-2-1 network ({course});
+       mlp = an MLP of 50 layers of 256x256 ({mlp});
+       big = {big}.
 examples:
   python -m fusedoptim bench --quick
   python -m fusedoptim bench --size big --optimizer adam,gd --threads 1,2 --json out.json
@@ -69,7 +70,7 @@ def _size_text(name):
 
 
 EPILOG = EPILOG.format(
-    lr=W.LR, stateful="".join(f", {c} {', '.join(f'{k} {v:g}' for k, v in kw.items())}"
+    lr=W.LR, stateful="".join(f" ({c}: {', '.join(f'{k} {v:g}' for k, v in kw.items())})"
                              for c, kw in W.STATEFUL.items()),
     **{name: _size_text(name) for name in ("course", "mlp", "big")})
 
