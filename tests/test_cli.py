@@ -355,8 +355,6 @@ def test_bytes_moved_are_the_arrays_the_step_uses(row, dtype):
 def test_torch_counterparts_match(row):
     """The torch row runs PyTorch's optimizer with the same hyperparameters:
     the same updates, up to rounding, but for the documented exceptions."""
-    import torch
-
     from fusedoptim.cli.bench.counterparts import COUNTERPARTS, INEXACT
 
     case = B.Case(row, "course", "float64")
