@@ -77,12 +77,19 @@ def hyperparameters(cls):
     """The bench's constructor arguments of ``cls``: its defaults, ``lr`` =
     :data:`LR` and the :data:`STATEFUL` overrides."""
     hp = {"lr": LR}
+    chosen = STATEFUL.get(cls.__name__, {})
+    unknown = set(chosen) - {h.name for h in cls.hyper}
+    if unknown:
+        raise TypeError(f"STATEFUL[{cls.__name__!r}]: {cls.__name__} has no "
+                        f"hyperparameter {sorted(unknown)[0]!r}")
     for h in cls.hyper:
-        if h.default is inspect.Parameter.empty:
+        if h.name in chosen:
+            hp[h.name] = chosen[h.name]
+        elif h.default is inspect.Parameter.empty:
             raise TypeError(f"{cls.__name__}'s {h.name!r} has no default: give the bench "
                             f"a value in fusedoptim.cli.bench.workloads.STATEFUL")
-        hp[h.name] = h.default
-    hp.update(STATEFUL.get(cls.__name__, {}))
+        else:
+            hp[h.name] = h.default
     return hp
 
 
@@ -103,6 +110,9 @@ def _kernel_args(row):
 
 @dataclass(frozen=True)
 class Case:
+    """One benchmark case: row ``optimizer`` (a key of :data:`ROWS`), model
+    ``size`` (a key of :data:`SIZES`) and ``dtype`` (a key of :data:`DTYPES`)."""
+
     optimizer: str
     size: str
     dtype: str
