@@ -1,16 +1,19 @@
-"""The issue's target cases, each implementation side by side in one group.
+"""The issue's target cases, and every registered optimizer, each
+implementation side by side in one group.
 
-Cases come from ``fusedoptim.bench`` only (``Case``, ``make_step``), so this
-suite, ``benchmarks/targets.py`` and the ``bench`` command measure the same
-steps.  Implementations that are not available here (torch, numba) skip.
+Cases come from ``fusedoptim.cli.bench`` only (``Case``, ``make_step``), so
+this suite, ``benchmarks/targets.py`` and the ``bench`` command measure the
+same steps.  Implementations that are not available here (torch, numba, the
+compiled extension), or that have no step for a row (a class without a torch
+counterpart), skip.
 """
 
 import contextlib
 
 import pytest
 
-from fusedoptim import bench
 from fusedoptim.backend import use_backend
+from fusedoptim.cli import bench
 
 # (case, implementations): the rows of the issue's target table.
 TARGETS = [
@@ -20,9 +23,14 @@ TARGETS = [
     (bench.Case("adam", "mlp", "float32"), ("cython", "torch", "copy")),
     (bench.Case("adam", "course", "float64"), ("cython", "torch", "numpy")),
 ]
+# Every registered optimizer (a new one included, with nothing to add here)
+# on the MLP, against PyTorch and the copy limit.
+REGISTERED = [(bench.Case(row, "mlp", "float32"), ("cython", "torch", "copy"))
+              for row in bench.OPTIMIZERS]
 
 PARAMS = [pytest.param(case, impl, id=f"{case.name}-{impl}")
-          for case, impls in TARGETS for impl in impls]
+          for case, impls in TARGETS + [t for t in REGISTERED if t[0] not in dict(TARGETS)]
+          for impl in impls]
 
 
 def _rounds(case, impl):
@@ -38,11 +46,11 @@ def _rounds(case, impl):
 def test_step(benchmark, bench_threads, case, impl):
     try:
         step = bench.make_step(case, impl, threads=bench_threads)
-    except ImportError as exc:
-        pytest.skip(f"{impl} is not available: {exc}")
+    except (ImportError, bench.NotMeasurable) as exc:
+        pytest.skip(f"{impl} has no step here: {exc}")
     benchmark.group = f"{case.name} ({bench_threads} threads)"
     benchmark.extra_info.update(case=case.name, impl=impl, bytes_moved=case.bytes_moved)
-    ctx = use_backend(impl) if impl in bench.IMPLS[:3] else contextlib.nullcontext()
+    ctx = use_backend(impl) if impl in bench.BACKENDS else contextlib.nullcontext()
     with ctx:
         benchmark.pedantic(step, rounds=_rounds(case, impl), warmup_rounds=2,
                            iterations=10 if case.size == "course" else 1)

@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fusedoptim
-from fusedoptim import bench as B
-from fusedoptim import _cli_bench
-from fusedoptim.__main__ import main
-from fusedoptim._cli import Progress
+from fusedoptim.cli import main
+from fusedoptim.cli._output import Progress
+from fusedoptim.cli.bench import command as bench_command
+from fusedoptim.cli.bench import machine, report, runner
+from fusedoptim.cli.bench import workloads as B
 
 SRC = str(Path(fusedoptim.__file__).resolve().parent.parent)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -25,10 +27,25 @@ try:
 except ImportError:
     HAVE_TORCH = False
 try:
-    from fusedoptim._kernels import copy_like  # noqa: F401
+    B.yardstick()
     HAVE_COPY = True
 except ImportError:
     HAVE_COPY = False
+
+
+def _numpy_copy_like(rw, ro):
+    """The yardstick's arithmetic in NumPy: each read-write array += ro[0]."""
+    assert 1 <= len(rw) <= B.YARDSTICK_MAX_READ_WRITE and len(ro) == 1
+    for a in rw:
+        np.add(a, ro[0], out=a)
+
+
+@pytest.fixture
+def yardstick(monkeypatch):
+    """The compiled copy yardstick, or a NumPy stand-in where the extension
+    is not built, so that the bench's copy path runs either way."""
+    if not HAVE_COPY:
+        monkeypatch.setattr(B, "yardstick", lambda: _numpy_copy_like)
 
 
 def _one_line_error(capsys, argv, needle=None):
@@ -45,7 +62,7 @@ def _one_line_error(capsys, argv, needle=None):
 
 # --- bench ---------------------------------------------------------------------
 
-def test_bench_quick_end_to_end(tmp_path, capsys):
+def test_bench_quick_end_to_end(tmp_path, capsys, yardstick):
     out_json = tmp_path / "bench.json"
     out_png = tmp_path / "bench.png"
     argv = ["bench", "--quick", "--size", "course", "--optimizer", "adam",
@@ -61,7 +78,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
     table = capsys.readouterr().out
 
     doc = json.loads(out_json.read_text())
-    assert doc["schema"] == _cli_bench.SCHEMA
+    assert doc["schema"] == runner.SCHEMA
     assert doc["command"] == ["fusedoptim"] + argv
     m = doc["machine"]
     for key in ("cpu", "physical_cores", "logical_cpus", "usable_cpus", "threads", "os",
@@ -80,8 +97,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
         expected.discard("numba")
     if HAVE_TORCH:
         expected.add("torch")
-    if HAVE_COPY:
-        expected.add("copy")
+    expected.add("copy")
     assert set(s["implementations"]) == expected
     assert {r["impl"] for r in doc["results"]} == expected
     assert doc["failures"] == 0
@@ -94,7 +110,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
         assert r["elements"] == case.elements and r["threads"] == m["threads"][0]
         assert r["error"] is None
         # A course-size step is far below the slow-call cut: all 5 batches.
-        assert len(r["times_s"]) == _cli_bench.QUICK[1]
+        assert len(r["times_s"]) == bench_command.QUICK[1]
         assert all(t > 0 for t in r["times_s"]) and r["first_call_s"] > 0
         assert r["median_s"] == statistics.median(r["times_s"])
         assert r["bandwidth_gb_s"] == pytest.approx(case.bytes_moved / r["median_s"] / 1e9)
@@ -103,9 +119,8 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
             assert r["percent_of_limit"] == pytest.approx(100.0)
         else:
             assert r["speedup_vs_numpy"] == pytest.approx(base / r["median_s"])
-            if HAVE_COPY:
-                assert r["percent_of_limit"] == pytest.approx(
-                    100 * by_impl["copy"]["median_s"] / r["median_s"])
+            assert r["percent_of_limit"] == pytest.approx(
+                100 * by_impl["copy"]["median_s"] / r["median_s"])
         row = [line.split() for line in table.splitlines() if impl in line.split()
                and ("(limit)" in line or line.rstrip().endswith("%"))]
         assert len(row) == 1, (impl, table)
@@ -144,7 +159,7 @@ def test_subprocess_bad_argument_one_line():
     ([], "choose a command"),
     (["frobnicate"], "frobnicate"),
     (["bench", "--size", "huge"], "huge"),
-    (["bench", "--optimizer", "adam,sgd"], "sgd"),
+    (["bench", "--optimizer", "adam,lion"], "lion"),
     (["bench", "--optimizer", ","], "empty"),
     (["bench", "--dtype", "float16"], "float16"),
     (["bench", "--backend", "jax"], "jax"),
@@ -260,7 +275,7 @@ def _fake_doc(medians):
 
 def test_derived_columns():
     recs = _fake_doc({"copy": 0.05, "cython": 0.0625, "numpy": 0.25})
-    _cli_bench._derive(recs)
+    runner._derive(recs)
     r = {x["impl"]: x for x in recs}
     assert r["cython"]["speedup_vs_numpy"] == pytest.approx(4.0)
     assert r["cython"]["percent_of_limit"] == pytest.approx(80.0)
@@ -270,19 +285,19 @@ def test_derived_columns():
     assert r["cython"]["bandwidth_gb_s"] == pytest.approx(7 * 4 * 2 ** 24 / 0.0625 / 1e9)
     # Without a yardstick there is no percentage, and the table says so.
     recs = _fake_doc({"cython": 0.0625, "numpy": 0.25})
-    _cli_bench._derive(recs)
+    runner._derive(recs)
     assert all(x["percent_of_limit"] is None for x in recs)
 
 
 def test_table_layout():
     recs = _fake_doc({"copy": 0.05, "cython": 0.0625, "numpy": 0.25})
-    _cli_bench._derive(recs)
-    doc = {"machine": _cli_bench.machine_info([2]), "results": recs, "skipped": {},
+    runner._derive(recs)
+    doc = {"machine": machine.machine_info([2]), "results": recs, "skipped": {},
            "load_s": {}, "numba_jit_s": None, "elapsed_s": 1.5,
            "load_average": {"start": 0.5, "end": 0.75},
            "settings": {"timed_batches": 5, "timed_batches_slow": 3, "slow_call_s": 0.1,
                         "warmup_calls": 1, "threads": [2]}}
-    text = _cli_bench.format_table(doc)
+    text = report.format_table(doc)
     lines = text.splitlines()
     row = next(line for line in lines if " cython " in line)
     assert "62.50 ms" in row and "4.00x" in row and "80%" in row
@@ -292,7 +307,138 @@ def test_table_layout():
     assert "busy" not in text
     cpus = doc["machine"]["usable_cpus"]
     doc["load_average"]["end"] = cpus * 1.5
-    assert "warning: the machine was busy" in _cli_bench.format_table(doc)
+    assert "warning: the machine was busy" in report.format_table(doc)
+
+
+# --- bench rows: derived from the registry -------------------------------------
+
+def test_rows_are_the_registered_classes():
+    names = tuple(cls.__name__.lower() for cls in fusedoptim.OPTIMIZERS.values())
+    assert B.OPTIMIZERS == names
+    assert set(names) >= {"gd", "momentum", "sgd", "rmsprop", "adam", "adamw", "adagrad"}
+    for name in names:
+        cls = fusedoptim.OPTIMIZERS[B.ROWS[name].__name__]
+        assert B.ROWS[name] is cls
+        hp = B.hyperparameters(cls)
+        assert hp["lr"] == B.LR == 1e-4
+        for h in cls.hyper:
+            assert hp[h.name] == B.STATEFUL.get(cls.__name__, {}).get(h.name, h.default)
+    # Momentum and SGD have a momentum buffer to move.
+    assert B.hyperparameters(fusedoptim.SGD)["momentum"] == 0.9
+    assert B.hyperparameters(fusedoptim.Momentum)["beta"] == 0.9
+
+
+@pytest.mark.parametrize("row", B.OPTIMIZERS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bytes_moved_are_the_arrays_the_step_uses(row, dtype):
+    """p and g, and each state the optimizer allocates, read and written."""
+    case = B.Case(row, "mlp", dtype)
+    params, grads = B.make_model(case)
+    opt = case.cls(params, **case.hyperparameters)
+    states = len(opt.state)
+    assert case.read_write == 1 + states
+    assert case.arrays_moved == 3 + 2 * states
+    assert case.bytes_moved == case.elements * np.dtype(dtype).itemsize * (3 + 2 * states)
+    if row != "gd":
+        assert states >= 1
+    # The row's step is the class's step: it updates the parameters in place.
+    before = {k: a.copy() for k, a in params.items()}
+    step = B.make_step(case, "numpy")
+    with fusedoptim.use_backend("numpy"):
+        step()
+    params2, _ = B.make_model(case)
+    assert all(np.array_equal(before[k], params2[k]) for k in params2)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="needs torch")
+@pytest.mark.parametrize("row", B.OPTIMIZERS)
+def test_torch_counterparts_match(row):
+    """The torch row runs PyTorch's optimizer with the same hyperparameters:
+    the same updates, up to rounding, but for the documented exceptions."""
+    from fusedoptim.cli.bench.counterparts import COUNTERPARTS, INEXACT
+
+    case = B.Case(row, "course", "float64")
+    name = case.cls.__name__
+    if name not in COUNTERPARTS:
+        with pytest.raises(B.NotMeasurable, match="no torch counterpart"):
+            B.make_step(case, "torch")
+        return
+    params, grads = B.make_model(case)
+    start = {k: a.copy() for k, a in params.items()}
+    opt = case.cls(params, **case.hyperparameters)
+    tparams, tgrads = B.make_model(case)
+    ts = []
+    for k, a in tparams.items():
+        t = torch.from_numpy(a)
+        t.grad = torch.from_numpy(tgrads[k])
+        ts.append(t)
+    topt = COUNTERPARTS[name](torch.optim, ts, case.hyperparameters)
+    for _ in range(3):
+        opt.step(grads)
+        topt.step()
+    for k in params:
+        ours, theirs = params[k] - start[k], tparams[k] - start[k]
+        close = np.allclose(ours, theirs, rtol=1e-8, atol=1e-12)
+        assert close != (name in INEXACT), (name, k)
+
+
+def test_too_many_arrays_for_the_yardstick(monkeypatch, tmp_path, capsys, yardstick):
+    """A row with more read-write arrays than the copy kernel takes gets no
+    '% of limit', and the output says so."""
+    monkeypatch.setitem(B.STATEFUL, "RMSProp", {"centered": True, "momentum": 0.9})
+    case = B.Case("rmsprop", "course", "float32")
+    assert case.read_write == 4 > B.YARDSTICK_MAX_READ_WRITE
+    assert case.arrays_moved == 9
+    with pytest.raises(B.NotMeasurable, match="at most 3"):
+        B.make_step(case, "copy")
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "course", "--optimizer", "rmsprop,adam", "--backend",
+                 "numpy", "--repeat", "1", "--json", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    impls = {(r["optimizer"], r["impl"]) for r in doc["results"]}
+    assert impls == {("rmsprop", "numpy"), ("adam", "numpy"), ("adam", "copy")}
+    assert doc["failures"] == 0
+    assert "at most 3" in doc["skipped"]["copy for rmsprop"]
+    assert "not measured: copy for rmsprop: RMSProp reads and writes 4 arrays" in text
+    r = next(r for r in doc["results"] if r["optimizer"] == "rmsprop")
+    assert r["percent_of_limit"] is None and r["bytes_moved"] == case.bytes_moved
+    assert doc["settings"]["rows"]["rmsprop"]["hyperparameters"]["centered"] is True
+
+
+def test_json_names_each_row():
+    progress = Progress(io.StringIO(), enabled=False)
+    doc = runner.run(["adamw", "gd"], ["course"], ["float32"], [1], ["numpy"], True, 1, 1,
+                     progress)
+    doc_rows = doc["settings"]["rows"]
+    assert doc_rows["adamw"] == {"class": "AdamW", "family": "adam",
+                                 "hyperparameters": B.hyperparameters(fusedoptim.AdamW)}
+    assert doc_rows["gd"]["family"] == "sgd"
+    assert {r["class"] for r in doc["results"]} == {"AdamW", "GD"}
+    assert json.loads(json.dumps(doc))["settings"]["rows"]["adamw"]["class"] == "AdamW"
+
+
+def test_library_does_not_import_the_command_line():
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = ("import sys, fusedoptim, fusedoptim.functional, fusedoptim.optimizer; "
+            "print(sorted(m for m in sys.modules if m.startswith('fusedoptim.cli')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+def test_console_script_is_the_cli_main():
+    pyproject = Path(SRC).parent / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("not a source checkout")
+    tomllib = pytest.importorskip("tomllib")
+    target = tomllib.loads(pyproject.read_text())["project"]["scripts"]["fusedoptim"]
+    module, func = target.split(":")
+    import importlib
+    assert getattr(importlib.import_module(module), func) is main
+    import fusedoptim.__main__ as shim
+    assert shim.main is main
 
 
 def test_help_explains_percent_of_limit(capsys):
@@ -395,7 +541,7 @@ def test_failed_measurement_is_reported(monkeypatch, capsys, tmp_path):
     assert r["error"] == "RuntimeError: kernel exploded" and r["median_s"] is None
 
 
-def test_jit_warmup_before_timing(monkeypatch, tmp_path, capsys):
+def test_jit_warmup_before_timing(monkeypatch, tmp_path, capsys, yardstick):
     """The numba path (warm-up, then timing), with the reference kernels
     standing in for numba where it is not installed."""
     from fusedoptim import backend
@@ -416,7 +562,7 @@ def test_jit_warmup_before_timing(monkeypatch, tmp_path, capsys):
     assert doc["numba_jit_s"] > 0 and doc["numba_jit_cpu_s"] >= 0
     # Serial (course) and parallel (mlp) variants of each optimizer were
     # compiled before the first timed case.
-    first_timed = calls.index(("course", "copy" if HAVE_COPY else "numpy"))
+    first_timed = calls.index(("course", "copy"))
     assert sorted(calls[:first_timed]) == sorted(
         (s, "numba") for s in ("course", "mlp") for _ in ("gd", "adam"))
     assert {r["impl"] for r in doc["results"]} >= {"numba", "numpy"}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fusedoptim
-from fusedoptim import demo
+from fusedoptim.cli import train as demo
 
 
 def _mean_cost(X, Y, params):

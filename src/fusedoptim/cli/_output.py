@@ -1,67 +1,12 @@
-"""Pieces shared by the ``bench`` and ``train`` commands: one-line argument
-errors, comma-or-repeat list options, output-path checks and the progress
-display."""
+"""Output shared by the ``bench`` and ``train`` commands: output-path checks,
+the optional matplotlib and the progress display."""
 
-import argparse
 import os
 import shutil
 import sys
 import time
 
-
-class CLIError(Exception):
-    """A user error: reported as one line on stderr, exit status 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (no usage block, no
-    traceback): ``main`` prints them and returns 2."""
-
-    def error(self, message):
-        raise CLIError(f"{self.prog}: error: {message} (see --help)")
-
-
-def choice_list(choices, what):
-    """An argparse ``type`` for a comma-separated list of ``choices``; with
-    ``action="extend"`` the option is also repeatable."""
-    def parse(text):
-        out = [t.strip().lower() for t in text.split(",") if t.strip()]
-        if not out:
-            raise argparse.ArgumentTypeError(f"empty {what} list")
-        for t in out:
-            if t not in choices:
-                raise argparse.ArgumentTypeError(
-                    f"unknown {what} {t!r} (choose from {', '.join(choices)})")
-        return out
-    return parse
-
-
-def positive_int_list(text):
-    """An argparse ``type``: comma-separated integers ``>= 1``."""
-    out = []
-    for t in text.split(","):
-        t = t.strip()
-        if t:
-            out.append(positive_int(t))
-    if not out:
-        raise argparse.ArgumentTypeError("empty list")
-    return out
-
-
-def positive_int(text):
-    """An argparse ``type``: an integer ``>= 1``."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
-def unique(items):
-    """``items`` without repeats, first occurrence first."""
-    return list(dict.fromkeys(items))
+from . import CLIError
 
 
 def check_writable(path, option):

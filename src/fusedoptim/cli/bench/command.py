@@ -1,0 +1,154 @@
+"""The ``bench`` command: its options, and the run written out as a table,
+JSON and a chart.
+
+Rows are the registered optimizer classes (:data:`fusedoptim.OPTIMIZERS`,
+see :mod:`.workloads`); :mod:`.runner` measures, :mod:`.report` and
+:mod:`.plot` present.
+"""
+
+import json
+import time
+
+from .. import CLIError, choice_list, positive_int, positive_int_list, unique
+from .._output import Progress, check_writable, require_matplotlib
+from . import workloads as W
+from .plot import plot
+from .report import format_table
+from .runner import COMPARED, QUICK_SLOW_CALL, compiled_available, run
+
+__all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "command"]
+
+#: (untimed calls, timed batches): the first untimed call is timed on its
+#: own and reported (it holds a JIT compile or first-touch page faults).
+FULL = (3, 15)
+QUICK = (1, 5)
+#: --quick: a step whose first call takes longer than QUICK_SLOW_CALL gets
+#: only this many timed batches of one call each.
+QUICK_SLOW_REPEAT = 3
+
+DESCRIPTION = ("Time one optimizer step per backend against plain NumPy and the "
+               "memory-bandwidth limit.")
+
+EPILOG = """\
+how to read the table:
+  time/step   median over the timed batches, after warm-up (a batch runs the
+              step enough times to last ~2 ms; under --quick a step slower
+              than 20 ms runs once per batch); 'spread' is
+              (slowest - fastest batch) / median: above ~10% the machine was busy.
+  vs numpy    speedup: time of the plain-NumPy backend / this time.
+  GB/s        effective bandwidth: the bytes the step must move at the least
+              (the parameter, the gradient and each state the class uses;
+              Adam reads p, g, m, v and writes p, m, v: 7 arrays) / time.
+  % of limit  time of 'copy' / this time.  'copy' is a compiled kernel that
+              reads and writes the same arrays as the step and computes
+              nothing, measured in the same run: the practical memory limit
+              of this machine for this traffic.  100% means the update costs
+              no more than moving its data; an optimizer step cannot go much
+              faster than that, whatever the arithmetic.  For the tiny
+              'course' size the times are call overheads, not memory
+              traffic, so there the percentage compares overheads; it can
+              exceed 100% within noise, or when a library moves the bytes
+              better than the yardstick.
+
+rows: every registered optimizer class (fusedoptim.OPTIMIZERS), named in
+lower case, at its defaults but lr {lr:g}{stateful}, stepped with
+opt.step(grads) on each fusedoptim backend; torch is PyTorch's counterpart
+with the same hyperparameters (fused where PyTorch has a fused CPU kernel,
+foreach for RMSprop).
+sizes: course = the 2-5-2-1 network ({course});
+       mlp = an MLP of 50 layers of 256x256 ({mlp});
+       big = {big}.
+examples:
+  python -m fusedoptim bench --quick
+  python -m fusedoptim bench --size big --optimizer adam,gd --threads 1,2 --json out.json
+"""
+
+
+def _size_text(name):
+    n = len(W.SIZES[name])
+    return f"{n} tensor{'s' if n > 1 else ''}, {W.size_elements(name):,} elements"
+
+
+EPILOG = EPILOG.format(
+    lr=W.LR, stateful="".join(f" ({c}: {', '.join(f'{k} {v:g}' for k, v in kw.items())})"
+                             for c, kw in W.STATEFUL.items()),
+    **{name: _size_text(name) for name in ("course", "mlp", "big")})
+
+
+def add_arguments(p):
+    p.add_argument("--quick", action="store_true",
+                   help=f"a first look: {QUICK[1]} timed batches ({QUICK_SLOW_REPEAT} for steps "
+                        f"over {QUICK_SLOW_CALL * 1e3:.0f} ms) after {QUICK[0]} warm-up call, "
+                        f"instead of {FULL[1]} after {FULL[0]}")
+    p.add_argument("--optimizer", action="extend", type=choice_list(W.OPTIMIZERS, "optimizer"),
+                   metavar="NAME[,NAME]", help=f"{', '.join(W.OPTIMIZERS)} (default: all)")
+    p.add_argument("--size", action="extend", type=choice_list(tuple(W.SIZES), "size"),
+                   metavar="NAME[,NAME]", help=f"{', '.join(W.SIZES)} (default: all)")
+    p.add_argument("--dtype", action="extend", type=choice_list(tuple(W.DTYPES), "dtype"),
+                   metavar="NAME[,NAME]", help="float32, float64 (default: float32)")
+    p.add_argument("--threads", action="extend", type=positive_int_list, metavar="N[,N]",
+                   help="thread counts to run each case with (default: fusedoptim's, "
+                        "FUSEDOPTIM_NUM_THREADS or the usable CPUs)")
+    p.add_argument("--backend", action="extend", type=choice_list(COMPARED, "backend"),
+                   metavar="NAME[,NAME]",
+                   help="implementations to compare: cython, numba, numpy, torch (default: "
+                        "those available here).  numpy (the baseline) and copy (the limit) "
+                        "are always measured")
+    p.add_argument("--repeat", type=positive_int, metavar="N",
+                   help="timed batches per measurement (overrides --quick)")
+    p.add_argument("--warmup", type=positive_int, metavar="N",
+                   help="untimed calls before timing, >= 1 (overrides --quick)")
+    p.add_argument("--json", metavar="PATH", help="write every measurement and the machine "
+                                                  "description to PATH")
+    p.add_argument("--plot", metavar="PATH.png", help="draw speedups vs numpy and %% of the "
+                                                      "limit (needs matplotlib)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+
+def command(args):
+    """Run ``fusedoptim bench``; returns the exit status (1 if a measurement
+    failed)."""
+    import fusedoptim
+
+    started = time.perf_counter()
+    if args.plot:
+        require_matplotlib()
+        check_writable(args.plot, "--plot")
+    if args.json:
+        check_writable(args.json, "--json")
+    warmup, repeat = QUICK if args.quick else FULL
+    slow_repeat = QUICK_SLOW_REPEAT if args.quick and not args.repeat else None
+    if args.warmup:
+        warmup = args.warmup
+    if args.repeat:
+        repeat = args.repeat
+    progress = Progress(enabled=not args.quiet)
+    backends = unique(args.backend or COMPARED)
+    if args.quick and not args.backend and compiled_available():
+        # numba is the fallback for installs without the compiled extension;
+        # its JIT warm-up alone (~15 s of CPU) would eat half the budget.
+        backends = [b for b in backends if b != "numba"]
+        progress.line("note: --quick leaves out the numba fallback backend (its JIT "
+                      "warm-up takes ~15 s); ask for it with --backend", always=True)
+    doc = run(optimizers=unique(args.optimizer or W.OPTIMIZERS),
+              sizes=unique(args.size or W.SIZES),
+              dtypes=unique(args.dtype or ["float32"]),
+              threads=unique(args.threads or [fusedoptim.get_num_threads()]),
+              backends=backends,
+              explicit=bool(args.backend), warmup=warmup, repeat=repeat, progress=progress,
+              slow_repeat=slow_repeat, started=started)
+    doc["settings"]["quick"] = bool(args.quick)
+    doc["command"] = ["fusedoptim"] + list(args.argv)
+    print(format_table(doc), flush=True)
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(doc, f, indent=1)
+                f.write("\n")
+        except OSError as exc:
+            raise CLIError(f"--json {args.json}: cannot write ({exc.strerror or exc})") from None
+        progress.line(f"wrote {args.json}", always=True)
+    if args.plot:
+        plot(doc, args.plot)
+        progress.line(f"wrote {args.plot}", always=True)
+    return 1 if doc["failures"] else 0

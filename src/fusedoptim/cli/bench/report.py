@@ -1,0 +1,159 @@
+"""The ``bench`` table: the human-readable report of a run's document."""
+
+import math
+import statistics
+
+from .workloads import BASELINE, LIMIT
+
+__all__ = ["format_time", "format_table", "threads_text"]
+
+HEAD = ("optimizer", "size", "dtype", "thr", "impl", "time/step", "spread", "vs numpy",
+        "GB/s", "% of limit")
+#: Left-aligned columns of ``HEAD``.
+_LEFT = {0, 1, 2, 4}
+
+
+def format_time(s):
+    """``s`` seconds as us, ms or s."""
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} us"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.3f} s"
+
+
+def _gbs(x):
+    if x is None:
+        return ""
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
+
+
+def threads_text(threads):
+    return f"{'/'.join(map(str, threads))} thread{'s' if threads != [1] else ''}"
+
+
+def _spread(times):
+    if len(times) < 2:
+        return "-"
+    med = statistics.median(times)
+    return f"{100 * (max(times) - min(times)) / med:.0f}%" if med > 0 else "-"
+
+
+def _header(doc):
+    m = doc["machine"]
+    s = doc["settings"]
+    cores = f"{m['physical_cores']} cores" if m["physical_cores"] else f"{m['logical_cpus']} CPUs"
+    versions = ", ".join(f"{k} {m[k]}" for k in ("numpy", "numba", "torch") if m.get(k))
+    if m.get("kernel_isa"):
+        cores += f" (cython loops: {m['kernel_isa']})"
+    batches = str(s["timed_batches"])
+    if s.get("timed_batches_slow") and s["timed_batches_slow"] < s["timed_batches"]:
+        batches = (f"{batches} timed batches ({s['timed_batches_slow']} for steps over "
+                   f"{1e3 * s['slow_call_s']:.0f} ms)")
+    else:
+        batches += " timed batches"
+    return [
+        f"fusedoptim {m['fusedoptim']} bench: {m['cpu']}, {cores}, {threads_text(m['threads'])}; "
+        f"{versions}; {m['os']}",
+        f"median of {batches} after {s['warmup_calls']} warm-up call(s); vs numpy = numpy "
+        f"time / time; GB/s = bytes the step moves / time; % of limit = copy time / time "
+        f"(see --help)",
+        "",
+    ]
+
+
+def _cells(r):
+    if r["error"]:
+        return ["FAILED", "", "", "", ""]
+    sp = r["speedup_vs_numpy"]
+    pct = r["percent_of_limit"]
+    return [format_time(r["median_s"]), _spread(r["times_s"]),
+            f"{sp:.2f}x" if sp is not None else "", _gbs(r["bandwidth_gb_s"]),
+            "(limit)" if r["impl"] == LIMIT else (f"{pct:.0f}%" if pct is not None else "")]
+
+
+def _rows(results):
+    """Table rows (``None``: a blank line between sizes); the case's cells
+    appear on its first implementation only."""
+    rows, prev, prev_size = [], None, None
+    for r in results:
+        key = (r["case"], r["threads"])
+        first = key != prev
+        if first and prev is not None and r["size"] != prev_size:
+            rows.append(None)
+        prev, prev_size = key, r["size"]
+        case_cells = ([r["optimizer"], r["size"], r["dtype"], str(r["threads"])] if first
+                      else ["", "", "", ""])
+        rows.append(tuple(case_cells + [r["impl"]] + _cells(r)))
+    return rows
+
+
+def _grid(rows):
+    body = [row for row in rows if row is not None]
+    widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h)
+              for i, h in enumerate(HEAD)]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) if i in _LEFT else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [fmt(HEAD), fmt(["-" * w for w in widths])] + [
+        "" if row is None else fmt(row) for row in rows]
+
+
+def _footer(doc):
+    m = doc["machine"]
+    took = f"took {doc['elapsed_s']:.1f} s"
+    extra = []
+    if doc.get("numba_jit_s") is not None:
+        extra.append(f"numba import and JIT warm-up "
+                     f"{doc['load_s'].get('numba', 0.0) + doc['numba_jit_s']:.1f} s")
+    if doc["load_s"].get("torch") is not None:
+        extra.append(f"torch import and first steps {doc['load_s']['torch']:.1f} s")
+    if extra:
+        took += f" (of which {', '.join(extra)})"
+    la = doc["load_average"]
+    if la["start"] is not None:
+        took += f"; load average {la['start']:.2f} at start, {la['end']:.2f} at end"
+    lines = [took]
+    cpus = m.get("usable_cpus") or m.get("logical_cpus") or 1
+    busiest = max((x for x in (la["start"], la["end"]) if x is not None), default=None)
+    if busiest is not None and busiest > 0.5 * cpus:
+        lines.append(f"warning: the machine was busy (load average up to {busiest:.1f} on "
+                     f"{cpus} CPUs): timings are noisy; re-run on a quiet machine")
+    for name, why in doc["skipped"].items():
+        lines.append(f"not measured: {name}: {why}")
+    return lines
+
+
+def _summary(doc):
+    """Per implementation and size: geometric-mean speedup and median % of
+    limit over the optimizers."""
+    agg = {}
+    for r in doc["results"]:
+        if r["impl"] in (BASELINE, LIMIT) or r["speedup_vs_numpy"] is None:
+            continue
+        a = agg.setdefault(r["impl"], {}).setdefault(r["size"], ([], []))
+        a[0].append(r["speedup_vs_numpy"])
+        if r["percent_of_limit"] is not None:
+            a[1].append(r["percent_of_limit"])
+    out = []
+    for impl, by_size in agg.items():
+        parts = []
+        for size, (sp, pct) in by_size.items():
+            g = math.exp(sum(math.log(x) for x in sp) / len(sp))
+            part = f"{size} {g:.2f}x"
+            if pct:
+                part += f" ({statistics.median(pct):.0f}% of limit)"
+            parts.append(part)
+        out.append(f"{impl}: speedup vs numpy (geometric mean over optimizers): "
+                   + ", ".join(parts))
+    return out
+
+
+def format_table(doc):
+    """The human-readable report of a run (the stdout of ``bench``)."""
+    return "\n".join(_header(doc) + _grid(_rows(doc["results"])) + [""] + _summary(doc)
+                     + _footer(doc))

@@ -1,0 +1,294 @@
+"""Benchmark workloads, defined once and derived from the registry.
+
+The ``bench`` command and the pytest-benchmark suite in ``benchmarks/`` both
+build their cases here, so they always measure the same thing.  A *case* is
+a row (one registered optimizer class, :data:`fusedoptim.OPTIMIZERS`, named
+by its lowercased class name), a model size and a dtype; an
+*implementation* is a fusedoptim backend (``cython``, ``numba``, ``numpy``
+-- the plain-NumPy baseline) stepping the class through ``opt.step(grads)``,
+PyTorch's counterpart optimizer (``torch``, where installed and where the
+class has one, :mod:`.counterparts`), or ``copy`` -- a compiled kernel that
+moves the bytes of the step and does nothing else, the machine's practical
+limit.
+
+The course functions (``update_parameters_with_adam`` and friends) run the
+same family steps as the GD, Momentum, RMSProp and Adam rows, behind a thin
+wrapper; they are not rows of their own.
+"""
+
+import functools
+import inspect
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...backend import use_backend
+from ...families import OPTIMIZERS as _REGISTERED
+from .counterparts import COUNTERPARTS
+
+__all__ = ["ROWS", "OPTIMIZERS", "SIZES", "DTYPES", "IMPLS", "BACKENDS", "BASELINE", "LIMIT",
+           "LR", "STATEFUL", "YARDSTICK_MAX_READ_WRITE", "NotMeasurable", "Case", "cases",
+           "hyperparameters", "size_elements", "make_model", "make_step", "measure", "yardstick"]
+
+#: Row name (lowercased class name) -> optimizer class, in registry order.
+ROWS = {cls.__name__.lower(): cls for cls in _REGISTERED.values()}
+
+#: The row names, in table order.
+OPTIMIZERS = tuple(ROWS)
+
+#: Parameter shapes of each model size.
+SIZES = {
+    # The course's 2-5-2-1 network.
+    "course": [(5, 2), (5, 1), (2, 5), (2, 1), (1, 2), (1, 1)],
+    # 50 layers of 256x256 weights and 256 biases: 100 tensors, 3.3M elements.
+    "mlp": [(256, 256), (256,)] * 50,
+    # One tensor of 2**24 elements.
+    "big": [(1 << 24,)],
+}
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+IMPLS = ("cython", "numba", "numpy", "torch", "copy")
+#: The fusedoptim backends among ``IMPLS``.
+BACKENDS = IMPLS[:3]
+#: What every time is compared with, and the memory-bandwidth yardstick.
+BASELINE, LIMIT = "numpy", "copy"
+
+#: Learning rate of every row: small, so that repeated steps stay finite.
+LR = 1e-4
+#: Hyperparameters that differ from the class defaults, by class name: a
+#: momentum, so that the row has a state to move (Momentum's ``beta`` is
+#: 0.9 by default already).
+STATEFUL = {"SGD": {"momentum": 0.9}}
+
+#: Read-write arrays ``_ext._yardstick.copy_like`` takes at most (the
+#: parameter and two states): a step with more active state slots has no
+#: yardstick.
+YARDSTICK_MAX_READ_WRITE = 3
+
+
+class NotMeasurable(LookupError):
+    """This implementation has no step for this case (no torch counterpart,
+    or more arrays than the copy yardstick moves)."""
+
+
+def hyperparameters(cls):
+    """The bench's constructor arguments of ``cls``: its defaults, ``lr`` =
+    :data:`LR` and the :data:`STATEFUL` overrides."""
+    hp = {"lr": LR}
+    chosen = STATEFUL.get(cls.__name__, {})
+    unknown = set(chosen) - {h.name for h in cls.hyper}
+    if unknown:
+        raise TypeError(f"STATEFUL[{cls.__name__!r}]: {cls.__name__} has no "
+                        f"hyperparameter {sorted(unknown)[0]!r}")
+    for h in cls.hyper:
+        if h.name in chosen:
+            hp[h.name] = chosen[h.name]
+        elif h.default is inspect.Parameter.empty:
+            raise TypeError(f"{cls.__name__}'s {h.name!r} has no default: give the bench "
+                            f"a value in fusedoptim.cli.bench.workloads.STATEFUL")
+        else:
+            hp[h.name] = h.default
+    return hp
+
+
+def size_elements(size):
+    """Parameter elements of model size ``size``."""
+    return sum(int(np.prod(s)) for s in SIZES[size])
+
+
+def _kernel_args(row):
+    """The family keywords of the row's first step, from the class itself
+    (an instance over one element: the keywords may depend on instance
+    attributes, such as AdamW's ``decoupled``)."""
+    cls = ROWS[row]
+    hp = hyperparameters(cls)
+    opt = cls({"w": np.zeros(1)}, **hp)
+    return opt.kernel_args({h.name: getattr(opt, h.name) for h in cls.hyper}, opt.lr, 1)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: row ``optimizer`` (a key of :data:`ROWS`), model
+    ``size`` (a key of :data:`SIZES`) and ``dtype`` (a key of :data:`DTYPES`)."""
+
+    optimizer: str
+    size: str
+    dtype: str
+
+    @property
+    def cls(self):
+        """The optimizer class of the row."""
+        return ROWS[self.optimizer]
+
+    @property
+    def hyperparameters(self):
+        return hyperparameters(self.cls)
+
+    @property
+    def shapes(self):
+        return SIZES[self.size]
+
+    @property
+    def elements(self):
+        return size_elements(self.size)
+
+    @property
+    def read_write(self):
+        """Arrays the step reads and writes: the parameter and each active
+        state slot (the gradient is only read)."""
+        fam = self.cls.family
+        return 1 + sum(fam.active_slots(_kernel_args(self.optimizer)))
+
+    @property
+    def arrays_moved(self):
+        """Arrays the step reads and writes per element (``Family.arrays_moved``)."""
+        return self.cls.family.arrays_moved(_kernel_args(self.optimizer))
+
+    @property
+    def bytes_moved(self):
+        """Bytes one step must move at the least: each array read once,
+        each written array written once."""
+        return self.elements * np.dtype(DTYPES[self.dtype]).itemsize * self.arrays_moved
+
+    @property
+    def name(self):
+        return f"{self.optimizer}-{self.size}-{self.dtype}"
+
+    def unmeasurable(self, impl):
+        """Why ``impl`` has no step for this case, or ``None``."""
+        if impl == "torch" and self.cls.__name__ not in COUNTERPARTS:
+            return f"{self.cls.__name__} has no torch counterpart"
+        if impl == "copy" and self.read_write > YARDSTICK_MAX_READ_WRITE:
+            return (f"{self.cls.__name__} reads and writes {self.read_write} arrays; the "
+                    f"copy yardstick moves at most {YARDSTICK_MAX_READ_WRITE}: no % of limit")
+        return None
+
+
+def cases(optimizers=OPTIMIZERS, sizes=tuple(SIZES), dtypes=("float32",)):
+    return [Case(o, s, d) for s in sizes for o in optimizers for d in dtypes]
+
+
+@functools.lru_cache(maxsize=1)
+def _pristine_model(shapes, dtype, seed):
+    # Drawing 2 * 2**24 normals takes longer than timing a step: keep the
+    # last model (read-only) so that the implementations of a size share it.
+    rng = np.random.default_rng(seed)
+    out = []
+    for shape in shapes:
+        p = rng.standard_normal(shape, dtype=DTYPES[dtype])
+        g = rng.standard_normal(shape, dtype=DTYPES[dtype])
+        p.flags.writeable = g.flags.writeable = False
+        out.append((p, g))
+    return tuple(out)
+
+
+def make_model(case, seed=0):
+    """``(parameters, grads)`` for ``case``: keys ``W1``, ``b1``, ``W2``, ...
+    in both, random normal values (fresh, writable arrays; the same values
+    on every call)."""
+    params, grads = {}, {}
+    for i, (p, g) in enumerate(_pristine_model(tuple(case.shapes), case.dtype, seed)):
+        name = f"{'Wb'[i % 2]}{i // 2 + 1}"
+        params[name] = p.copy()
+        grads[name] = g.copy()
+    return params, grads
+
+
+def _torch_step(case, params, grads, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    ps = []
+    for name, a in params.items():
+        p = torch.from_numpy(a)
+        p.grad = torch.from_numpy(grads[name])
+        ps.append(p)
+    return COUNTERPARTS[case.cls.__name__](torch.optim, ps, case.hyperparameters).step
+
+
+def yardstick():
+    """The copy kernel, ``copy_like(rw, ro)`` of the compiled extension;
+    ``ImportError`` without it."""
+    from ..._ext._yardstick import copy_like
+    return copy_like
+
+
+def _copy_step(case):
+    from ..._alloc import zeros_like_state
+
+    copy_like = yardstick()
+    dtype = DTYPES[case.dtype]
+    n = case.elements
+    # The first read-write array stands for the parameter, the others for
+    # states, placed in memory as the library places its states (_alloc), so
+    # that the yardstick moves its bytes under the same conditions.
+    rw = [np.zeros(n, dtype=dtype)]
+    rw += [zeros_like_state(rw[0], k) for k in range(case.read_write - 1)]
+    # The read-only operand: the case's gradients (already drawn for the
+    # other implementations), scaled so that repeated adds stay small.
+    g = np.concatenate([g.ravel() for _, g in _pristine_model(tuple(case.shapes), case.dtype, 0)])
+    ro = [g * dtype(1e-6)]
+    return lambda: copy_like(rw, ro)
+
+
+def make_step(case, impl, threads=None, seed=0):
+    """A zero-argument callable that runs one step of ``case`` on ``impl``.
+
+    Backends step an instance of the row's class (``opt.step(grads)``, what
+    a user calls); call it inside ``use_backend(impl)`` (``measure`` does).
+    Raises ``ImportError`` when ``impl`` is not available here and
+    :class:`NotMeasurable` when it has no step for ``case``.
+    """
+    from ...backend import _load, get_num_threads
+
+    why = case.unmeasurable(impl)
+    if why:
+        raise NotMeasurable(why)
+    if impl == "copy":
+        return _copy_step(case)
+    params, grads = make_model(case, seed)
+    if impl == "torch":
+        return _torch_step(case, params, grads, threads or get_num_threads())
+    _load(impl)
+    opt = case.cls(params, **case.hyperparameters)
+    return functools.partial(opt.step, grads)
+
+
+def _batch_size(fn, target=2e-3):
+    """Calls per timed batch so that one batch takes about ``target`` s
+    (timer overhead is then negligible for microsecond steps)."""
+    n = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt >= target or n >= 1 << 20:
+            return n
+        n *= 2 if dt <= 0 else max(2, min(10, int(target / dt) + 1))
+
+
+def measure(fn, impl=None, warmup=3, repeat=15, number=None):
+    """Seconds per call of ``fn``: one float per timed batch, after warm-up.
+
+    ``impl``, if it names a fusedoptim backend, is made active while timing.
+    ``number`` calls per batch, or ``None`` to size batches to about 2 ms.
+    Take the median of the result.
+    """
+    from contextlib import nullcontext
+
+    ctx = use_backend(impl) if impl in BACKENDS else nullcontext()
+    with ctx:
+        for _ in range(warmup):
+            fn()
+        if number is None:
+            number = _batch_size(fn)
+        out = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            out.append((time.perf_counter() - t0) / number)
+    return out
