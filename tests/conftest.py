@@ -27,8 +27,8 @@ def pytest_report_header(config):
 def _has_avx2_loops():
     if "cython" not in AVAILABLE:
         return False
-    from fusedoptim import _kernels
-    return _kernels.simd() != "baseline"
+    from fusedoptim import _ext
+    return _ext.simd() != "baseline"
 
 
 # "cython-baseline" is the compiled backend with its AVX2 loops turned off, so
@@ -45,12 +45,12 @@ def backend_variant(name):
         if name != "cython-baseline":
             yield _load(base)
             return
-        from fusedoptim import _kernels
-        before = _kernels._set_simd(False)
+        from fusedoptim import _ext
+        before = _ext._set_simd(False)
         try:
-            yield _kernels
+            yield _ext
         finally:
-            _kernels._set_simd(before)
+            _ext._set_simd(before)
 
 
 @pytest.fixture(params=BACKEND_PARAMS)
@@ -69,3 +69,20 @@ def threads(request):
         yield request.param
     finally:
         fusedoptim.set_num_threads(before)
+
+
+@pytest.fixture
+def low_threshold():
+    """Make the compiled kernels go parallel on small test models, so that
+    2-thread runs split tensors, and tensor boundaries, between threads.
+    (Numba reads ``_tuning.PARALLEL_MIN_ELEMENTS``; tests that need its
+    parallel path use models above it.)"""
+    if "cython" not in AVAILABLE:
+        yield
+        return
+    from fusedoptim import _ext
+    old = _ext._set_parallel_min(64)
+    try:
+        yield
+    finally:
+        _ext._set_parallel_min(old)
