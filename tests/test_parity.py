@@ -4,8 +4,8 @@ and numbagg's suites: nothing here names a family.
 
 For each family: every combination of its ``flags``, with ``gscale`` 1 and
 not 1 and ``weight_decay`` 0 and not 0 (other keywords take one value from
-``VALUES``, keyed by keyword name; a keyword it does not know gets
-``GENERIC``), float32 and float64, C and Fortran layouts, 1 and 2 threads,
+``helpers.VALUES``, keyed by keyword name; a keyword it does not know
+gets ``helpers.GENERIC``), float32 and float64, C and Fortran layouts, 1 and 2 threads,
 every backend variant (``conftest.BACKEND_PARAMS``), ``STEPS`` steps, on two
 models: a small one with 0-d, empty and odd-sized tensors (course keys; the
 compiled backend made parallel by ``low_threshold``) and one just above
@@ -26,53 +26,17 @@ from fusedoptim import _tuning
 from fusedoptim import _validate as V
 from fusedoptim.backend import active
 from fusedoptim.families import FAMILIES
-from helpers import assert_same_or_both_nan, assert_unchanged, snapshot
+from helpers import assert_same_or_both_nan, assert_unchanged, keywords, snapshot
 
 STEPS = 3
 DTYPES = [np.float32, np.float64]
 
-# Keyword name -> value; a callable ``(t, kw) -> value`` is evaluated at each
-# step t (from 1), after the plain values (Adam's bias corrections).
-VALUES = {
-    "lr": 0.01,
-    "momentum": 0.9,
-    "dampening": 0.1,
-    "alpha": 0.9,
-    "eps": 1e-6,
-    "beta1": 0.9,
-    "beta2": 0.999,
-    "bc1": lambda t, kw: 1.0 - kw["beta1"] ** t,
-    "bc2": lambda t, kw: 1.0 - kw["beta2"] ** t,
-}
-#: A scalar keyword missing from VALUES: in [0, 1), so a valid decay, rate or eps.
-GENERIC = 0.25
 #: Keywords run at two values each.
 VARIED = {"gscale": (1.0, 0.37), "weight_decay": (0.0, 0.0125)}
-#: Flags that describe one step of a run: when the combination sets them, they
-#: hold on the steps named here only (SGD's ``first``: the first step).
-STEP_FLAGS = {"first": lambda t: t == 1}
-
 #: State slots that hold second moments (non-negative), or a mean that must stay
 #: small next to one (so the centered variance is positive); others are signed.
 NONNEG_SLOTS = {"sq", "v", "vmax", "sum"}
 SMALL_SLOTS = {"gavg"}
-
-
-def keywords(family, flags, scalars, t):
-    """The step keywords of ``family`` at step ``t``."""
-    kw = {}
-    for k in family.scalars + ("gscale",):
-        if k in scalars:
-            kw[k] = scalars[k]
-        else:
-            v = VALUES.get(k, GENERIC)
-            kw[k] = None if callable(v) else v
-    for k in family.scalars:
-        if callable(VALUES.get(k)):
-            kw[k] = VALUES[k](t, kw)
-    for k in family.flags:
-        kw[k] = flags[k] and STEP_FLAGS.get(k, lambda t: True)(t)
-    return kw
 
 
 def _flag_combinations():
