@@ -139,8 +139,8 @@ def test_thread_count_does_not_change_results(backend, dtype):
     for n in (1, 2, 3):
         fusedoptim.set_num_threads(n)
         try:
-            p, sts = run_both("adam", dict(ADAM_KW, amsgrad=True), dtype, 3, [True, True, True],
-                              positive=(1, 2), shapes=shapes, seed=5)
+            p, sts = run_both("adam", dict(ADAM_KW, amsgrad=True), dtype, 3,
+                              [True, True, True], positive=(1, 2), shapes=shapes, seed=5)
         finally:
             fusedoptim.set_num_threads(2)
         results.append(b"".join(a.tobytes() for d in [p, *sts] for a in d.values()))

@@ -727,7 +727,8 @@ def test_adagrad_state_dict_round_trip(backend, tmp_path):
     sd = b.state_dict()
     assert sd["optimizer"] == "Adagrad" and sd["t"] == 3 and sd["lr"] == 0.2
     assert sd["hp/lr_decay"] == 0.1 and sd["hp/initial_accumulator_value"] == 0.4
-    assert sd["hp/eps"] == 1e-6 and sd["hp/weight_decay"] == 0.01 and sd["hp/maximize"] is False
+    assert sd["hp/eps"] == 1e-6 and sd["hp/weight_decay"] == 0.01
+    assert sd["hp/maximize"] is False
     assert sorted(k for k in sd if k.startswith("state/")) == sorted(
         f"state/sum/{name}" for name in p0)
     assert sd["state/sum/W1"].dtype == np.float32
@@ -752,7 +753,8 @@ def test_adagrad_checkpoint_hyperparameters_must_match(name, value, saved):
     params = {"w": np.ones(2)}
     opt = fo.Adagrad(params, **dict(kw, **{name: value}))
     before = snapshot(params, *opt.state.values())
-    with pytest.raises(ValueError, match=f"{name} is {saved!r} in state_dict but {value!r} here"):
+    msg = f"{name} is {saved!r} in state_dict but {value!r} here"
+    with pytest.raises(ValueError, match=msg):
         opt.load_state_dict(sd)
     assert_unchanged(before, params, *opt.state.values())
     assert opt.t == 0

@@ -77,7 +77,8 @@ def _initial(model, dtype, layout, slots):
     key = (model, np.dtype(dtype).name, layout, slots)
     if key not in _model_cache:
         shapes, mode = MODELS[model]
-        rng = np.random.default_rng([len(key[1]), ord(layout), sum(map(ord, model + "".join(slots)))])
+        rng = np.random.default_rng([np.dtype(dtype).itemsize, ord(layout),
+                                     sum(map(ord, model + "".join(slots)))])
         params, grads, states = {}, [{} for _ in range(STEPS)], {s: {} for s in slots}
         gkey = (lambda k: "d" + k) if mode == V.COURSE else (lambda k: k)
         skey = gkey if mode == V.COURSE else (lambda k: k)

@@ -1,5 +1,5 @@
 /* Exhaustive check of the float32 division Adam's loops use for m / c1
- * (_kernels._div_c1, _simd.h): for every float32 bit pattern x,
+ * (the compiled backend fusedoptim._ext): for every float32 bit pattern x,
  *
  *     (float)((double)x * (1.0 / (double)c))  ==  x / c     (bit for bit)
  *
