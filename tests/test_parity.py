@@ -4,9 +4,9 @@ and numbagg's suites: nothing here names a family.
 
 For each family: every combination of its ``flags``, with ``gscale`` 1 and
 not 1 and ``weight_decay`` 0 and not 0 (other keywords take one value from
-``helpers.VALUES``, keyed by keyword name; a keyword it does not know
-gets ``helpers.GENERIC``), float32 and float64, C and Fortran layouts, 1 and 2 threads,
-every backend variant (``conftest.BACKEND_PARAMS``), ``STEPS`` steps, on two
+``helpers.VALUES``, keyed by keyword name; a keyword it does not know gets
+``helpers.GENERIC``), float32 and float64, C and Fortran layouts, 1 and 2
+threads, every backend variant (``conftest.BACKEND_PARAMS``), ``STEPS`` steps, on two
 models: a small one with 0-d, empty and odd-sized tensors (course keys; the
 compiled backend made parallel by ``low_threshold``) and one just above
 ``_tuning.PARALLEL_MIN_ELEMENTS`` whose thread ranges straddle tensors (named
@@ -110,7 +110,7 @@ def run(fn, family, flags, scalars, model, dtype, layout):
     arrays, named, and checks that the gradients were only read."""
     params0, grads, states0, mode = _initial(model, dtype, layout, family.slots)
     params = _copy(params0)
-    on = family.active_slots(keywords(family, flags, SCALARS[0], 1))
+    on = family.active_slots(keywords(family, flags, scalars, 1))
     states = tuple((slot, _copy(states0[slot])) if used else V.ABSENT
                    for slot, used in zip(family.slots, on))
     before = snapshot(*grads)
@@ -156,6 +156,13 @@ def test_matches_reference(backend, threads, low_threshold, name, flags, scalars
             for (what, a), (_, b) in zip(got, want):
                 assert_same_or_both_nan(a, b, f"{model}: {what}")
             pytest.fail("digest differs but every array matches")  # pragma: no cover
+
+
+def test_every_backend_has_every_family(backend):
+    mod = active()
+    for name in FAMILIES:
+        assert callable(getattr(mod, name, None)), f"{backend} has no {name!r} step"
+    assert callable(mod.grad_sumsq) and callable(mod.set_num_threads)
 
 
 def test_generated_cases_cover_every_family_and_flag():
