@@ -69,3 +69,20 @@ def threads(request):
         yield request.param
     finally:
         fusedoptim.set_num_threads(before)
+
+
+@pytest.fixture
+def low_threshold():
+    """Make the compiled kernels go parallel on small test models, so that
+    2-thread runs split tensors, and tensor boundaries, between threads.
+    (Numba reads ``_tuning.PARALLEL_MIN_ELEMENTS``; tests that need its
+    parallel path use models above it.)"""
+    if "cython" not in AVAILABLE:
+        yield
+        return
+    from fusedoptim import _ext
+    old = _ext._set_parallel_min(64)
+    try:
+        yield
+    finally:
+        _ext._set_parallel_min(old)

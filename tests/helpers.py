@@ -21,3 +21,58 @@ def assert_bitwise(a, b):
     a, b = np.asarray(a), np.asarray(b)
     assert a.dtype == b.dtype and a.shape == b.shape
     assert a.tobytes() == b.tobytes(), f"max |diff| {np.nanmax(np.abs(a - b))}"
+
+
+def assert_same_or_both_nan(a, b, what=""):
+    """Bitwise equal except that NaNs only need to sit at the same places:
+    when two different NaNs meet, IEEE leaves which one survives to the
+    implementation (NumPy's own SIMD loops choose differently by path)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, what
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    assert np.array_equal(nan_a, nan_b), f"{what}: NaNs at different places"
+    assert a[~nan_a].tobytes() == b[~nan_b].tobytes(), \
+        f"{what}: max |diff| {np.max(np.abs(a[~nan_a] - b[~nan_b]), initial=0)}"
+
+
+# --- step keywords of a registered family, by keyword name --------------------------
+
+# Keyword name -> value; a callable ``(t, kw) -> value`` is evaluated at each
+# step t (from 1), after the plain values (Adam's bias corrections).
+VALUES = {
+    "lr": 0.01,
+    "momentum": 0.9,
+    "dampening": 0.1,
+    "alpha": 0.9,
+    "eps": 1e-6,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "bc1": lambda t, kw: 1.0 - kw["beta1"] ** t,
+    "bc2": lambda t, kw: 1.0 - kw["beta2"] ** t,
+    "weight_decay": 0.0,
+    "gscale": 1.0,
+}
+#: A scalar keyword missing from VALUES: in [0, 1), so a valid decay, rate or eps.
+GENERIC = 0.25
+#: Flags that describe one step of a run: when the combination sets them, they
+#: hold on the steps named here only (SGD's ``first``: the first step).
+STEP_FLAGS = {"first": lambda t: t == 1}
+
+
+def keywords(family, flags, scalars, t):
+    """The step keywords of registered ``family`` at step ``t`` (from 1):
+    ``flags`` gives every flag (see ``STEP_FLAGS``), ``scalars`` overrides
+    the ``VALUES`` of some scalar keywords; in the family's keyword order."""
+    kw = {}
+    for k in family.scalars + ("gscale",):
+        if k in scalars:
+            kw[k] = scalars[k]
+        else:
+            v = VALUES.get(k, GENERIC)
+            kw[k] = None if callable(v) else v
+    for k in family.scalars:
+        if callable(VALUES.get(k)):
+            kw[k] = VALUES[k](t, kw)
+    for k in family.flags:
+        kw[k] = flags[k] and STEP_FLAGS.get(k, lambda t: True)(t)
+    return kw

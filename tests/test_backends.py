@@ -5,7 +5,6 @@ The fallback chain runs in subprocesses: a ``sys.meta_path`` finder installed
 before ``import fusedoptim`` hides the compiled extension and/or Numba.
 """
 
-import itertools
 import json
 import os
 import struct
@@ -45,7 +44,7 @@ HIDE = {hide!r}
 
 class Hide(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name in HIDE or name.split(".")[0] in HIDE:
+        if any(name == h or name.startswith(h + ".") for h in HIDE):
             raise ImportError(f"No module named {{name!r}} (hidden by the test)")
 
 sys.meta_path.insert(0, Hide())
@@ -96,20 +95,20 @@ def test_default_is_cython_without_numba_or_warning():
 
 @needs_numba
 def test_without_extension_default_is_numba_with_one_warning():
-    out = probe(hide={"fusedoptim._kernels"})
+    out = probe(hide={"fusedoptim._ext"})
     assert out["backend"] == "numba"
     (w,) = fused_warnings(out)
-    assert "numba backend" in w[1] and "fusedoptim._kernels" in w[1]
+    assert "numba backend" in w[1] and "fusedoptim._ext" in w[1]
     assert "FUSEDOPTIM_BACKEND=numba" in w[1]
     assert w[2] == "<string>"  # points at the user's import, not at fusedoptim
 
 
 def test_without_extension_or_numba_default_is_numpy_with_one_warning():
-    out = probe(hide={"fusedoptim._kernels", "numba"})
+    out = probe(hide={"fusedoptim._ext", "numba"})
     assert out["backend"] == "numpy"
     (w,) = fused_warnings(out)
     assert "numpy backend" in w[1]
-    assert "fusedoptim._kernels" in w[1] and "numba did not import" in w[1]
+    assert "fusedoptim._ext" in w[1] and "numba did not import" in w[1]
     assert not out["numba_imported"]
 
 
@@ -192,47 +191,10 @@ def test_available_backends_are_known_and_include_numpy():
 
 # --- cross-backend bit-for-bit equality -----------------------------------------
 #
-# Every backend module is called through the backend interface on the same
-# random step and compared with _reference, for every flag combination.
+# Every family and flag combination against _reference: tests/test_parity.py
+# (generated from the registry).  Here: what it does not cover.
 
 COMPILED = [b for b in AVAILABLE if b != "numpy"]
-FLAGS = (False, True)
-WD, GSCALE = 0.0125, 0.37
-
-
-def _sgd_calls():
-    for buf, first, nesterov, wd, maxi, gs in itertools.product(FLAGS, repeat=6):
-        if not buf and (first or nesterov):
-            continue
-        yield (f"sgd buf={buf} first={first} nesterov={nesterov} wd={wd} max={maxi} gs={gs}",
-               ("buf",) if buf else (None,),
-               lambda mod, p, g, st, mode, first=first, nesterov=nesterov, wd=wd, maxi=maxi,
-               gs=gs: mod.sgd(p, g, st, mode, 0.01, 0.9, 0.1, nesterov, first,
-                              WD if wd else 0.0, maxi, GSCALE if gs else 1.0))
-
-
-def _rmsprop_calls():
-    for centered, buf, inside, wd, maxi, gs in itertools.product(FLAGS, repeat=6):
-        yield (f"rmsprop centered={centered} buf={buf} eps_inside={inside} wd={wd} "
-               f"max={maxi} gs={gs}",
-               ("sq", "gavg" if centered else None, "buf" if buf else None),
-               lambda mod, p, g, st, mode, inside=inside, wd=wd, maxi=maxi, gs=gs:
-               mod.rmsprop(p, g, st, mode, 0.01, 0.99, 1e-8, inside, 0.9,
-                           WD if wd else 0.0, maxi, GSCALE if gs else 1.0))
-
-
-def _adam_calls():
-    t = 3
-    bc1, bc2 = 1.0 - 0.9 ** t, 1.0 - 0.999 ** t
-    for ams, decoupled, wd, maxi, gs in itertools.product(FLAGS, repeat=5):
-        yield (f"adam amsgrad={ams} decoupled={decoupled} wd={wd} max={maxi} gs={gs}",
-               ("m", "v", "vmax" if ams else None),
-               lambda mod, p, g, st, mode, decoupled=decoupled, wd=wd, maxi=maxi, gs=gs:
-               mod.adam(p, g, st, mode, 1e-3, 0.9, 0.999, 1e-8, bc1, bc2,
-                        WD if wd else 0.0, decoupled, maxi, GSCALE if gs else 1.0))
-
-
-CALLS = {"sgd": _sgd_calls, "rmsprop": _rmsprop_calls, "adam": _adam_calls}
 
 
 def shapes_for(size):
@@ -294,22 +256,6 @@ def assert_same_step(a, b, what):
                 assert x[k].tobytes() == y[k].tobytes(), f"{what}: {lab}[{k}]"
 
 
-@pytest.mark.parametrize("size", ["small", "large"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("family", list(CALLS))
-@pytest.mark.parametrize("name", COMPILED)
-def test_every_flag_combination_matches_reference(name, family, dtype, size, threads):
-    mod = _load(name)
-    rng = np.random.default_rng([sum(map(ord, family)), np.dtype(dtype).itemsize, threads])
-    for what, slots, call in CALLS[family]():
-        step = make_step(rng, dtype, shapes_for(size), slots, fortran=True)
-        ref = copy_step(*step)
-        with np.errstate(all="ignore"):
-            call(mod, *step, _validate.COURSE)
-            call(_reference, *ref, _validate.COURSE)
-        assert_same_step(step, ref, what)
-
-
 @pytest.mark.parametrize("name", COMPILED)
 def test_mixed_dtypes_named_mode_and_repeated_steps(name, threads):
     """float32 and float64 tensors in one dict, NAMED keys, several steps."""
@@ -330,9 +276,11 @@ def test_mixed_dtypes_named_mode_and_repeated_steps(name, threads):
         st["W2"] = np.abs(rng.standard_normal(n // 2 + 9)).astype(np.float32) + 1
     ref = copy_step(params, grads, states)
     for t in range(1, 4):
-        args = (1e-3, 0.9, 0.999, 1e-8, 1 - 0.9 ** t, 1 - 0.999 ** t, 0.01, True, False, 1.0)
-        mod.adam(params, grads, states, _validate.NAMED, *args)
-        _reference.adam(*ref, _validate.NAMED, *args)
+        kw = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, bc1=1 - 0.9 ** t,
+                  bc2=1 - 0.999 ** t, weight_decay=0.01, decoupled=True, maximize=False,
+                  amsgrad=True, gscale=1.0)
+        mod.adam(params, grads, states, _validate.NAMED, **kw)
+        _reference.adam(*ref, _validate.NAMED, **kw)
     assert_same_step((params, grads, states), ref, "mixed dtypes")
 
 
@@ -387,13 +335,14 @@ def _big_adam(rng, n, dtype=np.float32):
     return p, g, (("m", m), ("v", v), _validate.ABSENT)
 
 
-ADAM_ARGS = (1e-3, 0.9, 0.999, 1e-8, 0.1, 1 - 0.999, 0.0, False, False, 1.0)
+ADAM_KW = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, bc1=0.1, bc2=1 - 0.999,
+               weight_decay=0.0, decoupled=False, maximize=False, amsgrad=False, gscale=1.0)
 
 
 @needs_numba
 def test_numba_thread_count_applies_from_any_python_thread():
     import numba
-    from fusedoptim import _numba_kernels as nk
+    from fusedoptim import _numba as nk
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba's pool has one thread")
@@ -406,7 +355,7 @@ def test_numba_thread_count_applies_from_any_python_thread():
         rng = np.random.default_rng(0)
         step = _big_adam(rng, _tuning.PARALLEL_MIN_ELEMENTS + 1)
         nk._last_parallel_threads = 0
-        nk.adam(*step, _validate.COURSE, *ADAM_ARGS)
+        nk.adam(*step, _validate.COURSE, **ADAM_KW)
         seen["used"] = nk._last_parallel_threads
         seen["after"] = numba.get_num_threads()
 
@@ -421,7 +370,7 @@ def test_numba_thread_count_applies_from_any_python_thread():
 
 @needs_numba
 def test_numba_concurrent_steps_from_python_threads_match_reference():
-    from fusedoptim import _numba_kernels as nk
+    from fusedoptim import _numba as nk
 
     before = fo.get_num_threads()
     fo.set_num_threads(2)
@@ -433,7 +382,7 @@ def test_numba_concurrent_steps_from_python_threads_match_reference():
     def worker(step):
         try:
             for _ in range(3):
-                nk.adam(*step, _validate.COURSE, *ADAM_ARGS)
+                nk.adam(*step, _validate.COURSE, **ADAM_KW)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -448,14 +397,14 @@ def test_numba_concurrent_steps_from_python_threads_match_reference():
     assert errors == []
     for step, ref in zip(steps, refs):
         for _ in range(3):
-            _reference.adam(*ref, _validate.COURSE, *ADAM_ARGS)
+            _reference.adam(*ref, _validate.COURSE, **ADAM_KW)
         assert_same_step(step, ref, "threaded")
 
 
 @needs_numba
 def test_numba_thread_count_above_pool_is_clamped():
     import numba
-    from fusedoptim import _numba_kernels as nk
+    from fusedoptim import _numba as nk
 
     before = fo.get_num_threads()
     try:
@@ -463,24 +412,37 @@ def test_numba_thread_count_above_pool_is_clamped():
         assert nk._threads == numba.config.NUMBA_NUM_THREADS
         step = _big_adam(np.random.default_rng(1), _tuning.PARALLEL_MIN_ELEMENTS)
         ref = copy_step(*step)
-        nk.adam(*step, _validate.COURSE, *ADAM_ARGS)
-        _reference.adam(*ref, _validate.COURSE, *ADAM_ARGS)
+        nk.adam(*step, _validate.COURSE, **ADAM_KW)
+        _reference.adam(*ref, _validate.COURSE, **ADAM_KW)
         assert_same_step(step, ref, "clamped")
     finally:
         fo.set_num_threads(before)
 
 
 _LAZY = """
+import sys
 import numpy as np
-from fusedoptim import _numba_kernels as nk
-kernels = {name: getattr(nk, name) for name in dir(nk)
-           if name.endswith(("_serial", "_parallel")) and hasattr(getattr(nk, name), "signatures")}
-out["compiled_at_import"] = sum(len(k.signatures) for k in kernels.values())
+from fusedoptim import _numba as nk
+
+def kernels():
+    # Every step kernel (a dispatcher named *serial* or *parallel*) in the
+    # backend's package, by its defining module and name.
+    found = {}
+    for modname, mod in list(sys.modules.items()):
+        if modname == "fusedoptim._numba" or modname.startswith("fusedoptim._numba."):
+            for obj in list(vars(mod).values()):
+                fn = getattr(obj, "py_func", None)
+                if fn is not None and hasattr(obj, "signatures") and \\
+                        ("serial" in fn.__name__ or "parallel" in fn.__name__):
+                    found[f"{fn.__module__}.{fn.__qualname__}"] = obj
+    return found
+
+out["compiled_at_import"] = sum(len(k.signatures) for k in kernels().values())
 p = {"w": np.ones(3, np.float32)}
 g = {"dw": np.ones(3, np.float32)}
 fusedoptim.update_parameters_with_gd(p, g, 0.5)
 out["compiled"] = {name: [str(sig[-1]) for sig in k.signatures]
-                   for name, k in kernels.items() if k.signatures}
+                   for name, k in kernels().items() if k.signatures}
 out["cache"] = nk._CACHE
 """
 
@@ -488,13 +450,20 @@ out["cache"] = nk._CACHE
 @needs_numba
 @pytest.mark.parametrize("cache", [False, True])
 def test_numba_compiles_lazily_per_dtype_and_caches_only_on_request(tmp_path, cache):
+    from fusedoptim.families import FAMILIES
+
     env = {"FUSEDOPTIM_BACKEND": "numba", "NUMBA_CACHE_DIR": str(tmp_path)}
     if cache:
         env["FUSEDOPTIM_NUMBA_CACHE"] = "1"
     out = probe(env=env, extra=_LAZY)
     assert out["compiled_at_import"] == 0
-    # Only what the step needed: the serial SGD kernel, for float32.
-    assert out["compiled"] == {"_sgd_serial": ["float32"]}
+    # Only what the step needed: the serial SGD kernel, for float32 (the
+    # kernels' last argument is the dtype's zero).
+    assert out["compiled"], out
+    for name, sigs in out["compiled"].items():
+        assert sigs == ["float32"], (name, sigs)
+        assert "parallel" not in name and "sumsq" not in name and "norm" not in name, name
+        assert not any(f in name for f in FAMILIES if f != "sgd"), name
     assert out["cache"] is cache
     cached = [f for _, _, files in os.walk(tmp_path) for f in files if f.endswith(".nbi")]
     assert bool(cached) is cache

@@ -1,7 +1,9 @@
 """The multi-tensor kernels of every backend against the NumPy reference, bit
-for bit: every family and flag combination, both dtypes, empty to multi-million
-element tensors, Fortran order, 1 and 2 threads; plus the compiled gather's
-errors against the Python gather's, and the step's memory footprint."""
+for bit, beyond the generated cases of ``test_parity.py`` (which covers every
+family and flag combination): course and named keys, multi-million element
+tensors, thread counts, mixed dtypes, NaN and infinity, every kind of float32
+in Adam's bias correction; plus the compiled gather's errors against the
+Python gather's, and the step's memory footprint."""
 
 import itertools
 import os
@@ -18,17 +20,8 @@ import fusedoptim
 from fusedoptim import _reference as R
 from fusedoptim import _validate as V
 from fusedoptim.backend import active, BackendUnavailable, _load
-from helpers import assert_bitwise
-
-
-def assert_same_or_both_nan(a, b):
-    """Bitwise equal except that NaNs only need to sit at the same places:
-    when two different NaNs meet, IEEE leaves which one survives to the
-    implementation (NumPy's own SIMD loops choose differently by path)."""
-    assert a.dtype == b.dtype and a.shape == b.shape
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
-    assert np.array_equal(nan_a, nan_b)
-    assert a[~nan_a].tobytes() == b[~nan_b].tobytes()
+from fusedoptim.families import FAMILIES
+from helpers import assert_bitwise, assert_same_or_both_nan, keywords
 
 try:
     K = _load("cython")
@@ -53,20 +46,6 @@ SHAPES = {
     "i": ((1000, 17), "C"),
     "j": ((5, 1), "C"),
 }
-
-
-@pytest.fixture
-def low_threshold():
-    """Make the compiled kernels go parallel on the small test models, so that
-    2-thread runs split tensors, and tensor boundaries, between threads."""
-    if K is None:
-        yield
-        return
-    old = K._set_parallel_min(64)
-    try:
-        yield
-    finally:
-        K._set_parallel_min(old)
 
 
 def make_model(dtype, nstates, seed=0, shapes=SHAPES, grad_layout="same", positive=()):
@@ -121,49 +100,8 @@ def run_both(family, kwargs, dtype, nstates, used, positive=(), mode=V.NAMED,
     return params, states
 
 
-PRELUDES = [dict(gscale=gs, maximize=mx, weight_decay=wd)
-            for gs, mx, wd in itertools.product([1.0, 0.37], [False, True], [0.0, 0.01])]
-PRELUDE_IDS = [f"gs{p['gscale']}-max{int(p['maximize'])}-wd{p['weight_decay']}"
-               for p in PRELUDES]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("prelude", PRELUDES, ids=PRELUDE_IDS)
-@pytest.mark.parametrize("structure", ["plain", "buf", "buf-first", "buf-nesterov",
-                                       "buf-first-nesterov"])
-def test_sgd_bitwise(backend, threads, low_threshold, dtype, prelude, structure):
-    kwargs = dict(lr=0.05, momentum=0.9, dampening=0.1, nesterov="nesterov" in structure,
-                  first="first" in structure, **prelude)
-    run_both("sgd", kwargs, dtype, 1, [structure != "plain"])
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("prelude", PRELUDES, ids=PRELUDE_IDS)
-@pytest.mark.parametrize("eps_inside", [False, True])
-@pytest.mark.parametrize("centered", [False, True])
-@pytest.mark.parametrize("momentum", [False, True])
-def test_rmsprop_bitwise(backend, threads, low_threshold, dtype, prelude, eps_inside,
-                         centered, momentum):
-    kwargs = dict(lr=0.01, alpha=0.9, eps=1e-3, eps_inside=eps_inside,
-                  momentum=0.8 if momentum else 0.0, **prelude)
-    # Centered runs can take sqrt of a negative number: the NaN must match too.
-    with np.errstate(invalid="ignore"):
-        run_both("rmsprop", kwargs, dtype, 3, [True, centered, momentum], positive=(0,))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("prelude", PRELUDES, ids=PRELUDE_IDS)
-@pytest.mark.parametrize("decoupled", [False, True])
-@pytest.mark.parametrize("amsgrad", [False, True])
-def test_adam_bitwise(backend, threads, low_threshold, dtype, prelude, decoupled, amsgrad):
-    t = 3
-    kwargs = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, bc1=1.0 - 0.9 ** t,
-                  bc2=1.0 - 0.999 ** t, decoupled=decoupled, **prelude)
-    run_both("adam", kwargs, dtype, 3, [True, True, amsgrad], positive=(1, 2))
-
-
 ADAM_KW = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, bc1=0.271, bc2=0.002997,
-               weight_decay=0.0, decoupled=False, maximize=False, gscale=1.0)
+               weight_decay=0.0, decoupled=False, maximize=False, amsgrad=False, gscale=1.0)
 
 
 @pytest.mark.parametrize("mode", [V.COURSE, V.NAMED])
@@ -181,14 +119,17 @@ def test_multi_million_elements(backend, threads, dtype, n):
     """Large tensors go through the default threshold and the real parallel
     split (odd total: the last thread gets a tail)."""
     shapes = {"w": ((n,), "C"), "small": ((5, 3), "F"), "m": ((257, 129), "F")}
-    run_both("adam", dict(ADAM_KW, weight_decay=0.1, decoupled=True), dtype, 3,
+    run_both("adam", dict(ADAM_KW, weight_decay=0.1, decoupled=True, amsgrad=True), dtype, 3,
              [True, True, True], positive=(1, 2), shapes=shapes)
     run_both("rmsprop", dict(lr=0.01, alpha=0.9, eps=1e-8, eps_inside=True, momentum=0.0,
-                             weight_decay=0.0, maximize=False, gscale=1.0),
+                             weight_decay=0.0, maximize=False, centered=False, has_buf=False,
+                             gscale=1.0),
              dtype, 3, [True, False, False], positive=(0,), shapes=shapes)
     run_both("sgd", dict(lr=0.01, momentum=0.9, dampening=0.9, nesterov=False, first=False,
-                         weight_decay=0.0, maximize=False, gscale=1.0),
+                         weight_decay=0.0, maximize=False, has_buf=True, gscale=1.0),
              dtype, 1, [True], shapes=shapes)
+    run_both("adagrad", dict(lr=0.01, eps=1e-10, weight_decay=0.0, maximize=False, gscale=1.0),
+             dtype, 1, [True], positive=(0,), shapes=shapes)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -198,8 +139,8 @@ def test_thread_count_does_not_change_results(backend, dtype):
     for n in (1, 2, 3):
         fusedoptim.set_num_threads(n)
         try:
-            p, sts = run_both("adam", ADAM_KW, dtype, 3, [True, True, True],
-                              positive=(1, 2), shapes=shapes, seed=5)
+            p, sts = run_both("adam", dict(ADAM_KW, amsgrad=True), dtype, 3,
+                              [True, True, True], positive=(1, 2), shapes=shapes, seed=5)
         finally:
             fusedoptim.set_num_threads(2)
         results.append(b"".join(a.tobytes() for d in [p, *sts] for a in d.values()))
@@ -210,7 +151,7 @@ def test_multi_tensor_step_equals_per_tensor_steps(backend, threads, low_thresho
     for dtype in DTYPES:
         params, grads, (m, v, vmax) = make_model(dtype, 3, seed=2, positive=(1, 2))
         one_p, one_m, one_v, one_x = copy_dicts(params, m, v, vmax)
-        kw = dict(ADAM_KW, gscale=0.5, weight_decay=0.01)
+        kw = dict(ADAM_KW, gscale=0.5, weight_decay=0.01, amsgrad=True)
         active().adam(params, grads, (("m", m), ("v", v), ("vmax", vmax)), V.NAMED, **kw)
         for k in one_p:
             active().adam({k: one_p[k]}, {k: grads[k]},
@@ -237,39 +178,59 @@ def test_mixed_dtypes_in_one_step(backend, threads, low_threshold):
             assert_bitwise(a[k], b[k])
 
 
+# Hand-picked steps with every state slot on; every other registered family
+# runs with all its flags on (generated keyword values, see helpers.keywords).
+SPECIAL_KW = {
+    "sgd": dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.01, nesterov=True,
+                first=False, maximize=True, has_buf=True, gscale=0.5),
+    "rmsprop": dict(lr=0.1, alpha=0.9, eps=1e-6, momentum=0.5, weight_decay=0.0,
+                    eps_inside=False, maximize=False, centered=True, has_buf=True, gscale=1.0),
+    "adam": dict(ADAM_KW, weight_decay=0.01, decoupled=True, amsgrad=True),
+}
+
+
+def special_kw(name):
+    if name in SPECIAL_KW:
+        return SPECIAL_KW[name]
+    fam = FAMILIES[name]
+    return keywords(fam, {f: True for f in fam.flags}, dict(gscale=0.5, weight_decay=0.01), 2)
+
+
+def packed(name, kw, states):
+    """``states`` (one dict per slot) as the step's ``(label, dict)`` pairs,
+    absent where the flags in ``kw`` switch a slot off."""
+    fam = FAMILIES[name]
+    return tuple((slot, st) if on else V.ABSENT
+                 for slot, on, st in zip(fam.slots, fam.active_slots(kw), states))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("family", ["sgd", "rmsprop", "adam"])
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_nan_and_inf_propagate_identically(backend, threads, low_threshold, dtype, family):
     shapes = {"x": ((9, 11), "C"), "y": ((4103,), "C")}
+    nslots = len(FAMILIES[family].slots)
     params, grads, states = make_model(dtype, 3, seed=4, shapes=shapes, positive=(1, 2))
+    states = states[:nslots]
     specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, -np.nan], dtype=dtype)
     for k, d in enumerate([params, grads, *states]):
         for a in d.values():
             flat = a.reshape(-1)
             flat[(np.arange(6) * 7 + k) % flat.size] = np.roll(specials, k)
     ref_p, *ref_s = copy_dicts(params, *states)
-    st = tuple((f"s{k}", s) for k, s in enumerate(states))
-    rst = tuple((f"s{k}", s) for k, s in enumerate(ref_s))
-    if family == "sgd":
-        kw = dict(lr=0.1, momentum=0.9, dampening=0.0, nesterov=True, first=False,
-                  weight_decay=0.01, maximize=True, gscale=0.5)
-        st, rst = st[:1], rst[:1]
-    elif family == "rmsprop":
-        kw = dict(lr=0.1, alpha=0.9, eps=1e-6, eps_inside=False, momentum=0.5,
-                  weight_decay=0.0, maximize=False, gscale=1.0)
-    else:
-        kw = dict(ADAM_KW, weight_decay=0.01, decoupled=True)
+    kw = special_kw(family)
+    st, rst = packed(family, kw, states), packed(family, kw, ref_s)
     with np.errstate(all="ignore"):
         getattr(active(), family)(params, grads, st, V.NAMED, **kw)
         getattr(R, family)(ref_p, grads, rst, V.NAMED, **kw)
-    for a, b in zip([params, *[s for _, s in st]], [ref_p, *[s for _, s in rst]]):
+    for a, b in zip([params, *[s for _, s in st if s is not None]],
+                    [ref_p, *[s for _, s in rst if s is not None]]):
         for k in a:
             assert_same_or_both_nan(a[k], b[k])
 
 
 @pytest.mark.parametrize("bc1", [1.0 - 0.9, 1.0 - 0.9 ** 7, 1.0 - 0.999, 2.0 ** -29, 1.0])
 def test_adam_bias_correction_over_every_kind_of_float32(backend, threads, low_threshold, bc1):
-    """m / c1 is computed without a division for float32 (_kernels._div_c1);
+    """m / c1 is computed without a division for float32 (the compiled loops);
     check it on moments drawn from random bit patterns (subnormals, huge,
     zeros of both signs, infinities, NaN payloads).  With p = 0, lr = 1 and
     v = 0 the update is -m_hat / (sqrt(v_hat) + eps), so a wrong m_hat bit
@@ -500,27 +461,42 @@ def test_overlap_found_among_many_tensors():
 
 # --- memory -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family", ["sgd", "rmsprop", "adam"])
-def test_step_allocates_no_array_sized_temporary(backend, threads, family):
+# Steps with every state slot on and no prelude; other families: all flags on.
+PLAIN_KW = {
+    "sgd": dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
+                first=False, maximize=False, has_buf=True, gscale=1.0),
+    "rmsprop": dict(lr=0.1, alpha=0.9, eps=1e-8, momentum=0.9, weight_decay=0.0,
+                    eps_inside=True, maximize=False, centered=True, has_buf=True, gscale=1.0),
+    "adam": dict(ADAM_KW, amsgrad=True),
+}
+
+
+def plain_kw(name):
+    if name in PLAIN_KW:
+        return PLAIN_KW[name]
+    fam = FAMILIES[name]
+    return keywords(fam, {f: True for f in fam.flags}, {}, 2)
+
+
+@pytest.mark.parametrize("kind", ["plain", "special"])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_step_allocates_no_array_sized_temporary(backend, threads, family, kind):
     if backend == "numpy":
         pytest.skip("the NumPy reference allocates temporaries by design")
     n = 1 << 20
-    params, grads, states = make_model(np.float32, 3, shapes={"w": ((n,), "C"),
-                                                              "b": ((1000,), "C")},
-                                       positive=(0, 1, 2))
-    st = tuple((f"s{k}", s) for k, s in enumerate(states))
-    args = {"sgd": (st[:1], dict(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False,
-                                 first=False, weight_decay=0.0, maximize=False, gscale=1.0)),
-            "rmsprop": (st, dict(lr=0.1, alpha=0.9, eps=1e-8, eps_inside=True,
-                                 momentum=0.9, weight_decay=0.0, maximize=False,
-                                 gscale=1.0)),
-            "adam": (st, ADAM_KW)}[family]
+    nslots = len(FAMILIES[family].slots)
+    params, grads, states = make_model(np.float32, nslots, shapes={"w": ((n,), "C"),
+                                                                   "b": ((1000,), "C")},
+                                       positive=tuple(range(nslots)))
+    kw = plain_kw(family) if kind == "plain" else special_kw(family)
+    st = packed(family, kw, states)
     fn = getattr(active(), family)
-    fn(params, grads, args[0], V.NAMED, **args[1])  # warm up (JIT, caches)
-    tracemalloc.start()
-    try:
-        fn(params, grads, args[0], V.NAMED, **args[1])
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    with np.errstate(all="ignore"):
+        fn(params, grads, st, V.NAMED, **kw)  # warm up (JIT, caches)
+        tracemalloc.start()
+        try:
+            fn(params, grads, st, V.NAMED, **kw)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     assert peak < n * 4 // 16, peak

@@ -26,6 +26,9 @@ CONFIGS = [
     (fo.Adam, dict(lr=0.01)),
     (fo.Adam, dict(lr=0.01, weight_decay=0.1, amsgrad=True, maximize=True)),
     (fo.AdamW, dict(lr=0.01, amsgrad=True)),
+    (fo.Adagrad, dict(lr=0.1)),
+    (fo.Adagrad, dict(lr=0.1, lr_decay=0.05, weight_decay=0.01, initial_accumulator_value=0.2,
+                      eps=1e-6, maximize=True)),
 ]
 CONFIG_IDS = [f"{cls.__name__}-{i}" for i, (cls, _kw) in enumerate(CONFIGS)]
 
@@ -157,6 +160,12 @@ def _oracle(kind, p, g, st, t, lr, **kw):
             st["b"] = kw["momentum"] * st.get("b", 0.0) + g / r
             return p - lr * st["b"]
         return p - lr * g / r
+    if kind == "adagrad":
+        if wd:
+            g = g + wd * p
+        clr = lr / (1 + (t - 1) * kw.get("lr_decay", 0.0))
+        st["sum"] = st.get("sum", kw.get("initial_accumulator_value", 0.0)) + g * g
+        return p - clr * g / (np.sqrt(st["sum"]) + kw["eps"])
     b1, b2 = kw["betas"]
     if kind == "adamw":
         p = p * (1 - lr * wd)
@@ -181,6 +190,9 @@ ORACLE_CASES = [
                            amsgrad=True)),
     ("adamw", fo.AdamW, dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1,
                              maximize=True)),
+    ("adagrad", fo.Adagrad, dict(lr=0.1, lr_decay=0.01, weight_decay=0.02,
+                                 initial_accumulator_value=0.3, eps=1e-8, maximize=True)),
+    ("adagrad", fo.Adagrad, dict(lr=0.05, eps=1e-10)),
 ]
 
 
@@ -224,8 +236,13 @@ def test_state_slots_follow_options():
     assert list(fo.RMSProp(p, centered=True, momentum=0.1).state) == [
         "square_avg", "grad_avg", "momentum_buffer"]
     assert list(fo.Adam(p, amsgrad=True).state) == ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+    assert list(fo.Adagrad(p).state) == ["sum"]
     f = {"w": np.asfortranarray(np.zeros((3, 2)))}
     assert fo.Adam(f).state["exp_avg"]["w"].flags.f_contiguous
+    a = fo.Adagrad(f, initial_accumulator_value=0.25).state["sum"]["w"]
+    assert a.flags.f_contiguous and a.dtype == np.float64
+    assert_bitwise(a, np.full((3, 2), 0.25))
+    assert_bitwise(fo.Adagrad(p).state["sum"]["w"], np.zeros(3))
 
 
 # --- gradient keys ----------------------------------------------------------
@@ -347,6 +364,15 @@ BAD_ARGS = [
     (fo.Adam, dict(betas=(-0.1, 0.9)), ValueError, r"betas\[0\]"),
     (fo.AdamW, dict(weight_decay=-0.01), ValueError, "weight_decay must be >= 0"),
     (fo.AdamW, dict(amsgrad="no"), TypeError, "amsgrad"),
+    (fo.Adagrad, dict(lr_decay=-0.1), ValueError, "lr_decay must be >= 0"),
+    (fo.Adagrad, dict(lr_decay="0.1"), TypeError, "lr_decay must be a real number"),
+    (fo.Adagrad, dict(weight_decay=float("nan")), ValueError, "weight_decay must be finite"),
+    (fo.Adagrad, dict(initial_accumulator_value=-1.0), ValueError,
+     "initial_accumulator_value must be >= 0"),
+    (fo.Adagrad, dict(initial_accumulator_value=None), TypeError, "initial_accumulator_value"),
+    (fo.Adagrad, dict(eps=-1e-10), ValueError, "eps must be >= 0"),
+    (fo.Adagrad, dict(maximize=1), TypeError, "maximize must be True or False"),
+    (fo.Adagrad, dict(lr=-0.01), ValueError, "lr must be >= 0"),
 ]
 
 
@@ -645,3 +671,90 @@ def test_lr_restore_rules():
     opt = fo.SGD({"w": np.ones(2)}, lr=0.25)
     opt.load_state_dict(saved_schedule)  # nothing saved: the current lr stays
     assert opt.lr == 0.25
+
+
+# --- Adagrad ------------------------------------------------------------------
+
+
+def test_adagrad_lr_decay_and_initial_accumulator(backend):
+    """lr_t = lr / (1 + (t - 1) * lr_decay); s starts at initial_accumulator_value."""
+    p = {"w": np.array([1.0, -2.0])}
+    opt = fo.Adagrad(p, lr=1.0, lr_decay=1.0, initial_accumulator_value=5.0, eps=0.0)
+    assert opt.lr_decay == 1.0 and opt.initial_accumulator_value == 5.0
+    g = np.array([2.0, -1.0])
+    want_p, want_s = p["w"].copy(), np.full(2, 5.0)
+    for t in range(1, 4):
+        opt.step({"w": g})
+        lr_t = 1.0 / (1.0 + (t - 1) * 1.0)
+        want_s = want_s + g * g
+        want_p = want_p - lr_t * (g / (np.sqrt(want_s) + 0.0))
+        assert_bitwise(opt.state["sum"]["w"], want_s)
+        assert_bitwise(p["w"], want_p)
+    assert_bitwise(opt.state["sum"]["w"], np.array([17.0, 8.0]))
+    # step 1 moved by exactly lr * g / sqrt(5 + g^2): 2 / 3 and -1 / sqrt(6)
+    q = {"w": np.array([1.0, -2.0])}
+    fo.Adagrad(q, lr=1.0, initial_accumulator_value=5.0, eps=0.0).step({"w": g})
+    assert_bitwise(q["w"], np.array([1.0 - 2.0 / 3.0, -2.0 - (-1.0 / np.sqrt(6.0))]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adagrad_lr_decay_with_schedule_uses_the_step_count(backend, dtype):
+    """The decay divides the scheduled rate of each step."""
+    rng = np.random.default_rng(12)
+    p0 = make_params(rng, dtype)
+    grads = [make_grads(p0, rng, prefix="") for _ in range(4)]
+    schedule = fo.PiecewiseConstant([2], [0.5, 0.1])
+    pa, pb = copy_params(p0), copy_params(p0)
+    a = fo.Adagrad(pa, lr=schedule, lr_decay=0.25)
+    b = fo.Adagrad(pb, lr=0.5, lr_decay=0.25)
+    for t, g in enumerate(grads, start=1):
+        a.step(g)
+        # the same rate, given as a float: schedule(t - 1), decayed by the step count
+        b.lr = schedule(t - 1)
+        b.step(g)
+    assert_same_run(pa, a, pb, b)
+
+
+def test_adagrad_state_dict_round_trip(backend, tmp_path):
+    rng = np.random.default_rng(13)
+    p0 = make_params(rng, np.float32)
+    grads = [make_grads(p0, rng) for _ in range(6)]
+    kw = dict(lr=0.2, lr_decay=0.1, weight_decay=0.01, initial_accumulator_value=0.4, eps=1e-6)
+    pa = copy_params(p0)
+    a = run(fo.Adagrad, kw, pa, grads)
+    pb = copy_params(p0)
+    b = run(fo.Adagrad, kw, pb, grads[:3])
+    sd = b.state_dict()
+    assert sd["optimizer"] == "Adagrad" and sd["t"] == 3 and sd["lr"] == 0.2
+    assert sd["hp/lr_decay"] == 0.1 and sd["hp/initial_accumulator_value"] == 0.4
+    assert sd["hp/eps"] == 1e-6 and sd["hp/weight_decay"] == 0.01
+    assert sd["hp/maximize"] is False
+    assert sorted(k for k in sd if k.startswith("state/")) == sorted(
+        f"state/sum/{name}" for name in p0)
+    assert sd["state/sum/W1"].dtype == np.float32
+    np.savez(tmp_path / "opt.npz", **sd)
+    pc = copy_params(pb)
+    c = fo.Adagrad(pc, **kw)
+    assert_bitwise(c.state["sum"]["W1"], np.full((4, 3), 0.4, np.float32))
+    c.load_state_dict(np.load(tmp_path / "opt.npz", allow_pickle=False))
+    for g in grads[3:]:
+        c.step(g)
+    assert_same_run(pa, a, pc, c)
+
+
+@pytest.mark.parametrize("name,value,saved", [
+    ("initial_accumulator_value", 0.0, 0.4),
+    ("lr_decay", 0.2, 0.1),
+    ("eps", 1e-10, 1e-6),
+])
+def test_adagrad_checkpoint_hyperparameters_must_match(name, value, saved):
+    kw = dict(lr=0.2, lr_decay=0.1, initial_accumulator_value=0.4, eps=1e-6)
+    sd = fo.Adagrad({"w": np.ones(2)}, **kw).state_dict()
+    params = {"w": np.ones(2)}
+    opt = fo.Adagrad(params, **dict(kw, **{name: value}))
+    before = snapshot(params, *opt.state.values())
+    msg = f"{name} is {saved!r} in state_dict but {value!r} here"
+    with pytest.raises(ValueError, match=msg):
+        opt.load_state_dict(sd)
+    assert_unchanged(before, params, *opt.state.values())
+    assert opt.t == 0

@@ -13,13 +13,12 @@ import fusedoptim as fo
 from fusedoptim import _reference as ref
 from fusedoptim import _validate as V
 from fusedoptim.backend import _load
+from fusedoptim.families import FAMILIES
 from conftest import AVAILABLE, BACKEND_PARAMS, backend_variant
 from helpers import assert_bitwise, assert_unchanged, snapshot
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
-
-FAMILY_STATES = {"sgd": ("buf",), "rmsprop": ("sq", "gavg", "buf"), "adam": ("m", "v", "vmax")}
 
 shapes = st.one_of(
     st.just(()),
@@ -49,43 +48,50 @@ def models(draw, max_tensors=5):
     return params, grads
 
 
+# Keyword name -> strategy for a scalar keyword of any registered family (a
+# keyword not listed draws from ``unit``).  Adam's bias corrections are
+# derived from a drawn step count and the drawn betas.
+SCALAR_DRAWS = {
+    "lr": st.floats(0.0, 1.0),
+    "eps": st.sampled_from([1e-8, 1e-3, 0.1]),
+    "weight_decay": st.sampled_from([0.0, 0.01, 0.3]),
+    "gscale": st.sampled_from([1.0, 0.5, 0.123456789]),
+}
+DERIVED = {"bc1": "beta1", "bc2": "beta2"}
+NONNEG_SLOTS = {"sq", "v", "vmax", "sum"}
+
+
 @st.composite
 def family_calls(draw):
-    """(family, states-flags, hyperparameters) for one backend call."""
-    family = draw(st.sampled_from(sorted(FAMILY_STATES)))
-    prelude = dict(weight_decay=draw(st.sampled_from([0.0, 0.01, 0.3])),
-                   maximize=draw(st.booleans()),
-                   gscale=draw(st.sampled_from([1.0, 0.5, 0.123456789])))
-    lr = draw(st.floats(0.0, 1.0))
-    if family == "sgd":
-        use = (draw(st.booleans()),)
-        kw = dict(lr=lr, momentum=draw(unit), dampening=draw(unit),
-                  nesterov=draw(st.booleans()), first=draw(st.booleans()), **prelude)
-    elif family == "rmsprop":
-        use = (True, draw(st.booleans()), draw(st.booleans()))
-        kw = dict(lr=lr, alpha=draw(unit), eps=draw(st.sampled_from([1e-8, 1e-3, 0.1])),
-                  eps_inside=draw(st.booleans()), momentum=draw(unit), **prelude)
-    else:
-        use = (True, True, draw(st.booleans()))
-        t = draw(st.integers(1, 50))
-        b1, b2 = draw(unit), draw(unit)
-        kw = dict(lr=lr, beta1=b1, beta2=b2, eps=draw(st.sampled_from([1e-8, 1e-3])),
-                  bc1=1.0 - b1 ** t, bc2=1.0 - b2 ** t, decoupled=draw(st.booleans()),
-                  **prelude)
-    return family, use, kw
+    """(family name, hyperparameters) for one backend call: any registered
+    family, every flag drawn, every scalar drawn by its keyword name."""
+    family = FAMILIES[draw(st.sampled_from(sorted(FAMILIES)))]
+    kw = {}
+    for k in family.scalars + ("gscale",):
+        if k not in DERIVED:
+            kw[k] = draw(SCALAR_DRAWS.get(k, unit))
+    t = draw(st.integers(1, 50))
+    for k, beta_name in DERIVED.items():
+        if k in family.scalars:
+            kw[k] = 1.0 - kw[beta_name] ** t
+    for k in family.flags:
+        kw[k] = draw(st.booleans())
+    return family.name, {k: kw[k] for k in family.keywords}
 
 
-def _states(family, use, params, rng):
-    """State dicts in COURSE layout, random but valid (sq >= 0)."""
+def _states(family, kw, params, rng):
+    """State dicts in COURSE layout, random but valid (second moments >= 0),
+    present exactly where the flags switch them on."""
+    fam = FAMILIES[family]
     out = []
-    for label, used in zip(FAMILY_STATES[family], use):
+    for label, used in zip(fam.slots, fam.active_slots(kw)):
         if not used:
             out.append(V.ABSENT)
             continue
         d = {}
         for name, p in params.items():
             a = np.zeros_like(p)
-            a[...] = np.abs(rng.standard_normal(p.shape)) if label in ("sq", "v", "vmax") \
+            a[...] = np.abs(rng.standard_normal(p.shape)) if label in NONNEG_SLOTS \
                 else rng.standard_normal(p.shape)
             d["d" + name] = a
         out.append((label, d))
@@ -102,8 +108,8 @@ def _copy_states(states):
        threads=st.sampled_from([1, 2]))
 def test_every_backend_equals_reference(model, call, seed, threads):
     params, grads = model
-    family, use, kw = call
-    states = _states(family, use, params, np.random.default_rng(seed))
+    family, kw = call
+    states = _states(family, kw, params, np.random.default_rng(seed))
     want_p = {k: a.copy() for k, a in params.items()}
     want_s = _copy_states(states)
     with np.errstate(all="ignore"):
