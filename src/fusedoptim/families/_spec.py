@@ -23,6 +23,7 @@ or raises and writes nothing.
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 from .. import _validate as _v
@@ -47,6 +48,12 @@ class Family:
         """Every keyword of the family's step, ``gscale`` included."""
         return self.scalars + self.flags + ("gscale",)
 
+    @cached_property
+    def keyword_set(self):
+        """``keywords`` as a set: a valid call's keywords compare equal to
+        it in one operation (the Python backends check every step)."""
+        return frozenset(self.keywords)
+
     def active_slots(self, kw):
         """The slots a step with keywords ``kw`` uses, as booleans."""
         return tuple(bool(kw[self.optional[s]]) if s in self.optional else True
@@ -64,13 +71,18 @@ def check_call(family, states, kw):
     backend, for the Python backends: every keyword present, no unknown one,
     one ``(label, dict or None)`` pair per slot, and exactly the slots the
     flags switch on.  Raises ``TypeError`` or ``ValueError``; writes nothing."""
+    if kw.keys() != family.keyword_set:
+        _keyword_error(family, kw)
+    check_states(family, states, kw)
+
+
+def _keyword_error(family, kw):
     missing = [k for k in family.keywords if k not in kw]
     if missing:
         raise TypeError(f"{family.name}() missing keyword argument {missing[0]!r}")
     for k in kw:
         if k not in family.keywords:
             raise TypeError(f"{family.name}() got an unexpected keyword argument {k!r}")
-    check_states(family, states, kw)
 
 
 def check_states(family, states, kw):
