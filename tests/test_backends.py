@@ -343,6 +343,7 @@ ADAM_KW = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, bc1=0.1, bc2=1 - 0.999
 def test_numba_thread_count_applies_from_any_python_thread():
     import numba
     from fusedoptim import _numba as nk
+    from fusedoptim._numba import _step as nks
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba's pool has one thread")
@@ -354,9 +355,9 @@ def test_numba_thread_count_applies_from_any_python_thread():
         numba.set_num_threads(1)  # the user's own numba setting in this thread
         rng = np.random.default_rng(0)
         step = _big_adam(rng, _tuning.PARALLEL_MIN_ELEMENTS + 1)
-        nk._last_parallel_threads = 0
+        nks._last_parallel_threads = 0
         nk.adam(*step, _validate.COURSE, **ADAM_KW)
-        seen["used"] = nk._last_parallel_threads
+        seen["used"] = nks._last_parallel_threads
         seen["after"] = numba.get_num_threads()
 
     try:
@@ -405,11 +406,12 @@ def test_numba_concurrent_steps_from_python_threads_match_reference():
 def test_numba_thread_count_above_pool_is_clamped():
     import numba
     from fusedoptim import _numba as nk
+    from fusedoptim._numba import _step as nks
 
     before = fo.get_num_threads()
     try:
         fo.set_num_threads(numba.config.NUMBA_NUM_THREADS + 3)
-        assert nk._threads == numba.config.NUMBA_NUM_THREADS
+        assert nks._threads == numba.config.NUMBA_NUM_THREADS
         step = _big_adam(np.random.default_rng(1), _tuning.PARALLEL_MIN_ELEMENTS)
         ref = copy_step(*step)
         nk.adam(*step, _validate.COURSE, **ADAM_KW)

@@ -17,11 +17,9 @@ submodule with ``importlib.import_module("fusedoptim._numba.<name>")``.
 """
 
 import importlib
-import sys
-import types
 
 try:
-    from . import _step
+    from . import _step  # noqa: F401 (numba imports here: its errors become ImportError)
 except ImportError:
     raise
 except Exception as exc:  # e.g. an OSError from a broken llvmlite
@@ -29,7 +27,7 @@ except Exception as exc:  # e.g. an OSError from a broken llvmlite
 
 from ..families import FAMILIES
 from ._norm import grad_sumsq
-from ._step import _CACHE, set_num_threads
+from ._step import _CACHE, set_num_threads  # noqa: F401 (_CACHE: for the tests)
 
 __all__ = ["grad_sumsq", "set_num_threads", *FAMILIES]
 
@@ -37,20 +35,3 @@ for _name in FAMILIES:
     globals()[_name] = importlib.import_module(f".{_name}", __name__).step
 del _name
 
-
-class _Backend(types.ModuleType):
-    """The thread state lives in ``_step``; these attributes read and write
-    it there, so that ``fusedoptim._numba._threads`` is never a stale copy."""
-
-    _threads = property(lambda self: _step._threads)
-
-    @property
-    def _last_parallel_threads(self):
-        return _step._last_parallel_threads
-
-    @_last_parallel_threads.setter
-    def _last_parallel_threads(self, value):
-        _step._last_parallel_threads = value
-
-
-sys.modules[__name__].__class__ = _Backend
