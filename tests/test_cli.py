@@ -6,6 +6,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from fusedoptim.cli import main
 from fusedoptim.cli._output import Progress
 from fusedoptim.cli.bench import command as bench_command
 from fusedoptim.cli.bench import machine, report, runner
+from fusedoptim.cli.bench import shapes as shapes_module
 from fusedoptim.cli.bench import workloads as B
 
 SRC = str(Path(fusedoptim.__file__).resolve().parent.parent)
@@ -308,6 +310,131 @@ def test_table_layout():
     cpus = doc["machine"]["usable_cpus"]
     doc["load_average"]["end"] = cpus * 1.5
     assert "warning: the machine was busy" in report.format_table(doc)
+
+
+# --- bench sizes: real models' shapes ------------------------------------------
+
+def _elements(shapes):
+    return sum(int(np.prod(s)) for s in shapes)
+
+
+def test_gpt2_shapes():
+    shapes = B.SIZES["gpt2"]
+    assert len(shapes) == 148 and B.size_elements("gpt2") == 124_439_808
+    assert shapes[:2] == [(50257, 768), (1024, 768)]      # wte, wpe; lm_head is tied
+    assert sum(len(s) == 2 for s in shapes) == 2 + 12 * 4
+    assert sorted({s for s in shapes if len(s) == 1}) == [(768,), (2304,), (3072,)]
+
+
+def test_resnet50_shapes():
+    """torchvision's resnet50(): 53 convolutions without bias, 53
+    BatchNorms (weight and bias), the 2048 -> 1000 classifier."""
+    shapes = B.SIZES["resnet50"]
+    assert len(shapes) == 161 and B.size_elements("resnet50") == 25_557_032
+    convs = [s for s in shapes if len(s) == 4]
+    assert len(convs) == 53 and convs[0] == (64, 3, 7, 7)
+    assert sum(len(s) == 1 for s in shapes) == 2 * 53 + 1
+    assert shapes[-2:] == [(1000, 2048), (1000,)]
+    # Each convolution is followed by its BatchNorm's weight and bias.
+    for i, s in enumerate(shapes[:-2]):
+        if len(s) == 4:
+            assert shapes[i + 1] == shapes[i + 2] == (s[0],)
+    # 3x3 convolutions: one per bottleneck block, 3 + 4 + 6 + 3.
+    assert sum(s[2:] == (3, 3) for s in convs) == 16
+
+
+def test_tiny_shapes():
+    shapes = B.SIZES["tiny"]
+    sizes = [int(np.prod(s)) for s in shapes]
+    assert len(shapes) == 2000 and min(sizes) == 1 and max(sizes) == 4096
+    assert B.SIZES["tiny"] == shapes_module.tiny_shapes()      # deterministic
+    # Spread over the range, mostly small, and not sorted.
+    assert sum(n <= 64 for n in sizes) > 500 and sum(n > 1024 for n in sizes) > 200
+    assert sizes != sorted(sizes)
+    params, grads = B.make_model(B.Case("adam", "tiny", "float32"))
+    assert len(params) == len(grads) == 2000
+    assert [a.shape for a in params.values()] == shapes
+
+
+def _sizes_run(monkeypatch, argv):
+    """The sizes ``bench`` would run for ``argv`` (nothing is measured)."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(**kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(bench_command, "run", fake_run)
+    with pytest.raises(Stop):
+        main(["bench", "-q"] + argv)
+    return seen["sizes"]
+
+
+def test_model_sizes_selectable(monkeypatch, capsys):
+    assert set(B.MODEL_SIZES) == {"gpt2", "resnet50"}
+    # --quick leaves the model sizes out unless --size names them; a full
+    # run has every size.
+    quick = _sizes_run(monkeypatch, ["--quick"])
+    assert quick == [s for s in B.SIZES if s not in B.MODEL_SIZES] and "tiny" in quick
+    assert "leaves out the gpt2 and resnet50" in capsys.readouterr().err
+    assert _sizes_run(monkeypatch, ["--quick", "--size", "gpt2,tiny", "--size", "resnet50"]) \
+        == ["gpt2", "tiny", "resnet50"]
+    assert _sizes_run(monkeypatch, []) == list(B.SIZES)
+    assert _sizes_run(monkeypatch, ["--quick", "--size", "course,mlp"]) == ["course", "mlp"]
+    for size in ("gpt2", "resnet50", "tiny"):
+        case = B.Case("adam", size, "float32")
+        assert case.elements == _elements(B.SIZES[size])
+        assert case.bytes_moved == 7 * 4 * case.elements
+
+
+def test_tiny_reports_per_tensor(tmp_path, capsys, yardstick):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "tiny", "--optimizer", "gd", "--backend", "numpy",
+                 "--repeat", "1", "--json", str(out), "-q"]) == 0
+    table = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    by_impl = {r["impl"]: r for r in doc["results"]}
+    r = by_impl["numpy"]
+    assert r["tensors"] == 2000
+    assert r["per_tensor_ns"] == pytest.approx(1e9 * r["median_s"] / 2000)
+    copy = by_impl["copy"]["median_s"]
+    assert r["per_tensor_above_limit_ns"] == pytest.approx(1e9 * (r["median_s"] - copy) / 2000)
+    assert by_impl["copy"]["per_tensor_above_limit_ns"] is None
+    line = next(x for x in table.splitlines() if x.startswith("per tensor"))
+    assert "gd tiny float32" in line and "2000 tensors" in line and "numpy" in line
+    assert "above copy" in line
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="needs torch")
+def test_torch_counterpart_on_tiny():
+    """The torch row steps the 2000 tensors (a few milliseconds)."""
+    case = B.Case("adam", "tiny", "float32")
+    step = B.make_step(case, "torch", threads=1)
+    step()
+
+
+def test_slow_step_budget(monkeypatch):
+    """A step slower than the slow-call cut gets the batches that fit in
+    the budget, at least SLOW_MIN_REPEAT, and one warm-up call after the
+    first."""
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(runner.QUICK_SLOW_CALL * 1.5)
+
+    monkeypatch.setattr(B, "make_step", lambda case, impl, threads=None: slow)
+    case = B.Case("gd", "course", "float32")
+    first, warmup, times = runner._time_one(case, "numpy", 1, 3, 15, budget=0.1)
+    assert first >= runner.QUICK_SLOW_CALL and warmup == 2
+    assert len(times) == runner.SLOW_MIN_REPEAT and len(calls) == 2 + runner.SLOW_MIN_REPEAT
+    # --quick: the slow repeat count, the warm-up as asked.
+    calls.clear()
+    first, warmup, times = runner._time_one(case, "numpy", 1, 1, 5, slow_repeat=3)
+    assert warmup == 1 and len(times) == 3 and len(calls) == 4
 
 
 # --- bench rows: derived from the registry -------------------------------------

@@ -14,7 +14,8 @@ from .._output import Progress, check_writable, require_matplotlib
 from . import workloads as W
 from .plot import plot
 from .report import format_table
-from .runner import COMPARED, QUICK_SLOW_CALL, compiled_available, run
+from .runner import (COMPARED, QUICK_SLOW_CALL, SLOW_BUDGET_S, SLOW_MIN_REPEAT,
+                     compiled_available, run)
 
 __all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "command"]
 
@@ -32,9 +33,11 @@ DESCRIPTION = ("Time one optimizer step per backend against plain NumPy and the 
 EPILOG = """\
 how to read the table:
   time/step   median over the timed batches, after warm-up (a batch runs the
-              step enough times to last ~2 ms; under --quick a step slower
-              than 20 ms runs once per batch); 'spread' is
-              (slowest - fastest batch) / median: above ~10% the machine was busy.
+              step enough times to last ~2 ms; a step slower than 20 ms runs
+              once per batch, and gets {slow_min} to {full} batches, as many as fit
+              in ~{budget:.0f} s with its warm-up, or {quick_slow} under --quick);
+              'spread' is (slowest - fastest batch) / median: above ~10% the
+              machine was busy.
   vs numpy    speedup: time of the plain-NumPy backend / this time.
   GB/s        effective bandwidth: the bytes the step must move at the least
               (the parameter, the gradient and each state the class uses;
@@ -49,6 +52,9 @@ how to read the table:
               traffic, so there the percentage compares overheads; it can
               exceed 100% within noise, or when a library moves the bytes
               better than the yardstick.
+  per tensor  (the 'tiny' size, a line below the table) time / tensors, and
+              (time - copy time) / tensors: what each tensor costs above
+              moving its bytes (the copy kernel moves them as one array).
 
 rows: every registered optimizer class (fusedoptim.OPTIMIZERS), named in
 lower case, at its defaults but lr {lr:g}{stateful}, stepped with
@@ -57,10 +63,17 @@ with the same hyperparameters (fused where PyTorch has a fused CPU kernel,
 foreach for RMSprop).
 sizes: course = the 2-5-2-1 network ({course});
        mlp = an MLP of 50 layers of 256x256 ({mlp});
-       big = {big}.
+       big = {big};
+       gpt2 = GPT-2 small's parameter shapes ({gpt2});
+       resnet50 = torchvision ResNet-50's ({resnet50});
+       tiny = many tiny vectors of 1 to 4096 elements ({tiny}):
+              the report quotes its time per tensor.
+       Shapes only, with random values: nothing is downloaded.  --quick
+       leaves out {model_sizes} unless --size names them.
 examples:
   python -m fusedoptim bench --quick
   python -m fusedoptim bench --size big --optimizer adam,gd --threads 1,2 --json out.json
+  python -m fusedoptim bench --size gpt2,resnet50,tiny --optimizer adam
 """
 
 
@@ -72,7 +85,9 @@ def _size_text(name):
 EPILOG = EPILOG.format(
     lr=W.LR, stateful="".join(f" ({c}: {', '.join(f'{k} {v:g}' for k, v in kw.items())})"
                              for c, kw in W.STATEFUL.items()),
-    **{name: _size_text(name) for name in ("course", "mlp", "big")})
+    slow_min=SLOW_MIN_REPEAT, full=FULL[1], budget=SLOW_BUDGET_S, quick_slow=QUICK_SLOW_REPEAT,
+    model_sizes=" and ".join(W.MODEL_SIZES),
+    **{name: _size_text(name) for name in W.SIZES})
 
 
 def add_arguments(p):
@@ -83,7 +98,8 @@ def add_arguments(p):
     p.add_argument("--optimizer", action="extend", type=choice_list(W.OPTIMIZERS, "optimizer"),
                    metavar="NAME[,NAME]", help=f"{', '.join(W.OPTIMIZERS)} (default: all)")
     p.add_argument("--size", action="extend", type=choice_list(tuple(W.SIZES), "size"),
-                   metavar="NAME[,NAME]", help=f"{', '.join(W.SIZES)} (default: all)")
+                   metavar="NAME[,NAME]", help=f"{', '.join(W.SIZES)} (default: all; "
+                                               f"--quick: all but {', '.join(W.MODEL_SIZES)})")
     p.add_argument("--dtype", action="extend", type=choice_list(tuple(W.DTYPES), "dtype"),
                    metavar="NAME[,NAME]", help="float32, float64 (default: float32)")
     p.add_argument("--threads", action="extend", type=positive_int_list, metavar="N[,N]",
@@ -118,6 +134,8 @@ def command(args):
         check_writable(args.json, "--json")
     warmup, repeat = QUICK if args.quick else FULL
     slow_repeat = QUICK_SLOW_REPEAT if args.quick and not args.repeat else None
+    # Asked-for counts are kept as asked.
+    budget = None if args.quick or args.repeat or args.warmup else SLOW_BUDGET_S
     if args.warmup:
         warmup = args.warmup
     if args.repeat:
@@ -130,13 +148,19 @@ def command(args):
         backends = [b for b in backends if b != "numba"]
         progress.line("note: --quick leaves out the numba fallback backend (its JIT "
                       "warm-up takes ~15 s); ask for it with --backend", always=True)
+    sizes = args.size
+    if not sizes:
+        sizes = [s for s in W.SIZES if not (args.quick and s in W.MODEL_SIZES)]
+        if args.quick:
+            progress.line(f"note: --quick leaves out the {' and '.join(W.MODEL_SIZES)} sizes "
+                          f"(real models: up to gigabytes of arrays); ask for them with --size", always=True)
     doc = run(optimizers=unique(args.optimizer or W.OPTIMIZERS),
-              sizes=unique(args.size or W.SIZES),
+              sizes=unique(sizes),
               dtypes=unique(args.dtype or ["float32"]),
               threads=unique(args.threads or [fusedoptim.get_num_threads()]),
               backends=backends,
               explicit=bool(args.backend), warmup=warmup, repeat=repeat, progress=progress,
-              slow_repeat=slow_repeat, started=started)
+              slow_repeat=slow_repeat, started=started, budget=budget)
     doc["settings"]["quick"] = bool(args.quick)
     doc["command"] = ["fusedoptim"] + list(args.argv)
     print(format_table(doc), flush=True)

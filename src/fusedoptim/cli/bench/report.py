@@ -3,7 +3,7 @@
 import math
 import statistics
 
-from .workloads import BASELINE, LIMIT
+from .workloads import BASELINE, LIMIT, PER_TENSOR_SIZES
 
 __all__ = ["format_time", "format_table", "threads_text"]
 
@@ -153,7 +153,33 @@ def _summary(doc):
     return out
 
 
+def _ns(x):
+    return f"{x:.0f} ns" if abs(x) >= 10 else f"{x:.1f} ns"
+
+
+def _per_tensor(doc):
+    """One line per case of the sizes that measure per-tensor overhead
+    (``PER_TENSOR_SIZES``): time / tensors of each implementation, and how
+    much of it is above the copy limit."""
+    groups = {}
+    for r in doc["results"]:
+        if r["size"] in PER_TENSOR_SIZES and r.get("per_tensor_ns") is not None:
+            groups.setdefault((r["case"], r["threads"]), []).append(r)
+    out = []
+    for (_, threads), recs in groups.items():
+        r0 = recs[0]
+        parts = []
+        for r in recs:
+            part = f"{r['impl']} {_ns(r['per_tensor_ns'])}"
+            if r.get("per_tensor_above_limit_ns") is not None:
+                part += f" ({_ns(r['per_tensor_above_limit_ns'])} above copy)"
+            parts.append(part)
+        out.append(f"per tensor, {r0['optimizer']} {r0['size']} {r0['dtype']} {threads} thr "
+                   f"(time / {r0['tensors']} tensors): " + ", ".join(parts))
+    return out
+
+
 def format_table(doc):
     """The human-readable report of a run (the stdout of ``bench``)."""
     return "\n".join(_header(doc) + _grid(_rows(doc["results"])) + [""] + _summary(doc)
-                     + _footer(doc))
+                     + _per_tensor(doc) + _footer(doc))

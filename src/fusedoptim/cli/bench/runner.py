@@ -33,6 +33,12 @@ COMPARED = ("cython", "numba", "numpy", "torch")
 #: their calls are what eats a quick run's time).
 QUICK_SLOW_CALL = 0.02
 
+#: Without ``slow_repeat``: the seconds a slow step's warm-up and timed
+#: batches should take at most (``budget`` of ``run``), and the fewest timed
+#: batches it gets whatever the budget.
+SLOW_BUDGET_S = 10.0
+SLOW_MIN_REPEAT = 5
+
 SCHEMA = "fusedoptim-bench/2"
 
 
@@ -126,10 +132,16 @@ def _jit_warmup(optimizers, sizes, dtypes, progress):
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def _time_one(case, impl, threads, warmup, repeat, slow_repeat=None):
-    """``(first_call_s, [seconds per call, one per timed batch])``; with
-    ``slow_repeat``, a step whose first call exceeds ``QUICK_SLOW_CALL``
-    gets that many timed batches instead of ``repeat``."""
+def _time_one(case, impl, threads, warmup, repeat, slow_repeat=None, budget=None):
+    """``(first_call_s, warm-up calls, [seconds per call, one per timed
+    batch])``.
+
+    A step whose first call exceeds ``QUICK_SLOW_CALL`` runs once per batch
+    and gets fewer batches: ``slow_repeat`` of them when given (``--quick``),
+    else, with ``budget`` (seconds), as many as fit in it with its warm-up
+    (at least ``SLOW_MIN_REPEAT``, at most ``repeat``): a plain-NumPy step
+    on GPT-2's shapes takes seconds, a fused one a fraction of a second.
+    """
     from contextlib import nullcontext
 
     from ...backend import use_backend
@@ -141,11 +153,16 @@ def _time_one(case, impl, threads, warmup, repeat, slow_repeat=None):
         fn()
         first = time.perf_counter() - t0
     number = None
-    if slow_repeat is not None and first > QUICK_SLOW_CALL:
-        # Ten times the batch target: one call is a batch anyway.
-        repeat, number = min(repeat, slow_repeat), 1
+    if first > QUICK_SLOW_CALL:
+        if slow_repeat is not None:
+            repeat, number = min(repeat, slow_repeat), 1
+        elif budget is not None and first * (warmup + repeat) > budget:
+            # Its first call took the page faults: one more warm-up call is enough.
+            warmup = min(warmup, 2)
+            fit = int(budget / first) - warmup
+            repeat, number = max(SLOW_MIN_REPEAT, min(repeat, fit)), 1
     times = W.measure(fn, impl, warmup=warmup - 1, repeat=repeat, number=number)
-    return first, times
+    return first, warmup, times
 
 
 def _derive(records):
@@ -165,6 +182,12 @@ def _derive(records):
                                      else None)
             r["percent_of_limit"] = (100.0 * limit["median_s"] / med
                                      if ok and limit and limit["median_s"] else None)
+            # The cost per tensor: the whole step's, and what it costs
+            # above moving its bytes (the copy kernel moves them in one go).
+            r["per_tensor_ns"] = 1e9 * med / r["tensors"] if ok else None
+            r["per_tensor_above_limit_ns"] = (
+                1e9 * (med - limit["median_s"]) / r["tensors"]
+                if ok and limit and limit["median_s"] and r["impl"] != LIMIT else None)
 
 
 def _case_impls(case, impls, skipped):
@@ -194,7 +217,7 @@ def _measure_all(cases, threads, impls, timing, progress, skipped):
     and the number of failed measurements (reported, the run goes on)."""
     import fusedoptim
 
-    warmup, repeat, slow_repeat = timing
+    warmup, repeat, slow_repeat, budget = timing
     plan = [(case, n, impl) for case in cases for n in threads
             for impl in _case_impls(case, impls, skipped)]
     records, failures = [], 0
@@ -206,7 +229,8 @@ def _measure_all(cases, threads, impls, timing, progress, skipped):
             progress.status(f"[{k}/{len(plan)} {progress.elapsed():5.1f} s] {label} ...")
             rec = _record(case, n, impl, warmup)
             try:
-                first, times = _time_one(case, impl, n, warmup, repeat, slow_repeat)
+                first, rec["warmup_calls"], times = _time_one(case, impl, n, warmup, repeat,
+                                                              slow_repeat, budget)
             except Exception as exc:  # reported in the table, the run goes on
                 failures += 1
                 rec["error"] = f"{type(exc).__name__}: {exc}"
@@ -227,11 +251,12 @@ def _measure_all(cases, threads, impls, timing, progress, skipped):
 
 
 def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, progress,
-        slow_repeat=None, started=None):
+        slow_repeat=None, started=None, budget=None):
     """Run the benchmark; returns the JSON document (see ``SCHEMA``).
 
     ``started`` (a ``time.perf_counter()`` value) is when the command
-    started, for ``elapsed_s``."""
+    started, for ``elapsed_s``; ``slow_repeat`` and ``budget``: the timed
+    batches of slow steps (``_time_one``)."""
     started = time.perf_counter() if started is None else started
     load0 = loadavg()
     impls, load_s, skipped = _resolve(backends, explicit, optimizers, progress)
@@ -240,7 +265,7 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
         jit_s, jit_cpu_s = _jit_warmup(optimizers, sizes, dtypes, progress)
         progress.line(f"numba JIT warm-up: {jit_s:.1f} s ({jit_cpu_s:.1f} s of CPU)")
     records, failures = _measure_all(W.cases(optimizers, sizes, dtypes), threads, impls,
-                                     (warmup, repeat, slow_repeat), progress, skipped)
+                                     (warmup, repeat, slow_repeat, budget), progress, skipped)
     _derive(records)
     rows = {o: {"class": W.ROWS[o].__name__, "family": W.ROWS[o].family.name,
                 "hyperparameters": W.hyperparameters(W.ROWS[o])} for o in optimizers}
@@ -252,7 +277,8 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
                      "limit": LIMIT if LIMIT in impls else None,
                      "warmup_calls": warmup, "timed_batches": repeat,
                      "timed_batches_slow": slow_repeat, "slow_call_s": QUICK_SLOW_CALL
-                     if slow_repeat is not None else None,
+                     if slow_repeat is not None or budget is not None else None,
+                     "slow_budget_s": budget if slow_repeat is None else None,
                      "batch": "each timed batch repeats the step to last about 2 ms; "
                               "times_s are seconds per step, one per batch"},
         "machine": machine_info(threads),

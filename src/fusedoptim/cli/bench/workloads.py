@@ -26,10 +26,12 @@ import numpy as np
 from ...backend import use_backend
 from ...families import OPTIMIZERS as _REGISTERED
 from .counterparts import COUNTERPARTS
+from .shapes import gpt2_shapes, resnet50_shapes, tiny_shapes
 
-__all__ = ["ROWS", "OPTIMIZERS", "SIZES", "DTYPES", "IMPLS", "BACKENDS", "BASELINE", "LIMIT",
-           "LR", "STATEFUL", "YARDSTICK_MAX_READ_WRITE", "NotMeasurable", "Case", "cases",
-           "hyperparameters", "size_elements", "make_model", "make_step", "measure", "yardstick"]
+__all__ = ["ROWS", "OPTIMIZERS", "SIZES", "MODEL_SIZES", "PER_TENSOR_SIZES", "DTYPES", "IMPLS",
+           "BACKENDS", "BASELINE", "LIMIT", "LR", "STATEFUL", "YARDSTICK_MAX_READ_WRITE",
+           "NotMeasurable", "Case", "cases", "hyperparameters", "size_elements", "make_model",
+           "make_step", "measure", "yardstick"]
 
 #: Row name (lowercased class name) -> optimizer class, in registry order.
 ROWS = {cls.__name__.lower(): cls for cls in _REGISTERED.values()}
@@ -45,7 +47,21 @@ SIZES = {
     "mlp": [(256, 256), (256,)] * 50,
     # One tensor of 2**24 elements.
     "big": [(1 << 24,)],
+    # Real models' shapes (.shapes): GPT-2 small, 148 tensors, 124.4M
+    # elements; torchvision's ResNet-50, 161 tensors, 25.6M elements.
+    "gpt2": gpt2_shapes(),
+    "resnet50": resnet50_shapes(),
+    # 2000 vectors of 1 to 4096 elements: the per-tensor overhead.
+    "tiny": tiny_shapes(),
 }
+
+#: Sizes that ``bench --quick`` leaves out unless ``--size`` names them:
+#: gigabytes of arrays and seconds per plain-NumPy step.
+MODEL_SIZES = ("gpt2", "resnet50")
+
+#: Sizes whose report quotes the per-tensor cost (time / tensors): what
+#: they measure is the overhead of each tensor, not memory traffic.
+PER_TENSOR_SIZES = ("tiny",)
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
