@@ -6,6 +6,7 @@ by round (so machine-load drift hits all of them alike), with
 issue's goals are stated in::
 
     PYTHONPATH=src python benchmarks/targets.py [--threads 2] [--rounds 5] [--processes 1]
+    PYTHONPATH=src python benchmarks/targets.py --shapes   # issue 16: real models' shapes
 
 Check ``uptime`` first: on a loaded 2-core machine the 2-thread rows measure
 the scheduler, not the kernels.  On the shared development VM one process's
@@ -68,6 +69,42 @@ GOALS = [
 ]
 
 
+# Issue 16: real models' shapes and the many-tiny-tensors case.
+SHAPE_GOALS = [
+    ("adam gpt2 f32: cython / torch fused", "<= 1.0", lambda r: r <= 1.0),
+    ("adam gpt2 f32: % of copy limit", ">= 95", lambda r: r >= 95),
+    ("adam resnet50 f32: cython / torch fused", "<= 1.0", lambda r: r <= 1.0),
+    ("adam resnet50 f32: % of copy limit", ">= 95", lambda r: r >= 95),
+    ("adam tiny f32: cython ns per tensor", "< torch's", None),
+    ("adam tiny f32: torch fused ns per tensor", "", None),
+    ("adam tiny f32: cython / torch fused per tensor", "< 1.0", lambda r: r < 1.0),
+]
+
+
+def measure_shape_goals(threads, rounds):
+    """Issue 16's goals, one side-by-side run per size: ``({goal label:
+    value}, [median rows])``."""
+    medians, values = [], {}
+    for size, repeat in (("gpt2", 1), ("resnet50", 3), ("tiny", 5)):
+        case = bench.Case("adam", size, "float32")
+        steps = _steps(case, ("cython", "torch", "copy"), threads)
+        m = _interleaved(steps, rounds, repeat)
+        del steps
+        gc.collect()
+        medians += [f"| {case.name} | {impl} | {_fmt(t)} |" for impl, t in m.items()]
+        if size == "tiny":
+            n = len(case.shapes)
+            values["adam tiny f32: cython ns per tensor"] = 1e9 * m["cython"] / n
+            if "torch" in m:
+                values["adam tiny f32: torch fused ns per tensor"] = 1e9 * m["torch"] / n
+                values["adam tiny f32: cython / torch fused per tensor"] = m["cython"] / m["torch"]
+            continue
+        if "torch" in m:
+            values[f"adam {size} f32: cython / torch fused"] = m["cython"] / m["torch"]
+        values[f"adam {size} f32: % of copy limit"] = 100 * m["copy"] / m["cython"]
+    return values, medians
+
+
 def _memory_ratio(threads):
     """Peak traced allocation of one fused step on the big model, over the
     parameter's size in bytes."""
@@ -117,20 +154,20 @@ def _num(v):
     return f"{v:.3g}" if v < 0.01 else f"{v:.3f}"
 
 
-def _goal_table(runs):
+def _goal_table(runs, goals=GOALS):
     """Markdown table: one column per run, then the median over runs."""
     multi = len(runs) > 1
     head = "| goal | " + ("".join(f"run {k + 1} | " for k in range(len(runs))) if multi else "")
     head += ("median | " if multi else "measured | ") + "target | status |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
-    for label, target, ok in GOALS:
+    for label, target, ok in goals:
         vals = [r[label] for r in runs if label in r]
         if not vals:
             continue
         med = statistics.median(vals)
         cells = "".join(f"{_num(v)} | " for v in vals) if multi else ""
-        lines.append(f"| {label} | {cells}{_num(med)} | {target} | "
-                     f"{'met' if ok(med) else 'NOT MET'} |")
+        status = "" if ok is None else "met" if ok(med) else "NOT MET"
+        lines.append(f"| {label} | {cells}{_num(med)} | {target} | {status} |")
     return "\n".join(lines)
 
 
@@ -140,33 +177,37 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--processes", type=int, default=1,
                     help="independent runs, one process each (default 1)")
+    ap.add_argument("--shapes", action="store_true",
+                    help="issue 16's goals: Adam on GPT-2, ResNet-50 and tiny tensors' shapes")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    goals, measure = (SHAPE_GOALS, measure_shape_goals) if args.shapes else (GOALS, measure_goals)
     if args.processes > 1:
         runs = []
         for k in range(args.processes):
             out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads),
-                                  "--rounds", str(args.rounds), "--json"],
+                                  "--rounds", str(args.rounds), "--json"]
+                                 + (["--shapes"] if args.shapes else []),
                                  check=True, capture_output=True, text=True).stdout
             runs.append(json.loads(out.splitlines()[-1]))
             print(f"run {k + 1} of {args.processes} done, load average "
                   f"{os.getloadavg()[0]:.2f}", flush=True)
         print(f"\nfusedoptim targets: {args.threads} threads, {args.processes} processes of "
               f"{args.rounds} interleaved rounds; status is judged on the median\n")
-        print(_goal_table(runs))
+        print(_goal_table(runs, goals))
         return
     fusedoptim.set_num_threads(args.threads)
     if not args.json:
         print(f"fusedoptim targets: {args.threads} threads, {args.rounds} interleaved rounds, "
               f"load average {os.getloadavg()[0]:.2f} (start)")
-    values, medians = measure_goals(args.threads, args.rounds)
+    values, medians = measure(args.threads, args.rounds)
     if args.json:
         print(json.dumps(values))
         return
     print("\n| case | impl | median |\n|---|---|---|")
     print("\n".join(medians))
     print()
-    print(_goal_table([values]))
+    print(_goal_table([values], goals))
     print(f"\nload average {os.getloadavg()[0]:.2f} (end)")
 
 

@@ -23,13 +23,18 @@ TARGETS = [
     (bench.Case("adam", "mlp", "float32"), ("cython", "torch", "copy")),
     (bench.Case("adam", "course", "float64"), ("cython", "torch", "numpy")),
 ]
+# Real models' shapes and the many-tiny-tensors case (issue 16): Adam against
+# PyTorch's fused Adam and the copy limit.
+SHAPES = [(bench.Case("adam", size, "float32"), ("cython", "torch", "copy"))
+          for size in ("gpt2", "resnet50", "tiny")]
 # Every registered optimizer (a new one included, with nothing to add here)
 # on the MLP, against PyTorch and the copy limit.
 REGISTERED = [(bench.Case(row, "mlp", "float32"), ("cython", "torch", "copy"))
               for row in bench.OPTIMIZERS]
 
 PARAMS = [pytest.param(case, impl, id=f"{case.name}-{impl}")
-          for case, impls in TARGETS + [t for t in REGISTERED if t[0] not in dict(TARGETS)]
+          for case, impls in TARGETS + SHAPES + [t for t in REGISTERED
+                                                 if t[0] not in dict(TARGETS)]
           for impl in impls]
 
 
@@ -39,11 +44,17 @@ def _rounds(case, impl):
         return 200
     if impl == "numpy":
         return 3
+    if case.size in bench.MODEL_SIZES:
+        return 10
     return 20 if case.size == "big" else 50
 
 
 @pytest.mark.parametrize("case,impl", PARAMS)
 def test_step(benchmark, bench_threads, case, impl):
+    if benchmark.disabled and case.size in bench.MODEL_SIZES:
+        # A smoke run (--benchmark-disable, as in CI) would spend seconds
+        # drawing gigabytes of random values for one step.
+        pytest.skip(f"{case.size}: measured only with the benchmarks enabled")
     try:
         step = bench.make_step(case, impl, threads=bench_threads)
     except (ImportError, bench.NotMeasurable) as exc:

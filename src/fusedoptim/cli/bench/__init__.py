@@ -5,6 +5,8 @@ Measuring and reporting are apart:
 * :mod:`.workloads` -- the cases (rows derived from the optimizer registry,
   model sizes, dtypes), the step of each implementation and ``measure``;
   shared with the pytest-benchmark suite in ``benchmarks/``;
+* :mod:`.shapes` -- the parameter shapes of real models (GPT-2 small,
+  ResNet-50) and of the many-tiny-tensors case;
 * :mod:`.counterparts` -- PyTorch's optimizer for each class;
 * :mod:`.runner` -- which implementations load, warm-ups, timing every case
   side by side, the derived columns; :mod:`.machine` -- the machine;
@@ -22,7 +24,9 @@ from .workloads import (
     IMPLS,
     LIMIT,
     LR,
+    MODEL_SIZES,
     OPTIMIZERS,
+    PER_TENSOR_SIZES,
     ROWS,
     SIZES,
     STATEFUL,
@@ -36,6 +40,6 @@ from .workloads import (
     size_elements,
 )
 
-__all__ = ["BACKENDS", "BASELINE", "DTYPES", "IMPLS", "LIMIT", "LR", "OPTIMIZERS", "ROWS",
-           "SIZES", "STATEFUL", "Case", "NotMeasurable", "cases", "hyperparameters",
-           "make_model", "make_step", "measure", "size_elements"]
+__all__ = ["BACKENDS", "BASELINE", "DTYPES", "IMPLS", "LIMIT", "LR", "MODEL_SIZES", "OPTIMIZERS",
+           "PER_TENSOR_SIZES", "ROWS", "SIZES", "STATEFUL", "Case", "NotMeasurable", "cases",
+           "hyperparameters", "make_model", "make_step", "measure", "size_elements"]
