@@ -171,8 +171,9 @@ def _per_tensor(doc):
         parts = []
         for r in recs:
             part = f"{r['impl']} {_ns(r['per_tensor_ns'])}"
-            if r.get("per_tensor_above_limit_ns") is not None:
-                part += f" ({_ns(r['per_tensor_above_limit_ns'])} above copy)"
+            above = r.get("per_tensor_above_limit_ns")
+            if above is not None:
+                part += f" ({_ns(abs(above))} {'above' if above >= 0 else 'below'} copy)"
             parts.append(part)
         out.append(f"per tensor, {r0['optimizer']} {r0['size']} {r0['dtype']} {threads} thr "
                    f"(time / {r0['tensors']} tensors): " + ", ".join(parts))
