@@ -153,7 +153,8 @@ def command(args):
         sizes = [s for s in W.SIZES if not (args.quick and s in W.MODEL_SIZES)]
         if args.quick:
             progress.line(f"note: --quick leaves out the {' and '.join(W.MODEL_SIZES)} sizes "
-                          f"(real models: up to gigabytes of arrays); ask for them with --size", always=True)
+                          f"(real models: up to gigabytes of arrays); ask for them with --size",
+                          always=True)
     doc = run(optimizers=unique(args.optimizer or W.OPTIMIZERS),
               sizes=unique(sizes),
               dtypes=unique(args.dtype or ["float32"]),
