@@ -79,6 +79,9 @@ def _check_parameters(parameters):
     for name, p in parameters.items():
         if not isinstance(name, str):
             raise TypeError(f"parameter names must be str, got {name!r}")
+        if "\0" in name:  # np.savez cuts a zip member's name at a NUL
+            raise ValueError(f"parameter name {name!r} contains a NUL character, "
+                             f"which a checkpoint (np.savez) cannot store")
         label = f"parameters[{name!r}]"
         _v._check_array(p, label)
         _v._check_writeable(p, label)
