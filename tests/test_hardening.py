@@ -24,6 +24,8 @@ from fusedoptim.backend import use_backend
 from conftest import AVAILABLE
 from helpers import assert_same_or_both_nan, assert_unchanged, snapshot
 
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix
+
 needs_cython = pytest.mark.skipif("cython" not in AVAILABLE, reason="compiled backend not built")
 
 
