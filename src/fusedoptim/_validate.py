@@ -317,6 +317,12 @@ def gather(params, grads, states, mode):
         glabel = f"grads[{gkey!r}]"
         _check_array(g, glabel)
         _check_like(g, glabel, p, plabel)
+        # An accepted subclass (memmap, recarray) is stepped as the plain
+        # ndarray over its memory, so the reference's arithmetic is ndarray's.
+        if type(p) is not np.ndarray:
+            p = p.view(np.ndarray)
+        if type(g) is not np.ndarray:
+            g = g.view(np.ndarray)
         items.append((plabel, p, True))
         items.append((glabel, g, False))
         group = [p, g if _same_layout(g, p) else _relayout(g, p)]
@@ -334,10 +340,11 @@ def gather(params, grads, states, mode):
             _check_writeable(a, alabel)
             if not (_is_dense(a) and _same_layout(a, p)):
                 raise layout_mismatch(alabel, plabel)
+            if type(a) is not np.ndarray:
+                a = a.view(np.ndarray)
             items.append((alabel, a, True))
             group.append(a)
-        out.append(tuple(a if a is None or type(a) is np.ndarray else a.view(np.ndarray)
-                         for a in group))
+        out.append(tuple(group))
     pair = _find_overlap(items)
     if pair is not None:
         raise overlap(*pair)
