@@ -302,11 +302,12 @@ def gather(params, grads, states, mode):
             _check_dict(st, label)
     out = []
     items = []
+    exact = type(params) is dict  # its iterated keys are all there
     for name in keys_of(params):
         if not isinstance(name, str):
             raise bad_name(name)
         plabel = f"parameters[{name!r}]"
-        p = lookup(params, name)
+        p = params[name] if exact else lookup(params, name)
         if p is _MISSING:
             raise param_vanished(name)
         _check_array(p, plabel)
@@ -331,7 +332,7 @@ def gather(params, grads, states, mode):
             if st is None:
                 group.append(None)
                 continue
-            a = lookup(st, skey)
+            a = st.get(skey, _MISSING) if type(st) is dict else lookup(st, skey)
             if a is _MISSING:
                 raise missing_state(label, skey, name)
             alabel = f"{label}[{skey!r}]"
