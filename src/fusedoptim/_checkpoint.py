@@ -40,6 +40,8 @@ def _count(x, key):
         raise TypeError(f"state_dict[{key!r}] must be an integer, got {type(x).__name__}")
     if x < 0:
         raise ValueError(f"state_dict[{key!r}] must be >= 0, got {x}")
+    if x >= 2**63:  # what np.savez stores as int64; a step count fits far below
+        raise ValueError(f"state_dict[{key!r}] must be < 2**63, got {x}")
     return int(x)
 
 
@@ -98,7 +100,11 @@ class Checkpointing:
         for key in state_dict:
             if not isinstance(key, str):
                 raise TypeError(f"state_dict keys must be str, got {key!r}")
-            sd[key] = state_dict[key]  # an NpzFile reads from disk on each access
+            try:
+                sd[key] = state_dict[key]  # an NpzFile reads from disk on each access
+            except (ValueError, OSError, EOFError) as exc:
+                # e.g. an object array in an .npz loaded with allow_pickle=False
+                raise ValueError(f"state_dict[{key!r}] cannot be read: {exc}") from None
 
         def get(key):
             try:

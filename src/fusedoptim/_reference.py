@@ -1,7 +1,9 @@
 """Plain NumPy implementations: the oracle, and the ``numpy`` backend.
 
-Every faster backend (``cython``, ``numba``) must reproduce these steps bit
-for bit, for float32 and float64, at every thread count.  Each family's
+A step computes every tensor's new values into fresh arrays before it
+writes any (see ``_multi_tensor``), so running out of memory midway changes
+nothing.  Every faster backend (``cython``, ``numba``) must reproduce these
+steps bit for bit, for float32 and float64, at every thread count.  Each family's
 per-tensor update lives beside its declaration in
 :mod:`fusedoptim.families` and states the exact operation order in code;
 this module turns each into the family's multi-tensor step, one function per
@@ -21,6 +23,8 @@ time: no fused multiply-add, no reassociation, ``x ** 2`` is ``x * x``, and a
 division is a division (never a multiplication by a reciprocal).
 """
 
+import numpy as np
+
 from ._norm import SUMSQ_BLOCK, SUMSQ_LANES, grad_sumsq, sumsq_blocks
 from ._validate import gather
 from .families import FAMILIES, check_call
@@ -29,13 +33,31 @@ __all__ = ["grad_sumsq", "set_num_threads", "sumsq_blocks", "SUMSQ_BLOCK",
            "SUMSQ_LANES", *FAMILIES]
 
 
+def _scratch(a):
+    """A private copy of written array ``a`` (same layout) to compute into."""
+    return a.copy(order="K")
+
+
 def _multi_tensor(family):
     update = family.update
 
     def step(params, grads, states, mode, **kw):
         check_call(family, states, kw)
-        for arrays in gather(params, grads, states, mode):
-            update(*arrays, **kw)
+        groups = gather(params, grads, states, mode)
+        # Every tensor's new values are computed into fresh arrays first and
+        # copied into the caller's only when all exist: an allocation that
+        # fails (MemoryError) anywhere in the step leaves everything as it
+        # was.  The copies are same-dtype, same-layout np.copyto calls, which
+        # allocate nothing.
+        fresh = []
+        for p, g, *st in groups:
+            new = [_scratch(p)] + [None if a is None else _scratch(a) for a in st]
+            update(new[0], g, *new[1:], **kw)
+            fresh.append(new)
+        for group, new in zip(groups, fresh):
+            for a, b in zip(group[:1] + group[2:], new):
+                if a is not None:
+                    np.copyto(a, b)
 
     step.__name__ = step.__qualname__ = family.name
     step.__doc__ = (f"Multi-tensor {family.name} step: ``{update.__name__}`` on every "

@@ -10,22 +10,40 @@ The messages both raise directly are built by the small functions below
 
 Rules (one place, so every backend agrees)
 ------------------------------------------
-* ``parameters``, ``grads`` and every state are ``dict`` instances.
+* ``parameters``, ``grads`` and every state are ``dict`` instances (a
+  subclass is read through its own methods, the same way on every backend:
+  ``parameters`` is iterated once, into a list that fixes the step's
+  tensors; a key is looked up with ``key in d`` before ``d[key]``, so a
+  ``defaultdict`` never gains a key; ``len()`` is never used, so a
+  ``__len__`` that lies cannot size anything).
 * In ``COURSE`` mode the gradient of parameter ``name`` is
   ``grads["d" + name]`` and its state is ``state["d" + name]``; in ``NAMED``
   mode (optimizer classes) the gradient is ``grads[name]`` or
-  ``grads["d" + name]`` (not both) and the state is ``state[name]``.  Other
-  keys in ``grads`` are ignored.
+  ``grads["d" + name]`` (not both) and the state is ``state[name]``.  A key
+  that is itself a parameter's name is that parameter's gradient: with
+  parameters ``ecoder`` and ``decoder``, ``grads["decoder"]`` is never taken
+  for ``ecoder``.  Other keys in ``grads`` are ignored.
 * A parameter is a writeable, aligned, native-byte-order ``numpy.ndarray`` of
   float32 or float64 whose memory is one contiguous block (C or Fortran
   order).  A non-contiguous parameter is refused: updating a copy would leave
   the caller's array unchanged.
+* Array subclasses: ``numpy.memmap`` and ``numpy.recarray`` (of a float
+  dtype) are accepted and treated as the plain ndarray over their memory
+  (their arithmetic is ndarray's, so every backend computes the same bits).
+  Every other subclass is refused, NumPy's own (``numpy.matrix``, whose
+  ``*`` is a matrix product; ``numpy.ma.MaskedArray``, whose arithmetic
+  skips masked elements) and anyone else's: a fused kernel works on raw
+  memory and cannot honour different arithmetic, and the ``numpy`` backend
+  would silently compute something else.  ``np.asarray(x)`` of a refused
+  array is a plain view of the same memory.
 * A gradient has the parameter's dtype and shape, in any layout; one whose
   layout differs from its parameter's is copied into that layout (gradients
   are only read).
 * A state has the parameter's dtype, shape and strides, and is writeable.
 * No written array (parameter or state) shares memory with another array of
-  the step; gradients may share memory with each other.
+  the step; gradients may share memory with each other.  Memory is compared
+  by address: two separate ``np.memmap`` mappings of one file have different
+  addresses and are not detected (a documented limit; map a file once).
 """
 
 import math
@@ -43,6 +61,8 @@ NAMED = 1
 ABSENT = ("", None)
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: ndarray subclasses whose arithmetic is ndarray's (see the module docstring).
+PLAIN_SUBCLASSES = (np.memmap, np.recarray)
 
 
 def _type_name(x):
@@ -73,6 +93,36 @@ def overlap(later, earlier):
     return ValueError(f"{later} shares memory with {earlier}")
 
 
+def param_vanished(name):
+    return KeyError(f"parameters has no {name!r}, though iterating it gave that key")
+
+
+def subclass_refused(a, label):
+    cls = type(a)
+    return TypeError(f"{label} is a {cls.__module__}.{cls.__qualname__}, not a plain "
+                     f"numpy.ndarray (its arithmetic may differ); pass np.asarray of it")
+
+
+_MISSING = object()
+
+
+def lookup(d, key):
+    """``d[key]``, or ``_MISSING`` when ``key`` is absent.  A dict subclass
+    is asked ``key in d`` first, so a ``defaultdict`` gains no key."""
+    if type(d) is dict:
+        return d.get(key, _MISSING)
+    if key not in d:
+        return _MISSING
+    return d[key]
+
+
+def keys_of(d):
+    """The keys of ``d``, iterated once (never sized by ``len``)."""
+    if type(d) is dict:
+        return list(d)
+    return [k for k in d]
+
+
 def _check_dict(obj, label):
     if not isinstance(obj, dict):
         raise TypeError(f"{label} must be a dict of arrays, got {_type_name(obj)}")
@@ -81,6 +131,8 @@ def _check_dict(obj, label):
 def _check_array(a, label):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {_type_name(a)}")
+    if type(a) is not np.ndarray and type(a) not in PLAIN_SUBCLASSES:
+        raise subclass_refused(a, label)
     dt = a.dtype
     if dt not in _FLOAT_DTYPES:
         if dt.kind == "f" and not dt.isnative:
@@ -161,15 +213,34 @@ def _overlap_candidates(items):
     return sorted(i for g in groups.values() if len(g) > 1 for i in g)
 
 
+def _sweep_overlaps(spans, last):
+    """Whether two of the spans (sorted by start) whose item index is at
+    most ``last`` intersect, one of them written: one linear sweep."""
+    max_hi_written = max_hi_any = -1
+    for lo, hi, written, idx in spans:
+        if idx > last:
+            continue
+        if lo < max_hi_written or (written and lo < max_hi_any):
+            return True
+        if hi > max_hi_any:
+            max_hi_any = hi
+        if written and hi > max_hi_written:
+            max_hi_written = hi
+    return False
+
+
 def _find_overlap(items):
     """First overlapping pair among ``(label, array, written)`` items, in
     step order: returns ``(later_label, earlier_label)`` or ``None``.
 
-    Only pairs with at least one written array count.  A sort finds whether
-    there is any overlap in O(n log n); the quadratic scan that names the
-    first pair runs only when there is one.  Items that cannot overlap
-    anything (``_overlap_candidates``) are left out, which changes neither
-    the answer nor which pair is named first.
+    Only pairs with at least one written array count.  "First" means the
+    smallest later index, then the smallest earlier one.  One sort, then
+    sweeps: whether any pair overlaps is one sweep; the later item of the
+    first pair is found by bisecting on the prefix of items that holds an
+    overlap (monotone in its length), O(n log n) in all; its earlier partner
+    by one scan.  Items that cannot overlap anything
+    (``_overlap_candidates``) are left out, which changes neither the answer
+    nor which pair is named.
     """
     spans = []
     for idx in _overlap_candidates(items):
@@ -180,44 +251,38 @@ def _find_overlap(items):
     if len(spans) < 2:
         return None
     spans.sort()
-    found = False
-    max_hi_written = max_hi_any = -1
-    for lo, hi, written, _idx in spans:
-        if lo < max_hi_written or (written and lo < max_hi_any):
-            found = True
-            break
-        max_hi_any = max(max_hi_any, hi)
-        if written:
-            max_hi_written = max(max_hi_written, hi)
-    if not found:
+    lo_k, hi_k = 0, len(items) - 1
+    if not _sweep_overlaps(spans, hi_k):
         return None
-    spans.sort(key=lambda s: s[3])
-    for j in range(1, len(spans)):
-        lo_j, hi_j, w_j, idx_j = spans[j]
-        for i in range(j):
-            lo_i, hi_i, w_i, idx_i = spans[i]
-            if (w_i or w_j) and lo_i < hi_j and lo_j < hi_i:
-                return items[idx_j][0], items[idx_i][0]
-    raise AssertionError("unreachable: sorted scan found an overlap")
+    while lo_k < hi_k:  # the smallest last index whose prefix overlaps
+        mid = (lo_k + hi_k) // 2
+        if _sweep_overlaps(spans, mid):
+            hi_k = mid
+        else:
+            lo_k = mid + 1
+    j = next(s for s in spans if s[3] == hi_k)
+    partners = [s[3] for s in spans if s[3] < hi_k and (s[2] or j[2])
+                and s[0] < j[1] and j[0] < s[1]]
+    return items[hi_k][0], items[min(partners)][0]
 
 
-def _grad_of(grads, name, mode):
+def _grad_of(grads, name, mode, params):
     """``(key, array)`` of the gradient of parameter ``name``."""
     dkey = "d" + name
     if mode == COURSE:
-        try:
-            return dkey, grads[dkey]
-        except KeyError:
-            raise KeyError(f"grads has no {dkey!r} (gradient of parameter {name!r})") from None
+        g = lookup(grads, dkey)
+        if g is _MISSING:
+            raise KeyError(f"grads has no {dkey!r} (gradient of parameter {name!r})")
+        return dkey, g
     has_plain = name in grads
-    has_d = dkey in grads
+    # A key that is another parameter's name is that parameter's gradient.
+    has_d = dkey in grads and dkey not in params
     if has_plain and has_d:
         raise ValueError(f"grads has both {name!r} and {dkey!r}; pass one "
                          f"gradient per parameter")
-    if has_plain:
-        return name, grads[name]
-    if has_d:
-        return dkey, grads[dkey]
+    if has_plain or has_d:
+        key = name if has_plain else dkey
+        return key, grads[key]
     raise KeyError(f"grads has no {name!r} or {dkey!r} (gradient of parameter {name!r})")
 
 
@@ -228,6 +293,7 @@ def gather(params, grads, states, mode):
     ``states`` is a tuple of ``(label, dict or None)``; a ``None`` dict gives
     ``None`` in that position of every tuple.  Raises ``TypeError``,
     ``ValueError`` or ``KeyError`` naming the offending key; writes nothing.
+    Accepted array subclasses come back as plain ndarray views.
     """
     _check_dict(params, "parameters")
     _check_dict(grads, "grads")
@@ -236,19 +302,28 @@ def gather(params, grads, states, mode):
             _check_dict(st, label)
     out = []
     items = []
-    for name in params:
+    exact = type(params) is dict  # its iterated keys are all there
+    for name in keys_of(params):
         if not isinstance(name, str):
             raise bad_name(name)
         plabel = f"parameters[{name!r}]"
-        p = params[name]
+        p = params[name] if exact else lookup(params, name)
+        if p is _MISSING:
+            raise param_vanished(name)
         _check_array(p, plabel)
         _check_writeable(p, plabel)
         if not _is_dense(p):
             raise not_contiguous(plabel)
-        gkey, g = _grad_of(grads, name, mode)
+        gkey, g = _grad_of(grads, name, mode, params)
         glabel = f"grads[{gkey!r}]"
         _check_array(g, glabel)
         _check_like(g, glabel, p, plabel)
+        # An accepted subclass (memmap, recarray) is stepped as the plain
+        # ndarray over its memory, so the reference's arithmetic is ndarray's.
+        if type(p) is not np.ndarray:
+            p = p.view(np.ndarray)
+        if type(g) is not np.ndarray:
+            g = g.view(np.ndarray)
         items.append((plabel, p, True))
         items.append((glabel, g, False))
         group = [p, g if _same_layout(g, p) else _relayout(g, p)]
@@ -257,16 +332,17 @@ def gather(params, grads, states, mode):
             if st is None:
                 group.append(None)
                 continue
-            try:
-                a = st[skey]
-            except KeyError:
-                raise missing_state(label, skey, name) from None
+            a = st.get(skey, _MISSING) if type(st) is dict else lookup(st, skey)
+            if a is _MISSING:
+                raise missing_state(label, skey, name)
             alabel = f"{label}[{skey!r}]"
             _check_array(a, alabel)
             _check_like(a, alabel, p, plabel)
             _check_writeable(a, alabel)
             if not (_is_dense(a) and _same_layout(a, p)):
                 raise layout_mismatch(alabel, plabel)
+            if type(a) is not np.ndarray:
+                a = a.view(np.ndarray)
             items.append((alabel, a, True))
             group.append(a)
         out.append(tuple(group))
@@ -294,20 +370,28 @@ _FMAX = sys.float_info.max
 
 def real(x, name):
     """``x`` as a finite Python float; ``TypeError`` for non-numbers and
-    bools, ``ValueError`` for NaN and infinity."""
+    bools, ``ValueError`` for NaN, infinity and numbers beyond float range.
+    ``-0.0`` becomes ``+0.0`` (``x + 0.0``) here and in the checks built on
+    this one, so no backend sees a negative zero hyperparameter (which
+    could flip the sign of an infinite or zero result on some but not
+    others)."""
     if type(x) is float and -_FMAX <= x <= _FMAX:
-        return x
+        return x + 0.0
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {_type_name(x)}")
-    x = float(x)
+    try:
+        x = float(x)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got a number too large for "
+                         f"a float") from None
     if not math.isfinite(x):
         raise ValueError(f"{name} must be finite, got {x}")
-    return x
+    return x + 0.0
 
 
 def nonneg(x, name):
     if type(x) is float and 0.0 <= x <= _FMAX:
-        return x
+        return x + 0.0
     x = real(x, name)
     if x < 0.0:
         raise ValueError(f"{name} must be >= 0, got {x}")
@@ -316,7 +400,7 @@ def nonneg(x, name):
 
 def beta(x, name):
     if type(x) is float and 0.0 <= x < 1.0:
-        return x
+        return x + 0.0
     x = real(x, name)
     if not 0.0 <= x < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {x}")

@@ -40,6 +40,9 @@ _errors = {}
 _active_name = None
 _active = None
 _num_threads = None
+#: The most threads ``set_num_threads`` accepts (each backend stores it in a
+#: C int; far more threads than cores only slows a step down).
+MAX_THREADS = 4096
 
 
 class BackendUnavailable(ImportError):
@@ -143,12 +146,14 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads (``n >= 1``) in every backend.  Results do not
+    """Use ``n`` threads (``1 <= n <= MAX_THREADS``) in every backend.  Results do not
     depend on it: every backend splits work so that each element is computed
     the same way on any number of threads."""
     global _num_threads
     from ._validate import positive_int
     n = positive_int(n, "n")
+    if n > MAX_THREADS:  # checked before anything is stored
+        raise ValueError(f"n must be at most {MAX_THREADS}, got {n}")
     with _lock:
         _num_threads = n
         for mod in _loaded.values():
@@ -161,11 +166,11 @@ def _init_threads():
     if env:
         try:
             n = int(env)
-            if n < 1:
+            if not 1 <= n <= MAX_THREADS:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"FUSEDOPTIM_NUM_THREADS must be a positive integer, "
-                             f"got {env!r}") from None
+            raise ValueError(f"FUSEDOPTIM_NUM_THREADS must be an integer in "
+                             f"[1, {MAX_THREADS}], got {env!r}") from None
         _num_threads = n
     else:
         _num_threads = _default_threads()

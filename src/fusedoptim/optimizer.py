@@ -18,7 +18,10 @@ Gradients
     ``opt.step(grads)`` takes ``grads[name]`` or, as in the course notes,
     ``grads["d" + name]`` for each parameter ``name`` (other keys are
     ignored).  A parameter with neither raises ``KeyError``; one with both
-    raises ``ValueError``.  The caller's gradients are never written.
+    raises ``ValueError``.  A key that is another parameter's name is that
+    parameter's gradient (with parameters ``ecoder`` and ``decoder``,
+    ``grads["decoder"]`` is never ``ecoder``'s).  The caller's gradients
+    are never written, and a ``defaultdict`` of them gains no key.
 Learning rate
     ``opt.lr`` is a float or a schedule, a callable ``schedule(step) ->
     float`` such as those of :mod:`fusedoptim.schedules`.  A schedule is
@@ -79,6 +82,9 @@ def _check_parameters(parameters):
     for name, p in parameters.items():
         if not isinstance(name, str):
             raise TypeError(f"parameter names must be str, got {name!r}")
+        if "\0" in name:  # np.savez cuts a zip member's name at a NUL
+            raise ValueError(f"parameter name {name!r} contains a NUL character, "
+                             f"which a checkpoint (np.savez) cannot store")
         label = f"parameters[{name!r}]"
         _v._check_array(p, label)
         _v._check_writeable(p, label)

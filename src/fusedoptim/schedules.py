@@ -113,7 +113,9 @@ class ExponentialDecay(_Schedule):
         p = \lfloor s / n \rfloor
 
     (Keras's ``ExponentialDecay``; the arguments are in the order of
-    :class:`InverseTimeDecay`).
+    :class:`InverseTimeDecay`).  With ``decay_rate > 1`` the rate grows;
+    once it exceeds float range it is ``inf`` (``0.0`` when ``lr0`` is 0),
+    which an optimizer refuses with a ``ValueError`` naming the step.
 
     Parameters
     ----------
@@ -139,7 +141,13 @@ class ExponentialDecay(_Schedule):
         p = _step(step) / self.decay_steps
         if self.staircase:
             p = math.floor(p)
-        return self.lr0 * self.decay_rate ** p
+        try:
+            factor = self.decay_rate ** p
+        except OverflowError:
+            # decay_rate > 1 grows past float range: the rate is infinite,
+            # which an optimizer refuses with an error naming the step.
+            factor = math.inf
+        return self.lr0 * factor if self.lr0 != 0.0 else 0.0
 
 
 class PiecewiseConstant(_Schedule):

@@ -8,6 +8,7 @@ cdef int step_alloc(Step* st, Py_ssize_t n, int nstates) except -1
 cdef int gather_step(object params, object grads, object states, int mode,
                      Step* st) except -1
 cdef bint states_match(object states, Py_ssize_t nslots, unsigned need) noexcept
+cdef bint plain_subclass(object a) noexcept
 
 
 cdef inline void step_init(Step* st) noexcept:
@@ -15,9 +16,10 @@ cdef inline void step_init(Step* st) noexcept:
 
 
 cdef inline bint float_array(object a) noexcept:
-    """A native-order float32/float64 ndarray (what ``_check_array`` accepts)."""
+    """A native-order float32/float64 ndarray, or an accepted subclass
+    (what ``_check_array`` accepts)."""
     cdef int tn
-    if not cnp.PyArray_Check(a):
+    if not cnp.PyArray_CheckExact(a) and not (cnp.PyArray_Check(a) and plain_subclass(a)):
         return False
     tn = cnp.PyArray_TYPE(<cnp.ndarray>a)
     return (tn == cnp.NPY_FLOAT or tn == cnp.NPY_DOUBLE) and \

@@ -14,7 +14,8 @@ from libc.string cimport memset
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-from cpython.dict cimport PyDict_GetItem, PyDict_GetItemWithError, PyDict_CheckExact
+from cpython.dict cimport (PyDict_GetItem, PyDict_GetItemWithError, PyDict_CheckExact,
+                           PyDict_Keys)
 cimport numpy as cnp
 
 from ._step cimport Tensor, Span, Step, MAX_STATES, SLOTS
@@ -82,14 +83,31 @@ cdef inline object _dkey(object name):
 
 
 cdef inline object _getitem(object d, object key):
-    """``d[key]``; a plain dict skips the generic protocol."""
+    """``d[key]`` (``KeyError`` when absent); a plain dict skips the generic
+    protocol, a subclass is asked ``key in d`` first so that a
+    ``defaultdict`` gains no key (``_validate.lookup``)."""
     cdef PyObject* r
     if PyDict_CheckExact(d):
         r = PyDict_GetItemWithError(d, key)
         if r == NULL:
             raise KeyError(key)
         return <object>r
+    if key not in d:
+        raise KeyError(key)
     return d[key]
+
+
+cdef tuple _PLAIN = _v.PLAIN_SUBCLASSES
+
+
+cdef bint plain_subclass(object a) noexcept:
+    """An ndarray subclass with ndarray's arithmetic (``PLAIN_SUBCLASSES``)."""
+    cdef object cls = type(a)
+    cdef object c
+    for c in _PLAIN:
+        if cls is c:
+            return True
+    return False
 
 
 cdef inline Py_ssize_t _size(cnp.ndarray a) noexcept:
@@ -166,11 +184,6 @@ cdef int _cmp_span(const void* x, const void* y) noexcept nogil:
     return 0
 
 
-cdef int _cmp_idx(const void* x, const void* y) noexcept nogil:
-    cdef Py_ssize_t a = (<const Span*>x).idx, b = (<const Span*>y).idx
-    return (a > b) - (a < b)
-
-
 cdef bint _any_overlap(Span* sp, Py_ssize_t m) noexcept nogil:
     """Whether two spans intersect, one of them written: a sweep over the
     spans sorted by start, O(m log m) (insertion sort for the few spans of a
@@ -200,18 +213,10 @@ cdef bint _any_overlap(Span* sp, Py_ssize_t m) noexcept nogil:
     return False
 
 
-cdef object _nth_key(object d, Py_ssize_t k):
-    cdef Py_ssize_t i = 0
-    for key in d:
-        if i == k:
-            return key
-        i += 1
-    raise RuntimeError("parameters changed during the step")
-
-
-cdef object _item_label(object params, object grads, tuple states, int mode, int code):
+cdef object _item_label(list names, object params, object grads, tuple states, int mode,
+                        int code):
     """The label ``_validate.gather`` gives the array of item ``code``."""
-    name = _nth_key(params, code >> 3)
+    name = names[code >> 3]
     kind = code & 7
     if kind == 0:
         return f"parameters[{name!r}]"
@@ -223,20 +228,49 @@ cdef object _item_label(object params, object grads, tuple states, int mode, int
     return f"{states[kind - 2][0]}[{skey!r}]"
 
 
-cdef int _overlap_error(Step* st, object params, object grads, tuple states,
+cdef bint _sweep(const Span* sp, Py_ssize_t m, Py_ssize_t last) noexcept nogil:
+    """``_validate._sweep_overlaps``: whether spans (sorted by start) with
+    index at most ``last`` intersect, one of them written."""
+    cdef Py_ssize_t i
+    cdef size_t max_hi_written = 0, max_hi_any = 0
+    for i in range(m):
+        if sp[i].idx > last:
+            continue
+        if sp[i].lo < max_hi_written or (sp[i].written and sp[i].lo < max_hi_any):
+            return True
+        if sp[i].hi > max_hi_any:
+            max_hi_any = sp[i].hi
+        if sp[i].written and sp[i].hi > max_hi_written:
+            max_hi_written = sp[i].hi
+    return False
+
+
+cdef int _overlap_error(Step* st, list names, object params, object grads, tuple states,
                         int mode) except -1:
-    """Name the first overlapping pair in step order, as ``_find_overlap``."""
-    cdef Py_ssize_t i, j, m = st.nspans
+    """Name the first overlapping pair in step order, as ``_find_overlap``:
+    bisect on the prefix length (spans are sorted by start already), then
+    scan for the earlier partner; O(m log m)."""
+    cdef Py_ssize_t i, m = st.nspans, lo = 0, hi = m - 1, mid
+    cdef Py_ssize_t j = -1, partner = -1
     cdef Span* sp = st.spans
-    qsort(sp, m, sizeof(Span), _cmp_idx)
-    for j in range(1, m):
-        for i in range(j):
-            if (sp[i].written or sp[j].written) and sp[i].lo < sp[j].hi \
-                    and sp[j].lo < sp[i].hi:
-                later = _item_label(params, grads, states, mode, sp[j].code)
-                earlier = _item_label(params, grads, states, mode, sp[i].code)
-                raise _v.overlap(later, earlier)
-    raise AssertionError("unreachable: sorted scan found an overlap")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _sweep(sp, m, mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    for i in range(m):
+        if sp[i].idx == hi:
+            j = i
+    for i in range(m):
+        if sp[i].idx < hi and (sp[i].written or sp[j].written) and sp[i].lo < sp[j].hi \
+                and sp[j].lo < sp[i].hi and (partner < 0 or sp[i].idx < sp[partner].idx):
+            partner = i
+    if j < 0 or partner < 0:
+        raise AssertionError("unreachable: sorted scan found an overlap")
+    later = _item_label(names, params, grads, states, mode, sp[j].code)
+    earlier = _item_label(names, params, grads, states, mode, sp[partner].code)
+    raise _v.overlap(later, earlier)
 
 
 cdef inline int _unreachable(label) except -1:
@@ -317,7 +351,10 @@ cdef int _finish(Step* st) except -1:
 
 cdef inline cnp.ndarray _param(object params, object name):
     """``params[name]``, checked as a parameter."""
-    p = _getitem(params, name)
+    try:
+        p = _getitem(params, name)
+    except KeyError:
+        raise _v.param_vanished(name) from None
     if not float_array(p):
         _v._check_array(p, f"parameters[{name!r}]")
         _unreachable(name)
@@ -348,13 +385,13 @@ cdef int gather_step(object params, object grads, object states, int mode,
     if not isinstance(grads, dict):
         _v._check_dict(grads, "grads")
     _open_states(<tuple>states, sdp, st)
-    n = len(params)
+    # The keys, iterated once; len() of a dict subclass may lie.
+    names = PyDict_Keys(params) if PyDict_CheckExact(params) else [k for k in params]
+    n = len(<list>names)
     step_alloc(st, n, <int>nst)
     st.count = 0          # tensors filled so far (refs beyond are NULL)
-    i = 0
-    for name in params:
-        if i >= n:
-            raise RuntimeError("parameters changed size during the step")
+    for i in range(n):
+        name = (<list>names)[i]
         if not isinstance(name, str):
             raise _v.bad_name(name)
         st.count = i + 1
@@ -368,13 +405,14 @@ cdef int gather_step(object params, object grads, object states, int mode,
             try:
                 g = _getitem(grads, dkey)
             except KeyError:
-                _v._grad_of(grads, name, _v.COURSE)  # raises, with the Python message
+                _v._grad_of(grads, name, _v.COURSE, params)  # raises, with the Python message
                 _unreachable(dkey)
         else:
             has_plain = name in grads
-            has_d = dkey in grads
+            # A key that is another parameter's name is that parameter's gradient.
+            has_d = dkey in grads and dkey not in params
             if has_plain == has_d:
-                _v._grad_of(grads, name, _v.NAMED)  # raises: both keys, or neither
+                _v._grad_of(grads, name, _v.NAMED, params)  # raises: both keys, or neither
                 _unreachable(dkey)
             gkey = name if has_plain else dkey
             g = _getitem(grads, gkey)
@@ -395,11 +433,8 @@ cdef int gather_step(object params, object grads, object states, int mode,
         t.n = _size(pa)
         t.dbl = cnp.PyArray_TYPE(pa) == cnp.NPY_DOUBLE
         _gather_states(st, i, pa, name, dkey if course else name, <tuple>states, sdp)
-        i += 1
-    if i != n:
-        raise RuntimeError("parameters changed size during the step")
     if _any_overlap(st.spans, st.nspans):
-        _overlap_error(st, params, grads, <tuple>states, mode)
+        _overlap_error(st, <list>names, params, grads, <tuple>states, mode)
     return _finish(st)
 
 

@@ -34,8 +34,11 @@ def adam_tensor(p, g, m, v, vmax, *, lr, beta1, beta2, eps, bc1, bc2, weight_dec
     p = p - (lr * (m / c1)) / (sqrt(v / c2) + eps), with ``c1 = bc1``,
     ``c2 = bc2``.  With ``decoupled=True`` (AdamW) the weight decay is
     ``p <- p * (1 - lr * weight_decay)`` before the update instead of an L2
-    term in the gradient.  ``vmax`` (AMSGrad) becomes ``max(vmax, v)``, NaN
-    propagating as in ``np.maximum``.
+    term in the gradient.  ``vmax`` (AMSGrad) becomes ``max(vmax, v)``
+    stated exactly: ``vmax`` itself where ``vmax >= v`` or ``vmax`` is NaN,
+    else ``v`` (so a NaN in either propagates, and of two equal zeros the
+    old ``vmax`` is kept with its sign; ``np.maximum`` would return
+    ``+0.0`` for ``(-0.0, +0.0)``).
     """
     T = p.dtype.type
     if decoupled:
@@ -48,7 +51,7 @@ def adam_tensor(p, g, m, v, vmax, *, lr, beta1, beta2, eps, bc1, bc2, weight_dec
     m_hat = m / T(bc1)
     v[...] = T(beta2) * v + T(1.0 - beta2) * (g * g)
     if amsgrad:
-        np.maximum(vmax, v, out=vmax)
+        vmax[...] = np.where((vmax >= v) | np.isnan(vmax), vmax, v)
         v_hat = vmax / T(bc2)
     else:
         v_hat = v / T(bc2)
