@@ -17,6 +17,7 @@ with another environment's python).
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -66,12 +67,23 @@ def p90(xs):
     return statistics.quantiles(xs, n=10)[-1]
 
 
+def p10(xs):
+    return statistics.quantiles(xs, n=10)[0]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=300, help="timed steps per round")
     ap.add_argument("--json", help="also write the raw summary here")
+    ap.add_argument("--spin-us", type=float,
+                    help="how long idle pool workers spin before sleeping (tuning; "
+                         "builds with fusedoptim's own pool only)")
     args = ap.parse_args(argv)
+    if args.spin_us is not None:
+        from fusedoptim._ext import _step
+        _step._set_spin_ns(int(args.spin_us * 1e3))
+    load0 = os.getloadavg()[0]
     step = make_step()
     configs = [(t, b) for b in (False, True) for t in (1, 2)]
     times = {c: [] for c in configs}
@@ -80,13 +92,16 @@ def main(argv=None):
             times[c] += measure(step, c[0], c[1], args.steps)
     print(f"fusedoptim {fusedoptim.__file__}, backend {fusedoptim.get_backend()}; "
           f"Adam float32, mlp (50 x [(256,256),(256,)]), {args.rounds} rounds x "
-          f"{args.steps} steps")
-    print(f"{'competitor':>10} {'threads':>7} {'median ms':>10} {'p90 ms':>8}")
+          f"{args.steps} steps; load average {load0:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")
+    print(f"{'competitor':>10} {'threads':>7} {'median ms':>10} {'p90 ms':>8} {'p10 ms':>8}")
     summary = {}
     for c in configs:
-        med, q = statistics.median(times[c]) * 1e3, p90(times[c]) * 1e3
-        summary[f"{c[0]}t{'-busy' if c[1] else ''}"] = {"median_ms": med, "p90_ms": q}
-        print(f"{'busy' if c[1] else 'none':>10} {c[0]:>7} {med:>10.3f} {q:>8.3f}")
+        med, q, lo = (statistics.median(times[c]) * 1e3, p90(times[c]) * 1e3,
+                      p10(times[c]) * 1e3)
+        summary[f"{c[0]}t{'-busy' if c[1] else ''}"] = {"median_ms": med, "p90_ms": q,
+                                                        "p10_ms": lo}
+        print(f"{'busy' if c[1] else 'none':>10} {c[0]:>7} {med:>10.3f} {q:>8.3f} {lo:>8.3f}")
     for b in (False, True):
         one, two = summary[f"1t{'-busy' if b else ''}"], summary[f"2t{'-busy' if b else ''}"]
         print(f"{'busy' if b else 'quiet'}: 2-thread / 1-thread  median "

@@ -31,10 +31,9 @@ BLOCK_ELEMENTS = 1 << 14
 def split_start(total, parts, k):
     """Start of thread ``k``'s range of ``[0, total)`` split ``parts`` ways:
     near-equal parts, each start rounded down to ``SPLIT_ALIGN`` (monotonic
-    in ``k``; part ``parts`` ends at ``total``).  The one split rule: the
-    Numba backend implements exactly this (the compiled one runs
-    ``BLOCK_ELEMENTS`` blocks instead, and keeps this rule for the tests), and the tests
-    compare them with it."""
+    in ``k``; part ``parts`` ends at ``total``).  The Numba backend splits
+    exactly so (the compiled one runs ``BLOCK_ELEMENTS`` blocks instead and
+    keeps this rule only for the tests), and the tests compare them with it."""
     if k >= parts:
         return total
     q, r = divmod(total, parts)
