@@ -126,7 +126,7 @@ def test_pool_reused_and_concurrent_callers_exact():
     before = fusedoptim.get_num_threads()
     fusedoptim.set_num_threads(2)
     results, errors = [], []
-    started = _step._pool_workers()
+    started, blocks = _step._pool_workers()
 
     def worker():
         p = {k: v.copy() for k, v in start.items()}
@@ -144,7 +144,7 @@ def test_pool_reused_and_concurrent_callers_exact():
                 t.start()
             for t in threads:
                 t.join(120)
-        workers = _step._pool_workers()
+        workers, blocks_after = _step._pool_workers()
     finally:
         fusedoptim.set_num_threads(before)
     assert not errors and len(results) == 3

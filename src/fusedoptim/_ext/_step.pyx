@@ -52,6 +52,7 @@ cdef extern from "pool.h" nogil:
     void fo_pool_run(int nt, fo_block_fn fn, void* ctx, Py_ssize_t nblocks)
     long fo_pool_set_spin_ns(long ns)
     int fo_pool_workers()
+    long fo_pool_worker_blocks()
     int fo_ftz_daz(int on)
 
 cdef extern from "avx2.h" nogil:
@@ -132,8 +133,9 @@ def _set_spin_ns(long ns):
 
 
 def _pool_workers():
-    """Worker threads the pool has started in this process (tests)."""
-    return fo_pool_workers()
+    """Worker threads the pool has started in this process, and the blocks
+    they have run (tests, measurements)."""
+    return fo_pool_workers(), fo_pool_worker_blocks()
 
 
 def _set_ftz_daz(bint on):

@@ -90,6 +90,7 @@ typedef struct {
     _Atomic Py_ssize_t nblocks;
     _Atomic int wanted;          /* workers 0..wanted-1 take part */
     _Atomic long spin_ns;
+    _Atomic long worker_blocks;  /* blocks run by workers, ever (tests) */
     uint32_t gen;                /* last announced job (under mu) */
     uint32_t next_gen;           /* caller side, under run_mu */
     int nworkers;
@@ -100,7 +101,7 @@ typedef struct {
 
 static fo_pool_t fo_pool = {
     PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, FO_SPIN_NS, 0, 0, 0, NULL, NULL,
+    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, FO_SPIN_NS, 0, 0, 0, 0, NULL, NULL,
 };
 static pthread_once_t fo_pool_once = PTHREAD_ONCE_INIT;
 
@@ -158,6 +159,7 @@ static void fo_pool_work(uint32_t g, int swap_fp) {
             }
         }
         fn(ctx, idx);
+        if (swap_fp) atomic_fetch_add_explicit(&fo_pool.worker_blocks, 1, memory_order_relaxed);
         if (atomic_fetch_add_explicit(&fo_pool.done, 1, memory_order_acq_rel) + 1 == nb) {
             pthread_mutex_lock(&fo_pool.mu);
             pthread_cond_broadcast(&fo_pool.done_cv);
@@ -276,6 +278,9 @@ static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
 static long fo_pool_set_spin_ns(long ns) {
     return atomic_exchange_explicit(&fo_pool.spin_ns, ns < 0 ? 0 : ns, memory_order_relaxed);
 }
+static long fo_pool_worker_blocks(void) {
+    return atomic_load_explicit(&fo_pool.worker_blocks, memory_order_relaxed);
+}
 static int fo_pool_workers(void) {
     int n;
     pthread_mutex_lock(&fo_pool.mu);
@@ -293,6 +298,7 @@ static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
 }
 static long fo_pool_set_spin_ns(long ns) { (void)ns; return 0; }
 static int fo_pool_workers(void) { return 0; }
+static long fo_pool_worker_blocks(void) { return 0; }
 #endif
 
 #endif /* FO_POOL_H */
