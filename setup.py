@@ -3,7 +3,7 @@
 Every ``src/fusedoptim/_ext/*.pyx`` becomes the extension module
 ``fusedoptim._ext.<name>`` (found by glob: a new family's ``.pyx`` needs no
 edit here), all with the same flags; ``EXTRA`` lists what one module needs
-beyond them (only ``_step``, which opens the parallel regions, links OpenMP).
+beyond them (only ``_step``, which runs the thread pool, links pthreads).
 
 Environment switches, read at build time:
 
@@ -12,10 +12,10 @@ Environment switches, read at build time:
     defined for C: every chunk a thread runs is range-checked against its
     tensor (abort on a violation).  The debug build the test suite also runs
     under.
-``FUSEDOPTIM_NO_OPENMP=1``
-    Build the serial version even where the compiler has OpenMP.  Without
-    this switch the build probes the compiler and, when it has no OpenMP,
-    warns and builds the serial version (correct, one thread).
+``FUSEDOPTIM_NO_THREADS=1`` (or its former name ``FUSEDOPTIM_NO_OPENMP=1``)
+    Build the serial version, without the thread pool (``_ext/pool.h``, on
+    POSIX threads; the module no longer uses OpenMP).  Windows builds are
+    always serial.
 ``FUSEDOPTIM_NATIVE=1``
     Opt-in ``-march=native`` for a source build that only ever runs on the
     machine that compiles it.  Never the default (see below).
@@ -74,7 +74,7 @@ def _flag(name):
 
 
 DEBUG = _flag("FUSEDOPTIM_DEBUG")
-NO_OPENMP = _flag("FUSEDOPTIM_NO_OPENMP")
+NO_THREADS = _flag("FUSEDOPTIM_NO_THREADS") or _flag("FUSEDOPTIM_NO_OPENMP")
 NATIVE = _flag("FUSEDOPTIM_NATIVE")
 NO_SIMD = _flag("FUSEDOPTIM_NO_SIMD")
 VEC_REPORT = _flag("FUSEDOPTIM_VEC_REPORT")
@@ -103,20 +103,13 @@ def _compiles(code, flags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _openmp_flags():
-    if NO_OPENMP:
-        print("fusedoptim: FUSEDOPTIM_NO_OPENMP set; building the serial kernels")
+def _thread_flags():
+    if NO_THREADS:
+        print("fusedoptim: FUSEDOPTIM_NO_THREADS set; building the serial kernels")
         return [], []
     if sys.platform == "win32":
-        return ["/openmp"], []
-    probe = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
-    if _compiles(probe, ["-fopenmp"]):
-        return ["-fopenmp"], ["-fopenmp"]
-    msg = ("fusedoptim: the C compiler has no OpenMP (-fopenmp failed); building the "
-           "serial kernels: correct, but every step runs on one thread")
-    warnings.warn(msg)
-    print("WARNING: " + msg, file=sys.stderr)
-    return [], []
+        return [], []
+    return ["-pthread"], ["-pthread"]
 
 
 def _compile_flags():
@@ -135,7 +128,7 @@ def _compile_flags():
     return flags + SANITIZE_FLAGS
 
 
-omp_compile, omp_link = _openmp_flags()
+thr_compile, thr_link = _thread_flags()
 
 directives = {
     "language_level": 3,
@@ -150,8 +143,8 @@ directives = {
 EXT_DIR = "src/fusedoptim/_ext"
 
 #: What a module needs beyond the common flags (scikit-learn's table of
-#: extensions): only the step machinery opens parallel regions.
-EXTRA = {"_step": {"openmp": True}}
+#: extensions): only the step machinery runs threads.
+EXTRA = {"_step": {"threads": True}}
 
 
 def _extensions():
@@ -160,20 +153,21 @@ def _extensions():
     depends = sorted(glob(f"{EXT_DIR}/*.h") + glob(f"{EXT_DIR}/*.pxd"))
     macros = ([("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
               + ([("FUSEDOPTIM_DEBUG", "1")] if DEBUG else [])
-              + ([("FUSEDOPTIM_NO_SIMD", "1")] if NO_SIMD else []))
+              + ([("FUSEDOPTIM_NO_SIMD", "1")] if NO_SIMD else [])
+              + ([("FUSEDOPTIM_NO_THREADS", "1")] if NO_THREADS else []))
     cflags = _compile_flags()
     exts = []
     for src in sorted(glob(f"{EXT_DIR}/*.pyx")):
         name = os.path.splitext(os.path.basename(src))[0]
-        omp = EXTRA.get(name, {}).get("openmp", False)
+        thr = EXTRA.get(name, {}).get("threads", False)
         exts.append(Extension(
             f"fusedoptim._ext.{name}",
             [src],
             include_dirs=[np.get_include(), EXT_DIR],
             depends=depends,
             define_macros=macros,
-            extra_compile_args=cflags + (omp_compile if omp else []),
-            extra_link_args=(omp_link if omp else []) + SANITIZE_FLAGS,
+            extra_compile_args=cflags + (thr_compile if thr else []),
+            extra_link_args=(thr_link if thr else []) + SANITIZE_FLAGS,
         ))
     return exts
 

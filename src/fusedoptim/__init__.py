@@ -83,3 +83,9 @@ __all__ = [
     "use_backend",
     *OPTIMIZERS,
 ]
+
+# threadpoolctl (optional) can then limit fusedoptim's threads.
+from ._threads import register_threadpoolctl as _register_threadpoolctl  # noqa: E402
+
+_register_threadpoolctl()
+del _register_threadpoolctl

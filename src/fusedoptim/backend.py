@@ -16,7 +16,8 @@ one is missing.  Numba is imported only when its backend is selected (or by
 ``use_backend`` is not thread-local.
 
 The number of threads is ``FUSEDOPTIM_NUM_THREADS`` if set, else the number
-of CPUs this process may run on.
+of CPUs this process may run on, capped by its cgroup CPU quota
+(``_threads.default_threads``).
 """
 
 import contextlib
@@ -133,13 +134,6 @@ def active():
     return _active
 
 
-def _default_threads():
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def get_num_threads():
     """Threads the compiled kernels use for large steps."""
     return _num_threads
@@ -173,7 +167,8 @@ def _init_threads():
                              f"[1, {MAX_THREADS}], got {env!r}") from None
         _num_threads = n
     else:
-        _num_threads = _default_threads()
+        from ._threads import default_threads
+        _num_threads = default_threads()
 
 
 def _caller_stacklevel():

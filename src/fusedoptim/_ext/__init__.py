@@ -17,7 +17,7 @@ try:
     from ._gather import gather
     from ._step import (
         DEBUG_BUILD,
-        HAVE_OPENMP,
+        HAVE_THREADS,
         _set_parallel_min,
         _set_simd,
         get_num_threads,
@@ -31,5 +31,5 @@ try:
 except ImportError as exc:
     raise ImportError(f"a compiled module of the build is missing or broken: {exc}") from exc
 
-__all__ = ["DEBUG_BUILD", "HAVE_OPENMP", "gather", "get_num_threads", "grad_sumsq",
+__all__ = ["DEBUG_BUILD", "HAVE_THREADS", "gather", "get_num_threads", "grad_sumsq",
            "set_num_threads", "simd", "_set_parallel_min", "_set_simd", *FAMILIES]

@@ -4,7 +4,7 @@
 A family module gathers the step (``_gather.gather_step``), fills its
 arguments struct, and hands ``run_step`` a chunk function: ``run_step``
 calls it through the pointer over ranges of the concatenated tensors, on one
-thread or one contiguous range per thread.
+thread or in fixed blocks shared by the caller and the pool's workers.
 """
 
 from cpython.object cimport PyObject

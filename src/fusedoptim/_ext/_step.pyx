@@ -5,10 +5,11 @@ One call per optimizer step.  A family's ``step`` (``sgd.pyx``, ...) gathers
 the step (``_gather``: the compiled twin of ``_validate.gather``, which
 collects data pointers and sizes into a C array of ``Tensor`` records), then
 ``run_step`` applies the family's chunk function over the concatenation of
-all tensors, split into one contiguous range per thread (static schedule)
-when the step has at least ``PARALLEL_MIN_ELEMENTS`` elements, on the calling
-thread otherwise.  Only this module opens parallel regions, so only it is
-built with OpenMP.
+all tensors: when the step has at least ``PARALLEL_MIN_ELEMENTS`` elements,
+cut into fixed blocks of ``_tuning.BLOCK_ELEMENTS`` handed out dynamically to
+the calling thread and the library's own workers (``pool.h``: passive
+waiting, the caller's floating-point mode, fork-safe), on the calling thread
+otherwise.  Only this module runs threads.
 
 Every element is computed by the same sequence of IEEE operations whatever the
 split, so results do not depend on the number of threads.  The operation order
@@ -27,7 +28,6 @@ bits); ``simd()`` says which runs.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.stdlib cimport abort
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
@@ -42,14 +42,18 @@ cdef extern from *:
     #else
     #define FO_DEBUG 0
     #endif
-    #ifdef _OPENMP
-    #define FO_OPENMP 1
-    #else
-    #define FO_OPENMP 0
-    #endif
     """
     const bint FO_DEBUG
-    const bint FO_OPENMP
+
+cdef extern from "pool.h" nogil:
+    const bint FO_THREADS
+    const bint FO_HAVE_MXCSR
+    ctypedef void (*fo_block_fn)(void* ctx, Py_ssize_t k) noexcept nogil
+    void fo_pool_run(int nt, fo_block_fn fn, void* ctx, Py_ssize_t nblocks)
+    long fo_pool_set_spin_ns(long ns)
+    int fo_pool_workers()
+    long fo_pool_worker_blocks()
+    int fo_ftz_daz(int on)
 
 cdef extern from "avx2.h" nogil:
     const bint FO_SIMD_AVX2
@@ -66,9 +70,9 @@ if (_norm.SUMSQ_BLOCK, _norm.SUMSQ_LANES) != (SUMSQ_BLOCK, SUMSQ_LANES):
                       f"SUMSQ_LANES={SUMSQ_LANES} but fusedoptim._norm has "
                       f"{_norm.SUMSQ_BLOCK}, {_norm.SUMSQ_LANES}; rebuild the extension")
 
-#: True when the module was built with OpenMP (else every step runs on one
-#: thread, whatever ``set_num_threads`` says).
-HAVE_OPENMP = bool(FO_OPENMP)
+#: True when the module was built with its thread pool (else every step runs
+#: on one thread, whatever ``set_num_threads`` says).
+HAVE_THREADS = bool(FO_THREADS)
 #: True for the ``FUSEDOPTIM_DEBUG=1`` build (range checks in every chunk).
 DEBUG_BUILD = bool(FO_DEBUG)
 
@@ -80,6 +84,10 @@ cdef bint _simd = _simd_available
 cdef int _num_threads = 1
 cdef Py_ssize_t _parallel_min = _tuning.PARALLEL_MIN_ELEMENTS
 cdef Py_ssize_t _split_align = _tuning.SPLIT_ALIGN
+cdef Py_ssize_t _block = _tuning.BLOCK_ELEMENTS
+if _block <= 0 or _block % _split_align:
+    raise ImportError("fusedoptim._tuning.BLOCK_ELEMENTS must be a positive "
+                      "multiple of SPLIT_ALIGN")
 
 
 def set_num_threads(int n):
@@ -118,12 +126,40 @@ def _set_parallel_min(Py_ssize_t n):
     return old
 
 
+def _set_spin_ns(long ns):
+    """Set how long idle workers and the waiting caller spin before they
+    sleep (tuning and tests); returns the previous value."""
+    return fo_pool_set_spin_ns(ns)
+
+
+def _pool_workers():
+    """Worker threads the pool has started in this process, and the blocks
+    they have run (tests, measurements)."""
+    return fo_pool_workers(), fo_pool_worker_blocks()
+
+
+def _set_ftz_daz(bint on):
+    """Set or clear flush-to-zero and denormals-are-zero in the calling
+    thread's MXCSR (tests: a caller in that mode); returns whether both were
+    set before.  x86 only (``NotImplementedError`` elsewhere)."""
+    if not FO_HAVE_MXCSR:
+        raise NotImplementedError("FTZ/DAZ control is x86 only")
+    return bool(fo_ftz_daz(on))
+
+
 cdef bint simd_enabled() noexcept nogil:
     """Whether this step's fast paths take the AVX2 loops."""
     return _simd
 
 
-# --- the parallel split ---------------------------------------------------------
+# --- the split ---------------------------------------------------------------
+#
+# Steps run in blocks of ``_block`` elements of the concatenated index space
+# (block k: [k * _block, (k + 1) * _block), the last one shorter), which may
+# straddle tensors; starts are multiples of SPLIT_ALIGN, so two threads never
+# write the same cache line of a tensor.  ``_split`` (the static split of
+# ``_tuning.split_start``) is kept for the tests that compare the compiled
+# rule with the Python one; the numba backend still splits that way.
 
 cdef inline Py_ssize_t _split(Py_ssize_t total, Py_ssize_t parts, Py_ssize_t k) noexcept nogil:
     """``_tuning.split_start``: start of part ``k`` of ``[0, total)``,
@@ -168,18 +204,33 @@ cdef void _run_range(const Step* st, chunk_fn fn, const void* args,
         lo += 1
 
 
+ctypedef struct StepJob:
+    const Step* st
+    chunk_fn fn
+    const void* args
+
+
+cdef void _step_block(void* ctx, Py_ssize_t k) noexcept nogil:
+    cdef const StepJob* j = <const StepJob*>ctx
+    cdef Py_ssize_t a = k * _block, b = a + _block
+    _run_range(j.st, j.fn, j.args, a, b if b < j.st.total else j.st.total)
+
+
 cdef void _run(const Step* st, chunk_fn fn, const void* args) noexcept nogil:
-    """Run ``fn`` over the whole step: serially below the threshold, else one
-    contiguous range of the concatenated index space per thread."""
+    """Run ``fn`` over the whole step: serially below the threshold, else in
+    blocks shared by the calling thread and the pool's workers."""
     cdef int nt = _num_threads
-    cdef Py_ssize_t k, i, total = st.total
-    if not FO_OPENMP or nt <= 1 or total < _parallel_min:
+    cdef Py_ssize_t i, total = st.total
+    cdef StepJob job
+    if not FO_THREADS or nt <= 1 or total < _parallel_min:
         for i in range(st.count):
             if st.t[i].n > 0:
                 fn(&st.t[i], 0, st.t[i].n, args)
         return
-    for k in prange(nt, schedule="static", num_threads=nt):
-        _run_range(st, fn, args, _split(total, nt, k), _split(total, nt, k + 1))
+    job.st = st
+    job.fn = fn
+    job.args = args
+    fo_pool_run(nt, _step_block, &job, (total + _block - 1) // _block)
 
 
 cdef int run_step(const Step* st, chunk_fn fn, const void* args) except -1:
@@ -230,6 +281,19 @@ cdef void _block_sums(const Block* blocks, double* out, Py_ssize_t a,
             out[k] = _block_sumsq(<const float*>blocks[k].x, blocks[k].n)
 
 
+ctypedef struct NormJob:
+    const Block* blocks
+    double* sums
+    Py_ssize_t nb
+    Py_ssize_t per         # norm blocks per pool block
+
+
+cdef void _norm_block(void* ctx, Py_ssize_t k) noexcept nogil:
+    cdef const NormJob* j = <const NormJob*>ctx
+    cdef Py_ssize_t a = k * j.per, b = a + j.per
+    _block_sums(j.blocks, j.sums, a, b if b < j.nb else j.nb)
+
+
 def grad_sumsq(params, grads, int mode):
     """Float64 sum of squares of all gradients, bit for bit that of
     ``_norm.grad_sumsq``: block sums (computed in parallel for large steps),
@@ -240,6 +304,7 @@ def grad_sumsq(params, grads, int mode):
     cdef double* sums = NULL
     cdef double total = 0.0
     cdef Py_ssize_t isz
+    cdef NormJob job
     step_init(&st)
     try:
         gather_step(params, grads, (), mode, &st)
@@ -257,12 +322,17 @@ def grad_sumsq(params, grads, int mode):
                 blocks[k].n = SUMSQ_BLOCK if st.t[i].n - j > SUMSQ_BLOCK else st.t[i].n - j
                 blocks[k].dbl = st.t[i].dbl
                 k += 1
-        if not FO_OPENMP or nt <= 1 or st.total < _parallel_min:
+        if not FO_THREADS or nt <= 1 or st.total < _parallel_min:
             _block_sums(blocks, sums, 0, nb)
         else:
+            # Fixed blocks, each sum in its own slot, added in order below:
+            # the same bits whichever thread computes a block.
+            job.blocks = blocks
+            job.sums = sums
+            job.nb = nb
+            job.per = (_block + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
             with nogil:
-                for k in prange(nt, schedule="static", num_threads=nt):
-                    _block_sums(blocks, sums, nb * k // nt, nb * (k + 1) // nt)
+                fo_pool_run(nt, _norm_block, &job, (nb + job.per - 1) // job.per)
         for k in range(nb):
             total += sums[k]
         return total

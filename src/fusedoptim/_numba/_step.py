@@ -51,12 +51,21 @@ count applies from any Python thread and does not leak into the user's own
 Numba code.
 Parallel steps are serialized by a lock: each already uses every thread, and
 Numba's ``workqueue`` threading layer aborts the process when two threads
-enter parallel code at once.  That lock makes ``NUMBA_THREADING_LAYER=
-forksafe`` a safe choice for programs that fork after a parallel step (e.g.
-``multiprocessing`` with the ``fork`` start method): under the default GNU
-OpenMP layer Numba terminates such a child.  This package never changes
-Numba's global configuration itself, since that would also change the
-user's own Numba code.
+enter parallel code at once.
+
+Fork: a child process forked after this backend ran a parallel step (e.g.
+``multiprocessing`` with the ``fork`` start method) runs every step with the
+serial driver, since the parent's Numba thread pool does not exist in it
+(the GNU OpenMP layer would terminate such a child, others may hang); the
+lock is re-created in the child.  This package never changes Numba's global
+configuration itself, since that would also change the user's own Numba code.
+
+Floating-point mode: Numba's worker threads keep their own MXCSR, not the
+caller's.  When the calling thread's MXCSR has flush-to-zero, denormals-are-
+zero or a non-default rounding mode (what a library built with ``-ffast-math``
+sets when it loads), the step runs on the calling thread with the serial
+driver, so that its bits are those of one thread in the caller's mode.  (x86
+only; elsewhere the parallel path always runs.)
 
 Compilation and caching
 -----------------------
@@ -82,12 +91,14 @@ lives where Numba puts it (``NUMBA_CACHE_DIR`` to move it).
 """
 
 import os
+import platform
 import threading
 
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import types
+from llvmlite import ir
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .. import _tuning
@@ -111,6 +122,21 @@ _threads = 1
 _parallel_lock = threading.Lock()
 # Numba's thread count during the last parallel step (for the tests).
 _last_parallel_threads = 0
+# Whether this process ran a parallel step, and whether it is a child forked
+# after its parent did (then every step is serial).
+_parallel_ran = False
+_forked_child = False
+
+
+def _after_fork_in_child():
+    global _parallel_lock, _forked_child
+    _parallel_lock = threading.Lock()
+    if _parallel_ran:
+        _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):
@@ -178,6 +204,37 @@ def _addr(a):
     times faster than ``a.ctypes.data`` or ``a.__array_interface__`` (it
     compiles once per array type: dtype, ndim, layout)."""
     return a.ctypes.data
+
+
+@intrinsic
+def _stmxcsr(typingctx):
+    """The calling thread's MXCSR (x86 ``stmxcsr``)."""
+    sig = types.uint32()
+
+    def codegen(context, builder, signature, args):
+        slot = cgutils.alloca_once(builder, ir.IntType(32))
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.stmxcsr")
+        builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+        return builder.load(slot)
+
+    return sig, codegen
+
+
+@njit(**JIT)
+def _mxcsr():
+    return _stmxcsr()
+
+
+#: MXCSR bits whose non-default value changes results: FTZ, DAZ, rounding.
+_MXCSR_MODE = 0x8000 | 0x0040 | 0x6000
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def _default_fp_mode():
+    """Whether the calling thread computes in the default floating-point
+    mode, the one Numba's workers have."""
+    return not _X86 or (_mxcsr() & _MXCSR_MODE) == 0
 
 
 # --- the drivers --------------------------------------------------------------
@@ -278,9 +335,14 @@ def work(groups):
 
 
 def parallel_threads(total):
-    """Threads for a step of ``total`` elements: 1 means the serial driver."""
+    """Threads for a step of ``total`` elements: 1 means the serial driver
+    (also in a forked child of a parallel parent, and when the caller's
+    floating-point mode is not the workers')."""
     nthreads = _threads
-    return nthreads if nthreads > 1 and total >= _tuning.PARALLEL_MIN_ELEMENTS else 1
+    if (nthreads > 1 and total >= _tuning.PARALLEL_MIN_ELEMENTS and not _forked_child
+            and _default_fp_mode()):
+        return nthreads
+    return 1
 
 
 def in_parallel(nthreads, kernel, *args):
@@ -292,7 +354,8 @@ def in_parallel(nthreads, kernel, *args):
     uncacheable: Numba treats the threading layer's entry points as dynamic
     globals.)
     """
-    global _last_parallel_threads
+    global _last_parallel_threads, _parallel_ran
+    _parallel_ran = True
     with _parallel_lock:
         before = numba.get_num_threads()
         numba.set_num_threads(nthreads)

@@ -1,0 +1,116 @@
+"""Step times under CPU contention: 1 and 2 threads, with and without a
+competing busy process.
+
+Runs ``fusedoptim.Adam`` (float32) on the ``mlp`` workload (50 x [(256, 256),
+(256,)]) on the active backend, timing single ``step`` calls back to back,
+and prints the median and 90th percentile of each configuration, and the
+2-thread / 1-thread ratios.  "busy" starts one subprocess spinning in a
+Python loop for the duration of the configuration (on the 2-core development
+machine: three runnable threads for two cores).  Configurations are measured
+in interleaved rounds so that slow drifts of the machine hit all of them::
+
+    python benchmarks/contention.py [--rounds 5] [--steps 300] [--json out.json]
+
+Only the public API is used, so the script also measures older builds (run it
+with another environment's python).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import fusedoptim
+
+SHAPES = [(256, 256), (256,)] * 50
+BUSY = "while True: pass"
+
+
+def make_step():
+    rng = np.random.default_rng(0)
+    params = {f"W{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(SHAPES)}
+    grads = {f"d{k}": rng.standard_normal(a.shape).astype(np.float32) * 1e-3
+             for k, a in params.items()}
+    opt = fusedoptim.Adam(params, lr=1e-4)
+    return lambda: opt.step(grads)
+
+
+def measure(step, threads, busy, steps, warmup_s=0.3):
+    """Seconds of ``steps`` single steps at ``threads`` threads, with a busy
+    competing process when ``busy``."""
+    proc = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
+    before = fusedoptim.get_num_threads()
+    fusedoptim.set_num_threads(threads)
+    try:
+        end = time.perf_counter() + warmup_s
+        while time.perf_counter() < end:
+            step()
+        out = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            step()
+            out.append(time.perf_counter() - t0)
+        return out
+    finally:
+        fusedoptim.set_num_threads(before)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def p90(xs):
+    return statistics.quantiles(xs, n=10)[-1]
+
+
+def p10(xs):
+    return statistics.quantiles(xs, n=10)[0]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=300, help="timed steps per round")
+    ap.add_argument("--json", help="also write the raw summary here")
+    ap.add_argument("--spin-us", type=float,
+                    help="how long idle pool workers spin before sleeping (tuning; "
+                         "builds with fusedoptim's own pool only)")
+    args = ap.parse_args(argv)
+    if args.spin_us is not None:
+        from fusedoptim._ext import _step
+        _step._set_spin_ns(int(args.spin_us * 1e3))
+    load0 = os.getloadavg()[0]
+    step = make_step()
+    configs = [(t, b) for b in (False, True) for t in (1, 2)]
+    times = {c: [] for c in configs}
+    for r in range(args.rounds):
+        for c in (configs if r % 2 == 0 else configs[::-1]):
+            times[c] += measure(step, c[0], c[1], args.steps)
+    print(f"fusedoptim {fusedoptim.__file__}, backend {fusedoptim.get_backend()}; "
+          f"Adam float32, mlp (50 x [(256,256),(256,)]), {args.rounds} rounds x "
+          f"{args.steps} steps; load average {load0:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")
+    print(f"{'competitor':>10} {'threads':>7} {'median ms':>10} {'p90 ms':>8} {'p10 ms':>8}")
+    summary = {}
+    for c in configs:
+        med, q, lo = (statistics.median(times[c]) * 1e3, p90(times[c]) * 1e3,
+                      p10(times[c]) * 1e3)
+        summary[f"{c[0]}t{'-busy' if c[1] else ''}"] = {"median_ms": med, "p90_ms": q,
+                                                        "p10_ms": lo}
+        print(f"{'busy' if c[1] else 'none':>10} {c[0]:>7} {med:>10.3f} {q:>8.3f} {lo:>8.3f}")
+    for b in (False, True):
+        one, two = summary[f"1t{'-busy' if b else ''}"], summary[f"2t{'-busy' if b else ''}"]
+        print(f"{'busy' if b else 'quiet'}: 2-thread / 1-thread  median "
+              f"{two['median_ms'] / one['median_ms']:.2f}x, p90 "
+              f"{two['p90_ms'] / one['p90_ms']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+/* The compiled backend's own thread pool (used by _step.pyx instead of OpenMP).
+ *
+ * Why not OpenMP: libgomp's pool hangs a child process forked after a
+ * parallel region, its workers keep their own floating-point mode (MXCSR)
+ * rather than the caller's, and a static split with spinning workers
+ * collapses when another process competes for the CPUs.
+ *
+ * The design:
+ *  - fo_pool_run(nt, fn, ctx, nblocks) calls fn(ctx, k) once for every block
+ *    k in [0, nblocks), on the calling thread and up to nt - 1 workers.
+ *    Blocks are handed out dynamically through one atomic "ticket" (job
+ *    generation << 32 | next block): a thread that runs takes more blocks,
+ *    and a worker that was not scheduled in time simply takes none (the
+ *    caller waits only for blocks that were claimed).  What a block computes
+ *    does not depend on which thread runs it, so results are bitwise those of
+ *    one thread.
+ *  - Workers wait passively: after a job they spin for at most
+ *    FO_SPIN_NS (back-to-back steps), then sleep on a condition variable.
+ *    The caller, out of blocks, spins at most FO_SPIN_NS for the claimed
+ *    ones, then sleeps.
+ *  - A worker runs a job's blocks in the caller's floating-point control
+ *    state (MXCSR on x86: FTZ/DAZ, rounding; fegetenv/fesetenv elsewhere)
+ *    and restores its own after the job.
+ *  - pthread_atfork: a child process forgets the parent's workers (they do
+ *    not exist in it) and creates fresh ones on its first parallel step.
+ *  - One job at a time: a call made while another thread's job runs (or from
+ *    inside a block) runs serially on its own thread instead of waiting.
+ * Without pthreads (Windows, or FUSEDOPTIM_NO_THREADS) every job is serial.
+ */
+#ifndef FO_POOL_H
+#define FO_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef void (*fo_block_fn)(void *ctx, Py_ssize_t k);
+
+/* Marker for threadpoolctl (fusedoptim._threads): an exported symbol by
+ * which its controller recognizes this library among the loaded ones. */
+#if defined(__GNUC__)
+__attribute__((visibility("default")))
+#endif
+int fusedoptim_thread_pool(void) { return 1; }
+
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define FO_HAVE_MXCSR 1
+typedef unsigned int fo_fpstate;
+static inline void fo_fp_get(fo_fpstate *s) { *s = _mm_getcsr(); }
+static inline void fo_fp_set(const fo_fpstate *s) { _mm_setcsr(*s); }
+/* Test hook: set (on=1) or clear FTZ (bit 15) and DAZ (bit 6) in this
+ * thread's MXCSR; returns whether both were set before. */
+static int fo_ftz_daz(int on) {
+    unsigned int c = _mm_getcsr();
+    int old = (c & 0x8040u) == 0x8040u;
+    _mm_setcsr(on ? (c | 0x8040u) : (c & ~0x8040u));
+    return old;
+}
+#else
+#include <fenv.h>
+#define FO_HAVE_MXCSR 0
+typedef fenv_t fo_fpstate;
+static inline void fo_fp_get(fo_fpstate *s) { fegetenv(s); }
+static inline void fo_fp_set(const fo_fpstate *s) { fesetenv(s); }
+static int fo_ftz_daz(int on) { (void)on; return -1; }
+#endif
+
+#if !defined(_WIN32) && !defined(FUSEDOPTIM_NO_THREADS)
+#define FO_THREADS 1
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define FO_MAX_WORKERS 255
+/* Spin before sleeping: 100 us covers the gap between back-to-back steps
+ * (an Adam step's Python side over 100 tensors is about 35 us) so that a
+ * worker is awake for the next one, and bounds what an idle worker takes
+ * from other processes to 100 us per step. */
+#define FO_SPIN_NS 100000
+
+typedef struct {
+    pthread_mutex_t mu;          /* guards gen, nworkers and the two waits */
+    pthread_cond_t work_cv;      /* a new job was announced */
+    pthread_cond_t done_cv;      /* the last claimed block finished */
+    pthread_mutex_t run_mu;      /* held by the caller of the running job */
+    _Atomic uint64_t ticket;     /* gen << 32 | next unclaimed block */
+    _Atomic Py_ssize_t done;     /* blocks finished in the current job */
+    _Atomic Py_ssize_t nblocks;
+    _Atomic int wanted;          /* workers 0..wanted-1 take part */
+    _Atomic long spin_ns;
+    _Atomic long worker_blocks;  /* blocks run by workers, ever (tests) */
+    uint32_t gen;                /* last announced job (under mu) */
+    uint32_t next_gen;           /* caller side, under run_mu */
+    int nworkers;
+    fo_block_fn fn;              /* read only by a thread holding a claim */
+    void *ctx;
+    fo_fpstate fp;
+} fo_pool_t;
+
+static fo_pool_t fo_pool = {
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, FO_SPIN_NS, 0, 0, 0, 0, NULL, NULL,
+};
+static pthread_once_t fo_pool_once = PTHREAD_ONCE_INIT;
+
+static long fo_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static inline void fo_cpu_relax(void) {
+#if FO_HAVE_MXCSR
+    _mm_pause();
+#endif
+}
+
+/* In a child after fork: the parent's workers do not exist here, and the
+ * locks may have been held by threads that do not exist either. */
+static void fo_pool_atfork_child(void) {
+    pthread_mutex_init(&fo_pool.mu, NULL);
+    pthread_mutex_init(&fo_pool.run_mu, NULL);
+    pthread_cond_init(&fo_pool.work_cv, NULL);
+    pthread_cond_init(&fo_pool.done_cv, NULL);
+    fo_pool.nworkers = 0;
+}
+
+static void fo_pool_init(void) { pthread_atfork(NULL, NULL, fo_pool_atfork_child); }
+
+/* Claim and run blocks of job g until none is left; a worker (swap_fp)
+ * runs them in the caller's floating-point state. */
+static void fo_pool_work(uint32_t g, int swap_fp) {
+    fo_fpstate mine;
+    fo_block_fn fn = NULL;
+    void *ctx = NULL;
+    Py_ssize_t nb = 0, idx;
+    uint64_t t = atomic_load_explicit(&fo_pool.ticket, memory_order_acquire);
+    for (;;) {
+        for (;;) {
+            if ((uint32_t)(t >> 32) != g) goto out;
+            idx = (Py_ssize_t)(t & 0xffffffffu);
+            if (idx >= atomic_load_explicit(&fo_pool.nblocks, memory_order_relaxed)) goto out;
+            if (atomic_compare_exchange_weak_explicit(&fo_pool.ticket, &t, t + 1,
+                                                      memory_order_acq_rel,
+                                                      memory_order_acquire))
+                break;
+        }
+        if (fn == NULL) {
+            /* A claim of job g: it cannot finish before this block does, so
+             * its description is stable until then. */
+            fn = fo_pool.fn;
+            ctx = fo_pool.ctx;
+            nb = atomic_load_explicit(&fo_pool.nblocks, memory_order_relaxed);
+            if (swap_fp) {
+                fo_fp_get(&mine);
+                fo_fp_set(&fo_pool.fp);
+            }
+        }
+        fn(ctx, idx);
+        if (swap_fp) atomic_fetch_add_explicit(&fo_pool.worker_blocks, 1, memory_order_relaxed);
+        if (atomic_fetch_add_explicit(&fo_pool.done, 1, memory_order_acq_rel) + 1 == nb) {
+            pthread_mutex_lock(&fo_pool.mu);
+            pthread_cond_broadcast(&fo_pool.done_cv);
+            pthread_mutex_unlock(&fo_pool.mu);
+        }
+        t = atomic_load_explicit(&fo_pool.ticket, memory_order_acquire);
+    }
+out:
+    if (fn != NULL && swap_fp) fo_fp_set(&mine);
+}
+
+typedef struct { int w; uint32_t seen; } fo_worker_arg;
+
+static void *fo_worker(void *p) {
+    int w = ((fo_worker_arg *)p)->w;
+    uint32_t seen = ((fo_worker_arg *)p)->seen, g;
+    long until;
+    int i;
+    free(p);
+    for (;;) {
+        /* Bounded spin for the next job, then sleep. */
+        until = fo_now_ns() + atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+        g = seen;
+        for (i = 1;; i++) {
+            g = (uint32_t)(atomic_load_explicit(&fo_pool.ticket, memory_order_acquire) >> 32);
+            if (g != seen) break;
+            fo_cpu_relax();
+            if ((i & 63) == 0 && fo_now_ns() > until) break;
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&fo_pool.mu);
+            while (fo_pool.gen == seen) pthread_cond_wait(&fo_pool.work_cv, &fo_pool.mu);
+            g = fo_pool.gen;
+            pthread_mutex_unlock(&fo_pool.mu);
+        }
+        seen = g;
+        if (w < atomic_load_explicit(&fo_pool.wanted, memory_order_relaxed))
+            fo_pool_work(g, 1);
+    }
+    return NULL;
+}
+
+/* Start workers up to n (fewer if the system refuses); returns how many run. */
+static int fo_pool_grow(int n) {
+    pthread_attr_t attr;
+    pthread_t tid;
+    fo_worker_arg *a;
+    if (n > FO_MAX_WORKERS) n = FO_MAX_WORKERS;
+    pthread_mutex_lock(&fo_pool.mu);
+    if (fo_pool.nworkers < n && pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        while (fo_pool.nworkers < n) {
+            a = (fo_worker_arg *)malloc(sizeof *a);
+            if (a == NULL) break;
+            a->w = fo_pool.nworkers;
+            a->seen = fo_pool.gen;
+            if (pthread_create(&tid, &attr, fo_worker, a) != 0) {
+                free(a);
+                break;
+            }
+            fo_pool.nworkers++;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    n = fo_pool.nworkers;
+    pthread_mutex_unlock(&fo_pool.mu);
+    return n;
+}
+
+static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
+    Py_ssize_t k;
+    uint32_t g;
+    long until;
+    int i, nw;
+    if (nt > 1 && nblocks > 1 && nblocks <= 0xffffffffL) {
+        pthread_once(&fo_pool_once, fo_pool_init);
+        if (pthread_mutex_trylock(&fo_pool.run_mu) == 0) {
+            nw = fo_pool_grow(nt - 1);
+            if (nw > 0) {
+                fo_pool.fn = fn;
+                fo_pool.ctx = ctx;
+                fo_fp_get(&fo_pool.fp);
+                atomic_store_explicit(&fo_pool.nblocks, nblocks, memory_order_relaxed);
+                atomic_store_explicit(&fo_pool.wanted, nt - 1, memory_order_relaxed);
+                atomic_store_explicit(&fo_pool.done, 0, memory_order_relaxed);
+                g = ++fo_pool.next_gen;
+                if (g == 0) g = ++fo_pool.next_gen;
+                atomic_store_explicit(&fo_pool.ticket, (uint64_t)g << 32, memory_order_release);
+                pthread_mutex_lock(&fo_pool.mu);
+                fo_pool.gen = g;
+                pthread_cond_broadcast(&fo_pool.work_cv);
+                pthread_mutex_unlock(&fo_pool.mu);
+                fo_pool_work(g, 0);
+                /* Out of blocks: wait for the claimed ones. */
+                until = fo_now_ns() + atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+                for (i = 1; atomic_load_explicit(&fo_pool.done, memory_order_acquire) != nblocks; i++) {
+                    fo_cpu_relax();
+                    if ((i & 63) == 0 && fo_now_ns() > until) {
+                        pthread_mutex_lock(&fo_pool.mu);
+                        while (atomic_load_explicit(&fo_pool.done, memory_order_acquire) != nblocks)
+                            pthread_cond_wait(&fo_pool.done_cv, &fo_pool.mu);
+                        pthread_mutex_unlock(&fo_pool.mu);
+                        break;
+                    }
+                }
+                pthread_mutex_unlock(&fo_pool.run_mu);
+                return;
+            }
+            pthread_mutex_unlock(&fo_pool.run_mu);
+        }
+    }
+    for (k = 0; k < nblocks; k++) fn(ctx, k);
+}
+
+/* Test and tuning hooks. */
+static long fo_pool_set_spin_ns(long ns) {
+    return atomic_exchange_explicit(&fo_pool.spin_ns, ns < 0 ? 0 : ns, memory_order_relaxed);
+}
+static long fo_pool_worker_blocks(void) {
+    return atomic_load_explicit(&fo_pool.worker_blocks, memory_order_relaxed);
+}
+static int fo_pool_workers(void) {
+    int n;
+    pthread_mutex_lock(&fo_pool.mu);
+    n = fo_pool.nworkers;
+    pthread_mutex_unlock(&fo_pool.mu);
+    return n;
+}
+
+#else  /* serial build */
+#define FO_THREADS 0
+static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
+    Py_ssize_t k;
+    (void)nt;
+    for (k = 0; k < nblocks; k++) fn(ctx, k);
+}
+static long fo_pool_set_spin_ns(long ns) { (void)ns; return 0; }
+static int fo_pool_workers(void) { return 0; }
+static long fo_pool_worker_blocks(void) { return 0; }
+#endif
+
+#endif /* FO_POOL_H */

@@ -1,0 +1,216 @@
+"""The threading layer: fork safety, one floating-point mode, thread control.
+
+Fork tests run in a subprocess with a timeout: the fault they guard against
+is a hang.  The FTZ/DAZ tests set flush-to-zero and denormals-are-zero in the
+calling thread (what a library built with ``-ffast-math`` does when it
+loads) and check that a parallel step gives the bits of one thread in that
+mode, which are those of the NumPy reference run in the same mode.
+"""
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import fusedoptim
+from conftest import AVAILABLE
+from helpers import assert_bitwise
+
+FORK_SCRIPT = textwrap.dedent("""
+    import multiprocessing, os, sys
+    import numpy as np
+    import fusedoptim as fo
+
+    def step(seed):
+        # The issue's reproducer, on the backend under test, checked against
+        # the NumPy reference.
+        p = {"a": np.ones(100_000, np.float32)}
+        g = {"da": np.full(100_000, 0.5 + seed, np.float32)}
+        q = {k: v.copy() for k, v in p.items()}
+        fo.update_parameters_with_gd(p, g, 0.1)
+        with fo.use_backend("numpy"):
+            fo.update_parameters_with_gd(q, g, 0.1)
+        return bool(np.array_equal(p["a"].view(np.uint32), q["a"].view(np.uint32)))
+
+    if __name__ == "__main__":
+        fo.set_backend(sys.argv[1])
+        fo.set_num_threads(2)
+        assert step(0)                      # the parent runs a parallel step
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if step(1) else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            assert all(pool.map(step, range(4)))
+        assert step(2)                      # and the parent still steps
+        print("fork ok")
+""")
+
+
+@pytest.mark.parametrize("name", [b for b in ("cython", "numpy", "numba") if b in AVAILABLE])
+def test_fork_after_parallel_step(name, tmp_path):
+    """A child forked after a parallel step, and a ``fork`` pool, finish with
+    the reference's bits (numba: children step serially)."""
+    script = tmp_path / "fork_step.py"
+    script.write_text(FORK_SCRIPT)
+    timeout = 600 if name == "numba" else 120
+    r = subprocess.run([sys.executable, str(script), name], capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "fork ok" in r.stdout
+
+
+def _ftz_hook():
+    # The hook lives in the compiled module, also when only numba is tested.
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("needs x86-64 (MXCSR)")
+    _step = pytest.importorskip("fusedoptim._ext._step", reason="compiled module not built")
+    return _step._set_ftz_daz
+
+
+def _gd_in_mode(name, nthreads, ftz):
+    set_ftz_daz = _ftz_hook()
+    p = {"a": np.full(100_000, 2e-38, np.float32)}
+    g = {"da": np.full(100_000, 2e-38, np.float32)}
+    before = fusedoptim.get_num_threads()
+    fusedoptim.set_num_threads(nthreads)
+    old = set_ftz_daz(ftz)
+    try:
+        with fusedoptim.use_backend(name):
+            fusedoptim.update_parameters_with_gd(p, g, 0.1)
+    finally:
+        set_ftz_daz(old)
+        fusedoptim.set_num_threads(before)
+    return p["a"]
+
+
+@pytest.mark.parametrize("name", [b for b in ("cython", "numba") if b in AVAILABLE])
+def test_ftz_daz_caller_same_bits_at_any_thread_count(name):
+    """Under an FTZ/DAZ caller, 1 and 2 threads give the same bits, those the
+    reference computes in that mode on one thread."""
+    ref = _gd_in_mode("numpy", 1, True)
+    assert not np.array_equal(ref, _gd_in_mode("numpy", 1, False)), \
+        "FTZ/DAZ did not change the reference: the test exercises nothing"
+    assert_bitwise(_gd_in_mode(name, 1, True), ref)
+    assert_bitwise(_gd_in_mode(name, 2, True), ref)
+
+
+def test_ftz_daz_hook_restores():
+    set_ftz_daz = _ftz_hook()
+    first = set_ftz_daz(True)
+    assert set_ftz_daz(first) is True
+    assert set_ftz_daz(first) is first
+
+
+@pytest.mark.skipif("cython" not in AVAILABLE, reason="compiled backend not built")
+def test_pool_reused_and_concurrent_callers_exact():
+    """Steps from several Python threads at once (one runs in the pool, the
+    others serially on their own thread) give the reference's bits, and the
+    pool keeps its workers rather than starting new ones."""
+    from fusedoptim import _ext
+    from fusedoptim._ext import _step
+    if not _ext.HAVE_THREADS:
+        pytest.skip("serial build")
+    rng = np.random.default_rng(0)
+    grads = {f"d{i}": rng.standard_normal(50_000 + i).astype(np.float32) for i in range(3)}
+    start = {k[1:]: rng.standard_normal(v.shape).astype(np.float32) for k, v in grads.items()}
+    ref = {k: v.copy() for k, v in start.items()}
+    with fusedoptim.use_backend("numpy"):
+        for _ in range(20):
+            fusedoptim.update_parameters_with_gd(ref, grads, 0.01)
+    before = fusedoptim.get_num_threads()
+    fusedoptim.set_num_threads(2)
+    results, errors = [], []
+    started, blocks = _step._pool_workers()
+
+    def worker():
+        p = {k: v.copy() for k, v in start.items()}
+        try:
+            for _ in range(20):
+                fusedoptim.update_parameters_with_gd(p, grads, 0.01)
+            results.append(p)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    try:
+        with fusedoptim.use_backend("cython"):
+            threads = [threading.Thread(target=worker) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+        workers, blocks_after = _step._pool_workers()
+    finally:
+        fusedoptim.set_num_threads(before)
+    assert not errors and len(results) == 3
+    for p in results:
+        for k in ref:
+            assert_bitwise(p[k], ref[k])
+    # 2 threads: the caller and one worker, started once (earlier tests may
+    # have started more at higher counts).
+    assert workers == max(started, 1)
+
+
+# --- thread control -------------------------------------------------------------
+
+
+def test_cgroup_quota_caps_default(tmp_path):
+    from fusedoptim import _threads
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/\n")
+    assert _threads.cgroup_cpu_limit(str(tmp_path), str(proc)) is None
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _threads.cgroup_cpu_limit(str(tmp_path), str(proc)) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert _threads.cgroup_cpu_limit(str(tmp_path), str(proc)) == 2
+    # The process's own cgroup, deeper and tighter, wins.
+    own = tmp_path / "job"
+    own.mkdir()
+    (own / "cpu.max").write_text("50000 100000\n")
+    proc.write_text("0::/job\n")
+    assert _threads.cgroup_cpu_limit(str(tmp_path), str(proc)) == 1
+    # cgroup v1.
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert _threads.cgroup_cpu_limit(str(v1), str(tmp_path / "none")) == 3
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert _threads.cgroup_cpu_limit(str(v1), str(tmp_path / "none")) is None
+
+
+def test_default_threads_within_affinity():
+    from fusedoptim import _threads
+    n = _threads.default_threads()
+    assert 1 <= n <= len(os.sched_getaffinity(0))
+
+
+def test_threadpoolctl_limits_fusedoptim():
+    pytest.importorskip("fusedoptim._ext._step", reason="the controller matches the compiled module")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not hasattr(threadpoolctl, "register"):
+        pytest.skip("threadpoolctl without register (< 3.0)")
+    before = fusedoptim.get_num_threads()
+    fusedoptim.set_num_threads(2)
+    try:
+        info = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "fusedoptim"]
+        assert len(info) == 1 and info[0]["num_threads"] == 2
+        with threadpoolctl.threadpool_limits(1):
+            assert fusedoptim.get_num_threads() == 1
+            from fusedoptim.backend import _loaded
+            assert all(m.get_num_threads() == 1 for m in _loaded.values()
+                       if hasattr(m, "get_num_threads"))
+        assert fusedoptim.get_num_threads() == 2
+        with threadpoolctl.threadpool_limits(limits=1, user_api="fusedoptim"):
+            assert fusedoptim.get_num_threads() == 1
+        assert fusedoptim.get_num_threads() == 2
+        fusedoptim.set_num_threads(3)  # set_num_threads keeps working
+        assert fusedoptim.get_num_threads() == 3
+    finally:
+        fusedoptim.set_num_threads(before)
