@@ -26,7 +26,9 @@ from helpers import assert_same_or_both_nan, assert_unchanged, snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix
 
-needs_cython = pytest.mark.skipif("cython" not in AVAILABLE, reason="compiled backend not built")
+needs_cython = pytest.mark.skipif(
+    "cython" not in AVAILABLE,
+    reason="the cython backend is not under test (not built, or not in FUSEDOPTIM_TEST_BACKENDS)")
 
 
 def outcome(backend, call, *dicts):
