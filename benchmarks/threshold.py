@@ -30,7 +30,7 @@ def step_for(n, dtype):
     states = (("m", m), ("v", v), V.ABSENT)
     return lambda: k.adam(p, g, states, V.NAMED, lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8,
                           bc1=0.5, bc2=0.5, weight_decay=0.0, decoupled=False,
-                          maximize=False, amsgrad=False, gscale=1.0)
+                          maximize=False, amsgrad=False, torch_order=False, gscale=1.0)
 
 
 def _calls(fn, n=300):

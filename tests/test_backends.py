@@ -278,7 +278,7 @@ def test_mixed_dtypes_named_mode_and_repeated_steps(name, threads):
     for t in range(1, 4):
         kw = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, bc1=1 - 0.9 ** t,
                   bc2=1 - 0.999 ** t, weight_decay=0.01, decoupled=True, maximize=False,
-                  amsgrad=True, gscale=1.0)
+                  amsgrad=True, torch_order=True, gscale=1.0)
         mod.adam(params, grads, states, _validate.NAMED, **kw)
         _reference.adam(*ref, _validate.NAMED, **kw)
     assert_same_step((params, grads, states), ref, "mixed dtypes")
@@ -336,7 +336,8 @@ def _big_adam(rng, n, dtype=np.float32):
 
 
 ADAM_KW = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, bc1=0.1, bc2=1 - 0.999,
-               weight_decay=0.0, decoupled=False, maximize=False, amsgrad=False, gscale=1.0)
+               weight_decay=0.0, decoupled=False, maximize=False, amsgrad=False,
+               torch_order=False, gscale=1.0)
 
 
 @needs_numba

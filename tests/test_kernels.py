@@ -101,7 +101,8 @@ def run_both(family, kwargs, dtype, nstates, used, positive=(), mode=V.NAMED,
 
 
 ADAM_KW = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, bc1=0.271, bc2=0.002997,
-               weight_decay=0.0, decoupled=False, maximize=False, amsgrad=False, gscale=1.0)
+               weight_decay=0.0, decoupled=False, maximize=False, amsgrad=False,
+               torch_order=False, gscale=1.0)
 
 
 @pytest.mark.parametrize("mode", [V.COURSE, V.NAMED])
@@ -185,7 +186,7 @@ SPECIAL_KW = {
                 first=False, maximize=True, has_buf=True, gscale=0.5),
     "rmsprop": dict(lr=0.1, alpha=0.9, eps=1e-6, momentum=0.5, weight_decay=0.0,
                     eps_inside=False, maximize=False, centered=True, has_buf=True, gscale=1.0),
-    "adam": dict(ADAM_KW, weight_decay=0.01, decoupled=True, amsgrad=True),
+    "adam": dict(ADAM_KW, weight_decay=0.01, decoupled=True, amsgrad=True, torch_order=True),
 }
 
 

@@ -233,5 +233,5 @@ def update_parameters_with_adam(parameters, grads, v, s, t, learning_rate=0.01,
     _backend().adam(parameters, grads, (("v", v), ("s", s), _ABSENT), _COURSE,
                     lr=lr, beta1=b1, beta2=b2, eps=eps, bc1=bc1, bc2=bc2,
                     weight_decay=0.0, decoupled=False, maximize=False, amsgrad=False,
-                    gscale=1.0)
+                    torch_order=False, gscale=1.0)
     return parameters, v, s, BiasCorrected(v, bc1), BiasCorrected(s, bc2)

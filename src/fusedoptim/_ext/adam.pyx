@@ -8,6 +8,7 @@ from cython cimport floating
 from ._step cimport Tensor, Step, run_step, simd_enabled
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._loops cimport _prelude, _sqrt, _div_c1, _at
+from libc.math cimport sqrt
 
 from fusedoptim.families import FAMILIES
 from fusedoptim.families._spec import check_states
@@ -17,16 +18,17 @@ _FAMILY = FAMILIES["adam"]
 cdef extern from "adam_avx2.h" nogil:
     void fo_adam_avx2_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
                           float lr, float b1, float omb1, float b2, float omb2, float e,
-                          float c1, float c2, double rc1, float shrink, int shrink_p)
+                          float c1, float c2, double rc1, float shrink, int shrink_p,
+                          int torch)
     void fo_adam_avx2_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
                           double lr, double b1, double omb1, double b2, double omb2,
                           double e, double c1, double c2, double rc1, double shrink,
-                          int shrink_p)
+                          int shrink_p, int torch)
 
 
 ctypedef struct AdamArgs:
     double lr, beta1, beta2, eps, bc1, bc2, wd, gscale
-    bint decoupled, maximize, amsgrad, simd
+    bint decoupled, maximize, amsgrad, torch, simd
 
 
 cdef inline void _adam_loop(floating* p, const floating* g, floating* m, floating* v,
@@ -34,7 +36,9 @@ cdef inline void _adam_loop(floating* p, const floating* g, floating* m, floatin
                             floating omb1, floating b2, floating omb2, floating e, floating c1,
                             floating c2, double rc1, floating gs, floating wd,
                             floating shrink, bint scale, bint maximize, bint l2,
-                            bint shrink_p, bint amsgrad) noexcept nogil:
+                            bint shrink_p, bint amsgrad, bint torch) noexcept nogil:
+    """``c2`` is ``bc2`` rounded, or ``sqrt(bc2)`` rounded when ``torch``
+    (PyTorch's order, see ``adam_tensor``)."""
     cdef Py_ssize_t i
     cdef floating gi, pi, mi, vi, vv, m0, v0
     for i in range(n):
@@ -48,7 +52,10 @@ cdef inline void _adam_loop(floating* p, const floating* g, floating* m, floatin
         if shrink_p:
             pi = pi * shrink
         mi = b1 * m0 + omb1 * gi
-        vi = b2 * v0 + omb2 * (gi * gi)
+        if torch:
+            vi = b2 * v0 + (omb2 * gi) * gi
+        else:
+            vi = b2 * v0 + omb2 * (gi * gi)
         m[i] = mi
         v[i] = vi
         if amsgrad:
@@ -57,7 +64,10 @@ cdef inline void _adam_loop(floating* p, const floating* g, floating* m, floatin
                 vv = vi
             vmax[i] = vv
             vi = vv
-        p[i] = pi - (lr * _div_c1(mi, c1, rc1)) / (_sqrt(vi / c2) + e)
+        if torch:
+            p[i] = pi - (lr * _div_c1(mi, c1, rc1)) / (_sqrt(vi) / c2 + e)
+        else:
+            p[i] = pi - (lr * _div_c1(mi, c1, rc1)) / (_sqrt(vi / c2) + e)
 
 
 cdef inline void _adam_typed(floating* p, const floating* g, floating* m, floating* v,
@@ -65,7 +75,9 @@ cdef inline void _adam_typed(floating* p, const floating* g, floating* m, floati
     cdef floating lr = <floating>A.lr, b1 = <floating>A.beta1
     cdef floating omb1 = <floating>(1.0 - A.beta1), b2 = <floating>A.beta2
     cdef floating omb2 = <floating>(1.0 - A.beta2), e = <floating>A.eps
-    cdef floating c1 = <floating>A.bc1, c2 = <floating>A.bc2
+    cdef floating c1 = <floating>A.bc1
+    # PyTorch's order divides sqrt(v) by sqrt(bc2) (double, rounded once).
+    cdef floating c2 = <floating>sqrt(A.bc2) if A.torch else <floating>A.bc2
     cdef double rc1 = 1.0 / <double>c1
     cdef floating gs = <floating>A.gscale, wd = <floating>A.wd
     cdef floating shrink = <floating>(1.0 - A.lr * A.wd)
@@ -74,21 +86,29 @@ cdef inline void _adam_typed(floating* p, const floating* g, floating* m, floati
     cdef bint shrink_p = A.wd != 0.0 and A.decoupled
     if scale or mx or l2 or A.amsgrad:
         _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
-                   scale, mx, l2, shrink_p, A.amsgrad)
+                   scale, mx, l2, shrink_p, A.amsgrad, A.torch)
     elif A.simd:
         if floating is float:
             fo_adam_avx2_f32(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
-                             shrink, shrink_p)
+                             shrink, shrink_p, A.torch)
         else:
             fo_adam_avx2_f64(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
-                             shrink, shrink_p)
+                             shrink, shrink_p, A.torch)
+    elif A.torch:
+        # The classes: Adam, AdamW
+        if shrink_p:
+            _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd,
+                       shrink, False, False, False, True, False, True)
+        else:
+            _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd,
+                       shrink, False, False, False, False, False, True)
     elif shrink_p:
-        # AdamW
         _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
-                   False, False, False, True, False)
+                   False, False, False, True, False, False)
     else:
+        # The course's Adam
         _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
-                   False, False, False, False, False)
+                   False, False, False, False, False, False)
 
 
 cdef void _adam_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
@@ -106,7 +126,7 @@ cdef void _adam_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
 
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
          double eps, double bc1, double bc2, double weight_decay, bint decoupled,
-         bint maximize, bint amsgrad, double gscale):
+         bint maximize, bint amsgrad, bint torch_order, double gscale):
     """Multi-tensor Adam step; ``states = (m, v, vmax)`` pairs, ``vmax``
     present exactly when ``amsgrad`` (see ``families.adam.adam_tensor``)."""
     cdef Step st
@@ -127,6 +147,7 @@ def step(params, grads, states, int mode, *, double lr, double beta1, double bet
         A.decoupled = decoupled
         A.maximize = maximize
         A.amsgrad = amsgrad
+        A.torch = torch_order
         A.simd = simd_enabled()
         run_step(&st, _adam_chunk, &A)
     finally:

@@ -31,19 +31,26 @@
 #if FO_SIMD_AVX2
 
 /* One element k of adam._adam_loop with the fast-path flags (no gradient
- * scale, maximize, L2 or AMSGrad); SHRINK_P is a literal 0 or 1 (decoupled
- * decay, AdamW). */
-#define FO_ADAM_ELEMENT(T, SQRT, DIV_C1, k, SHRINK_P)                          \
+ * scale, maximize, L2 or AMSGrad); SHRINK_P (decoupled decay, AdamW) and
+ * TORCH (PyTorch's rounding order, the classes; c2 is then sqrt(bc2)
+ * rounded) are literal 0 or 1, so each of the four loops is branch-free. */
+#define FO_ADAM_ELEMENT(T, SQRT, DIV_C1, k, SHRINK_P, TORCH)                   \
     do {                                                                       \
         /* Every load before any store (_LOADS_FIRST). */                      \
         T pi = p[k], m0 = m[k], v0 = v[k], gi = g[k], mi, vi;                  \
         if (SHRINK_P)                                                          \
             pi = pi * shrink;                                                  \
         mi = b1 * m0 + omb1 * gi;                                              \
-        vi = b2 * v0 + omb2 * (gi * gi);                                       \
+        if (TORCH)                                                             \
+            vi = b2 * v0 + (omb2 * gi) * gi;                                   \
+        else                                                                   \
+            vi = b2 * v0 + omb2 * (gi * gi);                                   \
         m[k] = mi;                                                             \
         v[k] = vi;                                                             \
-        p[k] = pi - (lr * DIV_C1(mi)) / (SQRT(vi / c2) + e);                   \
+        if (TORCH)                                                             \
+            p[k] = pi - (lr * DIV_C1(mi)) / (SQRT(vi) / c2 + e);               \
+        else                                                                   \
+            p[k] = pi - (lr * DIV_C1(mi)) / (SQRT(vi / c2) + e);               \
     } while (0)
 
 /* Adam's loop runs in blocks of 16 elements, prefetching each of its four
@@ -58,7 +65,7 @@
  * addresses stay inside the arrays (a pointer past the end would be
  * undefined C). */
 #define FO_PREFETCH 256
-#define FO_ADAM_RANGE(T, SQRT, DIV_C1, SHRINK_P)                               \
+#define FO_ADAM_RANGE(T, SQRT, DIV_C1, SHRINK_P, TORCH)                        \
     do {                                                                       \
         ptrdiff_t i, k;                                                        \
         for (i = 0; i + 16 <= n; i += 16) {                                    \
@@ -69,22 +76,27 @@
                 __builtin_prefetch(g + i + FO_PREFETCH, 0, 3);                 \
             }                                                                  \
             for (k = i; k < i + 16; k++)                                       \
-                FO_ADAM_ELEMENT(T, SQRT, DIV_C1, k, SHRINK_P);                 \
+                FO_ADAM_ELEMENT(T, SQRT, DIV_C1, k, SHRINK_P, TORCH);          \
         }                                                                      \
         for (k = i; k < n; k++)                                                \
-            FO_ADAM_ELEMENT(T, SQRT, DIV_C1, k, SHRINK_P);                     \
+            FO_ADAM_ELEMENT(T, SQRT, DIV_C1, k, SHRINK_P, TORCH);              \
     } while (0)
 
 #define FO_ADAM_LOOP(NAME, T, SQRT, DIV_C1)                                    \
     static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
                              T *restrict m, T *restrict v, ptrdiff_t n,        \
                              T lr, T b1, T omb1, T b2, T omb2, T e, T c1,      \
-                             T c2, double rc1, T shrink, int shrink_p)         \
+                             T c2, double rc1, T shrink, int shrink_p,         \
+                             int torch)                                        \
     {                                                                          \
-        if (shrink_p)                                                          \
-            FO_ADAM_RANGE(T, SQRT, DIV_C1, 1);                                 \
+        if (torch && shrink_p)                                                 \
+            FO_ADAM_RANGE(T, SQRT, DIV_C1, 1, 1);                              \
+        else if (torch)                                                        \
+            FO_ADAM_RANGE(T, SQRT, DIV_C1, 0, 1);                              \
+        else if (shrink_p)                                                     \
+            FO_ADAM_RANGE(T, SQRT, DIV_C1, 1, 0);                              \
         else                                                                   \
-            FO_ADAM_RANGE(T, SQRT, DIV_C1, 0);                                 \
+            FO_ADAM_RANGE(T, SQRT, DIV_C1, 0, 0);                              \
     }
 
 /* _loops._div_c1: mi / c1, for float32 through the double reciprocal. */

@@ -8,6 +8,7 @@ from cython cimport floating
 from ._step cimport Tensor, Step, run_step, simd_enabled
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._loops cimport _prelude, _sqrt, _at
+from libc.math cimport INFINITY
 
 from fusedoptim.families import FAMILIES
 from fusedoptim.families._spec import check_states
@@ -42,11 +43,19 @@ cdef inline void _rmsprop_loop(floating* p, const floating* g, floating* sq, flo
         if has_buf:
             b0 = buf[i]
         gi = _prelude(g[i], pi, gs, scale, maximize, wd, decay)
-        s = al * s0 + oma * (gi * gi)
+        # eps_inside: the course's (and Keras's) rounding order; otherwise
+        # PyTorch's (families.rmsprop.rmsprop_tensor).
+        if eps_inside:
+            s = al * s0 + oma * (gi * gi)
+        else:
+            s = al * s0 + (oma * gi) * gi
         d = s
         if centered:
             ga = al * ga0 + oma * gi
-            d = s - ga * ga
+            if not eps_inside and s == INFINITY and -INFINITY < ga < INFINITY:
+                d = s  # torch's fused multiply-add: inf - (finite)^2 is inf
+            else:
+                d = s - ga * ga
         if eps_inside:
             r = _sqrt(d + e)
         else:

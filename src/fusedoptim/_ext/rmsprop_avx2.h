@@ -1,5 +1,6 @@
 /* AVX2 build of rmsprop.pyx's fast-path loop (see avx2.h):
- * rmsprop._rmsprop_loop without prelude, centering or momentum buffer. */
+ * rmsprop._rmsprop_loop without prelude, centering or momentum buffer; eps
+ * inside the root in the course's rounding order, outside in PyTorch's. */
 #ifndef FUSEDOPTIM_RMSPROP_AVX2_H
 #define FUSEDOPTIM_RMSPROP_AVX2_H
 
@@ -21,9 +22,10 @@
                 p[i] = pi - (lr * gi) / SQRT(s + e);                           \
             }                                                                  \
         } else {                                                               \
+            /* PyTorch's order: ((1 - alpha) * g) * g */                   \
             for (i = 0; i < n; i++) {                                          \
                 T pi = p[i], s0 = sq[i], gi = g[i], s;                         \
-                s = al * s0 + oma * (gi * gi);                                 \
+                s = al * s0 + (oma * gi) * gi;                                 \
                 sq[i] = s;                                                     \
                 p[i] = pi - (lr * gi) / (SQRT(s) + e);                         \
             }                                                                  \

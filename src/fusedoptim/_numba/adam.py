@@ -17,7 +17,7 @@ FAMILY = family_of("adam")
 # double, each rounded once to the dtype in the span) and the loop's switches.
 Scalars = namedtuple("Scalars", "lr beta1 one_minus_beta1 beta2 one_minus_beta2 eps "
                                     "bc1 bc2 weight_decay shrink gscale")
-Flags = namedtuple("Flags", "scale maximize l2 decoupled amsgrad")
+Flags = namedtuple("Flags", "scale maximize l2 decoupled amsgrad torch")
 
 
 @njit(**JIT)
@@ -33,15 +33,26 @@ def span(row, lo, hi, s, f, z):
     b2, omb2, eps = _as(s.beta2, z), _as(s.one_minus_beta2, z), _as(s.eps, z)
     c1, c2, wd = _as(s.bc1, z), _as(s.bc2, z), _as(s.weight_decay, z)
     shrink, gs = _as(s.shrink, z), _as(s.gscale, z)
+    # PyTorch's order divides sqrt(v) by sqrt(bc2) (double, rounded once).
+    c2s = _as(np.sqrt(s.bc2), z)
     if not (f.scale or f.maximize or f.l2 or f.decoupled or f.amsgrad):
-        # The common case gets a branch-free loop that LLVM vectorizes.
-        for i in range(m):
-            g = G[i]
-            mi = b1 * M[i] + omb1 * g
-            M[i] = mi
-            vi = b2 * V[i] + omb2 * (g * g)
-            V[i] = vi
-            P[i] = P[i] - (lr * (mi / c1)) / (np.sqrt(vi / c2) + eps)
+        # The common cases get branch-free loops that LLVM vectorizes.
+        if f.torch:
+            for i in range(m):
+                g = G[i]
+                mi = b1 * M[i] + omb1 * g
+                M[i] = mi
+                vi = b2 * V[i] + (omb2 * g) * g
+                V[i] = vi
+                P[i] = P[i] - (lr * (mi / c1)) / (np.sqrt(vi) / c2s + eps)
+        else:
+            for i in range(m):
+                g = G[i]
+                mi = b1 * M[i] + omb1 * g
+                M[i] = mi
+                vi = b2 * V[i] + omb2 * (g * g)
+                V[i] = vi
+                P[i] = P[i] - (lr * (mi / c1)) / (np.sqrt(vi / c2) + eps)
         return
     for i in range(m):
         p = P[i]
@@ -56,7 +67,10 @@ def span(row, lo, hi, s, f, z):
             p = p * shrink
         mi = b1 * M[i] + omb1 * g
         M[i] = mi
-        vi = b2 * V[i] + omb2 * (g * g)
+        if f.torch:
+            vi = b2 * V[i] + (omb2 * g) * g
+        else:
+            vi = b2 * V[i] + omb2 * (g * g)
         V[i] = vi
         if f.amsgrad:
             vv = VM[i]
@@ -65,7 +79,10 @@ def span(row, lo, hi, s, f, z):
                 vv = vi
             VM[i] = vv
             vi = vv
-        P[i] = p - (lr * (mi / c1)) / (np.sqrt(vi / c2) + eps)
+        if f.torch:
+            P[i] = p - (lr * (mi / c1)) / (np.sqrt(vi) / c2s + eps)
+        else:
+            P[i] = p - (lr * (mi / c1)) / (np.sqrt(vi / c2) + eps)
 
 
 # The drivers of this span (why per family, and why plain tuples: see
@@ -93,5 +110,6 @@ def step(params, grads, states, mode, **kw):
                 one_minus_beta2=1.0 - b2, eps=float(kw["eps"]), bc1=float(kw["bc1"]),
                 bc2=float(kw["bc2"]), weight_decay=wd, shrink=1.0 - lr * wd, gscale=gscale)
     f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), l2=decay and not decoupled,
-              decoupled=decay and decoupled, amsgrad=bool(kw["amsgrad"]))
+              decoupled=decay and decoupled, amsgrad=bool(kw["amsgrad"]),
+              torch=bool(kw["torch_order"]))
     run((serial, parallel), groups, s, f)

@@ -40,13 +40,20 @@ def span(row, lo, hi, s, f, z):
             g = -g
         if f.decay:
             g = g + wd * p
-        sq = a * S[i] + oma * (g * g)
+        # eps_inside: the course's rounding order; otherwise PyTorch's.
+        if f.eps_inside:
+            sq = a * S[i] + oma * (g * g)
+        else:
+            sq = a * S[i] + (oma * g) * g
         S[i] = sq
         d = sq
         if f.centered:
             ga = a * A[i] + oma * g
             A[i] = ga
-            d = sq - ga * ga
+            if not f.eps_inside and sq == np.inf and abs(ga) < np.inf:
+                d = sq  # torch's fused multiply-add: inf - (finite)^2 is inf
+            else:
+                d = sq - ga * ga
         if f.eps_inside:
             r = np.sqrt(d + eps)
         else:

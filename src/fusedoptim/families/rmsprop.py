@@ -7,6 +7,9 @@ The family's step (every backend, keyword-only)::
             weight_decay, eps_inside, maximize, centered, has_buf, gscale)
 
 ``gavg`` is present exactly when ``centered``, ``buf`` when ``has_buf``.
+``eps_inside`` also chooses the rounding order: ``False`` is
+``torch.optim.RMSprop``'s formula in PyTorch's order, ``True`` the course's
+(and Keras's) in the course's; see :func:`rmsprop_tensor`.
 """
 
 import numpy as np
@@ -35,14 +38,37 @@ def rmsprop_tensor(p, g, sq, gavg, buf, *, lr, alpha, eps, momentum, weight_deca
     In words: s = a*s + (1-a)*(g*g); r = sqrt(s + eps) or sqrt(s) + eps;
     p = p - (lr*g)/r.  The course's RMSProp is ``eps_inside=True``, not
     centered, no buffer.
+
+    Rounding order.  With ``eps_inside=True`` (the course, Keras) the square
+    is ``(1-a)*(g*g)`` and ``d = s - gavg*gavg``.  With ``eps_inside=False``
+    (``torch.optim.RMSprop``) it is PyTorch's: ``s = a*s + ((1-a)*g)*g``,
+    and centered ``d = s - gavg*gavg`` except that ``d = s`` where ``s`` is
+    ``+inf`` and ``gavg`` finite.  Why: torch 2.13's
+    ``square_avg.mul_(alpha).addcmul_(grad, grad, value=1-alpha)`` and
+    ``square_avg.addcmul(grad_avg, grad_avg, value=-1)`` are fused
+    multiply-adds, ``fma(value*t1, t2, self)`` (measured bitwise on the CPU
+    for float32 and float64, vector body and tail), so the first overflows
+    only where the sum does (``|g| > 1.8e20`` in float32 with ``a = 0.99``,
+    not 1.8e19) and the second leaves an infinite ``s`` infinite, where
+    ``inf - inf`` would be NaN: at ``|g| = 1e30`` in float32, centered with
+    momentum, torch's parameter stays put (``g / inf = 0``) instead of
+    turning NaN.  ``grad_avg.lerp_(grad, 1-a)`` (``gavg + w*(g - gavg)``)
+    keeps this reference's ``a*gavg + (1-a)*g``: the two differ in rounding
+    only.  No backend uses a fused multiply-add (they must give the same
+    bits), so the match with torch is within the parity tolerances.
     """
     T = p.dtype.type
     g = prelude(p, g, T, gscale, maximize, weight_decay)
-    sq[...] = T(alpha) * sq + T(1.0 - alpha) * (g * g)
+    if eps_inside:
+        sq[...] = T(alpha) * sq + T(1.0 - alpha) * (g * g)
+    else:
+        sq[...] = T(alpha) * sq + (T(1.0 - alpha) * g) * g
     d = sq
     if centered:
         gavg[...] = T(alpha) * gavg + T(1.0 - alpha) * g
         d = sq - gavg * gavg
+        if not eps_inside:
+            d = np.where((sq == T(np.inf)) & (np.abs(gavg) < T(np.inf)), sq, d)
     if eps_inside:
         r = np.sqrt(d + T(eps))
     else:
@@ -83,7 +109,9 @@ class RMSProp(Optimizer):
     decay).  The defaults give the course's RMSProp
     (:func:`fusedoptim.update_parameters_with_rmsprop`, bit for bit).
     ``eps_inside_sqrt=False`` with ``beta`` as PyTorch's ``alpha`` (default
-    0.99 there) gives ``torch.optim.RMSprop``.  State slots:
+    0.99 there) gives ``torch.optim.RMSprop``, rounded in PyTorch's order
+    (finite wherever PyTorch's step is, e.g. for float32 gradients beyond
+    1.8e19).  State slots:
     ``"square_avg"``, ``"grad_avg"`` (centered), ``"momentum_buffer"``
     (``momentum > 0``).
 
