@@ -106,15 +106,18 @@ def test_classes_match_course_functions(backend, dtype):
     for k in p0:
         assert_bitwise(pa[k], pb[k])
 
+    # Adam: the course's formula, rounded in PyTorch's order by the class
+    # (tests/test_large_grads.py), so equal up to a few roundings.
     pa, pb = copy_params(p0), copy_params(p0)
     opt = fo.Adam(pa, lr=0.01)
     v, s = fo.initialize_adam(pb)
     for t, g in enumerate(grads, start=1):
         opt.step(g)
         fo.update_parameters_with_adam(pb, g, v, s, t, learning_rate=0.01)
+    rtol = 64 * np.finfo(dtype).eps
     for k in p0:
-        assert_bitwise(pa[k], pb[k])
-        assert_bitwise(opt.state["exp_avg_sq"][k], s["d" + k])
+        np.testing.assert_allclose(pa[k], pb[k], rtol=rtol, atol=0)
+        np.testing.assert_allclose(opt.state["exp_avg_sq"][k], s["d" + k], rtol=rtol, atol=0)
     assert opt.t == 5
 
 

@@ -28,6 +28,17 @@ def adagrad_tensor(p, g, s, *, lr, eps, weight_decay, maximize, gscale):
     gradient prelude (maximize, then L2 weight decay), in the order of
     ``torch.optim.Adagrad`` (``addcmul_``, ``sqrt().add_(eps)``,
     ``addcdiv_``).
+
+    The square is already PyTorch's: torch 2.13's
+    ``state_sum.addcmul_(grad, grad, value=1)`` is ``fma(g, g, s)`` on the
+    CPU, single-tensor and fused alike (compared bitwise), so ``s + g*g``
+    without the fusion differs in rounding only, and overflows exactly
+    where it does (``s >= 0``): from ``|g| = 1.8e19`` in float32 and
+    ``1.3e154`` in float64 both give an infinite sum and leave the
+    parameter where it was (``g / inf = 0``).  The step rounds as
+    ``lr * (g / std)``; torch's fused kernel rounds ``(lr * g) / std`` and
+    its single-tensor ``addcdiv_`` uses a fused multiply-add: rounding
+    differences, unless ``lr > 1`` and ``|g|`` is near the largest float.
     """
     T = p.dtype.type
     g = prelude(p, g, T, gscale, maximize, weight_decay)

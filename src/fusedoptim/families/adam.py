@@ -59,20 +59,28 @@ def adam_tensor(p, g, m, v, vmax, *, lr, beta1, beta2, eps, bc1, bc2, weight_dec
       finite up to ``|g| ~ sqrt(max / (1-b2))`` (5.8e20 in float32 with
       ``b2 = 0.999``), as PyTorch's does.
 
-    What torch 2.13 computes on the CPU (measured bitwise on crafted
-    inputs, and read in ``aten/src/ATen/native/cpu/FusedAdamKernel.cpp``):
-    ``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)``
-    (single-tensor and foreach) is ``fma((1-b2)*g, g, b2*v)``: ``addcmul``
-    is ``fma(value*t1, t2, self)`` in both dtypes, vector body and tail
-    alike; the fused kernel (``fused=True``) computes
-    ``v*b2 + ((1-b2)*g)*g`` and ``sqrt(v) / sqrt(c2) + eps``, with
-    ``lr / c1`` (double, rounded once) times ``m`` over that denominator,
-    and ``m.lerp_(g, 1-b1)`` as ``fma(1-b1, g - m, m)``.  This reference
-    keeps its own rounding of the other terms and no fused multiply-add
-    (every backend must give the same bits), so it matches torch to the
-    parity tolerances, and is finite wherever torch's update is: the
-    product without the fusion overflows only where the sum does (every
-    term is non-negative).
+    What torch 2.13 computes on the CPU (AVX512 build; found by comparing
+    candidate formulas bitwise with torch's results on random inputs, and
+    read in ``aten/src/ATen/native/cpu/FusedAdamKernel.cpp``):
+
+    * single-tensor and foreach:
+      ``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`` is
+      ``fma((1-b2)*g, g, b2*v)`` (``addcmul`` is ``fma(value*t1, t2, self)``
+      in both dtypes, vector body and tail); the denominator is
+      ``sqrt(v) / sqrt(c2) + eps`` and the step ``addcdiv_`` by
+      ``lr / c1``;
+    * fused (``fused=True``, the parity tests' other reference): ``v`` is
+      ``fma((1-b2)*g, g, b2*v)`` in the vector body and
+      ``fma(v, b2, ((1-b2)*g)*g)`` in the scalar tail;
+      ``m.lerp_(g, 1-b1)`` is ``fma(1-b1, g - m, m)``; then
+      ``p - (lr/c1) * m / (sqrt(v) / sqrt(c2) + eps)``, the scalars
+      computed in double and rounded once.
+
+    This reference keeps its own rounding of ``m`` and of the step, and no
+    fused multiply-add (every backend must give the same bits), so it
+    matches torch to the parity tolerances, and is finite wherever torch's
+    update is: ``((1-b2)*g)*g`` without the fusion overflows only where the
+    fused sum does (both terms are non-negative).
     """
     T = p.dtype.type
     if decoupled:
