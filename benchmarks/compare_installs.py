@@ -9,6 +9,9 @@ the speed unchanged: install the previous commit in a second environment
 --no-build-isolation <checkout of that commit>``), then::
 
     python benchmarks/compare_installs.py old/bin/python python --pairs 10
+
+``--api class`` times ``fusedoptim.Adam.step`` instead (the classes' loop,
+PyTorch's rounding order, rather than the course function's).
 """
 
 import argparse
@@ -31,16 +34,22 @@ for size, shapes in SIZES.items():
     p = {f"W{i}": rng.standard_normal(s, dtype=np.float32) for i, s in enumerate(shapes)}
     g = {f"dW{i}": rng.standard_normal(s, dtype=np.float32) for i, s in enumerate(shapes)}
     v, s = fo.initialize_adam(p)
+    if API == "class":
+        opt = fo.Adam(p, lr=1e-4)
+        gn = {k[1:]: a for k, a in g.items()}
+        step = lambda t: opt.step(gn)
+    else:
+        step = lambda t: fo.update_parameters_with_adam(p, g, v, s, t, 1e-4)
     inner, batches = REPS[size]
     t = 1
     for _ in range(inner):
-        fo.update_parameters_with_adam(p, g, v, s, t, 1e-4)
+        step(t)
         t += 1
     times = []
     for _ in range(batches):
         t0 = time.perf_counter()
         for _ in range(inner):
-            fo.update_parameters_with_adam(p, g, v, s, t, 1e-4)
+            step(t)
             t += 1
         times.append((time.perf_counter() - t0) / inner)
     out[size] = sorted(times)[len(times) // 2]
@@ -48,10 +57,10 @@ print(json.dumps(out))
 """
 
 
-def _one(python):
+def _one(python, api):
     # From a temporary directory, so that neither run imports a source tree.
     with tempfile.TemporaryDirectory() as tmp:
-        res = subprocess.run([python, "-c", _ONE], cwd=tmp, capture_output=True, text=True,
+        res = subprocess.run([python, "-c", f"API = {api!r}\n" + _ONE], cwd=tmp, capture_output=True, text=True,
                              check=True, timeout=600)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -61,11 +70,13 @@ def main():
     ap.add_argument("old", help="Python of the installation to compare against")
     ap.add_argument("new", help="Python of the installation under test")
     ap.add_argument("--pairs", type=int, default=6, help="old/new process pairs")
+    ap.add_argument("--api", choices=("course", "class"), default="course",
+                    help="time update_parameters_with_adam or fusedoptim.Adam.step")
     args = ap.parse_args()
     runs = {"old": [], "new": []}
     for _ in range(args.pairs):
-        runs["old"].append(_one(args.old))
-        runs["new"].append(_one(args.new))
+        runs["old"].append(_one(args.old, args.api))
+        runs["new"].append(_one(args.new, args.api))
     print(f"{'size':7s} {'old median':>12s} {'new median':>12s} {'new/old':>8s}  ranges")
     for size in ("course", "mlp", "big"):
         o = [r[size] for r in runs["old"]]
