@@ -15,7 +15,8 @@ Scalar rules
 ------------
 Hyperparameters arrive as Python floats (already checked by ``_validate``).
 Anything derived from them (``1 - beta``, the Adam bias corrections
-``1 - beta ** t``, the decoupled decay factor ``1 - lr * weight_decay``) is
+``1 - beta ** t`` and, in PyTorch's order, ``sqrt(1 - beta2 ** t)``, the
+decoupled decay factor ``1 - lr * weight_decay``) is
 computed in double precision, then rounded once to the arrays' dtype, which is
 what NumPy 2 does with a Python float next to a float32 array (NEP 50).  All
 array arithmetic then happens in the arrays' dtype, one IEEE operation at a
