@@ -27,6 +27,7 @@ from .backend import (
     set_num_threads,
     use_backend,
 )
+from .clipping import clip_grad_norm_, global_norm
 from .data import random_mini_batches
 from .functional import (
     BiasCorrected,
@@ -66,8 +67,10 @@ __all__ = [
     "PiecewiseConstant",
     "FusedOptimWarning",
     "available_backends",
+    "clip_grad_norm_",
     "get_backend",
     "get_num_threads",
+    "global_norm",
     "initialize_adam",
     "initialize_rmsprop",
     "initialize_velocity",
