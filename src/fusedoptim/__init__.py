@@ -41,6 +41,7 @@ from .functional import (
 )
 from .families import OPTIMIZERS
 from .optimizer import Optimizer
+from ._safetensors import load_checkpoint, save_checkpoint
 from .lr_scheduler import (
     CosineAnnealingLR,
     ExponentialLR,
@@ -98,7 +99,9 @@ __all__ = [
     "initialize_adam",
     "initialize_rmsprop",
     "initialize_velocity",
+    "load_checkpoint",
     "random_mini_batches",
+    "save_checkpoint",
     "schedule_lr_decay",
     "set_backend",
     "set_num_threads",
