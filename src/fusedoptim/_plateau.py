@@ -3,20 +3,20 @@ stops improving (torch's ``torch.optim.lr_scheduler.ReduceLROnPlateau``)."""
 
 import math
 import numbers
-from collections.abc import Sequence
+from typing import Any
 
 from . import _validate as _v
 
 __all__ = ["ReduceLROnPlateau"]
 
 
-def _choice(x, name: str, options: tuple) -> str:
+def _choice(x: Any, name: str, options: tuple[str, ...]) -> str:
     if x not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {x!r}")
     return x
 
 
-def _count(x, name: str) -> int:
+def _count(x: Any, name: str) -> int:
     if isinstance(x, bool) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
     if x < 0:
@@ -58,7 +58,7 @@ class ReduceLROnPlateau:
     threshold_mode : {"rel", "abs"}
     cooldown : int
         Calls after a reduction during which bad calls are not counted.
-    min_lr : float or sequence of float
+    min_lr : float, or list or tuple of float
         The floor, one for all groups or one per group.
     eps : float
         Reductions of ``eps`` or less are not applied.
@@ -71,9 +71,9 @@ class ReduceLROnPlateau:
         Torch's counters (``last_epoch`` counts the calls of ``step``).
     """
 
-    def __init__(self, optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10,
+    def __init__(self, optimizer: Any, mode: str = "min", factor: float = 0.1, patience: int = 10,
                  threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
-                 min_lr: float | Sequence[float] = 0, eps: float = 1e-8) -> None:
+                 min_lr: float | list[float] | tuple[float, ...] = 0, eps: float = 1e-8) -> None:
         if not (hasattr(optimizer, "param_groups") or hasattr(optimizer, "lr")):
             raise TypeError(f"optimizer must have param_groups or lr, "
                             f"got {type(optimizer).__name__}")
@@ -86,9 +86,8 @@ class ReduceLROnPlateau:
         self.threshold = _v.nonneg(threshold, "threshold")
         self.threshold_mode = _choice(threshold_mode, "threshold_mode", ("rel", "abs"))
         self.cooldown = _count(cooldown, "cooldown")
-        if isinstance(min_lr, (str, bytes)):
-            raise TypeError("min_lr must be a float or a sequence of floats, got str")
-        if hasattr(min_lr, "__len__"):
+        self._default_min_lr: float | None
+        if isinstance(min_lr, (list, tuple)):  # one per group, as torch takes them
             self.min_lrs = [_v.nonneg(x, f"min_lr[{i}]") for i, x in enumerate(min_lr)]
             if len(self.min_lrs) != len(self._rates()):
                 raise ValueError(f"min_lr has {len(self.min_lrs)} entries for "
@@ -106,7 +105,7 @@ class ReduceLROnPlateau:
 
     # --- the optimizer's rates ------------------------------------------------
 
-    def _rates(self) -> list:
+    def _rates(self) -> list[Any]:
         groups = getattr(self.optimizer, "param_groups", None)
         if groups is not None:
             return [g["lr"] for g in groups]
@@ -119,7 +118,7 @@ class ReduceLROnPlateau:
         else:
             self.optimizer.lr = value
 
-    def get_last_lr(self) -> list:
+    def get_last_lr(self) -> list[Any]:
         """The rates after the last :meth:`step` (as torch's)."""
         return list(self._last_lr)
 

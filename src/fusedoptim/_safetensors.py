@@ -19,6 +19,7 @@ import json
 import os
 import zlib
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def _safetensors():
     return save_file, safe_open, SafetensorError
 
 
-def _plain(value, key):
+def _plain(value: Any, key: str) -> Any:
     """A state_dict scalar as a JSON-able Python object (exact floats)."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -64,11 +65,11 @@ def _crc(tensors: Mapping) -> str:
         a = tensors[key]
         crc = zlib.crc32(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode(), crc)
         if a.size:
-            crc = zlib.crc32(memoryview(_c_order(a).reshape(-1)).cast("B"), crc)
+            crc = zlib.crc32(_c_order(a).reshape(-1).data.cast("B"), crc)
     return f"{crc:08x}"
 
 
-def save_checkpoint(optimizer, path: str | os.PathLike, parameters: bool = False) -> None:
+def save_checkpoint(optimizer: Any, path: str | os.PathLike, parameters: bool = False) -> None:
     """Write ``optimizer.state_dict()`` (and its parameters, with
     ``parameters=True``) to ``path`` in the safetensors format.
 
@@ -112,7 +113,7 @@ def save_checkpoint(optimizer, path: str | os.PathLike, parameters: bool = False
             os.remove(tmp)
 
 
-def _decode(key: str, text: str):
+def _decode(key: str, text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
@@ -152,7 +153,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     return sd, params
 
 
-def _check_parameters(optimizer, params: dict) -> list:
+def _check_parameters(optimizer: Any, params: dict) -> list:
     """Pairs ``(live, saved)`` of every parameter, all checked."""
     live = optimizer.parameters
     for name in params:
@@ -177,7 +178,7 @@ def _check_parameters(optimizer, params: dict) -> list:
     return pairs
 
 
-def load_checkpoint(optimizer, path: str | os.PathLike, parameters: bool = True) -> None:
+def load_checkpoint(optimizer: Any, path: str | os.PathLike, parameters: bool = True) -> None:
     """Restore a :func:`save_checkpoint` file into ``optimizer``.
 
     ``opt.load(path)`` is the same call.  Everything is checked first: the

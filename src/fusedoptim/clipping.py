@@ -12,6 +12,7 @@ optimizer step.
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,8 +61,8 @@ def _backend_sumsq(gs: Sequence[np.ndarray]) -> float:
     """
     params, grads = {}, {}
     for i, g in enumerate(gs):
-        order = "F" if g.flags.f_contiguous and not g.flags.c_contiguous else "C"
-        params[str(i)] = np.empty(g.shape, g.dtype, order=order)
+        fortran = g.flags.f_contiguous and not g.flags.c_contiguous
+        params[str(i)] = np.empty(g.shape, g.dtype, order="F" if fortran else "C")
         grads[str(i)] = g
     return _backend().grad_sumsq(params, grads, _v.NAMED)
 
@@ -96,7 +97,7 @@ def overflow_safe_norm(gs: Sequence[np.ndarray],
     return norm, True, scale_of
 
 
-def _norm_type(norm_type: float) -> float:
+def _norm_type(norm_type: Any) -> float:
     if isinstance(norm_type, (bool, np.bool_)) or not isinstance(norm_type, numbers.Real):
         raise TypeError(f"norm_type must be 2.0 or inf, got {type(norm_type).__name__}")
     if float(norm_type) not in (2.0, math.inf):
@@ -116,7 +117,8 @@ def _inf_norm(gs: Sequence[np.ndarray]) -> float:
     return norm
 
 
-def _norm(gs: Sequence[np.ndarray], norm_type: float):
+def _norm(gs: Sequence[np.ndarray],
+          norm_type: float) -> tuple[float, bool, Callable[[float], float] | None]:
     """``(norm, finite, scale_of)`` as :func:`overflow_safe_norm`."""
     if norm_type == math.inf:
         norm = _inf_norm(gs)
@@ -208,6 +210,7 @@ def clip_grad_norm_(grads: dict, max_norm: float, norm_type: float = 2.0,
                                f"error_if_nonfinite=False to scale by it anyway")
         coef = max_norm / (norm + CLIP_EPS)
     else:
+        assert scale_of is not None  # given whenever the gradients are finite
         coef = scale_of(max_norm)
     # min(coef, 1.0) keeps a NaN coef, as torch.clamp does.
     if not coef >= 1.0:

@@ -29,6 +29,7 @@ import bisect
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import _validate as _v
 from .schedules import _Schedule, _positive, _step
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-def _count(x, name: str, minimum: int = 1) -> int:
+def _count(x: Any, name: str, minimum: int = 1) -> int:
     """A step count: an int ``>= minimum`` (bool refused)."""
     if isinstance(x, bool) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
@@ -63,7 +64,7 @@ def _power(lr: float, gamma: float, k: float) -> float:
         return math.inf if lr != 0.0 else 0.0
 
 
-def _factor(x, name: str, lo_open: bool) -> float:
+def _factor(x: Any, name: str, lo_open: bool) -> float:
     """A factor in ``(0, 1]`` (``lo_open``) or ``[0, 1]``."""
     x = _v.real(x, name)
     if x > 1.0 or x < 0.0 or (lo_open and x == 0.0):
@@ -244,7 +245,7 @@ class LambdaLR(_Schedule):
 
     _args = ("lr", "lr_lambda")
 
-    def __init__(self, lr: float, lr_lambda: Callable[[int], float]) -> None:
+    def __init__(self, lr: float, lr_lambda: Callable[[Any], float]) -> None:
         self.lr = _v.nonneg(lr, "lr")
         if not callable(lr_lambda):
             raise TypeError(f"lr_lambda must be callable, got {type(lr_lambda).__name__}")
@@ -329,6 +330,7 @@ class OneCycleLR(_Schedule):
         initial = self.max_lr / self.div_factor
         low = initial / self.final_div_factor
         n = self.total_steps
+        self._phases: tuple[tuple[float, float, float], ...]
         if self.three_phase:
             self._phases = ((float(self.pct_start * n) - 1, initial, self.max_lr),
                             (float(2 * self.pct_start * n) - 2, self.max_lr, initial),

@@ -19,6 +19,7 @@ PyTorch's schedulers, as callables of the step count, are in
 
 import bisect
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def _step(step):
 class _Schedule:
     """Shared ``repr``; subclasses list their arguments in ``_args``."""
 
-    _args = ()
+    _args: tuple[str, ...] = ()
 
     def __call__(self, step: float) -> float:
         raise NotImplementedError
@@ -200,7 +201,8 @@ class PiecewiseConstantDecay(_Schedule):
 
     _args = ("boundaries", "values")
 
-    def __init__(self, boundaries, values, name: str = "PiecewiseConstant") -> None:
+    def __init__(self, boundaries: Sequence[float], values: Sequence[float],
+                 name: str = "PiecewiseConstant") -> None:
         for arg, label in ((boundaries, "boundaries"), (values, "values")):
             if isinstance(arg, (str, bytes)) or not hasattr(arg, "__len__"):
                 raise TypeError(f"{label} must be a sequence of numbers, "
