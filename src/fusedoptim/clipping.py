@@ -17,14 +17,10 @@ from typing import Any
 import numpy as np
 
 from . import _validate as _v
-from ._norm import sumsq_blocks
+from ._norm import CLIP_EPS, overflow_safe_norm
 from .backend import active as _backend
 
 __all__ = ["clip_grad_norm_", "global_norm"]
-
-#: ``torch.nn.utils.clip_grad_norm_``'s guard against a zero norm.
-CLIP_EPS = 1e-6
-
 
 def _arrays(grads: dict, written: bool) -> list[np.ndarray]:
     """The checked gradient arrays of ``grads`` (any keys), in dict order."""
@@ -65,36 +61,6 @@ def _backend_sumsq(gs: Sequence[np.ndarray]) -> float:
         params[str(i)] = np.empty(g.shape, g.dtype, order="F" if fortran else "C")
         grads[str(i)] = g
     return _backend().grad_sumsq(params, grads, _v.NAMED)
-
-
-def overflow_safe_norm(gs: Sequence[np.ndarray],
-                       sumsq: float) -> tuple[float, bool, Callable[[float], float] | None]:
-    """The 2-norm of ``gs`` when their float64 sum of squares ``sumsq`` is
-    not finite.
-
-    Returns ``(norm, finite, scale_of)``: ``finite`` is whether every
-    element is finite; then ``scale_of(max_norm)`` is the clipping factor
-    ``max_norm / (norm + 1e-6)`` (``max_norm / amax / root`` when the norm
-    itself exceeds float64).  The norm is ``amax * sqrt(sum((g / amax)**2))``
-    with ``amax`` the largest magnitude, summed in the fixed block order of
-    :func:`fusedoptim._norm.sumsq_blocks` (reproducible on any thread count).
-    """
-    if not all(np.isfinite(g).all() for g in gs):
-        return math.sqrt(sumsq), False, None
-    amax = max(float(np.max(np.abs(g))) for g in gs if g.size)
-    total = 0.0
-    for g in gs:
-        for block_sum in sumsq_blocks(np.asarray(g, dtype=np.float64) / amax).tolist():
-            total += block_sum
-    root = math.sqrt(total)
-    norm = amax * root
-
-    def scale_of(max_norm: float) -> float:
-        if math.isfinite(norm):
-            return max_norm / (norm + CLIP_EPS)
-        return max_norm / amax / root
-
-    return norm, True, scale_of
 
 
 def _norm_type(norm_type: Any) -> float:
