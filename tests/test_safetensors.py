@@ -234,3 +234,31 @@ def test_import_without_safetensors(monkeypatch, tmp_path):
         opt.save(tmp_path / "x.st")
     with pytest.raises(ImportError, match=r"fusedoptim\[safetensors\]"):
         opt.load(tmp_path / "x.st")
+
+
+class _Stub:
+    """Whatever a state_dict may come to hold (per-group entries, lists)."""
+
+    parameters = {"w": np.arange(6.0).reshape(2, 3)}
+
+    def state_dict(self):
+        return {"optimizer": "Stub", "t": 7, "lr": 0.1, "hp/flag": True, "hp/none": None,
+                "hp/inf": float("inf"), "group/0/lr": 1e-3, "group/0/names": ["a", "b"],
+                "names": np.array(["W1", "b1"]), "ints": np.arange(3, dtype=np.int64),
+                "state/x/w": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+                "state/x/s": np.full((), 2.5, np.float32)}
+
+
+def test_carries_whatever_state_dict_carries(tmp_path):
+    stub = _Stub()
+    fo.save_checkpoint(stub, tmp_path / "s.st", parameters=True)
+    sd, params = S.read_checkpoint(tmp_path / "s.st")
+    want = stub.state_dict()
+    assert sd.keys() == want.keys()
+    for k, v in want.items():
+        if isinstance(v, np.ndarray):
+            assert sd[k].dtype == v.dtype and sd[k].shape == v.shape, k
+            np.testing.assert_array_equal(sd[k], v)
+        else:
+            assert type(sd[k]) is type(v) and sd[k] == v, k
+    np.testing.assert_array_equal(params["w"], stub.parameters["w"])

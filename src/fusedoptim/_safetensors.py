@@ -5,7 +5,8 @@ that is: its arrays as tensors under their state_dict keys
 (``"state/exp_avg/W1"``), every other entry (``"optimizer"``, ``"t"``,
 ``"skipped_steps"``, ``"lr"``, ``"hp/..."``) as a metadata string under its
 key, JSON-encoded so that its type comes back (``int``, ``float``, ``bool``,
-``str``, ``None``, lists of those).  Optionally the parameters too, as
+``str``, ``None``, lists of those; an array of text, which safetensors has
+no dtype for, comes back as that array).  Optionally the parameters too, as
 tensors ``"parameters/<name>"``.  Two metadata entries describe the file:
 ``"__fusedoptim__"`` (the format version) and ``"__crc32__"`` (a checksum of
 every tensor's name, dtype, shape and bytes, so that a corrupted file is
@@ -29,6 +30,7 @@ FORMAT = "1"
 _FORMAT_KEY = "__fusedoptim__"
 _CRC_KEY = "__crc32__"
 _PARAM = "parameters/"
+_TEXT = "__text_array__"
 
 
 def _safetensors():
@@ -95,7 +97,10 @@ def save_checkpoint(optimizer: Any, path: str | os.PathLike, parameters: bool = 
     for key, value in sd.items():
         if key in (_FORMAT_KEY, _CRC_KEY) or key.startswith(_PARAM):
             raise ValueError(f"state_dict key {key!r} is reserved by the checkpoint format")
-        if isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray) and value.dtype.kind in "US":
+            # Text arrays (np.savez's form of a list of names): no safetensors dtype.
+            metadata[key] = json.dumps({_TEXT: value.tolist(), "dtype": value.dtype.str})
+        elif isinstance(value, np.ndarray):
             tensors[key] = _c_order(value)
         else:
             metadata[key] = json.dumps(_plain(value, key), allow_nan=True)
@@ -115,9 +120,12 @@ def save_checkpoint(optimizer: Any, path: str | os.PathLike, parameters: bool = 
 
 def _decode(key: str, text: str) -> Any:
     try:
-        return json.loads(text)
-    except ValueError:
+        value = json.loads(text)
+        if isinstance(value, dict) and _TEXT in value:
+            value = np.array(value[_TEXT], dtype=np.dtype(value["dtype"]))
+    except (ValueError, TypeError, KeyError):
         raise ValueError(f"checkpoint metadata {key!r} is not valid JSON: {text[:40]!r}") from None
+    return value
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
