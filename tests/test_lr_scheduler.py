@@ -245,3 +245,26 @@ def test_plateau_refuses_a_schedule_and_changes_nothing():
         s.step(2.0)
     assert grouped.param_groups[0]["lr"] == 0.1 and grouped.param_groups[1]["lr"] is sched
     assert s.num_bad_epochs == 0 and s.best == 1.0 and s.last_epoch == 1
+
+
+def _grouped_sgd(a=None, b=None):
+    """fo.SGD over two parameter groups, where the optimizer has them."""
+    a = np.zeros(2) if a is None else a
+    b = np.zeros(2) if b is None else b
+    try:
+        opt = fo.SGD([{"params": {"a": a}, "lr": 0.1}, {"params": {"b": b}, "lr": 0.2}], lr=0.1)
+    except (TypeError, ValueError):
+        return None
+    return opt if hasattr(opt, "param_groups") else None
+
+
+@pytest.mark.skipif(_grouped_sgd() is None, reason="the optimizers have no param_groups yet")
+def test_plateau_lowers_each_group_of_a_real_optimizer(backend):
+    a, b = np.zeros(2), np.zeros(2)
+    opt = _grouped_sgd(a, b)
+    s = L.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    s.step(1.0)
+    s.step(2.0)  # no improvement: both groups halve
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.1]
+    opt.step({"a": np.ones(2), "b": np.ones(2)})
+    assert a.tolist() == [-0.05, -0.05] and b.tolist() == [-0.1, -0.1]
