@@ -441,9 +441,9 @@ def test_huge_learning_rate_named(backend, lr):
 
 
 def test_growing_exponential_decay_errors_clearly(backend):
-    sched = fo.schedules.ExponentialDecay(1e-5, 1.1, 1)
+    sched = fo.schedules.ExponentialDecay(1e-5, 1, 1.1)
     assert sched(7447) > 0 and sched(7448) == math.inf
-    assert fo.schedules.ExponentialDecay(0.0, 1.1, 1)(10 ** 6) == 0.0
+    assert fo.schedules.ExponentialDecay(0.0, 1, 1.1)(10 ** 6) == 0.0
     p = {"w": np.ones(2)}
     opt = fo.SGD(p, lr=sched)
     sd = opt.state_dict()

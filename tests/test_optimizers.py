@@ -313,7 +313,7 @@ def test_lr_settable_between_steps(backend):
     opt.step({"dw": np.array([1.0])})
     assert opt.lr == 0.25 and opt.t == 2
     assert_bitwise(p["w"], np.array([0.25]))
-    opt.lr = fo.InverseTimeDecay(1.0, 1.0)
+    opt.lr = fo.InverseTimeDecay(1.0, 1, 1.0)
     opt.step({"dw": np.array([1.0])})  # schedule(2) = 1/3
     assert_bitwise(p["w"], np.array([0.25 - 1.0 / 3.0]))
 
@@ -585,7 +585,7 @@ def test_state_dict_contents():
         assert isinstance(v, (np.ndarray, str, bool, int, float))
     sd["state/exp_avg/W1"][...] = 7.0
     assert not np.any(opt.state["exp_avg"]["W1"] == 7.0)
-    assert "lr" not in fo.GD(p, lr=fo.ExponentialDecay(0.1, 0.5)).state_dict()
+    assert "lr" not in fo.GD(p, lr=fo.ExponentialDecay(0.1, 1, 0.5)).state_dict()
     assert "hp/max_grad_norm" not in fo.GD(p, lr=0.1).state_dict()
 
 
@@ -665,7 +665,7 @@ def test_trainer_example_runs(backend, capsys):
 
 def test_lr_restore_rules():
     p = {"w": np.ones(2)}
-    schedule = fo.PiecewiseConstant([3], [0.1, 0.01])
+    schedule = fo.PiecewiseConstantDecay([3], [0.1, 0.01])
     saved_float = fo.SGD(p, lr=0.5).state_dict()
     saved_schedule = fo.SGD(p, lr=schedule).state_dict()
     opt = fo.SGD({"w": np.ones(2)}, lr=schedule)
@@ -706,7 +706,7 @@ def test_adagrad_lr_decay_with_schedule_uses_the_step_count(backend, dtype):
     rng = np.random.default_rng(12)
     p0 = make_params(rng, dtype)
     grads = [make_grads(p0, rng, prefix="") for _ in range(4)]
-    schedule = fo.PiecewiseConstant([2], [0.5, 0.1])
+    schedule = fo.PiecewiseConstantDecay([2], [0.5, 0.1])
     pa, pb = copy_params(p0), copy_params(p0)
     a = fo.Adagrad(pa, lr=schedule, lr_decay=0.25)
     b = fo.Adagrad(pb, lr=0.5, lr_decay=0.25)

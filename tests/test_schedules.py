@@ -15,50 +15,50 @@ STEPS = [0, 1, 2, 3, 7, 10, 11, 99, 100, 101, 1000, 2.5]
 
 @pytest.mark.parametrize("step", STEPS)
 def test_inverse_time_decay_formula(step):
-    assert fo.InverseTimeDecay(0.1, 0.5)(step) == pytest.approx(0.1 / (1 + 0.5 * step),
+    assert fo.InverseTimeDecay(0.1, 1, 0.5)(step) == pytest.approx(0.1 / (1 + 0.5 * step),
                                                                 rel=1e-15)
-    assert fo.InverseTimeDecay(0.1, 0.5, 10)(step) == pytest.approx(
+    assert fo.InverseTimeDecay(0.1, 10, 0.5)(step) == pytest.approx(
         0.1 / (1 + 0.5 * step / 10), rel=1e-15)
-    assert fo.InverseTimeDecay(0.1, 0.5, 10, staircase=True)(step) == pytest.approx(
+    assert fo.InverseTimeDecay(0.1, 10, 0.5, staircase=True)(step) == pytest.approx(
         0.1 / (1 + 0.5 * (step // 10)), rel=1e-15)
 
 
 def test_inverse_time_decay_hand_values():
-    s = fo.InverseTimeDecay(1.0, 1.0, 4, staircase=True)
+    s = fo.InverseTimeDecay(1.0, 4, 1.0, staircase=True)
     assert [s(k) for k in (0, 3, 4, 7, 8)] == [1.0, 1.0, 0.5, 0.5, 1 / 3]
-    assert fo.InverseTimeDecay(0.2, 0.5)(2) == 0.1
+    assert fo.InverseTimeDecay(0.2, 1, 0.5)(2) == 0.1
 
 
 @pytest.mark.parametrize("epoch", [0, 1, 2, 3, 7, 10, 999, 1000, 1001, 12345, 2.5])
 @pytest.mark.parametrize("rate", [0.0, 0.3, 1.0, 7.25])
 def test_course_functions_are_inverse_time_decay_bit_for_bit(epoch, rate):
-    assert update_lr(0.0123, epoch, rate) == fo.InverseTimeDecay(0.0123, rate)(epoch)
+    assert update_lr(0.0123, epoch, rate) == fo.InverseTimeDecay(0.0123, 1, rate)(epoch)
     for interval in (1, 3, 1000, 2.5):
         assert (schedule_lr_decay(0.0123, epoch, rate, interval)
-                == fo.InverseTimeDecay(0.0123, rate, interval, staircase=True)(epoch))
+                == fo.InverseTimeDecay(0.0123, interval, rate, staircase=True)(epoch))
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_exponential_decay_formula(step):
-    assert fo.ExponentialDecay(0.1, 0.96)(step) == pytest.approx(0.1 * 0.96 ** step,
+    assert fo.ExponentialDecay(0.1, 1, 0.96)(step) == pytest.approx(0.1 * 0.96 ** step,
                                                                  rel=1e-15)
-    assert fo.ExponentialDecay(0.1, 0.5, 10)(step) == pytest.approx(0.1 * 0.5 ** (step / 10),
+    assert fo.ExponentialDecay(0.1, 10, 0.5)(step) == pytest.approx(0.1 * 0.5 ** (step / 10),
                                                                     rel=1e-15)
-    assert fo.ExponentialDecay(0.1, 0.5, 10, True)(step) == pytest.approx(
+    assert fo.ExponentialDecay(0.1, 10, 0.5, True)(step) == pytest.approx(
         0.1 * 0.5 ** (step // 10), rel=1e-15)
 
 
 def test_exponential_decay_hand_values():
-    s = fo.ExponentialDecay(1.0, 0.5, 2, staircase=True)
+    s = fo.ExponentialDecay(1.0, 2, 0.5, staircase=True)
     assert [s(k) for k in range(6)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
-    assert fo.ExponentialDecay(1.0, 0.25, 2)(1) == 0.5
+    assert fo.ExponentialDecay(1.0, 2, 0.25)(1) == 0.5
 
 
 def test_piecewise_constant_boundaries_are_inclusive_below():
-    s = fo.PiecewiseConstant([10, 20], [1.0, 0.5, 0.1])
+    s = fo.PiecewiseConstantDecay([10, 20], [1.0, 0.5, 0.1])
     got = [s(k) for k in (0, 9, 10, 10.5, 11, 19, 20, 21, 10**6)]
     assert got == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.1, 0.1]
-    assert fo.PiecewiseConstant([], [0.3])(123) == 0.3
+    assert fo.PiecewiseConstantDecay([], [0.3])(123) == 0.3
 
 
 def _cosine(step, lr0, n, alpha):
@@ -96,19 +96,24 @@ def test_cosine_decay_landmarks():
 
 
 @pytest.mark.parametrize("make,exc,match", [
-    (lambda: fo.InverseTimeDecay(-0.1, 0.5), ValueError, "lr0 must be >= 0"),
-    (lambda: fo.InverseTimeDecay(0.1, -0.5), ValueError, "decay_rate must be >= 0"),
-    (lambda: fo.InverseTimeDecay(0.1, 0.5, 0), ValueError, "decay_steps must be > 0"),
-    (lambda: fo.InverseTimeDecay(0.1, 0.5, staircase=1), TypeError, "staircase"),
-    (lambda: fo.InverseTimeDecay("0.1", 0.5), TypeError, "lr0 must be a real number"),
-    (lambda: fo.ExponentialDecay(0.1, 0.0), ValueError, "decay_rate must be > 0"),
-    (lambda: fo.ExponentialDecay(0.1, 0.5, -1), ValueError, "decay_steps must be > 0"),
-    (lambda: fo.ExponentialDecay(float("nan"), 0.5), ValueError, "lr0 must be finite"),
-    (lambda: fo.PiecewiseConstant([1, 2], [0.1, 0.2]), ValueError, "one more entry"),
-    (lambda: fo.PiecewiseConstant([2, 2], [0.1, 0.2, 0.3]), ValueError, "strictly increasing"),
-    (lambda: fo.PiecewiseConstant([1], [0.1, -0.2]), ValueError, r"values\[1\] must be >= 0"),
-    (lambda: fo.PiecewiseConstant(5, [0.1]), TypeError, "boundaries must be a sequence"),
-    (lambda: fo.PiecewiseConstant([float("inf")], [0.1, 0.2]), ValueError,
+    (lambda: fo.InverseTimeDecay(-0.1, 1, 0.5), ValueError,
+     "initial_learning_rate must be >= 0"),
+    (lambda: fo.InverseTimeDecay(0.1, 1, -0.5), ValueError, "decay_rate must be >= 0"),
+    (lambda: fo.InverseTimeDecay(0.1, 0, 0.5), ValueError, "decay_steps must be > 0"),
+    (lambda: fo.InverseTimeDecay(0.1, 1, 0.5, staircase=1), TypeError, "staircase"),
+    (lambda: fo.InverseTimeDecay("0.1", 1, 0.5), TypeError,
+     "initial_learning_rate must be a real number"),
+    (lambda: fo.ExponentialDecay(0.1, 1, 0.0), ValueError, "decay_rate must be > 0"),
+    (lambda: fo.ExponentialDecay(0.1, -1, 0.5), ValueError, "decay_steps must be > 0"),
+    (lambda: fo.ExponentialDecay(float("nan"), 1, 0.5), ValueError,
+     "initial_learning_rate must be finite"),
+    (lambda: fo.PiecewiseConstantDecay([1, 2], [0.1, 0.2]), ValueError, "one more entry"),
+    (lambda: fo.PiecewiseConstantDecay([2, 2], [0.1, 0.2, 0.3]), ValueError,
+     "strictly increasing"),
+    (lambda: fo.PiecewiseConstantDecay([1], [0.1, -0.2]), ValueError,
+     r"values\[1\] must be >= 0"),
+    (lambda: fo.PiecewiseConstantDecay(5, [0.1]), TypeError, "boundaries must be a sequence"),
+    (lambda: fo.PiecewiseConstantDecay([float("inf")], [0.1, 0.2]), ValueError,
      r"boundaries\[0\] must be finite"),
     (lambda: fo.CosineDecay(0.1, 0), ValueError, "decay_steps must be > 0"),
     (lambda: fo.CosineDecay(0.1, 10, alpha=1.5), ValueError, r"alpha must be in \[0, 1\]"),
@@ -123,9 +128,9 @@ def test_bad_arguments(make, exc, match):
         make()
 
 
-@pytest.mark.parametrize("schedule", [fo.InverseTimeDecay(0.1, 0.5),
-                                      fo.ExponentialDecay(0.1, 0.5),
-                                      fo.PiecewiseConstant([1], [0.1, 0.2]),
+@pytest.mark.parametrize("schedule", [fo.InverseTimeDecay(0.1, 1, 0.5),
+                                      fo.ExponentialDecay(0.1, 1, 0.5),
+                                      fo.PiecewiseConstantDecay([1], [0.1, 0.2]),
                                       fo.CosineDecay(0.1, 10)])
 def test_bad_step(schedule):
     with pytest.raises(ValueError, match="step must be >= 0"):
@@ -148,3 +153,71 @@ def test_optimizer_uses_schedule_of_steps_taken(backend, dtype):
         expected = expected - dtype(schedule(step)) * g
     assert_bitwise(p["w"], expected)
     assert opt.t == 8
+
+
+@pytest.mark.parametrize("step", STEPS + [250, 299.5, 300, 301, 1e6])
+@pytest.mark.parametrize("power, end", [(1.0, 0.0001), (2.0, 0.01), (0.5, 0.0), (0.0, 0.3)])
+def test_polynomial_decay_formula(step, power, end):
+    s = fo.PolynomialDecay(0.1, 300, end, power)
+    k = min(step, 300)
+    assert s(step) == pytest.approx((0.1 - end) * (1 - k / 300) ** power + end, rel=1e-15)
+    c = fo.PolynomialDecay(0.1, 300, end, power, cycle=True)
+    n = 300 * (math.ceil(step / 300) if step else 1)
+    assert c(step) == pytest.approx((0.1 - end) * (1 - step / n) ** power + end, rel=1e-15)
+
+
+def test_polynomial_decay_landmarks():
+    s = fo.PolynomialDecay(1.0, 10)
+    assert s(0) == 1.0 and s(10) == 0.0001 and s(5) == pytest.approx(0.50005, rel=1e-15)
+    c = fo.PolynomialDecay(1.0, 10, 0.0, cycle=True)
+    assert [c(k) for k in (0, 10, 11, 20, 21)] == [1.0, 0.0, 1 - 11 / 20, 0.0, 1 - 21 / 30]
+
+
+def _sgdr(step, lr0, n, t_mul, m_mul, alpha):
+    """SGDR by walking the periods (no logarithm)."""
+    start, length, i = 0.0, float(n), 0
+    while step >= start + length:
+        start += length
+        length *= t_mul
+        i += 1
+    f = (step - start) / length
+    return lr0 * ((1 - alpha) * 0.5 * m_mul ** i * (1 + math.cos(math.pi * f)) + alpha)
+
+
+@pytest.mark.parametrize("t_mul, m_mul, alpha", [(2.0, 1.0, 0.0), (1.0, 0.5, 0.1),
+                                                 (3.0, 0.7, 0.05), (1.5, 1.0, 0.0)])
+def test_cosine_decay_restarts_formula(t_mul, m_mul, alpha):
+    s = fo.CosineDecayRestarts(0.1, 10, t_mul, m_mul, alpha)
+    for step in list(range(0, 400)) + [2.5, 1e4 + 0.5]:
+        assert s(step) == pytest.approx(_sgdr(step, 0.1, 10, t_mul, m_mul, alpha),
+                                        rel=1e-12, abs=1e-16), step
+
+
+def test_cosine_decay_restarts_peaks_at_every_restart():
+    s = fo.CosineDecayRestarts(1.0, 10, t_mul=3.0, m_mul=0.5)
+    starts = [0, 10, 40, 130, 400, 1210, 3640]   # 10 * (3**i - 1) / 2
+    assert [s(k) for k in starts] == [0.5 ** i for i in range(len(starts))]
+    assert all(s(k - 1) < s(k) / 10 for k in starts[1:])  # a jump up at each restart
+
+
+@pytest.mark.parametrize("make,exc,match", [
+    (lambda: fo.PolynomialDecay(0.1, 0), ValueError, "decay_steps must be > 0"),
+    (lambda: fo.PolynomialDecay(0.1, 10, -1.0), ValueError, "end_learning_rate must be >= 0"),
+    (lambda: fo.PolynomialDecay(0.1, 10, power=-1.0), ValueError, "power must be >= 0"),
+    (lambda: fo.PolynomialDecay(0.1, 10, cycle=1), TypeError, "cycle"),
+    (lambda: fo.CosineDecayRestarts(0.1, 0), ValueError, "first_decay_steps must be > 0"),
+    (lambda: fo.CosineDecayRestarts(0.1, 10, t_mul=0.5), ValueError, "t_mul must be >= 1"),
+    (lambda: fo.CosineDecayRestarts(0.1, 10, m_mul=-1.0), ValueError, "m_mul must be >= 0"),
+    (lambda: fo.CosineDecayRestarts(0.1, 10, alpha=2.0), ValueError, "alpha must be in"),
+    (lambda: fo.CosineDecay(0.1, 10, 0.0, 5), TypeError, "name must be a str"),
+])
+def test_bad_arguments_new(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_keras_positional_order():
+    """The issue's example: Keras's ExponentialDecay(0.1, 100, 0.5) at step 5."""
+    assert fo.ExponentialDecay(0.1, 100, 0.5)(5) == pytest.approx(0.1 * 0.5 ** 0.05, rel=1e-15)
+    # CosineDecay's fourth positional argument is Keras's name.
+    assert fo.CosineDecay(0.1, 10, 0.0, "warm", 1.0, 5)(5) == 1.0

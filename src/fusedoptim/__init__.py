@@ -27,6 +27,7 @@ from .backend import (
     set_num_threads,
     use_backend,
 )
+from .clipping import clip_grad_norm_, global_norm
 from .data import random_mini_batches
 from .functional import (
     BiasCorrected,
@@ -40,11 +41,25 @@ from .functional import (
 )
 from .families import OPTIMIZERS
 from .optimizer import Optimizer
+from ._safetensors import load_checkpoint, save_checkpoint
+from .lr_scheduler import (
+    CosineAnnealingLR,
+    ExponentialLR,
+    LambdaLR,
+    LinearLR,
+    MultiStepLR,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    SequentialLR,
+    StepLR,
+)
 from .schedules import (
     CosineDecay,
+    CosineDecayRestarts,
     ExponentialDecay,
     InverseTimeDecay,
-    PiecewiseConstant,
+    PiecewiseConstantDecay,
+    PolynomialDecay,
     schedule_lr_decay,
     update_lr,
 )
@@ -58,20 +73,35 @@ __all__ = [
     "BACKENDS",
     "BackendUnavailable",
     "BiasCorrected",
+    "CosineAnnealingLR",
     "CosineDecay",
+    "CosineDecayRestarts",
     "ExponentialDecay",
+    "ExponentialLR",
     "InverseTimeDecay",
+    "LambdaLR",
+    "LinearLR",
+    "MultiStepLR",
     "OPTIMIZERS",
+    "OneCycleLR",
     "Optimizer",
-    "PiecewiseConstant",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "ReduceLROnPlateau",
+    "SequentialLR",
+    "StepLR",
     "FusedOptimWarning",
     "available_backends",
+    "clip_grad_norm_",
     "get_backend",
     "get_num_threads",
+    "global_norm",
     "initialize_adam",
     "initialize_rmsprop",
     "initialize_velocity",
+    "load_checkpoint",
     "random_mini_batches",
+    "save_checkpoint",
     "schedule_lr_decay",
     "set_backend",
     "set_num_threads",

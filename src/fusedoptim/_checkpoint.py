@@ -7,6 +7,7 @@ hyperparameters), ``_state`` (``{slot: {name: array}}``), ``_lr``, ``_t``,
 """
 
 import numbers
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -158,3 +159,13 @@ class Checkpointing:
         self.last_grad_norm = None
         if lr is not None:
             self._lr = lr
+
+    def save(self, path: str | os.PathLike[str], parameters: bool = False) -> None:
+        """Write a safetensors checkpoint: :func:`fusedoptim.save_checkpoint`."""
+        from ._safetensors import save_checkpoint
+        save_checkpoint(self, path, parameters)
+
+    def load(self, path: str | os.PathLike[str], parameters: bool = True) -> None:
+        """Restore a safetensors checkpoint: :func:`fusedoptim.load_checkpoint`."""
+        from ._safetensors import load_checkpoint
+        load_checkpoint(self, path, parameters)

@@ -5,16 +5,23 @@ sums in order, so the norm for clipping does not depend on how blocks are
 shared among threads.
 """
 
+import math
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from ._validate import gather
 
-__all__ = ["SUMSQ_BLOCK", "SUMSQ_LANES", "sumsq_blocks", "grad_sumsq"]
+__all__ = ["SUMSQ_BLOCK", "SUMSQ_LANES", "CLIP_EPS", "sumsq_blocks", "grad_sumsq",
+           "overflow_safe_norm"]
 
 #: Elements per block of the float64 sum of squares, and interleaved lanes
 #: per block (see ``sumsq_blocks``).
 SUMSQ_BLOCK = 4096
 SUMSQ_LANES = 8
+
+#: ``torch.nn.utils.clip_grad_norm_``'s guard against a zero norm.
+CLIP_EPS = 1e-6
 
 
 def sumsq_blocks(g):
@@ -53,3 +60,33 @@ def grad_sumsq(params, grads, mode):
         for block_sum in sumsq_blocks(g).tolist():
             total += block_sum
     return total
+
+
+def overflow_safe_norm(gs: Sequence[np.ndarray],
+                       sumsq: float) -> tuple[float, bool, Callable[[float], float] | None]:
+    """The 2-norm of ``gs`` when their float64 sum of squares ``sumsq`` is
+    not finite.
+
+    Returns ``(norm, finite, scale_of)``: ``finite`` is whether every
+    element is finite; then ``scale_of(max_norm)`` is the clipping factor
+    ``max_norm / (norm + 1e-6)`` (``max_norm / amax / root`` when the norm
+    itself exceeds float64).  The norm is ``amax * sqrt(sum((g / amax)**2))``
+    with ``amax`` the largest magnitude, summed in the fixed block order of
+    :func:`fusedoptim._norm.sumsq_blocks` (reproducible on any thread count).
+    """
+    if not all(np.isfinite(g).all() for g in gs):
+        return math.sqrt(sumsq), False, None
+    amax = max(float(np.max(np.abs(g))) for g in gs if g.size)
+    total = 0.0
+    for g in gs:
+        for block_sum in sumsq_blocks(np.asarray(g, dtype=np.float64) / amax).tolist():
+            total += block_sum
+    root = math.sqrt(total)
+    norm = amax * root
+
+    def scale_of(max_norm: float) -> float:
+        if math.isfinite(norm):
+            return max_norm / (norm + CLIP_EPS)
+        return max_norm / amax / root
+
+    return norm, True, scale_of

@@ -63,7 +63,7 @@ import numpy as np
 from . import _validate as _v
 from ._alloc import zeros_like_state
 from ._checkpoint import Checkpointing
-from ._norm import sumsq_blocks
+from ._norm import overflow_safe_norm
 from .backend import active as _backend
 
 __all__ = ["Optimizer"]
@@ -285,22 +285,7 @@ class Optimizer(Checkpointing):
         order, so still reproducible).
         """
         groups = _v.gather(self._params, grads, (), _v.NAMED)
-        if not all(np.isfinite(g).all() for _p, g in groups):
-            return math.sqrt(sumsq), False, None
-        amax = max(float(np.max(np.abs(g))) for _p, g in groups if g.size)
-        total = 0.0
-        for _p, g in groups:
-            for block_sum in sumsq_blocks(np.asarray(g, dtype=np.float64) / amax).tolist():
-                total += block_sum
-        root = math.sqrt(total)
-        norm = amax * root
-
-        def scale_of(max_norm):
-            if math.isfinite(norm):
-                return max_norm / (norm + _CLIP_EPS)
-            return max_norm / amax / root  # the norm itself exceeds float64
-
-        return norm, True, scale_of
+        return overflow_safe_norm([g for _p, g in groups], sumsq)
 
     def step(self, grads):
         """One optimizer step, in place.

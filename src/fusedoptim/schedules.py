@@ -1,20 +1,25 @@
-"""Learning-rate schedules.
+"""Learning-rate schedules: Keras's, and the course's two functions.
 
 The two course functions, :func:`update_lr` and :func:`schedule_lr_decay`,
 take the epoch number and return the decayed rate.
 
-The schedule classes are callables ``schedule(step) -> float`` with the
-formulas Keras documents for its schedules of the same names, computed in
-Python double precision.  Pass one as an optimizer's ``lr``: the optimizer
-calls it with ``opt.t``, the number of steps already taken (0 for the first
-update), as Keras and optax do.  ``step`` may be any real ``>= 0`` (an epoch
-number works as well when you drive ``opt.lr`` per epoch yourself).  Bad
-arguments raise ``TypeError`` (not a number, not a bool) or ``ValueError``
-(out of range).
+The schedule classes are Keras's (``keras.optimizers.schedules``), with
+Keras's names, arguments and positional order, ``name`` included, and its
+formulas computed in Python double precision (Keras computes in float32, so
+the values agree to float32 precision).  Each is a callable ``schedule(step)
+-> float``.  Pass one as an optimizer's ``lr``: the optimizer calls it with
+``opt.t``, the number of steps already taken (0 for the first update), as
+Keras and optax do.  ``step`` may be any real ``>= 0`` (an epoch number works
+as well when you drive ``opt.lr`` per epoch yourself).  Bad arguments raise
+``TypeError`` (not a number, not a bool) or ``ValueError`` (out of range).
+
+PyTorch's schedulers, as callables of the step count, are in
+:mod:`fusedoptim.lr_scheduler`.
 """
 
 import bisect
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,9 +30,17 @@ __all__ = [
     "schedule_lr_decay",
     "InverseTimeDecay",
     "ExponentialDecay",
-    "PiecewiseConstant",
+    "PiecewiseConstantDecay",
     "CosineDecay",
+    "CosineDecayRestarts",
+    "PolynomialDecay",
 ]
+
+
+def _name(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    return name
 
 
 def _positive(x, name):
@@ -53,15 +66,18 @@ def _step(step):
 class _Schedule:
     """Shared ``repr``; subclasses list their arguments in ``_args``."""
 
-    _args = ()
+    _args: tuple[str, ...] = ()
 
-    def __repr__(self):
+    def __call__(self, step: float) -> float:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
         args = ", ".join(f"{a}={getattr(self, a)!r}" for a in self._args)
         return f"{type(self).__name__}({args})"
 
 
 class InverseTimeDecay(_Schedule):
-    r"""Inverse-time decay.
+    r"""Inverse-time decay (Keras's ``InverseTimeDecay``).
 
     .. math::
 
@@ -69,42 +85,46 @@ class InverseTimeDecay(_Schedule):
         p = s / n \quad\text{or, with staircase,}\quad
         p = \lfloor s / n \rfloor
 
-    for step :math:`s`, ``decay_rate`` :math:`r` and ``decay_steps``
-    :math:`n` (Keras's ``InverseTimeDecay``).  The course's
-    ``update_lr(lr0, epoch, rate)`` is ``InverseTimeDecay(lr0, rate)(epoch)``
-    and ``schedule_lr_decay(lr0, epoch, rate, interval)`` is
-    ``InverseTimeDecay(lr0, rate, interval, staircase=True)(epoch)``, bit
+    In plain text: ``initial_learning_rate / (1 + decay_rate * step /
+    decay_steps)``, the quotient floored with ``staircase``.  The course's
+    ``update_lr(lr0, epoch, rate)`` is ``InverseTimeDecay(lr0, 1,
+    rate)(epoch)`` and ``schedule_lr_decay(lr0, epoch, rate, interval)`` is
+    ``InverseTimeDecay(lr0, interval, rate, staircase=True)(epoch)``, bit
     for bit.
 
     Parameters
     ----------
-    lr0 : float
+    initial_learning_rate : float
         :math:`\eta_0 \ge 0`, the rate at step 0.
-    decay_rate : float
-        :math:`r \ge 0`.
     decay_steps : float
         :math:`n > 0`.
+    decay_rate : float
+        :math:`r \ge 0`.
     staircase : bool
         Decay in whole periods of ``decay_steps``.
+    name : str
+        Keras's name of the schedule (kept, unused).
     """
 
-    _args = ("lr0", "decay_rate", "decay_steps", "staircase")
+    _args = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase")
 
-    def __init__(self, lr0, decay_rate, decay_steps=1, staircase=False):
-        self.lr0 = _v.nonneg(lr0, "lr0")
-        self.decay_rate = _v.nonneg(decay_rate, "decay_rate")
+    def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
+                 staircase: bool = False, name: str = "InverseTimeDecay") -> None:
+        self.initial_learning_rate = _v.nonneg(initial_learning_rate, "initial_learning_rate")
         self.decay_steps = _positive(decay_steps, "decay_steps")
+        self.decay_rate = _v.nonneg(decay_rate, "decay_rate")
         self.staircase = _flag(staircase, "staircase")
+        self.name = _name(name)
 
-    def __call__(self, step):
+    def __call__(self, step: float) -> float:
         p = _step(step) / self.decay_steps
         if self.staircase:
             p = math.floor(p)
-        return self.lr0 / (1 + self.decay_rate * p)
+        return self.initial_learning_rate / (1 + self.decay_rate * p)
 
 
 class ExponentialDecay(_Schedule):
-    r"""Exponential decay.
+    r"""Exponential decay (Keras's ``ExponentialDecay``).
 
     .. math::
 
@@ -112,32 +132,37 @@ class ExponentialDecay(_Schedule):
         p = s / n \quad\text{or, with staircase,}\quad
         p = \lfloor s / n \rfloor
 
-    (Keras's ``ExponentialDecay``; the arguments are in the order of
-    :class:`InverseTimeDecay`).  With ``decay_rate > 1`` the rate grows;
-    once it exceeds float range it is ``inf`` (``0.0`` when ``lr0`` is 0),
-    which an optimizer refuses with a ``ValueError`` naming the step.
+    In plain text: ``initial_learning_rate * decay_rate ** (step /
+    decay_steps)``, the exponent floored with ``staircase``.  With
+    ``decay_rate > 1`` the rate grows; once it exceeds float range it is
+    ``inf`` (``0.0`` when ``initial_learning_rate`` is 0), which an optimizer
+    refuses with a ``ValueError`` naming the step.
 
     Parameters
     ----------
-    lr0 : float
+    initial_learning_rate : float
         :math:`\eta_0 \ge 0`, the rate at step 0.
-    decay_rate : float
-        :math:`r > 0`, the factor applied every ``decay_steps``.
     decay_steps : float
         :math:`n > 0`.
+    decay_rate : float
+        :math:`r > 0`, the factor applied every ``decay_steps``.
     staircase : bool
         Decay in whole periods of ``decay_steps``.
+    name : str
+        Keras's name of the schedule (kept, unused).
     """
 
-    _args = ("lr0", "decay_rate", "decay_steps", "staircase")
+    _args = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase")
 
-    def __init__(self, lr0, decay_rate, decay_steps=1, staircase=False):
-        self.lr0 = _v.nonneg(lr0, "lr0")
-        self.decay_rate = _positive(decay_rate, "decay_rate")
+    def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
+                 staircase: bool = False, name: str = "ExponentialDecay") -> None:
+        self.initial_learning_rate = _v.nonneg(initial_learning_rate, "initial_learning_rate")
         self.decay_steps = _positive(decay_steps, "decay_steps")
+        self.decay_rate = _positive(decay_rate, "decay_rate")
         self.staircase = _flag(staircase, "staircase")
+        self.name = _name(name)
 
-    def __call__(self, step):
+    def __call__(self, step: float) -> float:
         p = _step(step) / self.decay_steps
         if self.staircase:
             p = math.floor(p)
@@ -147,11 +172,12 @@ class ExponentialDecay(_Schedule):
             # decay_rate > 1 grows past float range: the rate is infinite,
             # which an optimizer refuses with an error naming the step.
             factor = math.inf
-        return self.lr0 * factor if self.lr0 != 0.0 else 0.0
+        lr0 = self.initial_learning_rate
+        return lr0 * factor if lr0 != 0.0 else 0.0
 
 
-class PiecewiseConstant(_Schedule):
-    r"""Piecewise-constant rate.
+class PiecewiseConstantDecay(_Schedule):
+    r"""Piecewise-constant rate (Keras's ``PiecewiseConstantDecay``).
 
     .. math::
 
@@ -159,23 +185,27 @@ class PiecewiseConstant(_Schedule):
         v_i \ (b_{i-1} < s \le b_i), \quad
         v_k \ (s > b_{k-1})
 
-    for ``boundaries`` :math:`b_0 < \dots < b_{k-1}` and ``values``
-    :math:`v_0, \dots, v_k` (Keras's ``PiecewiseConstantDecay``).
+    In plain text: ``values[i]`` where ``i`` is the number of boundaries
+    strictly below ``step`` (a step equal to a boundary keeps the value
+    before it).
 
     Parameters
     ----------
     boundaries : sequence of float
-        Strictly increasing, finite.
+        :math:`b_0 < \dots < b_{k-1}`, strictly increasing, finite.
     values : sequence of float
-        One more than ``boundaries``, each ``>= 0``.
+        :math:`v_0, \dots, v_k`, one more than ``boundaries``, each ``>= 0``.
+    name : str
+        Keras's name of the schedule (kept, unused).
     """
 
     _args = ("boundaries", "values")
 
-    def __init__(self, boundaries, values):
-        for arg, name in ((boundaries, "boundaries"), (values, "values")):
+    def __init__(self, boundaries: Sequence[float], values: Sequence[float],
+                 name: str = "PiecewiseConstant") -> None:
+        for arg, label in ((boundaries, "boundaries"), (values, "values")):
             if isinstance(arg, (str, bytes)) or not hasattr(arg, "__len__"):
-                raise TypeError(f"{name} must be a sequence of numbers, "
+                raise TypeError(f"{label} must be a sequence of numbers, "
                                 f"got {type(arg).__name__}")
         self.boundaries = [_v.real(b, f"boundaries[{i}]") for i, b in enumerate(boundaries)]
         self.values = [_v.nonneg(x, f"values[{i}]") for i, x in enumerate(values)]
@@ -187,15 +217,28 @@ class PiecewiseConstant(_Schedule):
                 raise ValueError(f"boundaries must be strictly increasing, but "
                                  f"boundaries[{i}] = {self.boundaries[i]} follows "
                                  f"{self.boundaries[i - 1]}")
+        self.name = _name(name)
 
-    def __call__(self, step):
+    def __call__(self, step: float) -> float:
         # bisect_left counts the boundaries strictly below step, so a step
         # equal to a boundary still gets the value before it.
         return self.values[bisect.bisect_left(self.boundaries, _step(step))]
 
 
+def _cosine(fraction: float, alpha: float) -> float:
+    """Keras's decayed factor ``(1 - alpha) * 0.5 * (1 + cos(pi * f)) + alpha``."""
+    return (1 - alpha) * (0.5 * (1.0 + math.cos(math.pi * fraction))) + alpha
+
+
+def _alpha(alpha) -> float:
+    alpha = _v.nonneg(alpha, "alpha")
+    if alpha > 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return alpha
+
+
 class CosineDecay(_Schedule):
-    r"""Cosine decay, with an optional linear warmup.
+    r"""Cosine decay, with an optional linear warmup (Keras's ``CosineDecay``).
 
     Without warmup (``warmup_target=None``):
 
@@ -215,32 +258,39 @@ class CosineDecay(_Schedule):
 
     then decays as above from :math:`\eta_w` (in place of :math:`\eta_0`)
     with :math:`s - w` steps done, reaching :math:`\alpha \eta_w` at
-    :math:`s = w + n` (Keras's ``CosineDecay``).
+    :math:`s = w + n`.  In plain text: a half cosine from the peak down to
+    ``alpha`` times the peak over ``decay_steps``, after an optional linear
+    ramp to the peak.
 
     Parameters
     ----------
-    lr0 : float
+    initial_learning_rate : float
         :math:`\eta_0 \ge 0`, the rate at step 0.
     decay_steps : float
         :math:`n > 0`.
     alpha : float
         :math:`\alpha \in [0, 1]`, the final rate as a fraction of the
         peak.
+    name : str
+        Keras's name of the schedule (kept, unused); Keras's fourth
+        positional argument.
     warmup_target : float or None
         :math:`\eta_w \ge 0`, the rate reached after the warmup; ``None``
         for no warmup.
     warmup_steps : float
-        :math:`w \ge 0`; must be 0 without a ``warmup_target``.
+        :math:`w \ge 0`; must be 0 without a ``warmup_target`` (Keras
+        ignores it there).
     """
 
-    _args = ("lr0", "decay_steps", "alpha", "warmup_target", "warmup_steps")
+    _args = ("initial_learning_rate", "decay_steps", "alpha", "warmup_target", "warmup_steps")
 
-    def __init__(self, lr0, decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0):
-        self.lr0 = _v.nonneg(lr0, "lr0")
+    def __init__(self, initial_learning_rate: float, decay_steps: float, alpha: float = 0.0,
+                 name: str = "CosineDecay", warmup_target: float | None = None,
+                 warmup_steps: float = 0) -> None:
+        self.initial_learning_rate = _v.nonneg(initial_learning_rate, "initial_learning_rate")
         self.decay_steps = _positive(decay_steps, "decay_steps")
-        self.alpha = _v.nonneg(alpha, "alpha")
-        if self.alpha > 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        self.alpha = _alpha(alpha)
+        self.name = _name(name)
         if warmup_target is not None:
             warmup_target = _v.nonneg(warmup_target, "warmup_target")
         self.warmup_target = warmup_target
@@ -248,19 +298,146 @@ class CosineDecay(_Schedule):
         if warmup_target is None and self.warmup_steps != 0.0:
             raise ValueError("warmup_steps needs a warmup_target")
 
-    def _decay(self, step, peak):
-        fraction = step / self.decay_steps
-        cosine = 0.5 * (1.0 + math.cos(math.pi * fraction))
-        return peak * ((1 - self.alpha) * cosine + self.alpha)
+    def _decay(self, step: float, peak: float) -> float:
+        return peak * _cosine(step / self.decay_steps, self.alpha)
 
-    def __call__(self, step):
+    def __call__(self, step: float) -> float:
         step = _step(step)
         if self.warmup_target is None:
-            return self._decay(min(step, self.decay_steps), self.lr0)
+            return self._decay(min(step, self.decay_steps), self.initial_learning_rate)
         step = min(step, self.decay_steps + self.warmup_steps)
         if step < self.warmup_steps:
-            return (self.warmup_target - self.lr0) * (step / self.warmup_steps) + self.lr0
+            lr0 = self.initial_learning_rate
+            return (self.warmup_target - lr0) * (step / self.warmup_steps) + lr0
         return self._decay(step - self.warmup_steps, self.warmup_target)
+
+
+class CosineDecayRestarts(_Schedule):
+    r"""Cosine decay with warm restarts, SGDR (Keras's ``CosineDecayRestarts``).
+
+    Period :math:`i` (from 0) lasts :math:`n\, t^i` steps and starts at
+    :math:`S_i = n (1 + t + \dots + t^{i-1})`; within it, with
+    :math:`f = (s - S_i) / (n\, t^i) \in [0, 1)`,
+
+    .. math::
+
+        \eta(s) = \eta_0 \left((1 - \alpha)\, \tfrac12\, m^i
+            \left(1 + \cos \pi f\right) + \alpha\right)
+
+    for ``first_decay_steps`` :math:`n`, ``t_mul`` :math:`t` and ``m_mul``
+    :math:`m`.  In plain text: a cosine decay over ``first_decay_steps``,
+    then restarted with periods ``t_mul`` times longer and peaks ``m_mul``
+    times lower each time.  Keras finds :math:`i` as :math:`\lfloor
+    \log(1 + (s/n)(t - 1)) / \log t \rfloor`; here that estimate is
+    corrected by one where rounding puts it on the wrong side of a restart,
+    so a restart step gets the period's peak exactly.
+
+    Parameters
+    ----------
+    initial_learning_rate : float
+        :math:`\eta_0 \ge 0`.
+    first_decay_steps : float
+        :math:`n > 0`, the length of the first period.
+    t_mul : float
+        :math:`t \ge 1` (shrinking periods would restart infinitely often).
+    m_mul : float
+        :math:`m \ge 0`.
+    alpha : float
+        :math:`\alpha \in [0, 1]`, the floor as a fraction of
+        ``initial_learning_rate``.
+    name : str
+        Keras's name of the schedule (kept, unused).
+    """
+
+    _args = ("initial_learning_rate", "first_decay_steps", "t_mul", "m_mul", "alpha")
+
+    def __init__(self, initial_learning_rate: float, first_decay_steps: float,
+                 t_mul: float = 2.0, m_mul: float = 1.0, alpha: float = 0.0,
+                 name: str = "SGDRDecay") -> None:
+        self.initial_learning_rate = _v.nonneg(initial_learning_rate, "initial_learning_rate")
+        self.first_decay_steps = _positive(first_decay_steps, "first_decay_steps")
+        self.t_mul = _v.real(t_mul, "t_mul")
+        if self.t_mul < 1.0:
+            raise ValueError(f"t_mul must be >= 1, got {self.t_mul}")
+        self.m_mul = _v.nonneg(m_mul, "m_mul")
+        self.alpha = _alpha(alpha)
+        self.name = _name(name)
+
+    def _start(self, i: int) -> float:
+        """Start of period ``i`` in units of ``first_decay_steps``."""
+        t = self.t_mul
+        return float(i) if t == 1.0 else (1.0 - t ** i) / (1.0 - t)
+
+    def __call__(self, step: float) -> float:
+        fraction = _step(step) / self.first_decay_steps
+        t = self.t_mul
+        if t == 1.0:
+            i = math.floor(fraction)
+        else:
+            i = math.floor(math.log(1.0 - fraction * (1.0 - t)) / math.log(t))
+            # The logarithm's rounding can land one period off at a restart.
+            if self._start(i + 1) <= fraction:
+                i += 1
+            elif i > 0 and self._start(i) > fraction:
+                i -= 1
+        fraction = (fraction - self._start(i)) / t ** i
+        m_fac = self.m_mul ** i
+        cosine = 0.5 * m_fac * (1.0 + math.cos(math.pi * fraction))
+        return self.initial_learning_rate * ((1 - self.alpha) * cosine + self.alpha)
+
+
+class PolynomialDecay(_Schedule):
+    r"""Polynomial decay (Keras's ``PolynomialDecay``).
+
+    .. math::
+
+        \eta(s) = (\eta_0 - \eta_e) \left(1 - \frac{\min(s, n)}{n}\right)^{k}
+                  + \eta_e
+
+    and, with ``cycle``, :math:`n` replaced by :math:`n \lceil s / n \rceil`
+    (:math:`n` at step 0), so the decay restarts every ``decay_steps``.  In
+    plain text: from ``initial_learning_rate`` to ``end_learning_rate``
+    along ``(1 - fraction) ** power`` over ``decay_steps``, then constant
+    (or restarted, with ``cycle``).
+
+    Parameters
+    ----------
+    initial_learning_rate : float
+        :math:`\eta_0 \ge 0`.
+    decay_steps : float
+        :math:`n > 0`.
+    end_learning_rate : float
+        :math:`\eta_e \ge 0`.
+    power : float
+        :math:`k \ge 0`.
+    cycle : bool
+        Restart the decay every ``decay_steps`` (Keras's ``cycle``).
+    name : str
+        Keras's name of the schedule (kept, unused).
+    """
+
+    _args = ("initial_learning_rate", "decay_steps", "end_learning_rate", "power", "cycle")
+
+    def __init__(self, initial_learning_rate: float, decay_steps: float,
+                 end_learning_rate: float = 0.0001, power: float = 1.0, cycle: bool = False,
+                 name: str = "PolynomialDecay") -> None:
+        self.initial_learning_rate = _v.nonneg(initial_learning_rate, "initial_learning_rate")
+        self.decay_steps = _positive(decay_steps, "decay_steps")
+        self.end_learning_rate = _v.nonneg(end_learning_rate, "end_learning_rate")
+        self.power = _v.nonneg(power, "power")
+        self.cycle = _flag(cycle, "cycle")
+        self.name = _name(name)
+
+    def __call__(self, step: float) -> float:
+        step = _step(step)
+        n = self.decay_steps
+        if self.cycle:
+            n = n * (1.0 if step == 0 else math.ceil(step / n))
+        else:
+            step = min(step, n)
+        p = step / n
+        end = self.end_learning_rate
+        return (self.initial_learning_rate - end) * (1 - p) ** self.power + end
 
 
 def update_lr(learning_rate0, epoch_num, decay_rate):

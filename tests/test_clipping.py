@@ -1,0 +1,187 @@
+"""fusedoptim.clip_grad_norm_ and global_norm: torch.nn.utils.clip_grad_norm_'s
+semantics, the optimizers' norm, every backend and thread count."""
+
+import math
+
+import numpy as np
+import pytest
+
+import fusedoptim as fo
+from fusedoptim._norm import grad_sumsq as reference_sumsq
+from helpers import assert_bitwise, snapshot, assert_unchanged
+
+torch = pytest.importorskip("torch")
+
+
+def _grads(dtype, rng, scale=1.0, big=False):
+    n = 40000 if big else 7
+    return {"dW1": (rng.standard_normal((n, 3)) * scale).astype(dtype),
+            "db1": (rng.standard_normal((5, 1)) * scale).astype(dtype),
+            "W2": np.asfortranarray(rng.standard_normal((4, 6)) * scale).astype(dtype),
+            "e": np.zeros((0, 3), dtype)}
+
+
+def _plain_norm(grads):
+    """The norm by NumPy's own (pairwise) float64 sums, another order."""
+    return math.sqrt(sum(float(np.sum(np.asarray(g, np.float64) ** 2))
+                         for g in grads.values()))
+
+
+def _torch_grads(grads):
+    ps = []
+    for g in grads.values():
+        p = torch.zeros(g.shape, dtype=torch.from_numpy(g).dtype, requires_grad=True)
+        p.grad = torch.from_numpy(g.copy())
+        ps.append(p)
+    return ps
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+def test_matches_torch(backend, dtype, scale):
+    rng = np.random.default_rng(1)
+    grads = _grads(dtype, rng, scale)
+    ps = _torch_grads(grads)
+    want = torch.nn.utils.clip_grad_norm_(ps, max_norm=2.0)
+    norm = fo.clip_grad_norm_(grads, 2.0)
+    assert isinstance(norm, float)
+    # torch sums float32 gradients in float32; fusedoptim always in float64.
+    assert norm == pytest.approx(float(want), rel=1e-6 if dtype == np.float32 else 1e-14)
+    for g, p in zip(grads.values(), ps):
+        np.testing.assert_allclose(g, p.grad.numpy(),
+                                   rtol=2e-6 if dtype == np.float32 else 1e-14, atol=0)
+    # Given the same norm, the scaling is torch's bit for bit: coef rounded
+    # once to the dtype, one multiply per element.
+    grads = _grads(dtype, rng, scale)
+    ps = _torch_grads(grads)
+    norm = fo.clip_grad_norm_(grads, 2.0)
+    torch.nn.utils.clip_grads_with_norm_(ps, 2.0, torch.tensor(norm, dtype=torch.float64))
+    for g, p in zip(grads.values(), ps):
+        assert_bitwise(g, p.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inf_norm_matches_torch(dtype):
+    rng = np.random.default_rng(2)
+    grads = _grads(dtype, rng, 10.0)
+    del grads["e"]  # torch refuses the inf norm of an empty tensor
+    ps = _torch_grads(grads)
+    want = torch.nn.utils.clip_grad_norm_(ps, max_norm=1.5, norm_type=math.inf)
+    assert fo.clip_grad_norm_(grads, 1.5, norm_type=math.inf) == float(want)
+    for g, p in zip(grads.values(), ps):
+        assert_bitwise(g, p.grad.numpy())
+
+
+def test_no_scaling_below_max_norm(backend):
+    grads = _grads(np.float64, np.random.default_rng(3), 1e-3)
+    before = snapshot(grads)
+    norm = fo.clip_grad_norm_(grads, 1e3)
+    assert norm < 1e3
+    assert_unchanged(before, grads)
+    assert norm == fo.global_norm(grads)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_norm_is_the_fixed_order_norm(backend, threads, low_threshold, dtype):
+    """Every backend, at 1 and 2 threads, gives the reference's bits."""
+    grads = _grads(dtype, np.random.default_rng(4), 3.0, big=True)
+    params = {k: np.zeros_like(g) for k, g in grads.items()}
+    with fo.use_backend("numpy"):
+        ref = math.sqrt(reference_sumsq(params, grads, 1))
+    assert fo.global_norm(grads) == ref
+    assert ref == pytest.approx(_plain_norm(grads), rel=1e-13)
+    assert fo.global_norm({}) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_same_bits_as_the_optimizers_clipping(backend, dtype):
+    """clip_grad_norm_ then an unclipped step == a step with max_grad_norm."""
+    rng = np.random.default_rng(5)
+    p1 = {"W": rng.standard_normal((6, 5)).astype(dtype), "b": np.zeros(5, dtype)}
+    p2 = snapshot(p1)[0]
+    a = fo.AdamW(p1, lr=0.01, max_grad_norm=0.5)
+    b = fo.AdamW(p2, lr=0.01)
+    for _ in range(5):
+        grads = {"W": rng.standard_normal((6, 5)).astype(dtype) * 4,
+                 "b": rng.standard_normal(5).astype(dtype)}
+        a.step({k: g.copy() for k, g in grads.items()})
+        norm = fo.clip_grad_norm_(grads, 0.5)
+        assert norm == a.last_grad_norm
+        b.step(grads)
+    for k in p1:
+        assert_bitwise(p1[k], p2[k])
+
+
+def test_overflowing_sum_of_squares():
+    """float64 gradients near 1e200: the sum of squares overflows, the norm
+    does not (torch's own norm is inf here and zeros the gradients)."""
+    g = {"a": np.full(4, 1e200), "b": np.array([3e200, -4e200])}
+    norm = fo.global_norm(g)
+    assert norm == pytest.approx(math.sqrt(4 + 9 + 16) * 1e200, rel=1e-15)
+    fo.clip_grad_norm_(g, 1.0)
+    assert fo.global_norm(g) == pytest.approx(1.0, rel=1e-12)
+    # The norm beyond float64's range: still scaled to max_norm.
+    g = {"a": np.full(9, 1e308)}
+    assert fo.global_norm(g) == math.inf
+    fo.clip_grad_norm_(g, 3.0)
+    np.testing.assert_allclose(g["a"], 1.0, rtol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite(backend, bad):
+    grads = {"a": np.array([1.0, bad, 2.0]), "b": np.ones(2, np.float32)}
+    ps = _torch_grads(grads)
+    before = snapshot(grads)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        fo.clip_grad_norm_(grads, 1.0, error_if_nonfinite=True)
+    assert_unchanged(before, grads)
+    norm = fo.clip_grad_norm_(grads, 1.0)
+    want = torch.nn.utils.clip_grad_norm_(ps, 1.0)
+    assert (math.isnan(norm) and math.isnan(want)) or norm == float(want) == math.inf
+    for g, p in zip(grads.values(), ps):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(p.grad.numpy()))
+        np.testing.assert_array_equal(g, p.grad.numpy())
+
+
+def test_any_keys_and_layouts(backend):
+    rng = np.random.default_rng(6)
+    base = rng.standard_normal((8, 6))
+    grads = {"strided": base[::2, ::3], "t": rng.standard_normal((3, 4, 5)).transpose(1, 0, 2),
+             "x": rng.standard_normal(3)}
+    want = math.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
+    copy = {k: g.copy() for k, g in grads.items()}
+    norm = fo.clip_grad_norm_(grads, 0.1)
+    assert norm == pytest.approx(want, rel=1e-14)
+    coef = 0.1 / (norm + 1e-6)
+    for k in grads:
+        assert_bitwise(grads[k], copy[k] * coef)
+    assert np.shares_memory(grads["strided"], base)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda g: fo.clip_grad_norm_(g, 0.0), ValueError, "max_norm must be > 0"),
+    (lambda g: fo.clip_grad_norm_(g, "1"), TypeError, "max_norm"),
+    (lambda g: fo.clip_grad_norm_(g, 1.0, norm_type=1.0), ValueError, "norm_type"),
+    (lambda g: fo.clip_grad_norm_(g, 1.0, error_if_nonfinite=1), TypeError,
+     "error_if_nonfinite"),
+    (lambda g: fo.clip_grad_norm_([g["a"]], 1.0), TypeError, "grads must be a dict"),
+    (lambda g: fo.clip_grad_norm_(dict(g, c=np.ones(3, np.int64)), 1.0), TypeError,
+     r"grads\['c'\] has dtype int64"),
+    (lambda g: fo.clip_grad_norm_(dict(g, c=g["a"][:2]), 1.0), ValueError,
+     r"grads\['c'\] shares memory with grads\['a'\]"),
+    (lambda g: fo.global_norm({"a": [1.0]}), TypeError, r"grads\['a'\] must be a numpy"),
+])
+def test_errors_change_nothing(call, exc, match):
+    grads = {"a": np.full(4, 10.0), "b": np.full(2, 10.0)}
+    before = snapshot(grads)
+    with pytest.raises(exc, match=match):
+        call(grads)
+    assert_unchanged(before, grads)
+
+
+def test_read_only_gradients():
+    g = np.full(3, 5.0)
+    g.flags.writeable = False
+    assert fo.global_norm({"g": g}) == pytest.approx(math.sqrt(75))
+    with pytest.raises(ValueError, match=r"grads\['g'\] is read-only"):
+        fo.clip_grad_norm_({"g": g}, 1.0)
