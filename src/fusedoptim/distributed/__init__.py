@@ -15,8 +15,9 @@ See ``docs/distributed.md``.
 
 from ._comm import DistributedError
 from ._dataparallel import DataParallelOptimizer
+from ._launch import find_mpiexec
 from ._layout import balanced_cuts, flat_parameters
 from ._sharded import ShardedOptimizer
 
 __all__ = ["DataParallelOptimizer", "DistributedError", "ShardedOptimizer",
-           "balanced_cuts", "flat_parameters"]
+           "balanced_cuts", "find_mpiexec", "flat_parameters"]
