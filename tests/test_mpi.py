@@ -17,8 +17,8 @@ import pytest
 from fusedoptim.distributed import balanced_cuts, find_mpiexec, flat_parameters
 
 SCRIPT = Path(__file__).parent / "mpi" / "check_distributed.py"
-# Cases in the script (6 optimizer settings x 2 wrappers + 3).
-N_CASES = 15
+# Cases in the script (6 optimizer settings x 2 wrappers + 4).
+N_CASES = 16
 TIMEOUT = 300  # seconds for one world size; a hang fails instead of blocking CI
 
 

@@ -137,6 +137,27 @@ def case_flat_buffers():
     check_params(params, ref_params, "flat")
 
 
+def case_equal_slices():
+    """One tensor of 12 blocks: equal slices at 1-4 ranks (the Allgather path)."""
+    n = 4096 * 12
+    params = {"w": np.linspace(-1, 1, n, dtype=np.float32)}
+    ref_params = {"w": params["w"].copy()}
+    opt = ShardedOptimizer(fo.Adam, params, lr=1e-2, max_grad_norm=10.0)
+    ref = fo.Adam(ref_params, lr=1e-2, max_grad_norm=10.0)
+    assert len(set(opt._groups[0].counts)) == 1
+    for step in range(3):
+        gs = [np.random.default_rng([r, step]).standard_normal(n).astype(np.float32)
+              for r in range(W)]
+        acc = gs[0].copy()
+        for g in gs[1:]:
+            acc = acc + g
+        opt.step({"w": gs[RANK]})
+        ref.step({"w": acc / np.float32(W)})
+        assert opt.last_grad_norm == ref.last_grad_norm
+    check_params(params, ref_params, "equal slices")
+    assert same_everywhere(params)
+
+
 def case_reshard():
     """Shards saved at W ranks load at W' = max(1, W - 1) and at W + 0 (full
     checkpoint), and resume bit-identically."""
@@ -256,7 +277,8 @@ def main():
         for kind in (ShardedOptimizer, DataParallelOptimizer):
             cases.append((f"{label} {kind.__name__}",
                           lambda label=label, kind=kind: case_exact(label, kind)))
-    cases += [("flat_parameters", case_flat_buffers), ("reshard", case_reshard),
+    cases += [("flat_parameters", case_flat_buffers), ("equal slices", case_equal_slices),
+              ("reshard", case_reshard),
               ("faults", case_faults)]
     only = sys.argv[1:]
     for name, fn in cases:

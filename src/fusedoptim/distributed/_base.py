@@ -158,6 +158,7 @@ class Distributed:
     def buffer_nbytes(self) -> int:
         """Bytes of communication buffers held by this rank."""
         return sum(g.mean.nbytes + g.recv.nbytes + (0 if g.send is None else g.send.nbytes)
+                   + (0 if getattr(g, "pad", None) is None else g.pad.nbytes)
                    for g in self._groups)
 
     # --- the step's collective part --------------------------------------------

@@ -101,8 +101,22 @@ def allgather_flat(comm, group, flat):
     if comm.Get_size() == 1:
         return
     MPI = mpi()
-    comm.Allgatherv(MPI.IN_PLACE, [flat, group.counts, group.cuts[:-1],
-                                   mpi_type(group.dtype)])
+    # MPICH's Allgather is far faster than its Allgatherv on the same bytes
+    # (64 MiB float32: 20 ms against 96 ms at 2 equal slices, over 6 s at 3
+    # unequal ones), so unequal slices go through a padded Allgather.
+    t = mpi_type(group.dtype)
+    if len(set(group.counts)) == 1:
+        comm.Allgather(MPI.IN_PLACE, [flat, group.counts[0], t])
+        return
+    W, me, width = comm.Get_size(), comm.Get_rank(), max(group.counts)
+    if getattr(group, "pad", None) is None:
+        group.pad = np.empty(W * width, group.dtype)
+    pad = group.pad
+    pad[me * width:me * width + group.counts[me]] = flat[group.lo:group.hi]
+    comm.Allgather(MPI.IN_PLACE, [pad, width, t])
+    for r in range(W):
+        if r != me:
+            flat[group.cuts[r]:group.cuts[r + 1]] = pad[r * width:r * width + group.counts[r]]
 
 
 def global_sumsq(comm, nparams, pieces, scale=None):
