@@ -16,6 +16,10 @@ from .._norm import sumsq_blocks
 __all__ = ["mpi", "agree", "ordered_mean_slice", "allgather_flat", "global_sumsq",
            "DistributedError"]
 
+#: Elements per chunk of the ordered sum (64 KiB of float32: the running
+#: sum and the next part stay in L2).
+_SUM_CHUNK = 16384
+
 _ERROR_TYPES = {"KeyError": KeyError, "TypeError": TypeError, "ValueError": ValueError}
 
 
@@ -88,10 +92,15 @@ def ordered_mean_slice(comm, group, send, recv, out):
     rdispls = [(r if r < me else max(r - 1, 0)) * L for r in range(W)]
     comm.Alltoallv([send, scounts, group.cuts[:-1], t], [recv, rcounts, rdispls, t])
     part = [mine if r == me else recv[rdispls[r]:rdispls[r] + L] for r in range(W)]
-    np.add(part[0], part[1], out=out)
-    for r in range(2, W):
-        np.add(out, part[r], out=out)
-    np.divide(out, out.dtype.type(W), out=out)
+    w = out.dtype.type(W)
+    # Chunk by chunk, so the running sum stays in cache while the W parts
+    # stream through once (each element's order is unchanged).
+    for c in range(0, L, _SUM_CHUNK):
+        o = out[c:c + _SUM_CHUNK]
+        np.add(part[0][c:c + _SUM_CHUNK], part[1][c:c + _SUM_CHUNK], out=o)
+        for r in range(2, W):
+            np.add(o, part[r][c:c + _SUM_CHUNK], out=o)
+        np.divide(o, w, out=o)
 
 
 def allgather_flat(comm, group, flat):
