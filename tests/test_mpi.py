@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import AVAILABLE
 from fusedoptim.distributed import balanced_cuts, find_mpiexec, flat_parameters
 
 SCRIPT = Path(__file__).parent / "mpi" / "check_distributed.py"
@@ -38,7 +39,11 @@ def _mpi_or_skip():
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_mpi_world_size(n):
     exe = _mpi_or_skip()
-    env = dict(os.environ, FUSEDOPTIM_NUM_THREADS="1")
+    # These tests check the distributed layer (the backends are compared with
+    # each other by test_parity): the compiled backend when under test, else
+    # numpy, never a Numba that every rank of every launch would compile again.
+    backend = "cython" if "cython" in AVAILABLE else "numpy"
+    env = dict(os.environ, FUSEDOPTIM_NUM_THREADS="1", FUSEDOPTIM_BACKEND=backend)
     proc = subprocess.Popen([exe, "-n", str(n), sys.executable, str(SCRIPT)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
