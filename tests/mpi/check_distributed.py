@@ -6,7 +6,10 @@ the process exits 1 if any rank saw a failure.  An unexpected exception
 aborts the whole job (MPI_Abort), so a bug shows as a failure, never a hang.
 """
 
+import os
+import shutil
 import sys
+import tempfile
 import traceback
 
 import numpy as np
@@ -171,15 +174,23 @@ def case_reshard():
         ref.step(ordered_mean(step, W))
     shards = COMM.allgather(opt.state_dict())
     full = COMM.bcast(opt.full_state_dict(), root=0)
+    # Each rank saves its shard to a file, as a training job would.
+    tmp = COMM.bcast(tempfile.mkdtemp() if RANK == 0 else None, root=0)
+    np.savez(os.path.join(tmp, f"shard{RANK}.npz"), **opt.state_dict())
+    COMM.Barrier()
     snapshot = {k: v.copy() for k, v in ref_params.items()}
     ref_sd = ref.state_dict()
     sub_size = max(1, W - 1)
-    for source in ("shards", "full"):
+    for source in ("shards", "full", "npz files"):
         sub = COMM.Split(0 if RANK < sub_size else MPI.UNDEFINED, RANK)
         if sub != MPI.COMM_NULL:
             p2 = {k: v.copy() for k, v in snapshot.items()}
             opt2 = ShardedOptimizer(cls, p2, comm=sub, **hp)
-            opt2.load_state_dict(shards if source == "shards" else full)
+            if source == "npz files":
+                opt2.load_state_dict([np.load(os.path.join(tmp, f"shard{r}.npz"),
+                                              allow_pickle=False) for r in range(W)])
+            else:
+                opt2.load_state_dict(shards if source == "shards" else full)
             assert opt2.t == 3
             r2p = {k: v.copy() for k, v in snapshot.items()}
             r2 = cls(r2p, **hp)
@@ -191,6 +202,8 @@ def case_reshard():
             assert same_everywhere(p2, sub)
             sub.Free()
         COMM.Barrier()
+    if RANK == 0:
+        shutil.rmtree(tmp)
     # The full checkpoint loads into a plain single-process optimizer.
     plain = cls(make_params(), **hp)
     plain.load_state_dict(full)
@@ -228,6 +241,10 @@ def case_faults():
         expect_error(ValueError, lambda: build(bad_shape), "shape")
         expect_error(ValueError, lambda: build(bad_name), f"'b2' is on rank 0 but not on rank {last}")
         expect_error(ValueError, lambda: build(bad_dtype), "dtype")
+
+        def bad_layout(p):
+            p["W2"] = np.ascontiguousarray(p["W2"])
+        expect_error(ValueError, lambda: build(bad_layout), "'W2' is C-ordered on rank")
         expect_error(ValueError, lambda: ShardedOptimizer(cls, make_params(),
                                                           lr=1e-2 if RANK else 2e-2),
                      "'lr'")

@@ -9,7 +9,7 @@ import numpy as np
 from .. import _validate as _v
 from ..optimizer import Optimizer, _check_parameters
 from . import _comm
-from ._layout import Group, _contiguous_run
+from ._layout import Group, _contiguous_run, order_of
 
 __all__ = ["Distributed"]
 
@@ -23,7 +23,8 @@ def _hp_token(value):
 
 def _signature(optimizer_class, params, hyperparameters):
     return (optimizer_class.__name__,
-            [(name, tuple(p.shape), np.dtype(p.dtype).str) for name, p in params.items()],
+            [(name, tuple(p.shape), np.dtype(p.dtype).str, order_of(p))
+             for name, p in params.items()],
             sorted((k, _hp_token(v)) for k, v in hyperparameters.items()))
 
 
@@ -42,12 +43,15 @@ def _mismatch(sigs):
                 return f"parameter {n!r} is on rank {r} but not on rank 0"
         if names != names0:
             return f"parameters are in a different order on rank {r} than on rank 0"
-        for (n, shape0, dt0), (_n, shape, dt) in zip(params0, params):
+        for (n, shape0, dt0, o0), (_n, shape, dt, o) in zip(params0, params):
             if shape != shape0:
                 return f"parameter {n!r} has shape {shape} on rank {r} but {shape0} on rank 0"
             if dt != dt0:
                 return (f"parameter {n!r} has dtype {np.dtype(dt)} on rank {r} but "
                         f"{np.dtype(dt0)} on rank 0")
+            if o != o0:  # the flat spaces would list the elements in different orders
+                return (f"parameter {n!r} is {o}-ordered on rank {r} but {o0}-ordered "
+                        f"on rank 0")
         if hp != hp0:
             diff = sorted(set(hp) ^ set(hp0))[0][0]
             return f"hyperparameter {diff!r} differs between rank {r} and rank 0"
@@ -57,7 +61,8 @@ def _mismatch(sigs):
 class Distributed:
     """Base of :class:`ShardedOptimizer` and :class:`DataParallelOptimizer`."""
 
-    def __init__(self, optimizer_class: type, params: dict, comm=None, **hyperparameters):
+    def __init__(self, optimizer_class: type, params: dict, comm=None,
+                 **hyperparameters) -> None:
         MPI = _comm.mpi()
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.world_size, self.rank = self.comm.Get_size(), self.comm.Get_rank()

@@ -5,6 +5,7 @@ import shutil
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Optional
 
 __all__ = ["find_mpiexec"]
 
@@ -26,7 +27,7 @@ def _wheel_mpiexec():
     return None
 
 
-def find_mpiexec():
+def find_mpiexec() -> Optional[str]:
     """The path of ``mpiexec``, or ``None``.
 
     Tried in order: ``$MPIEXEC``; the one installed by the ``mpich`` wheel
