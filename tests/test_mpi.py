@@ -18,8 +18,8 @@ from conftest import AVAILABLE
 from fusedoptim.distributed import balanced_cuts, find_mpiexec, flat_parameters
 
 SCRIPT = Path(__file__).parent / "mpi" / "check_distributed.py"
-# Cases in the script (6 optimizer settings x 2 wrappers + 4).
-N_CASES = 16
+# Cases in the script (6 optimizer settings x 2 wrappers + 5).
+N_CASES = 17
 TIMEOUT = 300  # seconds for one world size; a hang fails instead of blocking CI
 
 

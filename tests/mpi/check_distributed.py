@@ -161,6 +161,36 @@ def case_equal_slices():
     assert same_everywhere(params)
 
 
+def case_tiny():
+    """Fewer elements than ranks can share: most ranks own nothing."""
+    shapes = {"a": ((10,), np.float32), "b": ((3,), np.float64)}
+    params = {k: np.arange(s[0], dtype=dt) / 7 for k, (s, dt) in shapes.items()}
+    ref_params = {k: v.copy() for k, v in params.items()}
+    hp = dict(lr=0.1, max_grad_norm=0.3, skip_nonfinite=True)
+    opt, ref = ShardedOptimizer(fo.Adam, params, **hp), fo.Adam(ref_params, **hp)
+    for step in range(3):
+        gs = [{k: np.random.default_rng([r, step]).standard_normal(s).astype(dt)
+               for k, (s, dt) in shapes.items()} for r in range(W)]
+        mean = {}
+        for k in shapes:
+            acc = gs[0][k].copy()
+            for g in gs[1:]:
+                acc = acc + g[k]
+            mean[k] = acc / acc.dtype.type(W)
+        opt.step(gs[RANK])
+        ref.step(mean)
+        assert opt.last_grad_norm == ref.last_grad_norm
+    check_params(params, ref_params, "tiny")
+    full = opt.full_state_dict()
+    if RANK == 0:
+        for k, v in ref.state_dict().items():
+            if isinstance(v, np.ndarray):
+                assert_bitwise(full[k], v, k)
+    again = ShardedOptimizer(fo.Adam, {k: v.copy() for k, v in params.items()}, **hp)
+    again.load_state_dict(COMM.allgather(opt.state_dict()))
+    assert again.t == 3 and COMM.allreduce(again.state_nbytes) == COMM.allreduce(opt.state_nbytes)
+
+
 def case_reshard():
     """Shards saved at W ranks load at W' = max(1, W - 1) and at W + 0 (full
     checkpoint), and resume bit-identically."""
@@ -295,6 +325,7 @@ def main():
             cases.append((f"{label} {kind.__name__}",
                           lambda label=label, kind=kind: case_exact(label, kind)))
     cases += [("flat_parameters", case_flat_buffers), ("equal slices", case_equal_slices),
+              ("tiny", case_tiny),
               ("reshard", case_reshard),
               ("faults", case_faults)]
     only = sys.argv[1:]
