@@ -86,6 +86,9 @@ class ShardedOptimizer(Distributed):
     process stepped with that mean, on every rank and for every ``W``;
     ``max_grad_norm`` and ``skip_nonfinite`` use the global norm of the
     mean, bitwise the single-process norm, and decide alike on every rank.
+
+    :meth:`step`, :meth:`full_state_dict` and :meth:`load_state_dict` are
+    collective: every rank calls them, in the same order, from one thread.
     """
 
     def _build(self, optimizer_class, hyperparameters):
