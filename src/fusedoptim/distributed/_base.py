@@ -3,6 +3,7 @@ checks of the construction and of each step, and the ordered reduce-scatter
 of the gradients."""
 
 import time
+from typing import Any, Optional
 
 import numpy as np
 
@@ -81,10 +82,10 @@ class Distributed:
         problem = _mismatch(_comm.agree(self.comm, error, sig))
         if problem is not None:
             raise ValueError(problem)
-        self.optimizer_class = optimizer_class
+        self.optimizer_class: Any = optimizer_class
         self._params = params
         self._names = list(params)
-        by_dtype = {}
+        by_dtype: dict = {}
         for i, (name, p) in enumerate(params.items()):
             by_dtype.setdefault(np.dtype(p.dtype), []).append((i, name, p))
         self._groups = [Group(dt, [i for i, _n, _p in items], [n for _i, n, _p in items],
@@ -95,8 +96,8 @@ class Distributed:
             g.mean = np.empty(L, g.dtype)                       # this rank's mean slice
             g.recv = np.empty((self.world_size - 1) * L, g.dtype)  # the others' pieces
             g.send = None if len(g.sizes) == 1 else np.empty(g.n, g.dtype)
-        self.last_times = None
-        self.inner = None
+        self.last_times: Optional[dict] = None
+        self.inner: Any = None
         error = None
         try:
             self.inner = self._build(optimizer_class, hyperparameters)
@@ -163,7 +164,7 @@ class Distributed:
     def buffer_nbytes(self) -> int:
         """Bytes of communication buffers held by this rank."""
         return sum(g.mean.nbytes + g.recv.nbytes + (0 if g.send is None else g.send.nbytes)
-                   + (0 if getattr(g, "pad", None) is None else g.pad.nbytes)
+                   + (0 if g.pad is None else g.pad.nbytes)
                    for g in self._groups)
 
     # --- the step's collective part --------------------------------------------

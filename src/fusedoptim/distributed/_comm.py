@@ -118,7 +118,7 @@ def allgather_flat(comm, group, flat):
         comm.Allgather(MPI.IN_PLACE, [flat, group.counts[0], t])
         return
     W, me, width = comm.Get_size(), comm.Get_rank(), max(group.counts)
-    if getattr(group, "pad", None) is None:
+    if group.pad is None:
         group.pad = np.empty(W * width, group.dtype)
     pad = group.pad
     pad[me * width:me * width + group.counts[me]] = flat[group.lo:group.hi]

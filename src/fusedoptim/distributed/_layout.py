@@ -10,6 +10,7 @@ bit; slices are therefore balanced to within half a block (2048 elements).
 """
 
 from bisect import bisect_right
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def order_of(p: np.ndarray) -> str:
 
 def flat_view(p: np.ndarray) -> np.ndarray:
     """A 1-D view of a dense array in memory order (never a copy)."""
-    v = p.reshape(-1, order=order_of(p))
+    v = p.reshape(-1, order="F") if order_of(p) == "F" else p.reshape(-1)
     if p.size and not np.shares_memory(v, p):  # reshape copied: not dense
         raise ValueError("parameter is not contiguous")
     return v
@@ -107,7 +108,8 @@ class Group:
         buffer as :func:`flat_parameters` makes them); ``None`` otherwise.
     """
 
-    def __init__(self, dtype, index, names, arrays, world, rank):
+    def __init__(self, dtype: Any, index: list, names: list, arrays: list, world: int,
+                 rank: int) -> None:
         self.dtype = np.dtype(dtype)
         self.index = index
         self.names = names
@@ -123,6 +125,12 @@ class Group:
         self.lo, self.hi = self.cuts[rank], self.cuts[rank + 1]
         self.pieces = self.pieces_of(self.lo, self.hi)
         self.flat = _contiguous_run(self.views)
+        # Communication buffers, set by the optimizer that owns the group.
+        self.mean: Any = None
+        self.recv: Any = None
+        self.send: Any = None
+        self.pad: Any = None
+        self.full: Any = None
 
     def pieces_of(self, lo: int, hi: int) -> list:
         """``(k, a, b)`` for each tensor ``k`` overlapping flat ``[lo, hi)``."""
@@ -144,7 +152,7 @@ def flat_parameters(parameters: dict) -> dict:
     copying them into a staging buffer first.  Train with the returned
     arrays (they are the parameters the optimizer updates).
     """
-    total = {}
+    total: dict = {}
     for p in parameters.values():
         dt = np.dtype(p.dtype)
         total[dt] = total.get(dt, 0) + p.size

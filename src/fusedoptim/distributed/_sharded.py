@@ -1,6 +1,7 @@
 """ZeRO stage 1: optimizer state sharded over the ranks of an MPI communicator."""
 
 import time
+from typing import Any
 from collections.abc import Mapping
 
 import numpy as np
@@ -201,7 +202,7 @@ class ShardedOptimizer(Distributed):
             for g in self._groups:
                 parts = [d[name] for _i, name, gg, *_r in self._local if gg is g]
                 local = np.concatenate(parts) if parts else np.empty(0, g.dtype)
-                full = np.empty(g.n, g.dtype) if self.rank == root else None
+                full: Any = np.empty(g.n, g.dtype) if self.rank == root else None
                 if self.world_size == 1:
                     full[...] = local
                 else:
