@@ -1,0 +1,200 @@
+"""What the sharded and the data-parallel optimizer share: the collective
+checks of the construction and of each step, and the ordered reduce-scatter
+of the gradients."""
+
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+from .. import _validate as _v
+from ..optimizer import Optimizer, _check_parameters
+from . import _comm
+from ._layout import Group, _contiguous_run, order_of
+
+__all__ = ["Distributed"]
+
+_CHECKED = (KeyError, TypeError, ValueError)
+
+
+def _hp_token(value):
+    # A schedule is code: its repr holds an address that differs per process.
+    return f"<{type(value).__name__}>" if callable(value) else repr(value)
+
+
+def _signature(optimizer_class, params, hyperparameters):
+    return (optimizer_class.__name__,
+            [(name, tuple(p.shape), np.dtype(p.dtype).str, order_of(p))
+             for name, p in params.items()],
+            sorted((k, _hp_token(v)) for k, v in hyperparameters.items()))
+
+
+def _mismatch(sigs):
+    """The first difference between a rank's signature and rank 0's."""
+    cls0, params0, hp0 = sigs[0]
+    for r, (cls, params, hp) in enumerate(sigs[1:], 1):
+        if cls != cls0:
+            return f"optimizer class is {cls} on rank {r} but {cls0} on rank 0"
+        names0, names = [n for n, *_ in params0], [n for n, *_ in params]
+        for n in names0:
+            if n not in names:
+                return f"parameter {n!r} is on rank 0 but not on rank {r}"
+        for n in names:
+            if n not in names0:
+                return f"parameter {n!r} is on rank {r} but not on rank 0"
+        if names != names0:
+            return f"parameters are in a different order on rank {r} than on rank 0"
+        for (n, shape0, dt0, o0), (_n, shape, dt, o) in zip(params0, params):
+            if shape != shape0:
+                return f"parameter {n!r} has shape {shape} on rank {r} but {shape0} on rank 0"
+            if dt != dt0:
+                return (f"parameter {n!r} has dtype {np.dtype(dt)} on rank {r} but "
+                        f"{np.dtype(dt0)} on rank 0")
+            if o != o0:  # the flat spaces would list the elements in different orders
+                return (f"parameter {n!r} is {o}-ordered on rank {r} but {o0}-ordered "
+                        f"on rank 0")
+        if hp != hp0:
+            diff = sorted(set(hp) ^ set(hp0))[0][0]
+            return f"hyperparameter {diff!r} differs between rank {r} and rank 0"
+    return None
+
+
+class Distributed:
+    """Base of :class:`ShardedOptimizer` and :class:`DataParallelOptimizer`."""
+
+    def __init__(self, optimizer_class: type, params: dict, comm=None,
+                 **hyperparameters) -> None:
+        MPI = _comm.mpi()
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.world_size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
+        error, sig = None, None
+        try:
+            if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)
+                    and optimizer_class.family is not None):
+                raise TypeError(f"optimizer_class must be a fusedoptim optimizer class, "
+                                f"got {optimizer_class!r}")
+            _check_parameters(params)
+            sig = _signature(optimizer_class, params, hyperparameters)
+        except _CHECKED as exc:
+            error = exc
+        # Every rank learns every rank's signature: a mismatch raises the same
+        # error everywhere before any buffer is exchanged.
+        problem = _mismatch(_comm.agree(self.comm, error, sig))
+        if problem is not None:
+            raise ValueError(problem)
+        self.optimizer_class: Any = optimizer_class
+        self._params = params
+        self._names = list(params)
+        by_dtype: dict = {}
+        for i, (name, p) in enumerate(params.items()):
+            by_dtype.setdefault(np.dtype(p.dtype), []).append((i, name, p))
+        self._groups = [Group(dt, [i for i, _n, _p in items], [n for _i, n, _p in items],
+                              [p for _i, _n, p in items], self.world_size, self.rank)
+                        for dt, items in by_dtype.items()]
+        for g in self._groups:
+            L = g.counts[self.rank]
+            g.mean = np.empty(L, g.dtype)                       # this rank's mean slice
+            g.recv = np.empty((self.world_size - 1) * L, g.dtype)  # the others' pieces
+            g.send = None if len(g.sizes) == 1 else np.empty(g.n, g.dtype)
+        self.last_times: Optional[dict] = None
+        self.inner: Any = None
+        error = None
+        try:
+            self.inner = self._build(optimizer_class, hyperparameters)
+        except _CHECKED as exc:  # bad hyperparameters: the same on every rank
+            error = exc
+        _comm.agree(self.comm, error)
+
+    # --- attributes of the inner optimizer ------------------------------------
+
+    @property
+    def parameters(self) -> dict:
+        """The dict of parameters updated in place (the full tensors)."""
+        return self._params
+
+    @property
+    def t(self) -> int:
+        """Steps taken (skipped steps not counted)."""
+        return self.inner.t
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for a non-finite gradient."""
+        return self.inner.skipped_steps
+
+    @property
+    def last_grad_norm(self):
+        """The global norm of the last mean gradient, or ``None``."""
+        return self.inner.last_grad_norm
+
+    @property
+    def lr(self):
+        """Learning rate, a float or a schedule (set it alike on every rank:
+        each step checks that the ranks agree)."""
+        return self.inner.lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self.inner.lr = value
+
+    @property
+    def param_groups(self) -> list:
+        """One group, ``torch.optim``-style: ``{"params": names, "lr": ...,
+        <hyperparameter>: value, ...}`` (the inner optimizer's values)."""
+        group = {"params": list(self._names), "lr": self.inner.lr}
+        for h in self.optimizer_class.hyper:
+            group[h.name] = getattr(self.inner, h.name)
+        group["max_grad_norm"] = self.inner.max_grad_norm
+        group["skip_nonfinite"] = self.inner.skip_nonfinite
+        return [group]
+
+    def __getattr__(self, name):
+        # Hyperparameters (betas, momentum, ...) read through to the inner optimizer.
+        inner = self.__dict__.get("inner")
+        if inner is not None and any(h.name == name for h in self.optimizer_class.hyper):
+            return getattr(inner, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of optimizer state held by this rank."""
+        return sum(a.nbytes for d in self.inner.state.values() for a in d.values())
+
+    @property
+    def buffer_nbytes(self) -> int:
+        """Bytes of communication buffers held by this rank."""
+        return sum(g.mean.nbytes + g.recv.nbytes + (0 if g.send is None else g.send.nbytes)
+                   + (0 if g.pad is None else g.pad.nbytes)
+                   for g in self._groups)
+
+    # --- the step's collective part --------------------------------------------
+
+    def _check_step(self, grads):
+        """Each rank's gradients checked, then the verdicts exchanged; returns
+        the gradients in the parameters' order and layouts."""
+        error, pairs = None, None
+        try:
+            pairs = _v.gather(self._params, grads, (), _v.NAMED)
+        except _CHECKED as exc:
+            error = exc
+        lr = self.inner.lr
+        tokens = _comm.agree(self.comm, error, _hp_token(lr) if callable(lr) else lr)
+        for r, tok in enumerate(tokens):
+            if tok != tokens[0]:
+                raise ValueError(f"lr is {tok!r} on rank {r} but {tokens[0]!r} on rank 0")
+        return [g for _p, g in pairs]
+
+    def _reduce_scatter(self, grads):
+        """The rank-ordered mean of every rank's ``grads`` (full size), this
+        rank's slice of it in each group's ``mean``."""
+        gs = self._check_step(grads)
+        t0 = time.perf_counter()
+        for g in self._groups:
+            views = [np.ravel(gs[i], order=o) for i, o in zip(g.index, g.orders)]
+            send = _contiguous_run(views)
+            if send is None:
+                send = g.send
+                for v, s in zip(views, g.starts):
+                    send[s:s + v.size] = v
+            _comm.ordered_mean_slice(self.comm, g, send, g.recv, g.mean)
+        return time.perf_counter() - t0

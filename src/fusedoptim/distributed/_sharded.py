@@ -1,0 +1,336 @@
+"""ZeRO stage 1: optimizer state sharded over the ranks of an MPI communicator."""
+
+import time
+from typing import Any
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..backend import active as _backend
+from ..optimizer import _CLIP_EPS
+from . import _comm
+from ._base import _CHECKED, Distributed
+
+__all__ = ["ShardedOptimizer"]
+
+
+def _run_kernel(inner, grads, gscale, norm):
+    """One step of ``inner`` with a clipping factor decided outside it (from
+    the global norm): what ``Optimizer._step`` does after its own norm."""
+    lr = inner._lr_now()
+    inner._kernel(_backend(), grads, lr, inner._t + 1, gscale)
+    inner._t += 1
+    inner.last_grad_norm = norm
+
+
+def _array(sd, key):
+    try:
+        a = sd[key]
+    except KeyError:
+        raise KeyError(f"state_dict has no {key!r}") from None
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"state_dict[{key!r}] must be a numpy.ndarray, got {type(a).__name__}")
+    return a
+
+
+def _int(sd, key):
+    try:
+        v = sd[key]
+    except KeyError:
+        raise KeyError(f"state_dict has no {key!r}") from None
+    return int(np.asarray(v))
+
+
+class ShardedOptimizer(Distributed):
+    """A fusedoptim optimizer whose state is sharded over MPI ranks (ZeRO-1).
+
+    Every rank holds the full parameters and computes gradients on its own
+    share of the batch.  The parameters of each dtype, flattened in dict
+    order (each tensor in its memory order), are cut into one contiguous
+    slice per rank (tensors may straddle ranks; cuts fall on a tensor
+    boundary or a multiple of 4096 elements into a tensor, so slices are
+    balanced to 2048 elements).  A rank keeps the optimizer state of its
+    slice only: the inner ``optimizer_class`` is built over flat 1-D views
+    of the pieces of the parameters in the slice, so any optimizer class
+    and state format works.
+
+    A step (:meth:`step`): the rank-ordered mean of the gradients, each
+    rank receiving its slice (a reduce-scatter); the fused update of the
+    slice; the updated slices all-gathered into every rank's parameters.
+
+    Parameters
+    ----------
+    optimizer_class : type
+        A fusedoptim optimizer class, e.g. ``fusedoptim.Adam``, whose update
+        is elementwise (every registered family).
+    params : dict of str to ndarray
+        The parameters, the same names, order, shapes and dtypes on every
+        rank (checked collectively: a mismatch raises ``ValueError`` on
+        every rank).  :func:`flat_parameters` lays them out so that no
+        staging copy is needed.
+    comm : mpi4py.MPI.Comm, optional
+        Defaults to ``MPI.COMM_WORLD``.
+    **hyperparameters
+        Passed to ``optimizer_class`` (``lr``, ``betas``, ``max_grad_norm``,
+        ``skip_nonfinite``, ...), identical on every rank.
+
+    Notes
+    -----
+    Rank-ordered mean, for rank ``r``'s gradient ``g_r`` and ``W`` ranks,
+    elementwise in the gradient's dtype::
+
+        mean = ((((g_0 + g_1) + g_2) + ... ) + g_{W-1}) / W
+
+    Plain text: add the ranks' gradients one at a time in rank order,
+    then divide by the number of ranks.  The parameters after any number
+    of steps are bitwise those of ``optimizer_class(params, ...)`` on one
+    process stepped with that mean, on every rank and for every ``W``;
+    ``max_grad_norm`` and ``skip_nonfinite`` use the global norm of the
+    mean, bitwise the single-process norm, and decide alike on every rank.
+
+    :meth:`step`, :meth:`full_state_dict` and :meth:`load_state_dict` are
+    collective: every rank calls them, in the same order, from one thread.
+    """
+
+    def _build(self, optimizer_class, hyperparameters):
+        local = {}
+        self._local = []  # (parameter index, name, group, a, b, offset in the slice)
+        for g in self._groups:
+            for k, a, b in g.pieces:
+                name = g.names[k]
+                local[name] = g.views[k][a:b]
+                self._local.append((g.index[k], name, g, a, b, g.starts[k] + a - g.lo))
+        order = {n: i for i, n in enumerate(self._names)}
+        self._local.sort(key=lambda e: e[0])
+        local = {n: local[n] for n in sorted(local, key=order.__getitem__)}
+        if not local:
+            # This rank owns no element: an empty piece keeps one code path.
+            g = self._groups[0]
+            local = {g.names[0]: g.views[0][0:0]}
+        return optimizer_class(local, **hyperparameters)
+
+    def step(self, grads: dict) -> bool:
+        """One step with this rank's local gradients (collective: every rank
+        calls it).
+
+        Parameters
+        ----------
+        grads : dict of str to ndarray
+            ``grads[name]`` or ``grads["d" + name]``, full-size, as for the
+            single-process optimizer.  A rank whose gradients fail the checks
+            makes every rank raise (naming that rank), with nothing changed.
+
+        Returns
+        -------
+        bool
+            ``False`` when the step was skipped (``skip_nonfinite`` and a
+            non-finite mean gradient), on every rank alike.
+        """
+        rs = self._reduce_scatter(grads)
+        t0 = time.perf_counter()
+        inner = self.inner
+        mine = {name: g.mean[o:o + b - a] for _i, name, g, a, b, o in self._local}
+        if not mine:  # the empty piece of _build
+            mine = {n: p[0:0].copy() for n, p in inner.parameters.items()}
+        gscale, norm = 1.0, None
+        max_norm = inner.max_grad_norm
+        if max_norm is not None or inner.skip_nonfinite:
+            pieces = [(i, mine[name]) for i, name, *_rest in self._local]
+            norm, finite, scale = _comm.clip_decision(self.comm, len(self._names), pieces,
+                                                      max_norm, _CLIP_EPS)
+            if not finite and inner.skip_nonfinite:
+                inner.skipped_steps += 1
+                inner.last_grad_norm = norm
+                self.last_times = {"reduce_scatter": rs, "update": time.perf_counter() - t0,
+                                   "all_gather": 0.0}
+                return False
+            if scale is not None and scale < 1.0:
+                gscale = scale
+        _run_kernel(inner, mine, gscale, norm)
+        t1 = time.perf_counter()
+        self._all_gather()
+        self.last_times = {"reduce_scatter": rs, "update": t1 - t0,
+                           "all_gather": time.perf_counter() - t1}
+        return True
+
+    def _all_gather(self):
+        for g in self._groups:
+            if g.flat is not None:
+                _comm.allgather_flat(self.comm, g, g.flat)
+                continue
+            flat = g.send  # a staging buffer of the group's size
+            for k, a, b in g.pieces:
+                s = g.starts[k]
+                flat[s + a:s + b] = g.views[k][a:b]
+            _comm.allgather_flat(self.comm, g, flat)
+            for k, v in enumerate(g.views):
+                v[...] = flat[g.starts[k]:g.starts[k] + v.size]
+
+    # --- checkpoints ---------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """This rank's shard: the inner optimizer's ``state_dict`` (its
+        ``"state/<slot>/<name>"`` arrays are the 1-D pieces of this rank)
+        plus ``"shard/rank"``, ``"shard/world_size"`` and, per piece,
+        ``"shard/offset/<name>"`` (where the piece starts in the tensor,
+        counted in memory order).  Local: no communication.  The list of
+        every rank's shard loads into any world size (:meth:`load_state_dict`).
+        """
+        sd = self.inner.state_dict()
+        sd["shard/rank"] = self.rank
+        sd["shard/world_size"] = self.world_size
+        for _i, name, g, a, _b, _o in self._local:
+            sd[f"shard/offset/{name}"] = a
+            sd[f"shard/order/{name}"] = g.orders[g.names.index(name)]
+        if not self._local:
+            for name in self.inner.parameters:
+                sd[f"shard/offset/{name}"] = 0
+        return sd
+
+    def full_state_dict(self, root: int = 0):
+        """The whole optimizer's checkpoint gathered on rank ``root``
+        (collective); ``None`` on the other ranks.
+
+        It is exactly the ``state_dict()`` of the single-process optimizer
+        (same keys, full-shape state arrays in each parameter's layout): it
+        loads into a plain ``optimizer_class``, or into a ShardedOptimizer of
+        any world size.
+        """
+        inner = self.inner
+        sd = {k: v for k, v in inner.state_dict().items() if not k.startswith("state/")}
+        for label, d in inner.state.items():
+            for g in self._groups:
+                parts = [d[name] for _i, name, gg, *_r in self._local if gg is g]
+                local = np.concatenate(parts) if parts else np.empty(0, g.dtype)
+                full: Any = np.empty(g.n, g.dtype) if self.rank == root else None
+                if self.world_size == 1:
+                    full[...] = local
+                else:
+                    recv = [full, g.counts, g.cuts[:-1], _comm.mpi_type(g.dtype)] \
+                        if self.rank == root else None
+                    self.comm.Gatherv(local, recv, root=root)
+                if self.rank != root:
+                    continue
+                for k, name in enumerate(g.names):
+                    p = self._params[name]
+                    piece = full[g.starts[k]:g.starts[k + 1]]
+                    sd[f"state/{label}/{name}"] = piece.reshape(p.shape, order=g.orders[k]).copy(
+                        order=g.orders[k])
+        return sd if self.rank == root else None
+
+    def load_state_dict(self, state_dict) -> None:
+        """Load a checkpoint (collective: every rank passes it).
+
+        ``state_dict`` is either a full checkpoint (:meth:`full_state_dict`,
+        or a single-process optimizer's ``state_dict``), or the sequence of
+        every rank's :meth:`state_dict` shard saved at any world size.  Each
+        rank takes the part of its slice.  Checked on every rank first; any
+        failure raises on every rank and changes nothing anywhere.
+        """
+        error, local = None, None
+        try:
+            local = self._local_state_dict(state_dict)
+        except _CHECKED as exc:
+            error = exc
+        _comm.agree(self.comm, error)
+        backup = self.inner.state_dict()
+        error = None
+        try:
+            self.inner.load_state_dict(local)
+        except _CHECKED as exc:
+            error = exc
+        try:
+            _comm.agree(self.comm, error)
+        except _CHECKED + (_comm.DistributedError,):
+            if error is None:  # this rank loaded, another failed: put it back
+                self.inner.load_state_dict(backup)
+            raise
+
+    def _local_state_dict(self, state_dict):
+        """The inner optimizer's state dict for this rank's pieces."""
+        inner = self.inner
+        shards = None
+        if isinstance(state_dict, Mapping) and "shard/world_size" in state_dict:
+            state_dict = [state_dict]  # one shard: a whole checkpoint only at world size 1
+        if not isinstance(state_dict, Mapping):
+            shards = list(state_dict)
+            if not shards or not all(isinstance(s, Mapping) for s in shards):
+                raise TypeError("state_dict must be a mapping or a sequence of shard mappings")
+            ranks = sorted(_int(s, "shard/rank") for s in shards)
+            sizes = {_int(s, "shard/world_size") for s in shards}
+            if sizes != {len(shards)} or ranks != list(range(len(shards))):
+                raise ValueError(f"state_dict holds shards of ranks {ranks}, not every rank "
+                                 f"of one checkpoint")
+            base = shards[0]
+            for i, shard in enumerate(shards[1:], 1):
+                for key in set(base) | set(shard):
+                    if key.startswith(("state/", "shard/")):
+                        continue
+                    if key not in base or key not in shard or \
+                            str(np.asarray(base[key])) != str(np.asarray(shard[key])):
+                        raise ValueError(f"shard {i} and shard 0 differ in {key!r}")
+        else:
+            base = state_dict
+        out = {}
+        slots = list(inner.state)
+        for key in base:
+            if not isinstance(key, str):
+                raise TypeError(f"state_dict keys must be str, got {key!r}")
+            if key.startswith("shard/"):
+                continue
+            if key.startswith("state/"):
+                _s, label, name = key.split("/", 2)
+                if label not in slots or name not in self._params:
+                    raise ValueError(f"state_dict has an unexpected key {key!r}")
+                continue
+            out[key] = base[key]
+        for label in slots:
+            for name, piece in inner.state[label].items():
+                key = f"state/{label}/{name}"
+                g, a, b = self._where(name, piece.size)
+                if shards is None:
+                    full = _array(base, key)
+                    p = self._params[name]
+                    if full.shape != p.shape:
+                        raise ValueError(f"state_dict[{key!r}] has shape {full.shape} but the "
+                                         f"parameter has shape {p.shape}")
+                    out[key] = np.ravel(full, order=g.orders[g.names.index(name)])[a:b]
+                else:
+                    order = g.orders[g.names.index(name)] if self._local else "C"
+                    out[key] = self._assemble(shards, key, name, a, b, piece.dtype,
+                                              self._params[name].shape, order)
+        return out
+
+    def _where(self, name, size):
+        for _i, n, g, a, b, _o in self._local:
+            if n == name:
+                return g, a, b
+        return self._groups[0], 0, size  # the empty piece of _build
+
+    @classmethod
+    def _assemble(cls, shards, key, name, a, b, dtype, shape, order):
+        """Elements ``[a, b)`` (in ``order``) of state ``key`` from the shards."""
+        saved = {str(np.asarray(s[f"shard/order/{name}"])) for s in shards
+                 if f"shard/order/{name}" in s}
+        if saved - {order}:  # saved in another memory order: through the whole tensor
+            other = saved.pop()
+            n = int(np.prod(shape))
+            whole = cls._assemble(shards, key, name, 0, n, dtype, shape, other)
+            return np.ravel(whole.reshape(shape, order=other), order=order)[a:b]
+        out = np.empty(b - a, dtype)
+        covered = 0
+        for s in shards:
+            if f"shard/offset/{name}" not in s:
+                continue
+            off = _int(s, f"shard/offset/{name}")
+            piece = _array(s, key)
+            if piece.dtype != dtype:
+                raise TypeError(f"state_dict[{key!r}] has dtype {piece.dtype} but the "
+                                f"parameter has {dtype}")
+            lo, hi = max(a, off), min(b, off + piece.size)
+            if lo < hi:
+                out[lo - a:hi - a] = piece[lo - off:hi - off]
+                covered += hi - lo
+        if covered != b - a:
+            raise ValueError(f"the shards do not cover {key!r} (elements {a} to {b})")
+        return out

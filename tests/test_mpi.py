@@ -1,0 +1,92 @@
+"""The distributed optimizers under real MPI: ``mpiexec -n N`` for N = 1..4
+(oversubscribed on small machines), one launch per world size running every
+case of tests/mpi/check_distributed.py (Adam, AdamW, SGD with momentum,
+RMSProp, Adagrad, clipping and skipping; sharded and data-parallel; bitwise
+against the single-process optimizer and across ranks; resharded
+checkpoints; fault cases that must raise on every rank, not hang)."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import AVAILABLE
+from fusedoptim.distributed import balanced_cuts, find_mpiexec, flat_parameters
+
+SCRIPT = Path(__file__).parent / "mpi" / "check_distributed.py"
+# Cases in the script (6 optimizer settings x 2 wrappers + 5).
+N_CASES = 17
+TIMEOUT = 300  # seconds for one world size; a hang fails instead of blocking CI
+
+
+def _mpi_or_skip():
+    # CI sets FUSEDOPTIM_REQUIRE_MPI=1: a missing MPI is then a failure, not a skip.
+    missing = pytest.fail if os.environ.get("FUSEDOPTIM_REQUIRE_MPI") == "1" else pytest.skip
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        missing("mpi4py is not installed (pip install '.[mpi]')")
+    exe = find_mpiexec()
+    if exe is None:
+        missing("no mpiexec found (pip install mpich, or set MPIEXEC)")
+    return exe
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_mpi_world_size(n):
+    exe = _mpi_or_skip()
+    # These tests check the distributed layer (the backends are compared with
+    # each other by test_parity): the compiled backend when under test, else
+    # numpy, never a Numba that every rank of every launch would compile again.
+    backend = "cython" if "cython" in AVAILABLE else "numpy"
+    env = dict(os.environ, FUSEDOPTIM_NUM_THREADS="1", FUSEDOPTIM_BACKEND=backend)
+    proc = subprocess.Popen([exe, "-n", str(n), sys.executable, str(SCRIPT)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank
+        out, _ = proc.communicate()
+        pytest.fail(f"mpiexec -n {n} did not finish in {TIMEOUT} s:\n{out[-4000:]}")
+    passed = [line for line in out.splitlines() if line.startswith("PASS ")]
+    assert proc.returncode == 0, out[-6000:]
+    assert len(passed) == N_CASES, out[-6000:]
+
+
+def test_cuts_balanced_on_block_boundaries():
+    sizes = [11100, 37, 1500, 0, 5, 100000]
+    n = sum(sizes)
+    starts = np.cumsum([0] + sizes)
+    for world in range(1, 9):
+        cuts = balanced_cuts(sizes, world)
+        assert cuts[0] == 0 and cuts[-1] == n and cuts == sorted(cuts)
+        for r, c in enumerate(cuts[1:-1], 1):
+            k = np.searchsorted(starts, c, side="right") - 1
+            assert c in starts or (c - starts[k]) % 4096 == 0, (world, c)
+            assert abs(c - r * n // world) <= 2048
+    assert balanced_cuts([10], 4) == [0, 0, 0, 10, 10]  # a small tensor is not split
+
+
+def test_flat_parameters_one_buffer_per_dtype():
+    rng = np.random.default_rng(0)
+    params = {"a": rng.standard_normal((3, 4)).astype(np.float32),
+              "b": np.asfortranarray(rng.standard_normal((5, 2))),
+              "c": rng.standard_normal(7).astype(np.float32)}
+    flat = flat_parameters(params)
+    assert list(flat) == list(params)
+    for k in params:
+        assert flat[k].shape == params[k].shape and flat[k].dtype == params[k].dtype
+        assert np.array_equal(flat[k], params[k]) and not np.shares_memory(flat[k], params[k])
+    assert np.shares_memory(flat["a"].base, flat["c"])
+    assert flat["c"].__array_interface__["data"][0] == \
+        flat["a"].__array_interface__["data"][0] + flat["a"].nbytes
+
+
+def test_find_mpiexec_honours_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("MPIEXEC", "/bin/true")
+    assert find_mpiexec() == "/bin/true"
