@@ -40,6 +40,11 @@ cdef inline floating _prelude(floating g, floating p, floating gs, bint scale,
     return g
 
 
+cdef inline double _lanes_total(const double* acc) noexcept nogil:
+    """The pairwise combination of ``_norm.sumsq_blocks``'s 8 lanes."""
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
 cdef inline char* _at(char* base, Py_ssize_t a, Py_ssize_t itemsize) noexcept nogil:
     """Element ``a`` of an array (NULL for an absent state)."""
     return NULL if base == NULL else base + a * itemsize
