@@ -32,7 +32,7 @@ from libc.stdlib cimport abort
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 from ._gather cimport gather_step, step_init, step_free
-from ._loops cimport _lanes_total
+from ._loops cimport _block_sumsq
 
 from fusedoptim import _norm, _tuning
 
@@ -333,25 +333,6 @@ ctypedef struct Block:
     const char* x
     Py_ssize_t n
     bint dbl
-
-
-cdef inline double _block_sumsq(const floating* x, Py_ssize_t n) noexcept nogil:
-    """``_norm.sumsq_blocks`` for one block: element i to lane i % 8,
-    each lane summed in order, lanes combined pairwise."""
-    cdef double acc[SUMSQ_LANES]
-    cdef double y
-    cdef Py_ssize_t i, k, full = n - n % SUMSQ_LANES
-    for k in range(SUMSQ_LANES):
-        acc[k] = 0.0
-    # Literal 8 (SUMSQ_LANES): Cython turns only a literal step into a C loop.
-    for i in range(0, full, 8):
-        for k in range(8):
-            y = <double>x[i + k]
-            acc[k] = acc[k] + y * y
-    for k in range(n - full):
-        y = <double>x[full + k]
-        acc[k] = acc[k] + y * y
-    return _lanes_total(acc)
 
 
 cdef void _block_sums(const Block* blocks, double* out, Py_ssize_t a,

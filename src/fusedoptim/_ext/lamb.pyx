@@ -11,7 +11,7 @@ from libc.math cimport sqrt
 
 from ._step cimport Tensor, Step, run_step, run_reduce, simd_enabled
 from ._gather cimport gather_step, states_match, step_init, step_free
-from ._loops cimport _prelude, _sqrt, _div_c1, _at, _lanes_total
+from ._loops cimport _prelude, _sqrt, _div_c1, _at, _block_sumsq
 
 from fusedoptim.families import FAMILIES
 from fusedoptim.families._spec import check_states
@@ -21,16 +21,18 @@ _FAMILY = FAMILIES["lamb"]
 cdef extern from "lamb_avx2.h" nogil:
     void fo_lamb1_avx2_f32(const float* p, const float* g, float* m, float* v, Py_ssize_t n,
                            float b1, float omb1, float b2, float omb2, float e, float c1,
-                           float c2, double rc1, float wd, int decay, double* out)
+                           float c2, double rc1, float wd, int decay, double* out,
+                           Py_ssize_t lim)
     void fo_lamb1_avx2_f64(const double* p, const double* g, double* m, double* v,
                            Py_ssize_t n, double b1, double omb1, double b2, double omb2,
                            double e, double c1, double c2, double rc1, double wd, int decay,
-                           double* out)
+                           double* out, Py_ssize_t lim)
     void fo_lamb2_avx2_f32(float* p, const float* m, const float* v, Py_ssize_t n, float s,
-                           float e, float c1, float c2, double rc1, float wd, int decay)
+                           float e, float c1, float c2, double rc1, float wd, int decay,
+                           Py_ssize_t lim)
     void fo_lamb2_avx2_f64(double* p, const double* m, const double* v, Py_ssize_t n,
                            double s, double e, double c1, double c2, double rc1, double wd,
-                           int decay)
+                           int decay, Py_ssize_t lim)
 
 
 ctypedef struct LambArgs:
@@ -54,17 +56,14 @@ cdef inline void _lamb1_loop(const floating* p, const floating* g, floating* m, 
                              floating omb2, floating e, floating c1, floating c2, double rc1,
                              floating gs, floating wd, bint scale, bint maximize,
                              bint decay, double* out) noexcept nogil:
-    """First pass over one block: element i's squares go to lane i % 8."""
-    cdef double ap[8]
-    cdef double au[8]
-    cdef Py_ssize_t i, k
-    cdef floating gi, pi, m0, v0, mi, vi, u
-    cdef double y
-    for k in range(8):
-        ap[k] = 0.0
-        au[k] = 0.0
+    """First pass over one block (``n <= SUMSQ_BLOCK``): the moments, the
+    direction into a block buffer (in L1), then the global norm's block sum
+    of squares of p and of the direction (apart, so that each loop
+    vectorizes)."""
+    cdef floating ub[4096]
+    cdef Py_ssize_t i
+    cdef floating gi, pi, m0, v0, mi, vi
     for i in range(n):
-        k = i % 8
         # Every load of the element before any store (see _loops, _LOADS_FIRST).
         pi = p[i]
         m0 = m[i]
@@ -74,17 +73,14 @@ cdef inline void _lamb1_loop(const floating* p, const floating* g, floating* m, 
         vi = b2 * v0 + omb2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        u = _dir(mi, vi, pi, e, c1, c2, rc1, wd, decay)
-        y = <double>pi
-        ap[k] = ap[k] + y * y
-        y = <double>u
-        au[k] = au[k] + y * y
-    out[0] = _lanes_total(ap)
-    out[1] = _lanes_total(au)
+        ub[i] = _dir(mi, vi, pi, e, c1, c2, rc1, wd, decay)
+    out[0] = _block_sumsq(p, n)
+    out[1] = _block_sumsq(&ub[0], n)
 
 
 cdef inline void _lamb1_typed(const floating* p, const floating* g, floating* m, floating* v,
-                              Py_ssize_t n, const LambArgs* A, double* out) noexcept nogil:
+                              Py_ssize_t n, Py_ssize_t lim, const LambArgs* A,
+                              double* out) noexcept nogil:
     cdef floating b1 = <floating>A.beta1, omb1 = <floating>(1.0 - A.beta1)
     cdef floating b2 = <floating>A.beta2, omb2 = <floating>(1.0 - A.beta2)
     cdef floating e = <floating>A.eps, c1 = <floating>A.bc1, c2 = <floating>A.bc2
@@ -97,10 +93,10 @@ cdef inline void _lamb1_typed(const floating* p, const floating* g, floating* m,
     elif A.simd:
         if floating is float:
             fo_lamb1_avx2_f32(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, decay,
-                              out)
+                              out, lim)
         else:
             fo_lamb1_avx2_f64(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, decay,
-                              out)
+                              out, lim)
     elif decay:
         _lamb1_loop(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, False, False,
                     True, out)
@@ -114,10 +110,12 @@ cdef void _lamb1_block(const Tensor* t, Py_ssize_t a, Py_ssize_t b, double* out,
     cdef const LambArgs* A = <const LambArgs*>args
     if t.dbl:
         _lamb1_typed(<const double*>_at(t.p, a, 8), <const double*>_at(t.g, a, 8),
-                     <double*>_at(t.s[0], a, 8), <double*>_at(t.s[1], a, 8), b - a, A, out)
+                     <double*>_at(t.s[0], a, 8), <double*>_at(t.s[1], a, 8), b - a, t.n - a,
+                     A, out)
     else:
         _lamb1_typed(<const float*>_at(t.p, a, 4), <const float*>_at(t.g, a, 4),
-                     <float*>_at(t.s[0], a, 4), <float*>_at(t.s[1], a, 4), b - a, A, out)
+                     <float*>_at(t.s[0], a, 4), <float*>_at(t.s[1], a, 4), b - a, t.n - a,
+                     A, out)
 
 
 cdef inline void _lamb2_loop(floating* p, const floating* m, const floating* v,
@@ -131,7 +129,8 @@ cdef inline void _lamb2_loop(floating* p, const floating* m, const floating* v,
 
 
 cdef inline void _lamb2_typed(floating* p, const floating* m, const floating* v,
-                              Py_ssize_t n, const LambArgs* A, double scale) noexcept nogil:
+                              Py_ssize_t n, Py_ssize_t lim, const LambArgs* A,
+                              double scale) noexcept nogil:
     cdef floating s = <floating>scale, e = <floating>A.eps
     cdef floating c1 = <floating>A.bc1, c2 = <floating>A.bc2
     cdef double rc1 = 1.0 / <double>c1
@@ -139,9 +138,9 @@ cdef inline void _lamb2_typed(floating* p, const floating* m, const floating* v,
     cdef bint decay = A.wd != 0.0
     if A.simd:
         if floating is float:
-            fo_lamb2_avx2_f32(p, m, v, n, s, e, c1, c2, rc1, wd, decay)
+            fo_lamb2_avx2_f32(p, m, v, n, s, e, c1, c2, rc1, wd, decay, lim)
         else:
-            fo_lamb2_avx2_f64(p, m, v, n, s, e, c1, c2, rc1, wd, decay)
+            fo_lamb2_avx2_f64(p, m, v, n, s, e, c1, c2, rc1, wd, decay, lim)
     elif decay:
         _lamb2_loop(p, m, v, n, s, e, c1, c2, rc1, wd, True)
     else:
@@ -154,10 +153,10 @@ cdef void _lamb2_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
     cdef double scale = A.scale[t - A.t0]
     if t.dbl:
         _lamb2_typed(<double*>_at(t.p, a, 8), <const double*>_at(t.s[0], a, 8),
-                     <const double*>_at(t.s[1], a, 8), b - a, A, scale)
+                     <const double*>_at(t.s[1], a, 8), b - a, t.n - a, A, scale)
     else:
         _lamb2_typed(<float*>_at(t.p, a, 4), <const float*>_at(t.s[0], a, 4),
-                     <const float*>_at(t.s[1], a, 4), b - a, A, scale)
+                     <const float*>_at(t.s[1], a, 4), b - a, t.n - a, A, scale)
 
 
 cdef double _trust_ratio(double sp, double su) noexcept nogil:

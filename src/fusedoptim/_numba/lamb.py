@@ -12,6 +12,7 @@ from numba import njit
 from .._validate import gather
 from ..families import check_call, family_of
 from ..families.lamb import trust_ratio
+from ._norm import _sumsq_block
 from ._step import (JIT, _as, _view, drive_parallel, drive_reduce_parallel,
                     drive_reduce_serial, drive_serial, run, run_reduce)
 
@@ -37,8 +38,9 @@ def _dir(mi, vi, p, eps, c1, c2, wd, decay):
 
 @njit(**JIT)
 def block(row, lo, hi, out, s, f, z):
-    """First pass over one block: moments, and the float64 sums of squares
-    of p and u in ``_norm.sumsq_blocks``'s 8 lanes (element i in lane i % 8)."""
+    """First pass over one block: the moments, the direction into a block
+    buffer, then the global norm's block sums of squares (``_norm``'s
+    ``_sumsq_block``) of p and of the direction."""
     n = hi - lo
     P = _view(row[0], lo, n, z)
     G = _view(row[1], lo, n, z)
@@ -47,8 +49,7 @@ def block(row, lo, hi, out, s, f, z):
     b1, omb1 = _as(s.beta1, z), _as(s.one_minus_beta1, z)
     b2, omb2, eps = _as(s.beta2, z), _as(s.one_minus_beta2, z), _as(s.eps, z)
     c1, c2, wd, gs = _as(s.bc1, z), _as(s.bc2, z), _as(s.weight_decay, z), _as(s.gscale, z)
-    ap = np.zeros(8)
-    au = np.zeros(8)
+    U = np.empty_like(P)
     for i in range(n):
         p = P[i]
         g = G[i]
@@ -60,13 +61,9 @@ def block(row, lo, hi, out, s, f, z):
         vi = b2 * V[i] + omb2 * (g * g)
         M[i] = mi
         V[i] = vi
-        u = _dir(mi, vi, p, eps, c1, c2, wd, f.decay)
-        y = np.float64(p)
-        ap[i % 8] += y * y
-        y = np.float64(u)
-        au[i % 8] += y * y
-    out[0] = ((ap[0] + ap[1]) + (ap[2] + ap[3])) + ((ap[4] + ap[5]) + (ap[6] + ap[7]))
-    out[1] = ((au[0] + au[1]) + (au[2] + au[3])) + ((au[4] + au[5]) + (au[6] + au[7]))
+        U[i] = _dir(mi, vi, p, eps, c1, c2, wd, f.decay)
+    out[0] = _sumsq_block(row[0], lo, hi, z)
+    out[1] = _sumsq_block(U.ctypes.data, 0, n, z)
 
 
 @njit(**JIT)
