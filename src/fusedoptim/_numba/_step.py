@@ -434,7 +434,7 @@ def run(drivers, groups, s, f):
             serial(ptrs, sizes, s, f, ZERO[dtype])
 
 
-def run_reduce(drivers, groups, s, f, nout):
+def run_reduce(drivers: tuple, groups: list, s: tuple, f: tuple, nout: int) -> np.ndarray:
     """Run a family's ``(serial, parallel)`` reduction drivers (wrappers of
     ``drive_reduce_*``, called as ``driver(ptrs, sizes, out, s, f, z)``) over
     every gathered group; returns the float64 ``(len(groups), nout)`` array

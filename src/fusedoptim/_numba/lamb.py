@@ -103,7 +103,7 @@ def parallel(ptrs, sizes, nthreads, s, f, z):
     drive_parallel(span, ptrs, sizes, nthreads, Scalars(*s), Flags(*f), z)
 
 
-def step(params, grads, states, mode, **kw):
+def step(params: dict, grads: dict, states: tuple, mode: int, **kw) -> None:
     """Multi-tensor LAMB step, keyword-only (see ``fusedoptim.families.lamb``)."""
     check_call(FAMILY, states, kw)
     groups = gather(params, grads, states, mode)

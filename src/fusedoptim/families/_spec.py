@@ -64,7 +64,7 @@ class Family:
         return tuple(bool(kw[self.optional[s]]) if s in self.optional else True
                      for s in self.slots)
 
-    def arrays_moved(self, kw):
+    def arrays_moved(self, kw: dict) -> int:
         """Arrays a step reads and writes per element: the parameter (read and
         written), the gradient (read) and each active state (read and
         written); a two-pass family reads the parameter and its

@@ -28,7 +28,7 @@ from ._spec import Family, Hyper, betas, flag, nonneg, prelude
 __all__ = ["FAMILY", "LAMB", "lamb_tensor", "trust_ratio"]
 
 
-def _sumsq(x):
+def _sumsq(x: np.ndarray) -> float:
     """Float64 sum of squares of ``x``: its ``sumsq_blocks`` added in order
     to a running total from 0.0 (the global norm's order, per tensor)."""
     total = 0.0
@@ -37,7 +37,7 @@ def _sumsq(x):
     return total
 
 
-def trust_ratio(p_sumsq, u_sumsq):
+def trust_ratio(p_sumsq: float, u_sumsq: float) -> float:
     """``||p|| / ||u||`` from the two float64 sums of squares, in double:
     ``sqrt(p_sumsq) / sqrt(u_sumsq)``, or 1.0 where either sum is 0 (as
     ``optax.scale_by_trust_ratio``).  A NaN sum gives NaN."""
@@ -46,8 +46,9 @@ def trust_ratio(p_sumsq, u_sumsq):
     return math.sqrt(p_sumsq) / math.sqrt(u_sumsq)
 
 
-def lamb_tensor(p, g, m, v, *, lr, beta1, beta2, eps, bc1, bc2, weight_decay, maximize,
-                gscale):
+def lamb_tensor(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, lr: float,
+                beta1: float, beta2: float, eps: float, bc1: float, bc2: float,
+                weight_decay: float, maximize: bool, gscale: float) -> None:
     r"""One LAMB step on one tensor, in place (the reference).
 
     .. math::

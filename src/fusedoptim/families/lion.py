@@ -13,7 +13,8 @@ from ._spec import Family, Hyper, betas, flag, nonneg, prelude
 __all__ = ["FAMILY", "Lion", "lion_tensor"]
 
 
-def lion_tensor(p, g, m, *, lr, beta1, beta2, weight_decay, maximize, gscale):
+def lion_tensor(p: np.ndarray, g: np.ndarray, m: np.ndarray, *, lr: float, beta1: float,
+                beta2: float, weight_decay: float, maximize: bool, gscale: float) -> None:
     r"""One Lion step on one tensor, in place (the reference).
 
     .. math::
