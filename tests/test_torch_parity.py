@@ -120,6 +120,10 @@ NO_COUNTERPART = {
                 "step moves by lr * (1 - beta) * g; torch's SGD buffer takes the raw "
                 "gradient on the first step (dampening skipped), so no torch setting "
                 "gives the same steps",
+    "Lion": "torch.optim has no Lion (tested against its formulas and optax's in "
+            "tests/test_lion_lamb.py)",
+    "LAMB": "torch.optim has no LAMB (tested against its formulas and optax's in "
+            "tests/test_lion_lamb.py)",
 }
 
 CASES = {case: (cls, kw) for cls, row in TABLE.items() for case, kw in row.cases.items()}

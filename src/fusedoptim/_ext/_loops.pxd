@@ -40,6 +40,32 @@ cdef inline floating _prelude(floating g, floating p, floating gs, bint scale,
     return g
 
 
+cdef inline double _lanes_total(const double* acc) noexcept nogil:
+    """The pairwise combination of ``_norm.sumsq_blocks``'s 8 lanes."""
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline double _block_sumsq(const floating* x, Py_ssize_t n) noexcept nogil:
+    """``_norm.sumsq_blocks`` for one block (``n <= SUMSQ_BLOCK``): element
+    i to lane i % 8, each lane summed in order in float64, lanes combined
+    pairwise (``_lanes_total``)."""
+    cdef double acc[8]
+    cdef double y
+    cdef Py_ssize_t i, k, full = n - n % 8
+    for k in range(8):
+        acc[k] = 0.0
+    # Literal 8 (_norm.SUMSQ_LANES, checked by _step): Cython turns only a
+    # literal step into a C loop.
+    for i in range(0, full, 8):
+        for k in range(8):
+            y = <double>x[i + k]
+            acc[k] = acc[k] + y * y
+    for k in range(n - full):
+        y = <double>x[full + k]
+        acc[k] = acc[k] + y * y
+    return _lanes_total(acc)
+
+
 cdef inline char* _at(char* base, Py_ssize_t a, Py_ssize_t itemsize) noexcept nogil:
     """Element ``a`` of an array (NULL for an absent state)."""
     return NULL if base == NULL else base + a * itemsize

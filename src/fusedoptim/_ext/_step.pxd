@@ -42,5 +42,14 @@ ctypedef struct Step:
 ctypedef void (*chunk_fn)(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                           const void* args) noexcept nogil
 
+# The first pass of a two-pass family (a per-tensor reduction, LAMB's norms):
+# updates elements [a, b) of tensor t, one block of the global norm's
+# SUMSQ_BLOCK elements (a a multiple of it from the tensor's start), and
+# writes the block's float64 partial results to out[0 .. nout).
+ctypedef void (*reduce_fn)(const Tensor* t, Py_ssize_t a, Py_ssize_t b, double* out,
+                           const void* args) noexcept nogil
+
 cdef bint simd_enabled() noexcept nogil
 cdef int run_step(const Step* st, chunk_fn fn, const void* args) except -1
+cdef int run_reduce(const Step* st, reduce_fn fn, const void* args, int nout,
+                    double* sums) except -1

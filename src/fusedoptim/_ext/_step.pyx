@@ -32,6 +32,7 @@ from libc.stdlib cimport abort
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 from ._gather cimport gather_step, step_init, step_free
+from ._loops cimport _block_sumsq
 
 from fusedoptim import _norm, _tuning
 
@@ -244,31 +245,94 @@ cdef int run_step(const Step* st, chunk_fn fn, const void* args) except -1:
     return 0
 
 
+# --- per-tensor reduction (the first pass of a two-pass family) ---------------
+
+ctypedef struct ReduceJob:
+    const Step* st
+    reduce_fn fn
+    const void* args
+    const Py_ssize_t* bt     # block k: tensor bt[k], elements from bs[k]
+    const Py_ssize_t* bs
+    double* out              # nout results per block
+    int nout
+    Py_ssize_t nb
+    Py_ssize_t per           # reduction blocks per pool block
+
+
+cdef void _reduce_range(const ReduceJob* j, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    cdef Py_ssize_t k, n, s
+    for k in range(a, b):
+        s = j.bs[k]
+        n = j.st.t[j.bt[k]].n
+        j.fn(&j.st.t[j.bt[k]], s, s + SUMSQ_BLOCK if n - s > SUMSQ_BLOCK else n,
+             j.out + k * j.nout, j.args)
+
+
+cdef void _reduce_block(void* ctx, Py_ssize_t k) noexcept nogil:
+    cdef const ReduceJob* j = <const ReduceJob*>ctx
+    cdef Py_ssize_t a = k * j.per, b = a + j.per
+    _reduce_range(j, a, b if b < j.nb else j.nb)
+
+
+cdef int run_reduce(const Step* st, reduce_fn fn, const void* args, int nout,
+                    double* sums) except -1:
+    """Run ``fn`` over every tensor in blocks of ``SUMSQ_BLOCK`` elements
+    from the tensor's start (the blocks shared by the caller and the pool's
+    workers as in ``run_step``), each block's ``nout`` results in its own
+    slot; then ``sums[i * nout + r]`` = result ``r`` of tensor ``i``'s blocks
+    added in order to a running total from 0.0 (0.0 for an empty tensor).
+    The same bits whichever thread computes a block."""
+    cdef ReduceJob job
+    cdef Py_ssize_t i, k, r, nb = 0, a
+    cdef Py_ssize_t* bt = NULL
+    cdef double total
+    cdef int nt = _num_threads
+    for i in range(st.count):
+        nb += (st.t[i].n + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
+    bt = <Py_ssize_t*>PyMem_Malloc(2 * (nb if nb > 0 else 1) * sizeof(Py_ssize_t))
+    job.out = <double*>PyMem_Malloc((nb if nb > 0 else 1) * nout * sizeof(double))
+    try:
+        if bt == NULL or job.out == NULL:
+            raise MemoryError()
+        k = 0
+        for i in range(st.count):
+            for a in range(0, st.t[i].n, 4096):  # SUMSQ_BLOCK (a literal step)
+                bt[k] = i
+                bt[nb + k] = a
+                k += 1
+        job.st = st
+        job.fn = fn
+        job.args = args
+        job.bt = bt
+        job.bs = bt + nb
+        job.nout = nout
+        job.nb = nb
+        job.per = (_block + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
+        if not FO_THREADS or nt <= 1 or st.total < _parallel_min:
+            _reduce_range(&job, 0, nb)
+        else:
+            with nogil:
+                fo_pool_run(nt, _reduce_block, &job, (nb + job.per - 1) // job.per)
+        k = 0
+        for i in range(st.count):
+            for r in range(nout):
+                sums[i * nout + r] = 0.0
+            while k < nb and bt[k] == i:
+                for r in range(nout):
+                    sums[i * nout + r] += job.out[k * nout + r]
+                k += 1
+        return 0
+    finally:
+        PyMem_Free(bt)
+        PyMem_Free(job.out)
+
+
 # --- global gradient norm -------------------------------------------------------
 
 ctypedef struct Block:
     const char* x
     Py_ssize_t n
     bint dbl
-
-
-cdef inline double _block_sumsq(const floating* x, Py_ssize_t n) noexcept nogil:
-    """``_norm.sumsq_blocks`` for one block: element i to lane i % 8,
-    each lane summed in order, lanes combined pairwise."""
-    cdef double acc[SUMSQ_LANES]
-    cdef double y
-    cdef Py_ssize_t i, k, full = n - n % SUMSQ_LANES
-    for k in range(SUMSQ_LANES):
-        acc[k] = 0.0
-    # Literal 8 (SUMSQ_LANES): Cython turns only a literal step into a C loop.
-    for i in range(0, full, 8):
-        for k in range(8):
-            y = <double>x[i + k]
-            acc[k] = acc[k] + y * y
-    for k in range(n - full):
-        y = <double>x[full + k]
-        acc[k] = acc[k] + y * y
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
 cdef void _block_sums(const Block* blocks, double* out, Py_ssize_t a,

@@ -1,5 +1,5 @@
 /* AVX2 build of _yardstick._copy_like_loop (see avx2.h): each of the nrw
- * arrays += g.  The yardstick gets the same treatment as the optimizer loops
+ * arrays += g (+ g2 when nro == 2).  The yardstick gets the same treatment as the optimizer loops
  * so that it stays a floor. */
 #ifndef FUSEDOPTIM_COPY_AVX2_H
 #define FUSEDOPTIM_COPY_AVX2_H
@@ -8,28 +8,39 @@
 
 #if FO_SIMD_AVX2
 
-#define FO_COPY_LOOP(NAME, T)                                                  \
-    static FO_AVX2 void NAME(T *restrict x0, T *restrict x1, T *restrict x2,   \
-                             const T *restrict g, ptrdiff_t n, int nrw)        \
-    {                                                                          \
+#define FO_COPY_RANGE(T, G)                                                    \
+    do {                                                                       \
         ptrdiff_t i;                                                           \
         if (nrw == 1) {                                                        \
-            for (i = 0; i < n; i++)                                            \
-                x0[i] = x0[i] + g[i];                                          \
+            for (i = 0; i < n; i++) {                                          \
+                T gi = G, a0 = x0[i];                                          \
+                x0[i] = a0 + gi;                                               \
+            }                                                                  \
         } else if (nrw == 2) {                                                 \
             for (i = 0; i < n; i++) {                                          \
-                T gi = g[i], a0 = x0[i], a1 = x1[i];                           \
+                T gi = G, a0 = x0[i], a1 = x1[i];                              \
                 x0[i] = a0 + gi;                                               \
                 x1[i] = a1 + gi;                                               \
             }                                                                  \
         } else {                                                               \
             for (i = 0; i < n; i++) {                                          \
-                T gi = g[i], a0 = x0[i], a1 = x1[i], a2 = x2[i];               \
+                T gi = G, a0 = x0[i], a1 = x1[i], a2 = x2[i];                  \
                 x0[i] = a0 + gi;                                               \
                 x1[i] = a1 + gi;                                               \
                 x2[i] = a2 + gi;                                               \
             }                                                                  \
         }                                                                      \
+    } while (0)
+
+#define FO_COPY_LOOP(NAME, T)                                                  \
+    static FO_AVX2 void NAME(T *restrict x0, T *restrict x1, T *restrict x2,   \
+                             const T *restrict g, const T *restrict g2,        \
+                             ptrdiff_t n, int nrw, int nro)                    \
+    {                                                                          \
+        if (nro == 2)                                                          \
+            FO_COPY_RANGE(T, g[i] + g2[i]);                                    \
+        else                                                                   \
+            FO_COPY_RANGE(T, g[i]);                                            \
     }
 
 FO_COPY_LOOP(fo_copy_avx2_f32, float)

@@ -102,10 +102,12 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .. import _tuning
+from .._norm import SUMSQ_BLOCK
 from .._tuning import SPLIT_ALIGN
 
-__all__ = ["JIT", "ZERO", "set_num_threads", "run", "work", "parallel_threads",
-           "in_parallel", "drive_serial", "drive_parallel", "_as", "_view", "_addr"]
+__all__ = ["JIT", "ZERO", "set_num_threads", "run", "run_reduce", "work", "parallel_threads",
+           "in_parallel", "drive_serial", "drive_parallel", "drive_reduce_serial",
+           "drive_reduce_parallel", "_as", "_view", "_addr"]
 
 _CACHE = os.environ.get("FUSEDOPTIM_NUMBA_CACHE", "").strip().lower() in ("1", "true", "yes")
 
@@ -309,6 +311,55 @@ def drive_parallel(span, ptrs, sizes, nthreads, s, f, z):
                    _split_start(total, nthreads, t + 1), s, f, z)
 
 
+# The first pass of a two-pass family (a per-tensor reduction, LAMB's norms):
+# ``block(row, lo, hi, out, s, f, z)`` updates elements [lo, hi) of a tensor,
+# one block of the global norm's ``SUMSQ_BLOCK`` elements from the tensor's
+# start, and writes its float64 results to the row ``out``.  Each block has
+# its own row, so the results do not depend on which thread computed it.
+
+@njit(**_DRIVER)
+def drive_reduce_serial(block, ptrs, sizes, out, s, f, z):
+    """``block`` over every block of every tensor, in order."""
+    j = 0
+    for k in range(sizes.size):
+        n = sizes[k]
+        for lo in range(0, n, SUMSQ_BLOCK):
+            block(ptrs[k], lo, min(n, lo + SUMSQ_BLOCK), out[j], s, f, z)
+            j += 1
+
+
+@njit(parallel=True, **_DRIVER)
+def drive_reduce_parallel(block, ptrs, sizes, out, s, f, z):
+    """``block`` over every block of every tensor, one task per block."""
+    nb = out.shape[0]
+    bt = np.empty(nb, np.intp)
+    bs = np.empty(nb, np.intp)
+    j = 0
+    for k in range(sizes.size):
+        for lo in range(0, sizes[k], SUMSQ_BLOCK):
+            bt[j] = k
+            bs[j] = lo
+            j += 1
+    for b in prange(nb):
+        k = bt[b]
+        lo = bs[b]
+        block(ptrs[k], lo, min(sizes[k], lo + SUMSQ_BLOCK), out[b], s, f, z)
+
+
+@njit(**JIT)
+def _tensor_totals(out, sizes, sums):
+    """``sums[k]``: tensor k's block rows of ``out`` added in order to a
+    running total from 0.0."""
+    j = 0
+    for k in range(sizes.size):
+        for r in range(out.shape[1]):
+            sums[k, r] = 0.0
+        for _lo in range(0, sizes[k], SUMSQ_BLOCK):
+            for r in range(out.shape[1]):
+                sums[k, r] += out[j, r]
+            j += 1
+
+
 # --- Python side: the work list -------------------------------------------------
 
 
@@ -381,3 +432,27 @@ def run(drivers, groups, s, f):
             in_parallel(nthreads, parallel, ptrs, sizes, nthreads, s, f, ZERO[dtype])
         else:
             serial(ptrs, sizes, s, f, ZERO[dtype])
+
+
+def run_reduce(drivers: tuple, groups: list, s: tuple, f: tuple, nout: int) -> np.ndarray:
+    """Run a family's ``(serial, parallel)`` reduction drivers (wrappers of
+    ``drive_reduce_*``, called as ``driver(ptrs, sizes, out, s, f, z)``) over
+    every gathered group; returns the float64 ``(len(groups), nout)`` array
+    of each tensor's results, its blocks' added in order."""
+    serial, parallel = drivers
+    s, f = tuple(s), tuple(f)
+    by_dtype, total = work(groups)
+    nthreads = parallel_threads(total)
+    sums = np.zeros((len(groups), nout))
+    for dtype, (rows, sizes) in by_dtype.items():
+        ptrs = np.array(rows, dtype=np.intp)
+        sizes = np.array(sizes, dtype=np.intp)
+        out = np.empty((int(np.sum(-(-sizes // SUMSQ_BLOCK))), nout))
+        if nthreads > 1:
+            in_parallel(nthreads, parallel, ptrs, sizes, out, s, f, ZERO[dtype])
+        else:
+            serial(ptrs, sizes, out, s, f, ZERO[dtype])
+        part = np.empty((sizes.size, nout))
+        _tensor_totals(out, sizes, part)
+        sums[[i for i, grp in enumerate(groups) if grp[0].dtype == dtype]] = part
+    return sums

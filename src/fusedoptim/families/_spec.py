@@ -9,7 +9,11 @@ A *family* is one fused element loop shared by several optimizer classes
 * ``scalars`` and ``flags`` -- the float and bool keywords of its step (on top
   of ``gscale``, the clipping factor every family takes);
 * ``update`` -- the reference update of one tensor in plain NumPy, which
-  states the exact operation order every backend reproduces bit for bit.
+  states the exact operation order every backend reproduces bit for bit;
+* ``second_pass`` -- for a family whose update needs a per-tensor reduction
+  first (LAMB's norms), the state slots its second pass reads again besides
+  the parameter: the first pass writes the states and reduces, the second
+  writes the parameter.  Empty for a one-pass family.
 
 Each backend exposes one callable per family, named after it, with the same
 keyword-only signature::
@@ -42,6 +46,7 @@ class Family:
     flags: tuple
     update: Callable
     optional: dict = field(default_factory=dict)
+    second_pass: tuple = ()
 
     @property
     def keywords(self):
@@ -59,11 +64,13 @@ class Family:
         return tuple(bool(kw[self.optional[s]]) if s in self.optional else True
                      for s in self.slots)
 
-    def arrays_moved(self, kw):
+    def arrays_moved(self, kw: dict) -> int:
         """Arrays a step reads and writes per element: the parameter (read and
         written), the gradient (read) and each active state (read and
-        written)."""
-        return 3 + 2 * sum(self.active_slots(kw))
+        written); a two-pass family reads the parameter and its
+        ``second_pass`` slots once more."""
+        again = 1 + len(self.second_pass) if self.second_pass else 0
+        return 3 + 2 * sum(self.active_slots(kw)) + again
 
 
 def check_call(family, states, kw):

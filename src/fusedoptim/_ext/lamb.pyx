@@ -1,0 +1,208 @@
+# cython: language_level=3
+"""The ``lamb`` family's compiled step (LAMB): the two passes of
+``families.lamb.lamb_tensor`` (``run_reduce``: moments and the blocks' sums
+of squares; ``run_step``: the parameter scaled by each tensor's trust
+ratio), their flag-specialized dispatch and AVX2 fast paths
+(``lamb_avx2.h``)."""
+
+from cython cimport floating
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.math cimport sqrt
+
+from ._step cimport Tensor, Step, run_step, run_reduce, simd_enabled
+from ._gather cimport gather_step, states_match, step_init, step_free
+from ._loops cimport _prelude, _sqrt, _div_c1, _at, _block_sumsq
+
+from fusedoptim.families import FAMILIES
+from fusedoptim.families._spec import check_states
+
+_FAMILY = FAMILIES["lamb"]
+
+cdef extern from "lamb_avx2.h" nogil:
+    void fo_lamb1_avx2_f32(const float* p, const float* g, float* m, float* v, Py_ssize_t n,
+                           float b1, float omb1, float b2, float omb2, float e, float c1,
+                           float c2, double rc1, float wd, int decay, double* out,
+                           Py_ssize_t lim)
+    void fo_lamb1_avx2_f64(const double* p, const double* g, double* m, double* v,
+                           Py_ssize_t n, double b1, double omb1, double b2, double omb2,
+                           double e, double c1, double c2, double rc1, double wd, int decay,
+                           double* out, Py_ssize_t lim)
+    void fo_lamb2_avx2_f32(float* p, const float* m, const float* v, Py_ssize_t n, float s,
+                           float e, float c1, float c2, double rc1, float wd, int decay,
+                           Py_ssize_t lim)
+    void fo_lamb2_avx2_f64(double* p, const double* m, const double* v, Py_ssize_t n,
+                           double s, double e, double c1, double c2, double rc1, double wd,
+                           int decay, Py_ssize_t lim)
+
+
+ctypedef struct LambArgs:
+    double lr, beta1, beta2, eps, bc1, bc2, wd, gscale
+    bint maximize, simd
+    const Tensor* t0      # the step's first tensor: t - t0 is a tensor's index
+    const double* scale   # second pass: lr * trust ratio of each tensor
+
+
+cdef inline floating _dir(floating mi, floating vi, floating pi, floating e, floating c1,
+                          floating c2, double rc1, floating wd, bint decay) noexcept nogil:
+    """The direction u of one element (lamb_tensor's order)."""
+    cdef floating u = _div_c1(mi, c1, rc1) / (_sqrt(vi / c2) + e)
+    if decay:
+        u = u + wd * pi
+    return u
+
+
+cdef inline void _lamb1_loop(const floating* p, const floating* g, floating* m, floating* v,
+                             Py_ssize_t n, floating b1, floating omb1, floating b2,
+                             floating omb2, floating e, floating c1, floating c2, double rc1,
+                             floating gs, floating wd, bint scale, bint maximize,
+                             bint decay, double* out) noexcept nogil:
+    """First pass over one block (``n <= SUMSQ_BLOCK``): the moments, the
+    direction into a block buffer (in L1), then the global norm's block sum
+    of squares of p and of the direction (apart, so that each loop
+    vectorizes)."""
+    cdef floating ub[4096]
+    cdef Py_ssize_t i
+    cdef floating gi, pi, m0, v0, mi, vi
+    for i in range(n):
+        # Every load of the element before any store (see _loops, _LOADS_FIRST).
+        pi = p[i]
+        m0 = m[i]
+        v0 = v[i]
+        gi = _prelude(g[i], pi, gs, scale, maximize, wd, False)
+        mi = b1 * m0 + omb1 * gi
+        vi = b2 * v0 + omb2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        ub[i] = _dir(mi, vi, pi, e, c1, c2, rc1, wd, decay)
+    out[0] = _block_sumsq(p, n)
+    out[1] = _block_sumsq(&ub[0], n)
+
+
+cdef inline void _lamb1_typed(const floating* p, const floating* g, floating* m, floating* v,
+                              Py_ssize_t n, Py_ssize_t lim, const LambArgs* A,
+                              double* out) noexcept nogil:
+    cdef floating b1 = <floating>A.beta1, omb1 = <floating>(1.0 - A.beta1)
+    cdef floating b2 = <floating>A.beta2, omb2 = <floating>(1.0 - A.beta2)
+    cdef floating e = <floating>A.eps, c1 = <floating>A.bc1, c2 = <floating>A.bc2
+    cdef double rc1 = 1.0 / <double>c1
+    cdef floating gs = <floating>A.gscale, wd = <floating>A.wd
+    cdef bint scale = A.gscale != 1.0, mx = A.maximize, decay = A.wd != 0.0
+    if scale or mx:
+        _lamb1_loop(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, scale, mx,
+                    decay, out)
+    elif A.simd:
+        if floating is float:
+            fo_lamb1_avx2_f32(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, decay,
+                              out, lim)
+        else:
+            fo_lamb1_avx2_f64(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, decay,
+                              out, lim)
+    elif decay:
+        _lamb1_loop(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, False, False,
+                    True, out)
+    else:
+        _lamb1_loop(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, False, False,
+                    False, out)
+
+
+cdef void _lamb1_block(const Tensor* t, Py_ssize_t a, Py_ssize_t b, double* out,
+                       const void* args) noexcept nogil:
+    cdef const LambArgs* A = <const LambArgs*>args
+    if t.dbl:
+        _lamb1_typed(<const double*>_at(t.p, a, 8), <const double*>_at(t.g, a, 8),
+                     <double*>_at(t.s[0], a, 8), <double*>_at(t.s[1], a, 8), b - a, t.n - a,
+                     A, out)
+    else:
+        _lamb1_typed(<const float*>_at(t.p, a, 4), <const float*>_at(t.g, a, 4),
+                     <float*>_at(t.s[0], a, 4), <float*>_at(t.s[1], a, 4), b - a, t.n - a,
+                     A, out)
+
+
+cdef inline void _lamb2_loop(floating* p, const floating* m, const floating* v,
+                             Py_ssize_t n, floating s, floating e, floating c1, floating c2,
+                             double rc1, floating wd, bint decay) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating pi
+    for i in range(n):
+        pi = p[i]
+        p[i] = pi - s * _dir(m[i], v[i], pi, e, c1, c2, rc1, wd, decay)
+
+
+cdef inline void _lamb2_typed(floating* p, const floating* m, const floating* v,
+                              Py_ssize_t n, Py_ssize_t lim, const LambArgs* A,
+                              double scale) noexcept nogil:
+    cdef floating s = <floating>scale, e = <floating>A.eps
+    cdef floating c1 = <floating>A.bc1, c2 = <floating>A.bc2
+    cdef double rc1 = 1.0 / <double>c1
+    cdef floating wd = <floating>A.wd
+    cdef bint decay = A.wd != 0.0
+    if A.simd:
+        if floating is float:
+            fo_lamb2_avx2_f32(p, m, v, n, s, e, c1, c2, rc1, wd, decay, lim)
+        else:
+            fo_lamb2_avx2_f64(p, m, v, n, s, e, c1, c2, rc1, wd, decay, lim)
+    elif decay:
+        _lamb2_loop(p, m, v, n, s, e, c1, c2, rc1, wd, True)
+    else:
+        _lamb2_loop(p, m, v, n, s, e, c1, c2, rc1, wd, False)
+
+
+cdef void _lamb2_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
+                       const void* args) noexcept nogil:
+    cdef const LambArgs* A = <const LambArgs*>args
+    cdef double scale = A.scale[t - A.t0]
+    if t.dbl:
+        _lamb2_typed(<double*>_at(t.p, a, 8), <const double*>_at(t.s[0], a, 8),
+                     <const double*>_at(t.s[1], a, 8), b - a, t.n - a, A, scale)
+    else:
+        _lamb2_typed(<float*>_at(t.p, a, 4), <const float*>_at(t.s[0], a, 4),
+                     <const float*>_at(t.s[1], a, 4), b - a, t.n - a, A, scale)
+
+
+cdef double _trust_ratio(double sp, double su) noexcept nogil:
+    """``families.lamb.trust_ratio``."""
+    if sp == 0.0 or su == 0.0:
+        return 1.0
+    return sqrt(sp) / sqrt(su)
+
+
+def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
+         double eps, double bc1, double bc2, double weight_decay, bint maximize,
+         double gscale):
+    """Multi-tensor LAMB step, one call, two passes; ``states = (m, v)``
+    pairs (see ``families.lamb.lamb_tensor``)."""
+    cdef Step st
+    cdef LambArgs A
+    cdef double* sums = NULL
+    cdef double* scale = NULL
+    cdef Py_ssize_t i, n
+    if not states_match(states, 2, 3):
+        check_states(_FAMILY, states, {})
+    step_init(&st)
+    try:
+        gather_step(params, grads, states, mode, &st)
+        n = st.count if st.count > 0 else 1
+        sums = <double*>PyMem_Malloc(2 * n * sizeof(double))
+        scale = <double*>PyMem_Malloc(n * sizeof(double))
+        if sums == NULL or scale == NULL:
+            raise MemoryError()
+        A.lr = lr
+        A.beta1 = beta1
+        A.beta2 = beta2
+        A.eps = eps
+        A.bc1 = bc1
+        A.bc2 = bc2
+        A.wd = weight_decay
+        A.gscale = gscale
+        A.maximize = maximize
+        A.simd = simd_enabled()
+        A.t0 = st.t
+        A.scale = scale
+        run_reduce(&st, _lamb1_block, &A, 2, sums)
+        for i in range(st.count):
+            scale[i] = lr * _trust_ratio(sums[2 * i], sums[2 * i + 1])
+        run_step(&st, _lamb2_chunk, &A)
+    finally:
+        PyMem_Free(sums)
+        PyMem_Free(scale)
+        step_free(&st)
