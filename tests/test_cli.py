@@ -615,7 +615,7 @@ def test_progress_terminal_and_pipe():
 def test_train_few_epochs(tmp_path, capsys):
     png = tmp_path / "moons.png"
     argv = ["train", "--epochs", "3", "--print-every", "1", "--optimizer", "adam,gd",
-            "--decay", "inverse-time", "-q"]
+            "--decay", "inverse-time"]
     try:
         import matplotlib  # noqa: F401
         argv += ["--plot", str(png)]
@@ -636,6 +636,74 @@ def test_train_few_epochs(tmp_path, capsys):
         assert r[4].endswith("%") and 0 <= float(r[4][:-1]) <= 100
     if png is not None:
         assert png.read_bytes()[:8] == PNG
+
+
+def test_train_quiet_prints_no_cost_lines(capsys):
+    assert main(["train", "--epochs", "3", "--print-every", "1", "--optimizer", "gd",
+                 "--decay", "none", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "cost after epoch" not in out
+    assert "optimizer " in out and out.count("\ngd ") == 1
+
+
+def test_train_decay_interval_default_scales_with_short_runs():
+    from fusedoptim.cli.train.command import decay_interval
+    assert decay_interval(5000) == 1000          # the course's interval
+    assert decay_interval(1001) == 1000
+    assert decay_interval(1000) == 200           # 1000 would never fire in epochs 0..999
+    assert decay_interval(3) == 1
+    assert decay_interval(1000, 1000) == 1000    # asked for: kept
+
+
+def _final_costs(out):
+    table = out[out.index("optimizer "):].splitlines()[2:]
+    return {(r.split()[0], r.split()[1]): r.split()[3] for r in table if r.strip()
+            and not r.startswith("final")}
+
+
+def test_train_short_staircase_run_decays(capsys):
+    argv = ["train", "--epochs", "20", "--optimizer", "adam", "-q"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "staircase decay every 4 epochs" in out
+    costs = _final_costs(out)
+    assert costs[("adam", "none")] != costs[("adam", "staircase")]
+    # With the course's interval stated explicitly, 20 epochs never decay.
+    assert main(argv + ["--decay-interval", "1000"]) == 0
+    costs = _final_costs(capsys.readouterr().out)
+    assert costs[("adam", "none")] == costs[("adam", "staircase")]
+
+
+def test_subcommand_errors_name_the_subcommand(capsys):
+    _one_line_error(capsys, ["bench", "--quick", "extra"], "fusedoptim bench: error:")
+    _one_line_error(capsys, ["train", "--epochs", "0"], "fusedoptim train: error:")
+    _one_line_error(capsys, ["train", "stray"], "fusedoptim train: error: unrecognized")
+
+
+def _run_cli(args, env_extra):
+    env = dict(os.environ, **env_extra)
+    return subprocess.run([sys.executable, "-m", "fusedoptim", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("env", [{"FUSEDOPTIM_BACKEND": "bogus"},
+                                 {"FUSEDOPTIM_NUM_THREADS": "0"}])
+def test_bad_backend_environment_help_works_and_commands_fail_in_one_line(env):
+    for args in (["--help"], ["bench", "--help"], ["train", "--help"], ["--version"]):
+        p = _run_cli(args, env)
+        assert p.returncode == 0 and "Traceback" not in p.stderr, (args, p.stderr)
+    for cmd in ("bench", "train"):
+        p = _run_cli([cmd, "-q"], env)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"fusedoptim {cmd}: error: FUSEDOPTIM_")
+
+
+def test_bad_backend_environment_still_raises_for_library_import():
+    env = dict(os.environ, FUSEDOPTIM_BACKEND="bogus")
+    p = subprocess.run([sys.executable, "-c", "import fusedoptim"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert p.returncode != 0 and "ValueError: FUSEDOPTIM_BACKEND='bogus'" in p.stderr
 
 
 def test_train_without_decay_runs(capsys):

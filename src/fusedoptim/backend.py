@@ -76,7 +76,8 @@ def _load(name):
                        f"the build is broken or missing: reinstall with a C compiler "
                        f"(pip install --force-reinstall --no-binary fusedoptim fusedoptim)")
             elif name == "numba":
-                why = f"numba did not import ({exc}): pip install numba"
+                why = (f"numba did not import ({exc}); the numba backend is optional: "
+                       f"pip install 'fusedoptim[numba]'")
             else:
                 why = f"fusedoptim._reference did not import ({exc})"
             _errors[name] = why
@@ -154,6 +155,22 @@ def set_num_threads(n):
             mod.set_num_threads(n)
 
 
+#: The error a bad ``FUSEDOPTIM_BACKEND`` or ``FUSEDOPTIM_NUM_THREADS`` raised at
+#: import, when the import was the command line's (see ``_launched_as_cli``):
+#: ``fusedoptim --help`` must work whatever the environment, and the commands
+#: that need a backend report this error as one line.  ``None`` otherwise.
+init_error: Exception | None = None
+
+
+def _launched_as_cli() -> bool:
+    """Whether this import is the command line's: ``python -m fusedoptim``
+    (while runpy imports the package, ``sys.argv[0]`` is ``"-m"``) or the
+    ``fusedoptim`` console script.  A library import raises its errors at
+    import as documented; only the command line defers them."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    return argv0 == "-m" or os.path.basename(argv0) in ("fusedoptim", "fusedoptim.exe")
+
+
 def _init_threads():
     global _num_threads
     env = os.environ.get("FUSEDOPTIM_NUM_THREADS", "").strip()
@@ -216,5 +233,18 @@ def _init_backend():
         return
 
 
-_init_threads()
-_init_backend()
+def _init() -> None:
+    global init_error, _num_threads
+    try:
+        _init_threads()
+        _init_backend()
+    except (ValueError, BackendUnavailable) as exc:
+        if not _launched_as_cli():
+            raise
+        init_error = exc
+        if _num_threads is None:
+            from ._threads import default_threads
+            _num_threads = default_threads()
+
+
+_init()
