@@ -57,6 +57,7 @@ import inspect
 import math
 from dataclasses import replace
 import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,6 +66,9 @@ from ._alloc import zeros_like_state
 from ._checkpoint import Checkpointing
 from ._norm import sumsq_blocks
 from .backend import active as _backend
+
+if TYPE_CHECKING:
+    from .families import Family, Hyper
 
 __all__ = ["Optimizer"]
 
@@ -131,10 +135,10 @@ class Optimizer(Checkpointing):
     non-blocking lock, so the check costs nothing measurable).
     """
 
-    family = None
-    lr_default = REQUIRED
-    hyper = ()
-    state_names = ()
+    family: "Family | None" = None
+    lr_default: Any = REQUIRED
+    hyper: "tuple[Hyper, ...]" = ()
+    state_names: tuple[str, ...] = ()
 
     COMMON_DOC = """max_grad_norm : float or None, keyword-only
         Clip the global L2 norm of all gradients to this value (``> 0``).

@@ -53,7 +53,7 @@ def _step(step):
 class _Schedule:
     """Shared ``repr``; subclasses list their arguments in ``_args``."""
 
-    _args = ()
+    _args: tuple[str, ...] = ()
 
     def __repr__(self):
         args = ", ".join(f"{a}={getattr(self, a)!r}" for a in self._args)
