@@ -184,6 +184,17 @@ class BiasCorrected(Mapping[str, Array]):
     computing ``v_corrected`` and ``s_corrected`` eagerly, so the fused step
     pays nothing for them.  An entry reflects the state at the time it is
     read: read it before the next step if you want that step's value.
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {"W": np.array([1.0, -2.0])}
+    >>> v, s = fo.initialize_adam(params)
+    >>> grads = {"dW": np.array([0.5, -0.5])}
+    >>> _, _, _, v_corrected, s_corrected = fo.update_parameters_with_adam(
+    ...     params, grads, v, s, t=1, learning_rate=0.1)
+    >>> v["dW"], v_corrected["dW"]          # v / (1 - beta1**1)
+    (array([ 0.05, -0.05]), array([ 0.5, -0.5]))
     """
 
     __slots__ = ("_state", "_correction")
