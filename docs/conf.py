@@ -48,7 +48,6 @@ napoleon_custom_sections = [("Keys", "params_style")]
 default_role = "literal"
 nitpicky = False
 
-templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "api_optimizers.rst"]
 html_theme = "alabaster"
 html_theme_options = {"description": "Fused, in-place optimizer steps over NumPy arrays",

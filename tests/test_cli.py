@@ -761,3 +761,73 @@ def test_jit_warmup_before_timing(monkeypatch, tmp_path, capsys, yardstick):
     assert sorted(calls[:first_timed]) == sorted(
         (s, "numba") for s in ("course", "mlp") for _ in ("gd", "adam"))
     assert {r["impl"] for r in doc["results"]} >= {"numba", "numpy"}
+
+
+# --- numbers that stay true: --markdown, the busy flag, docs/update_readme.py ----
+
+def test_bench_markdown_has_machine_date_and_table(capsys, yardstick):
+    assert main(["bench", "--quick", "--size", "course", "--optimizer", "gd", "--backend",
+                 "numpy", "--repeat", "1", "--markdown", "-q"]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("Measured on 20") and " UTC with `fusedoptim bench " in first
+    assert "load average" in first or "not available" in first
+    assert "| optimizer | size | dtype | thr | impl | time/step |" in out
+    rows = [line for line in out.splitlines() if line.startswith("| gd ")]
+    assert len(rows) == 1 and "| course | float32 |" in rows[0]
+    assert any(line.startswith("|  |  |  |  | numpy |") or "| numpy |" in rows[0]
+               for line in out.splitlines())
+
+
+def _doc(start, end, cpus=2):
+    return {"machine": {"usable_cpus": cpus, "logical_cpus": cpus},
+            "load_average": {"start": start, "end": end}}
+
+
+def test_busy_machine_is_flagged_above_the_threshold():
+    assert report.busy(_doc(0.2, 0.9)) is None                # <= 0.5 per CPU
+    assert report.busy(_doc(0.2, 1.2)) == (1.2, 2)           # at the end
+    assert report.busy(_doc(3.0, 0.1)) == (3.0, 2)           # at the start
+    assert report.busy(_doc(None, None)) is None             # no load average here
+
+
+def _update_readme():
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "docs" / "update_readme.py"
+    if not path.exists():
+        pytest.skip("docs/update_readme.py is not in this tree")
+    spec = importlib.util.spec_from_file_location("update_readme", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_update_readme_replaces_the_quoted_blocks(tmp_path):
+    up = _update_readme()
+    text = "intro\n## What `bench` shows\nx\n```text\nold bench\n```\n" \
+           "## Train the course network\n```text\nold train\n```\nend\n"
+    text = up.replace_block(text, up.BENCH_HEADING, "new bench")
+    text = up.replace_block(text, up.TRAIN_HEADING, "new train\n")
+    assert text == ("intro\n## What `bench` shows\nx\n```text\nnew bench\n```\n"
+                    "## Train the course network\n```text\nnew train\n```\nend\n")
+    with pytest.raises(ValueError, match="no heading"):
+        up.replace_block("nothing", up.BENCH_HEADING, "x")
+
+
+def test_update_readme_runs_the_commands(tmp_path):
+    up = _update_readme()
+    readme = tmp_path / "README.md"
+    readme.write_text("## What `bench` shows\n```text\nold\n```\n"
+                      "## Train the course network\n```text\nold\n```\n")
+    assert up.main(["--readme", str(readme), "--charts", str(tmp_path), "--dry-run",
+                    "--bench-args", "--quick --size course --optimizer gd --backend numpy "
+                                    "--repeat 1",
+                    "--train-args", "--epochs 3 --optimizer gd --decay none"]) == 0
+    assert "old" in readme.read_text()      # --dry-run writes nothing
+    assert up.main(["--readme", str(readme), "--charts", str(tmp_path), "--only", "train",
+                    "--train-args", "--epochs 3 --optimizer gd --decay none"]) == 0
+    text = readme.read_text()
+    assert "```text\nold\n```\n## Train" in text          # bench block untouched
+    assert "\noptimizer  decay" in text and "\ngd         none" in text
+    if (tmp_path / "train.png").exists():
+        assert (tmp_path / "train.png").read_bytes()[:8] == PNG
