@@ -147,10 +147,11 @@ def command(args):
     backends = unique(args.backend or COMPARED)
     if args.quick and not args.backend and compiled_available():
         # numba is the fallback for installs without the compiled extension;
-        # its JIT warm-up alone (~15 s of CPU) would eat half the budget.
+        # its JIT warm-up (about 3 s of CPU for every optimizer at one dtype,
+        # far more wall time on a loaded machine) would dominate a quick run.
         backends = [b for b in backends if b != "numba"]
         progress.line("note: --quick leaves out the numba fallback backend (its JIT "
-                      "warm-up takes ~15 s); ask for it with --backend", always=True)
+                      "warm-up takes seconds); ask for it with --backend", always=True)
     sizes = args.size
     if not sizes:
         sizes = [s for s in W.SIZES if not (args.quick and s in W.MODEL_SIZES)]
