@@ -201,7 +201,7 @@ class Optimizer(Checkpointing):
         self._hp = hp
         self._t = 0
         self._skipped_steps = 0
-        self._last_grad_norm: float | None = None
+        self._last_grad_norm = None
         # Held for the length of a step or a state load; never waited on.
         self._busy = threading.Lock()
         self._init_state()
