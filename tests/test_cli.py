@@ -620,7 +620,7 @@ def test_progress_terminal_and_pipe():
 def test_train_few_epochs(tmp_path, capsys):
     png = tmp_path / "moons.png"
     argv = ["train", "--epochs", "3", "--print-every", "1", "--optimizer", "adam,gd",
-            "--decay", "inverse-time", "-q"]
+            "--decay", "inverse-time"]
     try:
         import matplotlib  # noqa: F401
         argv += ["--plot", str(png)]
@@ -641,6 +641,74 @@ def test_train_few_epochs(tmp_path, capsys):
         assert r[4].endswith("%") and 0 <= float(r[4][:-1]) <= 100
     if png is not None:
         assert png.read_bytes()[:8] == PNG
+
+
+def test_train_quiet_prints_no_cost_lines(capsys):
+    assert main(["train", "--epochs", "3", "--print-every", "1", "--optimizer", "gd",
+                 "--decay", "none", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "cost after epoch" not in out
+    assert "optimizer " in out and out.count("\ngd ") == 1
+
+
+def test_train_decay_interval_default_scales_with_short_runs():
+    from fusedoptim.cli.train.command import decay_interval
+    assert decay_interval(5000) == 1000          # the course's interval
+    assert decay_interval(1001) == 1000
+    assert decay_interval(1000) == 200           # 1000 would never fire in epochs 0..999
+    assert decay_interval(3) == 1
+    assert decay_interval(1000, 1000) == 1000    # asked for: kept
+
+
+def _final_costs(out):
+    table = out[out.index("optimizer "):].splitlines()[2:]
+    return {(r.split()[0], r.split()[1]): r.split()[3] for r in table if r.strip()
+            and not r.startswith("final")}
+
+
+def test_train_short_staircase_run_decays(capsys):
+    argv = ["train", "--epochs", "20", "--optimizer", "adam", "-q"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "staircase decay every 4 epochs" in out
+    costs = _final_costs(out)
+    assert costs[("adam", "none")] != costs[("adam", "staircase")]
+    # With the course's interval stated explicitly, 20 epochs never decay.
+    assert main(argv + ["--decay-interval", "1000"]) == 0
+    costs = _final_costs(capsys.readouterr().out)
+    assert costs[("adam", "none")] == costs[("adam", "staircase")]
+
+
+def test_subcommand_errors_name_the_subcommand(capsys):
+    _one_line_error(capsys, ["bench", "--quick", "extra"], "fusedoptim bench: error:")
+    _one_line_error(capsys, ["train", "--epochs", "0"], "fusedoptim train: error:")
+    _one_line_error(capsys, ["train", "stray"], "fusedoptim train: error: unrecognized")
+
+
+def _run_cli(args, env_extra):
+    env = dict(os.environ, **env_extra)
+    return subprocess.run([sys.executable, "-m", "fusedoptim", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("env", [{"FUSEDOPTIM_BACKEND": "bogus"},
+                                 {"FUSEDOPTIM_NUM_THREADS": "0"}])
+def test_bad_backend_environment_help_works_and_commands_fail_in_one_line(env):
+    for args in (["--help"], ["bench", "--help"], ["train", "--help"], ["--version"]):
+        p = _run_cli(args, env)
+        assert p.returncode == 0 and "Traceback" not in p.stderr, (args, p.stderr)
+    for cmd in ("bench", "train"):
+        p = _run_cli([cmd, "-q"], env)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"fusedoptim {cmd}: error: FUSEDOPTIM_")
+
+
+def test_bad_backend_environment_still_raises_for_library_import():
+    env = dict(os.environ, FUSEDOPTIM_BACKEND="bogus")
+    p = subprocess.run([sys.executable, "-c", "import fusedoptim"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert p.returncode != 0 and "ValueError: FUSEDOPTIM_BACKEND='bogus'" in p.stderr
 
 
 def test_train_without_decay_runs(capsys):
@@ -698,3 +766,73 @@ def test_jit_warmup_before_timing(monkeypatch, tmp_path, capsys, yardstick):
     assert sorted(calls[:first_timed]) == sorted(
         (s, "numba") for s in ("course", "mlp") for _ in ("gd", "adam"))
     assert {r["impl"] for r in doc["results"]} >= {"numba", "numpy"}
+
+
+# --- numbers that stay true: --markdown, the busy flag, docs/update_readme.py ----
+
+def test_bench_markdown_has_machine_date_and_table(capsys, yardstick):
+    assert main(["bench", "--quick", "--size", "course", "--optimizer", "gd", "--backend",
+                 "numpy", "--repeat", "1", "--markdown", "-q"]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("Measured on 20") and " UTC with `fusedoptim bench " in first
+    assert "load average" in first or "not available" in first
+    assert "| optimizer | size | dtype | thr | impl | time/step |" in out
+    rows = [line for line in out.splitlines() if line.startswith("| gd ")]
+    assert len(rows) == 1 and "| course | float32 |" in rows[0]
+    assert any(line.startswith("|  |  |  |  | numpy |") or "| numpy |" in rows[0]
+               for line in out.splitlines())
+
+
+def _doc(start, end, cpus=2):
+    return {"machine": {"usable_cpus": cpus, "logical_cpus": cpus},
+            "load_average": {"start": start, "end": end}}
+
+
+def test_busy_machine_is_flagged_above_the_threshold():
+    assert report.busy(_doc(0.2, 0.9)) is None                # <= 0.5 per CPU
+    assert report.busy(_doc(0.2, 1.2)) == (1.2, 2)           # at the end
+    assert report.busy(_doc(3.0, 0.1)) == (3.0, 2)           # at the start
+    assert report.busy(_doc(None, None)) is None             # no load average here
+
+
+def _update_readme():
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "docs" / "update_readme.py"
+    if not path.exists():
+        pytest.skip("docs/update_readme.py is not in this tree")
+    spec = importlib.util.spec_from_file_location("update_readme", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_update_readme_replaces_the_quoted_blocks(tmp_path):
+    up = _update_readme()
+    text = "intro\n## What `bench` shows\nx\n```text\nold bench\n```\n" \
+           "## Train the course network\n```text\nold train\n```\nend\n"
+    text = up.replace_block(text, up.BENCH_HEADING, "new bench")
+    text = up.replace_block(text, up.TRAIN_HEADING, "new train\n")
+    assert text == ("intro\n## What `bench` shows\nx\n```text\nnew bench\n```\n"
+                    "## Train the course network\n```text\nnew train\n```\nend\n")
+    with pytest.raises(ValueError, match="no heading"):
+        up.replace_block("nothing", up.BENCH_HEADING, "x")
+
+
+def test_update_readme_runs_the_commands(tmp_path):
+    up = _update_readme()
+    readme = tmp_path / "README.md"
+    readme.write_text("## What `bench` shows\n```text\nold\n```\n"
+                      "## Train the course network\n```text\nold\n```\n")
+    assert up.main(["--readme", str(readme), "--charts", str(tmp_path), "--dry-run",
+                    "--bench-args", "--quick --size course --optimizer gd --backend numpy "
+                                    "--repeat 1",
+                    "--train-args", "--epochs 3 --optimizer gd --decay none"]) == 0
+    assert "old" in readme.read_text()      # --dry-run writes nothing
+    assert up.main(["--readme", str(readme), "--charts", str(tmp_path), "--only", "train",
+                    "--train-args", "--epochs 3 --optimizer gd --decay none"]) == 0
+    text = readme.read_text()
+    assert "```text\nold\n```\n## Train" in text          # bench block untouched
+    assert "\noptimizer  decay" in text and "\ngd         none" in text
+    if (tmp_path / "train.png").exists():
+        assert (tmp_path / "train.png").read_bytes()[:8] == PNG

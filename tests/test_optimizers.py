@@ -407,6 +407,24 @@ def test_hyperparameters_are_read_only():
     assert "AdamW" in repr(opt)
 
 
+def test_step_counters_are_read_only_properties():
+    params = {"w": np.ones(3)}
+    opt = fo.Adam(params, max_grad_norm=1.0, skip_nonfinite=True)
+    assert opt.last_grad_norm is None and opt.skipped_steps == 0
+    opt.step({"w": np.full(3, 2.0)})
+    assert opt.last_grad_norm == math.sqrt(12.0)
+    assert opt.step({"w": np.array([np.nan, 0.0, 0.0])}) is False
+    assert opt.skipped_steps == 1
+    for name in ("last_grad_norm", "skipped_steps"):
+        with pytest.raises(AttributeError):
+            setattr(opt, name, 3)
+        assert getattr(type(opt), name).__doc__  # documented in help()
+    assert opt.skipped_steps == 1
+    restored = fo.Adam({"w": np.ones(3)}, max_grad_norm=1.0, skip_nonfinite=True)
+    restored.load_state_dict(opt.state_dict())
+    assert restored.skipped_steps == 1 and restored.last_grad_norm is None
+
+
 # --- clipping ---------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ clipping and checkpoints::
     opt.step(grads)
 """
 
+from typing import TYPE_CHECKING
+
 from .backend import (
     BACKENDS,
     BackendUnavailable,
@@ -67,7 +69,15 @@ from .schedules import (
 # Every registered optimizer class (fusedoptim.families) is a top-level name.
 globals().update(OPTIMIZERS)
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    # The same names, spelled out for type checkers (which cannot follow the
+    # registry); tests/test_typing.py checks this list against OPTIMIZERS.
+    from .families.adagrad import Adagrad
+    from .families.adam import Adam, AdamW
+    from .families.rmsprop import RMSProp
+    from .families.sgd import GD, SGD, Momentum
+
+__version__: str = "0.1.0"
 
 __all__ = [
     "BACKENDS",

@@ -155,8 +155,8 @@ class Checkpointing:
         for live, a in copies:
             np.copyto(live, a)
         self._t = t
-        self.skipped_steps = skipped
-        self.last_grad_norm = None
+        self._skipped_steps = skipped
+        self._last_grad_norm = None
         if lr is not None:
             self._lr = lr
 

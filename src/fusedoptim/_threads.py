@@ -22,7 +22,7 @@ import os
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-def _read(path):
+def _read(path: str) -> str | None:
     try:
         with open(path) as f:
             return f.read().strip()
@@ -30,10 +30,10 @@ def _read(path):
         return None
 
 
-def _quota_cpus(quota, period):
+def _quota_cpus(quota: str | None, period: str | None) -> int | None:
     """CPUs allowed by ``quota`` over ``period`` (None: no limit)."""
     try:
-        q, p = int(quota), int(period)
+        q, p = int(quota), int(period)  # type: ignore[arg-type]  # None: TypeError
     except (TypeError, ValueError):
         return None
     if q <= 0 or p <= 0:
@@ -41,7 +41,8 @@ def _quota_cpus(quota, period):
     return max(1, math.ceil(q / p))
 
 
-def cgroup_cpu_limit(root=CGROUP_ROOT, proc_cgroup="/proc/self/cgroup"):
+def cgroup_cpu_limit(root: str = CGROUP_ROOT,
+                     proc_cgroup: str = "/proc/self/cgroup") -> int | None:
     """CPUs the cgroup CPU quota allows this process (rounded up), or
     ``None`` without a quota.  Looks at the cgroup root and at the process's
     own cgroup (from ``proc_cgroup``), and takes the smallest limit."""
@@ -62,11 +63,11 @@ def cgroup_cpu_limit(root=CGROUP_ROOT, proc_cgroup="/proc/self/cgroup"):
             q = _read(os.path.join(v1, "cpu.cfs_quota_us"))
             if q is not None:
                 limits.append(_quota_cpus(q, _read(os.path.join(v1, "cpu.cfs_period_us"))))
-    limits = [n for n in limits if n is not None]
-    return min(limits) if limits else None
+    found = [n for n in limits if n is not None]
+    return min(found) if found else None
 
 
-def default_threads():
+def default_threads() -> int:
     """Threads to use by default: the affinity mask's CPUs, capped by the
     cgroup CPU quota."""
     try:
@@ -79,7 +80,7 @@ def default_threads():
     return max(1, n)
 
 
-def register_threadpoolctl():
+def register_threadpoolctl() -> bool:
     """Register the controller with threadpoolctl (>= 3.0, if installed);
     returns whether it did."""
     try:

@@ -26,6 +26,9 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from types import FrameType, ModuleType
+from typing import Any
 
 BACKENDS = ("cython", "numba", "numpy")
 
@@ -36,11 +39,13 @@ _MODULES = {
 }
 
 _lock = threading.RLock()
-_loaded = {}
-_errors = {}
-_active_name = None
-_active = None
-_num_threads = None
+_loaded: dict[str, ModuleType] = {}
+_errors: dict[str, str] = {}
+# Both set at import (_init); "" only where the command line deferred a bad
+# FUSEDOPTIM_BACKEND (init_error).
+_active_name: str = ""
+_active: ModuleType | None = None
+_num_threads: int = 1
 #: The most threads ``set_num_threads`` accepts (each backend stores it in a
 #: C int; far more threads than cores only slows a step down).
 MAX_THREADS = 4096
@@ -54,12 +59,12 @@ class FusedOptimWarning(RuntimeWarning):
     """fusedoptim is running on a slower backend than it could."""
 
 
-def _check_name(name):
+def _check_name(name: str) -> None:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def _load(name):
+def _load(name: str) -> ModuleType:
     """The backend module, imported once; ``BackendUnavailable`` says why
     it cannot be."""
     _check_name(name)
@@ -76,7 +81,8 @@ def _load(name):
                        f"the build is broken or missing: reinstall with a C compiler "
                        f"(pip install --force-reinstall --no-binary fusedoptim fusedoptim)")
             elif name == "numba":
-                why = f"numba did not import ({exc}): pip install numba"
+                why = (f"numba did not import ({exc}); the numba backend is optional: "
+                       f"pip install 'fusedoptim[numba]'")
             else:
                 why = f"fusedoptim._reference did not import ({exc})"
             _errors[name] = why
@@ -86,7 +92,7 @@ def _load(name):
         return mod
 
 
-def available_backends():
+def available_backends() -> list[str]:
     """Names of the backends that load here, fastest first (imports them)."""
     out = []
     for name in BACKENDS:
@@ -98,12 +104,12 @@ def available_backends():
     return out
 
 
-def get_backend():
+def get_backend() -> str:
     """Name of the active backend."""
     return _active_name
 
 
-def set_backend(name):
+def set_backend(name: str) -> None:
     """Make ``name`` the active backend for the functional API and every
     optimizer.  ``ValueError`` for an unknown name, ``BackendUnavailable``
     (an ``ImportError``) when it cannot be loaded here."""
@@ -114,7 +120,7 @@ def set_backend(name):
 
 
 @contextlib.contextmanager
-def use_backend(name):
+def use_backend(name: str) -> Iterator[ModuleType | None]:
     """Context manager: run the block on backend ``name``, then restore the
     previous one."""
     global _active_name, _active
@@ -129,17 +135,17 @@ def use_backend(name):
             _active_name, _active = previous
 
 
-def active():
+def active() -> Any:
     """The active backend module (internal fast accessor)."""
     return _active
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Threads the compiled kernels use for large steps."""
     return _num_threads
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use ``n`` threads (``1 <= n <= MAX_THREADS``) in every backend.  Results do not
     depend on it: every backend splits work so that each element is computed
     the same way on any number of threads."""
@@ -154,7 +160,23 @@ def set_num_threads(n):
             mod.set_num_threads(n)
 
 
-def _init_threads():
+#: The error a bad ``FUSEDOPTIM_BACKEND`` or ``FUSEDOPTIM_NUM_THREADS`` raised at
+#: import, when the import was the command line's (see ``_launched_as_cli``):
+#: ``fusedoptim --help`` must work whatever the environment, and the commands
+#: that need a backend report this error as one line.  ``None`` otherwise.
+init_error: Exception | None = None
+
+
+def _launched_as_cli() -> bool:
+    """Whether this import is the command line's: ``python -m fusedoptim``
+    (while runpy imports the package, ``sys.argv[0]`` is ``"-m"``) or the
+    ``fusedoptim`` console script.  A library import raises its errors at
+    import as documented; only the command line defers them."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    return argv0 == "-m" or os.path.basename(argv0) in ("fusedoptim", "fusedoptim.exe")
+
+
+def _init_threads() -> None:
     global _num_threads
     env = os.environ.get("FUSEDOPTIM_NUM_THREADS", "").strip()
     if env:
@@ -171,12 +193,12 @@ def _init_threads():
         _num_threads = default_threads()
 
 
-def _caller_stacklevel():
+def _caller_stacklevel() -> int:
     """``stacklevel`` that points a warning at the first frame outside
     fusedoptim (the user's import); ``warnings`` itself skips the import
     machinery's frames, so they are not counted."""
     pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     level = 1
     while frame is not None:
         fname = frame.f_code.co_filename
@@ -190,7 +212,7 @@ def _caller_stacklevel():
     return level
 
 
-def _init_backend():
+def _init_backend() -> None:
     env = os.environ.get("FUSEDOPTIM_BACKEND", "").strip().lower()
     if env:
         # An explicit choice: no fallback, no warning.
@@ -216,5 +238,22 @@ def _init_backend():
         return
 
 
-_init_threads()
-_init_backend()
+def _init() -> None:
+    global init_error, _num_threads
+    try:
+        _init_threads()
+    except ValueError as exc:
+        if not _launched_as_cli():
+            raise
+        init_error = exc
+        from ._threads import default_threads
+        _num_threads = default_threads()
+    try:
+        _init_backend()
+    except (ValueError, BackendUnavailable) as exc:
+        if not _launched_as_cli():
+            raise
+        init_error = init_error or exc
+
+
+_init()

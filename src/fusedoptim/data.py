@@ -1,13 +1,16 @@
 """Mini-batching, as in the course notes, with its bugs fixed."""
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from . import _validate as _v
 
 __all__ = ["random_mini_batches"]
 
 
-def _examples_last(a, name):
+def _examples_last(a: npt.ArrayLike, name: str) -> npt.NDArray[Any]:
     a = np.asarray(a)
     if a.ndim not in (1, 2):
         raise ValueError(f"{name} must be 1-D (m,) or 2-D (features, m) with examples "
@@ -15,7 +18,9 @@ def _examples_last(a, name):
     return a
 
 
-def random_mini_batches(X, Y, mini_batch_size=64, seed=0):
+def random_mini_batches(X: npt.ArrayLike, Y: npt.ArrayLike, mini_batch_size: int = 64,
+                        seed: int | None = 0
+                        ) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
     """Shuffle the examples (columns) of ``X`` and ``Y`` together and cut
     them into mini-batches.
 

@@ -9,7 +9,11 @@ gradient at ``grads["d" + name]`` and its state at ``v["d" + name]`` /
 has changed nothing.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from . import _validate as _v
 from ._alloc import zeros_like_state
@@ -20,6 +24,15 @@ from .backend import active as _backend
 # The update functions bind the checks and constants above as module globals
 # rather than ``_v.`` attributes: on the course's tiny models the step is all
 # overhead, and every lookup counts.
+
+#: An array fusedoptim updates or reads: float32 or float64.
+Array = npt.NDArray[Any]
+#: The parameters, gradients or a state: arrays by name.
+Arrays = Mapping[str, Array]
+# The dicts the update functions return are the ones they were given.
+P = TypeVar("P", bound=Arrays)
+V = TypeVar("V", bound=Arrays)
+S = TypeVar("S", bound=Arrays)
 
 __all__ = [
     "update_parameters_with_gd",
@@ -33,7 +46,7 @@ __all__ = [
 ]
 
 
-def update_parameters_with_gd(parameters, grads, learning_rate):
+def update_parameters_with_gd(parameters: P, grads: Arrays, learning_rate: float) -> P:
     r"""One step of gradient descent, in place.
 
     .. math:: p \leftarrow p - \alpha\, dp
@@ -59,7 +72,7 @@ def update_parameters_with_gd(parameters, grads, learning_rate):
     return parameters
 
 
-def _zeros_like_each(parameters, slot=0):
+def _zeros_like_each(parameters: Arrays, slot: int = 0) -> dict[str, Array]:
     _v._check_dict(parameters, "parameters")
     out = {}
     for name, p in parameters.items():
@@ -72,7 +85,7 @@ def _zeros_like_each(parameters, slot=0):
     return out
 
 
-def initialize_velocity(parameters):
+def initialize_velocity(parameters: Arrays) -> dict[str, Array]:
     """Zero velocity ``v["d" + name]`` for each parameter (same shape, dtype
     and layout).
 
@@ -83,7 +96,8 @@ def initialize_velocity(parameters):
     return _zeros_like_each(parameters)
 
 
-def update_parameters_with_momentum(parameters, grads, v, beta, learning_rate):
+def update_parameters_with_momentum(parameters: P, grads: Arrays, v: V, beta: float,
+                                    learning_rate: float) -> tuple[P, V]:
     r"""One step of gradient descent with (EMA) momentum, in place.
 
     .. math::
@@ -115,7 +129,7 @@ def update_parameters_with_momentum(parameters, grads, v, beta, learning_rate):
     return parameters, v
 
 
-def initialize_rmsprop(parameters):
+def initialize_rmsprop(parameters: Arrays) -> dict[str, Array]:
     """Zero mean-square state ``s["d" + name]`` for each parameter.
 
     Returns
@@ -125,8 +139,9 @@ def initialize_rmsprop(parameters):
     return _zeros_like_each(parameters)
 
 
-def update_parameters_with_rmsprop(parameters, grads, s, beta=0.9, learning_rate=0.01,
-                                   epsilon=1e-8):
+def update_parameters_with_rmsprop(parameters: P, grads: Arrays, s: S, beta: float = 0.9,
+                                   learning_rate: float = 0.01,
+                                   epsilon: float = 1e-8) -> tuple[P, S]:
     r"""One RMSProp step, in place.
 
     .. math::
@@ -152,7 +167,7 @@ def update_parameters_with_rmsprop(parameters, grads, s, beta=0.9, learning_rate
     return parameters, s
 
 
-def initialize_adam(parameters):
+def initialize_adam(parameters: Arrays) -> tuple[dict[str, Array], dict[str, Array]]:
     """Zero first and second moments ``v["d" + name]``, ``s["d" + name]``.
 
     Returns
@@ -162,37 +177,50 @@ def initialize_adam(parameters):
     return _zeros_like_each(parameters, 0), _zeros_like_each(parameters, 1)
 
 
-class BiasCorrected(Mapping):
+class BiasCorrected(Mapping[str, Array]):
     """Read-only view ``state[key] / (1 - beta ** t)``, computed on each read.
 
     :func:`update_parameters_with_adam` returns two of these instead of
     computing ``v_corrected`` and ``s_corrected`` eagerly, so the fused step
     pays nothing for them.  An entry reflects the state at the time it is
     read: read it before the next step if you want that step's value.
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {"W": np.array([1.0, -2.0])}
+    >>> v, s = fo.initialize_adam(params)
+    >>> grads = {"dW": np.array([0.5, -0.5])}
+    >>> _, _, _, v_corrected, s_corrected = fo.update_parameters_with_adam(
+    ...     params, grads, v, s, t=1, learning_rate=0.1)
+    >>> v["dW"], v_corrected["dW"]          # v / (1 - beta1**1)
+    (array([ 0.05, -0.05]), array([ 0.5, -0.5]))
     """
 
     __slots__ = ("_state", "_correction")
 
-    def __init__(self, state, correction):
+    def __init__(self, state: Arrays, correction: float) -> None:
         self._state = state
         self._correction = correction
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> Array:
         a = self._state[key]
         return a / a.dtype.type(self._correction)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._state)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._state)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"BiasCorrected(keys={list(self._state)}, correction={self._correction!r})"
 
 
-def update_parameters_with_adam(parameters, grads, v, s, t, learning_rate=0.01,
-                                beta1=0.9, beta2=0.999, epsilon=1e-8):
+def update_parameters_with_adam(parameters: P, grads: Arrays, v: V, s: S, t: int,
+                                learning_rate: float = 0.01, beta1: float = 0.9,
+                                beta2: float = 0.999, epsilon: float = 1e-8
+                                ) -> tuple[P, V, S, BiasCorrected, BiasCorrected]:
     r"""One Adam step, in place.
 
     .. math::

@@ -57,6 +57,7 @@ import inspect
 import math
 from dataclasses import replace
 import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,6 +66,9 @@ from ._alloc import zeros_like_state
 from ._checkpoint import Checkpointing
 from ._norm import overflow_safe_norm
 from .backend import active as _backend
+
+if TYPE_CHECKING:
+    from .families import Family, Hyper
 
 __all__ = ["Optimizer"]
 
@@ -131,10 +135,10 @@ class Optimizer(Checkpointing):
     non-blocking lock, so the check costs nothing measurable).
     """
 
-    family = None
-    lr_default = REQUIRED
-    hyper = ()
-    state_names = ()
+    family: "Family | None" = None
+    lr_default: Any = REQUIRED
+    hyper: "tuple[Hyper, ...]" = ()
+    state_names: tuple[str, ...] = ()
 
     COMMON_DOC = """max_grad_norm : float or None, keyword-only
         Clip the global L2 norm of all gradients to this value (``> 0``).
@@ -196,8 +200,8 @@ class Optimizer(Checkpointing):
         hp["skip_nonfinite"] = _v.flag(a["skip_nonfinite"], "skip_nonfinite")
         self._hp = hp
         self._t = 0
-        self.skipped_steps = 0
-        self.last_grad_norm = None
+        self._skipped_steps = 0
+        self._last_grad_norm = None
         # Held for the length of a step or a state load; never waited on.
         self._busy = threading.Lock()
         self._init_state()
@@ -235,6 +239,20 @@ class Optimizer(Checkpointing):
     def t(self):
         """Steps taken (skipped steps not counted)."""
         return self._t
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped by ``skip_nonfinite`` (read-only; restored by
+        :meth:`load_state_dict`)."""
+        return self._skipped_steps
+
+    @property
+    def last_grad_norm(self) -> float | None:
+        """The global L2 norm of the last step's gradients, in float64, before
+        clipping (read-only): the norm of a skipped step too, and ``None``
+        before the first step, after :meth:`load_state_dict`, or when neither
+        ``max_grad_norm`` nor ``skip_nonfinite`` asks for the norm."""
+        return self._last_grad_norm
 
     @property
     def state(self):
@@ -326,14 +344,14 @@ class Optimizer(Checkpointing):
                 norm, finite, scale_of = self._norm_slow(grads, sumsq)
                 scale = None if (max_norm is None or not finite) else scale_of(max_norm)
             if not finite and self._hp["skip_nonfinite"]:
-                self.skipped_steps += 1
-                self.last_grad_norm = norm
+                self._skipped_steps += 1
+                self._last_grad_norm = norm
                 return False
             if scale is not None and scale < 1.0:
                 gscale = scale
         self._kernel(backend, grads, lr, self._t + 1, gscale)
         self._t += 1
-        self.last_grad_norm = norm
+        self._last_grad_norm = norm
         return True
 
     def _kernel(self, backend, grads, lr, t, gscale):

@@ -74,7 +74,17 @@ def unique(items):
     return list(dict.fromkeys(items))
 
 
-def build_parser():
+def _check_backend_environment() -> None:
+    """A bad ``FUSEDOPTIM_BACKEND`` or ``FUSEDOPTIM_NUM_THREADS`` as one line:
+    the import deferred it for the command line (``backend.init_error``), so
+    that ``--help`` works whatever the environment; every command runs
+    optimizer steps and needs a backend."""
+    from ..backend import init_error
+    if init_error is not None:
+        raise CLIError(" ".join(str(init_error).split()))
+
+
+def build_parser() -> "Parser":
     """The ``fusedoptim`` parser with its ``bench`` and ``train`` commands."""
     from .. import __version__
     from .bench import command as bench
@@ -95,7 +105,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: "list[str] | None" = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the
     exit status: 0 success, 1 a measurement or run failed, 2 a usage error
     (reported as one line on stderr), 130 interrupted."""
@@ -103,10 +113,17 @@ def main(argv=None):
     prog = "fusedoptim"
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
         if args.command is None:
+            if extra:
+                raise CLIError(f"fusedoptim: error: unknown command or option "
+                               f"{extra[0]!r} (see --help)")
             raise CLIError("fusedoptim: error: choose a command: bench or train (see --help)")
         prog = f"fusedoptim {args.command}"
+        if extra:  # argparse would name the top-level parser, not the command
+            raise CLIError(f"{prog}: error: unrecognized arguments: {' '.join(extra)} "
+                           f"(see fusedoptim {args.command} --help)")
+        _check_backend_environment()
         args.argv = argv
         return args.run(args)
     except CLIError as exc:

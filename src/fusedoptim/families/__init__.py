@@ -21,8 +21,12 @@ counterpart exists) and the benchmark rows are all derived from here.
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 from ._spec import Family, Hyper, check_call, prelude
+
+if TYPE_CHECKING:
+    from ..optimizer import Optimizer
 
 __all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "check_call",
            "prelude", "family_of"]
@@ -31,9 +35,9 @@ __all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "check_call",
 MODULES = ("sgd", "rmsprop", "adam", "adagrad", "lion", "lamb")
 
 #: Family name -> :class:`Family`.
-FAMILIES = {}
+FAMILIES: dict[str, Family] = {}
 #: Optimizer class name -> class.
-OPTIMIZERS = {}
+OPTIMIZERS: "dict[str, type[Optimizer]]" = {}
 
 
 def _register():

@@ -163,6 +163,18 @@ class Adam(Optimizer):
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.Adam(params, lr=0.1, max_grad_norm=10.0)
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # the first step moves each p by ~lr
+    True
+    >>> params["w"], sorted(opt.state), opt.t
+    (array([ 0.9, -1.9]), ['exp_avg', 'exp_avg_sq'], 1)
+    >>> round(opt.last_grad_norm, 4)   # the gradients' global L2 norm (read-only)
+    0.7071
     """
 
     family = FAMILY
@@ -190,10 +202,21 @@ class AdamW(Adam):
 
     .. math:: p \leftarrow p\,(1 - \eta \lambda)
 
-    first (the factor computed in double, rounded once), then the Adam update
-    of :class:`Adam` without an L2 term in the gradient:
+    In words: ``p *= 1 - lr * weight_decay`` first (the factor computed in
+    double, rounded once), then the Adam update of :class:`Adam` without an
+    L2 term in the gradient:
     {_ADAM_MATH}
     Parameters are those of :class:`Adam`; ``weight_decay`` defaults to 0.01.
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.AdamW(params, lr=0.1, weight_decay=0.5)
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # p *= 0.95, then the Adam step
+    True
+    >>> params["w"]
+    array([ 0.85, -1.8 ])
     """
 
     hyper = Adam.override(weight_decay=0.01)

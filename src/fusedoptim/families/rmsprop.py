@@ -136,6 +136,16 @@ class RMSProp(Optimizer):
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.RMSProp(params, lr=0.01)
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # s = 0.1 * g * g
+    True
+    >>> params["w"]
+    array([ 0.96837723, -1.96837723])
     """
 
     family = FAMILY

@@ -76,6 +76,16 @@ class GD(Optimizer):
     lr : float or callable
         :math:`\eta \ge 0`, or a schedule ``step -> float``.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.GD(params, lr=0.1)
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # p -= 0.1 * g
+    True
+    >>> params["w"]
+    array([ 0.95, -1.95])
     """
 
     family = FAMILY
@@ -107,6 +117,16 @@ class Momentum(Optimizer):
     beta : float
         :math:`\beta \in [0, 1)`.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.Momentum(params, lr=0.1, beta=0.9)
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # v = 0.1 * g, p -= 0.1 * v
+    True
+    >>> params["w"], opt.state["velocity"]["w"]
+    (array([ 0.995, -1.995]), array([ 0.05, -0.05]))
     """
 
     family = FAMILY
@@ -153,6 +173,17 @@ class SGD(Optimizer):
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.SGD(params, lr=0.1, momentum=0.9)
+    >>> g = {{"w": np.array([0.5, -0.5])}}
+    >>> opt.step(g), opt.step(g)                   # b = g, then b = 0.9 * b + g
+    (True, True)
+    >>> params["w"]
+    array([ 0.855, -1.855])
     """
 
     family = FAMILY

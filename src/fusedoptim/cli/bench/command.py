@@ -13,7 +13,7 @@ from .. import CLIError, choice_list, positive_int, positive_int_list, unique
 from .._output import Progress, check_writable, require_matplotlib
 from . import workloads as W
 from .plot import plot
-from .report import format_table
+from .report import format_markdown, format_table
 from .runner import (COMPARED, QUICK_SLOW_CALL, SLOW_BUDGET_S, SLOW_MIN_REPEAT,
                      compiled_available, run)
 
@@ -118,6 +118,9 @@ def add_arguments(p):
                                                   "description to PATH")
     p.add_argument("--plot", metavar="PATH.png", help="draw speedups vs numpy and %% of the "
                                                       "limit (needs matplotlib)")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the report as Markdown: the machine, the date and the load "
+                        "average above a table (as quoted in the README)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
 
@@ -144,10 +147,11 @@ def command(args):
     backends = unique(args.backend or COMPARED)
     if args.quick and not args.backend and compiled_available():
         # numba is the fallback for installs without the compiled extension;
-        # its JIT warm-up alone (~15 s of CPU) would eat half the budget.
+        # its JIT warm-up (about 3 s of CPU for every optimizer at one dtype,
+        # far more wall time on a loaded machine) would dominate a quick run.
         backends = [b for b in backends if b != "numba"]
         progress.line("note: --quick leaves out the numba fallback backend (its JIT "
-                      "warm-up takes ~15 s); ask for it with --backend", always=True)
+                      "warm-up takes seconds); ask for it with --backend", always=True)
     sizes = args.size
     if not sizes:
         sizes = [s for s in W.SIZES if not (args.quick and s in W.MODEL_SIZES)]
@@ -164,7 +168,7 @@ def command(args):
               slow_repeat=slow_repeat, started=started, budget=budget)
     doc["settings"]["quick"] = bool(args.quick)
     doc["command"] = ["fusedoptim"] + list(args.argv)
-    print(format_table(doc), flush=True)
+    print(format_markdown(doc) if args.markdown else format_table(doc), flush=True)
     if args.json:
         try:
             with open(args.json, "w") as f:

@@ -1,6 +1,7 @@
 """The ``bench --plot`` chart: speedup vs NumPy and % of the copy limit."""
 
 from .. import unique
+from .report import busy
 from .workloads import BASELINE, LIMIT
 
 __all__ = ["plot"]
@@ -49,8 +50,17 @@ def plot(doc, path):
     axes[0].set_yticklabels(labels, fontsize=8)
     axes[0].invert_yaxis()
     m = doc["machine"]
-    fig.suptitle(f"fusedoptim {m['fusedoptim']} bench: {m['cpu']}, threads "
-                 f"{','.join(map(str, doc['settings']['threads']))}", fontsize=11)
-    fig.tight_layout()
+    la = doc["load_average"]
+    when = doc.get("created_utc", "")[:10]
+    load = "" if la["start"] is None else f", load average {la['start']:.1f} / {la['end']:.1f}"
+    fig.suptitle(f"fusedoptim {m['fusedoptim']} bench, {when}: {m['cpu']}, threads "
+                 f"{','.join(map(str, doc['settings']['threads']))}{load}", fontsize=11)
+    b = busy(doc)
+    if b is not None:
+        # A busy machine's numbers are noisy: say so on the chart itself.
+        fig.text(0.5, 0.005, f"BUSY MACHINE: load average up to {b[0]:.1f} on {b[1]} CPUs; "
+                 f"timings are noisy", ha="center", va="bottom", color="tab:red",
+                 fontsize=10, fontweight="bold")
+    fig.tight_layout(rect=(0, 0.03 if b is not None else 0, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -5,7 +5,13 @@ import statistics
 
 from .workloads import BASELINE, LIMIT, PER_TENSOR_SIZES
 
-__all__ = ["format_time", "format_table", "threads_text"]
+__all__ = ["format_time", "format_table", "format_markdown", "threads_text", "busy",
+           "BUSY_LOAD_PER_CPU"]
+
+#: A run is marked busy when the load average at its start or end is above
+#: this many runnable processes per usable CPU: other work then competes
+#: for the cores and the memory bus, and the timings are noisy.
+BUSY_LOAD_PER_CPU = 0.5
 
 HEAD = ("optimizer", "size", "dtype", "thr", "impl", "time/step", "spread", "vs numpy",
         "GB/s", "% of limit")
@@ -41,6 +47,24 @@ def _spread(times):
     return f"{100 * (max(times) - min(times)) / med:.0f}%" if med > 0 else "-"
 
 
+def busy(doc: dict) -> tuple[float, int] | None:
+    """``(load average, usable CPUs)`` when the run was on a busy machine
+    (the load average at its start or end above ``BUSY_LOAD_PER_CPU`` per
+    CPU), else ``None``."""
+    m = doc["machine"]
+    la = doc["load_average"]
+    cpus = m.get("usable_cpus") or m.get("logical_cpus") or 1
+    busiest = max((x for x in (la["start"], la["end"]) if x is not None), default=None)
+    if busiest is not None and busiest > BUSY_LOAD_PER_CPU * cpus:
+        return busiest, cpus
+    return None
+
+
+def _date(doc: dict) -> str:
+    """The run's UTC date and time, ``2026-11-30 14:02 UTC``."""
+    return doc.get("created_utc", "")[:16].replace("T", " ") + " UTC"
+
+
 def _header(doc):
     m = doc["machine"]
     s = doc["settings"]
@@ -55,8 +79,8 @@ def _header(doc):
     else:
         batches += " timed batches"
     return [
-        f"fusedoptim {m['fusedoptim']} bench: {m['cpu']}, {cores}, {threads_text(m['threads'])}; "
-        f"{versions}; {m['os']}",
+        f"fusedoptim {m['fusedoptim']} bench, {_date(doc)}: {m['cpu']}, {cores}, "
+        f"{threads_text(m['threads'])}; {versions}; {m['os']}",
         f"median of {batches} after {s['warmup_calls']} warm-up call(s); vs numpy = numpy "
         f"time / time; GB/s = bytes the step moves / time; % of limit = copy time / time "
         f"(see --help)",
@@ -118,11 +142,10 @@ def _footer(doc):
     if la["start"] is not None:
         took += f"; load average {la['start']:.2f} at start, {la['end']:.2f} at end"
     lines = [took]
-    cpus = m.get("usable_cpus") or m.get("logical_cpus") or 1
-    busiest = max((x for x in (la["start"], la["end"]) if x is not None), default=None)
-    if busiest is not None and busiest > 0.5 * cpus:
-        lines.append(f"warning: the machine was busy (load average up to {busiest:.1f} on "
-                     f"{cpus} CPUs): timings are noisy; re-run on a quiet machine")
+    b = busy(doc)
+    if b is not None:
+        lines.append(f"warning: the machine was busy (load average up to {b[0]:.1f} on "
+                     f"{b[1]} CPUs): timings are noisy; re-run on a quiet machine")
     for name, why in doc["skipped"].items():
         lines.append(f"not measured: {name}: {why}")
     return lines
@@ -184,3 +207,33 @@ def format_table(doc):
     """The human-readable report of a run (the stdout of ``bench``)."""
     return "\n".join(_header(doc) + _grid(_rows(doc["results"])) + [""] + _summary(doc)
                      + _per_tensor(doc) + _footer(doc))
+
+
+def format_markdown(doc: dict) -> str:
+    """The report as Markdown (``bench --markdown``): the machine, the date
+    and the load average above a table of every measurement, then the
+    summary lines."""
+    m = doc["machine"]
+    la = doc["load_average"]
+    cores = f"{m['physical_cores']} cores" if m["physical_cores"] else f"{m['logical_cpus']} CPUs"
+    versions = ", ".join(f"{k} {m[k]}" for k in ("numpy", "numba", "torch") if m.get(k))
+    load = ("load average not available" if la["start"] is None else
+            f"load average {la['start']:.2f} at start, {la['end']:.2f} at end")
+    b = busy(doc)
+    lines = [f"Measured on {_date(doc)} with `{' '.join(doc.get('command', ['fusedoptim', 'bench']))}`: "
+             f"{m['cpu']}, {cores} (cython loops: {m.get('kernel_isa') or 'not built'}), "
+             f"{threads_text(m['threads'])}; fusedoptim {m['fusedoptim']}, {versions}; "
+             f"{m['os']}; {load}.",
+             ""]
+    if b is not None:
+        lines += [f"**Busy machine** (load average up to {b[0]:.1f} on {b[1]} CPUs): the "
+                  f"timings are noisy.", ""]
+    head = list(HEAD)
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---" if i in _LEFT else "---:" for i in range(len(head))) + "|")
+    for row in _rows(doc["results"]):
+        if row is not None:
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    lines.append("")
+    lines += [f"- {line}" for line in _summary(doc) + _per_tensor(doc)]
+    return "\n".join(lines)

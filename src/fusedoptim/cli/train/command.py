@@ -20,8 +20,11 @@ reshuffled every epoch, He initialization, learning rate 0.0007, beta 0.9
 (Momentum and RMSProp), beta1 0.9, beta2 0.999, epsilon 1e-8, 5000 epochs.
 Each optimizer runs once at a constant rate and once with --decay:
   inverse-time  lr = lr0 / (1 + decay_rate * epoch)         (fusedoptim.update_lr)
-  staircase     lr = lr0 / (1 + decay_rate * floor(epoch / time_interval))
+  staircase     lr = lr0 / (1 + decay_rate * floor(epoch / decay_interval))
                                                             (fusedoptim.schedule_lr_decay)
+decay_interval is the course's 1000 epochs when --epochs is above 1000; a
+shorter run steps every --epochs / 5 epochs instead (the course's interval
+would never fire and the decayed runs would equal the constant-rate ones).
 'train acc' is measured on the 300 training points, 'test acc' on 1000 fresh
 points from the same distribution; 'in update' is the time spent in the
 optimizer steps (the rest is forward and backward passes in NumPy).
@@ -45,6 +48,24 @@ def _float_in(lo, hi=None, hi_open=True, what="value"):
     return parse
 
 
+#: The course's staircase interval, in epochs.
+COURSE_INTERVAL = 1000
+#: Staircase steps in a run too short for the course's interval.
+SHORT_RUN_STEPS = 5
+
+
+def decay_interval(epochs: int, asked: int | None = None) -> int:
+    """The staircase interval for a run of ``epochs``: ``asked`` if given,
+    else the course's 1000 when the run is long enough for it to fire, else
+    ``epochs // 5`` (at least 1), so that the decayed run differs from the
+    constant-rate one."""
+    if asked is not None:
+        return asked
+    if epochs > COURSE_INTERVAL:
+        return COURSE_INTERVAL
+    return max(1, epochs // SHORT_RUN_STEPS)
+
+
 def _at_least_2(text):
     n = positive_int(text)
     if n < 2:
@@ -60,8 +81,12 @@ def add_arguments(p):
                    help="schedule of the decayed runs; 'none' skips them (default: staircase)")
     p.add_argument("--decay-rate", type=_float_in(0.0, what="decay rate"), default=1.0,
                    help="decay_rate of the schedule (default: 1, the course's)")
-    p.add_argument("--time-interval", type=positive_int, default=1000, metavar="EPOCHS",
-                   help="epochs per step of the staircase schedule (default: 1000)")
+    p.add_argument("--decay-interval", "--time-interval", dest="time_interval",
+                   type=positive_int, default=None, metavar="EPOCHS",
+                   help=f"epochs per step of the staircase schedule (default: the course's "
+                        f"{COURSE_INTERVAL} when --epochs is above {COURSE_INTERVAL}; else "
+                        f"--epochs / {SHORT_RUN_STEPS}, so that a short run still decays: "
+                        f"with {COURSE_INTERVAL} it would never step)")
     p.add_argument("--epochs", type=positive_int, default=5000, help="default: 5000")
     p.add_argument("--lr", type=_float_in(0.0, what="learning rate"), default=0.0007,
                    help="initial learning rate (default: 0.0007)")
@@ -86,7 +111,9 @@ def add_arguments(p):
                    help="fusedoptim backend of the updates (default: the active one)")
     p.add_argument("--plot", metavar="PATH.png",
                    help="draw the cost curves and each run's decision boundary (needs matplotlib)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only the settings line and the results table (no cost "
+                        "lines, no progress display)")
 
 
 def _accuracy(X, Y, params):
@@ -115,10 +142,11 @@ def _one_run(args, opt, decay, data, k, total, progress):
     run's labels and accuracies."""
     X, Y, X_test, Y_test = data
     label = opt if decay == "none" else f"{opt} + {decay}"
+    interval = decay_interval(args.epochs, args.time_interval)
     last = [0.0]
 
     def on_epoch(epoch, cost, lr):
-        if epoch % args.print_every == 0 or epoch == args.epochs - 1:
+        if not args.quiet and (epoch % args.print_every == 0 or epoch == args.epochs - 1):
             extra = "" if decay == "none" else f", learning rate {lr:.3g}"
             progress.clear()
             print(f"{label:<26} cost after epoch {epoch:>6}: {cost:.6f}{extra}", flush=True)
@@ -131,7 +159,7 @@ def _one_run(args, opt, decay, data, k, total, progress):
     r = train(X, Y, opt, learning_rate=args.lr, mini_batch_size=args.batch_size,
               beta=args.beta, beta1=args.beta1, beta2=args.beta2, epsilon=args.epsilon,
               num_epochs=args.epochs, decay=None if decay == "none" else decay,
-              decay_rate=args.decay_rate, time_interval=args.time_interval,
+              decay_rate=args.decay_rate, time_interval=interval,
               on_epoch=on_epoch, seed=args.seed)
     r.update(optimizer=opt, decay=decay, label=label,
              train_acc=_accuracy(X, Y, r["parameters"]),
@@ -161,11 +189,16 @@ def _train_all(args):
     progress = Progress(enabled=not args.quiet)
     optimizers = unique(args.optimizer or OPTIMIZERS)
     decays = ["none"] + ([] if args.decay == "none" else [args.decay])
+    interval_note = ""
+    if args.decay == "staircase":
+        interval_note = (f", staircase decay every "
+                         f"{decay_interval(args.epochs, args.time_interval)} epochs")
     X, Y = make_moons(args.samples, args.noise, args.seed)
     data = (X, Y) + make_moons(1000, args.noise, args.seed + 1)
     print(f"fusedoptim train: {X.shape[1]} two-moons points (noise {args.noise}), network "
           f"{'-'.join(map(str, LAYERS))}, {args.epochs} epochs, mini-batches of "
-          f"{args.batch_size}, lr {args.lr:g}, backend {get_backend()}", flush=True)
+          f"{args.batch_size}, lr {args.lr:g}, backend {get_backend()}{interval_note}",
+          flush=True)
     runs = []
     total = len(optimizers) * len(decays)
     try:
