@@ -28,7 +28,7 @@ __all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "check_call",
            "prelude", "family_of"]
 
 #: The family modules, in the order of the documentation and the benchmark.
-MODULES = ("sgd", "rmsprop", "adam", "adagrad")
+MODULES = ("sgd", "rmsprop", "adam", "adagrad", "adamax", "nadam", "radam", "adadelta")
 
 #: Family name -> :class:`Family`.
 FAMILIES = {}
