@@ -8,7 +8,7 @@ from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
 from ._gather cimport gather_step, states_match, step_init, step_free
-from ._loops cimport _prelude, _sqrt, _div_c1, _at
+from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES
 from fusedoptim.families._spec import check_states
@@ -18,11 +18,11 @@ _FAMILY = FAMILIES["radam"]
 cdef extern from "radam_avx2.h" nogil:
     void fo_radam_avx2_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
                            float lr, float b1, float omb1, float b2, float omb2, float e,
-                           float c1, double rc1, float s2, float rect, float shrink,
+                           float c1, float s2, float rect, float shrink,
                            int shrink_p, int rectified)
     void fo_radam_avx2_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
                            double lr, double b1, double omb1, double b2, double omb2,
-                           double e, double c1, double rc1, double s2, double rect,
+                           double e, double c1, double s2, double rect,
                            double shrink, int shrink_p, int rectified)
 
 
@@ -33,7 +33,7 @@ ctypedef struct RadamArgs:
 
 cdef inline void _radam_loop(floating* p, const floating* g, floating* m, floating* v,
                              Py_ssize_t n, floating lr, floating b1, floating omb1,
-                             floating b2, floating omb2, floating e, floating c1, double rc1,
+                             floating b2, floating omb2, floating e, floating c1,
                              floating s2, floating rect, floating gs, floating wd,
                              floating shrink, bint scale, bint maximize, bint l2,
                              bint shrink_p, bint rectified) noexcept nogil:
@@ -52,7 +52,7 @@ cdef inline void _radam_loop(floating* p, const floating* g, floating* m, floati
         vi = b2 * v0 + (omb2 * gi) * gi
         m[i] = mi
         v[i] = vi
-        mh = _div_c1(mi, c1, rc1)
+        mh = mi / c1
         if rectified:
             # torch: bc2 ** 0.5 / x is x.reciprocal() * bc2 ** 0.5.
             a = (one / (_sqrt(vi) + e)) * s2
@@ -67,7 +67,6 @@ cdef inline void _radam_typed(floating* p, const floating* g, floating* m, float
     cdef floating omb1 = <floating>(1.0 - A.beta1), b2 = <floating>A.beta2
     cdef floating omb2 = <floating>(1.0 - A.beta2), e = <floating>A.eps
     cdef floating c1 = <floating>A.bc1
-    cdef double rc1 = 1.0 / <double>c1
     cdef floating s2 = <floating>A.bc2_sqrt, rect = <floating>A.rect
     cdef floating gs = <floating>A.gscale, wd = <floating>A.wd
     cdef floating shrink = <floating>(1.0 - A.lr * A.wd)
@@ -75,20 +74,20 @@ cdef inline void _radam_typed(floating* p, const floating* g, floating* m, float
     cdef bint l2 = A.wd != 0.0 and not A.decoupled
     cdef bint shrink_p = A.wd != 0.0 and A.decoupled
     if scale or mx or l2:
-        _radam_loop(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, rc1, s2, rect, gs, wd,
+        _radam_loop(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect, gs, wd,
                     shrink, scale, mx, l2, shrink_p, rf)
     elif A.simd:
         if floating is float:
-            fo_radam_avx2_f32(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, rc1, s2, rect,
+            fo_radam_avx2_f32(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect,
                               shrink, shrink_p, rf)
         else:
-            fo_radam_avx2_f64(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, rc1, s2, rect,
+            fo_radam_avx2_f64(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect,
                               shrink, shrink_p, rf)
     elif rf:
-        _radam_loop(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, rc1, s2, rect, gs, wd,
+        _radam_loop(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect, gs, wd,
                     shrink, False, False, False, shrink_p, True)
     else:
-        _radam_loop(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, rc1, s2, rect, gs, wd,
+        _radam_loop(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect, gs, wd,
                     shrink, False, False, False, shrink_p, False)
 
 
