@@ -305,3 +305,35 @@ def test_clipping_matches_torch_clip_grad_norm(backend, dtype, max_norm):
     err = max_scaled_error(params, {k: x.detach().numpy() for k, x in zip(params, tensors)})
     assert err <= TOL[dtype]
     assert min(norms) > max_norm  # every step was clipped
+
+
+# torch's addcmul_(g, g, value=1-beta) rounds (1-beta)*g first: squares that
+# overflow float32 as g*g stay finite there, and must stay finite here.
+LARGE_GRADIENT = {
+    "NAdam": (1e20, "exp_avg_sq", {}),
+    "RAdam": (1e20, "exp_avg_sq", {}),
+    "Adadelta": (3e19, "square_avg", {"lr": 1e-3}),
+}
+
+
+@needs_torch
+@pytest.mark.parametrize("cls", list(LARGE_GRADIENT))
+def test_large_gradient_squares_stay_finite_as_in_torch(backend, cls):
+    size, slot, kw = LARGE_GRADIENT[cls]
+    g = np.array([size, -size, 1.0], dtype=np.float32)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(g * g).all()
+    p = {"w": np.array([0.5, -0.5, 0.25], dtype=np.float32)}
+    opt = fo.OPTIMIZERS[cls](p, **kw)
+    x = torch.tensor(p["w"], requires_grad=True)
+    topt = getattr(torch.optim, TABLE[cls].torch)([x], foreach=False, **kw)
+    for _ in range(3):
+        with np.errstate(all="ignore"):
+            opt.step({"w": g})
+        x.grad = torch.tensor(g)
+        topt.step()
+    theirs = topt.state[x][slot].numpy()
+    ours = opt.state[slot]["w"]
+    assert np.isfinite(theirs).all() and np.isfinite(ours).all()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    np.testing.assert_allclose(p["w"], x.detach().numpy(), rtol=1e-5, atol=1e-6)
