@@ -14,7 +14,9 @@ from ._spec import Family, Hyper, flag, nonneg, real, prelude
 __all__ = ["FAMILY", "Adadelta", "adadelta_tensor"]
 
 
-def adadelta_tensor(p, g, sq, acc, *, lr, rho, eps, weight_decay, maximize, gscale):
+def adadelta_tensor(p: np.ndarray, g: np.ndarray, sq: np.ndarray, acc: np.ndarray, *,
+                    lr: float, rho: float, eps: float, weight_decay: float, maximize: bool,
+                    gscale: float) -> None:
     r"""One Adadelta step on one tensor, in place (the reference).
 
     .. math::
@@ -50,7 +52,7 @@ FAMILY = Family(
 )
 
 
-def _rho(x, name):
+def _rho(x: object, name: str) -> float:
     x = real(x, name)
     if not 0.0 <= x <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {x}")

@@ -18,8 +18,9 @@ from ._spec import Family, Hyper, betas, flag, nonneg, prelude
 __all__ = ["FAMILY", "Adamax", "adamax_tensor"]
 
 
-def adamax_tensor(p, g, m, u, *, lr, beta1, beta2, eps, bc1, weight_decay, maximize,
-                  gscale):
+def adamax_tensor(p: np.ndarray, g: np.ndarray, m: np.ndarray, u: np.ndarray, *,
+                  lr: float, beta1: float, beta2: float, eps: float, bc1: float,
+                  weight_decay: float, maximize: bool, gscale: float) -> None:
     r"""One Adamax step on one tensor, in place (the reference).
 
     .. math::

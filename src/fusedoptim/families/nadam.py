@@ -20,8 +20,10 @@ from ._spec import Family, Hyper, betas, flag, nonneg, prelude
 __all__ = ["FAMILY", "NAdam", "nadam_tensor"]
 
 
-def nadam_tensor(p, g, m, v, *, lr, beta1, beta2, eps, bc2, lr_g, lr_m, weight_decay,
-                 decoupled, maximize, gscale):
+def nadam_tensor(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *,
+                 lr: float, beta1: float, beta2: float, eps: float, bc2: float, lr_g: float,
+                 lr_m: float, weight_decay: float, decoupled: bool, maximize: bool,
+                 gscale: float) -> None:
     r"""One NAdam step on one tensor, in place (the reference).
 
     .. math::

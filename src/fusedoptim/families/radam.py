@@ -19,8 +19,10 @@ from ._spec import Family, Hyper, betas, flag, nonneg, prelude
 __all__ = ["FAMILY", "RAdam", "radam_tensor"]
 
 
-def radam_tensor(p, g, m, v, *, lr, beta1, beta2, eps, bc1, bc2_sqrt, rect, weight_decay,
-                 decoupled, maximize, rectified, gscale):
+def radam_tensor(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *,
+                 lr: float, beta1: float, beta2: float, eps: float, bc1: float,
+                 bc2_sqrt: float, rect: float, weight_decay: float, decoupled: bool,
+                 maximize: bool, rectified: bool, gscale: float) -> None:
     r"""One RAdam step on one tensor, in place (the reference).
 
     .. math::
