@@ -3,7 +3,8 @@
  * prefetches as adam_avx2.h's loop (same arithmetic weight: two divisions
  * and a square root per element once rectified).  m / c1 is a plain
  * division: Adam's double-reciprocal form (adam_avx2.h) measured slower
- * here, 1.47 against 1.21 ns per element in cache, float32, 1 thread. */
+ * here, 1.47 against 1.21 ns per element in cache, float32, 1 thread (one
+ * run each on the shared development machine). */
 #ifndef FUSEDOPTIM_RADAM_AVX2_H
 #define FUSEDOPTIM_RADAM_AVX2_H
 
