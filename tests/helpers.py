@@ -51,6 +51,12 @@ VALUES = {
     "bc2": lambda t, kw: 1.0 - kw["beta2"] ** t,
     "weight_decay": 0.0,
     "gscale": 1.0,
+    # adadelta, nadam, radam (typical values at an early step)
+    "rho": 0.9,
+    "lr_g": 0.0011,
+    "lr_m": 0.0093,
+    "bc2_sqrt": lambda t, kw: (1.0 - kw["beta2"] ** t) ** 0.5,
+    "rect": 0.37,
 }
 #: A scalar keyword missing from VALUES: in [0, 1), so a valid decay, rate or eps.
 GENERIC = 0.25

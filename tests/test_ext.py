@@ -15,7 +15,9 @@ from fusedoptim.families import FAMILIES
 ext = pytest.importorskip("fusedoptim._ext")
 
 SCALARS = dict(lr=0.01, momentum=0.9, dampening=0.1, alpha=0.9, eps=1e-3, beta1=0.9,
-               beta2=0.999, bc1=1.0 - 0.9 ** 3, bc2=1.0 - 0.999 ** 3)
+               beta2=0.999, bc1=1.0 - 0.9 ** 3, bc2=1.0 - 0.999 ** 3,
+               rho=0.9, lr_g=0.0011, lr_m=0.0093, bc2_sqrt=(1.0 - 0.999 ** 3) ** 0.5,
+               rect=0.37)
 SHAPES = [(37, 29), (5,), (64, 3), (1, 1), (0,), (40, 41)]
 
 

@@ -29,6 +29,16 @@ CONFIGS = [
     (fo.Adagrad, dict(lr=0.1)),
     (fo.Adagrad, dict(lr=0.1, lr_decay=0.05, weight_decay=0.01, initial_accumulator_value=0.2,
                       eps=1e-6, maximize=True)),
+    (fo.Adamax, dict(lr=0.01)),
+    (fo.Adamax, dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.05, maximize=True)),
+    (fo.NAdam, dict(lr=0.01)),
+    (fo.NAdam, dict(lr=0.01, weight_decay=0.1, momentum_decay=0.01,
+                    decoupled_weight_decay=True, maximize=True)),
+    (fo.RAdam, dict(lr=0.01)),  # rectified from step 6 on: resumed across the switch
+    (fo.RAdam, dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1,
+                    decoupled_weight_decay=True, maximize=True)),
+    (fo.Adadelta, dict()),
+    (fo.Adadelta, dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.01, maximize=True)),
 ]
 CONFIG_IDS = [f"{cls.__name__}-{i}" for i, (cls, _kw) in enumerate(CONFIGS)]
 

@@ -35,7 +35,7 @@ DTYPES = [np.float32, np.float64]
 VARIED = {"gscale": (1.0, 0.37), "weight_decay": (0.0, 0.0125)}
 #: State slots that hold second moments (non-negative), or a mean that must stay
 #: small next to one (so the centered variance is positive); others are signed.
-NONNEG_SLOTS = {"sq", "v", "vmax", "sum"}
+NONNEG_SLOTS = {"sq", "v", "vmax", "sum", "u", "acc"}
 SMALL_SLOTS = {"gavg"}
 
 

@@ -58,7 +58,7 @@ SCALAR_DRAWS = {
     "gscale": st.sampled_from([1.0, 0.5, 0.123456789]),
 }
 DERIVED = {"bc1": "beta1", "bc2": "beta2"}
-NONNEG_SLOTS = {"sq", "v", "vmax", "sum"}
+NONNEG_SLOTS = {"sq", "v", "vmax", "sum", "u", "acc"}
 
 
 @st.composite

@@ -112,6 +112,39 @@ TABLE = {
         "adagrad-all": dict(lr=5e-2, lr_decay=1e-3, weight_decay=0.05,
                             initial_accumulator_value=0.5, eps=1e-6, maximize=True),
     }, fused=True),
+    "Adamax": Row("Adamax", {
+        "adamax": dict(lr=2e-3),
+        "adamax-wd": dict(lr=2e-3, weight_decay=0.05),
+        "adamax-maximize": dict(lr=2e-3, maximize=True),
+        "adamax-all": dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05,
+                           maximize=True),
+    }),
+    "NAdam": Row("NAdam", {
+        "nadam": dict(lr=2e-3),
+        "nadam-wd": dict(lr=2e-3, weight_decay=0.05),
+        "nadam-decoupled": dict(lr=2e-3, weight_decay=0.1, decoupled_weight_decay=True),
+        "nadam-momentum_decay": dict(lr=2e-3, momentum_decay=0.02),
+        "nadam-maximize": dict(lr=2e-3, maximize=True),
+        "nadam-all": dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05,
+                          momentum_decay=1e-3, decoupled_weight_decay=True, maximize=True),
+    }),
+    "RAdam": Row("RAdam", {
+        "radam": dict(lr=1e-3),
+        "radam-wd": dict(lr=1e-3, weight_decay=0.05),
+        "radam-decoupled": dict(lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True),
+        "radam-maximize": dict(lr=1e-3, maximize=True),
+        # beta2 0.9: rho_inf = 19, rectified from step 3 on (default 0.999: step 6)
+        "radam-all": dict(lr=1e-2, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.05,
+                          decoupled_weight_decay=True, maximize=True),
+    }),
+    "Adadelta": Row("Adadelta", {
+        "adadelta": dict(),
+        "adadelta-rho": dict(lr=0.5, rho=0.5),
+        "adadelta-wd": dict(lr=1.0, weight_decay=0.05),
+        "adadelta-eps": dict(lr=1.0, eps=1e-3),
+        "adadelta-maximize": dict(lr=1.0, maximize=True),
+        "adadelta-all": dict(lr=0.1, rho=0.95, eps=1e-4, weight_decay=0.05, maximize=True),
+    }),
 }
 
 #: Classes with no torch counterpart, and why.
@@ -203,11 +236,18 @@ def _torch_run(case, impl, dtype):
         for x in tensors:
             x.requires_grad_(True)
         flags = {"fused": True} if impl == "fused" else {"foreach": False}
-        opt = getattr(torch.optim, TABLE[cls].torch)(tensors, **kw, **flags)
-        for g in grads:
-            for x, gk in zip(tensors, g.values()):
-                x.grad = _grad_like(x, gk)
-            opt.step()
+        # torch keeps its scalar state (NAdam's mu_product) in the default
+        # dtype, float32 unless set: in float64 for a float64 run, as ours is.
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
+        try:
+            opt = getattr(torch.optim, TABLE[cls].torch)(tensors, **kw, **flags)
+            for g in grads:
+                for x, gk in zip(tensors, g.values()):
+                    x.grad = _grad_like(x, gk)
+                opt.step()
+        finally:
+            torch.set_default_dtype(default)
         _torch_cache[key] = {k: x.detach().numpy() for k, x in zip(params, tensors)}
     return _torch_cache[key]
 
@@ -269,3 +309,35 @@ def test_clipping_matches_torch_clip_grad_norm(backend, dtype, max_norm):
     err = max_scaled_error(params, {k: x.detach().numpy() for k, x in zip(params, tensors)})
     assert err <= TOL[dtype]
     assert min(norms) > max_norm  # every step was clipped
+
+
+# torch's addcmul_(g, g, value=1-beta) rounds (1-beta)*g first: squares that
+# overflow float32 as g*g stay finite there, and must stay finite here.
+LARGE_GRADIENT = {
+    "NAdam": (1e20, "exp_avg_sq", {}),
+    "RAdam": (1e20, "exp_avg_sq", {}),
+    "Adadelta": (3e19, "square_avg", {"lr": 1e-3}),
+}
+
+
+@needs_torch
+@pytest.mark.parametrize("cls", list(LARGE_GRADIENT))
+def test_large_gradient_squares_stay_finite_as_in_torch(backend, cls):
+    size, slot, kw = LARGE_GRADIENT[cls]
+    g = np.array([size, -size, 1.0], dtype=np.float32)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(g * g).all()
+    p = {"w": np.array([0.5, -0.5, 0.25], dtype=np.float32)}
+    opt = fo.OPTIMIZERS[cls](p, **kw)
+    x = torch.tensor(p["w"], requires_grad=True)
+    topt = getattr(torch.optim, TABLE[cls].torch)([x], foreach=False, **kw)
+    for _ in range(3):
+        with np.errstate(all="ignore"):
+            opt.step({"w": g})
+        x.grad = torch.tensor(g)
+        topt.step()
+    theirs = topt.state[x][slot].numpy()
+    ours = opt.state[slot]["w"]
+    assert np.isfinite(theirs).all() and np.isfinite(ours).all()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    np.testing.assert_allclose(p["w"], x.detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -32,7 +32,8 @@ __all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "check_call",
            "prelude", "family_of"]
 
 #: The family modules, in the order of the documentation and the benchmark.
-MODULES = ("sgd", "rmsprop", "adam", "adagrad", "lion", "lamb")
+MODULES = ("sgd", "rmsprop", "adam", "adagrad", "adamax", "nadam", "radam", "adadelta",
+           "lion", "lamb")
 
 #: Family name -> :class:`Family`.
 FAMILIES: dict[str, Family] = {}

@@ -60,7 +60,7 @@ rows: every registered optimizer class (fusedoptim.OPTIMIZERS), named in
 lower case, at its defaults but lr {lr:g}{stateful}, stepped with
 opt.step(grads) on each fusedoptim backend; torch is PyTorch's counterpart
 with the same hyperparameters (fused where PyTorch has a fused CPU kernel,
-foreach for RMSprop).
+foreach for RMSprop, Adamax, NAdam, RAdam, Adadelta).
 sizes: course = the 2-5-2-1 network ({course});
        mlp = an MLP of 50 layers of 256x256 ({mlp});
        big = {big};

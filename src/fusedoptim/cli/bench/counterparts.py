@@ -4,7 +4,8 @@
 optimizer over ``tensors`` (their ``.grad`` set) with the bench
 hyperparameters ``hp`` of the fusedoptim class (``workloads.hyperparameters``)
 and PyTorch's fastest CPU path: ``fused=True`` where PyTorch has a fused CPU
-kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise (RMSprop).
+kernel (SGD, Adam, AdamW, Adagrad), ``foreach=True`` otherwise (RMSprop,
+Adamax, NAdam, RAdam, Adadelta).
 ``optim`` is the ``torch.optim`` module (torch is imported only when a torch
 row runs).  A class missing here gets no torch row.
 
@@ -61,6 +62,33 @@ def _adagrad(optim, ps, hp):
                          eps=hp["eps"], maximize=hp["maximize"], fused=True)
 
 
+def _adamax(optim, ps, hp):
+    # No fused CPU kernel in PyTorch 2.13 for these four; foreach is its fastest.
+    return optim.Adamax(ps, lr=hp["lr"], betas=hp["betas"], eps=hp["eps"],
+                        weight_decay=hp["weight_decay"], maximize=hp["maximize"],
+                        foreach=True)
+
+
+def _nadam(optim, ps, hp):
+    return optim.NAdam(ps, lr=hp["lr"], betas=hp["betas"], eps=hp["eps"],
+                       weight_decay=hp["weight_decay"], momentum_decay=hp["momentum_decay"],
+                       decoupled_weight_decay=hp["decoupled_weight_decay"],
+                       maximize=hp["maximize"], foreach=True)
+
+
+def _radam(optim, ps, hp):
+    return optim.RAdam(ps, lr=hp["lr"], betas=hp["betas"], eps=hp["eps"],
+                       weight_decay=hp["weight_decay"],
+                       decoupled_weight_decay=hp["decoupled_weight_decay"],
+                       maximize=hp["maximize"], foreach=True)
+
+
+def _adadelta(optim, ps, hp):
+    return optim.Adadelta(ps, lr=hp["lr"], rho=hp["rho"], eps=hp["eps"],
+                          weight_decay=hp["weight_decay"], maximize=hp["maximize"],
+                          foreach=True)
+
+
 #: fusedoptim class name -> builder of the torch optimizer.
 COUNTERPARTS = {
     "GD": _sgd_plain,
@@ -70,4 +98,8 @@ COUNTERPARTS = {
     "Adam": _adam_like("Adam"),
     "AdamW": _adam_like("AdamW"),
     "Adagrad": _adagrad,
+    "Adamax": _adamax,
+    "NAdam": _nadam,
+    "RAdam": _radam,
+    "Adadelta": _adadelta,
 }

@@ -1,0 +1,71 @@
+"""Adadelta's Numba element span and step (``fusedoptim.families.adadelta``)."""
+
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from .._validate import gather
+from ..families import check_call, family_of
+from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
+
+__all__ = ["step"]
+
+FAMILY = family_of("adadelta")
+
+# The span's inputs, read by name: float64 scalars (derived ones computed in
+# double, each rounded once to the dtype in the span) and the loop's switches.
+Scalars = namedtuple("Scalars", "lr rho one_minus_rho eps weight_decay gscale")
+Flags = namedtuple("Flags", "scale maximize l2")
+
+
+@njit(**JIT)
+def span(row, lo, hi, s, f, z):
+    """``families.adadelta.adadelta_tensor`` on elements [lo, hi)."""
+    m = hi - lo
+    P = _view(row[0], lo, m, z)
+    G = _view(row[1], lo, m, z)
+    S = _view(row[2], lo, m, z)
+    A = _view(row[3], lo, m, z)
+    lr, rho, omr = _as(s.lr, z), _as(s.rho, z), _as(s.one_minus_rho, z)
+    eps, wd, gs = _as(s.eps, z), _as(s.weight_decay, z), _as(s.gscale, z)
+    for i in range(m):
+        p = P[i]
+        g = G[i]
+        if f.scale:
+            g = g * gs
+        if f.maximize:
+            g = -g
+        if f.l2:
+            g = g + wd * p
+        a0 = A[i]
+        si = rho * S[i] + (omr * g) * g
+        S[i] = si
+        d = (np.sqrt(a0 + eps) / np.sqrt(si + eps)) * g
+        A[i] = rho * a0 + (omr * d) * d
+        P[i] = p - lr * d
+
+
+# The drivers of this span (why per family, and why plain tuples: see
+# ``_step.drive_serial``).
+@njit(**JIT)
+def serial(ptrs, sizes, s, f, z):
+    drive_serial(span, ptrs, sizes, Scalars(*s), Flags(*f), z)
+
+
+@njit(parallel=True, **JIT)
+def parallel(ptrs, sizes, nthreads, s, f, z):
+    drive_parallel(span, ptrs, sizes, nthreads, Scalars(*s), Flags(*f), z)
+
+
+def step(params, grads, states, mode, **kw):
+    """Multi-tensor Adadelta step, keyword-only (see ``fusedoptim.families.adadelta``)."""
+    check_call(FAMILY, states, kw)
+    groups = gather(params, grads, states, mode)
+    if not groups:
+        return
+    rho, wd, gscale = float(kw["rho"]), float(kw["weight_decay"]), float(kw["gscale"])
+    s = Scalars(lr=float(kw["lr"]), rho=rho, one_minus_rho=1.0 - rho, eps=float(kw["eps"]),
+                weight_decay=wd, gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), l2=wd != 0.0)
+    run((serial, parallel), groups, s, f)

@@ -1,0 +1,160 @@
+"""NAdam: the ``nadam`` kernel family and its class.
+
+The family's step (every backend, keyword-only)::
+
+    nadam(params, grads, (m, v), mode, *, lr, beta1, beta2, eps, bc2, lr_g,
+          lr_m, weight_decay, decoupled, maximize, gscale)
+
+The per-step scalars are computed by the class in double precision, as
+``torch.optim.NAdam`` computes them in Python: ``bc2 = 1 - beta2 ** t``,
+``lr_g = lr * (1 - mu_t) / (1 - prod_{i<=t} mu_i)`` and
+``lr_m = lr * mu_{t+1} / (1 - prod_{i<=t+1} mu_i)``, with the momentum
+schedule ``mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))``.
+"""
+
+import numpy as np
+
+from ..optimizer import Optimizer
+from ._spec import Family, Hyper, betas, flag, nonneg, prelude
+
+__all__ = ["FAMILY", "NAdam", "nadam_tensor"]
+
+
+def nadam_tensor(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *,
+                 lr: float, beta1: float, beta2: float, eps: float, bc2: float, lr_g: float,
+                 lr_m: float, weight_decay: float, decoupled: bool, maximize: bool,
+                 gscale: float) -> None:
+    r"""One NAdam step on one tensor, in place (the reference).
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1) g, \qquad
+        v \leftarrow \beta_2 v + ((1 - \beta_2) g) g, \qquad
+        d = \sqrt{v / c_2} + \epsilon \\
+        p &\leftarrow \bigl(p - (\eta_g g) / d\bigr) - (\eta_m m) / d
+
+    In words: m = b1*m + (1-b1)*g; v = b2*v + ((1-b2)*g)*g;
+    d = sqrt(v / bc2) + eps; p = (p - (lr_g*g) / d) - (lr_m*m) / d, after
+    the gradient prelude (maximize, then L2 weight decay), in the order of
+    ``torch.optim.NAdam``'s two ``addcdiv_`` calls.  With ``decoupled=True``
+    the weight decay is ``p <- p * (1 - lr * weight_decay)`` before the
+    update instead of an L2 term in the gradient.
+    """
+    T = p.dtype.type
+    if decoupled:
+        g = prelude(p, g, T, gscale, maximize, 0.0)
+        if weight_decay != 0.0:
+            p[...] = p * T(1.0 - lr * weight_decay)
+    else:
+        g = prelude(p, g, T, gscale, maximize, weight_decay)
+    m[...] = T(beta1) * m + T(1.0 - beta1) * g
+    v[...] = T(beta2) * v + (T(1.0 - beta2) * g) * g
+    d = np.sqrt(v / T(bc2)) + T(eps)
+    p[...] = (p - (T(lr_g) * g) / d) - (T(lr_m) * m) / d
+
+
+FAMILY = Family(
+    name="nadam",
+    slots=("m", "v"),
+    scalars=("lr", "beta1", "beta2", "eps", "bc2", "lr_g", "lr_m", "weight_decay"),
+    flags=("decoupled", "maximize"),
+    update=nadam_tensor,
+)
+
+
+def _mu(beta1: float, momentum_decay: float, t: int) -> float:
+    """torch's momentum schedule mu_t, in double."""
+    return beta1 * (1.0 - 0.5 * (0.96 ** (t * momentum_decay)))
+
+
+class NAdam(Optimizer):
+    __doc__ = rf"""NAdam (Dozat 2016) with ``torch.optim.NAdam``'s semantics.
+
+    .. math::
+
+        \mu_t &= \beta_1 \bigl(1 - \tfrac12\, 0.96^{{t \psi}}\bigr), \qquad
+        m \leftarrow \beta_1 m + (1 - \beta_1) g, \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
+        p &\leftarrow p - \eta \, \frac{{1 - \mu_t}}{{1 - \prod_{{i \le t}} \mu_i}}
+            \, \frac{{g}}{{d}}
+          - \eta \, \frac{{\mu_{{t+1}}}}{{1 - \prod_{{i \le t+1}} \mu_i}}
+            \, \frac{{m}}{{d}}, \qquad
+        d = \sqrt{{v / (1 - \beta_2^t)}} + \epsilon
+
+    In words: ``mu_t = b1 * (1 - 0.5 * 0.96**(t * momentum_decay));
+    m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+    d = sqrt(v / (1 - b2**t)) + eps;
+    p -= lr*(1-mu_t)/(1-prod(mu_1..mu_t)) * g/d
+    + lr*mu_(t+1)/(1-prod(mu_1..mu_(t+1))) * m/d``, after the gradient
+    prelude (maximize: :math:`g \leftarrow -g`; L2 weight decay:
+    :math:`g \leftarrow g + \lambda p`).  With
+    ``decoupled_weight_decay=True`` the decay is
+    :math:`p \leftarrow p (1 - \eta\lambda)` first instead (NAdamW).  The
+    product of the :math:`\mu_i` (torch's ``mu_product`` state) is computed
+    in double from ``t``, one factor per step in step order, so a run
+    resumed from a checkpoint (which restores ``t``) continues with the
+    same bits.  State slots: ``"exp_avg"``, ``"exp_avg_sq"``.
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32/float64 arrays, updated in place.
+    lr : float or callable
+        :math:`\eta \ge 0`, or a schedule ``step -> float``.
+    betas : (float, float)
+        :math:`\beta_1, \beta_2 \in [0, 1)`.
+    eps : float
+        :math:`\epsilon \ge 0`.
+    weight_decay : float
+        :math:`\lambda \ge 0`.
+    momentum_decay : float
+        :math:`\psi \ge 0`.
+    decoupled_weight_decay : bool
+        Decay the parameters directly (NAdamW) instead of through the gradient.
+    maximize : bool
+        Ascend the objective instead of descending.
+    {Optimizer.COMMON_DOC}
+    """
+
+    family = FAMILY
+    lr_default = 0.002
+    hyper = (
+        Hyper("betas", (0.9, 0.999), betas, "Decays (beta1, beta2) of the moments"),
+        Hyper("eps", 1e-8, nonneg, "Epsilon"),
+        Hyper("weight_decay", 0.0, nonneg, "Weight decay"),
+        Hyper("momentum_decay", 0.004, nonneg, "Momentum decay psi"),
+        Hyper("decoupled_weight_decay", False, flag, "Whether the decay is decoupled"),
+        Hyper("maximize", False, flag, "Whether the objective is maximized"),
+    )
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    # (beta1, momentum_decay) -> (t, prod_{i<=t} mu_i): the last product
+    # computed, so that a step multiplies in one factor instead of t.  It is
+    # a cache of a function of t, not state: a step that fails leaves a
+    # value that is still right for its t.
+    _mu_products = None
+
+    def _mu_product(self, beta1: float, momentum_decay: float, t: int) -> float:
+        if self._mu_products is None:
+            self._mu_products = {}
+        key = (beta1, momentum_decay)
+        t0, prod = self._mu_products.get(key, (0, 1.0))
+        if t0 > t:
+            t0, prod = 0, 1.0
+        for i in range(t0 + 1, t + 1):
+            prod *= _mu(beta1, momentum_decay, i)
+        self._mu_products[key] = (t, prod)
+        return prod
+
+    def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
+        b1, b2 = hp["betas"]
+        psi = hp["momentum_decay"]
+        mu, mu_next = _mu(b1, psi, t), _mu(b1, psi, t + 1)
+        prod = self._mu_product(b1, psi, t)
+        prod_next = prod * mu_next
+        # torch: value=(-lr * (1.0 - mu) / (1.0 - mu_product)); the negation is exact.
+        return dict(lr=lr, beta1=b1, beta2=b2, eps=hp["eps"], bc2=1.0 - b2 ** t,
+                    lr_g=lr * (1.0 - mu) / (1.0 - prod),
+                    lr_m=lr * mu_next / (1.0 - prod_next),
+                    weight_decay=hp["weight_decay"],
+                    decoupled=hp["decoupled_weight_decay"], maximize=hp["maximize"])
