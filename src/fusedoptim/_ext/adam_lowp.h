@@ -26,6 +26,7 @@
 
 typedef struct {
     float lr, b1, omb1, b2, omb2, eps, c1, c2, rsc2, gs, wd, shrink;
+    float alr;           /* lr / c1, computed in double, rounded once */
     double rc1;          /* 1 / (double)c1: m / c1 as a product (adam_avx2.h) */
     uint32_t key;        /* step_key(seed, t) */
     int scale, maximize, l2, shrink_p, stochastic;
@@ -50,11 +51,17 @@ FO_INLINE uint32_t fo_mix32(uint32_t x)
 /* families.adam_lowp._prelude for one element (p is shrunk in place). */
 #define FO_LOWP_PRELUDE(A, gi, pi)                                            \
     do {                                                                      \
-        if ((A)->scale) gi = gi * (A)->gs;                                    \
-        if ((A)->maximize) gi = -gi;                                          \
-        if ((A)->l2) gi = gi + (A)->wd * pi;                                  \
-        if ((A)->shrink_p) pi = pi * (A)->shrink;                             \
+        if (f_scale) gi = gi * f_gs;                                    \
+        if (f_max) gi = -gi;                                          \
+        if (f_l2) gi = gi + f_wd * pi;                                  \
+        if (f_shrink) pi = pi * f_shrinkv;                             \
     } while (0)
+/* The prelude's scalars as locals; its flags are the body's arguments, literal
+ * in the common cases (FO_LOWP_DISPATCH), so the loop is branch-free. */
+#define FO_LOWP_FLAGS(A) \
+    const float f_gs = (A)->gs, f_wd = (A)->wd, f_shrinkv = (A)->shrink;
+#define FO_FLAG_ARGS const int f_scale, const int f_max, const int f_l2, const int f_shrink, \
+    const int sto
 
 FO_INLINE uint16_t fo_bf16_encode(float x, uint32_t r)
 {
@@ -66,13 +73,13 @@ FO_INLINE uint16_t fo_bf16_encode(float x, uint32_t r)
 /* Adam on [0, n) with bfloat16 m, v; idx0 = index of element 0 in the step. */
 FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
                                  const float *restrict g, uint16_t *restrict m,
-                                 uint16_t *restrict v, ptrdiff_t n, ptrdiff_t idx0)
+                                 uint16_t *restrict v, ptrdiff_t n, ptrdiff_t idx0,
+                                 FO_FLAG_ARGS)
 {
     const float lr = A->lr, b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
-    const float e = A->eps, c2 = A->c2;
-    const double rc1 = A->rc1;
+    const float e = A->eps, rsc2 = A->rsc2, alr = A->alr;
     const uint32_t key = A->key;
-    const int sto = A->stochastic;
+    FO_LOWP_FLAGS(A)
     ptrdiff_t i;
     for (i = 0; i < n; i++) {
         float pi = p[i], gi = g[i];
@@ -82,7 +89,7 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
         FO_LOWP_PRELUDE(A, gi, pi);
         mi = b1 * m0 + omb1 * gi;
         vi = b2 * v0 + omb2 * (gi * gi);
-        p[i] = pi - (lr * (float)((double)mi * rc1)) / (sqrtf(vi / c2) + e);
+        p[i] = pi - (alr * mi) / (sqrtf(vi) * rsc2 + e);
         if (sto) {
             uint32_t h = fo_mix32(key ^ (uint32_t)(idx0 + i));
             rm = h & 0xFFFFu;
@@ -100,11 +107,12 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
  * families.adam.adam_tensor without AMSGrad. */
 FO_INLINE void fo_adam_f32_body(const fo_lowp_args *A, float *restrict p,
                                 const float *restrict g, float *restrict m,
-                                float *restrict v, ptrdiff_t n)
+                                float *restrict v, ptrdiff_t n, FO_FLAG_ARGS)
 {
     const float lr = A->lr, b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
     const float e = A->eps, c2 = A->c2;
     const double rc1 = A->rc1;
+    FO_LOWP_FLAGS(A)
     ptrdiff_t i;
     for (i = 0; i < n; i++) {
         float pi = p[i], gi = g[i], m0 = m[i], v0 = v[i], mi, vi;
@@ -122,15 +130,16 @@ FO_INLINE void fo_adam_f32_body(const fo_lowp_args *A, float *restrict p,
 FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
                                 const float *restrict g, uint8_t *restrict mc,
                                 uint8_t *restrict vc, float *restrict ms,
-                                float *restrict vs, ptrdiff_t k, ptrdiff_t idx0)
+                                float *restrict vs, ptrdiff_t k, ptrdiff_t idx0,
+                                FO_FLAG_ARGS)
 {
     const float lr = A->lr, b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
-    const float e = A->eps, rsc2 = A->rsc2, sm = *ms, sv = *vs;
-    const double rc1 = A->rc1;
+    const float e = A->eps, rsc2 = A->rsc2, alr = A->alr, sm = *ms, sv = *vs;
     const uint32_t key = A->key;
     float mb[FO_QBLOCK], sb[FO_QBLOCK];
     uint32_t amax_m = 0, amax_s = 0;
     float inv_m, inv_s, fm, fs;
+    FO_LOWP_FLAGS(A)
     ptrdiff_t i;
     for (i = 0; i < k; i++) {
         uint32_t cm = mc[i], mag = cm & 127u;
@@ -144,7 +153,7 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
         vi = b2 * v0 + omb2 * (gi * gi);
         si = sqrtf(vi);
         d = si * rsc2 + e;
-        p[i] = pi - (lr * (float)((double)mi * rc1)) / d;
+        p[i] = pi - (alr * mi) / d;
         mb[i] = mi;
         sb[i] = si;
         am = fo_f2u(mi) & 0x7FFFFFFFu;
@@ -159,7 +168,7 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
     for (i = 0; i < k; i++) {
         uint32_t bm = fo_f2u(fabsf(mb[i]) * inv_m), bs = fo_f2u(sb[i] * inv_s);
         uint32_t rm, rs, cm, cs;
-        if (A->stochastic) {
+        if (sto) {
             uint32_t h = fo_mix32(key ^ (uint32_t)(idx0 + i));
             rm = h & 0xFFFFFu;
             rs = (h * 0x9E3779B1u) >> 13;
@@ -185,30 +194,53 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
 FO_INLINE void fo_adam_q8_body(const fo_lowp_args *A, float *restrict p,
                                const float *restrict g, uint8_t *restrict mc,
                                uint8_t *restrict vc, float *restrict ms,
-                               float *restrict vs, ptrdiff_t n, ptrdiff_t idx0)
+                               float *restrict vs, ptrdiff_t n, ptrdiff_t idx0,
+                               FO_FLAG_ARGS)
 {
     ptrdiff_t a, b;
-    for (a = 0; a < n; a += FO_QBLOCK) {
-        b = n - a < FO_QBLOCK ? n - a : FO_QBLOCK;
+    /* Whole blocks with a literal length (no loop remainders), then the last. */
+    for (a = 0; a + FO_QBLOCK <= n; a += FO_QBLOCK)
         fo_adam_q8_block(A, p + a, g + a, mc + a, vc + a, ms + a / FO_QBLOCK,
-                         vs + a / FO_QBLOCK, b, idx0 + a);
-    }
+                         vs + a / FO_QBLOCK, FO_QBLOCK, idx0 + a, f_scale, f_max, f_l2,
+                         f_shrink, sto);
+    b = n - a;
+    if (b > 0)
+        fo_adam_q8_block(A, p + a, g + a, mc + a, vc + a, ms + a / FO_QBLOCK,
+                         vs + a / FO_QBLOCK, b, idx0 + a, f_scale, f_max, f_l2, f_shrink, sto);
 }
+
+/* CALL(flags...) with literal flags for the common cases (no clipping, no
+ * maximize, no L2; AdamW's decay or none; either rounding), the step's own
+ * flags otherwise. */
+#define FO_LOWP_DISPATCH(A, CALL)                                                       \
+    do {                                                                                \
+        if ((A)->scale || (A)->maximize || (A)->l2)                                     \
+            CALL((A)->scale, (A)->maximize, (A)->l2, (A)->shrink_p, (A)->stochastic);   \
+        else if ((A)->shrink_p) {                                                       \
+            if ((A)->stochastic) CALL(0, 0, 0, 1, 1); else CALL(0, 0, 0, 1, 0);         \
+        } else {                                                                        \
+            if ((A)->stochastic) CALL(0, 0, 0, 0, 1); else CALL(0, 0, 0, 0, 0);         \
+        }                                                                               \
+    } while (0)
 
 #define FO_LOWP_BUILD(SUFFIX, ATTR)                                                     \
     static ATTR void fo_adam_bf16_##SUFFIX(const fo_lowp_args *A, float *p,              \
                                            const float *g, uint16_t *m, uint16_t *v,     \
                                            ptrdiff_t n, ptrdiff_t idx0)                  \
-    { fo_adam_bf16_body(A, p, g, m, v, n, idx0); }                                       \
+    { FO_LOWP_DISPATCH(A, FO_BF16_CALL); }                                               \
     static ATTR void fo_adam_f32_##SUFFIX(const fo_lowp_args *A, float *p,               \
                                           const float *g, float *m, float *v,            \
                                           ptrdiff_t n)                                   \
-    { fo_adam_f32_body(A, p, g, m, v, n); }                                              \
+    { FO_LOWP_DISPATCH(A, FO_F32_CALL); }                                                \
     static ATTR void fo_adam_q8_##SUFFIX(const fo_lowp_args *A, float *p,                \
                                          const float *g, uint8_t *mc, uint8_t *vc,       \
                                          float *ms, float *vs, ptrdiff_t n,              \
                                          ptrdiff_t idx0)                                 \
-    { fo_adam_q8_body(A, p, g, mc, vc, ms, vs, n, idx0); }
+    { FO_LOWP_DISPATCH(A, FO_Q8_CALL); }
+
+#define FO_BF16_CALL(...) fo_adam_bf16_body(A, p, g, m, v, n, idx0, __VA_ARGS__)
+#define FO_F32_CALL(...) fo_adam_f32_body(A, p, g, m, v, n, __VA_ARGS__)
+#define FO_Q8_CALL(...) fo_adam_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
 
 FO_LOWP_BUILD(base, )
 
@@ -216,7 +248,8 @@ FO_LOWP_BUILD(base, )
     && !defined(FUSEDOPTIM_NO_SIMD)
 #define FO_LOWP_X86 1
 FO_LOWP_BUILD(avx2, __attribute__((target("avx2"))))
-FO_LOWP_BUILD(avx512, __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))))
+FO_LOWP_BUILD(avx512, __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,"
+                                                "prefer-vector-width=512"))))
 
 /* 2: AVX-512 (F, BW, DQ, VL), 1: AVX2, 0: neither (baseline loops). */
 static inline int fo_lowp_isa(void)

@@ -6,7 +6,7 @@ Two state formats, chosen by ``state_dtype`` on :class:`~fusedoptim.Adam` and
 ``"bfloat16"`` (the ``adam_bf16`` step)
     ``m`` and ``v`` are stored as 16-bit words, the upper half of the float32
     bit pattern.  Per element: decode (``word << 16``), Adam's update in
-    float32 exactly as :func:`fusedoptim.families.adam.adam_tensor`, encode.
+    float32, encode.
     Encoding rounds to nearest even, or stochastically (below).
 ``"int8"`` (the ``adam_q8`` step)
     Blocks of ``QBLOCK = 256`` elements, counted from each tensor's element 0
@@ -37,10 +37,13 @@ Two state formats, chosen by ``state_dtype`` on :class:`~fusedoptim.Adam` and
     The parameter update uses the float32 moments before they are encoded::
 
         m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*(g*g);  s = sqrt(v)
-        p = p - (lr * (m / c1)) / (s * rsc2 + eps),   rsc2 = f32(1/sqrt(c2))
+        p = p - (alr * m) / (s * rsc2 + eps)
 
-    (one square root and one division per element: the square root that the
-    code of ``v`` needs is reused for the denominator).  Tensors under
+    with ``alr = f32(lr / c1)`` and ``rsc2 = f32(1 / sqrt(c2))`` computed in
+    double (the same update, written with one square root and one division
+    per element: the loops are bound by their arithmetic at high memory
+    bandwidth; the square root that the code of ``v`` needs is the
+    denominator's).  bfloat16 states take the same update.  Tensors under
     ``QMIN_ELEMENTS`` elements keep float32 moments and take Adam's float32
     update (:func:`fusedoptim.families.adam.adam_tensor`, bit for bit).
 
@@ -97,10 +100,13 @@ def mix32(x):
 
 def step_key(seed, t):
     """The 32-bit key of step ``t`` (from 1) for stochastic rounding under
-    ``seed`` (any int): ``mix(mix(seed mod 2^32) ^ mix(t mod 2^32) ^ (t >> 32))``."""
-    a = int(mix32(seed & _M32))
-    b = int(mix32(t & _M32))
-    return int(mix32((a ^ b ^ ((t >> 32) & _M32)) & _M32))
+    ``seed`` (an int, used mod 2^32): ``k = mix(seed ^ 0x243F6A88)``, then
+    ``k = mix(k ^ (t mod 2^32))``, then ``k = mix(k ^ (t >> 32))``; for one
+    seed, distinct steps below 2^32 get distinct keys (``mix`` is a
+    bijection)."""
+    k = int(mix32((seed & _M32) ^ 0x243F6A88))
+    k = int(mix32(k ^ (t & _M32)))
+    return int(mix32(k ^ ((t >> 32) & _M32)))
 
 
 def _hash(key, idx):
@@ -183,6 +189,11 @@ def block_absmax(x):
 # --- the per-tensor updates -------------------------------------------------------
 
 
+def _rsc2(kw):
+    """``1 / sqrt(bc2)`` in double, rounded once to float32."""
+    return np.float32(1.0 / np.sqrt(kw["bc2"]))
+
+
 def _prelude(p, g, kw):
     """The gradient prelude and AdamW's decay of Adam (families.adam)."""
     f = np.float32
@@ -209,7 +220,7 @@ def adam_bf16_tensor(p, g, mw, vw, idx0, **kw):
     p1, g = _prelude(p, g, kw)
     m = f(kw["beta1"]) * m + f(1.0 - kw["beta1"]) * g
     v = f(kw["beta2"]) * v + f(1.0 - kw["beta2"]) * (g * g)
-    p[...] = p1 - (f(kw["lr"]) * (m / f(kw["bc1"]))) / (np.sqrt(v / f(kw["bc2"])) + f(kw["eps"]))
+    p[...] = p1 - (f(kw["lr"] / kw["bc1"]) * m) / (np.sqrt(v) * _rsc2(kw) + f(kw["eps"]))
     rm = rv = None
     if kw["stochastic"]:
         h = _hash(kw["key"], np.arange(idx0, idx0 + p.size, dtype=np.int64))
@@ -233,8 +244,7 @@ def adam_q8_tensor(p, g, mc, vc, ms, vs, idx0, **kw):
     m = f(kw["beta1"]) * m + f(1.0 - kw["beta1"]) * g
     v = f(kw["beta2"]) * v + f(1.0 - kw["beta2"]) * (g * g)
     s = np.sqrt(v)
-    rsc2 = f(1.0 / np.sqrt(kw["bc2"]))
-    p[...] = p1 - (f(kw["lr"]) * (m / f(kw["bc1"]))) / (s * rsc2 + f(kw["eps"]))
+    p[...] = p1 - (f(kw["lr"] / kw["bc1"]) * m) / (s * _rsc2(kw) + f(kw["eps"]))
     pad = nb * QBLOCK - n
     new_ms, inv_m = block_absmax(np.concatenate([m, np.zeros(pad, f)]).reshape(nb, QBLOCK))
     new_vs, inv_v = block_absmax(np.concatenate([s, np.zeros(pad, f)]).reshape(nb, QBLOCK))
