@@ -34,7 +34,7 @@ import numpy as np
 from . import _validate as _v
 from .families import adam_lowp as _spec
 
-__all__ = ["SIGNATURE", "STATE_DTYPES", "configure", "LowpState", "state_nbytes"]
+__all__ = ["SIGNATURE", "STATE_DTYPES", "configure", "LowpState", "bytes_moved", "state_nbytes"]
 
 STATE_DTYPES = (None, "bfloat16", "int8")
 _ROUNDINGS = ("nearest", "stochastic")
@@ -190,6 +190,23 @@ class _Reference:
 
 
 _IMPLS = {}
+
+
+def bytes_moved(shapes, state_dtype):
+    """Bytes an Adam step with float32 parameters and ``state_dtype`` moments
+    must move at the least: p read and written, g read, every state array
+    (codes and scales) read and written."""
+    total = 0
+    for s in shapes:
+        n = int(np.prod(s))
+        if state_dtype == "bfloat16":
+            st = 2 * 2 * n
+        elif n < _spec.QMIN_ELEMENTS:
+            st = 2 * 4 * n
+        else:
+            st = 2 * (n + 4 * -(-n // _spec.QBLOCK))
+        total += 3 * 4 * n + 2 * st
+    return total
 
 
 def state_nbytes(opt):
