@@ -79,6 +79,9 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
     const float lr = A->lr, b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
     const float e = A->eps, rsc2 = A->rsc2, alr = A->alr;
     const uint32_t key = A->key;
+    /* the counter mod 2^32 as its own 32-bit induction variable: 32-bit
+     * vector lanes (derived from the 64-bit i it took 64-bit lanes) */
+    uint32_t ctr = (uint32_t)idx0;
     FO_LOWP_FLAGS(A)
     ptrdiff_t i;
     for (i = 0; i < n; i++) {
@@ -91,7 +94,7 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
         vi = b2 * v0 + omb2 * (gi * gi);
         p[i] = pi - (alr * mi) / (sqrtf(vi) * rsc2 + e);
         if (sto) {
-            uint32_t h = fo_mix32(key ^ (uint32_t)(idx0 + i));
+            uint32_t h = fo_mix32(key ^ ctr);
             rm = h & 0xFFFFu;
             rv = h >> 16;
         } else {
@@ -100,6 +103,7 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
         }
         m[i] = fo_bf16_encode(mi, rm);
         v[i] = fo_bf16_encode(vi, rv);
+        ctr++;
     }
 }
 
@@ -136,6 +140,9 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
     const float lr = A->lr, b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
     const float e = A->eps, rsc2 = A->rsc2, alr = A->alr, sm = *ms, sv = *vs;
     const uint32_t key = A->key;
+    /* the counter mod 2^32 as its own 32-bit induction variable: 32-bit
+     * vector lanes (derived from the 64-bit i it took 64-bit lanes) */
+    uint32_t ctr = (uint32_t)idx0;
     float mb[FO_QBLOCK], sb[FO_QBLOCK];
     uint32_t amax_m = 0, amax_s = 0;
     float inv_m, inv_s, fm, fs;
@@ -169,7 +176,7 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
         uint32_t bm = fo_f2u(fabsf(mb[i]) * inv_m), bs = fo_f2u(sb[i] * inv_s);
         uint32_t rm, rs, cm, cs;
         if (sto) {
-            uint32_t h = fo_mix32(key ^ (uint32_t)(idx0 + i));
+            uint32_t h = fo_mix32(key ^ ctr);
             rm = h & 0xFFFFFu;
             rs = (h * 0x9E3779B1u) >> 13;
         } else {
@@ -184,6 +191,7 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
         cs = cs > 2032u ? 2032u : cs;
         mc[i] = (uint8_t)((cm - 889u) | ((fo_f2u(mb[i]) >> 31) << 7));
         vc[i] = (uint8_t)(cs - 1777u);
+        ctr++;
     }
     *ms = fm;
     *vs = fs;
