@@ -24,11 +24,11 @@ from fusedoptim.cli.bench import workloads as W
 N = 1 << 24
 
 
-def _fused(state, n, lr):
+def _fused(state, n, lr, rounding=None):
     rng = np.random.default_rng(0)
     p = {"w": rng.standard_normal(n, dtype=np.float32)}
     g = {"w": rng.standard_normal(n, dtype=np.float32)}
-    opt = fo.Adam(p, lr=lr, state_dtype=state)
+    opt = fo.Adam(p, lr=lr, state_dtype=state, state_rounding=rounding)
     return lambda: opt.step(g)
 
 
@@ -67,6 +67,9 @@ def main(argv=None):
     steps = {"copy (f32 limit)": _copy(N)}
     for state in (None, "bfloat16", "int8"):
         steps[f"adam {state or 'float32'}"] = _fused(state, N, lr)
+    # the other rounding of each format (bfloat16: nearest by default; int8: stochastic)
+    steps["adam bfloat16 stoch."] = _fused("bfloat16", N, lr, "stochastic")
+    steps["adam int8 nearest"] = _fused("int8", N, lr, "nearest")
     first = {}
     if args.peers:
         for kind in ("bitsandbytes", "torchao"):
@@ -97,7 +100,8 @@ def main(argv=None):
     print(f"{'implementation':<24} {'median':>10} {'/ f32 Adam':>11} {'GB/s':>7} "
           f"{'% of f32 copy limit':>20}")
     for k, m in med.items():
-        state = {"adam bfloat16": "bfloat16", "adam int8": "int8"}.get(k)
+        state = ("bfloat16" if "bfloat16" in k else "int8" if "int8" in k and "adam" in k
+                 else None)
         nbytes = _lowp.bytes_moved([(N,)], state) if state else bytes_f32
         print(f"{k:<24} {m * 1e3:>8.2f} ms {m / f32:>11.3f} {nbytes / m / 1e9:>7.1f} "
               f"{100 * limit / m:>19.0f}%")
