@@ -49,7 +49,7 @@ _M_LABEL, _V_LABEL = "exp_avg", "exp_avg_sq"
 _SCALE = "_scale"
 
 
-def configure(opt, args):
+def configure(opt, args: dict) -> "LowpState | None":
     """Check the state arguments of optimizer ``opt`` (bound ``args``);
     ``None`` for full-precision state, else a :class:`LowpState`."""
     dtype, rounding, seed = args["state_dtype"], args["state_rounding"], args["state_seed"]
@@ -80,7 +80,7 @@ def configure(opt, args):
 class LowpState:
     """The reduced-precision format of one optimizer's state."""
 
-    def __init__(self, dtype, rounding, seed):
+    def __init__(self, dtype: str, rounding: str, seed: int) -> None:
         self.dtype = dtype
         self.rounding = rounding
         self.seed = seed
@@ -89,7 +89,7 @@ class LowpState:
         return (f"state_dtype={self.dtype!r}, state_rounding={self.rounding!r}, "
                 f"state_seed={self.seed}")
 
-    def init_state(self, opt):
+    def init_state(self, opt) -> None:
         """Allocate ``opt._state`` and ``opt._states`` (zeros: every code
         and scale 0 decodes to 0)."""
         state = {_M_LABEL: {}, _V_LABEL: {}}
@@ -113,7 +113,7 @@ class LowpState:
         opt._state = state
         opt._states = ()
 
-    def arrays(self, opt, names):
+    def arrays(self, opt, names: list) -> list:
         """The state arrays of each parameter in ``names``, checked: the one
         validation of them for every backend (they are the optimizer's own,
         so only a parameter added to the dict after construction, or a
@@ -145,7 +145,7 @@ class LowpState:
             out.append(tuple(row))
         return out
 
-    def kwargs(self, opt, lr, t, gscale):
+    def kwargs(self, opt, lr: float, t: int, gscale: float) -> dict:
         kw = opt.kernel_args(opt._hp, lr, t)
         del kw["amsgrad"]
         kw["gscale"] = gscale
@@ -153,7 +153,7 @@ class LowpState:
         kw["key"] = _spec.step_key(self.seed, t) if kw["stochastic"] else 0
         return kw
 
-    def step(self, opt, backend, grads, lr, t, gscale):
+    def step(self, opt, backend, grads: dict, lr: float, t: int, gscale: float) -> None:
         """One fused step on ``backend`` (a backend module)."""
         kw = self.kwargs(opt, lr, t, gscale)
         params = opt._params
@@ -192,7 +192,7 @@ class _Reference:
 _IMPLS = {}
 
 
-def bytes_moved(shapes, state_dtype):
+def bytes_moved(shapes, state_dtype: str) -> int:
     """Bytes an Adam step with float32 parameters and ``state_dtype`` moments
     must move at the least: p read and written, g read, every state array
     (codes and scales) read and written."""
@@ -209,6 +209,6 @@ def bytes_moved(shapes, state_dtype):
     return total
 
 
-def state_nbytes(opt):
+def state_nbytes(opt) -> int:
     """Bytes of every state array of optimizer ``opt``."""
     return sum(a.nbytes for d in opt._state.values() for a in d.values())

@@ -76,7 +76,7 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
                                  uint16_t *restrict v, ptrdiff_t n, ptrdiff_t idx0,
                                  FO_FLAG_ARGS)
 {
-    const float lr = A->lr, b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
+    const float b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
     const float e = A->eps, rsc2 = A->rsc2, alr = A->alr;
     const uint32_t key = A->key;
     /* the counter mod 2^32 as its own 32-bit induction variable: 32-bit
@@ -137,7 +137,7 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
                                 float *restrict vs, ptrdiff_t k, ptrdiff_t idx0,
                                 FO_FLAG_ARGS)
 {
-    const float lr = A->lr, b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
+    const float b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
     const float e = A->eps, rsc2 = A->rsc2, alr = A->alr, sm = *ms, sv = *vs;
     const uint32_t key = A->key;
     /* the counter mod 2^32 as its own 32-bit induction variable: 32-bit

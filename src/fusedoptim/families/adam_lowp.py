@@ -86,7 +86,7 @@ _M32 = 0xFFFFFFFF
 _U32 = np.uint32
 
 
-def mix32(x):
+def mix32(x: "int | np.ndarray") -> np.ndarray:
     """``lowbias32`` (C. Wellons' integer hash) of uint32 ``x`` (int or array)."""
     x = np.asarray(x, dtype=np.uint32)
     with np.errstate(over="ignore"):  # wrapping uint32 products are the point
@@ -98,7 +98,7 @@ def mix32(x):
     return x
 
 
-def step_key(seed, t):
+def step_key(seed: int, t: int) -> int:
     """The 32-bit key of step ``t`` (from 1) for stochastic rounding under
     ``seed`` (an int, used mod 2^32): ``k = mix(seed ^ 0x243F6A88)``, then
     ``k = mix(k ^ (t mod 2^32))``, then ``k = mix(k ^ (t >> 32))``; for one
@@ -124,12 +124,12 @@ def _float(b):
 # --- bfloat16 ---------------------------------------------------------------------
 
 
-def bf16_decode(w):
+def bf16_decode(w: np.ndarray) -> np.ndarray:
     """float32 values of bfloat16 words (exact)."""
     return _float(w.astype(np.uint32) << _U32(16))
 
 
-def bf16_encode(x, r=None):
+def bf16_encode(x: np.ndarray, r: "np.ndarray | None" = None) -> np.ndarray:
     """bfloat16 words of float32 ``x``: nearest even (``r is None``) or
     ``(bits + r) >> 16`` with 16 random bits ``r``; a NaN stays a (quiet) NaN."""
     b = _bits(x)
@@ -143,7 +143,7 @@ def bf16_encode(x, r=None):
 # --- 8-bit codes ------------------------------------------------------------------
 
 
-def q8m_decode(c):
+def q8m_decode(c: np.ndarray) -> np.ndarray:
     """Signed code of m -> float32 in [-1, 1] (times the block's scale)."""
     c = c.astype(np.uint32)
     mag = c & _U32(127)
@@ -151,7 +151,8 @@ def q8m_decode(c):
     return _float(b | ((c >> _U32(7)) << _U32(31)))
 
 
-def q8m_encode(m, inv, r=None):
+def q8m_encode(m: np.ndarray, inv: "np.ndarray | np.float32",
+               r: "np.ndarray | None" = None) -> np.ndarray:
     """Codes of float32 ``m`` at reciprocal scale ``inv`` (float32)."""
     y = np.abs(m) * np.float32(inv) if np.ndim(inv) == 0 else np.abs(m) * inv
     b = _bits(y)
@@ -161,12 +162,13 @@ def q8m_encode(m, inv, r=None):
     return (c | ((_bits(m) >> _U32(31)) << _U32(7))).astype(np.uint8)
 
 
-def q8v_decode(c):
+def q8v_decode(c: np.ndarray) -> np.ndarray:
     """Code of s = sqrt(v) -> float32 in (0, 1] (times the block's scale)."""
     return _float((c.astype(np.uint32) + _U32(1777)) << _U32(19))
 
 
-def q8v_encode(s, inv, r=None):
+def q8v_encode(s: np.ndarray, inv: "np.ndarray | np.float32",
+               r: "np.ndarray | None" = None) -> np.ndarray:
     """Codes of float32 ``s >= 0`` at reciprocal scale ``inv``."""
     b = _bits(s * inv)
     if r is None:
@@ -175,7 +177,7 @@ def q8v_encode(s, inv, r=None):
     return c.astype(np.uint8)
 
 
-def block_absmax(x):
+def block_absmax(x: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
     """Per row of ``x`` (float32, blocks as rows): the largest ``|x|`` as
     the largest float32 bit pattern of ``|x|`` (NaN wins), and its
     reciprocal rounded once to float32 (0 where the scale is 0)."""
@@ -210,7 +212,8 @@ def _prelude(p, g, kw):
     return p, g
 
 
-def adam_bf16_tensor(p, g, mw, vw, idx0, **kw):
+def adam_bf16_tensor(p: np.ndarray, g: np.ndarray, mw: np.ndarray, vw: np.ndarray,
+                     idx0: int, **kw) -> None:
     """One Adam step on float32 tensor ``p`` (memory order, flat) with
     bfloat16 moments ``mw``, ``vw`` (uint16, flat), in place; ``idx0`` is
     the tensor's first element's index in the step (stochastic rounding)."""
@@ -229,7 +232,8 @@ def adam_bf16_tensor(p, g, mw, vw, idx0, **kw):
     vw[...] = bf16_encode(v, rv)
 
 
-def adam_q8_tensor(p, g, mc, vc, ms, vs, idx0, **kw):
+def adam_q8_tensor(p: np.ndarray, g: np.ndarray, mc: np.ndarray, vc: np.ndarray,
+                   ms: np.ndarray, vs: np.ndarray, idx0: int, **kw) -> None:
     """One Adam step on float32 tensor ``p`` (flat) with 8-bit moments
     (codes ``mc``, ``vc``: uint8, flat; scales ``ms``, ``vs``: float32, one
     per block), in place."""
@@ -267,7 +271,7 @@ def _flat(a):
     return a.ravel(order="K")
 
 
-def adam_bf16(tensors, kw):
+def adam_bf16(tensors: list, kw: dict) -> None:
     """Reference step over ``tensors``: ``(p, g, m_words, v_words)`` tuples
     (p float32, dense; g in p's layout), computed into copies first and
     written only when every tensor is done."""
@@ -283,7 +287,7 @@ def adam_bf16(tensors, kw):
         vw[...] = vf
 
 
-def adam_q8(tensors, kw):
+def adam_q8(tensors: list, kw: dict) -> None:
     """Reference step over ``(p, g, m, v, m_scale, v_scale)`` tuples; a
     tensor whose ``m_scale`` is ``None`` has float32 moments (under
     ``QMIN_ELEMENTS``) and takes Adam's float32 update."""

@@ -201,7 +201,8 @@ class Case:
         return None
 
 
-def cases(optimizers=OPTIMIZERS, sizes=tuple(SIZES), dtypes=("float32",), states=("float32",)):
+def cases(optimizers=OPTIMIZERS, sizes=tuple(SIZES), dtypes=("float32",),
+          states=("float32",)) -> "list[Case]":
     """Every case, size by size; a reduced-precision state only for
     :data:`STATE_ROWS` and float32 parameters."""
     return [Case(o, s, d, st) for s in sizes for o in optimizers for d in dtypes
