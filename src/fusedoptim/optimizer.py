@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _lowp
 from . import _validate as _v
 from ._alloc import zeros_like_state
 from ._checkpoint import Checkpointing
@@ -143,7 +144,13 @@ class Optimizer(Checkpointing):
     COMMON_DOC = """max_grad_norm : float or None, keyword-only
         Clip the global L2 norm of all gradients to this value (``> 0``).
     skip_nonfinite : bool, keyword-only
-        Skip the whole step when a gradient holds NaN or infinity."""
+        Skip the whole step when a gradient holds NaN or infinity.
+    state_dtype : {None, "bfloat16", "int8"}, keyword-only
+        Precision of the moments (Adam and AdamW; see fusedoptim._lowp).
+    state_rounding : {None, "nearest", "stochastic"}, keyword-only
+        Rounding of reduced-precision moments on store.
+    state_seed : int, keyword-only
+        Seed of stochastic rounding."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -153,6 +160,7 @@ class Optimizer(Checkpointing):
         params += [P(h.name, P.POSITIONAL_OR_KEYWORD, default=h.default) for h in cls.hyper]
         params += [P("max_grad_norm", P.KEYWORD_ONLY, default=None),
                    P("skip_nonfinite", P.KEYWORD_ONLY, default=False)]
+        params += _lowp.SIGNATURE  # state_dtype, state_rounding, state_seed
         cls.__signature__ = inspect.Signature(params)
         for h in cls.hyper:
             if h.name not in cls.__dict__:
@@ -204,9 +212,12 @@ class Optimizer(Checkpointing):
         self._last_grad_norm = None
         # Held for the length of a step or a state load; never waited on.
         self._busy = threading.Lock()
+        self._lowp = _lowp.configure(self, a)  # None: full-precision state
         self._init_state()
 
     def _init_state(self):
+        if self._lowp is not None:
+            return self._lowp.init_state(self)
         fam = self.family
         active = fam.active_slots(self.kernel_args(self._hp, 0.0, 1))
         # Each parameter's layout (C or Fortran), which the kernels require of
@@ -234,6 +245,11 @@ class Optimizer(Checkpointing):
     def parameters(self):
         """The dict of parameters this optimizer updates in place."""
         return self._params
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes held by the state arrays (codes and scales included)."""
+        return _lowp.state_nbytes(self)
 
     @property
     def t(self):
@@ -289,6 +305,8 @@ class Optimizer(Checkpointing):
 
     def __repr__(self):
         hp = ", ".join(f"{k}={v!r}" for k, v in self._flat_hp())
+        if self._lowp is not None:
+            hp += f", {self._lowp!r}"
         return f"{type(self).__name__}({len(self._params)} parameters, lr={self._lr!r}, {hp}, t={self._t})"
 
     # --- stepping -----------------------------------------------------------
@@ -355,6 +373,8 @@ class Optimizer(Checkpointing):
         return True
 
     def _kernel(self, backend, grads, lr, t, gscale):
+        if self._lowp is not None:
+            return self._lowp.step(self, backend, grads, lr, t, gscale)
         getattr(backend, self.family.name)(self._params, grads, self._states, _v.NAMED,
                                           gscale=gscale,
                                           **self.kernel_args(self._hp, lr, t))

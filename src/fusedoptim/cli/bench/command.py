@@ -102,6 +102,11 @@ def add_arguments(p):
                                                f"--quick: all but {', '.join(W.MODEL_SIZES)})")
     p.add_argument("--dtype", action="extend", type=choice_list(tuple(W.DTYPES), "dtype"),
                    metavar="NAME[,NAME]", help="float32, float64 (default: float32)")
+    p.add_argument("--state", action="extend", type=choice_list(W.STATES, "state"),
+                   metavar="NAME[,NAME]",
+                   help="optimizer state precision: float32 (the parameter's dtype), bfloat16, "
+                        "int8 (8-bit blockwise); the reduced ones for adam and adamw rows "
+                        "(default: float32)")
     p.add_argument("--threads", action="extend", type=positive_int_list, metavar="N[,N]",
                    help="thread counts to run each case with (default: fusedoptim's, "
                         "FUSEDOPTIM_NUM_THREADS or the usable CPUs)")
@@ -165,7 +170,8 @@ def command(args):
               threads=unique(args.threads or [fusedoptim.get_num_threads()]),
               backends=backends,
               explicit=bool(args.backend), warmup=warmup, repeat=repeat, progress=progress,
-              slow_repeat=slow_repeat, started=started, budget=budget)
+              slow_repeat=slow_repeat, started=started, budget=budget,
+              states=unique(args.state or ["float32"]))
     doc["settings"]["quick"] = bool(args.quick)
     doc["command"] = ["fusedoptim"] + list(args.argv)
     print(format_markdown(doc) if args.markdown else format_table(doc), flush=True)

@@ -98,6 +98,10 @@ def _cells(r):
             "(limit)" if r["impl"] == LIMIT else (f"{pct:.0f}%" if pct is not None else "")]
 
 
+#: How a reduced-precision state shows next to the row name (adam+bf16).
+_STATE_TAG = {"bfloat16": "bf16", "int8": "int8"}
+
+
 def _rows(results):
     """Table rows (``None``: a blank line between sizes); the case's cells
     appear on its first implementation only."""
@@ -108,7 +112,9 @@ def _rows(results):
         if first and prev is not None and r["size"] != prev_size:
             rows.append(None)
         prev, prev_size = key, r["size"]
-        case_cells = ([r["optimizer"], r["size"], r["dtype"], str(r["threads"])] if first
+        state = r.get("state", "float32")
+        row = r["optimizer"] + ("" if state == "float32" else f"+{_STATE_TAG.get(state, state)}")
+        case_cells = ([row, r["size"], r["dtype"], str(r["threads"])] if first
                       else ["", "", "", ""])
         rows.append(tuple(case_cells + [r["impl"]] + _cells(r)))
     return rows

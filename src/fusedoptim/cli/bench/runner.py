@@ -205,7 +205,8 @@ def _case_impls(case, impls, skipped):
 
 def _record(case, n, impl, warmup):
     return {"case": case.name, "optimizer": case.optimizer, "class": case.cls.__name__,
-            "size": case.size, "dtype": case.dtype, "tensors": len(case.shapes),
+            "size": case.size, "dtype": case.dtype, "state": case.state,
+            "tensors": len(case.shapes),
             "elements": case.elements, "arrays_moved": case.arrays_moved,
             "bytes_moved": case.bytes_moved, "threads": n, "impl": impl,
             "warmup_calls": warmup, "first_call_s": None, "times_s": [], "median_s": None,
@@ -251,7 +252,7 @@ def _measure_all(cases, threads, impls, timing, progress, skipped):
 
 
 def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, progress,
-        slow_repeat=None, started=None, budget=None):
+        slow_repeat=None, started=None, budget=None, states=("float32",)):
     """Run the benchmark; returns the JSON document (see ``SCHEMA``).
 
     ``started`` (a ``time.perf_counter()`` value) is when the command
@@ -264,7 +265,7 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
     if "numba" in impls:
         jit_s, jit_cpu_s = _jit_warmup(optimizers, sizes, dtypes, progress)
         progress.line(f"numba JIT warm-up: {jit_s:.1f} s ({jit_cpu_s:.1f} s of CPU)")
-    records, failures = _measure_all(W.cases(optimizers, sizes, dtypes), threads, impls,
+    records, failures = _measure_all(W.cases(optimizers, sizes, dtypes, states), threads, impls,
                                      (warmup, repeat, slow_repeat, budget), progress, skipped)
     _derive(records)
     rows = {o: {"class": W.ROWS[o].__name__, "family": W.ROWS[o].family.name,
@@ -273,6 +274,7 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
         "schema": SCHEMA,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": {"optimizers": optimizers, "rows": rows, "sizes": sizes, "dtypes": dtypes,
+                     "states": list(states),
                      "threads": threads, "implementations": impls, "baseline": BASELINE,
                      "limit": LIMIT if LIMIT in impls else None,
                      "warmup_calls": warmup, "timed_batches": repeat,

@@ -29,7 +29,7 @@ from .counterparts import COUNTERPARTS
 from .shapes import gpt2_shapes, resnet50_shapes, tiny_shapes
 
 __all__ = ["ROWS", "OPTIMIZERS", "SIZES", "MODEL_SIZES", "PER_TENSOR_SIZES", "DTYPES", "IMPLS",
-           "BACKENDS", "BASELINE", "LIMIT", "LR", "STATEFUL", "YARDSTICK_MAX_READ_WRITE",
+           "BACKENDS", "BASELINE", "LIMIT", "LR", "STATEFUL", "STATES", "STATE_ROWS", "YARDSTICK_MAX_READ_WRITE",
            "NotMeasurable", "Case", "cases", "hyperparameters", "size_elements", "make_model",
            "make_step", "measure", "yardstick"]
 
@@ -77,6 +77,15 @@ LR = 1e-4
 #: momentum, so that the row has a state to move (Momentum's ``beta`` is
 #: 0.9 by default already).
 STATEFUL = {"SGD": {"momentum": 0.9}}
+
+#: State precisions (``--state``): ``float32`` is the parameter's dtype
+#: (``state_dtype=None``); the others are ``state_dtype`` values, run for
+#: the rows whose class supports them (:data:`STATE_ROWS`) at float32 only.
+#: Their ``copy`` is the float32-state step's, so that "% of limit" is the
+#: time of the float32 copy limit over this time (above 100%: faster than
+#: any float32-state step can be).
+STATES = ("float32", "bfloat16", "int8")
+STATE_ROWS = ("adam", "adamw")
 
 #: Read-write arrays ``_ext._yardstick.copy_like`` takes at most (the
 #: parameter and two states): a step with more active state slots has no
@@ -132,6 +141,7 @@ class Case:
     optimizer: str
     size: str
     dtype: str
+    state: str = "float32"
 
     @property
     def cls(self):
@@ -140,7 +150,10 @@ class Case:
 
     @property
     def hyperparameters(self):
-        return hyperparameters(self.cls)
+        hp = hyperparameters(self.cls)
+        if self.state != "float32":
+            hp["state_dtype"] = self.state
+        return hp
 
     @property
     def shapes(self):
@@ -166,14 +179,20 @@ class Case:
     def bytes_moved(self):
         """Bytes one step must move at the least: each array read once,
         each written array written once."""
+        if self.state != "float32":
+            from ..._lowp import bytes_moved
+            return bytes_moved(self.shapes, self.state)
         return self.elements * np.dtype(DTYPES[self.dtype]).itemsize * self.arrays_moved
 
     @property
     def name(self):
-        return f"{self.optimizer}-{self.size}-{self.dtype}"
+        state = "" if self.state == "float32" else f"-{self.state}"
+        return f"{self.optimizer}-{self.size}-{self.dtype}{state}"
 
     def unmeasurable(self, impl):
         """Why ``impl`` has no step for this case, or ``None``."""
+        if impl == "torch" and self.state != "float32":
+            return f"torch.optim has no {self.state} optimizer state"
         if impl == "torch" and self.cls.__name__ not in COUNTERPARTS:
             return f"{self.cls.__name__} has no torch counterpart"
         if impl == "copy" and self.read_write > YARDSTICK_MAX_READ_WRITE:
@@ -182,8 +201,13 @@ class Case:
         return None
 
 
-def cases(optimizers=OPTIMIZERS, sizes=tuple(SIZES), dtypes=("float32",)):
-    return [Case(o, s, d) for s in sizes for o in optimizers for d in dtypes]
+def cases(optimizers=OPTIMIZERS, sizes=tuple(SIZES), dtypes=("float32",),
+          states=("float32",)) -> "list[Case]":
+    """Every case, size by size; a reduced-precision state only for
+    :data:`STATE_ROWS` and float32 parameters."""
+    return [Case(o, s, d, st) for s in sizes for o in optimizers for d in dtypes
+            for st in states
+            if st == "float32" or (o in STATE_ROWS and d == "float32")]
 
 
 @functools.lru_cache(maxsize=1)

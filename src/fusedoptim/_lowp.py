@@ -1,0 +1,214 @@
+"""Reduced-precision optimizer state (``state_dtype``): the optimizer's side.
+
+:class:`fusedoptim.Optimizer` takes three keyword-only arguments, declared
+here (``SIGNATURE``) and used only through four hooks of the base class
+(``configure``, ``LowpState.init_state``, ``LowpState.step``,
+``state_nbytes``):
+
+``state_dtype``
+    ``None`` (the parameter's dtype), ``"bfloat16"`` or ``"int8"`` (8-bit
+    blockwise).  Adam and AdamW, float32 parameters, no AMSGrad.
+``state_rounding``
+    ``"nearest"`` (round to nearest even) or ``"stochastic"``; the default
+    is ``"nearest"`` for bfloat16 and ``"stochastic"`` for int8 (whose
+    4-mantissa-bit code of ``sqrt(v)`` would otherwise stagnate).
+``state_seed``
+    The seed of stochastic rounding (an int); the rounding of step ``t``
+    depends only on it, ``t`` and the element's position, so a resumed
+    run with the same seed continues bit for bit.
+
+State arrays (``opt.state``; checkpoints store them as they are):
+bfloat16: ``exp_avg``, ``exp_avg_sq`` as uint16 words, one per element in the
+parameter's memory order.  int8: ``exp_avg``, ``exp_avg_sq`` as uint8 codes
+and ``exp_avg_scale``, ``exp_avg_sq_scale`` as float32 (one per 256-element
+block); tensors under ``QMIN_ELEMENTS`` elements keep float32 ``exp_avg``,
+``exp_avg_sq`` (flat) and have no scales.
+"""
+
+import importlib
+import inspect
+import numbers
+
+import numpy as np
+
+from . import _validate as _v
+from .families import adam_lowp as _spec
+
+__all__ = ["SIGNATURE", "STATE_DTYPES", "configure", "LowpState", "bytes_moved", "state_nbytes"]
+
+STATE_DTYPES = (None, "bfloat16", "int8")
+_ROUNDINGS = ("nearest", "stochastic")
+
+_P = inspect.Parameter
+#: The keyword-only arguments every optimizer class gets.
+SIGNATURE = [_P("state_dtype", _P.KEYWORD_ONLY, default=None),
+             _P("state_rounding", _P.KEYWORD_ONLY, default=None),
+             _P("state_seed", _P.KEYWORD_ONLY, default=0)]
+
+_M_LABEL, _V_LABEL = "exp_avg", "exp_avg_sq"
+_SCALE = "_scale"
+
+
+def configure(opt, args: dict) -> "LowpState | None":
+    """Check the state arguments of optimizer ``opt`` (bound ``args``);
+    ``None`` for full-precision state, else a :class:`LowpState`."""
+    dtype, rounding, seed = args["state_dtype"], args["state_rounding"], args["state_seed"]
+    if dtype not in STATE_DTYPES:
+        raise ValueError(f"state_dtype must be None, 'bfloat16' or 'int8', got {dtype!r}")
+    if rounding is not None and rounding not in _ROUNDINGS:
+        raise ValueError(f"state_rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"state_seed must be an integer, got {type(seed).__name__}")
+    if dtype is None:
+        if rounding is not None:
+            raise ValueError("state_rounding needs state_dtype='bfloat16' or 'int8'")
+        return None
+    if opt.family.name != "adam":
+        raise ValueError(f"state_dtype={dtype!r} is supported by Adam and AdamW, "
+                         f"not {type(opt).__name__}")
+    if opt._hp.get("amsgrad"):
+        raise ValueError(f"state_dtype={dtype!r} does not support amsgrad=True")
+    for name, p in opt._params.items():
+        if p.dtype != np.float32:
+            raise TypeError(f"state_dtype={dtype!r} needs float32 parameters; "
+                            f"parameters[{name!r}] is {p.dtype}")
+    if rounding is None:
+        rounding = "nearest" if dtype == "bfloat16" else "stochastic"
+    return LowpState(dtype, rounding, int(seed))
+
+
+class LowpState:
+    """The reduced-precision format of one optimizer's state."""
+
+    def __init__(self, dtype: str, rounding: str, seed: int) -> None:
+        self.dtype = dtype
+        self.rounding = rounding
+        self.seed = seed
+
+    def __repr__(self):
+        return (f"state_dtype={self.dtype!r}, state_rounding={self.rounding!r}, "
+                f"state_seed={self.seed}")
+
+    def init_state(self, opt) -> None:
+        """Allocate ``opt._state`` and ``opt._states`` (zeros: every code
+        and scale 0 decodes to 0)."""
+        state = {_M_LABEL: {}, _V_LABEL: {}}
+        if self.dtype == "int8":
+            state[_M_LABEL + _SCALE] = {}
+            state[_V_LABEL + _SCALE] = {}
+        for name, p in opt._params.items():
+            n = p.size
+            if self.dtype == "bfloat16":
+                state[_M_LABEL][name] = np.zeros(n, np.uint16)
+                state[_V_LABEL][name] = np.zeros(n, np.uint16)
+            elif n < _spec.QMIN_ELEMENTS:
+                state[_M_LABEL][name] = np.zeros(n, np.float32)
+                state[_V_LABEL][name] = np.zeros(n, np.float32)
+            else:
+                nb = -(-n // _spec.QBLOCK)
+                state[_M_LABEL][name] = np.zeros(n, np.uint8)
+                state[_V_LABEL][name] = np.zeros(n, np.uint8)
+                state[_M_LABEL + _SCALE][name] = np.zeros(nb, np.float32)
+                state[_V_LABEL + _SCALE][name] = np.zeros(nb, np.float32)
+        opt._state = state
+        opt._states = ()
+
+    def arrays(self, opt, names: list) -> list:
+        """The state arrays of each parameter in ``names``, checked: the one
+        validation of them for every backend (they are the optimizer's own,
+        so only a parameter added to the dict after construction, or a
+        state array replaced through ``opt._state``, can fail)."""
+        st = opt._state
+        q8 = self.dtype == "int8"
+        out = []
+        for name in names:
+            if name not in st[_M_LABEL]:
+                raise _v.missing_state(_M_LABEL, name, name)
+            p = opt._params[name]
+            n = p.size
+            row = [st[_M_LABEL][name], st[_V_LABEL][name]]
+            if q8:
+                small = n < _spec.QMIN_ELEMENTS
+                row += [None, None] if small else [st[_M_LABEL + _SCALE][name],
+                                                   st[_V_LABEL + _SCALE][name]]
+                want = (np.float32 if small else np.uint8,) * 2 + (np.float32,) * 2
+                sizes = (n, n) + ((-(-n // _spec.QBLOCK),) * 2)
+            else:
+                want, sizes = (np.uint16,) * 2, (n, n)
+            for a, dt, size in zip(row, want, sizes):
+                if a is None:
+                    continue
+                if (type(a) is not np.ndarray or a.dtype != dt or a.shape != (size,)
+                        or not a.flags.c_contiguous or not a.flags.writeable):
+                    raise ValueError(f"the {self.dtype} state of parameter {name!r} was "
+                                     f"replaced by an array that does not fit it")
+            out.append(tuple(row))
+        return out
+
+    def kwargs(self, opt, lr: float, t: int, gscale: float) -> dict:
+        kw = opt.kernel_args(opt._hp, lr, t)
+        del kw["amsgrad"]
+        kw["gscale"] = gscale
+        kw["stochastic"] = self.rounding == "stochastic"
+        kw["key"] = _spec.step_key(self.seed, t) if kw["stochastic"] else 0
+        return kw
+
+    def step(self, opt, backend, grads: dict, lr: float, t: int, gscale: float) -> None:
+        """One fused step on ``backend`` (a backend module)."""
+        kw = self.kwargs(opt, lr, t, gscale)
+        params = opt._params
+        names = _v.keys_of(params)
+        arrays = self.arrays(opt, names)
+        name = backend.__name__.rsplit(".", 1)[-1]
+        impl = _IMPLS.get(name)
+        if impl is None:
+            impl = _IMPLS[name] = _load_impl(name)
+        getattr(impl, "adam_q8" if self.dtype == "int8" else "adam_bf16")(
+            params, grads, arrays, _v.NAMED, kw)
+
+
+def _load_impl(name):
+    if name == "_ext":
+        return importlib.import_module("fusedoptim._ext.adam_lowp")
+    if name == "_numba":
+        return importlib.import_module("fusedoptim._numba.adam_lowp")
+    return _Reference
+
+
+class _Reference:
+    """The ``numpy`` backend: ``_validate.gather``, then the reference."""
+
+    @staticmethod
+    def adam_bf16(params, grads, arrays, mode, kw):
+        groups = _v.gather(params, grads, (), mode)
+        _spec.adam_bf16([(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
+
+    @staticmethod
+    def adam_q8(params, grads, arrays, mode, kw):
+        groups = _v.gather(params, grads, (), mode)
+        _spec.adam_q8([(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
+
+
+_IMPLS = {}
+
+
+def bytes_moved(shapes, state_dtype: str) -> int:
+    """Bytes an Adam step with float32 parameters and ``state_dtype`` moments
+    must move at the least: p read and written, g read, every state array
+    (codes and scales) read and written."""
+    total = 0
+    for s in shapes:
+        n = int(np.prod(s))
+        if state_dtype == "bfloat16":
+            st = 2 * 2 * n
+        elif n < _spec.QMIN_ELEMENTS:
+            st = 2 * 4 * n
+        else:
+            st = 2 * (n + 4 * -(-n // _spec.QBLOCK))
+        total += 3 * 4 * n + 2 * st
+    return total
+
+
+def state_nbytes(opt) -> int:
+    """Bytes of every state array of optimizer ``opt``."""
+    return sum(a.nbytes for d in opt._state.values() for a in d.values())
