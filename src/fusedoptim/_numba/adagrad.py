@@ -6,10 +6,10 @@ import numpy as np
 from numba import njit
 
 from .._validate import gather
-from ..families import check_call, family_of
-from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
+from ..families import check_call, check_groups, family_of
+from ._step import JIT, _as, _view, drive_parallel, drive_serial, group_of, run
 
-__all__ = ["step"]
+__all__ = ["step", "step_groups"]
 
 FAMILY = family_of("adagrad")
 
@@ -44,13 +44,27 @@ def span(row, lo, hi, s, f, z):
 # The drivers of this span (why per family, and why plain tuples: see
 # ``_step.drive_serial``).
 @njit(**JIT)
-def serial(ptrs, sizes, s, f, z):
-    drive_serial(span, ptrs, sizes, Scalars(*s), Flags(*f), z)
+def unpack(s, f):
+    """One group's plain tuples as the span's namedtuples."""
+    return Scalars(*s), Flags(*f)
+
+
+@njit(**JIT)
+def serial(ptrs, sizes, grp, s, f, z):
+    drive_serial(span, unpack, ptrs, sizes, grp, s, f, z)
 
 
 @njit(parallel=True, **JIT)
-def parallel(ptrs, sizes, nthreads, s, f, z):
-    drive_parallel(span, ptrs, sizes, nthreads, Scalars(*s), Flags(*f), z)
+def parallel(ptrs, sizes, grp, nthreads, s, f, z):
+    drive_parallel(span, unpack, ptrs, sizes, grp, nthreads, s, f, z)
+
+
+def _args(kw, gscale):
+    """The span's scalars and flags for one group's keywords ``kw``."""
+    wd, gscale = float(kw["weight_decay"]), float(gscale)
+    s = Scalars(lr=float(kw["lr"]), eps=float(kw["eps"]), weight_decay=wd, gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0)
+    return s, f
 
 
 def step(params, grads, states, mode, **kw):
@@ -59,7 +73,18 @@ def step(params, grads, states, mode, **kw):
     groups = gather(params, grads, states, mode)
     if not groups:
         return
-    wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
-    s = Scalars(lr=float(kw["lr"]), eps=float(kw["eps"]), weight_decay=wd, gscale=gscale)
-    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0)
+    s, f = _args(kw, kw["gscale"])
     run((serial, parallel), groups, s, f)
+
+
+def step_groups(params, grads, states, mode, groups, sizes, *, gscale):
+    """``step`` over several parameter groups in one call (see
+    ``fusedoptim._reference``): group ``k``'s keywords on its ``sizes[k]``
+    tensors."""
+    check_groups(FAMILY, states, groups, sizes)
+    gathered = gather(params, grads, states, mode)
+    where = group_of(sizes, len(gathered))
+    if not gathered:
+        return
+    args = [_args(kw, gscale) for kw in groups]
+    run((serial, parallel), gathered, [a[0] for a in args], [a[1] for a in args], where)

@@ -22,9 +22,9 @@ counterpart exists) and the benchmark rows are all derived from here.
 
 import importlib
 
-from ._spec import Family, Hyper, check_call, prelude
+from ._spec import Family, Hyper, check_call, check_groups, prelude
 
-__all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "check_call",
+__all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "check_call", "check_groups",
            "prelude", "family_of"]
 
 #: The family modules, in the order of the documentation and the benchmark.

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from .. import _validate as _v
 
-__all__ = ["Family", "Hyper", "check_call", "prelude", "flag", "betas", "real",
+__all__ = ["Family", "Hyper", "check_call", "check_groups", "prelude", "flag", "betas", "real",
            "nonneg", "beta"]
 
 
@@ -47,6 +47,12 @@ class Family:
     def keywords(self):
         """Every keyword of the family's step, ``gscale`` included."""
         return self.scalars + self.flags + ("gscale",)
+
+    @cached_property
+    def group_keyword_set(self):
+        """The keywords of one group of a step over several (``gscale``
+        is the step's, shared by every group)."""
+        return frozenset(self.scalars + self.flags)
 
     @cached_property
     def keyword_set(self):
@@ -76,13 +82,41 @@ def check_call(family, states, kw):
     check_states(family, states, kw)
 
 
-def _keyword_error(family, kw):
-    missing = [k for k in family.keywords if k not in kw]
+def _keyword_error(family, kw, where="", keywords=None):
+    keywords = family.keywords if keywords is None else keywords
+    missing = [k for k in keywords if k not in kw]
     if missing:
-        raise TypeError(f"{family.name}() missing keyword argument {missing[0]!r}")
+        raise TypeError(f"{family.name}(){where} missing keyword argument {missing[0]!r}")
     for k in kw:
-        if k not in family.keywords:
-            raise TypeError(f"{family.name}() got an unexpected keyword argument {k!r}")
+        if k not in keywords:
+            raise TypeError(f"{family.name}(){where} got an unexpected keyword argument {k!r}")
+
+
+def check_groups(family, states, groups, sizes):
+    """``check_call`` for a step over several parameter groups (every
+    backend's ``<family>_groups``): ``groups`` a non-empty tuple or list of
+    dicts, each holding every keyword of the family but ``gscale``;
+    ``sizes`` one integer ``>= 0`` per group (its number of tensors, in
+    ``params`` order); ``states`` exactly the slots that some group's flags
+    switch on.  Raises ``TypeError`` or ``ValueError``; writes nothing."""
+    if not isinstance(groups, (tuple, list)) or not groups:
+        raise ValueError(f"{family.name}: groups must be a non-empty tuple of dicts")
+    if not isinstance(sizes, (tuple, list)) or len(sizes) != len(groups):
+        raise ValueError(f"{family.name}: sizes must hold one count per group "
+                         f"({len(groups)})")
+    names = family.scalars + family.flags
+    for k, kw in enumerate(groups):
+        if not isinstance(kw, dict):
+            raise TypeError(f"{family.name}: groups[{k}] must be a dict, got "
+                            f"{type(kw).__name__}")
+        if kw.keys() != family.group_keyword_set:
+            _keyword_error(family, kw, f" groups[{k}]", names)
+    for k, m in enumerate(sizes):
+        if type(m) is not int or m < 0:
+            raise ValueError(f"{family.name}: sizes[{k}] must be an int >= 0, got {m!r}")
+    union = {flag: any(bool(kw[flag]) for kw in groups)
+             for flag in set(family.optional.values())}
+    check_states(family, states, union)
 
 
 def check_states(family, states, kw):
