@@ -39,6 +39,7 @@ from .functional import (
     update_parameters_with_rmsprop,
 )
 from .families import OPTIMIZERS
+from ._groups import exclude_from_weight_decay
 from .optimizer import Optimizer
 from .schedules import (
     CosineDecay,
@@ -66,6 +67,7 @@ __all__ = [
     "PiecewiseConstant",
     "FusedOptimWarning",
     "available_backends",
+    "exclude_from_weight_decay",
     "get_backend",
     "get_num_threads",
     "initialize_adam",

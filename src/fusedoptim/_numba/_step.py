@@ -274,11 +274,12 @@ def _split_start(total, parts, k):
 # dispatcher types a plain tuple argument in C but a namedtuple through
 # Python, which measured 1.5 to 4 us more per call.
 #
-# Parameter groups: ``s`` and ``f`` are tuples with one plain tuple per
-# group (homogeneous, so indexed at run time), ``grp[k]`` is tensor ``k``'s
-# group, and the family's ``unpack(s_k, f_k)`` (jitted, passed like the span)
-# rebuilds its namedtuples for each tensor.  A wrapper compiles once per
-# number of groups (the tuples' length is part of their type).
+# Parameter groups: ``s`` and ``f`` are a float64 and a bool matrix, one row
+# per group, ``grp[k]`` is tensor ``k``'s group, and the family's
+# ``unpack(s_row, f_row)`` (jitted, passed like the span) rebuilds its
+# namedtuples for each tensor (``to_fixed_tuple``).  Matrices rather than
+# tuples of tuples: a parallel region does not take nested tuples, and a
+# matrix's type does not depend on the number of groups (one compilation).
 _DRIVER = dict(JIT, inline="always")
 
 
@@ -379,13 +380,13 @@ def in_parallel(nthreads, kernel, *args):
 def run(drivers, groups, s, f, group_of=None):
     """Run a family's ``(serial, parallel)`` drivers over every gathered
     tensor, with scalars ``s`` and flags ``f`` (its namedtuples; with
-    ``group_of``, tensor ``i``'s group index, sequences of them, one per
+    ``group_of``, tensor ``i``'s group index, lists of them, one per
     group): one call per dtype."""
     serial, parallel = drivers
     if group_of is None:
-        s, f = (tuple(s),), (tuple(f),)
-    else:
-        s, f = tuple(tuple(x) for x in s), tuple(tuple(x) for x in f)
+        s, f = (s,), (f,)
+    s = np.array(s, dtype=np.float64)
+    f = np.array(f, dtype=np.bool_)
     by_dtype, total = work(groups, group_of)
     nthreads = parallel_threads(total)
     for dtype, (rows, sizes, grp) in by_dtype.items():

@@ -4,6 +4,7 @@ from collections import namedtuple
 
 import numpy as np
 from numba import njit
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from .._validate import gather
 from ..families import check_call, check_groups, family_of
@@ -61,10 +62,13 @@ def span(row, lo, hi, s, f, z):
 
 # The drivers of this span (why per family, and why plain tuples: see
 # ``_step.drive_serial``).
+_NS, _NF = len(Scalars._fields), len(Flags._fields)
+
+
 @njit(**JIT)
 def unpack(s, f):
-    """One group's plain tuples as the span's namedtuples."""
-    return Scalars(*s), Flags(*f)
+    """One group's rows of the scalar and flag matrices as the span's namedtuples."""
+    return Scalars(*to_fixed_tuple(s, _NS)), Flags(*to_fixed_tuple(f, _NF))
 
 
 @njit(**JIT)
