@@ -161,6 +161,9 @@ class Checkpointing:
                                  f"optimizer has {len(self._groups)}")
             expected.add("groups")
         else:
+            if "groups" in sd:
+                raise ValueError(f"state_dict has {_count(sd['groups'], 'groups')} parameter "
+                                 f"groups but this optimizer has 1")
             hp = [("hp/" + name, value) for name, value in self._flat_hp()]
             expected.add("lr")
         lrs, t0s = [], []
