@@ -87,9 +87,6 @@ class ParamGroup(dict):
 
     __delitem__ = pop = popitem = clear = _refuse
 
-    def __reduce__(self):
-        return (dict, (dict(self),))
-
 
 def group_params(params: Any, label: str) -> Mapping:
     """A group's ``"params"`` as a read-only view of a dict of arrays (the
@@ -123,17 +120,18 @@ class GroupsMixin:
     def _groups_changed(self):
         self._plan = None
 
-    def _new_group(self, group, label):
-        """A :class:`ParamGroup` from a user's group dict (checked; names
-        unique across groups)."""
+    def _new_group(self, group, label, taken=None):
+        """A :class:`ParamGroup` from a user's group dict (checked; its names
+        not in ``taken``, the names of the groups so far)."""
         if not isinstance(group, dict):
             raise TypeError(f"parameters must be a dict of arrays or a list of group dicts; "
                             f"{label} is {type(group).__name__}")
         if "params" not in group:
             raise KeyError(f"{label} has no 'params'")
         params = _check_parameters(group["params"], f"{label}['params']")
+        taken = self._params if taken is None else taken
         for name in params:
-            if name in self._params or any(name in g["params"] for g in self._groups):
+            if name in taken:
                 raise ValueError(f"parameter {name!r} is in two parameter groups")
         values = dict(self.defaults)
         for key, value in group.items():

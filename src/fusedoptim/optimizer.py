@@ -218,10 +218,10 @@ class Optimizer(Checkpointing, GroupsMixin):
         if isinstance(parameters, (list, tuple)):
             if not parameters:
                 raise ValueError("parameters is an empty list of groups")
-            groups = [self._new_group(g, f"parameters[{i}]") for i, g in enumerate(parameters)]
-            flat = {}
-            for g in groups:
-                flat.update(g["params"])
+            groups, flat = [], {}
+            for i, g in enumerate(parameters):
+                groups.append(self._new_group(g, f"parameters[{i}]", flat))
+                flat.update(groups[-1]["params"])
             self._params = flat
         else:
             self._params = _check_parameters(parameters)
@@ -320,11 +320,19 @@ class Optimizer(Checkpointing, GroupsMixin):
 
     def _step(self, grads):
         groups = self._groups
-        lrs = [self._lr_of(g) for g in groups]
         plan = self._plan or self._make_plan()
         t = self._t + 1
-        kws = [self.kernel_args(g, lr, t - t0)
-               for g, lr, t0 in zip(groups, lrs, self._group_t0)]
+        if len(groups) == 1:  # the usual case, without the loops
+            g = groups[0]
+            lr = g["lr"]
+            if callable(lr):
+                lr = self._lr_of(g)
+            lrs = (lr,)
+            kws = (self.kernel_args(g, lr, t - self._group_t0[0]),)
+        else:
+            lrs = tuple([self._lr_of(g) for g in groups])
+            kws = tuple([self.kernel_args(g, lr, t - t0)
+                         for g, lr, t0 in zip(groups, lrs, self._group_t0)])
         max_norm = self._opts["max_grad_norm"]
         gscale, norm = 1.0, None
         backend = _backend()
@@ -356,7 +364,7 @@ class Optimizer(Checkpointing, GroupsMixin):
                 raise NotImplementedError(f"the {backend.__name__} backend's {name} family "
                                           f"has no step over several parameter groups")
             # The whole step, every group, in one fused call of the backend.
-            fn(self._params, grads, states, _v.NAMED, tuple(kws), sizes, gscale=gscale)
+            fn(self._params, grads, states, _v.NAMED, kws, sizes, gscale=gscale)
         if new_slots:  # slots a new setting switched on: kept once a step used them
             self._state.update(new_slots)
             plan = (states, sizes, None)

@@ -55,6 +55,31 @@ cdef void* step_args(Step* st, Py_ssize_t ngroups, size_t size) except NULL:
     return st.args
 
 
+cdef bint groups_ok(object groups, object sizes, object keys) noexcept:
+    """Whether ``groups`` and ``sizes`` pass ``families._spec.check_groups``'s
+    own checks (the states aside): False sends the caller to it, which names
+    the problem.  ``keys``: the family's ``group_keyword_set``."""
+    cdef Py_ssize_t k, n
+    if not isinstance(groups, tuple) or not isinstance(sizes, tuple):
+        return False
+    n = len(<tuple>groups)
+    if n == 0 or len(<tuple>sizes) != n:
+        return False
+    for k in range(n):
+        kw = (<tuple>groups)[k]
+        if not isinstance(kw, dict):
+            return False
+        try:
+            if kw.keys() != keys:
+                return False
+        except Exception:
+            return False
+        m = (<tuple>sizes)[k]
+        if type(m) is not int or m < 0:
+            return False
+    return True
+
+
 cdef int set_groups(Step* st, object sizes) except -1:
     """Tensor ``i`` (in ``params`` order) belongs to group ``k`` when it is
     among the ``sizes[k]`` tensors after those of the groups before it.

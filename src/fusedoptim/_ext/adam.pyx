@@ -6,8 +6,8 @@ fast path (``adam_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport (gather_step, set_groups, states_match, step_args, step_init,
-                       step_free)
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _sqrt, _div_c1, _at
 
 from fusedoptim.families import FAMILIES
@@ -153,7 +153,9 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
     cdef Step st
     cdef AdamArgs* A
     cdef Py_ssize_t k
-    check_groups(_FAMILY, states, groups, sizes)
+    cdef unsigned need = 3
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
     step_init(&st)
     try:
         A = <AdamArgs*>step_args(&st, len(groups), sizeof(AdamArgs))
@@ -162,6 +164,10 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
             _fill(&A[k], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc1"],
                   kw["bc2"], kw["weight_decay"], kw["decoupled"], kw["maximize"],
                   kw["amsgrad"], gscale)
+            need |= (A[k].amsgrad << 2)
+        if not states_match(states, 3, need):
+            check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+            raise AssertionError("unreachable: check_groups passed mismatched states")
         gather_step(params, grads, states, mode, &st)
         set_groups(&st, sizes)
         run_step(&st, _adam_chunk, A)

@@ -6,8 +6,8 @@ fast path (``rmsprop_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport (gather_step, set_groups, states_match, step_args, step_init,
-                       step_free)
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES
@@ -179,7 +179,9 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
     cdef Step st
     cdef RmspropArgs* A
     cdef Py_ssize_t k
-    check_groups(_FAMILY, states, groups, sizes)
+    cdef unsigned need = 1
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
     step_init(&st)
     try:
         A = <RmspropArgs*>step_args(&st, len(groups), sizeof(RmspropArgs))
@@ -188,6 +190,10 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
             _fill(&A[k], kw["lr"], kw["alpha"], kw["eps"], kw["momentum"],
                   kw["weight_decay"], kw["eps_inside"], kw["maximize"], kw["centered"],
                   kw["has_buf"], gscale)
+            need |= (A[k].centered << 1) | (A[k].has_buf << 2)
+        if not states_match(states, 3, need):
+            check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+            raise AssertionError("unreachable: check_groups passed mismatched states")
         gather_step(params, grads, states, mode, &st)
         set_groups(&st, sizes)
         run_step(&st, _rmsprop_chunk, A)

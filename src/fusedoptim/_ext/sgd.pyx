@@ -6,8 +6,8 @@ path (``sgd_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport (gather_step, set_groups, states_match, step_args, step_init,
-                       step_free)
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _at
 
 from fusedoptim.families import FAMILIES
@@ -136,7 +136,9 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
     cdef Step st
     cdef SgdArgs* A
     cdef Py_ssize_t k
-    check_groups(_FAMILY, states, groups, sizes)
+    cdef unsigned need = 0
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
     step_init(&st)
     try:
         A = <SgdArgs*>step_args(&st, len(groups), sizeof(SgdArgs))
@@ -144,6 +146,10 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
             kw = groups[k]
             _fill(&A[k], kw["lr"], kw["momentum"], kw["dampening"], kw["weight_decay"],
                   kw["nesterov"], kw["first"], kw["maximize"], kw["has_buf"], gscale)
+            need |= A[k].has_buf
+        if not states_match(states, 1, need):
+            check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+            raise AssertionError("unreachable: check_groups passed mismatched states")
         gather_step(params, grads, states, mode, &st)
         set_groups(&st, sizes)
         run_step(&st, _sgd_chunk, A)
