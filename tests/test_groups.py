@@ -265,7 +265,7 @@ def test_constructor_checks_groups():
     with pytest.raises(ValueError, match=r"betas\[0\] must be in \[0, 1\)"):
         fo.Adam([{"params": {"W1": params["W1"]}, "betas": (1.0, 0.9)}])
     with pytest.raises(ValueError, match="nesterov needs momentum"):
-        fo.SGD([{"params": {"W1": params["W1"]}, "nesterov": True}])
+        fo.SGD([{"params": {"W1": params["W1"]}, "nesterov": True}], lr=0.1)
 
 
 def test_param_groups_assignment_is_checked_and_changes_nothing_on_error():
