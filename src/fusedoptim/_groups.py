@@ -202,7 +202,7 @@ class GroupsMixin:
         return value
 
     @property
-    def lr(self):
+    def lr(self) -> float | Callable[[int], float]:
         """Learning rate: a float ``>= 0`` or a schedule ``step -> float``.
         With several groups, the one they share (``ValueError`` when they
         differ); setting it sets every group's."""
@@ -256,7 +256,6 @@ class GroupsMixin:
             raise ValueError("the parameter groups had different learning rates; "
                              "read opt.last_lrs")
         return lrs[0]
-
 
 
 def exclude_from_weight_decay(parameters: Mapping[str, np.ndarray],
