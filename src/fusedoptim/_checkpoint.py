@@ -226,3 +226,4 @@ class Checkpointing:
         for g, lr in zip(self._groups, lrs):
             if lr is not None:
                 dict.__setitem__(g, "lr", lr)
+        self._plan = None

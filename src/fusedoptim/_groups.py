@@ -213,6 +213,7 @@ class GroupsMixin:
         value = self._check_group_value("lr", value)
         for g in self._groups:
             dict.__setitem__(g, "lr", value)
+        self._plan = None
 
     def _lr_of(self, group):
         lr = group["lr"]

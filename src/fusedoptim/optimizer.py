@@ -209,7 +209,7 @@ class Optimizer(Checkpointing, GroupsMixin):
         self._group_t0 = []     # opt.t when each group was added (its steps: t - t0)
         self._params = {}
         self._state = {}
-        self._plan = None       # (states, sizes) for the current group settings
+        self._plan = None       # _make_plan() for the current group settings
         self._t = 0
         self.skipped_steps = 0
         self.last_grad_norm = None
@@ -229,9 +229,9 @@ class Optimizer(Checkpointing, GroupsMixin):
                                         **defaults})]
         for g in groups:
             self._add_group(g)
-        states, sizes, new_slots = self._make_plan()
+        states, sizes, new_slots, hps = self._make_plan()
         self._state.update(new_slots)
-        self._plan = (states, sizes, None)
+        self._plan = (states, sizes, None, hps)
         # Held for the length of a step or a state load; never waited on.
         self._busy = threading.Lock()
 
@@ -319,20 +319,26 @@ class Optimizer(Checkpointing, GroupsMixin):
             self._busy.release()
 
     def _step(self, grads):
-        groups = self._groups
-        plan = self._plan or self._make_plan()
+        plan = self._plan
+        fresh = plan is None
+        if fresh:
+            plan = self._make_plan()
+        # hps: plain-dict copies of the groups' settings, taken with the plan
+        # (any assignment to a group drops the plan): faster to read than the
+        # ParamGroup dict subclass in the per-step kernel_args.
+        states, sizes, new_slots, hps = plan
         t = self._t + 1
-        if len(groups) == 1:  # the usual case, without the loops
-            g = groups[0]
-            lr = g["lr"]
+        if sizes is None:  # one group: the usual case, without the loops
+            hp = hps[0]
+            lr = hp["lr"]
             if callable(lr):
-                lr = self._lr_of(g)
+                lr = self._lr_of(hp)
             lrs = (lr,)
-            kws = (self.kernel_args(g, lr, t - self._group_t0[0]),)
+            kw = self.kernel_args(hp, lr, t)  # one group: added at t = 0
         else:
-            lrs = tuple([self._lr_of(g) for g in groups])
-            kws = tuple([self.kernel_args(g, lr, t - t0)
-                         for g, lr, t0 in zip(groups, lrs, self._group_t0)])
+            lrs = tuple([self._lr_of(hp) for hp in hps])
+            kws = tuple([self.kernel_args(hp, lr, t - t0)
+                         for hp, lr, t0 in zip(hps, lrs, self._group_t0)])
         max_norm = self._opts["max_grad_norm"]
         gscale, norm = 1.0, None
         backend = _backend()
@@ -353,11 +359,9 @@ class Optimizer(Checkpointing, GroupsMixin):
                 return False
             if scale is not None and scale < 1.0:
                 gscale = scale
-        states, sizes, new_slots = plan
         name = self.family.name
         if sizes is None:
-            getattr(backend, name)(self._params, grads, states, _v.NAMED, gscale=gscale,
-                                   **kws[0])
+            getattr(backend, name)(self._params, grads, states, _v.NAMED, gscale=gscale, **kw)
         else:
             fn = getattr(backend, name + "_groups", None)
             if fn is None:
@@ -365,19 +369,20 @@ class Optimizer(Checkpointing, GroupsMixin):
                                           f"has no step over several parameter groups")
             # The whole step, every group, in one fused call of the backend.
             fn(self._params, grads, states, _v.NAMED, kws, sizes, gscale=gscale)
-        if new_slots:  # slots a new setting switched on: kept once a step used them
+        if fresh:
+            # Slots a new setting switched on are kept once a step used them.
             self._state.update(new_slots)
-            plan = (states, sizes, None)
-        self._plan = plan
+            self._plan = (states, sizes, None, hps)
         self._t = t
         self.last_grad_norm = norm
         self._last_lrs = lrs
         return True
 
     def _make_plan(self):
-        """The states and group sizes of a step with the groups' current
-        settings, after the checks that involve several hyperparameters
-        (nothing is stored: a failing step changes nothing)."""
+        """The states, group sizes, new state slots and plain copies of the
+        groups' settings for a step with the groups' current settings, after
+        the checks that involve several hyperparameters (nothing is stored: a
+        failing step changes nothing)."""
         groups = self._groups
         fam = self.family
         active = [False] * len(fam.slots)
@@ -400,7 +405,7 @@ class Optimizer(Checkpointing, GroupsMixin):
                 new_slots[label] = d
             states.append((label, d))
         sizes = None if len(groups) == 1 else tuple(len(g["params"]) for g in groups)
-        return tuple(states), sizes, new_slots
+        return tuple(states), sizes, new_slots, [dict(g) for g in groups]
 
     # --- checkpoints --------------------------------------------------------
 
