@@ -428,3 +428,22 @@ def test_grouped_checkpoint_mismatch_raises_and_changes_nothing():
         fo.Adam(_data(np.float64, 0)[0]).load_state_dict(sd)
     assert_unchanged(before, target.state["exp_avg"])
     assert target.t == 0
+
+
+def test_numba_compiles_once_for_any_number_of_groups(backend):
+    """The Numba drivers take the groups' settings as matrices: stepping with
+    one, two and five groups adds no compilation after the first."""
+    if backend != "numba":
+        pytest.skip("numba backend only")
+    import importlib
+    mod = importlib.import_module("fusedoptim._numba.adagrad")
+    params, grads = _data(np.float32, 1)
+    names = list(params)
+    fo.Adagrad({k: v.copy() for k, v in params.items()}).step(grads[0])
+    count = len(mod.serial.signatures)
+    for split in ([2], [1, 2, 3, 4]):
+        cuts = [0, *split, len(names)]
+        groups = [{"params": {k: params[k].copy() for k in names[a:b]}, "lr": 0.1 * (i + 1)}
+                  for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+        fo.Adagrad(groups).step(grads[0])
+    assert len(mod.serial.signatures) == count
