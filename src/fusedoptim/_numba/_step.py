@@ -104,8 +104,9 @@ from numba.extending import intrinsic
 from .. import _tuning
 from .._tuning import SPLIT_ALIGN
 
-__all__ = ["JIT", "ZERO", "set_num_threads", "run", "work", "group_of", "parallel_threads",
-           "in_parallel", "drive_serial", "drive_parallel", "_as", "_view", "_addr"]
+__all__ = ["JIT", "ZERO", "set_num_threads", "run", "run_groups", "work", "group_of",
+           "parallel_threads", "in_parallel", "drive_serial", "drive_parallel",
+           "drive_serial_groups", "drive_parallel_groups", "_as", "_view", "_addr"]
 
 _CACHE = os.environ.get("FUSEDOPTIM_NUMBA_CACHE", "").strip().lower() in ("1", "true", "yes")
 
@@ -274,7 +275,8 @@ def _split_start(total, parts, k):
 # dispatcher types a plain tuple argument in C but a namedtuple through
 # Python, which measured 1.5 to 4 us more per call.
 #
-# Parameter groups: ``s`` and ``f`` are a float64 and a bool matrix, one row
+# Parameter groups (``*_groups`` drivers, ``run_groups``; the plain ones
+# remain for a family not ported yet): ``s`` and ``f`` are a float64 and a bool matrix, one row
 # per group, ``grp[k]`` is tensor ``k``'s group, and the family's
 # ``unpack(s_row, f_row)`` (jitted, passed like the span) rebuilds its
 # namedtuples for each tensor (``to_fixed_tuple``).  Matrices rather than
@@ -284,7 +286,40 @@ _DRIVER = dict(JIT, inline="always")
 
 
 @njit(**_DRIVER)
-def _run_range(span, unpack, ptrs, sizes, grp, lo, hi, s, f, z):
+def _run_range(span, ptrs, sizes, lo, hi, s, f, z):
+    """``span`` over elements [lo, hi) of the concatenated tensors, cut at
+    tensor boundaries."""
+    off = 0
+    for k in range(sizes.size):
+        n = sizes[k]
+        a = max(lo, off)
+        b = min(hi, off + n)
+        if a < b:
+            span(ptrs[k], a - off, b - off, s, f, z)
+        off += n
+
+
+@njit(**_DRIVER)
+def drive_serial(span, ptrs, sizes, s, f, z):
+    """``span`` over every tensor, tensor by tensor, on the calling thread."""
+    for k in range(sizes.size):
+        span(ptrs[k], 0, sizes[k], s, f, z)
+
+
+@njit(parallel=True, **_DRIVER)
+def drive_parallel(span, ptrs, sizes, nthreads, s, f, z):
+    """``span`` over the concatenated tensors, split ``nthreads`` ways by
+    ``_split_start``."""
+    total = 0
+    for k in range(sizes.size):
+        total += sizes[k]
+    for t in prange(nthreads):
+        _run_range(span, ptrs, sizes, _split_start(total, nthreads, t),
+                   _split_start(total, nthreads, t + 1), s, f, z)
+
+
+@njit(**_DRIVER)
+def _run_range_groups(span, unpack, ptrs, sizes, grp, lo, hi, s, f, z):
     """``span`` over elements [lo, hi) of the concatenated tensors, cut at
     tensor boundaries; tensor ``k`` with its group's scalars and flags."""
     off = 0
@@ -299,7 +334,7 @@ def _run_range(span, unpack, ptrs, sizes, grp, lo, hi, s, f, z):
 
 
 @njit(**_DRIVER)
-def drive_serial(span, unpack, ptrs, sizes, grp, s, f, z):
+def drive_serial_groups(span, unpack, ptrs, sizes, grp, s, f, z):
     """``span`` over every tensor, tensor by tensor, on the calling thread."""
     for k in range(sizes.size):
         sk, fk = unpack(s[grp[k]], f[grp[k]])
@@ -307,14 +342,14 @@ def drive_serial(span, unpack, ptrs, sizes, grp, s, f, z):
 
 
 @njit(parallel=True, **_DRIVER)
-def drive_parallel(span, unpack, ptrs, sizes, grp, nthreads, s, f, z):
+def drive_parallel_groups(span, unpack, ptrs, sizes, grp, nthreads, s, f, z):
     """``span`` over the concatenated tensors, split ``nthreads`` ways by
     ``_split_start``."""
     total = 0
     for k in range(sizes.size):
         total += sizes[k]
     for t in prange(nthreads):
-        _run_range(span, unpack, ptrs, sizes, grp, _split_start(total, nthreads, t),
+        _run_range_groups(span, unpack, ptrs, sizes, grp, _split_start(total, nthreads, t),
                    _split_start(total, nthreads, t + 1), s, f, z)
 
 
@@ -377,8 +412,27 @@ def in_parallel(nthreads, kernel, *args):
             numba.set_num_threads(before)
 
 
-def run(drivers, groups, s, f, group_of=None):
+def run(drivers, groups, s, f):
     """Run a family's ``(serial, parallel)`` drivers over every gathered
+    group, with scalars ``s`` and flags ``f`` (its namedtuples): one call
+    per dtype.  The one-group interface (``drive_serial``,
+    ``drive_parallel``) of a family not ported to parameter groups."""
+    serial, parallel = drivers
+    s, f = tuple(s), tuple(f)
+    by_dtype, total = work(groups)
+    nthreads = parallel_threads(total)
+    for dtype, (rows, sizes, _grp) in by_dtype.items():
+        ptrs = np.array(rows, dtype=np.intp)
+        sizes = np.array(sizes, dtype=np.intp)
+        if nthreads > 1:
+            in_parallel(nthreads, parallel, ptrs, sizes, nthreads, s, f, ZERO[dtype])
+        else:
+            serial(ptrs, sizes, s, f, ZERO[dtype])
+
+
+def run_groups(drivers, groups, s, f, group_of=None):
+    """Run a family's ``(serial, parallel)`` group drivers
+    (``drive_serial_groups``, ``drive_parallel_groups``) over every gathered
     tensor, with scalars ``s`` and flags ``f`` (its namedtuples; with
     ``group_of``, tensor ``i``'s group index, lists of them, one per
     group): one call per dtype."""

@@ -7,7 +7,8 @@ from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from .._validate import gather
 from ..families import check_call, check_groups, family_of
-from ._step import JIT, _as, _view, drive_parallel, drive_serial, group_of, run
+from ._step import (JIT, _as, _view, drive_parallel_groups, drive_serial_groups, group_of,
+                    run_groups)
 
 __all__ = ["step", "step_groups"]
 
@@ -63,12 +64,12 @@ def unpack(s, f):
 
 @njit(**JIT)
 def serial(ptrs, sizes, grp, s, f, z):
-    drive_serial(span, unpack, ptrs, sizes, grp, s, f, z)
+    drive_serial_groups(span, unpack, ptrs, sizes, grp, s, f, z)
 
 
 @njit(parallel=True, **JIT)
 def parallel(ptrs, sizes, grp, nthreads, s, f, z):
-    drive_parallel(span, unpack, ptrs, sizes, grp, nthreads, s, f, z)
+    drive_parallel_groups(span, unpack, ptrs, sizes, grp, nthreads, s, f, z)
 
 
 def _args(kw, gscale):
@@ -90,7 +91,7 @@ def step(params, grads, states, mode, **kw):
     if not groups:
         return
     s, f = _args(kw, kw["gscale"])
-    run((serial, parallel), groups, s, f)
+    run_groups((serial, parallel), groups, s, f)
 
 
 def step_groups(params, grads, states, mode, groups, sizes, *, gscale):
@@ -103,4 +104,5 @@ def step_groups(params, grads, states, mode, groups, sizes, *, gscale):
     if not gathered:
         return
     args = [_args(kw, gscale) for kw in groups]
-    run((serial, parallel), gathered, [a[0] for a in args], [a[1] for a in args], where)
+    run_groups((serial, parallel), gathered, [a[0] for a in args], [a[1] for a in args],
+               where)
