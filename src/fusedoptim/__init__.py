@@ -42,6 +42,7 @@ from .functional import (
     update_parameters_with_rmsprop,
 )
 from .families import OPTIMIZERS
+from ._groups import exclude_from_weight_decay
 from .optimizer import Optimizer
 from ._safetensors import load_checkpoint, save_checkpoint
 from .lr_scheduler import (
@@ -103,6 +104,7 @@ __all__ = [
     "FusedOptimWarning",
     "available_backends",
     "clip_grad_norm_",
+    "exclude_from_weight_decay",
     "get_backend",
     "get_num_threads",
     "global_norm",

@@ -1,8 +1,9 @@
 """Checkpoints of an optimizer: a flat dict of arrays and scalars, no pickle.
 
 :class:`Checkpointing` is the part of :class:`fusedoptim.Optimizer` that
-writes and reads that dict; the optimizer supplies ``_hp`` (checked
-hyperparameters), ``_state`` (``{slot: {name: array}}``), ``_lr``, ``_t``,
+writes and reads that dict; the optimizer supplies ``_groups`` (its
+parameter groups), ``_group_t0``, ``_opts`` (``max_grad_norm``,
+``skip_nonfinite``), ``_state`` (``{slot: {name: array}}``), ``_t``,
 ``skipped_steps`` and ``last_grad_norm``.
 """
 
@@ -56,8 +57,20 @@ def _same_setting(saved, value):
 class Checkpointing:
     """``state_dict`` and the checks and copies behind ``load_state_dict``."""
 
-    def _flat_hp(self):
-        return [kv for name, value in self._hp.items() for kv in _flat_keys(name, value)]
+    def _flat_hp(self, group=None):
+        """Checkpoint keys and values of ``group``'s hyperparameters (``lr``
+        aside), then of the optimizer's options; one group: its own."""
+        group = self._groups[0] if group is None else group
+        items = [(h.name, group[h.name]) for h in self.hyper]
+        items += list(self._opts.items())
+        return [kv for name, value in items for kv in _flat_keys(name, value)]
+
+    def _group_keys(self):
+        """Per group: its key prefix, its hyperparameters' flat keys and
+        values (options excluded), for the several-group format."""
+        return [(f"group/{i}/", [kv for h in self.hyper
+                                 for kv in _flat_keys(h.name, g[h.name])])
+                for i, g in enumerate(self._groups)]
 
     def state_dict(self):
         """A snapshot of the optimizer, as a flat dict of NumPy arrays and
@@ -80,13 +93,35 @@ class Checkpointing:
         ``"state/<slot>/<parameter name>"``
             A copy of each state array, e.g. ``"state/exp_avg/W1"``.
 
+        With several parameter groups, ``"lr"`` and the groups'
+        hyperparameters are per group instead: ``"groups"`` (their number),
+        then for group ``i``: ``"group/<i>/params"`` (its parameter names, a
+        NumPy string array), ``"group/<i>/lr"`` (when a float),
+        ``"group/<i>/hp/<name>"`` and ``"group/<i>/t0"`` (``t`` when it was
+        added); ``"hp/max_grad_norm"`` and ``"hp/skip_nonfinite"`` stay
+        global.  A one-group checkpoint keeps the keys above.
+
         The parameters themselves are not included: save them next to it.
         """
         sd = {"optimizer": type(self).__name__, "t": self._t,
               "skipped_steps": self.skipped_steps}
-        if not callable(self._lr):
-            sd["lr"] = self._lr
-        for name, value in self._flat_hp():
+        if len(self._groups) == 1:
+            lr = self._groups[0]["lr"]
+            if not callable(lr):
+                sd["lr"] = lr
+            hp = self._flat_hp()
+        else:
+            sd["groups"] = len(self._groups)
+            for (prefix, flat), g, t0 in zip(self._group_keys(), self._groups,
+                                             self._group_t0):
+                sd[prefix + "params"] = np.array(list(g["params"]), dtype=str)
+                if not callable(g["lr"]):
+                    sd[prefix + "lr"] = g["lr"]
+                for name, value in flat:
+                    sd[prefix + "hp/" + name] = value
+                sd[prefix + "t0"] = t0
+            hp = [kv for name, value in self._opts.items() for kv in _flat_keys(name, value)]
+        for name, value in hp:
             if value is not None:
                 sd["hp/" + name] = value
         for label, d in self._state.items():
@@ -116,8 +151,36 @@ class Checkpointing:
         kind = _as_python(get("optimizer"))
         if kind != type(self).__name__:
             raise ValueError(f"state_dict is from {kind!r}, not {type(self).__name__!r}")
-        for name, value in self._flat_hp():
-            key = "hp/" + name
+        several = len(self._groups) > 1
+        expected = {"optimizer", "t", "skipped_steps"}
+        if several:
+            hp = [("hp/" + k, v) for name, value in self._opts.items()
+                  for k, v in _flat_keys(name, value)]
+            ngroups = _count(get("groups"), "groups")
+            if ngroups != len(self._groups):
+                raise ValueError(f"state_dict has {ngroups} parameter groups but this "
+                                 f"optimizer has {len(self._groups)}")
+            expected.add("groups")
+        else:
+            if "groups" in sd:
+                raise ValueError(f"state_dict has {_count(sd['groups'], 'groups')} parameter "
+                                 f"groups but this optimizer has 1")
+            hp = [("hp/" + name, value) for name, value in self._flat_hp()]
+            expected.add("lr")
+        lrs, t0s = [], []
+        for i, (prefix, flat) in enumerate(self._group_keys() if several else []):
+            names = np.asarray(get(prefix + "params"))
+            if names.ndim != 1 or names.dtype.kind != "U" or \
+                    names.tolist() != list(self._groups[i]["params"]):
+                raise ValueError(f"state_dict[{prefix + 'params'!r}] does not name the "
+                                 f"parameters of param_groups[{i}]")
+            hp += [(prefix + "hp/" + name, value) for name, value in flat]
+            lrs.append(_v.nonneg(_as_python(sd[prefix + "lr"]),
+                                 f"state_dict[{prefix + 'lr'!r}]")
+                       if prefix + "lr" in sd else None)
+            t0s.append(_count(get(prefix + "t0"), prefix + "t0"))
+            expected.update((prefix + "params", prefix + "lr", prefix + "t0"))
+        for key, value in hp:
             if key in sd:
                 saved = _as_python(sd[key])
             elif value is None:
@@ -125,15 +188,16 @@ class Checkpointing:
             else:
                 get(key)
             if not _same_setting(saved, value):
-                raise ValueError(f"{name} is {saved!r} in state_dict but {value!r} here")
+                label = key[3:] if key.startswith("hp/") else key
+                raise ValueError(f"{label} is {saved!r} in state_dict but {value!r} here")
+            expected.add(key)
         t = _count(get("t"), "t")
         skipped = _count(get("skipped_steps"), "skipped_steps")
-        lr = None
-        if "lr" in sd:
-            lr = _v.nonneg(_as_python(sd["lr"]), "state_dict['lr']")
+        if any(t0 > t for t0 in t0s):
+            raise ValueError("state_dict has a group added after its step count t")
+        if not several:
+            lrs = [_v.nonneg(_as_python(sd["lr"]), "state_dict['lr']") if "lr" in sd else None]
         copies = []
-        expected = {"optimizer", "t", "skipped_steps", "lr"}
-        expected.update("hp/" + name for name, v in self._flat_hp() if v is not None)
         for label, d in self._state.items():
             for name, live in d.items():
                 key = f"state/{label}/{name}"
@@ -157,8 +221,13 @@ class Checkpointing:
         self._t = t
         self._skipped_steps = skipped
         self._last_grad_norm = None
-        if lr is not None:
-            self._lr = lr
+        self._last_lrs = None
+        if several:
+            self._group_t0[:] = t0s
+        for g, lr in zip(self._groups, lrs):
+            if lr is not None:
+                dict.__setitem__(g, "lr", lr)
+        self._plan = None
 
     def save(self, path: str | os.PathLike[str], parameters: bool = False) -> None:
         """Write a safetensors checkpoint: :func:`fusedoptim.save_checkpoint`."""

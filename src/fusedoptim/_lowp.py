@@ -66,7 +66,9 @@ def configure(opt, args: dict) -> "LowpState | None":
     if opt.family.name != "adam":
         raise ValueError(f"state_dtype={dtype!r} is supported by Adam and AdamW, "
                          f"not {type(opt).__name__}")
-    if opt._hp.get("amsgrad"):
+    if len(opt._groups) > 1:
+        raise ValueError(f"state_dtype={dtype!r} needs a single parameter group")
+    if opt._groups[0].get("amsgrad"):
         raise ValueError(f"state_dtype={dtype!r} does not support amsgrad=True")
     for name, p in opt._params.items():
         if p.dtype != np.float32:
@@ -145,17 +147,21 @@ class LowpState:
             out.append(tuple(row))
         return out
 
-    def kwargs(self, opt, lr: float, t: int, gscale: float) -> dict:
-        kw = opt.kernel_args(opt._hp, lr, t)
-        del kw["amsgrad"]
+    def kwargs(self, kw: dict, t: int, gscale: float) -> dict:
+        """The reduced-precision kernel's keywords from the family's ``kw``."""
+        kw = dict(kw)
+        if kw.pop("amsgrad"):
+            raise ValueError(f"state_dtype={self.dtype!r} does not support amsgrad=True")
+        kw.pop("torch_order", None)
         kw["gscale"] = gscale
         kw["stochastic"] = self.rounding == "stochastic"
         kw["key"] = _spec.step_key(self.seed, t) if kw["stochastic"] else 0
         return kw
 
-    def step(self, opt, backend, grads: dict, lr: float, t: int, gscale: float) -> None:
-        """One fused step on ``backend`` (a backend module)."""
-        kw = self.kwargs(opt, lr, t, gscale)
+    def step(self, opt, backend, grads: dict, kw: dict, gscale: float) -> None:
+        """One fused step on ``backend`` (a backend module); ``kw``: the
+        family's keywords for this step (``opt.kernel_args``)."""
+        kw = self.kwargs(kw, opt.t + 1, gscale)
         params = opt._params
         names = _v.keys_of(params)
         arrays = self.arrays(opt, names)

@@ -14,6 +14,22 @@ the checkpoint keys from that declaration.
 
 Common behaviour
 ----------------
+Parameter groups
+    ``parameters`` is a dict ``{name: array}`` (one group) or, as in
+    PyTorch, a list of groups ``{"params": {name: array}, "lr": ...,
+    "weight_decay": ..., ...}``, each overriding the constructor's values
+    (``opt.defaults``); an unknown key raises, and a name may appear in one
+    group only.  ``opt.param_groups`` lists them (dicts whose
+    hyperparameters may be reassigned between steps, checked when set) and
+    ``opt.add_param_group`` adds one; :func:`fusedoptim.exclude_from_weight_decay`
+    builds the usual two.  ``step`` takes one gradient dict for all groups
+    and runs them all in ONE fused call of the backend (its kernels take
+    per-group hyperparameters); clipping and non-finite skipping use the
+    one norm of all gradients.  The hyperparameter attributes
+    (``opt.weight_decay``, ``opt.betas``, ``opt.lr``, ...) are the value
+    every group shares: with one group its value, as before groups existed;
+    when the groups differ, reading one raises ``ValueError`` (read
+    ``param_groups`` instead).  Setting ``opt.lr`` sets every group's.
 Gradients
     ``opt.step(grads)`` takes ``grads[name]`` or, as in the course notes,
     ``grads["d" + name]`` for each parameter ``name`` (other keys are
@@ -29,7 +45,9 @@ Learning rate
     (0 on the first step), as optax and Keras do, so ``schedule(0)`` is the
     rate of the first update.  ``opt.lr`` may be reassigned between steps
     (how per-epoch schedules are driven); the value is checked when set, and
-    a schedule's value when it is used.
+    a schedule's value when it is used.  ``opt.current_lr`` is the rate of
+    the next step, ``opt.last_lr`` that of the last one (``current_lrs`` and
+    ``last_lrs``: per group).
 Clipping (``max_grad_norm``)
     The global L2 norm of all gradients is computed in float64 in a fixed,
     thread-independent order (``backend.grad_sumsq``); the gradients are
@@ -49,8 +67,9 @@ Errors
     ``t``, ``skipped_steps`` or ``last_grad_norm``.
 Checkpoints
     :meth:`Optimizer.state_dict` / :meth:`Optimizer.load_state_dict`; see
-    there.  Hyperparameters other than ``lr`` are fixed at construction
-    (read-only attributes).
+    there.  ``max_grad_norm`` and ``skip_nonfinite`` are fixed at
+    construction; every other hyperparameter is a group's, changed through
+    ``param_groups`` (the attributes are read-only).
 """
 
 import inspect
@@ -59,13 +78,12 @@ from dataclasses import replace
 import threading
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from . import _lowp
 from . import _validate as _v
-from ._alloc import zeros_like_state
 from ._checkpoint import Checkpointing
-from ._norm import overflow_safe_norm
+from ._groups import (GroupsMixin, ParamGroup, _check_parameters, _concurrent_use,
+                      group_params)
+from ._norm import CLIP_EPS as _CLIP_EPS, overflow_safe_norm
 from .backend import active as _backend
 
 if TYPE_CHECKING:
@@ -73,43 +91,24 @@ if TYPE_CHECKING:
 
 __all__ = ["Optimizer"]
 
-# clip_grad_norm_'s guard against division by a zero norm.
-_CLIP_EPS = 1e-6
-
 #: ``Hyper.default`` of a required argument.
 REQUIRED = inspect.Parameter.empty
 
 
-def _check_parameters(parameters):
-    _v._check_dict(parameters, "parameters")
-    if not parameters:
-        raise ValueError("parameters is empty")
-    for name, p in parameters.items():
-        if not isinstance(name, str):
-            raise TypeError(f"parameter names must be str, got {name!r}")
-        if "\0" in name:  # np.savez cuts a zip member's name at a NUL
-            raise ValueError(f"parameter name {name!r} contains a NUL character, "
-                             f"which a checkpoint (np.savez) cannot store")
-        label = f"parameters[{name!r}]"
-        _v._check_array(p, label)
-        _v._check_writeable(p, label)
-        if not _v._is_dense(p):
-            raise ValueError(f"{label} is not contiguous; fusedoptim updates arrays in "
-                             f"place and never a copy")
-    return parameters
-
-
 def _hyper(name, doc):
-    return property(lambda self: self._hp[name], doc=f"{doc} (fixed at construction).")
+    def get(self):
+        return self._common(name)
+    return property(get, doc=f"{doc}: the value of every parameter group (``ValueError`` "
+                             f"when the groups differ; read ``param_groups[i][{name!r}]``).")
 
 
-def _concurrent_use():
-    return RuntimeError("this optimizer is already stepping in another thread; step one "
-                        "optimizer from one thread at a time (or give each thread its own)")
+def _option(name, doc):
+    return property(lambda self: self._opts[name], doc=f"{doc} (fixed at construction).")
 
 
-class Optimizer(Checkpointing):
-    """Base class: state, learning rate, clipping, skipping, checkpoints.
+class Optimizer(Checkpointing, GroupsMixin):
+    """Base class: parameter groups, state, learning rate, clipping,
+    skipping, checkpoints.
 
     A subclass declares (see :mod:`fusedoptim.families`):
 
@@ -119,15 +118,18 @@ class Optimizer(Checkpointing):
         The default learning rate (none: ``lr`` is required).
     ``hyper``
         Its other constructor arguments, as ``Hyper(name, default, check,
-        doc)``, in signature order; each becomes a read-only attribute.
+        doc)``, in signature order; each becomes a key of every parameter
+        group and an attribute (the value the groups share).
     ``state_names``
         The name of each of the family's state slots (PyTorch's names).
     ``kernel_args(hp, lr, t)``
-        The family's step keywords for step ``t`` (from 1) at rate ``lr``.
+        The family's step keywords for one group (``hp``: the group's
+        hyperparameters) at its step ``t`` (from 1) and rate ``lr``.  The
+        flags that switch a state slot on must depend on ``hp`` only.
     ``check(hp)`` (optional)
-        Checks that involve several hyperparameters.
+        Checks that involve several hyperparameters (of one group).
     ``initial_value(name, hp)`` (optional)
-        The starting value of a state slot (default 0).
+        The starting value of a state slot (default 0) for a group.
 
     Threads: the kernels release the GIL on large steps, so independent
     optimizers step in parallel from different threads.  One optimizer is
@@ -136,17 +138,19 @@ class Optimizer(Checkpointing):
     non-blocking lock, so the check costs nothing measurable).
     """
 
-    family: "Family | None" = None
-    lr_default: Any = REQUIRED
-    hyper: "tuple[Hyper, ...]" = ()
-    state_names: tuple[str, ...] = ()
+    family = None
+    lr_default = REQUIRED
+    hyper = ()
+    state_names = ()
 
     COMMON_DOC = """max_grad_norm : float or None, keyword-only
-        Clip the global L2 norm of all gradients to this value (``> 0``).
+        Clip the global L2 norm of all gradients (of every group) to this
+        value (``> 0``).
     skip_nonfinite : bool, keyword-only
         Skip the whole step when a gradient holds NaN or infinity.
     state_dtype : {None, "bfloat16", "int8"}, keyword-only
-        Precision of the moments (Adam and AdamW; see fusedoptim._lowp).
+        Precision of the moments (Adam and AdamW, one parameter group; see
+        the README's "Reduced-precision state").
     state_rounding : {None, "nearest", "stochastic"}, keyword-only
         Rounding of reduced-precision moments on store.
     state_seed : int, keyword-only
@@ -165,6 +169,7 @@ class Optimizer(Checkpointing):
         for h in cls.hyper:
             if h.name not in cls.__dict__:
                 setattr(cls, h.name, _hyper(h.name, h.doc))
+        cls._checks = {h.name: h.check for h in cls.hyper}
 
     @classmethod
     def override(cls, **defaults):
@@ -186,7 +191,7 @@ class Optimizer(Checkpointing):
     def kernel_args(self, hp, lr, t):
         raise NotImplementedError
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         if self.family is None:
             raise TypeError("Optimizer is a base class; use one of fusedoptim.OPTIMIZERS")
         try:
@@ -195,55 +200,56 @@ class Optimizer(Checkpointing):
             raise TypeError(f"{type(self).__name__}(): {exc}") from None
         bound.apply_defaults()
         a = bound.arguments
-        self._params = _check_parameters(a["parameters"])
-        self.lr = a["lr"]
-        hp = {h.name: h.check(a[h.name], h.name) for h in self.hyper}
-        self.check(hp)
+        defaults = {"lr": self._check_group_value("lr", a["lr"])}
+        defaults.update((h.name, h.check(a[h.name], h.name)) for h in self.hyper)
+        self.check(defaults)
         max_grad_norm = a["max_grad_norm"]
         if max_grad_norm is not None:
             max_grad_norm = _v.real(max_grad_norm, "max_grad_norm")
             if max_grad_norm <= 0.0:
                 raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
-        hp["max_grad_norm"] = max_grad_norm
-        hp["skip_nonfinite"] = _v.flag(a["skip_nonfinite"], "skip_nonfinite")
-        self._hp = hp
+        self._opts = {"max_grad_norm": max_grad_norm,
+                      "skip_nonfinite": _v.flag(a["skip_nonfinite"], "skip_nonfinite")}
+        #: The constructor's hyperparameters: each group's unless it overrides them.
+        self.defaults = defaults
+        self._groups = []
+        self._group_t0 = []     # opt.t when each group was added (its steps: t - t0)
+        self._params = {}
+        self._state = {}
+        self._plan = None       # _make_plan() for the current group settings
         self._t = 0
         self._skipped_steps = 0
         self._last_grad_norm = None
+        self._last_lrs = None
+        parameters = a["parameters"]
+        if isinstance(parameters, (list, tuple)):
+            if not parameters:
+                raise ValueError("parameters is an empty list of groups")
+            groups, flat = [], {}
+            for i, g in enumerate(parameters):
+                groups.append(self._new_group(g, f"parameters[{i}]", flat))
+                flat.update(groups[-1]["params"])
+            self._params = flat
+        else:
+            self._params = _check_parameters(parameters)
+            groups = [ParamGroup(self, {"params": group_params(parameters, "parameters"),
+                                        **defaults})]
+        for g in groups:
+            self._add_group(g)
+        self._lowp = _lowp.configure(self, a)  # None: full-precision state
+        if self._lowp is not None:
+            self._lowp.init_state(self)
+        states, sizes, new_slots, hps = self._make_plan()
+        self._state.update(new_slots)
+        self._plan = (states, sizes, None, hps)
         # Held for the length of a step or a state load; never waited on.
         self._busy = threading.Lock()
-        self._lowp = _lowp.configure(self, a)  # None: full-precision state
-        self._init_state()
-
-    def _init_state(self):
-        if self._lowp is not None:
-            return self._lowp.init_state(self)
-        fam = self.family
-        active = fam.active_slots(self.kernel_args(self._hp, 0.0, 1))
-        # Each parameter's layout (C or Fortran), which the kernels require of
-        # state arrays; slot k placed apart from the parameter in memory (_alloc).
-        self._state = {}
-        states = []
-        for slot, (label, on) in enumerate(zip(self.state_names, active)):
-            if not on:
-                states.append(_v.ABSENT)
-                continue
-            fill = self.initial_value(label, self._hp)
-            d = {}
-            for name, p in self._params.items():
-                a = zeros_like_state(p, slot)
-                if fill != 0.0:
-                    a.fill(fill)
-                d[name] = a
-            self._state[label] = d
-            states.append((label, d))
-        self._states = tuple(states)
 
     # --- public attributes --------------------------------------------------
 
     @property
-    def parameters(self):
-        """The dict of parameters this optimizer updates in place."""
+    def parameters(self) -> dict:
+        """The dict of parameters this optimizer updates in place (every group's)."""
         return self._params
 
     @property
@@ -252,7 +258,7 @@ class Optimizer(Checkpointing):
         return _lowp.state_nbytes(self)
 
     @property
-    def t(self):
+    def t(self) -> int:
         """Steps taken (skipped steps not counted)."""
         return self._t
 
@@ -271,7 +277,7 @@ class Optimizer(Checkpointing):
         return self._last_grad_norm
 
     @property
-    def state(self):
+    def state(self) -> dict:
         """The live state arrays, ``{slot: {parameter name: array}}``.
 
         The arrays are the optimizer's own (writing them changes the next
@@ -279,35 +285,18 @@ class Optimizer(Checkpointing):
         """
         return {label: dict(d) for label, d in self._state.items()}
 
-    @property
-    def lr(self):
-        """Learning rate: a float ``>= 0`` or a schedule ``step -> float``."""
-        return self._lr
-
-    @lr.setter
-    def lr(self, value):
-        if callable(value):
-            self._lr = value
-        else:
-            self._lr = _v.nonneg(value, "lr")
-
-    max_grad_norm = _hyper("max_grad_norm", "Global-norm clipping threshold, or None")
-    skip_nonfinite = _hyper("skip_nonfinite", "Whether non-finite steps are skipped")
-
-    def _lr_now(self):
-        lr = self._lr
-        if not callable(lr):
-            return lr
-        value = lr(self._t)
-        if type(value) is float and 0.0 <= value < math.inf:  # the usual case, cheaply
-            return value
-        return _v.nonneg(value, f"lr schedule value at step {self._t}")
+    max_grad_norm = _option("max_grad_norm", "Global-norm clipping threshold, or None")
+    skip_nonfinite = _option("skip_nonfinite", "Whether non-finite steps are skipped")
 
     def __repr__(self):
+        if len(self._groups) > 1:
+            return (f"{type(self).__name__}({len(self._params)} parameters in "
+                    f"{len(self._groups)} groups, t={self._t})")
         hp = ", ".join(f"{k}={v!r}" for k, v in self._flat_hp())
         if self._lowp is not None:
             hp += f", {self._lowp!r}"
-        return f"{type(self).__name__}({len(self._params)} parameters, lr={self._lr!r}, {hp}, t={self._t})"
+        return (f"{type(self).__name__}({len(self._params)} parameters, "
+                f"lr={self._groups[0]['lr']!r}, {hp}, t={self._t})")
 
     # --- stepping -----------------------------------------------------------
 
@@ -346,11 +335,30 @@ class Optimizer(Checkpointing):
             self._busy.release()
 
     def _step(self, grads):
-        lr = self._lr_now()
-        max_norm = self._hp["max_grad_norm"]
+        plan = self._plan
+        fresh = plan is None
+        if fresh:
+            plan = self._make_plan()
+        # hps: plain-dict copies of the groups' settings, taken with the plan
+        # (any assignment to a group drops the plan): faster to read than the
+        # ParamGroup dict subclass in the per-step kernel_args.
+        states, sizes, new_slots, hps = plan
+        t = self._t + 1
+        if sizes is None:  # one group: the usual case, without the loops
+            hp = hps[0]
+            lr = hp["lr"]
+            if callable(lr):
+                lr = self._lr_of(hp)
+            lrs = (lr,)
+            kw = self.kernel_args(hp, lr, t)  # one group: added at t = 0
+        else:
+            lrs = tuple([self._lr_of(hp) for hp in hps])
+            kws = tuple([self.kernel_args(hp, lr, t - t0)
+                         for hp, lr, t0 in zip(hps, lrs, self._group_t0)])
+        max_norm = self._opts["max_grad_norm"]
         gscale, norm = 1.0, None
         backend = _backend()
-        if max_norm is not None or self._hp["skip_nonfinite"]:
+        if max_norm is not None or self._opts["skip_nonfinite"]:
             # One read-only pass: the norm for clipping doubles as a cheap
             # non-finite detector (NaN or inf anywhere makes it non-finite).
             sumsq = backend.grad_sumsq(self._params, grads, _v.NAMED)
@@ -361,23 +369,61 @@ class Optimizer(Checkpointing):
             else:
                 norm, finite, scale_of = self._norm_slow(grads, sumsq)
                 scale = None if (max_norm is None or not finite) else scale_of(max_norm)
-            if not finite and self._hp["skip_nonfinite"]:
+            if not finite and self._opts["skip_nonfinite"]:
                 self._skipped_steps += 1
                 self._last_grad_norm = norm
                 return False
             if scale is not None and scale < 1.0:
                 gscale = scale
-        self._kernel(backend, grads, lr, self._t + 1, gscale)
-        self._t += 1
+        name = self.family.name
+        if self._lowp is not None:  # one group (checked when groups are added)
+            self._lowp.step(self, backend, grads, kw, gscale)
+        elif sizes is None:
+            getattr(backend, name)(self._params, grads, states, _v.NAMED, gscale=gscale, **kw)
+        else:
+            fn = getattr(backend, name + "_groups", None)
+            if fn is None:
+                raise NotImplementedError(f"the {backend.__name__} backend's {name} family "
+                                          f"has no step over several parameter groups")
+            # The whole step, every group, in one fused call of the backend.
+            fn(self._params, grads, states, _v.NAMED, kws, sizes, gscale=gscale)
+        if fresh:
+            # Slots a new setting switched on are kept once a step used them.
+            self._state.update(new_slots)
+            self._plan = (states, sizes, None, hps)
+        self._t = t
         self._last_grad_norm = norm
+        self._last_lrs = lrs
         return True
 
-    def _kernel(self, backend, grads, lr, t, gscale):
-        if self._lowp is not None:
-            return self._lowp.step(self, backend, grads, lr, t, gscale)
-        getattr(backend, self.family.name)(self._params, grads, self._states, _v.NAMED,
-                                          gscale=gscale,
-                                          **self.kernel_args(self._hp, lr, t))
+    def _make_plan(self):
+        """The states, group sizes, new state slots and plain copies of the
+        groups' settings for a step with the groups' current settings, after
+        the checks that involve several hyperparameters (nothing is stored: a
+        failing step changes nothing)."""
+        groups = self._groups
+        fam = self.family
+        active = [False] * len(fam.slots)
+        for g, t0 in zip(groups, self._group_t0):
+            self.check(g)
+            on = fam.active_slots(self.kernel_args(g, 0.0, self._t + 1 - t0))
+            active = [x or y for x, y in zip(active, on)]
+        new_slots = {}
+        states = []
+        for label, on in zip(self.state_names, active):
+            if not on:
+                states.append(_v.ABSENT)
+                continue
+            d = self._state.get(label)
+            if d is None:
+                # Switched on now (or at construction): every group's arrays.
+                d = {}
+                for g in groups:
+                    d.update(self._slot_arrays(label, g))
+                new_slots[label] = d
+            states.append((label, d))
+        sizes = None if len(groups) == 1 else tuple(len(g["params"]) for g in groups)
+        return tuple(states), sizes, new_slots, [dict(g) for g in groups]
 
     # --- checkpoints --------------------------------------------------------
 

@@ -4,8 +4,9 @@
 AVX2 switch, the gradient norm), ``_gather`` the compiled validation, and
 ``<family>.pyx`` the family's element loops and its keyword-only ``step``.
 This package exposes each registered family's ``step`` under the family's
-name (``fusedoptim._ext.adam(params, grads, states, mode, *, lr, ...)``), the
-interface every backend shares; a family added to the registry needs its
+name (``fusedoptim._ext.adam(params, grads, states, mode, *, lr, ...)``) and
+its step over several parameter groups as ``<name>_groups(params, grads,
+states, mode, groups, sizes, *, gscale)``, the interface every backend shares; a family added to the registry needs its
 ``<family>.pyx`` and nothing here.
 """
 
@@ -26,8 +27,13 @@ try:
         simd,
     )
     for _name in FAMILIES:
-        globals()[_name] = importlib.import_module(f"{__name__}.{_name}").step
-    del _name
+        _mod = importlib.import_module(f"{__name__}.{_name}")
+        globals()[_name] = _mod.step
+        # The step over several parameter groups (absent from a family not
+        # ported to groups yet: its optimizers then take one group only).
+        if hasattr(_mod, "step_groups"):
+            globals()[_name + "_groups"] = _mod.step_groups
+    del _name, _mod
 except ImportError as exc:
     raise ImportError(f"a compiled module of the build is missing or broken: {exc}") from exc
 

@@ -40,7 +40,64 @@ cdef void step_free(Step* st) noexcept:
         for i in range(st.count * SLOTS):
             Py_XDECREF(st.refs[i])
     PyMem_Free(st.t)      # one block holds all four arrays
+    PyMem_Free(st.args)
     memset(st, 0, sizeof(Step))
+
+
+cdef void* step_args(Step* st, Py_ssize_t ngroups, size_t size) except NULL:
+    """An array of ``ngroups`` family argument structs of ``size`` bytes,
+    owned by ``st`` (freed by ``step_free``); tensor ``i``'s chunk then gets
+    struct ``t[i].group`` (``set_groups``)."""
+    st.args = PyMem_Malloc((ngroups if ngroups > 0 else 1) * size)
+    if st.args == NULL:
+        raise MemoryError()
+    st.stride = size
+    return st.args
+
+
+cdef bint groups_ok(object groups, object sizes, object keys) noexcept:
+    """Whether ``groups`` and ``sizes`` pass ``families._spec.check_groups``'s
+    own checks (the states aside): False sends the caller to it, which names
+    the problem.  ``keys``: the family's ``group_keyword_set``."""
+    cdef Py_ssize_t k, n
+    if not isinstance(groups, tuple) or not isinstance(sizes, tuple):
+        return False
+    n = len(<tuple>groups)
+    if n == 0 or len(<tuple>sizes) != n:
+        return False
+    for k in range(n):
+        kw = (<tuple>groups)[k]
+        if not isinstance(kw, dict):
+            return False
+        try:
+            if kw.keys() != keys:
+                return False
+        except Exception:
+            return False
+        m = (<tuple>sizes)[k]
+        if type(m) is not int or m < 0:
+            return False
+    return True
+
+
+cdef int set_groups(Step* st, object sizes) except -1:
+    """Tensor ``i`` (in ``params`` order) belongs to group ``k`` when it is
+    among the ``sizes[k]`` tensors after those of the groups before it.
+    ``families._spec.check_groups`` checked ``sizes``; their sum must be
+    the number of tensors gathered."""
+    cdef Py_ssize_t k, j, i = 0, m
+    for k in range(len(sizes)):
+        m = sizes[k]
+        if m < 0 or i + m > st.count:
+            break
+        for j in range(i, i + m):
+            st.t[j].group = <int>k
+        i += m
+    else:
+        if i == st.count:
+            return 0
+    raise ValueError(f"sizes must add up to the {st.count} parameters, got "
+                     f"{sum(sizes)}")
 
 
 cdef int step_alloc(Step* st, Py_ssize_t n, int nstates) except -1:
@@ -432,6 +489,7 @@ cdef int gather_step(object params, object grads, object states, int mode,
         t.g = <char*>cnp.PyArray_DATA(ga) if _same_layout(ga, pa) else NULL
         t.n = _size(pa)
         t.dbl = cnp.PyArray_TYPE(pa) == cnp.NPY_DOUBLE
+        t.group = 0
         _gather_states(st, i, pa, name, dkey if course else name, <tuple>states, sdp)
     if _any_overlap(st.spans, st.nspans):
         _overlap_error(st, <list>names, params, grads, <tuple>states, mode)

@@ -19,6 +19,7 @@ ctypedef struct Tensor:
     char* s[3]           # states in family order, NULL when absent (written)
     Py_ssize_t n         # elements
     bint dbl             # float64, else float32
+    int group            # parameter group: the chunk gets args + group * stride
 
 ctypedef struct Span:
     size_t lo, hi        # bytes [lo, hi)
@@ -36,9 +37,11 @@ ctypedef struct Step:
     PyObject** refs      # owned: SLOTS per tensor (NULL where absent)
     Span* spans
     Py_ssize_t nspans
+    void* args           # owned: one family args struct per group (step_args), or NULL
+    size_t stride        # bytes per group's args struct (0: one group)
 
 # Applies a family's update to elements [a, b) of tensor t; args is the
-# family's own struct of step arguments.
+# family's own struct of step arguments (that of the tensor's group).
 ctypedef void (*chunk_fn)(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                           const void* args) noexcept nogil
 

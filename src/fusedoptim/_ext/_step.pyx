@@ -201,7 +201,7 @@ cdef void _run_range(const Step* st, chunk_fn fn, const void* args,
         if y > x:
             if FO_DEBUG and not (0 <= x and y <= st.t[lo].n):
                 abort()
-            fn(&st.t[lo], x, y, args)
+            fn(&st.t[lo], x, y, <const char*>args + st.t[lo].group * st.stride)
         lo += 1
 
 
@@ -226,7 +226,7 @@ cdef void _run(const Step* st, chunk_fn fn, const void* args) noexcept nogil:
     if not FO_THREADS or nt <= 1 or total < _parallel_min:
         for i in range(st.count):
             if st.t[i].n > 0:
-                fn(&st.t[i], 0, st.t[i].n, args)
+                fn(&st.t[i], 0, st.t[i].n, <const char*>args + st.t[i].group * st.stride)
         return
     job.st = st
     job.fn = fn
@@ -236,7 +236,9 @@ cdef void _run(const Step* st, chunk_fn fn, const void* args) noexcept nogil:
 
 cdef int run_step(const Step* st, chunk_fn fn, const void* args) except -1:
     """Run a gathered step; small steps keep the GIL (releasing it costs
-    more than the work)."""
+    more than the work).  ``args`` is group 0's arguments struct; tensor
+    ``i``'s chunk gets ``args + t[i].group * st.stride`` (``step_args`` and
+    ``set_groups`` of ``_gather`` fill them for a step over several groups)."""
     if st.total >= _parallel_min:
         with nogil:
             _run(st, fn, args)

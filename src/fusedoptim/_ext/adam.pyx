@@ -6,12 +6,13 @@ fast path (``adam_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport gather_step, states_match, step_init, step_free
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _sqrt, _div_c1, _at
 from libc.math cimport sqrt
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_states
+from fusedoptim.families._spec import check_groups, check_states
 
 _FAMILY = FAMILIES["adam"]
 
@@ -124,6 +125,27 @@ cdef void _adam_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                     <float*>_at(t.s[2], a, 4), b - a, A)
 
 
+
+
+cdef void _fill(AdamArgs* A, double lr, double beta1, double beta2, double eps, double bc1,
+                double bc2, double weight_decay, bint decoupled, bint maximize, bint
+                amsgrad, bint torch_order, double gscale) noexcept:
+    """One group's step arguments (the step's keywords) into ``A``."""
+    A.lr = lr
+    A.beta1 = beta1
+    A.beta2 = beta2
+    A.eps = eps
+    A.bc1 = bc1
+    A.bc2 = bc2
+    A.wd = weight_decay
+    A.gscale = gscale
+    A.decoupled = decoupled
+    A.maximize = maximize
+    A.amsgrad = amsgrad
+    A.torch = torch_order
+    A.simd = simd_enabled()
+
+
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
          double eps, double bc1, double bc2, double weight_decay, bint decoupled,
          bint maximize, bint amsgrad, bint torch_order, double gscale):
@@ -136,19 +158,39 @@ def step(params, grads, states, int mode, *, double lr, double beta1, double bet
     step_init(&st)
     try:
         gather_step(params, grads, states, mode, &st)
-        A.lr = lr
-        A.beta1 = beta1
-        A.beta2 = beta2
-        A.eps = eps
-        A.bc1 = bc1
-        A.bc2 = bc2
-        A.wd = weight_decay
-        A.gscale = gscale
-        A.decoupled = decoupled
-        A.maximize = maximize
-        A.amsgrad = amsgrad
-        A.torch = torch_order
-        A.simd = simd_enabled()
+        _fill(&A, lr, beta1, beta2, eps, bc1, bc2, weight_decay, decoupled, maximize,
+              amsgrad, torch_order, gscale)
         run_step(&st, _adam_chunk, &A)
+    finally:
+        step_free(&st)
+
+
+def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
+    """``step`` over several parameter groups in one call: ``groups[k]`` is
+    group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
+    number of tensors, which follow those of group ``k - 1`` in ``params``
+    order; ``states`` holds the slots any group switches on (a group whose
+    flag is off leaves its tensors' entries untouched)."""
+    cdef Step st
+    cdef AdamArgs* A
+    cdef Py_ssize_t k
+    cdef unsigned need = 3
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
+    step_init(&st)
+    try:
+        A = <AdamArgs*>step_args(&st, len(groups), sizeof(AdamArgs))
+        for k in range(len(groups)):
+            kw = groups[k]
+            _fill(&A[k], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc1"],
+                  kw["bc2"], kw["weight_decay"], kw["decoupled"], kw["maximize"],
+                  kw["amsgrad"], kw["torch_order"], gscale)
+            need |= (A[k].amsgrad << 2)
+        if not states_match(states, 3, need):
+            check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+            raise AssertionError("unreachable: check_groups passed mismatched states")
+        gather_step(params, grads, states, mode, &st)
+        set_groups(&st, sizes)
+        run_step(&st, _adam_chunk, A)
     finally:
         step_free(&st)

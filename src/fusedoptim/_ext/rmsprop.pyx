@@ -6,12 +6,13 @@ fast path (``rmsprop_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport gather_step, states_match, step_init, step_free
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _sqrt, _at
 from libc.math cimport INFINITY
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_states
+from fusedoptim.families._spec import check_groups, check_states
 
 _FAMILY = FAMILIES["rmsprop"]
 
@@ -139,6 +140,25 @@ cdef void _rmsprop_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                        <float*>_at(t.s[2], a, 4), b - a, A)
 
 
+
+
+cdef void _fill(RmspropArgs* A, double lr, double alpha, double eps, double momentum, double
+                weight_decay, bint eps_inside, bint maximize, bint centered, bint has_buf,
+                double gscale) noexcept:
+    """One group's step arguments (the step's keywords) into ``A``."""
+    A.lr = lr
+    A.alpha = alpha
+    A.eps = eps
+    A.momentum = momentum
+    A.wd = weight_decay
+    A.gscale = gscale
+    A.eps_inside = eps_inside
+    A.maximize = maximize
+    A.centered = centered
+    A.has_buf = has_buf
+    A.simd = simd_enabled()
+
+
 def step(params, grads, states, int mode, *, double lr, double alpha, double eps,
          double momentum, double weight_decay, bint eps_inside, bint maximize,
          bint centered, bint has_buf, double gscale):
@@ -152,17 +172,39 @@ def step(params, grads, states, int mode, *, double lr, double alpha, double eps
     step_init(&st)
     try:
         gather_step(params, grads, states, mode, &st)
-        A.lr = lr
-        A.alpha = alpha
-        A.eps = eps
-        A.momentum = momentum
-        A.wd = weight_decay
-        A.gscale = gscale
-        A.eps_inside = eps_inside
-        A.maximize = maximize
-        A.centered = centered
-        A.has_buf = has_buf
-        A.simd = simd_enabled()
+        _fill(&A, lr, alpha, eps, momentum, weight_decay, eps_inside, maximize, centered,
+              has_buf, gscale)
         run_step(&st, _rmsprop_chunk, &A)
+    finally:
+        step_free(&st)
+
+
+def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
+    """``step`` over several parameter groups in one call: ``groups[k]`` is
+    group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
+    number of tensors, which follow those of group ``k - 1`` in ``params``
+    order; ``states`` holds the slots any group switches on (a group whose
+    flag is off leaves its tensors' entries untouched)."""
+    cdef Step st
+    cdef RmspropArgs* A
+    cdef Py_ssize_t k
+    cdef unsigned need = 1
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
+    step_init(&st)
+    try:
+        A = <RmspropArgs*>step_args(&st, len(groups), sizeof(RmspropArgs))
+        for k in range(len(groups)):
+            kw = groups[k]
+            _fill(&A[k], kw["lr"], kw["alpha"], kw["eps"], kw["momentum"],
+                  kw["weight_decay"], kw["eps_inside"], kw["maximize"], kw["centered"],
+                  kw["has_buf"], gscale)
+            need |= (A[k].centered << 1) | (A[k].has_buf << 2)
+        if not states_match(states, 3, need):
+            check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+            raise AssertionError("unreachable: check_groups passed mismatched states")
+        gather_step(params, grads, states, mode, &st)
+        set_groups(&st, sizes)
+        run_step(&st, _rmsprop_chunk, A)
     finally:
         step_free(&st)

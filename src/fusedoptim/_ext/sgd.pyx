@@ -6,11 +6,12 @@ path (``sgd_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport gather_step, states_match, step_init, step_free
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _at
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_states
+from fusedoptim.families._spec import check_groups, check_states
 
 _FAMILY = FAMILIES["sgd"]
 
@@ -89,6 +90,24 @@ cdef void _sgd_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                    <float*>_at(t.s[0], a, 4), b - a, A)
 
 
+
+
+cdef void _fill(SgdArgs* A, double lr, double momentum, double dampening, double
+                weight_decay, bint nesterov, bint first, bint maximize, bint has_buf, double
+                gscale) noexcept:
+    """One group's step arguments (the step's keywords) into ``A``."""
+    A.lr = lr
+    A.momentum = momentum
+    A.dampening = dampening
+    A.wd = weight_decay
+    A.gscale = gscale
+    A.nesterov = nesterov
+    A.first = first
+    A.maximize = maximize
+    A.has_buf = has_buf
+    A.simd = simd_enabled()
+
+
 def step(params, grads, states, int mode, *, double lr, double momentum, double dampening,
          double weight_decay, bint nesterov, bint first, bint maximize, bint has_buf,
          double gscale):
@@ -101,16 +120,38 @@ def step(params, grads, states, int mode, *, double lr, double momentum, double 
     step_init(&st)
     try:
         gather_step(params, grads, states, mode, &st)
-        A.lr = lr
-        A.momentum = momentum
-        A.dampening = dampening
-        A.wd = weight_decay
-        A.gscale = gscale
-        A.nesterov = nesterov
-        A.first = first
-        A.maximize = maximize
-        A.has_buf = has_buf
-        A.simd = simd_enabled()
+        _fill(&A, lr, momentum, dampening, weight_decay, nesterov, first, maximize, has_buf,
+              gscale)
         run_step(&st, _sgd_chunk, &A)
+    finally:
+        step_free(&st)
+
+
+def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
+    """``step`` over several parameter groups in one call: ``groups[k]`` is
+    group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
+    number of tensors, which follow those of group ``k - 1`` in ``params``
+    order; ``states`` holds the slots any group switches on (a group whose
+    flag is off leaves its tensors' entries untouched)."""
+    cdef Step st
+    cdef SgdArgs* A
+    cdef Py_ssize_t k
+    cdef unsigned need = 0
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
+    step_init(&st)
+    try:
+        A = <SgdArgs*>step_args(&st, len(groups), sizeof(SgdArgs))
+        for k in range(len(groups)):
+            kw = groups[k]
+            _fill(&A[k], kw["lr"], kw["momentum"], kw["dampening"], kw["weight_decay"],
+                  kw["nesterov"], kw["first"], kw["maximize"], kw["has_buf"], gscale)
+            need |= A[k].has_buf
+        if not states_match(states, 1, need):
+            check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+            raise AssertionError("unreachable: check_groups passed mismatched states")
+        gather_step(params, grads, states, mode, &st)
+        set_groups(&st, sizes)
+        run_step(&st, _sgd_chunk, A)
     finally:
         step_free(&st)

@@ -32,6 +32,9 @@ from ._step import _CACHE, set_num_threads  # noqa: F401 (_CACHE: for the tests)
 __all__ = ["grad_sumsq", "set_num_threads", *FAMILIES]
 
 for _name in FAMILIES:
-    globals()[_name] = importlib.import_module(f".{_name}", __name__).step
-del _name
+    _mod = importlib.import_module(f".{_name}", __name__)
+    globals()[_name] = _mod.step
+    if hasattr(_mod, "step_groups"):  # a family ported to parameter groups
+        globals()[_name + "_groups"] = _mod.step_groups
+del _name, _mod
 

@@ -120,7 +120,7 @@ def grad_sumsq(params, grads, mode):
     k0 = {dt: [] for dt in by_dtype}
     for idx, (_p, g) in enumerate(groups):
         k0[g.dtype].append(starts[idx])
-    for dtype, (rows, sizes) in by_dtype.items():
+    for dtype, (rows, sizes, _grp) in by_dtype.items():
         ptrs = np.array(rows, dtype=np.intp)
         sizes = np.array(sizes, dtype=np.intp)
         bofs = np.array(k0[dtype], dtype=np.intp)

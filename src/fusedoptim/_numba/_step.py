@@ -105,8 +105,9 @@ from .. import _tuning
 from .._norm import SUMSQ_BLOCK
 from .._tuning import SPLIT_ALIGN
 
-__all__ = ["JIT", "ZERO", "set_num_threads", "run", "run_reduce", "work", "parallel_threads",
-           "in_parallel", "drive_serial", "drive_parallel", "drive_reduce_serial",
+__all__ = ["JIT", "ZERO", "set_num_threads", "run", "run_groups", "run_reduce", "work",
+           "group_of", "parallel_threads", "in_parallel", "drive_serial", "drive_parallel",
+           "drive_serial_groups", "drive_parallel_groups", "drive_reduce_serial",
            "drive_reduce_parallel", "_as", "_view", "_addr"]
 
 _CACHE = os.environ.get("FUSEDOPTIM_NUMBA_CACHE", "").strip().lower() in ("1", "true", "yes")
@@ -275,6 +276,14 @@ def _split_start(total, parts, k):
 # flags as plain tuples and rebuild the family's namedtuples inside: Numba's
 # dispatcher types a plain tuple argument in C but a namedtuple through
 # Python, which measured 1.5 to 4 us more per call.
+#
+# Parameter groups (``*_groups`` drivers, ``run_groups``; the plain ones
+# remain for a family not ported yet): ``s`` and ``f`` are a float64 and a bool matrix, one row
+# per group, ``grp[k]`` is tensor ``k``'s group, and the family's
+# ``unpack(s_row, f_row)`` (jitted, passed like the span) rebuilds its
+# namedtuples for each tensor (``to_fixed_tuple``).  Matrices rather than
+# tuples of tuples: a parallel region does not take nested tuples, and a
+# matrix's type does not depend on the number of groups (one compilation).
 _DRIVER = dict(JIT, inline="always")
 
 
@@ -360,16 +369,52 @@ def _tensor_totals(out, sizes, sums):
             j += 1
 
 
+@njit(**_DRIVER)
+def _run_range_groups(span, unpack, ptrs, sizes, grp, lo, hi, s, f, z):
+    """``span`` over elements [lo, hi) of the concatenated tensors, cut at
+    tensor boundaries; tensor ``k`` with its group's scalars and flags."""
+    off = 0
+    for k in range(sizes.size):
+        n = sizes[k]
+        a = max(lo, off)
+        b = min(hi, off + n)
+        if a < b:
+            sk, fk = unpack(s[grp[k]], f[grp[k]])
+            span(ptrs[k], a - off, b - off, sk, fk, z)
+        off += n
+
+
+@njit(**_DRIVER)
+def drive_serial_groups(span, unpack, ptrs, sizes, grp, s, f, z):
+    """``span`` over every tensor, tensor by tensor, on the calling thread."""
+    for k in range(sizes.size):
+        sk, fk = unpack(s[grp[k]], f[grp[k]])
+        span(ptrs[k], 0, sizes[k], sk, fk, z)
+
+
+@njit(parallel=True, **_DRIVER)
+def drive_parallel_groups(span, unpack, ptrs, sizes, grp, nthreads, s, f, z):
+    """``span`` over the concatenated tensors, split ``nthreads`` ways by
+    ``_split_start``."""
+    total = 0
+    for k in range(sizes.size):
+        total += sizes[k]
+    for t in prange(nthreads):
+        _run_range_groups(span, unpack, ptrs, sizes, grp, _split_start(total, nthreads, t),
+                   _split_start(total, nthreads, t + 1), s, f, z)
+
+
 # --- Python side: the work list -------------------------------------------------
 
 
-def work(groups):
-    """Per dtype, the ``(addresses, sizes)`` work list of the gathered groups
-    (an absent state gets the parameter's address: never touched), and the
-    total element count."""
+def work(groups, group_of=None):
+    """Per dtype, the ``(addresses, sizes, group indices)`` work list of the
+    gathered tensors (an absent state gets the parameter's address: never
+    touched), and the total element count.  ``group_of[i]`` is tensor
+    ``i``'s parameter group (all 0 when None)."""
     by_dtype = {}
     total = 0
-    for grp in groups:
+    for i, grp in enumerate(groups):
         p = grp[0]
         pa = _addr(p)
         row = [pa]
@@ -379,9 +424,10 @@ def work(groups):
         total += n
         entry = by_dtype.get(p.dtype)
         if entry is None:
-            by_dtype[p.dtype] = entry = ([], [])
+            by_dtype[p.dtype] = entry = ([], [], [])
         entry[0].append(row)
         entry[1].append(n)
+        entry[2].append(0 if group_of is None else group_of[i])
     return by_dtype, total
 
 
@@ -420,12 +466,13 @@ def in_parallel(nthreads, kernel, *args):
 def run(drivers, groups, s, f):
     """Run a family's ``(serial, parallel)`` drivers over every gathered
     group, with scalars ``s`` and flags ``f`` (its namedtuples): one call
-    per dtype."""
+    per dtype.  The one-group interface (``drive_serial``,
+    ``drive_parallel``) of a family not ported to parameter groups."""
     serial, parallel = drivers
     s, f = tuple(s), tuple(f)
     by_dtype, total = work(groups)
     nthreads = parallel_threads(total)
-    for dtype, (rows, sizes) in by_dtype.items():
+    for dtype, (rows, sizes, _grp) in by_dtype.items():
         ptrs = np.array(rows, dtype=np.intp)
         sizes = np.array(sizes, dtype=np.intp)
         if nthreads > 1:
@@ -456,3 +503,35 @@ def run_reduce(drivers: tuple, groups: list, s: tuple, f: tuple, nout: int) -> n
         _tensor_totals(out, sizes, part)
         sums[[i for i, grp in enumerate(groups) if grp[0].dtype == dtype]] = part
     return sums
+
+
+def run_groups(drivers, groups, s, f, group_of=None):
+    """Run a family's ``(serial, parallel)`` group drivers
+    (``drive_serial_groups``, ``drive_parallel_groups``) over every gathered
+    tensor, with scalars ``s`` and flags ``f`` (its namedtuples; with
+    ``group_of``, tensor ``i``'s group index, lists of them, one per
+    group): one call per dtype."""
+    serial, parallel = drivers
+    if group_of is None:
+        s, f = (s,), (f,)
+    s = np.array(s, dtype=np.float64)
+    f = np.array(f, dtype=np.bool_)
+    by_dtype, total = work(groups, group_of)
+    nthreads = parallel_threads(total)
+    for dtype, (rows, sizes, grp) in by_dtype.items():
+        ptrs = np.array(rows, dtype=np.intp)
+        sizes = np.array(sizes, dtype=np.intp)
+        grp = np.array(grp, dtype=np.intp)
+        if nthreads > 1:
+            in_parallel(nthreads, parallel, ptrs, sizes, grp, nthreads, s, f, ZERO[dtype])
+        else:
+            serial(ptrs, sizes, grp, s, f, ZERO[dtype])
+
+
+def group_of(sizes, count):
+    """The group index of each of ``count`` tensors (``sizes[k]`` tensors
+    per group, in order)."""
+    out = [k for k, m in enumerate(sizes) for _ in range(m)]
+    if len(out) != count:
+        raise ValueError(f"sizes must add up to the {count} parameters, got {len(out)}")
+    return out

@@ -11,8 +11,9 @@ To add an optimizer ``foo``:
 1. ``families/foo.py``: its reference update, ``FAMILY = Family(name="foo",
    ...)`` and its class (see ``adagrad.py``, the smallest);
 2. ``_ext/foo.pyx``: its compiled element loop, with a ``step`` function of
-   the family's keyword-only signature;
-3. ``_numba/foo.py``: its Numba element loop and ``step``;
+   the family's keyword-only signature and ``step_groups`` (several
+   parameter groups in one call; see ``adagrad.pyx``);
+3. ``_numba/foo.py``: its Numba element loop, ``step`` and ``step_groups``;
 4. ``"foo"`` in ``MODULES`` below.
 
 The backends, the class's constructor and attributes, ``fusedoptim.OPTIMIZERS``,
@@ -23,12 +24,12 @@ counterpart exists) and the benchmark rows are all derived from here.
 import importlib
 from typing import TYPE_CHECKING
 
-from ._spec import Family, Hyper, check_call, prelude
+from ._spec import Family, Hyper, check_call, check_groups, prelude
 
 if TYPE_CHECKING:
     from ..optimizer import Optimizer
 
-__all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "check_call",
+__all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "check_call", "check_groups",
            "prelude", "family_of"]
 
 #: The family modules, in the order of the documentation and the benchmark.

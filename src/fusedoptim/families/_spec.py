@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from .. import _validate as _v
 
-__all__ = ["Family", "Hyper", "check_call", "prelude", "flag", "betas", "real",
+__all__ = ["Family", "Hyper", "check_call", "check_groups", "prelude", "flag", "betas", "real",
            "nonneg", "beta"]
 
 
@@ -52,6 +52,17 @@ class Family:
     def keywords(self):
         """Every keyword of the family's step, ``gscale`` included."""
         return self.scalars + self.flags + ("gscale",)
+
+    @cached_property
+    def switches(self):
+        """The flags that switch a state slot on."""
+        return tuple(dict.fromkeys(self.optional.values()))
+
+    @cached_property
+    def group_keyword_set(self):
+        """The keywords of one group of a step over several (``gscale``
+        is the step's, shared by every group)."""
+        return frozenset(self.scalars + self.flags)
 
     @cached_property
     def keyword_set(self):
@@ -83,13 +94,50 @@ def check_call(family, states, kw):
     check_states(family, states, kw)
 
 
-def _keyword_error(family, kw):
-    missing = [k for k in family.keywords if k not in kw]
+def _keyword_error(family, kw, where="", keywords=None):
+    keywords = family.keywords if keywords is None else keywords
+    missing = [k for k in keywords if k not in kw]
     if missing:
-        raise TypeError(f"{family.name}() missing keyword argument {missing[0]!r}")
+        raise TypeError(f"{family.name}(){where} missing keyword argument {missing[0]!r}")
     for k in kw:
-        if k not in family.keywords:
-            raise TypeError(f"{family.name}() got an unexpected keyword argument {k!r}")
+        if k not in keywords:
+            raise TypeError(f"{family.name}(){where} got an unexpected keyword argument {k!r}")
+
+
+def check_groups(family, states, groups, sizes):
+    """``check_call`` for a step over several parameter groups (every
+    backend's ``<family>_groups``): ``groups`` a non-empty tuple of dicts,
+    each holding every keyword of the family but ``gscale``; ``sizes`` a
+    tuple of one int ``>= 0`` per group (its number of tensors, in
+    ``params`` order); ``states`` exactly the slots that some group's flags
+    switch on.  Raises ``TypeError`` or ``ValueError``; writes nothing."""
+    keys = family.group_keyword_set
+    if not (isinstance(groups, tuple) and isinstance(sizes, tuple) and groups
+            and len(sizes) == len(groups)
+            and all([isinstance(kw, dict) and kw.keys() == keys for kw in groups])
+            and all([type(m) is int and m >= 0 for m in sizes])):
+        _groups_error(family, groups, sizes)
+    check_states(family, states, {flag: any([kw[flag] for kw in groups])
+                                  for flag in family.switches})
+
+
+def _groups_error(family, groups, sizes):
+    """Raise the error ``check_groups`` found (the slow path names it)."""
+    if not isinstance(groups, tuple) or not groups:
+        raise ValueError(f"{family.name}: groups must be a non-empty tuple of dicts")
+    if not isinstance(sizes, tuple) or len(sizes) != len(groups):
+        raise ValueError(f"{family.name}: sizes must be a tuple of one count per group "
+                         f"({len(groups)})")
+    for k, kw in enumerate(groups):
+        if not isinstance(kw, dict):
+            raise TypeError(f"{family.name}: groups[{k}] must be a dict, got "
+                            f"{type(kw).__name__}")
+        if kw.keys() != family.group_keyword_set:
+            _keyword_error(family, kw, f" groups[{k}]", family.scalars + family.flags)
+    for k, m in enumerate(sizes):
+        if type(m) is not int or m < 0:
+            raise ValueError(f"{family.name}: sizes[{k}] must be an int >= 0, got {m!r}")
+    raise AssertionError("unreachable: check_groups found no error")  # pragma: no cover
 
 
 def check_states(family, states, kw):
