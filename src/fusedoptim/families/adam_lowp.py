@@ -45,7 +45,8 @@ Two state formats, chosen by ``state_dtype`` on :class:`~fusedoptim.Adam` and
     bandwidth; the square root that the code of ``v`` needs is the
     denominator's).  bfloat16 states take the same update.  Tensors under
     ``QMIN_ELEMENTS`` elements keep float32 moments and take Adam's float32
-    update (:func:`fusedoptim.families.adam.adam_tensor`, bit for bit).
+    update (:func:`fusedoptim.families.adam.adam_tensor` in the course's order,
+    ``torch_order=False``, bit for bit).
 
 Stochastic rounding
     The rounding bits of element ``i`` (its index in the concatenation of
@@ -300,7 +301,7 @@ def adam_q8(tensors: list, kw: dict) -> None:
                         beta1=kw["beta1"], beta2=kw["beta2"], eps=kw["eps"],
                         bc1=kw["bc1"], bc2=kw["bc2"], weight_decay=kw["weight_decay"],
                         decoupled=kw["decoupled"], maximize=kw["maximize"],
-                        amsgrad=False, gscale=kw["gscale"])
+                        amsgrad=False, torch_order=False, gscale=kw["gscale"])
         else:
             new += [ms.copy(), vs.copy()]
             adam_q8_tensor(new[0], _flat(g), new[1], new[2], new[3], new[4], idx, **kw)
