@@ -224,6 +224,26 @@ def test_new_families_two_groups_and_a_late_group_match_torch(backend, cls, dtyp
     assert _error(params, _data(dtype, 0, seed=5)[0]) > 1e3 * max(err, 1e-12)  # it moved
 
 
+def test_nadam_mu_products_of_groups_at_different_steps(monkeypatch):
+    """Two groups with the same (beta1, momentum_decay) at different step
+    counts: each step's product is the in-order product from 1 (bit for bit)
+    and costs one factor per group, not a restart from t = 1."""
+    from fusedoptim.families import nadam
+    opt = fo.NAdam({"w": np.zeros(3)})
+    calls = []
+    mu = nadam._mu
+    monkeypatch.setattr(nadam, "_mu", lambda *a: calls.append(a) or mu(*a))
+    for t in range(1, 60):
+        calls.clear()
+        for tg in (t + 40, t):
+            want = 1.0
+            for i in range(1, tg + 1):
+                want *= mu(0.9, 0.004, i)
+            assert opt._mu_product(0.9, 0.004, tg) == want
+        assert t == 1 or len(calls) == 2, t
+    assert len(opt._mu_products[(0.9, 0.004)]) == 2
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("cls,g0,g1", [
     ("Lion", dict(betas=(0.8, 0.95), weight_decay=0.1), dict(lr=3e-4, maximize=True)),
