@@ -172,6 +172,107 @@ def test_changing_group_settings_between_steps_matches_torch(backend, dtype):
     assert err <= TOL[dtype], err
 
 
+# The families of #13: (our group 0, group 1, a group added at step 40 (its
+# settings are group 1's but lr, so that NAdam's cached mu products are shared
+# by two groups at different step counts), defaults); same names as torch.
+NEW_TWO_GROUPS = {
+    "Adamax": (dict(betas=(0.8, 0.99), weight_decay=0.01), dict(lr=0.01, maximize=True),
+               dict(lr=0.004, maximize=True), dict(lr=0.002, eps=1e-6)),
+    "NAdam": (dict(momentum_decay=0.02, weight_decay=0.05, decoupled_weight_decay=True),
+              dict(lr=0.01, weight_decay=0.01), dict(lr=0.004, weight_decay=0.01),
+              dict(lr=0.002)),
+    # beta2 0.9 in group 0: rectified from step 3 on, group 1 from step 6.
+    "RAdam": (dict(betas=(0.8, 0.9), weight_decay=0.05, decoupled_weight_decay=True),
+              dict(lr=0.003, weight_decay=0.01), dict(lr=0.02), dict(lr=0.001)),
+    "Adadelta": (dict(rho=0.5, weight_decay=0.05), dict(lr=0.5, eps=1e-4),
+                 dict(lr=0.2, eps=1e-4), dict(lr=1.0)),
+}
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("cls", list(NEW_TWO_GROUPS))
+def test_new_families_two_groups_and_a_late_group_match_torch(backend, cls, dtype):
+    """Adamax, NAdam, RAdam, Adadelta: two groups whose settings differ and a
+    third group added at step 40 (its step count starts there), 100 steps
+    against torch with the same param groups."""
+    g0, g1, g2, defaults = NEW_TWO_GROUPS[cls]
+    params, grads = _data(dtype, 100, seed=5)
+    tp = _torch_params(params)
+    opt = getattr(fo, cls)([{"params": {k: params[k] for k in ("W1", "b1")}, **g0},
+                            {"params": {"W2": params["W2"]}, **g1}], **defaults)
+    # torch keeps NAdam's mu_product in the default dtype: that of the run.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
+    try:
+        topt = getattr(torch.optim, cls)([{"params": [tp["W1"], tp["b1"]], **g0},
+                                          {"params": [tp["W2"]], **g1}],
+                                         **defaults, foreach=False)
+        for i, g in enumerate(grads):
+            if i == 40:
+                opt.add_param_group({"params": {"b2": params["b2"], "s": params["s"]}, **g2})
+                topt.add_param_group({"params": [tp["b2"], tp["s"]], **g2})
+            opt.step({k: v for k, v in g.items() if k in opt.parameters})
+            _set_grads(tp, g)
+            if i < 40:
+                tp["b2"].grad = tp["s"].grad = None
+            topt.step()
+    finally:
+        torch.set_default_dtype(default)
+    err = _error(params, {k: x.detach().numpy() for k, x in tp.items()})
+    assert err <= TOL[dtype], err
+    assert _error(params, _data(dtype, 0, seed=5)[0]) > 1e3 * max(err, 1e-12)  # it moved
+
+
+def test_nadam_mu_products_of_groups_at_different_steps(monkeypatch):
+    """Two groups with the same (beta1, momentum_decay) at different step
+    counts: each step's product is the in-order product from 1 (bit for bit)
+    and costs one factor per group, not a restart from t = 1."""
+    from fusedoptim.families import nadam
+    opt = fo.NAdam({"w": np.zeros(3)})
+    calls = []
+    mu = nadam._mu
+    monkeypatch.setattr(nadam, "_mu", lambda *a: calls.append(a) or mu(*a))
+    for t in range(1, 60):
+        calls.clear()
+        for tg in (t + 40, t):
+            want = 1.0
+            for i in range(1, tg + 1):
+                want *= mu(0.9, 0.004, i)
+            assert opt._mu_product(0.9, 0.004, tg) == want
+        assert t == 1 or len(calls) == 2, t
+    assert len(opt._mu_products[(0.9, 0.004)]) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("cls,g0,g1", [
+    ("Lion", dict(betas=(0.8, 0.95), weight_decay=0.1), dict(lr=3e-4, maximize=True)),
+    ("LAMB", dict(betas=(0.8, 0.99), weight_decay=0.01), dict(lr=3e-3, eps=1e-4)),
+])
+def test_lion_lamb_groups_equal_one_optimizer_per_group_bitwise(backend, cls, g0, g1, dtype):
+    """Lion and LAMB (no torch counterpart): one optimizer over two groups
+    steps bit for bit as two optimizers with one group each (LAMB's trust
+    ratio is per tensor, so its first pass must use each tensor's group)."""
+    params, grads = _data(dtype, 30, seed=9)
+    a = {k: v.copy() for k, v in params.items()}
+    first, second = ("W1", "b1", "s"), ("W2", "b2")
+    sep = [getattr(fo, cls)({k: a[k] for k in first}, lr=1e-3, **g0),
+           getattr(fo, cls)({k: a[k] for k in second}, **{"lr": 1e-3, **g1})]
+    opt = getattr(fo, cls)([{"params": {k: params[k] for k in first}, **g0},
+                            {"params": {k: params[k] for k in second}, **g1}], lr=1e-3)
+    for g in grads:
+        opt.step(g)
+        for o in sep:
+            o.step({k: g[k] for k in o.parameters})
+    for k in params:
+        assert params[k].tobytes() == a[k].tobytes(), k
+    for label, d in opt.state.items():
+        for k, x in d.items():
+            assert x.tobytes() == next(o.state[label][k] for o in sep
+                                       if k in o.parameters).tobytes(), (label, k)
+    assert not np.array_equal(params["W1"], _data(dtype, 0, seed=9)[0]["W1"])
+
+
 # --- one fused call ---------------------------------------------------------------------
 
 
@@ -194,7 +295,8 @@ class _Counting:
         return counted
 
 
-@pytest.mark.parametrize("cls", ["SGD", "Adam", "AdamW", "RMSProp", "Adagrad"])
+@pytest.mark.parametrize("cls", ["SGD", "Adam", "AdamW", "RMSProp", "Adagrad", "Adamax", "NAdam",
+                                 "RAdam", "Adadelta", "Lion", "LAMB"])
 def test_a_grouped_step_is_one_backend_call(backend, monkeypatch, cls):
     """Every group, one call of ``<family>_groups``, whatever the number of
     groups; one group keeps the one-group ``<family>`` step."""

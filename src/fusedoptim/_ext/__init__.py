@@ -38,4 +38,5 @@ except ImportError as exc:
     raise ImportError(f"a compiled module of the build is missing or broken: {exc}") from exc
 
 __all__ = ["DEBUG_BUILD", "HAVE_THREADS", "gather", "get_num_threads", "grad_sumsq",
-           "set_num_threads", "simd", "_set_parallel_min", "_set_simd", *FAMILIES]
+           "set_num_threads", "simd", "_set_parallel_min", "_set_simd", *FAMILIES,
+           *[_n + "_groups" for _n in FAMILIES if _n + "_groups" in globals()]]

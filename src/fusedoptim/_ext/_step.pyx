@@ -263,11 +263,14 @@ ctypedef struct ReduceJob:
 
 cdef void _reduce_range(const ReduceJob* j, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     cdef Py_ssize_t k, n, s
+    cdef const Tensor* t
     for k in range(a, b):
         s = j.bs[k]
-        n = j.st.t[j.bt[k]].n
-        j.fn(&j.st.t[j.bt[k]], s, s + SUMSQ_BLOCK if n - s > SUMSQ_BLOCK else n,
-             j.out + k * j.nout, j.args)
+        t = &j.st.t[j.bt[k]]
+        n = t.n
+        # The tensor's group's arguments, as in _run_range.
+        j.fn(t, s, s + SUMSQ_BLOCK if n - s > SUMSQ_BLOCK else n, j.out + k * j.nout,
+             <const char*>j.args + t.group * j.st.stride)
 
 
 cdef void _reduce_block(void* ctx, Py_ssize_t k) noexcept nogil:
@@ -283,7 +286,9 @@ cdef int run_reduce(const Step* st, reduce_fn fn, const void* args, int nout,
     workers as in ``run_step``), each block's ``nout`` results in its own
     slot; then ``sums[i * nout + r]`` = result ``r`` of tensor ``i``'s blocks
     added in order to a running total from 0.0 (0.0 for an empty tensor).
-    The same bits whichever thread computes a block."""
+    The same bits whichever thread computes a block.  ``args`` is group 0's
+    arguments struct; tensor ``i``'s blocks get its group's, as in
+    ``run_step``."""
     cdef ReduceJob job
     cdef Py_ssize_t i, k, r, nb = 0, a
     cdef Py_ssize_t* bt = NULL

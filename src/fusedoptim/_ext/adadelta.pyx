@@ -6,11 +6,12 @@ AVX2 fast path (``adadelta_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport gather_step, states_match, step_init, step_free
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_states
+from fusedoptim.families._spec import check_groups, check_states
 
 _FAMILY = FAMILIES["adadelta"]
 
@@ -74,6 +75,18 @@ cdef void _adadelta_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                         <float*>_at(t.s[0], a, 4), <float*>_at(t.s[1], a, 4), b - a, A)
 
 
+cdef void _fill(AdadeltaArgs* A, double lr, double rho, double eps, double weight_decay,
+                bint maximize, double gscale) noexcept:
+    """One group's step arguments (the step's keywords) into ``A``."""
+    A.lr = lr
+    A.rho = rho
+    A.eps = eps
+    A.wd = weight_decay
+    A.gscale = gscale
+    A.maximize = maximize
+    A.simd = simd_enabled()
+
+
 def step(params, grads, states, int mode, *, double lr, double rho, double eps,
          double weight_decay, bint maximize, double gscale):
     """Multi-tensor Adadelta step; ``states = (sq, acc)`` pairs (see
@@ -85,13 +98,35 @@ def step(params, grads, states, int mode, *, double lr, double rho, double eps,
     step_init(&st)
     try:
         gather_step(params, grads, states, mode, &st)
-        A.lr = lr
-        A.rho = rho
-        A.eps = eps
-        A.wd = weight_decay
-        A.gscale = gscale
-        A.maximize = maximize
-        A.simd = simd_enabled()
+        _fill(&A, lr, rho, eps, weight_decay, maximize, gscale)
         run_step(&st, _adadelta_chunk, &A)
+    finally:
+        step_free(&st)
+
+
+def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
+    """``step`` over several parameter groups in one call: ``groups[k]`` is
+    group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
+    number of tensors, which follow those of group ``k - 1`` in ``params``
+    order (see ``adagrad.step_groups``)."""
+    cdef Step st
+    cdef AdadeltaArgs* A
+    cdef Py_ssize_t k
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
+    # Every slot is always on (no flag switches one on).
+    if not states_match(states, 2, 3):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+        raise AssertionError("unreachable: check_groups passed mismatched states")
+    step_init(&st)
+    try:
+        A = <AdadeltaArgs*>step_args(&st, len(groups), sizeof(AdadeltaArgs))
+        for k in range(len(groups)):
+            kw = groups[k]
+            _fill(&A[k], kw["lr"], kw["rho"], kw["eps"], kw["weight_decay"], kw["maximize"],
+                  gscale)
+        gather_step(params, grads, states, mode, &st)
+        set_groups(&st, sizes)
+        run_step(&st, _adadelta_chunk, A)
     finally:
         step_free(&st)

@@ -10,11 +10,12 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport sqrt
 
 from ._step cimport Tensor, Step, run_step, run_reduce, simd_enabled
-from ._gather cimport gather_step, states_match, step_init, step_free
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _sqrt, _div_c1, _at, _block_sumsq
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_states
+from fusedoptim.families._spec import check_groups, check_states
 
 _FAMILY = FAMILIES["lamb"]
 
@@ -166,6 +167,49 @@ cdef double _trust_ratio(double sp, double su) noexcept nogil:
     return sqrt(sp) / sqrt(su)
 
 
+cdef void _fill(LambArgs* A, double lr, double beta1, double beta2, double eps, double bc1,
+                double bc2, double weight_decay, bint maximize, double gscale) noexcept:
+    """One group's step arguments (the step's keywords) into ``A``; ``t0``
+    and ``scale`` are set by ``_two_passes``."""
+    A.lr = lr
+    A.beta1 = beta1
+    A.beta2 = beta2
+    A.eps = eps
+    A.bc1 = bc1
+    A.bc2 = bc2
+    A.wd = weight_decay
+    A.gscale = gscale
+    A.maximize = maximize
+    A.simd = simd_enabled()
+
+
+cdef int _two_passes(Step* st, LambArgs* A, Py_ssize_t ngroups) except -1:
+    """The gathered step's two passes, group ``k``'s arguments in ``A[k]``
+    (each tensor's chunks and blocks get their group's: ``run_step``,
+    ``run_reduce``): the moments and the sums of squares, then each
+    tensor's ``lr * trust ratio`` with its group's ``lr``, then the
+    parameters."""
+    cdef double* sums = NULL
+    cdef double* scale = NULL
+    cdef Py_ssize_t i, k, n = st.count if st.count > 0 else 1
+    try:
+        sums = <double*>PyMem_Malloc(2 * n * sizeof(double))
+        scale = <double*>PyMem_Malloc(n * sizeof(double))
+        if sums == NULL or scale == NULL:
+            raise MemoryError()
+        for k in range(ngroups):
+            A[k].t0 = st.t
+            A[k].scale = scale
+        run_reduce(st, _lamb1_block, A, 2, sums)
+        for i in range(st.count):
+            scale[i] = A[st.t[i].group].lr * _trust_ratio(sums[2 * i], sums[2 * i + 1])
+        run_step(st, _lamb2_chunk, A)
+    finally:
+        PyMem_Free(sums)
+        PyMem_Free(scale)
+    return 0
+
+
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
          double eps, double bc1, double bc2, double weight_decay, bint maximize,
          double gscale):
@@ -173,36 +217,41 @@ def step(params, grads, states, int mode, *, double lr, double beta1, double bet
     pairs (see ``families.lamb.lamb_tensor``)."""
     cdef Step st
     cdef LambArgs A
-    cdef double* sums = NULL
-    cdef double* scale = NULL
-    cdef Py_ssize_t i, n
     if not states_match(states, 2, 3):
         check_states(_FAMILY, states, {})
     step_init(&st)
     try:
         gather_step(params, grads, states, mode, &st)
-        n = st.count if st.count > 0 else 1
-        sums = <double*>PyMem_Malloc(2 * n * sizeof(double))
-        scale = <double*>PyMem_Malloc(n * sizeof(double))
-        if sums == NULL or scale == NULL:
-            raise MemoryError()
-        A.lr = lr
-        A.beta1 = beta1
-        A.beta2 = beta2
-        A.eps = eps
-        A.bc1 = bc1
-        A.bc2 = bc2
-        A.wd = weight_decay
-        A.gscale = gscale
-        A.maximize = maximize
-        A.simd = simd_enabled()
-        A.t0 = st.t
-        A.scale = scale
-        run_reduce(&st, _lamb1_block, &A, 2, sums)
-        for i in range(st.count):
-            scale[i] = lr * _trust_ratio(sums[2 * i], sums[2 * i + 1])
-        run_step(&st, _lamb2_chunk, &A)
+        _fill(&A, lr, beta1, beta2, eps, bc1, bc2, weight_decay, maximize, gscale)
+        _two_passes(&st, &A, 1)
     finally:
-        PyMem_Free(sums)
-        PyMem_Free(scale)
+        step_free(&st)
+
+
+def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
+    """``step`` over several parameter groups in one call: ``groups[k]`` is
+    group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
+    number of tensors, which follow those of group ``k - 1`` in ``params``
+    order (see ``adagrad.step_groups``); both passes use each tensor's
+    group's arguments."""
+    cdef Step st
+    cdef LambArgs* A
+    cdef Py_ssize_t k
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
+    # Every slot is always on (no flag switches one on).
+    if not states_match(states, 2, 3):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+        raise AssertionError("unreachable: check_groups passed mismatched states")
+    step_init(&st)
+    try:
+        A = <LambArgs*>step_args(&st, len(groups), sizeof(LambArgs))
+        for k in range(len(groups)):
+            kw = groups[k]
+            _fill(&A[k], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc1"], kw["bc2"],
+                  kw["weight_decay"], kw["maximize"], gscale)
+        gather_step(params, grads, states, mode, &st)
+        set_groups(&st, sizes)
+        _two_passes(&st, A, len(groups))
+    finally:
         step_free(&st)

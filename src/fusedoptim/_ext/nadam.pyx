@@ -6,11 +6,12 @@ fast path (``nadam_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport gather_step, states_match, step_init, step_free
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_states
+from fusedoptim.families._spec import check_groups, check_states
 
 _FAMILY = FAMILIES["nadam"]
 
@@ -92,6 +93,24 @@ cdef void _nadam_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                      <float*>_at(t.s[0], a, 4), <float*>_at(t.s[1], a, 4), b - a, A)
 
 
+cdef void _fill(NadamArgs* A, double lr, double beta1, double beta2, double eps, double bc2,
+                double lr_g, double lr_m, double weight_decay, bint decoupled, bint maximize,
+                double gscale) noexcept:
+    """One group's step arguments (the step's keywords) into ``A``."""
+    A.lr = lr
+    A.beta1 = beta1
+    A.beta2 = beta2
+    A.eps = eps
+    A.bc2 = bc2
+    A.lr_g = lr_g
+    A.lr_m = lr_m
+    A.wd = weight_decay
+    A.gscale = gscale
+    A.decoupled = decoupled
+    A.maximize = maximize
+    A.simd = simd_enabled()
+
+
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
          double eps, double bc2, double lr_g, double lr_m, double weight_decay,
          bint decoupled, bint maximize, double gscale):
@@ -104,18 +123,36 @@ def step(params, grads, states, int mode, *, double lr, double beta1, double bet
     step_init(&st)
     try:
         gather_step(params, grads, states, mode, &st)
-        A.lr = lr
-        A.beta1 = beta1
-        A.beta2 = beta2
-        A.eps = eps
-        A.bc2 = bc2
-        A.lr_g = lr_g
-        A.lr_m = lr_m
-        A.wd = weight_decay
-        A.gscale = gscale
-        A.decoupled = decoupled
-        A.maximize = maximize
-        A.simd = simd_enabled()
+        _fill(&A, lr, beta1, beta2, eps, bc2, lr_g, lr_m, weight_decay, decoupled, maximize,
+              gscale)
         run_step(&st, _nadam_chunk, &A)
+    finally:
+        step_free(&st)
+
+
+def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
+    """``step`` over several parameter groups in one call: ``groups[k]`` is
+    group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
+    number of tensors, which follow those of group ``k - 1`` in ``params``
+    order (see ``adagrad.step_groups``)."""
+    cdef Step st
+    cdef NadamArgs* A
+    cdef Py_ssize_t k
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
+    # Every slot is always on (no flag switches one on).
+    if not states_match(states, 2, 3):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+        raise AssertionError("unreachable: check_groups passed mismatched states")
+    step_init(&st)
+    try:
+        A = <NadamArgs*>step_args(&st, len(groups), sizeof(NadamArgs))
+        for k in range(len(groups)):
+            kw = groups[k]
+            _fill(&A[k], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc2"], kw["lr_g"],
+                  kw["lr_m"], kw["weight_decay"], kw["decoupled"], kw["maximize"], gscale)
+        gather_step(params, grads, states, mode, &st)
+        set_groups(&st, sizes)
+        run_step(&st, _nadam_chunk, A)
     finally:
         step_free(&st)

@@ -7,11 +7,12 @@ outside the element loop."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport gather_step, states_match, step_init, step_free
+from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
+                       step_init, step_free)
 from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_states
+from fusedoptim.families._spec import check_groups, check_states
 
 _FAMILY = FAMILIES["radam"]
 
@@ -102,6 +103,25 @@ cdef void _radam_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                      <float*>_at(t.s[0], a, 4), <float*>_at(t.s[1], a, 4), b - a, A)
 
 
+cdef void _fill(RadamArgs* A, double lr, double beta1, double beta2, double eps, double bc1,
+                double bc2_sqrt, double rect, double weight_decay, bint decoupled,
+                bint maximize, bint rectified, double gscale) noexcept:
+    """One group's step arguments (the step's keywords) into ``A``."""
+    A.lr = lr
+    A.beta1 = beta1
+    A.beta2 = beta2
+    A.eps = eps
+    A.bc1 = bc1
+    A.bc2_sqrt = bc2_sqrt
+    A.rect = rect
+    A.wd = weight_decay
+    A.gscale = gscale
+    A.decoupled = decoupled
+    A.maximize = maximize
+    A.rectified = rectified
+    A.simd = simd_enabled()
+
+
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
          double eps, double bc1, double bc2_sqrt, double rect, double weight_decay,
          bint decoupled, bint maximize, bint rectified, double gscale):
@@ -114,19 +134,37 @@ def step(params, grads, states, int mode, *, double lr, double beta1, double bet
     step_init(&st)
     try:
         gather_step(params, grads, states, mode, &st)
-        A.lr = lr
-        A.beta1 = beta1
-        A.beta2 = beta2
-        A.eps = eps
-        A.bc1 = bc1
-        A.bc2_sqrt = bc2_sqrt
-        A.rect = rect
-        A.wd = weight_decay
-        A.gscale = gscale
-        A.decoupled = decoupled
-        A.maximize = maximize
-        A.rectified = rectified
-        A.simd = simd_enabled()
+        _fill(&A, lr, beta1, beta2, eps, bc1, bc2_sqrt, rect, weight_decay, decoupled,
+              maximize, rectified, gscale)
         run_step(&st, _radam_chunk, &A)
+    finally:
+        step_free(&st)
+
+
+def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
+    """``step`` over several parameter groups in one call: ``groups[k]`` is
+    group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
+    number of tensors, which follow those of group ``k - 1`` in ``params``
+    order (see ``adagrad.step_groups``)."""
+    cdef Step st
+    cdef RadamArgs* A
+    cdef Py_ssize_t k
+    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
+    # Every slot is always on (no flag switches one on).
+    if not states_match(states, 2, 3):
+        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
+        raise AssertionError("unreachable: check_groups passed mismatched states")
+    step_init(&st)
+    try:
+        A = <RadamArgs*>step_args(&st, len(groups), sizeof(RadamArgs))
+        for k in range(len(groups)):
+            kw = groups[k]
+            _fill(&A[k], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc1"],
+                  kw["bc2_sqrt"], kw["rect"], kw["weight_decay"], kw["decoupled"],
+                  kw["maximize"], kw["rectified"], gscale)
+        gather_step(params, grads, states, mode, &st)
+        set_groups(&st, sizes)
+        run_step(&st, _radam_chunk, A)
     finally:
         step_free(&st)

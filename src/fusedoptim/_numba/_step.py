@@ -23,7 +23,7 @@ A family's span is ``span(row, lo, hi, s, f, z)``: it updates elements
 name), ``z`` a zero of the dtype.  The two drivers here (serial: tensor by
 tensor; parallel: the split below) take the span as their first argument,
 and each family instantiates them in two one-line wrappers (see the comment
-above ``drive_serial`` for why).
+above ``drive_serial_groups`` for why).
 
 Exactness
 ---------
@@ -105,10 +105,10 @@ from .. import _tuning
 from .._norm import SUMSQ_BLOCK
 from .._tuning import SPLIT_ALIGN
 
-__all__ = ["JIT", "ZERO", "set_num_threads", "run", "run_groups", "run_reduce", "work",
-           "group_of", "parallel_threads", "in_parallel", "drive_serial", "drive_parallel",
-           "drive_serial_groups", "drive_parallel_groups", "drive_reduce_serial",
-           "drive_reduce_parallel", "_as", "_view", "_addr"]
+__all__ = ["JIT", "ZERO", "set_num_threads", "run_groups", "run_reduce", "work",
+           "group_of", "parallel_threads", "in_parallel", "drive_serial_groups",
+           "drive_parallel_groups", "drive_reduce_serial_groups",
+           "drive_reduce_parallel_groups", "_as", "_view", "_addr"]
 
 _CACHE = os.environ.get("FUSEDOPTIM_NUMBA_CACHE", "").strip().lower() in ("1", "true", "yes")
 
@@ -277,47 +277,13 @@ def _split_start(total, parts, k):
 # dispatcher types a plain tuple argument in C but a namedtuple through
 # Python, which measured 1.5 to 4 us more per call.
 #
-# Parameter groups (``*_groups`` drivers, ``run_groups``; the plain ones
-# remain for a family not ported yet): ``s`` and ``f`` are a float64 and a bool matrix, one row
-# per group, ``grp[k]`` is tensor ``k``'s group, and the family's
+# Parameter groups (every family runs through these): ``s`` and ``f`` are a
+# float64 and a bool matrix, one row per group, ``grp[k]`` is tensor ``k``'s group, and the family's
 # ``unpack(s_row, f_row)`` (jitted, passed like the span) rebuilds its
 # namedtuples for each tensor (``to_fixed_tuple``).  Matrices rather than
 # tuples of tuples: a parallel region does not take nested tuples, and a
 # matrix's type does not depend on the number of groups (one compilation).
 _DRIVER = dict(JIT, inline="always")
-
-
-@njit(**_DRIVER)
-def _run_range(span, ptrs, sizes, lo, hi, s, f, z):
-    """``span`` over elements [lo, hi) of the concatenated tensors, cut at
-    tensor boundaries."""
-    off = 0
-    for k in range(sizes.size):
-        n = sizes[k]
-        a = max(lo, off)
-        b = min(hi, off + n)
-        if a < b:
-            span(ptrs[k], a - off, b - off, s, f, z)
-        off += n
-
-
-@njit(**_DRIVER)
-def drive_serial(span, ptrs, sizes, s, f, z):
-    """``span`` over every tensor, tensor by tensor, on the calling thread."""
-    for k in range(sizes.size):
-        span(ptrs[k], 0, sizes[k], s, f, z)
-
-
-@njit(parallel=True, **_DRIVER)
-def drive_parallel(span, ptrs, sizes, nthreads, s, f, z):
-    """``span`` over the concatenated tensors, split ``nthreads`` ways by
-    ``_split_start``."""
-    total = 0
-    for k in range(sizes.size):
-        total += sizes[k]
-    for t in prange(nthreads):
-        _run_range(span, ptrs, sizes, _split_start(total, nthreads, t),
-                   _split_start(total, nthreads, t + 1), s, f, z)
 
 
 # The first pass of a two-pass family (a per-tensor reduction, LAMB's norms):
@@ -327,18 +293,20 @@ def drive_parallel(span, ptrs, sizes, nthreads, s, f, z):
 # its own row, so the results do not depend on which thread computed it.
 
 @njit(**_DRIVER)
-def drive_reduce_serial(block, ptrs, sizes, out, s, f, z):
-    """``block`` over every block of every tensor, in order."""
+def drive_reduce_serial_groups(block, unpack, ptrs, sizes, grp, out, s, f, z):
+    """``block`` over every block of every tensor, in order; tensor ``k``
+    with its group's scalars and flags."""
     j = 0
     for k in range(sizes.size):
         n = sizes[k]
+        sk, fk = unpack(s[grp[k]], f[grp[k]])
         for lo in range(0, n, SUMSQ_BLOCK):
-            block(ptrs[k], lo, min(n, lo + SUMSQ_BLOCK), out[j], s, f, z)
+            block(ptrs[k], lo, min(n, lo + SUMSQ_BLOCK), out[j], sk, fk, z)
             j += 1
 
 
 @njit(parallel=True, **_DRIVER)
-def drive_reduce_parallel(block, ptrs, sizes, out, s, f, z):
+def drive_reduce_parallel_groups(block, unpack, ptrs, sizes, grp, out, s, f, z):
     """``block`` over every block of every tensor, one task per block."""
     nb = out.shape[0]
     bt = np.empty(nb, np.intp)
@@ -352,7 +320,8 @@ def drive_reduce_parallel(block, ptrs, sizes, out, s, f, z):
     for b in prange(nb):
         k = bt[b]
         lo = bs[b]
-        block(ptrs[k], lo, min(sizes[k], lo + SUMSQ_BLOCK), out[b], s, f, z)
+        sk, fk = unpack(s[grp[k]], f[grp[k]])
+        block(ptrs[k], lo, min(sizes[k], lo + SUMSQ_BLOCK), out[b], sk, fk, z)
 
 
 @njit(**JIT)
@@ -463,42 +432,34 @@ def in_parallel(nthreads, kernel, *args):
             numba.set_num_threads(before)
 
 
-def run(drivers, groups, s, f):
-    """Run a family's ``(serial, parallel)`` drivers over every gathered
-    group, with scalars ``s`` and flags ``f`` (its namedtuples): one call
-    per dtype.  The one-group interface (``drive_serial``,
-    ``drive_parallel``) of a family not ported to parameter groups."""
-    serial, parallel = drivers
-    s, f = tuple(s), tuple(f)
-    by_dtype, total = work(groups)
-    nthreads = parallel_threads(total)
-    for dtype, (rows, sizes, _grp) in by_dtype.items():
-        ptrs = np.array(rows, dtype=np.intp)
-        sizes = np.array(sizes, dtype=np.intp)
-        if nthreads > 1:
-            in_parallel(nthreads, parallel, ptrs, sizes, nthreads, s, f, ZERO[dtype])
-        else:
-            serial(ptrs, sizes, s, f, ZERO[dtype])
+def _matrices(s, f, group_of):
+    """The scalar and flag matrices of ``run_groups`` and ``run_reduce``."""
+    if group_of is None:
+        s, f = (s,), (f,)
+    return np.array(s, dtype=np.float64), np.array(f, dtype=np.bool_)
 
 
-def run_reduce(drivers: tuple, groups: list, s: tuple, f: tuple, nout: int) -> np.ndarray:
+def run_reduce(drivers: tuple, groups: list, s, f, nout: int,
+               group_of: list | None = None) -> np.ndarray:
     """Run a family's ``(serial, parallel)`` reduction drivers (wrappers of
-    ``drive_reduce_*``, called as ``driver(ptrs, sizes, out, s, f, z)``) over
-    every gathered group; returns the float64 ``(len(groups), nout)`` array
-    of each tensor's results, its blocks' added in order."""
+    ``drive_reduce_*_groups``, called as ``driver(ptrs, sizes, grp, out, s,
+    f, z)``) over every gathered tensor, ``s``, ``f`` and ``group_of`` as in
+    ``run_groups``; returns the float64 ``(len(groups), nout)`` array of
+    each tensor's results, its blocks' added in order."""
     serial, parallel = drivers
-    s, f = tuple(s), tuple(f)
-    by_dtype, total = work(groups)
+    s, f = _matrices(s, f, group_of)
+    by_dtype, total = work(groups, group_of)
     nthreads = parallel_threads(total)
     sums = np.zeros((len(groups), nout))
-    for dtype, (rows, sizes) in by_dtype.items():
+    for dtype, (rows, sizes, grp) in by_dtype.items():
         ptrs = np.array(rows, dtype=np.intp)
         sizes = np.array(sizes, dtype=np.intp)
+        grp = np.array(grp, dtype=np.intp)
         out = np.empty((int(np.sum(-(-sizes // SUMSQ_BLOCK))), nout))
         if nthreads > 1:
-            in_parallel(nthreads, parallel, ptrs, sizes, out, s, f, ZERO[dtype])
+            in_parallel(nthreads, parallel, ptrs, sizes, grp, out, s, f, ZERO[dtype])
         else:
-            serial(ptrs, sizes, out, s, f, ZERO[dtype])
+            serial(ptrs, sizes, grp, out, s, f, ZERO[dtype])
         part = np.empty((sizes.size, nout))
         _tensor_totals(out, sizes, part)
         sums[[i for i, grp in enumerate(groups) if grp[0].dtype == dtype]] = part
@@ -512,10 +473,7 @@ def run_groups(drivers, groups, s, f, group_of=None):
     ``group_of``, tensor ``i``'s group index, lists of them, one per
     group): one call per dtype."""
     serial, parallel = drivers
-    if group_of is None:
-        s, f = (s,), (f,)
-    s = np.array(s, dtype=np.float64)
-    f = np.array(f, dtype=np.bool_)
+    s, f = _matrices(s, f, group_of)
     by_dtype, total = work(groups, group_of)
     nthreads = parallel_threads(total)
     for dtype, (rows, sizes, grp) in by_dtype.items():

@@ -44,7 +44,7 @@ def span(row, lo, hi, s, f, z):
 
 
 # The drivers of this span (why per family, and why plain tuples: see
-# ``_step.drive_serial``).
+# ``_step.drive_serial_groups``).
 _NS, _NF = len(Scalars._fields), len(Flags._fields)
 
 

@@ -1,6 +1,6 @@
 """LAMB's Numba passes and step (``fusedoptim.families.lamb``): the first
 pass (``_step.run_reduce``) updates the moments and sums the squares of the
-parameter and the direction per block; the second (``_step.run``) applies
+parameter and the direction per block; the second (``_step.run_groups``) applies
 each tensor's ``lr * trust ratio``, read through a fifth address in the
 tensor's row."""
 
@@ -8,15 +8,17 @@ from collections import namedtuple
 
 import numpy as np
 from numba import njit
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from .._validate import gather
-from ..families import check_call, family_of
+from ..families import check_call, check_groups, family_of
 from ..families.lamb import trust_ratio
 from ._norm import _sumsq_block
-from ._step import (JIT, _as, _view, drive_parallel, drive_reduce_parallel,
-                    drive_reduce_serial, drive_serial, run, run_reduce)
+from ._step import (JIT, _as, _view, drive_parallel_groups, drive_reduce_parallel_groups,
+                    drive_reduce_serial_groups, drive_serial_groups, group_of, run_groups,
+                    run_reduce)
 
-__all__ = ["step"]
+__all__ = ["step", "step_groups"]
 
 FAMILY = family_of("lamb")
 
@@ -81,45 +83,81 @@ def span(row, lo, hi, s, f, z):
         P[i] = p - step * _dir(M[i], V[i], p, eps, c1, c2, wd, f.decay)
 
 
-# The drivers of the block and the span (why per family, and why plain
-# tuples: see ``_step.drive_serial``).
-@njit(**JIT)
-def reduce_serial(ptrs, sizes, out, s, f, z):
-    drive_reduce_serial(block, ptrs, sizes, out, Scalars(*s), Flags(*f), z)
-
-
-@njit(parallel=True, **JIT)
-def reduce_parallel(ptrs, sizes, out, s, f, z):
-    drive_reduce_parallel(block, ptrs, sizes, out, Scalars(*s), Flags(*f), z)
+# The drivers of the block and the span (why per family, and why matrices of
+# scalars and flags: see ``_step.drive_serial_groups``).
+_NS, _NF = len(Scalars._fields), len(Flags._fields)
 
 
 @njit(**JIT)
-def serial(ptrs, sizes, s, f, z):
-    drive_serial(span, ptrs, sizes, Scalars(*s), Flags(*f), z)
+def unpack(s, f):
+    """One group's rows of the scalar and flag matrices as the spans' namedtuples."""
+    return Scalars(*to_fixed_tuple(s, _NS)), Flags(*to_fixed_tuple(f, _NF))
+
+
+@njit(**JIT)
+def reduce_serial(ptrs, sizes, grp, out, s, f, z):
+    drive_reduce_serial_groups(block, unpack, ptrs, sizes, grp, out, s, f, z)
 
 
 @njit(parallel=True, **JIT)
-def parallel(ptrs, sizes, nthreads, s, f, z):
-    drive_parallel(span, ptrs, sizes, nthreads, Scalars(*s), Flags(*f), z)
+def reduce_parallel(ptrs, sizes, grp, out, s, f, z):
+    drive_reduce_parallel_groups(block, unpack, ptrs, sizes, grp, out, s, f, z)
+
+
+@njit(**JIT)
+def serial(ptrs, sizes, grp, s, f, z):
+    drive_serial_groups(span, unpack, ptrs, sizes, grp, s, f, z)
+
+
+@njit(parallel=True, **JIT)
+def parallel(ptrs, sizes, grp, nthreads, s, f, z):
+    drive_parallel_groups(span, unpack, ptrs, sizes, grp, nthreads, s, f, z)
+
+
+def _args(kw: dict, gscale: float) -> tuple:
+    """The spans' scalars and flags for one group's keywords ``kw``."""
+    b1, b2 = float(kw["beta1"]), float(kw["beta2"])
+    wd, gscale = float(kw["weight_decay"]), float(gscale)
+    s = Scalars(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, one_minus_beta2=1.0 - b2,
+                eps=float(kw["eps"]), bc1=float(kw["bc1"]), bc2=float(kw["bc2"]),
+                weight_decay=wd, gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0)
+    return s, f
+
+
+def _two_passes(gathered: list, s, f, lrs: list, where: list | None) -> None:
+    """The first pass, each tensor's ``lr * trust ratio`` (``lrs[i]``: tensor
+    ``i``'s group's lr), the second pass; ``s``, ``f`` and ``where`` as in
+    ``_step.run_groups``."""
+    # Everything the second pass needs is allocated before the first writes.
+    scales = np.empty(len(gathered))
+    second = [(*grp, scales[i:i + 1]) for i, grp in enumerate(gathered)]
+    sums = run_reduce((reduce_serial, reduce_parallel), gathered, s, f, 2, where)
+    for i, (sp, su) in enumerate(sums.tolist()):
+        scales[i] = lrs[i] * trust_ratio(sp, su)
+    run_groups((serial, parallel), second, s, f, where)
 
 
 def step(params: dict, grads: dict, states: tuple, mode: int, **kw) -> None:
     """Multi-tensor LAMB step, keyword-only (see ``fusedoptim.families.lamb``)."""
     check_call(FAMILY, states, kw)
-    groups = gather(params, grads, states, mode)
-    if not groups:
+    gathered = gather(params, grads, states, mode)
+    if not gathered:
         return
-    b1, b2 = float(kw["beta1"]), float(kw["beta2"])
-    wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
-    s = Scalars(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, one_minus_beta2=1.0 - b2,
-                eps=float(kw["eps"]), bc1=float(kw["bc1"]), bc2=float(kw["bc2"]),
-                weight_decay=wd, gscale=gscale)
-    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0)
-    # Everything the second pass needs is allocated before the first writes.
-    scales = np.empty(len(groups))
-    groups2 = [(*grp, scales[i:i + 1]) for i, grp in enumerate(groups)]
-    sums = run_reduce((reduce_serial, reduce_parallel), groups, s, f, 2)
-    lr = float(kw["lr"])
-    for i, (sp, su) in enumerate(sums.tolist()):
-        scales[i] = lr * trust_ratio(sp, su)
-    run((serial, parallel), groups2, s, f)
+    s, f = _args(kw, kw["gscale"])
+    _two_passes(gathered, s, f, [float(kw["lr"])] * len(gathered), None)
+
+
+def step_groups(params: dict, grads: dict, states: tuple, mode: int, groups: tuple,
+                sizes: tuple, *, gscale: float) -> None:
+    """``step`` over several parameter groups in one call (see
+    ``fusedoptim._reference``): group ``k``'s keywords on its ``sizes[k]``
+    tensors, in both passes."""
+    check_groups(FAMILY, states, groups, sizes)
+    gathered = gather(params, grads, states, mode)
+    where = group_of(sizes, len(gathered))
+    if not gathered:
+        return
+    args = [_args(kw, gscale) for kw in groups]
+    _two_passes(gathered, [a[0] for a in args], [a[1] for a in args],
+                [float(groups[k]["lr"]) for k in where], where)

@@ -3,12 +3,14 @@
 from collections import namedtuple
 
 from numba import njit
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from .._validate import gather
-from ..families import check_call, family_of
-from ._step import JIT, _as, _view, drive_parallel, drive_serial, run
+from ..families import check_call, check_groups, family_of
+from ._step import (JIT, _as, _view, drive_parallel_groups, drive_serial_groups, group_of,
+                    run_groups)
 
-__all__ = ["step"]
+__all__ = ["step", "step_groups"]
 
 FAMILY = family_of("lion")
 
@@ -54,16 +56,35 @@ def span(row, lo, hi, s, f, z):
         M[i] = b2 * m0 + omb2 * g
 
 
-# The drivers of this span (why per family, and why plain tuples: see
-# ``_step.drive_serial``).
+# The drivers of this span (why per family, and why matrices of scalars and
+# flags: see ``_step.drive_serial_groups``).
+_NS, _NF = len(Scalars._fields), len(Flags._fields)
+
+
 @njit(**JIT)
-def serial(ptrs, sizes, s, f, z):
-    drive_serial(span, ptrs, sizes, Scalars(*s), Flags(*f), z)
+def unpack(s, f):
+    """One group's rows of the scalar and flag matrices as the span's namedtuples."""
+    return Scalars(*to_fixed_tuple(s, _NS)), Flags(*to_fixed_tuple(f, _NF))
+
+
+@njit(**JIT)
+def serial(ptrs, sizes, grp, s, f, z):
+    drive_serial_groups(span, unpack, ptrs, sizes, grp, s, f, z)
 
 
 @njit(parallel=True, **JIT)
-def parallel(ptrs, sizes, nthreads, s, f, z):
-    drive_parallel(span, ptrs, sizes, nthreads, Scalars(*s), Flags(*f), z)
+def parallel(ptrs, sizes, grp, nthreads, s, f, z):
+    drive_parallel_groups(span, unpack, ptrs, sizes, grp, nthreads, s, f, z)
+
+
+def _args(kw: dict, gscale: float) -> tuple:
+    """The span's scalars and flags for one group's keywords ``kw``."""
+    b1, b2 = float(kw["beta1"]), float(kw["beta2"])
+    wd, gscale = float(kw["weight_decay"]), float(gscale)
+    s = Scalars(lr=float(kw["lr"]), beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2,
+                one_minus_beta2=1.0 - b2, weight_decay=wd, gscale=gscale)
+    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0)
+    return s, f
 
 
 def step(params: dict, grads: dict, states: tuple, mode: int, **kw) -> None:
@@ -72,9 +93,20 @@ def step(params: dict, grads: dict, states: tuple, mode: int, **kw) -> None:
     groups = gather(params, grads, states, mode)
     if not groups:
         return
-    b1, b2 = float(kw["beta1"]), float(kw["beta2"])
-    wd, gscale = float(kw["weight_decay"]), float(kw["gscale"])
-    s = Scalars(lr=float(kw["lr"]), beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2,
-                one_minus_beta2=1.0 - b2, weight_decay=wd, gscale=gscale)
-    f = Flags(scale=gscale != 1.0, maximize=bool(kw["maximize"]), decay=wd != 0.0)
-    run((serial, parallel), groups, s, f)
+    s, f = _args(kw, kw["gscale"])
+    run_groups((serial, parallel), groups, s, f)
+
+
+def step_groups(params: dict, grads: dict, states: tuple, mode: int, groups: tuple,
+                sizes: tuple, *, gscale: float) -> None:
+    """``step`` over several parameter groups in one call (see
+    ``fusedoptim._reference``): group ``k``'s keywords on its ``sizes[k]``
+    tensors."""
+    check_groups(FAMILY, states, groups, sizes)
+    gathered = gather(params, grads, states, mode)
+    where = group_of(sizes, len(gathered))
+    if not gathered:
+        return
+    args = [_args(kw, gscale) for kw in groups]
+    run_groups((serial, parallel), gathered, [a[0] for a in args], [a[1] for a in args],
+               where)

@@ -128,22 +128,30 @@ class NAdam(Optimizer):
     )
     state_names = ("exp_avg", "exp_avg_sq")
 
-    # (beta1, momentum_decay) -> (t, prod_{i<=t} mu_i): the last product
-    # computed, so that a step multiplies in one factor instead of t.  It is
-    # a cache of a function of t, not state: a step that fails leaves a
-    # value that is still right for its t.
+    # (beta1, momentum_decay) -> {t: prod_{i<=t} mu_i}: the last products
+    # computed, so that a step multiplies in one factor instead of t.  One
+    # entry per step count in use: parameter groups sharing the
+    # hyperparameters but added at different steps count their own t (a
+    # single entry would restart from 1 at every step, alternating between
+    # groups).  It is a cache of a function of t, not state: a step that
+    # fails leaves values that are still right for their t.
     _mu_products = None
+    _MU_ENTRIES = 8
 
     def _mu_product(self, beta1: float, momentum_decay: float, t: int) -> float:
         if self._mu_products is None:
             self._mu_products = {}
-        key = (beta1, momentum_decay)
-        t0, prod = self._mu_products.get(key, (0, 1.0))
-        if t0 > t:
-            t0, prod = 0, 1.0
+        known = self._mu_products.setdefault((beta1, momentum_decay), {})
+        t0 = max([k for k in known if k <= t], default=0)
+        prod = known.get(t0, 1.0)
         for i in range(t0 + 1, t + 1):
             prod *= _mu(beta1, momentum_decay, i)
-        self._mu_products[key] = (t, prod)
+        if t0 != t:
+            # The group that was at t0 is now at t (another at t0 finds t).
+            known.pop(t0, None)
+            known[t] = prod
+            if len(known) > self._MU_ENTRIES:
+                del known[min(known)]
         return prod
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
