@@ -334,7 +334,25 @@ class Optimizer(Checkpointing, GroupsMixin):
         finally:
             self._busy.release()
 
-    def _step(self, grads):
+    def step_scaled(self, grads: dict, gscale: float, norm: float | None,
+                    skip: bool = False) -> bool:
+        """A step whose clipping and skipping were decided by the caller.
+
+        For wrappers that compute the gradient norm elsewhere (e.g.
+        :class:`fusedoptim.distributed.ShardedOptimizer`, over every rank's
+        slice): the fused update with the gradients scaled by ``gscale``
+        (``<= 1``), as :meth:`step` does after its own norm.  ``norm``
+        becomes ``last_grad_norm``; ``skip=True`` counts a skipped step
+        (nothing else changes) and returns ``False``.
+        """
+        if not self._busy.acquire(blocking=False):
+            raise _concurrent_use()
+        try:
+            return self._step(grads, (float(gscale), norm, bool(skip)))
+        finally:
+            self._busy.release()
+
+    def _step(self, grads, decided=None):
         plan = self._plan
         fresh = plan is None
         if fresh:
@@ -358,7 +376,13 @@ class Optimizer(Checkpointing, GroupsMixin):
         max_norm = self._opts["max_grad_norm"]
         gscale, norm = 1.0, None
         backend = _backend()
-        if max_norm is not None or self._opts["skip_nonfinite"]:
+        if decided is not None:  # step_scaled: the caller's norm and verdict
+            gscale, norm, skip = decided
+            if skip:
+                self._skipped_steps += 1
+                self._last_grad_norm = norm
+                return False
+        elif max_norm is not None or self._opts["skip_nonfinite"]:
             # One read-only pass: the norm for clipping doubles as a cheap
             # non-finite detector (NaN or inf anywhere makes it non-finite).
             sumsq = backend.grad_sumsq(self._params, grads, _v.NAMED)
