@@ -82,6 +82,8 @@ class ShardedOptimizer(Distributed):
     collective: every rank calls them, in the same order, from one thread.
     """
 
+    _slices_tensors = True
+
     def _build(self, optimizer_class, hyperparameters):
         local = {}
         self._local = []  # (parameter index, name, group, a, b, offset in the slice)
