@@ -73,8 +73,14 @@ globals().update(OPTIMIZERS)
 if TYPE_CHECKING:
     # The same names, spelled out for type checkers (which cannot follow the
     # registry); tests/test_typing.py checks this list against OPTIMIZERS.
+    from .families.adadelta import Adadelta
     from .families.adagrad import Adagrad
     from .families.adam import Adam, AdamW
+    from .families.adamax import Adamax
+    from .families.lamb import LAMB
+    from .families.lion import Lion
+    from .families.nadam import NAdam
+    from .families.radam import RAdam
     from .families.rmsprop import RMSProp
     from .families.sgd import GD, SGD, Momentum
 

@@ -114,6 +114,16 @@ class NAdam(Optimizer):
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.NAdam(params, lr=0.1)
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # a Nesterov look-ahead: ~1.06 lr
+    True
+    >>> params["w"].round(4)
+    array([ 0.8944, -1.8944])
     """
 
     family = FAMILY
