@@ -53,7 +53,7 @@ FAMILY = Family(
 
 
 def _rho(x: object, name: str) -> float:
-    x = real(x, name)
+    x = float(real(x, name))
     if not 0.0 <= x <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {x}")
     return x

@@ -95,7 +95,7 @@ def mix32(x: "int | np.ndarray") -> np.ndarray:
         x = x ^ (x >> _U32(15))
         x = x * _U32(0x846CA68B)
         x = x ^ (x >> _U32(16))
-    return x
+    return x  # type: ignore[return-value]
 
 
 def step_key(seed: int, t: int) -> int:
@@ -300,7 +300,7 @@ def adam_q8(tensors: list, kw: dict) -> None:
                         beta1=kw["beta1"], beta2=kw["beta2"], eps=kw["eps"],
                         bc1=kw["bc1"], bc2=kw["bc2"], weight_decay=kw["weight_decay"],
                         decoupled=kw["decoupled"], maximize=kw["maximize"],
-                        amsgrad=False, gscale=kw["gscale"])
+                        amsgrad=False, torch_order=False, gscale=kw["gscale"])
         else:
             new += [ms.copy(), vs.copy()]
             adam_q8_tensor(new[0], _flat(g), new[1], new[2], new[3], new[4], idx, **kw)

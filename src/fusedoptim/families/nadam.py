@@ -142,7 +142,7 @@ class NAdam(Optimizer):
     # computed, so that a step multiplies in one factor instead of t.  It is
     # a cache of a function of t, not state: a step that fails leaves a
     # value that is still right for its t.
-    _mu_products = None
+    _mu_products: "dict | None" = None
 
     def _mu_product(self, beta1: float, momentum_decay: float, t: int) -> float:
         if self._mu_products is None:
