@@ -290,12 +290,11 @@ def exclude_from_weight_decay(parameters: Mapping[str, np.ndarray],
         from weight decay.
     var_names : iterable of str, optional
         Regular expressions; a parameter whose name matches one of them
-        (``re.search``, as Keras does) is excluded.
-
-    With neither, the 1-d (and 0-d) arrays are excluded (biases, the scales
-    of normalization layers), optax's and PyTorch's usual rule.  The
-    course's biases are ``(n, 1)`` arrays: exclude them by name, e.g.
-    ``var_names=[r"^b\d+$"]``.
+        (``re.search``, as Keras does) is excluded.  With neither
+        ``predicate`` nor ``var_names``, the 1-d (and 0-d) arrays are
+        excluded (biases, the scales of normalization layers), optax's and
+        PyTorch's usual rule.  The course's biases are ``(n, 1)`` arrays:
+        exclude them by name, e.g. ``var_names=[r"^b\d+$"]``.
 
     Returns
     -------
