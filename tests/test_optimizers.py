@@ -688,7 +688,7 @@ def test_trainer_example_runs(backend, capsys):
     final = {w: float(v) for w, v in zip(last[::2], last[1::2]) if w in ("loss", "acc")}
     assert final["loss"] < loss["loss"] / 10 and final["acc"] > 0.95
     assert lines[-1].startswith(
-        f"restored at step 320, skipped 0, backend {backend.split('-')[0]}")
+        f"restored at step 320, skipped 0, 2 groups, backend {backend.split('-')[0]}")
 
 
 def test_lr_restore_rules():
