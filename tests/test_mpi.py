@@ -90,3 +90,34 @@ def test_flat_parameters_one_buffer_per_dtype():
 def test_find_mpiexec_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("MPIEXEC", "/bin/true")
     assert find_mpiexec() == "/bin/true"
+
+
+def test_param_groups_drive_the_inner_optimizer_and_lamb_is_refused():
+    # In-process at world size 1 (an MPI singleton): the one group's view
+    # writes through to the inner optimizer, as ReduceLROnPlateau needs.
+    _mpi_or_skip()
+    import fusedoptim as fo
+    from fusedoptim.distributed import ShardedOptimizer
+    from fusedoptim.lr_scheduler import ReduceLROnPlateau
+    w, b = np.ones(5), np.zeros(3)
+    opt = ShardedOptimizer(fo.Adam, {"w": w, "b": b}, lr=0.1, max_grad_norm=1.0)
+    ref_w, ref_b = w.copy(), b.copy()
+    ref = fo.Adam({"w": ref_w, "b": ref_b}, lr=0.1, max_grad_norm=1.0)
+    (group,) = opt.param_groups
+    assert group["params"] == ["w", "b"] and group["lr"] == 0.1 and group["betas"] == (0.9, 0.999)
+    sched = ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    sched.step(1.0)
+    sched.step(2.0)
+    assert opt.lr == 0.05 and opt.param_groups[0]["lr"] == 0.05
+    ref.lr = 0.05
+    with pytest.raises(ValueError, match="eps"):
+        opt.param_groups[0].update(lr=0.5, eps=-1.0)
+    with pytest.raises(TypeError, match="params"):
+        opt.param_groups[0]["params"] = ["w"]
+    assert opt.lr == 0.05
+    g = {"w": np.full(5, 2.0), "b": np.ones(3)}
+    assert opt.step(g) and ref.step(g)
+    assert opt.last_grad_norm == ref.last_grad_norm and opt.t == ref.t == 1
+    assert w.tobytes() == ref_w.tobytes() and b.tobytes() == ref_b.tobytes()
+    with pytest.raises(TypeError, match="LAMB needs whole tensors"):
+        ShardedOptimizer(fo.LAMB, {"w": np.ones(3)}, lr=0.1)

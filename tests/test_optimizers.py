@@ -688,7 +688,7 @@ def test_trainer_example_runs(backend, capsys):
     final = {w: float(v) for w, v in zip(last[::2], last[1::2]) if w in ("loss", "acc")}
     assert final["loss"] < loss["loss"] / 10 and final["acc"] > 0.95
     assert lines[-1].startswith(
-        f"restored at step 320, skipped 0, backend {backend.split('-')[0]}")
+        f"restored at step 320, skipped 0, 2 groups, backend {backend.split('-')[0]}")
 
 
 def test_lr_restore_rules():
@@ -789,3 +789,24 @@ def test_adagrad_checkpoint_hyperparameters_must_match(name, value, saved):
         opt.load_state_dict(sd)
     assert_unchanged(before, params, *opt.state.values())
     assert opt.t == 0
+
+
+def test_step_scaled_is_step_after_the_callers_norm(backend):
+    # The hook of fusedoptim.distributed: the caller decides clipping and skipping.
+    rng = np.random.default_rng(3)
+    pa = {"w": rng.standard_normal(5), "b": rng.standard_normal(3)}
+    pb = {k: v.copy() for k, v in pa.items()}
+    a = fo.AdamW(pa, lr=0.01, max_grad_norm=0.5, skip_nonfinite=True)
+    b = fo.AdamW(pb, lr=0.01, max_grad_norm=0.5, skip_nonfinite=True)
+    g = {"w": rng.standard_normal(5), "b": rng.standard_normal(3)}
+    assert a.step(g)
+    norm = a.last_grad_norm
+    assert b.step_scaled(g, 0.5 / (norm + 1e-6), norm)
+    assert (b.t, b.last_grad_norm) == (1, norm)
+    for k in pa:
+        assert pa[k].tobytes() == pb[k].tobytes()
+    before = {k: v.copy() for k, v in pb.items()}
+    assert b.step_scaled(g, 1.0, float("nan"), skip=True) is False
+    assert (b.t, b.skipped_steps) == (1, 1) and np.isnan(b.last_grad_norm)
+    for k in pb:
+        assert pb[k].tobytes() == before[k].tobytes()

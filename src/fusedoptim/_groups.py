@@ -85,7 +85,7 @@ class ParamGroup(dict):
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a parameter group's keys cannot be removed")
 
-    __delitem__ = pop = popitem = clear = _refuse
+    __delitem__ = pop = popitem = clear = _refuse  # type: ignore[assignment]
 
 
 def group_params(params: Any, label: str) -> Mapping:
@@ -103,6 +103,14 @@ class GroupsMixin:
     optimizer supplies ``_groups``, ``_group_t0``, ``_params``, ``_state``,
     ``_plan``, ``_checks`` (hyperparameter name to check), ``defaults``,
     ``_t``, ``_last_lrs``, ``_busy``, ``check`` and ``initial_value``."""
+
+    # Declared for type checkers only (set by Optimizer.__init__).
+    _groups: list
+    _group_t0: list
+    _params: dict
+    _state: dict
+    _last_lrs: Any
+    _busy: Any
 
     # --- parameter groups -----------------------------------------------------
 
@@ -282,12 +290,11 @@ def exclude_from_weight_decay(parameters: Mapping[str, np.ndarray],
         from weight decay.
     var_names : iterable of str, optional
         Regular expressions; a parameter whose name matches one of them
-        (``re.search``, as Keras does) is excluded.
-
-    With neither, the 1-d (and 0-d) arrays are excluded (biases, the scales
-    of normalization layers), optax's and PyTorch's usual rule.  The
-    course's biases are ``(n, 1)`` arrays: exclude them by name, e.g.
-    ``var_names=[r"^b\d+$"]``.
+        (``re.search``, as Keras does) is excluded.  With neither
+        ``predicate`` nor ``var_names``, the 1-d (and 0-d) arrays are
+        excluded (biases, the scales of normalization layers), optax's and
+        PyTorch's usual rule.  The course's biases are ``(n, 1)`` arrays:
+        exclude them by name, e.g. ``var_names=[r"^b\d+$"]``.
 
     Returns
     -------
@@ -314,13 +321,14 @@ def exclude_from_weight_decay(parameters: Mapping[str, np.ndarray],
     if predicate is None and var_names is None:
         def predicate(name, p):
             return np.ndim(p) <= 1
-    decayed, excluded = {}, {}
+    decayed: dict = {}
+    excluded: dict = {}
     for name, p in parameters.items():
         out = bool(predicate(name, p)) if predicate is not None else False
         if not out and isinstance(name, str):
             out = any(pat.search(name) for pat in patterns)
         (excluded if out else decayed)[name] = p
-    groups = []
+    groups: list[dict] = []
     if decayed:
         groups.append({"params": decayed})
     if excluded:

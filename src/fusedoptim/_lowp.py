@@ -94,7 +94,7 @@ class LowpState:
     def init_state(self, opt) -> None:
         """Allocate ``opt._state`` and ``opt._states`` (zeros: every code
         and scale 0 decodes to 0)."""
-        state = {_M_LABEL: {}, _V_LABEL: {}}
+        state: dict = {_M_LABEL: {}, _V_LABEL: {}}
         if self.dtype == "int8":
             state[_M_LABEL + _SCALE] = {}
             state[_V_LABEL + _SCALE] = {}
@@ -133,8 +133,8 @@ class LowpState:
                 small = n < _spec.QMIN_ELEMENTS
                 row += [None, None] if small else [st[_M_LABEL + _SCALE][name],
                                                    st[_V_LABEL + _SCALE][name]]
-                want = (np.float32 if small else np.uint8,) * 2 + (np.float32,) * 2
-                sizes = (n, n) + ((-(-n // _spec.QBLOCK),) * 2)
+                want: tuple = (np.float32 if small else np.uint8,) * 2 + (np.float32,) * 2
+                sizes: tuple = (n, n) + ((-(-n // _spec.QBLOCK),) * 2)
             else:
                 want, sizes = (np.uint16,) * 2, (n, n)
             for a, dt, size in zip(row, want, sizes):
@@ -195,7 +195,7 @@ class _Reference:
         _spec.adam_q8([(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
 
 
-_IMPLS = {}
+_IMPLS: dict = {}
 
 
 def bytes_moved(shapes, state_dtype: str) -> int:

@@ -138,10 +138,10 @@ class Optimizer(Checkpointing, GroupsMixin):
     non-blocking lock, so the check costs nothing measurable).
     """
 
-    family = None
-    lr_default = REQUIRED
-    hyper = ()
-    state_names = ()
+    family: "Family | None" = None
+    lr_default: Any = REQUIRED
+    hyper: "tuple[Hyper, ...]" = ()
+    state_names: "tuple[str, ...]" = ()
 
     COMMON_DOC = """max_grad_norm : float or None, keyword-only
         Clip the global L2 norm of all gradients (of every group) to this
@@ -195,7 +195,7 @@ class Optimizer(Checkpointing, GroupsMixin):
         if self.family is None:
             raise TypeError("Optimizer is a base class; use one of fusedoptim.OPTIMIZERS")
         try:
-            bound = self.__signature__.bind(*args, **kwargs)
+            bound = self.__signature__.bind(*args, **kwargs)  # type: ignore[attr-defined]
         except TypeError as exc:
             raise TypeError(f"{type(self).__name__}(): {exc}") from None
         bound.apply_defaults()
@@ -215,7 +215,7 @@ class Optimizer(Checkpointing, GroupsMixin):
         self._groups = []
         self._group_t0 = []     # opt.t when each group was added (its steps: t - t0)
         self._params = {}
-        self._state = {}
+        self._state: dict = {}
         self._plan = None       # _make_plan() for the current group settings
         self._t = 0
         self._skipped_steps = 0
@@ -225,7 +225,8 @@ class Optimizer(Checkpointing, GroupsMixin):
         if isinstance(parameters, (list, tuple)):
             if not parameters:
                 raise ValueError("parameters is an empty list of groups")
-            groups, flat = [], {}
+            groups: list = []
+            flat: dict = {}
             for i, g in enumerate(parameters):
                 groups.append(self._new_group(g, f"parameters[{i}]", flat))
                 flat.update(groups[-1]["params"])
@@ -243,7 +244,7 @@ class Optimizer(Checkpointing, GroupsMixin):
         self._state.update(new_slots)
         self._plan = (states, sizes, None, hps)
         # Held for the length of a step or a state load; never waited on.
-        self._busy = threading.Lock()
+        self._busy: threading.Lock = threading.Lock()
 
     # --- public attributes --------------------------------------------------
 
@@ -334,7 +335,25 @@ class Optimizer(Checkpointing, GroupsMixin):
         finally:
             self._busy.release()
 
-    def _step(self, grads):
+    def step_scaled(self, grads: dict, gscale: float, norm: float | None,
+                    skip: bool = False) -> bool:
+        """A step whose clipping and skipping were decided by the caller.
+
+        For wrappers that compute the gradient norm elsewhere (e.g.
+        :class:`fusedoptim.distributed.ShardedOptimizer`, over every rank's
+        slice): the fused update with the gradients scaled by ``gscale``
+        (``<= 1``), as :meth:`step` does after its own norm.  ``norm``
+        becomes ``last_grad_norm``; ``skip=True`` counts a skipped step
+        (nothing else changes) and returns ``False``.
+        """
+        if not self._busy.acquire(blocking=False):
+            raise _concurrent_use()
+        try:
+            return self._step(grads, (float(gscale), norm, bool(skip)))
+        finally:
+            self._busy.release()
+
+    def _step(self, grads, decided=None):
         plan = self._plan
         fresh = plan is None
         if fresh:
@@ -358,7 +377,13 @@ class Optimizer(Checkpointing, GroupsMixin):
         max_norm = self._opts["max_grad_norm"]
         gscale, norm = 1.0, None
         backend = _backend()
-        if max_norm is not None or self._opts["skip_nonfinite"]:
+        if decided is not None:  # step_scaled: the caller's norm and verdict
+            gscale, norm, skip = decided
+            if skip:
+                self._skipped_steps += 1
+                self._last_grad_norm = norm
+                return False
+        elif max_norm is not None or self._opts["skip_nonfinite"]:
             # One read-only pass: the norm for clipping doubles as a cheap
             # non-finite detector (NaN or inf anywhere makes it non-finite).
             sumsq = backend.grad_sumsq(self._params, grads, _v.NAMED)

@@ -59,8 +59,38 @@ def _mismatch(sigs):
     return None
 
 
+class _GroupView(dict):
+    """The one group of a distributed optimizer: the inner optimizer's group
+    with the full parameters' names; assignments go to the inner group."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: Any, names: list) -> None:
+        super().__init__(inner.param_groups[0])
+        dict.__setitem__(self, "params", names)
+        self._inner = inner
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "params":
+            raise TypeError("a distributed optimizer's params cannot be replaced")
+        group = self._inner.param_groups[0]
+        group[key] = value  # checked (and refused for an unknown key) there
+        dict.__setitem__(self, key, group[key])
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        new = dict(*args, **kwargs)
+        if "params" in new:
+            raise TypeError("a distributed optimizer's params cannot be replaced")
+        group = self._inner.param_groups[0]
+        group.update(new)  # every value checked before any is set
+        dict.update(self, {k: group[k] for k in new})
+
+
 class Distributed:
     """Base of :class:`ShardedOptimizer` and :class:`DataParallelOptimizer`."""
+
+    #: Whether the inner optimizer sees slices of the tensors (ZeRO-1).
+    _slices_tensors = False
 
     def __init__(self, optimizer_class: type, params: dict, comm=None,
                  **hyperparameters) -> None:
@@ -73,6 +103,11 @@ class Distributed:
                     and optimizer_class.family is not None):
                 raise TypeError(f"optimizer_class must be a fusedoptim optimizer class, "
                                 f"got {optimizer_class!r}")
+            if self._slices_tensors and optimizer_class.family.second_pass:
+                # A per-tensor norm (LAMB's trust ratio) over a slice of a
+                # tensor would not be the single-process update.
+                raise TypeError(f"{optimizer_class.__name__} needs whole tensors (a per-tensor "
+                                f"norm) and cannot be sharded; use DataParallelOptimizer")
             _check_parameters(params)
             sig = _signature(optimizer_class, params, hyperparameters)
         except _CHECKED as exc:
@@ -139,14 +174,13 @@ class Distributed:
 
     @property
     def param_groups(self) -> list:
-        """One group, ``torch.optim``-style: ``{"params": names, "lr": ...,
-        <hyperparameter>: value, ...}`` (the inner optimizer's values)."""
-        group = {"params": list(self._names), "lr": self.inner.lr}
-        for h in self.optimizer_class.hyper:
-            group[h.name] = getattr(self.inner, h.name)
-        group["max_grad_norm"] = self.inner.max_grad_norm
-        group["skip_nonfinite"] = self.inner.skip_nonfinite
-        return [group]
+        """One parameter group (``params`` must be a dict: groups are not
+        supported across ranks), ``torch.optim``-style: ``{"params": names,
+        "lr": ..., <hyperparameter>: value, ...}``.  Assigning a
+        hyperparameter sets the inner optimizer's group (checked as there), so
+        :class:`~fusedoptim.lr_scheduler.ReduceLROnPlateau` and other
+        schedulers drive it; set it alike on every rank."""
+        return [_GroupView(self.inner, list(self._names))]
 
     def __getattr__(self, name):
         # Hyperparameters (betas, momentum, ...) read through to the inner optimizer.

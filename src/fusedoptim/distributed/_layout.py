@@ -34,8 +34,9 @@ def flat_view(p: np.ndarray) -> np.ndarray:
 
 
 def balanced_cuts(sizes: list, world: int, block: int = SUMSQ_BLOCK) -> list:
-    """Cut points ``c_0 = 0 <= c_1 <= ... <= c_world = sum(sizes)`` of the
-    flat space of tensors of ``sizes``: rank ``r`` owns ``[c_r, c_{r+1})``.
+    """Non-decreasing cut points ``c_r`` from ``c_0 = 0`` to ``c_world =
+    sum(sizes)`` of the flat space of tensors of ``sizes``: rank ``r`` owns
+    ``[c_r, c_{r+1})``.
 
     Cut ``r`` is the allowed point (a tensor boundary, or a multiple of
     ``block`` from a tensor's start) nearest to ``r * n // world`` (the lower

@@ -6,21 +6,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..backend import active as _backend
 from ..optimizer import _CLIP_EPS
 from . import _comm
 from ._base import _CHECKED, Distributed
 
 __all__ = ["ShardedOptimizer"]
-
-
-def _run_kernel(inner, grads, gscale, norm):
-    """One step of ``inner`` with a clipping factor decided outside it (from
-    the global norm): what ``Optimizer._step`` does after its own norm."""
-    lr = inner._lr_now()
-    inner._kernel(_backend(), grads, lr, inner._t + 1, gscale)
-    inner._t += 1
-    inner.last_grad_norm = norm
 
 
 def _array(sd, key):
@@ -92,6 +82,8 @@ class ShardedOptimizer(Distributed):
     collective: every rank calls them, in the same order, from one thread.
     """
 
+    _slices_tensors = True
+
     def _build(self, optimizer_class, hyperparameters):
         local = {}
         self._local = []  # (parameter index, name, group, a, b, offset in the slice)
@@ -139,14 +131,13 @@ class ShardedOptimizer(Distributed):
             norm, finite, scale = _comm.clip_decision(self.comm, len(self._names), pieces,
                                                       max_norm, _CLIP_EPS)
             if not finite and inner.skip_nonfinite:
-                inner.skipped_steps += 1
-                inner.last_grad_norm = norm
+                inner.step_scaled(mine, 1.0, norm, skip=True)
                 self.last_times = {"reduce_scatter": rs, "update": time.perf_counter() - t0,
                                    "all_gather": 0.0}
                 return False
             if scale is not None and scale < 1.0:
                 gscale = scale
-        _run_kernel(inner, mine, gscale, norm)
+        inner.step_scaled(mine, gscale, norm)
         t1 = time.perf_counter()
         self._all_gather()
         self.last_times = {"reduce_scatter": rs, "update": t1 - t0,

@@ -53,7 +53,7 @@ FAMILY = Family(
 
 
 def _rho(x: object, name: str) -> float:
-    x = real(x, name)
+    x = float(real(x, name))
     if not 0.0 <= x <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {x}")
     return x
@@ -91,6 +91,16 @@ class Adadelta(Optimizer):
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.Adadelta(params)   # lr=1.0, rho=0.9, eps=1e-6
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # a first step of ~sqrt(eps / (1 - rho))
+    True
+    >>> params["w"].round(4), sorted(opt.state)
+    (array([ 0.9968, -1.9968]), ['acc_delta', 'square_avg'])
     """
 
     family = FAMILY

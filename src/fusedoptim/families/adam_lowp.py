@@ -96,7 +96,7 @@ def mix32(x: "int | np.ndarray") -> np.ndarray:
         x = x ^ (x >> _U32(15))
         x = x * _U32(0x846CA68B)
         x = x ^ (x >> _U32(16))
-    return x
+    return x  # type: ignore[return-value]
 
 
 def step_key(seed: int, t: int) -> int:

@@ -87,6 +87,16 @@ class Adamax(Optimizer):
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.Adamax(params, lr=0.1)
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # the first step moves each p by lr
+    True
+    >>> params["w"], sorted(opt.state)
+    (array([ 0.9, -1.9]), ['exp_avg', 'exp_inf'])
     """
 
     family = FAMILY

@@ -128,6 +128,16 @@ class LAMB(Optimizer):
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([3.0, 4.0])}}
+    >>> opt = fo.LAMB(params, lr=0.1)
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # u = (1, -1) scaled by |p| / |u| = 5 / sqrt(2)
+    True
+    >>> params["w"].round(4)
+    array([2.6464, 4.3536])
     """
 
     family = FAMILY

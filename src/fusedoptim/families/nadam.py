@@ -114,6 +114,16 @@ class NAdam(Optimizer):
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.NAdam(params, lr=0.1)
+    >>> opt.step({{"w": np.array([0.5, -0.5])}})   # a Nesterov look-ahead: ~1.06 lr
+    True
+    >>> params["w"].round(4)
+    array([ 0.8944, -1.8944])
     """
 
     family = FAMILY
@@ -135,7 +145,7 @@ class NAdam(Optimizer):
     # single entry would restart from 1 at every step, alternating between
     # groups).  It is a cache of a function of t, not state: a step that
     # fails leaves values that are still right for their t.
-    _mu_products = None
+    _mu_products: "dict | None" = None
     _MU_ENTRIES = 8
 
     def _mu_product(self, beta1: float, momentum_decay: float, t: int) -> float:

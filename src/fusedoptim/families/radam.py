@@ -112,6 +112,17 @@ class RAdam(Optimizer):
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
+
+    Examples
+    --------
+    >>> import numpy as np, fusedoptim as fo
+    >>> params = {{"w": np.array([1.0, -2.0])}}
+    >>> opt = fo.RAdam(params, lr=0.1)
+    >>> g = {{"w": np.array([0.5, -0.5])}}
+    >>> opt.step(g), opt.step(g)   # rho_t <= 5: the bias-corrected momentum alone
+    (True, True)
+    >>> params["w"]
+    array([ 0.9, -1.9])
     """
 
     family = FAMILY
