@@ -34,7 +34,8 @@ cdef inline void _rmsprop_loop(floating* p, const floating* g, floating* sq, flo
                                bint centered, bint eps_inside, bint has_buf, bint scale,
                                bint maximize, bint decay) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating gi, s, d, r, ga, b, pi, s0, ga0, b0
+    cdef floating gi, s, d, r, b, pi, s0, ga0, b0
+    cdef floating ga = 0  # set before use; the 0 quiets -Wmaybe-uninitialized
     for i in range(n):
         # Every load of the element before any store (see _loops, _LOADS_FIRST).
         pi = p[i]

@@ -32,7 +32,7 @@ cdef inline void _sgd_loop(floating* p, const floating* g, floating* buf, Py_ssi
                            bint has_buf, bint first, bint nesterov, bint scale,
                            bint maximize, bint decay) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating gi, b, pi, b0
+    cdef floating gi, b, pi, b0 = 0  # set before use; the 0 quiets -Wmaybe-uninitialized
     for i in range(n):
         # Every load of the element before any store (see _loops, _LOADS_FIRST).
         pi = p[i]
