@@ -537,12 +537,9 @@ cdef bint states_match(object states, Py_ssize_t nslots, unsigned need) noexcept
 
 cdef int check_grouped_call(object family, object states, object groups, object sizes,
                             Py_ssize_t nslots, unsigned need) except -1:
-    """The checks opening every family's ``step_groups``: ``groups`` and
-    ``sizes`` (``groups_ok``), then, unless ``nslots < 0``, ``states``
-    against ``nslots`` slots of which those in bit mask ``need`` are on
-    (``check_group_states``).  A family whose flags switch slots on passes
-    ``nslots = -1`` and checks the states once its groups' flags are read.
-    On failure ``families._spec.check_groups`` raises, naming the problem."""
+    """Every ``step_groups``' opening checks: ``groups_ok``, then (unless
+    ``nslots < 0``: a family whose flags switch slots on checks its states
+    once they are read) ``check_group_states``."""
     if not groups_ok(groups, sizes, family.group_keyword_set):
         from fusedoptim.families._spec import check_groups
         check_groups(family, states, groups, sizes)  # raises, naming the problem
@@ -553,8 +550,7 @@ cdef int check_grouped_call(object family, object states, object groups, object 
 
 cdef int check_group_states(object family, object states, object groups, object sizes,
                             Py_ssize_t nslots, unsigned need) except -1:
-    """``states_match(states, nslots, need)``, or ``families._spec.check_groups``
-    raises, naming the slot."""
+    """``states_match`` or ``families._spec.check_groups`` raises, naming the slot."""
     if not states_match(states, nslots, need):
         from fusedoptim.families._spec import check_groups
         check_groups(family, states, groups, sizes)  # raises, naming the slot
