@@ -12,6 +12,10 @@ cdef int set_groups(Step* st, object sizes) except -1
 cdef bint groups_ok(object groups, object sizes, object keys) noexcept
 cdef bint states_match(object states, Py_ssize_t nslots, unsigned need) noexcept
 cdef bint plain_subclass(object a) noexcept
+cdef int check_grouped_call(object family, object states, object groups, object sizes,
+                            Py_ssize_t nslots, unsigned need) except -1
+cdef int check_group_states(object family, object states, object groups, object sizes,
+                            Py_ssize_t nslots, unsigned need) except -1
 
 
 cdef inline void step_init(Step* st) noexcept:

@@ -533,3 +533,26 @@ cdef bint states_match(object states, Py_ssize_t nslots, unsigned need) noexcept
         if ((<tuple>pair)[1] is not None) != <bint>((need >> j) & 1):
             return False
     return True
+
+
+cdef int check_grouped_call(object family, object states, object groups, object sizes,
+                            Py_ssize_t nslots, unsigned need) except -1:
+    """Every ``step_groups``' opening checks: ``groups_ok``, then (unless
+    ``nslots < 0``: a family whose flags switch slots on checks its states
+    once they are read) ``check_group_states``."""
+    if not groups_ok(groups, sizes, family.group_keyword_set):
+        from fusedoptim.families._spec import check_groups
+        check_groups(family, states, groups, sizes)  # raises, naming the problem
+    if nslots >= 0:
+        check_group_states(family, states, groups, sizes, nslots, need)
+    return 0
+
+
+cdef int check_group_states(object family, object states, object groups, object sizes,
+                            Py_ssize_t nslots, unsigned need) except -1:
+    """``states_match`` or ``families._spec.check_groups`` raises, naming the slot."""
+    if not states_match(states, nslots, need):
+        from fusedoptim.families._spec import check_groups
+        check_groups(family, states, groups, sizes)  # raises, naming the slot
+        raise AssertionError("unreachable: check_groups passed mismatched states")
+    return 0

@@ -6,12 +6,12 @@ AVX2 fast path (``adagrad_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
-                       step_init, step_free)
+from ._gather cimport (gather_step, set_groups, states_match, step_args, step_init, step_free,
+                       check_grouped_call, check_group_states)
 from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_groups, check_states
+from fusedoptim.families._spec import check_states
 
 _FAMILY = FAMILIES["adagrad"]
 
@@ -109,8 +109,8 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
     cdef AdagradArgs* A
     cdef Py_ssize_t k
     cdef unsigned need = 1
-    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
-        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
+    # The states are checked once the groups' flags say which slots are on.
+    check_grouped_call(_FAMILY, states, groups, sizes, -1, 0)
     step_init(&st)
     try:
         A = <AdagradArgs*>step_args(&st, len(groups), sizeof(AdagradArgs))
@@ -118,9 +118,7 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
             kw = groups[k]
             _fill(&A[k], kw["lr"], kw["eps"], kw["weight_decay"], kw["maximize"], gscale)
             need |= 0
-        if not states_match(states, 1, need):
-            check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
-            raise AssertionError("unreachable: check_groups passed mismatched states")
+        check_group_states(_FAMILY, states, groups, sizes, 1, need)
         gather_step(params, grads, states, mode, &st)
         set_groups(&st, sizes)
         run_step(&st, _adagrad_chunk, A)

@@ -10,12 +10,12 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport sqrt
 
 from ._step cimport Tensor, Step, run_step, run_reduce, simd_enabled
-from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
-                       step_init, step_free)
+from ._gather cimport (gather_step, set_groups, states_match, step_args, step_init, step_free,
+                       check_grouped_call)
 from ._loops cimport _prelude, _sqrt, _div_c1, _at, _block_sumsq
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_groups, check_states
+from fusedoptim.families._spec import check_states
 
 _FAMILY = FAMILIES["lamb"]
 
@@ -237,12 +237,8 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
     cdef Step st
     cdef LambArgs* A
     cdef Py_ssize_t k
-    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
-        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
     # Every slot is always on (no flag switches one on).
-    if not states_match(states, 2, 3):
-        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
-        raise AssertionError("unreachable: check_groups passed mismatched states")
+    check_grouped_call(_FAMILY, states, groups, sizes, 2, 3)
     step_init(&st)
     try:
         A = <LambArgs*>step_args(&st, len(groups), sizeof(LambArgs))

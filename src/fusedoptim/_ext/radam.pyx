@@ -7,12 +7,12 @@ outside the element loop."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport (gather_step, groups_ok, set_groups, states_match, step_args,
-                       step_init, step_free)
+from ._gather cimport (gather_step, set_groups, states_match, step_args, step_init, step_free,
+                       check_grouped_call)
 from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES
-from fusedoptim.families._spec import check_groups, check_states
+from fusedoptim.families._spec import check_states
 
 _FAMILY = FAMILIES["radam"]
 
@@ -149,12 +149,8 @@ def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale
     cdef Step st
     cdef RadamArgs* A
     cdef Py_ssize_t k
-    if not groups_ok(groups, sizes, _FAMILY.group_keyword_set):
-        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the problem
     # Every slot is always on (no flag switches one on).
-    if not states_match(states, 2, 3):
-        check_groups(_FAMILY, states, groups, sizes)  # raises, naming the slot
-        raise AssertionError("unreachable: check_groups passed mismatched states")
+    check_grouped_call(_FAMILY, states, groups, sizes, 2, 3)
     step_init(&st)
     try:
         A = <RadamArgs*>step_args(&st, len(groups), sizeof(RadamArgs))

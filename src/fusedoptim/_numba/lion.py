@@ -5,10 +5,9 @@ from collections import namedtuple
 from numba import njit
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
-from .._validate import gather
-from ..families import check_call, check_groups, family_of
-from ._step import (JIT, _as, _view, drive_parallel_groups, drive_serial_groups, group_of,
-                    run_groups)
+from ..families import family_of
+from ._family import family_steps
+from ._step import JIT, _as, _view, drive_parallel_groups, drive_serial_groups
 
 __all__ = ["step", "step_groups"]
 
@@ -87,26 +86,4 @@ def _args(kw: dict, gscale: float) -> tuple:
     return s, f
 
 
-def step(params: dict, grads: dict, states: tuple, mode: int, **kw) -> None:
-    """Multi-tensor Lion step, keyword-only (see ``fusedoptim.families.lion``)."""
-    check_call(FAMILY, states, kw)
-    groups = gather(params, grads, states, mode)
-    if not groups:
-        return
-    s, f = _args(kw, kw["gscale"])
-    run_groups((serial, parallel), groups, s, f)
-
-
-def step_groups(params: dict, grads: dict, states: tuple, mode: int, groups: tuple,
-                sizes: tuple, *, gscale: float) -> None:
-    """``step`` over several parameter groups in one call (see
-    ``fusedoptim._reference``): group ``k``'s keywords on its ``sizes[k]``
-    tensors."""
-    check_groups(FAMILY, states, groups, sizes)
-    gathered = gather(params, grads, states, mode)
-    where = group_of(sizes, len(gathered))
-    if not gathered:
-        return
-    args = [_args(kw, gscale) for kw in groups]
-    run_groups((serial, parallel), gathered, [a[0] for a in args], [a[1] for a in args],
-               where)
+step, step_groups = family_steps(FAMILY, "Lion", _args, (serial, parallel))

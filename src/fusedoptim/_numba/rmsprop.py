@@ -6,10 +6,9 @@ import numpy as np
 from numba import njit
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
-from .._validate import gather
-from ..families import check_call, check_groups, family_of
-from ._step import (JIT, _as, _view, drive_parallel_groups, drive_serial_groups, group_of,
-                    run_groups)
+from ..families import family_of
+from ._family import family_steps
+from ._step import JIT, _as, _view, drive_parallel_groups, drive_serial_groups
 
 __all__ = ["step", "step_groups"]
 
@@ -68,8 +67,8 @@ def span(row, lo, hi, s, f, z):
             P[i] = p - (lr * g) / r
 
 
-# The drivers of this span (why per family, and why plain tuples: see
-# ``_step.drive_serial_groups``).
+# The drivers of this span (why per family, and why matrices of scalars and
+# flags: see ``_step.drive_serial_groups``).
 _NS, _NF = len(Scalars._fields), len(Flags._fields)
 
 
@@ -101,25 +100,4 @@ def _args(kw, gscale):
     return s, f
 
 
-def step(params, grads, states, mode, **kw):
-    """Multi-tensor RMSProp step, keyword-only (see ``fusedoptim.families.rmsprop``)."""
-    check_call(FAMILY, states, kw)
-    groups = gather(params, grads, states, mode)
-    if not groups:
-        return
-    s, f = _args(kw, kw["gscale"])
-    run_groups((serial, parallel), groups, s, f)
-
-
-def step_groups(params, grads, states, mode, groups, sizes, *, gscale):
-    """``step`` over several parameter groups in one call (see
-    ``fusedoptim._reference``): group ``k``'s keywords on its ``sizes[k]``
-    tensors."""
-    check_groups(FAMILY, states, groups, sizes)
-    gathered = gather(params, grads, states, mode)
-    where = group_of(sizes, len(gathered))
-    if not gathered:
-        return
-    args = [_args(kw, gscale) for kw in groups]
-    run_groups((serial, parallel), gathered, [a[0] for a in args], [a[1] for a in args],
-               where)
+step, step_groups = family_steps(FAMILY, "RMSProp", _args, (serial, parallel))
