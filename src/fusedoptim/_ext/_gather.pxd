@@ -7,15 +7,8 @@ cdef void step_free(Step* st) noexcept
 cdef int step_alloc(Step* st, Py_ssize_t n, int nstates) except -1
 cdef int gather_step(object params, object grads, object states, int mode,
                      Step* st) except -1
-cdef void* step_args(Step* st, Py_ssize_t ngroups, size_t size) except NULL
-cdef int set_groups(Step* st, object sizes) except -1
-cdef bint groups_ok(object groups, object sizes, object keys) noexcept
 cdef bint states_match(object states, Py_ssize_t nslots, unsigned need) noexcept
 cdef bint plain_subclass(object a) noexcept
-cdef int check_grouped_call(object family, object states, object groups, object sizes,
-                            Py_ssize_t nslots, unsigned need) except -1
-cdef int check_group_states(object family, object states, object groups, object sizes,
-                            Py_ssize_t nslots, unsigned need) except -1
 
 
 cdef inline void step_init(Step* st) noexcept:

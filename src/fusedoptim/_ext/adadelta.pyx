@@ -6,8 +6,8 @@ AVX2 fast path (``adadelta_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport (gather_step, set_groups, states_match, step_args, step_init, step_free,
-                       check_grouped_call)
+from ._gather cimport gather_step, states_match, step_init, step_free
+from ._grouped cimport check_grouped_call, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES

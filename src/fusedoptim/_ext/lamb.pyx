@@ -10,8 +10,8 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport sqrt
 
 from ._step cimport Tensor, Step, run_step, run_reduce, simd_enabled
-from ._gather cimport (gather_step, set_groups, states_match, step_args, step_init, step_free,
-                       check_grouped_call)
+from ._gather cimport gather_step, states_match, step_init, step_free
+from ._grouped cimport check_grouped_call, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _div_c1, _at, _block_sumsq
 
 from fusedoptim.families import FAMILIES

@@ -6,8 +6,8 @@ fast path (``rmsprop_avx2.h``)."""
 from cython cimport floating
 
 from ._step cimport Tensor, Step, run_step, simd_enabled
-from ._gather cimport (gather_step, set_groups, states_match, step_args, step_init, step_free,
-                       check_grouped_call, check_group_states)
+from ._gather cimport gather_step, states_match, step_init, step_free
+from ._grouped cimport check_grouped_call, check_group_states, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _at
 from libc.math cimport INFINITY
 
