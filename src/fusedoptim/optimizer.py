@@ -143,6 +143,11 @@ class Optimizer(Checkpointing, GroupsMixin):
     hyper: "tuple[Hyper, ...]" = ()
     state_names: "tuple[str, ...]" = ()
 
+    PARAMETERS_DOC = """parameters : dict of str to ndarray, or list of dict
+        float32/float64 arrays, updated in place; or parameter groups as in
+        PyTorch, ``[{"params": {name: array}, "lr": ..., ...}, ...]``, each
+        overriding the other arguments (see ``param_groups``)."""
+
     COMMON_DOC = """max_grad_norm : float or None, keyword-only
         Clip the global L2 norm of all gradients (of every group) to this
         value (``> 0``).

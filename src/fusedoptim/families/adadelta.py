@@ -78,8 +78,7 @@ class Adadelta(Optimizer):
 
     Parameters
     ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
+    {Optimizer.PARAMETERS_DOC}
     lr : float or callable
         :math:`\eta \ge 0` (torch's default 1.0), or a schedule ``step -> float``.
     rho : float

@@ -72,8 +72,7 @@ class Adagrad(Optimizer):
 
     Parameters
     ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
+    {Optimizer.PARAMETERS_DOC}
     lr : float or callable
         :math:`\eta \ge 0`, or a schedule ``step -> float``.
     lr_decay : float

@@ -74,8 +74,7 @@ class Adamax(Optimizer):
 
     Parameters
     ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
+    {Optimizer.PARAMETERS_DOC}
     lr : float or callable
         :math:`\eta \ge 0`, or a schedule ``step -> float``.
     betas : (float, float)

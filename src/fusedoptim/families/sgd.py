@@ -71,8 +71,7 @@ class GD(Optimizer):
 
     Parameters
     ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
+    {Optimizer.PARAMETERS_DOC}
     lr : float or callable
         :math:`\eta \ge 0`, or a schedule ``step -> float``.
     {Optimizer.COMMON_DOC}
@@ -110,8 +109,7 @@ class Momentum(Optimizer):
 
     Parameters
     ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
+    {Optimizer.PARAMETERS_DOC}
     lr : float or callable
         :math:`\eta \ge 0`, or a schedule ``step -> float``.
     beta : float
@@ -158,8 +156,7 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    parameters : dict of str to ndarray
-        float32/float64 arrays, updated in place.
+    {Optimizer.PARAMETERS_DOC}
     lr : float or callable
         :math:`\eta \ge 0`, or a schedule ``step -> float``.
     momentum : float
