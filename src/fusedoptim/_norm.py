@@ -41,13 +41,17 @@ def sumsq_blocks(g):
         return np.zeros(0)
     nb = -(-n // SUMSQ_BLOCK)
     sq = np.zeros(nb * SUMSQ_BLOCK)
-    np.multiply(x, x, out=sq[:n])
-    # cumsum is a sequential scan, so its last row is the in-order lane sum;
-    # the zero padding adds exact zeros.
-    lanes = np.cumsum(sq.reshape(nb, SUMSQ_BLOCK // SUMSQ_LANES, SUMSQ_LANES),
-                      axis=1)[:, -1, :]
-    while lanes.shape[1] > 1:
-        lanes = lanes[:, 0::2] + lanes[:, 1::2]
+    # A square that overflows is the expected signal (a non-finite sum sends
+    # the caller to overflow_safe_norm), not something to warn about; so are
+    # the infinities it then adds.
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.multiply(x, x, out=sq[:n])
+        # cumsum is a sequential scan, so its last row is the in-order lane
+        # sum; the zero padding adds exact zeros.
+        lanes = np.cumsum(sq.reshape(nb, SUMSQ_BLOCK // SUMSQ_LANES, SUMSQ_LANES),
+                          axis=1)[:, -1, :]
+        while lanes.shape[1] > 1:
+            lanes = lanes[:, 0::2] + lanes[:, 1::2]
     return lanes[:, 0]
 
 
