@@ -486,7 +486,7 @@ def test_bytes_moved_are_the_arrays_the_step_uses(row, dtype):
 def test_torch_counterparts_match(row):
     """The torch row runs PyTorch's optimizer with the same hyperparameters:
     the same updates, up to rounding, but for the documented exceptions."""
-    from fusedoptim.cli.bench.counterparts import COUNTERPARTS, INEXACT
+    from fusedoptim.cli.bench.counterparts import COUNTERPARTS, difference
 
     case = B.Case(row, "course", "float64")
     name = case.cls.__name__
@@ -510,7 +510,7 @@ def test_torch_counterparts_match(row):
     for k in params:
         ours, theirs = params[k] - start[k], tparams[k] - start[k]
         close = np.allclose(ours, theirs, rtol=1e-8, atol=1e-12)
-        assert close != (name in INEXACT), (name, k)
+        assert close != bool(difference(name, case.hyperparameters)), (name, k)
 
 
 def test_too_many_arrays_for_the_yardstick(monkeypatch, tmp_path, capsys, yardstick):

@@ -1,8 +1,11 @@
 """Parity with PyTorch (CI installs torch==2.13.0, the CPU build).
 
-``TABLE`` has one row per optimizer class of ``fusedoptim.OPTIMIZERS``: its
-torch counterpart, the mapping from torch's arguments to ours, and the cases.
-A class without a counterpart is listed in ``NO_COUNTERPART`` with the reason;
+The torch counterpart of each optimizer class (the ``torch.optim`` class and
+how our hyperparameters map to its keyword arguments) is declared in the
+registry, ``fusedoptim.OPTIMIZERS[name].torch`` (``fusedoptim.families.Torch``),
+and ``TABLE`` is derived from it; ``CASES_BY_CLASS`` holds the cases, in
+torch's keyword arguments.  A class without a counterpart computing its steps
+is in ``NO_COUNTERPART`` with the registry's reason;
 ``test_every_optimizer_is_in_the_table`` keeps the two complete.
 
 Each case runs 500 steps of one of our optimizers and of the torch optimizer
@@ -20,8 +23,7 @@ reference's ``beta * m + (1 - beta) * g`` and ``(lr * m) / d``).
 Tolerances: 1e-10 for float64, 1e-5 for float32.
 """
 
-from dataclasses import dataclass
-from typing import Callable
+import inspect
 
 import numpy as np
 import pytest
@@ -40,69 +42,43 @@ SHAPES = [(3, 4), (17,), (5, 6, 7), (), (64, 33), "F"]
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 
 
-def _same(kw):
-    return dict(kw)
-
-
-def _rmsprop(kw):
-    # PyTorch's RMSprop: eps outside the root, alpha (default 0.99) as beta.
-    kw = dict(kw)
-    kw["beta"] = kw.pop("alpha", 0.99)
-    kw["eps_inside_sqrt"] = False
-    return kw
-
-
-def _gd(kw):
-    # torch.optim.SGD without momentum (its default) is plain gradient descent.
-    assert kw.get("momentum", 0.0) == 0.0
-    return {"lr": kw["lr"]}
-
-
-@dataclass(frozen=True)
-class Row:
-    """One optimizer class: its torch counterpart ``torch.optim.<torch>``,
-    the cases (case id -> torch's keyword arguments), how torch's arguments
-    become ours, and whether torch has a ``fused=True`` implementation."""
-
-    torch: str
-    cases: dict
-    ours: Callable = _same
-    fused: bool = False
-
-
-TABLE = {
-    "GD": Row("SGD", {
+#: The cases of every class whose registry entry declares a torch counterpart
+#: that can compute its steps (``fo.OPTIMIZERS[cls].torch``): case id ->
+#: torch's keyword arguments.  Our arguments are derived from them through
+#: the registry's mapping (:func:`_our_kwargs`).
+CASES_BY_CLASS = {
+    "GD": {
         "gd": dict(lr=1e-2),
-    }, ours=_gd, fused=True),
-    "SGD": Row("SGD", {
+    },
+    "SGD": {
         "sgd": dict(lr=1e-2),
         "sgd-momentum": dict(lr=1e-2, momentum=0.9),
         "sgd-dampening": dict(lr=1e-2, momentum=0.9, dampening=0.5),
         "sgd-nesterov": dict(lr=1e-2, momentum=0.9, nesterov=True),
         "sgd-wd": dict(lr=1e-2, momentum=0.9, weight_decay=0.01),
         "sgd-maximize": dict(lr=1e-2, momentum=0.5, maximize=True),
-    }, fused=True),
-    "RMSProp": Row("RMSprop", {
+    },
+    "RMSProp": {
         "rmsprop": dict(lr=1e-3),
         "rmsprop-centered": dict(lr=1e-3, centered=True),
         "rmsprop-momentum": dict(lr=1e-3, momentum=0.9),
         "rmsprop-wd": dict(lr=1e-3, weight_decay=0.01),
         "rmsprop-all": dict(lr=1e-3, alpha=0.9, eps=1e-6, centered=True, momentum=0.9,
                             weight_decay=0.01, maximize=True),
-    }, ours=_rmsprop),
-    "Adam": Row("Adam", {
+    },
+    "Adam": {
         "adam": dict(lr=1e-3),
         "adam-wd": dict(lr=1e-3, weight_decay=0.1),
         "adam-amsgrad": dict(lr=1e-3, amsgrad=True),
         "adam-maximize": dict(lr=1e-3, maximize=True),
         "adam-all": dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05,
                          amsgrad=True, maximize=True),
-    }, fused=True),
-    "AdamW": Row("AdamW", {
+    },
+    "AdamW": {
         "adamw": dict(lr=1e-3),
         "adamw-amsgrad": dict(lr=1e-2, weight_decay=0.1, amsgrad=True),
-    }, fused=True),
-    "Adagrad": Row("Adagrad", {
+    },
+    "Adagrad": {
         "adagrad": dict(lr=1e-2),
         "adagrad-lr_decay": dict(lr=1e-1, lr_decay=1e-2),
         "adagrad-wd": dict(lr=1e-2, weight_decay=0.01),
@@ -111,15 +87,15 @@ TABLE = {
         "adagrad-maximize": dict(lr=1e-2, maximize=True),
         "adagrad-all": dict(lr=5e-2, lr_decay=1e-3, weight_decay=0.05,
                             initial_accumulator_value=0.5, eps=1e-6, maximize=True),
-    }, fused=True),
-    "Adamax": Row("Adamax", {
+    },
+    "Adamax": {
         "adamax": dict(lr=2e-3),
         "adamax-wd": dict(lr=2e-3, weight_decay=0.05),
         "adamax-maximize": dict(lr=2e-3, maximize=True),
         "adamax-all": dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05,
                            maximize=True),
-    }),
-    "NAdam": Row("NAdam", {
+    },
+    "NAdam": {
         "nadam": dict(lr=2e-3),
         "nadam-wd": dict(lr=2e-3, weight_decay=0.05),
         "nadam-decoupled": dict(lr=2e-3, weight_decay=0.1, decoupled_weight_decay=True),
@@ -127,8 +103,8 @@ TABLE = {
         "nadam-maximize": dict(lr=2e-3, maximize=True),
         "nadam-all": dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05,
                           momentum_decay=1e-3, decoupled_weight_decay=True, maximize=True),
-    }),
-    "RAdam": Row("RAdam", {
+    },
+    "RAdam": {
         "radam": dict(lr=1e-3),
         "radam-wd": dict(lr=1e-3, weight_decay=0.05),
         "radam-decoupled": dict(lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True),
@@ -136,56 +112,98 @@ TABLE = {
         # beta2 0.9: rho_inf = 19, rectified from step 3 on (default 0.999: step 6)
         "radam-all": dict(lr=1e-2, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.05,
                           decoupled_weight_decay=True, maximize=True),
-    }),
-    "Adadelta": Row("Adadelta", {
+    },
+    "Adadelta": {
         "adadelta": dict(),
         "adadelta-rho": dict(lr=0.5, rho=0.5),
         "adadelta-wd": dict(lr=1.0, weight_decay=0.05),
         "adadelta-eps": dict(lr=1.0, eps=1e-3),
         "adadelta-maximize": dict(lr=1.0, maximize=True),
         "adadelta-all": dict(lr=0.1, rho=0.95, eps=1e-4, weight_decay=0.05, maximize=True),
-    }),
+    },
 }
 
-#: Classes with no torch counterpart, and why.
-NO_COUNTERPART = {
-    "Momentum": "the course's EMA momentum starts its velocity at zero, so the first "
-                "step moves by lr * (1 - beta) * g; torch's SGD buffer takes the raw "
-                "gradient on the first step (dampening skipped), so no torch setting "
-                "gives the same steps",
-    "Lion": "torch.optim has no Lion (tested against its formulas and optax's in "
-            "tests/test_lion_lamb.py)",
-    "LAMB": "torch.optim has no LAMB (tested against its formulas and optax's in "
-            "tests/test_lion_lamb.py)",
-}
+#: Class name -> its torch counterpart (``fusedoptim.families.Torch``: the
+#: ``torch.optim`` class, the keyword mapping, ``fused``), from the registry.
+TABLE = {cls: fo.OPTIMIZERS[cls].torch for cls in CASES_BY_CLASS}
 
-CASES = {case: (cls, kw) for cls, row in TABLE.items() for case, kw in row.cases.items()}
+#: Classes with no torch counterpart computing their steps, and why (the
+#: registry's ``Torch.differs``; Lion and LAMB are tested against their
+#: formulas and optax's in tests/test_lion_lamb.py).
+NO_COUNTERPART = {name: (c.torch.differs if c.torch is not None else f"torch.optim has no {name}")
+                  for name, c in fo.OPTIMIZERS.items()
+                  if c.torch is None or c.torch.same_when is None}
+
+#: The classes whose registry entry names a torch counterpart (the bench's
+#: torch rows), exact or not.
+WITH_COUNTERPART = [name for name, c in fo.OPTIMIZERS.items() if c.torch is not None]
+
+CASES = {case: (cls, kw) for cls, cases in CASES_BY_CLASS.items() for case, kw in cases.items()}
 IMPLS = [(case, impl) for case, (cls, _kw) in CASES.items()
          for impl in (["single", "fused"] if TABLE[cls].fused else ["single"])]
 
 
+def _torch_defaults(spec):
+    """torch's defaults of the keywords ``spec`` maps."""
+    sig = inspect.signature(getattr(torch.optim, spec.name)).parameters
+    return {k: sig[k].default for k in spec.keywords}
+
+
+def _our_kwargs(cls, kw):
+    """Our arguments for a case given in torch's keyword arguments ``kw``:
+    torch's defaults for the mapped keywords the case leaves out, each
+    handed to the hyperparameter the registry maps it to, plus the values
+    under which the steps are the same (RMSProp: eps outside the root)."""
+    spec = fo.OPTIMIZERS[cls].torch
+    unknown = set(kw) - set(spec.keywords)
+    assert not unknown, f"{cls}: torch keyword {sorted(unknown)[0]!r} has no mapping"
+    full = {**_torch_defaults(spec), **kw}
+    ours = dict(spec.same_when)
+    for key, name in spec.keywords.items():
+        assert ours.setdefault(name, full[key]) == full[key], (cls, key)
+    return ours
+
+
 def test_every_optimizer_is_in_the_table():
-    """A new optimizer class needs a row, or an explicit entry in
-    NO_COUNTERPART saying why torch has none."""
+    """A class whose registry entry declares a torch counterpart computing
+    its steps needs cases here; every other class says why in the registry.
+    Each class declares its own ``torch`` (never inherited by mistake)."""
     assert not set(TABLE) & set(NO_COUNTERPART)
     assert set(TABLE) | set(NO_COUNTERPART) == set(fo.OPTIMIZERS)
-    for cls, row in TABLE.items():
-        assert row.cases, cls
-    assert len(CASES) == sum(len(r.cases) for r in TABLE.values())  # case ids are unique
+    for cls, cases in CASES_BY_CLASS.items():
+        assert cases, cls
+        assert TABLE[cls] is not None and TABLE[cls].same_when is not None, cls
+    for cls, why in NO_COUNTERPART.items():
+        assert why, cls
+    for name, c in fo.OPTIMIZERS.items():
+        assert "torch" in vars(c), name
+    assert len(CASES) == sum(len(r) for r in CASES_BY_CLASS.values())  # case ids are unique
 
 
 @needs_torch
-@pytest.mark.parametrize("cls", list(TABLE))
+@pytest.mark.parametrize("cls", WITH_COUNTERPART)
 def test_table_rows_name_torch_optimizers_and_map_to_our_arguments(cls):
-    row = TABLE[cls]
-    assert isinstance(getattr(torch.optim, row.torch), type)
-    for case, kw in row.cases.items():
-        fo.OPTIMIZERS[cls]({"w": np.zeros(3)}, **row.ours(kw))  # accepted by ours
+    """The registry's counterpart names a torch.optim class and keywords
+    that it and ours take; every case maps to our arguments and back (the
+    bench builds its torch rows with ``Torch.kwargs``)."""
+    spec = fo.OPTIMIZERS[cls].torch
+    assert isinstance(getattr(torch.optim, spec.name), type)
+    theirs = inspect.signature(getattr(torch.optim, spec.name)).parameters
+    ours = inspect.signature(fo.OPTIMIZERS[cls]).parameters
+    assert set(spec.keywords) <= set(theirs)
+    assert set(spec.keywords.values()) | set(spec.same_when or {}) <= set(ours)
+    assert ("fused" in theirs) >= spec.fused
+    assert bool(spec.differs) == (spec.same_when != {})
+    for case, kw in CASES_BY_CLASS.get(cls, {}).items():
+        hp = _our_kwargs(cls, kw)
+        fo.OPTIMIZERS[cls]({"w": np.zeros(3)}, **hp)  # accepted by ours
+        assert spec.kwargs(hp) == {**_torch_defaults(spec), **kw}, case
+        assert spec.difference(hp) == "", case
 
 
 def _ours(case, params):
     cls, kw = CASES[case]
-    return fo.OPTIMIZERS[cls](params, **TABLE[cls].ours(kw))
+    return fo.OPTIMIZERS[cls](params, **_our_kwargs(cls, kw))
 
 
 _data_cache = {}
@@ -241,7 +259,7 @@ def _torch_run(case, impl, dtype):
         default = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
         try:
-            opt = getattr(torch.optim, TABLE[cls].torch)(tensors, **kw, **flags)
+            opt = getattr(torch.optim, TABLE[cls].name)(tensors, **kw, **flags)
             for g in grads:
                 for x, gk in zip(tensors, g.values()):
                     x.grad = _grad_like(x, gk)
@@ -330,7 +348,7 @@ def test_large_gradient_squares_stay_finite_as_in_torch(backend, cls):
     p = {"w": np.array([0.5, -0.5, 0.25], dtype=np.float32)}
     opt = fo.OPTIMIZERS[cls](p, **kw)
     x = torch.tensor(p["w"], requires_grad=True)
-    topt = getattr(torch.optim, TABLE[cls].torch)([x], foreach=False, **kw)
+    topt = getattr(torch.optim, TABLE[cls].name)([x], foreach=False, **kw)
     for _ in range(3):
         with np.errstate(all="ignore"):
             opt.step({"w": g})

@@ -87,7 +87,7 @@ from ._norm import CLIP_EPS as _CLIP_EPS, overflow_safe_norm
 from .backend import active as _backend
 
 if TYPE_CHECKING:
-    from .families import Family, Hyper
+    from .families import Family, Hyper, Torch
 
 __all__ = ["Optimizer"]
 
@@ -122,6 +122,9 @@ class Optimizer(Checkpointing, GroupsMixin):
         group and an attribute (the value the groups share).
     ``state_names``
         The name of each of the family's state slots (PyTorch's names).
+    ``torch``
+        PyTorch's counterpart, a :class:`~fusedoptim.families.Torch`
+        (plain data), or ``None`` where ``torch.optim`` has none.
     ``kernel_args(hp, lr, t)``
         The family's step keywords for one group (``hp``: the group's
         hyperparameters) at its step ``t`` (from 1) and rate ``lr``.  The
@@ -142,6 +145,7 @@ class Optimizer(Checkpointing, GroupsMixin):
     lr_default: Any = REQUIRED
     hyper: "tuple[Hyper, ...]" = ()
     state_names: "tuple[str, ...]" = ()
+    torch: "Torch | None" = None
 
     PARAMETERS_DOC = """parameters : dict of str to ndarray, or list of dict
         float32/float64 arrays, updated in place; or parameter groups as in

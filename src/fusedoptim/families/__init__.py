@@ -24,12 +24,12 @@ counterpart exists) and the benchmark rows are all derived from here.
 import importlib
 from typing import TYPE_CHECKING
 
-from ._spec import Family, Hyper, check_call, check_groups, prelude
+from ._spec import Family, Hyper, Torch, check_call, check_groups, prelude
 
 if TYPE_CHECKING:
     from ..optimizer import Optimizer
 
-__all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "check_call", "check_groups",
+__all__ = ["MODULES", "FAMILIES", "OPTIMIZERS", "Family", "Hyper", "Torch", "check_call", "check_groups",
            "prelude", "family_of"]
 
 #: The family modules, in the order of the documentation and the benchmark.

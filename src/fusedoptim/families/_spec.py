@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 from .. import _validate as _v
 
-__all__ = ["Family", "Hyper", "check_call", "check_groups", "prelude", "flag", "betas", "real",
-           "nonneg", "beta"]
+__all__ = ["Family", "Hyper", "Torch", "same", "check_call", "check_groups", "prelude", "flag", "betas",
+           "real", "nonneg", "beta"]
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,49 @@ class Hyper:
     default: Any
     check: Callable
     doc: str
+
+
+@dataclass(frozen=True)
+class Torch:
+    """PyTorch's counterpart of an optimizer class, as plain data (the
+    package never imports torch): ``torch.optim.<name>``, built with
+    :meth:`kwargs`.  The torch-parity tests (``tests/test_torch_parity.py``)
+    and the ``bench`` command's ``torch`` rows are derived from it.
+
+    ``keywords``
+        torch's keyword argument -> the hyperparameter of ours it takes
+        (``"lr"`` or a ``Hyper`` name); several keywords may take one.
+    ``fused``
+        torch has a ``fused=True`` CPU implementation.
+    ``same_when``
+        The values of our hyperparameters under which torch computes the
+        same steps (up to rounding); ``None``: under none.
+    ``differs``
+        How torch's steps differ otherwise (empty when ``same_when`` is
+        empty: they never differ).
+    """
+
+    name: str
+    keywords: dict
+    fused: bool = False
+    same_when: "dict | None" = field(default_factory=dict)
+    differs: str = ""
+
+    def kwargs(self, hp: dict) -> dict:
+        """torch's keyword arguments for our hyperparameters ``hp``."""
+        return {key: hp[ours] for key, ours in self.keywords.items()}
+
+    def difference(self, hp: dict) -> str:
+        """How torch's steps differ from ours under ``hp``; empty when they
+        are the same (up to rounding)."""
+        if self.same_when is not None and all(hp[k] == v for k, v in self.same_when.items()):
+            return ""
+        return self.differs
+
+
+def same(*names: str) -> dict:
+    """``Torch.keywords`` for keywords that torch and we name alike."""
+    return {n: n for n in names}
 
 
 # The checks a Hyper names; one source for each rule (fusedoptim._validate).

@@ -9,7 +9,7 @@ The family's step (every backend, keyword-only)::
 import numpy as np
 
 from ..optimizer import Optimizer
-from ._spec import Family, Hyper, flag, nonneg, real, prelude
+from ._spec import Family, Hyper, flag, nonneg, real, prelude, same, Torch
 
 __all__ = ["FAMILY", "Adadelta", "adadelta_tensor"]
 
@@ -111,6 +111,7 @@ class Adadelta(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("square_avg", "acc_delta")
+    torch = Torch("Adadelta", same("lr", "rho", "eps", "weight_decay", "maximize"))
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         return dict(lr=lr, rho=hp["rho"], eps=hp["eps"], weight_decay=hp["weight_decay"],

@@ -11,7 +11,7 @@ by the caller in double precision.
 import numpy as np
 
 from ..optimizer import Optimizer
-from ._spec import Family, Hyper, flag, nonneg, prelude
+from ._spec import Family, Hyper, flag, nonneg, prelude, same, Torch
 
 __all__ = ["FAMILY", "Adagrad", "adagrad_tensor"]
 
@@ -108,6 +108,8 @@ class Adagrad(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("sum",)
+    torch = Torch("Adagrad", same("lr", "lr_decay", "weight_decay", "initial_accumulator_value",
+                                 "eps", "maximize"), fused=True)
 
     def initial_value(self, slot, hp):
         return hp["initial_accumulator_value"]

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ..optimizer import Optimizer
-from ._spec import Family, Hyper, betas, flag, nonneg, prelude
+from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
 
 __all__ = ["FAMILY", "Adam", "AdamW", "adam_tensor"]
 
@@ -186,6 +186,8 @@ class Adam(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    torch = Torch("Adam", same("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+                  fused=True)
     decoupled = False
 
     def kernel_args(self, hp, lr, t):
@@ -219,4 +221,5 @@ class AdamW(Adam):
     """
 
     hyper = Adam.override(weight_decay=0.01)
+    torch = Torch("AdamW", Adam.torch.keywords, fused=True)
     decoupled = True

@@ -13,7 +13,7 @@ dtype, as ``torch.optim.Adamax`` computes its ``clr``.
 import numpy as np
 
 from ..optimizer import Optimizer
-from ._spec import Family, Hyper, betas, flag, nonneg, prelude
+from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
 
 __all__ = ["FAMILY", "Adamax", "adamax_tensor"]
 
@@ -107,6 +107,7 @@ class Adamax(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("exp_avg", "exp_inf")
+    torch = Torch("Adamax", same("lr", "betas", "eps", "weight_decay", "maximize"))
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         b1, b2 = hp["betas"]

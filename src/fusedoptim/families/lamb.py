@@ -148,6 +148,7 @@ class LAMB(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("exp_avg", "exp_avg_sq")
+    torch = None  # torch.optim has no LAMB
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         b1, b2 = hp["betas"]

@@ -100,6 +100,7 @@ class Lion(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("exp_avg",)
+    torch = None  # torch.optim has no Lion
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         b1, b2 = hp["betas"]

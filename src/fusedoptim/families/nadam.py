@@ -15,7 +15,7 @@ schedule ``mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))``.
 import numpy as np
 
 from ..optimizer import Optimizer
-from ._spec import Family, Hyper, betas, flag, nonneg, prelude
+from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
 
 __all__ = ["FAMILY", "NAdam", "nadam_tensor"]
 
@@ -136,6 +136,8 @@ class NAdam(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("exp_avg", "exp_avg_sq")
+    torch = Torch("NAdam", same("lr", "betas", "eps", "weight_decay", "momentum_decay",
+                               "decoupled_weight_decay", "maximize"))
 
     # (beta1, momentum_decay) -> {t: prod_{i<=t} mu_i}: the last products
     # computed, so that a step multiplies in one factor instead of t.  One

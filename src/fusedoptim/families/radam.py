@@ -14,7 +14,7 @@ The per-step scalars are computed by the class in double precision, as
 import numpy as np
 
 from ..optimizer import Optimizer
-from ._spec import Family, Hyper, betas, flag, nonneg, prelude
+from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
 
 __all__ = ["FAMILY", "RAdam", "radam_tensor"]
 
@@ -134,6 +134,8 @@ class RAdam(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("exp_avg", "exp_avg_sq")
+    torch = Torch("RAdam", same("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay",
+                               "maximize"))
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         b1, b2 = hp["betas"]

@@ -15,7 +15,7 @@ The family's step (every backend, keyword-only)::
 import numpy as np
 
 from ..optimizer import Optimizer
-from ._spec import Family, Hyper, beta, flag, nonneg, prelude
+from ._spec import Family, Hyper, beta, flag, nonneg, prelude, same, Torch
 
 __all__ = ["FAMILY", "RMSProp", "rmsprop_tensor"]
 
@@ -159,6 +159,11 @@ class RMSProp(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("square_avg", "grad_avg", "momentum_buffer")
+    # torch's alpha is our beta; its eps is outside the root.
+    torch = Torch("RMSprop", {"alpha": "beta", **same("lr", "eps", "centered", "momentum",
+                                                       "weight_decay", "maximize")},
+                  same_when={"eps_inside_sqrt": False},
+                  differs="PyTorch adds eps outside the root, the course's RMSProp inside")
 
     def kernel_args(self, hp, lr, t):
         return dict(lr=lr, alpha=hp["beta"], eps=hp["eps"], momentum=hp["momentum"],

@@ -11,7 +11,7 @@ The family's step (every backend, keyword-only)::
 """
 
 from ..optimizer import Optimizer
-from ._spec import Family, Hyper, beta, flag, nonneg, prelude, real
+from ._spec import Family, Hyper, beta, flag, nonneg, prelude, real, same, Torch
 
 __all__ = ["FAMILY", "GD", "Momentum", "SGD", "sgd_tensor"]
 
@@ -90,6 +90,7 @@ class GD(Optimizer):
     family = FAMILY
     hyper = ()
     state_names = ("momentum_buffer",)
+    torch = Torch("SGD", same("lr"), fused=True)
 
     def kernel_args(self, hp, lr, t):
         return _sgd_args(lr)
@@ -130,6 +131,12 @@ class Momentum(Optimizer):
     family = FAMILY
     hyper = (Hyper("beta", 0.9, beta, "Momentum coefficient"),)
     state_names = ("velocity",)
+    # torch's SGD buffer starts at the first gradient (dampening skipped on
+    # the first step), this velocity at zero: no torch setting is the same.
+    torch = Torch("SGD", {"lr": "lr", "momentum": "beta", "dampening": "beta"}, fused=True,
+                  same_when=None,
+                  differs="the course's EMA momentum is PyTorch's SGD with dampening = "
+                          "momentum, whose buffer starts at the first gradient")
 
     def kernel_args(self, hp, lr, t):
         b = hp["beta"]
@@ -192,6 +199,8 @@ class SGD(Optimizer):
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("momentum_buffer",)
+    torch = Torch("SGD", same("lr", "momentum", "dampening", "nesterov", "weight_decay",
+                                 "maximize"), fused=True)
 
     @classmethod
     def check(cls, hp):
