@@ -24,6 +24,32 @@ def _count(x: Any, name: str) -> int:
     return int(x)
 
 
+def _real(x: Any, name: str) -> float:
+    """A real number (``inf`` and NaN included: ``best`` starts at ``inf``)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    return float(x)
+
+
+def _list(sd: dict[str, Any], key: str) -> list[Any]:
+    x = sd[key]
+    if not isinstance(x, (list, tuple)):
+        raise TypeError(f"{key} must be a list, got {type(x).__name__}")
+    return list(x)
+
+
+def _plain_rate(r: Any) -> float | None:
+    """A rate as a plain float, or ``None`` for a schedule."""
+    return None if callable(r) or isinstance(r, bool) or not isinstance(r, numbers.Real) \
+        else float(r)
+
+
+#: The keys of :meth:`ReduceLROnPlateau.state_dict` (torch's).
+_STATE_KEYS = ("factor", "default_min_lr", "min_lrs", "patience", "cooldown", "eps",
+               "last_epoch", "_last_lr", "mode_worse", "mode", "threshold", "threshold_mode",
+               "best", "cooldown_counter", "num_bad_epochs")
+
+
 class ReduceLROnPlateau:
     r"""Multiply an optimizer's learning rate by ``factor`` when a metric has
     not improved for ``patience`` calls of :meth:`step` (torch's
@@ -181,6 +207,73 @@ class ReduceLROnPlateau:
         self.best, self.num_bad_epochs, self.cooldown_counter = best, bad, cool
         self.last_epoch += 1
         self._last_lr = self._rates()
+
+    # --- checkpoints ------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state, under torch's keys, as plain Python numbers,
+        strings, ``None`` and lists (``json.dumps`` writes it; a safetensors
+        checkpoint can carry it as metadata): ``factor``, ``default_min_lr``
+        (``None`` when ``min_lr`` was given per group), ``min_lrs``,
+        ``patience``, ``cooldown``, ``eps``, ``last_epoch``, ``_last_lr``,
+        ``mode_worse``, ``mode``, ``threshold``, ``threshold_mode``,
+        ``best``, ``cooldown_counter``, ``num_bad_epochs``.  The optimizer is
+        not part of it (it has its own checkpoint); a rate that is a
+        schedule is ``None`` in ``_last_lr``.  ``torch``'s
+        ``ReduceLROnPlateau.load_state_dict`` takes it, and
+        :meth:`load_state_dict` takes torch's.
+        """
+        return {
+            "factor": self.factor, "default_min_lr": self._default_min_lr,
+            "min_lrs": list(self.min_lrs), "patience": self.patience,
+            "cooldown": self.cooldown, "eps": self.eps, "last_epoch": self.last_epoch,
+            "_last_lr": [_plain_rate(r) for r in self._last_lr],
+            "mode_worse": math.inf if self.mode == "min" else -math.inf, "mode": self.mode,
+            "threshold": self.threshold, "threshold_mode": self.threshold_mode,
+            "best": self.best, "cooldown_counter": self.cooldown_counter,
+            "num_bad_epochs": self.num_bad_epochs,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (ours or torch's): every key is
+        checked before any is set, and a failing call changes nothing.  The
+        arguments saved (``mode``, ``factor``, ...) replace the
+        constructor's, as in torch.  A ``None`` in ``_last_lr`` reads the
+        optimizer's current rate."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        missing = [k for k in _STATE_KEYS if k not in state_dict]
+        if missing:
+            raise KeyError(f"state_dict has no {missing[0]!r}")
+        unknown = [k for k in state_dict if k not in _STATE_KEYS]
+        if unknown:
+            raise KeyError(f"state_dict has an unexpected key {unknown[0]!r}")
+        sd = state_dict
+        mode = str(_choice(sd["mode"], "mode", ("min", "max")))
+        factor = _v.nonneg(sd["factor"], "factor")
+        if factor >= 1.0:
+            raise ValueError(f"factor must be < 1, got {factor}")
+        counts = {k: _count(sd[k], k) for k in ("patience", "cooldown", "last_epoch",
+                                                "cooldown_counter", "num_bad_epochs")}
+        threshold = _v.nonneg(sd["threshold"], "threshold")
+        threshold_mode = str(_choice(sd["threshold_mode"], "threshold_mode", ("rel", "abs")))
+        eps = _v.nonneg(sd["eps"], "eps")
+        default = None if sd["default_min_lr"] is None else \
+            _v.nonneg(sd["default_min_lr"], "default_min_lr")
+        min_lrs = [_v.nonneg(x, f"min_lrs[{i}]") for i, x in enumerate(_list(sd, "min_lrs"))]
+        best = _real(sd["best"], "best")
+        _real(sd["mode_worse"], "mode_worse")  # torch's; derived from mode here
+        rates = self._rates()
+        last = _list(sd, "_last_lr")
+        last_lr = [rates[i] if x is None and i < len(rates) else _real(x, f"_last_lr[{i}]")
+                   for i, x in enumerate(last)]
+        self.mode, self.factor, self.threshold = mode, factor, threshold
+        self.threshold_mode, self.eps = threshold_mode, eps
+        self._default_min_lr, self.min_lrs, self.best = default, min_lrs, best
+        self.patience, self.cooldown = counts["patience"], counts["cooldown"]
+        self.last_epoch, self.cooldown_counter = counts["last_epoch"], counts["cooldown_counter"]
+        self.num_bad_epochs = counts["num_bad_epochs"]
+        self._last_lr = last_lr
 
     def __repr__(self) -> str:
         return (f"ReduceLROnPlateau(mode={self.mode!r}, factor={self.factor}, "
