@@ -82,3 +82,10 @@ def keywords(family, flags, scalars, t):
     for k in family.flags:
         kw[k] = flags[k] and STEP_FLAGS.get(k, lambda t: True)(t)
     return kw
+
+
+class Grouped:
+    """An optimizer with torch's param_groups shape (a list of dicts)."""
+
+    def __init__(self, lrs):
+        self.param_groups = [{"params": {}, "lr": lr} for lr in lrs]

@@ -9,6 +9,7 @@ import pytest
 
 import fusedoptim as fo
 from fusedoptim import lr_scheduler as L
+from helpers import Grouped
 
 torch = pytest.importorskip("torch")
 TL = torch.optim.lr_scheduler
@@ -187,13 +188,6 @@ METRICS = [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.8999, 0.7, 0.71, 0.72, 0.73, floa
 PLATEAU_KW = [dict(patience=2), dict(patience=1, cooldown=2, factor=0.5),
               dict(mode="max", patience=0, threshold=0.01, threshold_mode="abs"),
               dict(patience=1, min_lr=0.02, factor=0.3), dict(patience=0, eps=0.05)]
-
-
-class Grouped:
-    """An optimizer with torch's param_groups shape (a list of dicts)."""
-
-    def __init__(self, lrs):
-        self.param_groups = [{"params": {}, "lr": lr} for lr in lrs]
 
 
 @pytest.mark.parametrize("kw", PLATEAU_KW)

@@ -11,6 +11,7 @@ import pytest
 
 import fusedoptim as fo
 from fusedoptim import lr_scheduler as L
+from helpers import Grouped
 
 torch = pytest.importorskip("torch")
 TL = torch.optim.lr_scheduler
@@ -26,13 +27,6 @@ PLATEAU_KW = [dict(patience=2), dict(patience=1, cooldown=2, factor=0.5),
 KW_IDS = ["patience", "cooldown", "max-abs", "min_lrs", "eps"]
 # Where the run is interrupted: before the first step, in a cooldown, mid-plateau.
 SPLITS = [0, 5, 9, 17]
-
-
-class Grouped:
-    """An optimizer with torch's param_groups shape (a list of dicts)."""
-
-    def __init__(self, lrs):
-        self.param_groups = [{"params": {}, "lr": lr} for lr in lrs]
 
 
 def _torch_opt():
