@@ -89,3 +89,12 @@ class Grouped:
 
     def __init__(self, lrs):
         self.param_groups = [{"params": {}, "lr": lr} for lr in lrs]
+
+
+def from_torch(cls, kw):
+    """Our constructor arguments for torch's keyword arguments ``kw`` of
+    ``cls``'s counterpart (the registry's ``cls.torch``): each keyword
+    renamed to the hyperparameter it maps to; an unmapped one fails."""
+    unknown = set(kw) - set(cls.torch.keywords)
+    assert not unknown, f"{cls.__name__}: torch keyword {sorted(unknown)[0]!r} has no mapping"
+    return {cls.torch.keywords[k]: v for k, v in kw.items()}

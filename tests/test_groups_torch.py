@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fusedoptim as fo
+from helpers import from_torch
 from groups_common import _data
 
 
@@ -80,26 +81,20 @@ def test_adamw_two_groups_schedule_and_clipping_match_torch(backend, dtype):
     assert _error(params, _data(dtype, 0)[0]) > 1e3 * max(err, 1e-12)  # it moved
 
 
-# (class, our group settings, torch class, torch group settings, defaults)
+# our class -> (torch's settings of group 0, of group 1, its defaults): the
+# counterpart and our arguments come from the registry (``cls.torch``).
 TWO_GROUPS = {
     "SGD": (dict(momentum=0.9, nesterov=True, dampening=0.0), dict(lr=0.05, weight_decay=0.01),
             dict(lr=0.02, momentum=0.5, dampening=0.1)),
     "Adam": (dict(amsgrad=True, betas=(0.8, 0.99)), dict(lr=0.003, weight_decay=0.02),
              dict(lr=0.01, eps=1e-6)),
-    "RMSprop": (dict(centered=True, momentum=0.5), dict(alpha=0.9, weight_decay=0.01),
+    "RMSProp": (dict(centered=True, momentum=0.5), dict(alpha=0.9, weight_decay=0.01),
                 dict(lr=0.005, eps=1e-6, alpha=0.99)),
     # torch fills every group's sum with the constructor's initial_accumulator_value
     # (ours takes each group's own), so it is not set per group here.
     "Adagrad": (dict(lr_decay=0.01), dict(lr=0.05, weight_decay=0.01, eps=1e-8),
                 dict(lr=0.02, initial_accumulator_value=0.3)),
 }
-
-
-def _ours_kw(cls, kw):
-    kw = dict(kw)
-    if cls == "RMSprop" and "alpha" in kw:
-        kw["beta"] = kw.pop("alpha")
-    return kw
 
 
 @needs_torch
@@ -112,15 +107,13 @@ def test_two_groups_match_torch(backend, cls, dtype):
     g0, g1, defaults = TWO_GROUPS[cls]
     params, grads = _data(dtype, 150, seed=11)
     tp = _torch_params(params)
-    extra = {"eps_inside_sqrt": False} if cls == "RMSprop" else {}
-    ours = "RMSProp" if cls == "RMSprop" else cls
-    opt = getattr(fo, ours)([{"params": {k: params[k] for k in ("W1", "b1")},
-                             **_ours_kw(cls, g0)},
-                            {"params": {k: params[k] for k in ("W2", "b2", "s")},
-                             **_ours_kw(cls, g1)}], **_ours_kw(cls, defaults), **extra)
-    topt = getattr(torch.optim, cls)([{"params": [tp["W1"], tp["b1"]], **g0},
-                                      {"params": [tp["W2"], tp["b2"], tp["s"]], **g1}],
-                                     **defaults, foreach=False)
+    ours = fo.OPTIMIZERS[cls]
+    opt = ours([{"params": {k: params[k] for k in ("W1", "b1")}, **from_torch(ours, g0)},
+                {"params": {k: params[k] for k in ("W2", "b2", "s")}, **from_torch(ours, g1)}],
+               **from_torch(ours, defaults), **ours.torch.same_when)
+    topt = getattr(torch.optim, ours.torch.name)(
+        [{"params": [tp["W1"], tp["b1"]], **g0}, {"params": [tp["W2"], tp["b2"], tp["s"]], **g1}],
+        **defaults, foreach=False)
     for g in grads:
         opt.step(g)
         _set_grads(tp, g)
@@ -163,7 +156,7 @@ def test_changing_group_settings_between_steps_matches_torch(backend, dtype):
 
 # The families of #13: (our group 0, group 1, a group added at step 40 (its
 # settings are group 1's but lr, so that NAdam's cached mu products are shared
-# by two groups at different step counts), defaults); same names as torch.
+# by two groups at different step counts), defaults), in torch's keywords.
 NEW_TWO_GROUPS = {
     "Adamax": (dict(betas=(0.8, 0.99), weight_decay=0.01), dict(lr=0.01, maximize=True),
                dict(lr=0.004, maximize=True), dict(lr=0.002, eps=1e-6)),
@@ -188,18 +181,21 @@ def test_new_families_two_groups_and_a_late_group_match_torch(backend, cls, dtyp
     g0, g1, g2, defaults = NEW_TWO_GROUPS[cls]
     params, grads = _data(dtype, 100, seed=5)
     tp = _torch_params(params)
-    opt = getattr(fo, cls)([{"params": {k: params[k] for k in ("W1", "b1")}, **g0},
-                            {"params": {"W2": params["W2"]}, **g1}], **defaults)
+    ours = fo.OPTIMIZERS[cls]
+    opt = ours([{"params": {k: params[k] for k in ("W1", "b1")}, **from_torch(ours, g0)},
+                {"params": {"W2": params["W2"]}, **from_torch(ours, g1)}],
+               **from_torch(ours, defaults))
     # torch keeps NAdam's mu_product in the default dtype: that of the run.
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
     try:
-        topt = getattr(torch.optim, cls)([{"params": [tp["W1"], tp["b1"]], **g0},
-                                          {"params": [tp["W2"]], **g1}],
-                                         **defaults, foreach=False)
+        topt = getattr(torch.optim, ours.torch.name)([{"params": [tp["W1"], tp["b1"]], **g0},
+                                                      {"params": [tp["W2"]], **g1}],
+                                                     **defaults, foreach=False)
         for i, g in enumerate(grads):
             if i == 40:
-                opt.add_param_group({"params": {"b2": params["b2"], "s": params["s"]}, **g2})
+                opt.add_param_group({"params": {"b2": params["b2"], "s": params["s"]},
+                                     **from_torch(ours, g2)})
                 topt.add_param_group({"params": [tp["b2"], tp["s"]], **g2})
             opt.step({k: v for k, v in g.items() if k in opt.parameters})
             _set_grads(tp, g)
