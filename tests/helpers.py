@@ -1,5 +1,7 @@
 """Shared test helpers (pytest puts tests/ on sys.path)."""
 
+import inspect
+
 import numpy as np
 
 
@@ -98,3 +100,24 @@ def from_torch(cls, kw):
     unknown = set(kw) - set(cls.torch.keywords)
     assert not unknown, f"{cls.__name__}: torch keyword {sorted(unknown)[0]!r} has no mapping"
     return {cls.torch.keywords[k]: v for k, v in kw.items()}
+
+
+def torch_defaults(cls):
+    """torch's defaults of the keywords ``cls.torch`` maps (needs torch)."""
+    import torch
+    sig = inspect.signature(getattr(torch.optim, cls.torch.name)).parameters
+    return {k: sig[k].default for k in cls.torch.keywords}
+
+
+def ours_for_torch(cls, kw):
+    """Our arguments for a case given in torch's keyword arguments ``kw``:
+    torch's defaults for the mapped keywords the case leaves out, each
+    handed to the hyperparameter the registry maps it to, plus the values
+    under which the steps are the same (RMSProp: eps outside the root)."""
+    spec = cls.torch
+    from_torch(cls, kw)  # every keyword of the case is mapped
+    full = {**torch_defaults(cls), **kw}
+    ours = dict(spec.same_when)
+    for key, name in spec.keywords.items():
+        assert ours.setdefault(name, full[key]) == full[key], (cls.__name__, key)
+    return ours

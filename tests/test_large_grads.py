@@ -25,7 +25,7 @@ from fusedoptim import _reference as R
 from fusedoptim import _validate as V
 from fusedoptim.backend import active
 from fusedoptim.families import FAMILIES
-from helpers import assert_same_or_both_nan, keywords
+from helpers import assert_same_or_both_nan, keywords, ours_for_torch
 
 try:
     import torch
@@ -44,43 +44,30 @@ MAGNITUDES = [(np.float32, 3e19), (np.float64, 2e154), (np.float32, 1e30),
               (np.float64, 1e160), (np.float64, 1e30)]
 MAG_IDS = [f"{np.dtype(d).name}-{g:g}" for d, g in MAGNITUDES]
 
-#: Our class, its arguments, torch's class, torch's arguments, and whether
-#: torch has a fused CPU implementation.
+#: Our class and torch's arguments (its counterpart, ours and whether it has
+#: a fused CPU implementation: the registry's ``cls.torch``).
 CASES = {
-    "sgd-momentum": ("SGD", dict(lr=1e-2, momentum=0.9), "SGD", {}, True),
-    "sgd-nesterov-wd": ("SGD", dict(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.01),
-                        "SGD", {}, True),
+    "sgd-momentum": ("SGD", dict(lr=1e-2, momentum=0.9)),
+    "sgd-nesterov-wd": ("SGD", dict(lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.01)),
     "sgd-dampening-maximize": ("SGD", dict(lr=1e-2, momentum=0.5, dampening=0.3,
-                                           maximize=True), "SGD", {}, True),
-    "adam": ("Adam", dict(lr=1e-3), "Adam", {}, True),
+                                           maximize=True)),
+    "adam": ("Adam", dict(lr=1e-3)),
     "adam-amsgrad-wd-maximize": ("Adam", dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=0.05,
-                                              amsgrad=True, maximize=True), "Adam", {}, True),
-    "adamw": ("AdamW", dict(lr=1e-3), "AdamW", {}, True),
-    "adamw-amsgrad": ("AdamW", dict(lr=1e-2, weight_decay=0.1, amsgrad=True), "AdamW", {},
-                      True),
-    "rmsprop": ("RMSProp", dict(lr=1e-3), "RMSprop", {}, False),
-    "rmsprop-centered": ("RMSProp", dict(lr=1e-3, centered=True), "RMSprop", {}, False),
-    "rmsprop-momentum": ("RMSProp", dict(lr=1e-3, momentum=0.9), "RMSprop", {}, False),
-    "rmsprop-centered-momentum": ("RMSProp", dict(lr=1e-3, centered=True, momentum=0.9),
-                                  "RMSprop", {}, False),
+                                              amsgrad=True, maximize=True)),
+    "adamw": ("AdamW", dict(lr=1e-3)),
+    "adamw-amsgrad": ("AdamW", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
+    "rmsprop": ("RMSProp", dict(lr=1e-3)),
+    "rmsprop-centered": ("RMSProp", dict(lr=1e-3, centered=True)),
+    "rmsprop-momentum": ("RMSProp", dict(lr=1e-3, momentum=0.9)),
+    "rmsprop-centered-momentum": ("RMSProp", dict(lr=1e-3, centered=True, momentum=0.9)),
     "rmsprop-all": ("RMSProp", dict(lr=1e-3, alpha=0.9, eps=1e-6, centered=True,
-                                    momentum=0.9, weight_decay=0.01, maximize=True),
-                    "RMSprop", {}, False),
-    "adagrad": ("Adagrad", dict(lr=1e-2), "Adagrad", {}, True),
+                                    momentum=0.9, weight_decay=0.01, maximize=True)),
+    "adagrad": ("Adagrad", dict(lr=1e-2)),
     "adagrad-all": ("Adagrad", dict(lr=5e-2, lr_decay=1e-3, weight_decay=0.05,
-                                    initial_accumulator_value=0.5, maximize=True),
-                    "Adagrad", {}, True),
+                                    initial_accumulator_value=0.5, maximize=True)),
 }
-IMPLS = [(case, impl) for case, row in CASES.items()
-         for impl in (["single", "fused"] if row[4] else ["single"])]
-
-
-def _ours_kw(cls, kw):
-    kw = dict(kw)
-    if cls == "RMSProp":  # torch.optim.RMSprop: eps outside the root, alpha as beta
-        kw["beta"] = kw.pop("alpha", 0.99)
-        kw["eps_inside_sqrt"] = False
-    return kw
+IMPLS = [(case, impl) for case, (cls, _kw) in CASES.items()
+         for impl in (["single", "fused"] if fo.OPTIMIZERS[cls].torch.fused else ["single"])]
 
 
 def _data(dtype, mag):
@@ -101,13 +88,13 @@ def _data(dtype, mag):
 
 
 def _run_torch(case, impl, dtype, mag):
-    _cls, kw, tname, tkw, _fused = CASES[case]
+    cls, kw = CASES[case]
     params, grads = _data(dtype, mag)
     tensors = [torch.tensor(a) for a in params.values()]
     for x in tensors:
         x.requires_grad_(True)
     extra = {"fused": True} if impl == "fused" else {"foreach": False}
-    opt = getattr(torch.optim, tname)(tensors, **kw, **tkw, **extra)
+    opt = getattr(torch.optim, fo.OPTIMIZERS[cls].torch.name)(tensors, **kw, **extra)
     for g in grads:
         for x, gk in zip(tensors, g.values()):
             x.grad = torch.tensor(gk)
@@ -116,9 +103,9 @@ def _run_torch(case, impl, dtype, mag):
 
 
 def _run_ours(case, dtype, mag):
-    cls, kw, _tname, _tkw, _fused = CASES[case]
+    cls, kw = CASES[case]
     params, grads = _data(dtype, mag)
-    opt = fo.OPTIMIZERS[cls](params, **_ours_kw(cls, kw))
+    opt = fo.OPTIMIZERS[cls](params, **ours_for_torch(fo.OPTIMIZERS[cls], kw))
     with np.errstate(all="ignore"):  # the numpy backend overflows the squares
         for g in grads:
             opt.step(g)

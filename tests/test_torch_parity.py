@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import fusedoptim as fo
-from helpers import from_torch
+from helpers import ours_for_torch, torch_defaults
 
 try:
     import torch
@@ -144,24 +144,9 @@ IMPLS = [(case, impl) for case, (cls, _kw) in CASES.items()
          for impl in (["single", "fused"] if TABLE[cls].fused else ["single"])]
 
 
-def _torch_defaults(spec):
-    """torch's defaults of the keywords ``spec`` maps."""
-    sig = inspect.signature(getattr(torch.optim, spec.name)).parameters
-    return {k: sig[k].default for k in spec.keywords}
-
-
 def _our_kwargs(cls, kw):
-    """Our arguments for a case given in torch's keyword arguments ``kw``:
-    torch's defaults for the mapped keywords the case leaves out, each
-    handed to the hyperparameter the registry maps it to, plus the values
-    under which the steps are the same (RMSProp: eps outside the root)."""
-    spec = fo.OPTIMIZERS[cls].torch
-    from_torch(fo.OPTIMIZERS[cls], kw)  # every keyword of the case is mapped
-    full = {**_torch_defaults(spec), **kw}
-    ours = dict(spec.same_when)
-    for key, name in spec.keywords.items():
-        assert ours.setdefault(name, full[key]) == full[key], (cls, key)
-    return ours
+    """Our arguments for a case (``helpers.ours_for_torch``)."""
+    return ours_for_torch(fo.OPTIMIZERS[cls], kw)
 
 
 def test_every_optimizer_is_in_the_table():
@@ -197,7 +182,7 @@ def test_table_rows_name_torch_optimizers_and_map_to_our_arguments(cls):
     for case, kw in CASES_BY_CLASS.get(cls, {}).items():
         hp = _our_kwargs(cls, kw)
         fo.OPTIMIZERS[cls]({"w": np.zeros(3)}, **hp)  # accepted by ours
-        assert spec.kwargs(hp) == {**_torch_defaults(spec), **kw}, case
+        assert spec.kwargs(hp) == {**torch_defaults(fo.OPTIMIZERS[cls]), **kw}, case
         assert spec.difference(hp) == "", case
 
 
