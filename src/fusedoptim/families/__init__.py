@@ -9,7 +9,8 @@ state names, and the mapping to the step's keywords).
 To add an optimizer ``foo``:
 
 1. ``families/foo.py``: its reference update, ``FAMILY = Family(name="foo",
-   ...)`` and its class (see ``adagrad.py``, the smallest);
+   ...)`` and its class (see ``adagrad.py``, the smallest), with its PyTorch
+   counterpart ``torch = Torch(...)`` (:class:`Torch`) or ``torch = None``;
 2. ``_ext/foo.pyx``: its compiled element loop, with a ``step`` function of
    the family's keyword-only signature and ``step_groups`` (several
    parameter groups in one call; see ``adagrad.pyx``);
