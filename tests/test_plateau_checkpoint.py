@@ -5,6 +5,7 @@ before anything changes."""
 
 import json
 import math
+import types
 
 import numpy as np
 import pytest
@@ -208,7 +209,15 @@ def test_bad_state_dict_is_refused_and_changes_nothing(key, value, exc, match):
     assert other.state_dict() == good
 
 
-def test_state_dict_must_be_a_dict():
-    s = L.ReduceLROnPlateau(Grouped([0.1]))
-    with pytest.raises(TypeError, match="state_dict must be a dict"):
-        s.load_state_dict([("best", 1.0)])
+def test_state_dict_must_be_a_mapping():
+    s = L.ReduceLROnPlateau(Grouped([0.1]), patience=0)
+    before = s.state_dict()
+    with pytest.raises(TypeError, match="state_dict must be a mapping"):
+        s.load_state_dict(list(before.items()))
+    assert s.state_dict() == before
+    s.step(1.0)
+    s.step(2.0)
+    saved = s.state_dict()
+    other = L.ReduceLROnPlateau(Grouped([0.1]))
+    other.load_state_dict(types.MappingProxyType(saved))  # any mapping
+    assert other.state_dict() == saved

@@ -3,6 +3,7 @@ stops improving (torch's ``torch.optim.lr_scheduler.ReduceLROnPlateau``)."""
 
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 from . import _validate as _v
@@ -31,7 +32,7 @@ def _real(x: Any, name: str) -> float:
     return float(x)
 
 
-def _list(sd: dict[str, Any], key: str) -> list[Any]:
+def _list(sd: Mapping[str, Any], key: str) -> list[Any]:
     x = sd[key]
     if not isinstance(x, (list, tuple)):
         raise TypeError(f"{key} must be a list, got {type(x).__name__}")
@@ -234,14 +235,14 @@ class ReduceLROnPlateau:
             "num_bad_epochs": self.num_bad_epochs,
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict` (ours or torch's): every key is
         checked before any is set, and a failing call changes nothing.  The
         arguments saved (``mode``, ``factor``, ...) replace the
         constructor's, as in torch.  A ``None`` in ``_last_lr`` reads the
         optimizer's current rate."""
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         missing = [k for k in _STATE_KEYS if k not in state_dict]
         if missing:
             raise KeyError(f"state_dict has no {missing[0]!r}")
