@@ -71,6 +71,9 @@ class LowpDecl:
     flags: Callable[[dict], tuple]
     #: Why the step's keywords are not supported (a message), or ``None``.
     refuse: Callable[[dict], "str | None"]
+    #: Whether ``weight_decay`` is the gradient prelude's L2 term (Lion's is
+    #: its own decoupled decay, a scalar of its loop).
+    l2: bool = True
 
 
 def _sgd_refuse(kw):
@@ -99,7 +102,7 @@ DECLS = {
         3, lion.FAMILY, "m", "signed",
         lambda kw: (kw["lr"], kw["beta1"], 1.0 - kw["beta1"], kw["beta2"],
                     1.0 - kw["beta2"], kw["weight_decay"]),
-        lambda kw: (kw["weight_decay"] != 0.0,), lambda kw: None),
+        lambda kw: (kw["weight_decay"] != 0.0,), lambda kw: None, l2=False),
 }
 
 
