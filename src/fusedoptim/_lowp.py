@@ -13,7 +13,9 @@ here (``SIGNATURE``) and used only through four hooks of the base class
 ``state_rounding``
     ``"nearest"`` (round to nearest even) or ``"stochastic"``; the default
     is ``"nearest"`` for bfloat16 and ``"stochastic"`` for int8 (whose
-    4-mantissa-bit code of ``sqrt(v)`` would otherwise stagnate).
+    4-mantissa-bit code of ``sqrt(v)`` would otherwise stagnate), and
+    ``"stochastic"`` for both with Adagrad (its growing sum stagnates in
+    bfloat16 too).
 ``state_seed``
     The seed of stochastic rounding (an int); the rounding of step ``t``
     depends only on it, ``t`` and the element's position, so a resumed
@@ -79,11 +81,11 @@ def configure(opt, args: dict) -> "LowpState | None":
         if p.dtype != np.float32:
             raise TypeError(f"state_dtype={dtype!r} needs float32 parameters; "
                             f"parameters[{name!r}] is {p.dtype}")
-    if rounding is None:
-        rounding = "nearest" if dtype == "bfloat16" else "stochastic"
     if fam != "adam":  # one state slot (_lowp_onestate: imported here, after the families)
         return importlib.import_module("fusedoptim._lowp_onestate").make(
             opt, dtype, rounding, int(seed))
+    if rounding is None:
+        rounding = "nearest" if dtype == "bfloat16" else "stochastic"
     return LowpState(dtype, rounding, int(seed))
 
 

@@ -26,13 +26,16 @@ __all__ = ["OneStateLowp", "make"]
 _SCALE = "_scale"
 
 
-def make(opt, dtype: str, rounding: str, seed: int) -> "OneStateLowp":
+def make(opt, dtype: str, rounding: "str | None", seed: int) -> "OneStateLowp":
     """The state format of optimizer ``opt`` (a one-state family, already
-    checked by ``_lowp.configure``), after the family's own refusals."""
+    checked by ``_lowp.configure``), after the family's own refusals;
+    ``rounding`` ``None`` takes the family's default for ``dtype``."""
     decl = _spec.DECLS[opt.family.name]
     why = _spec.refusal(decl, opt.kernel_args(dict(opt._groups[0]), 0.0, 1))
     if why is not None:
         raise ValueError(f"{type(opt).__name__}: {why}")
+    if rounding is None:
+        rounding = decl.bf16_rounding if dtype == "bfloat16" else "stochastic"
     return OneStateLowp(dtype, rounding, seed, decl)
 
 

@@ -74,6 +74,12 @@ class LowpDecl:
     #: Whether ``weight_decay`` is the gradient prelude's L2 term (Lion's is
     #: its own decoupled decay, a scalar of its loop).
     l2: bool = True
+    #: The default rounding of bfloat16 state (int8's is stochastic).  An
+    #: accumulator that only grows (Adagrad's sum) stops growing under round
+    #: to nearest once ``g*g`` is below half a bfloat16 step of the sum,
+    #: i.e. after a few hundred steps of steady gradients (measured: median
+    #: ``sqrt(sum)`` 21% low after 3000 steps; stochastic: 0.05%).
+    bf16_rounding: str = "nearest"
 
 
 def _sgd_refuse(kw):
@@ -97,7 +103,8 @@ DECLS = {
         lambda kw: (bool(kw["eps_inside"]),), _rms_refuse),
     "adagrad": LowpDecl(
         2, adagrad.FAMILY, "sum", "sqrt",
-        lambda kw: (kw["lr"], kw["eps"]), lambda kw: (), lambda kw: None),
+        lambda kw: (kw["lr"], kw["eps"]), lambda kw: (), lambda kw: None,
+        bf16_rounding="stochastic"),
     "lion": LowpDecl(
         3, lion.FAMILY, "m", "signed",
         lambda kw: (kw["lr"], kw["beta1"], 1.0 - kw["beta1"], kw["beta2"],
