@@ -127,6 +127,18 @@ FO1_INLINE float fo1_lion_elem(const fo1_args *A, float *pi, float gi, float x0)
     return A->s[3] * x0 + A->s[4] * gi;
 }
 
+/* FO1_CALL(pre, sto) with literal flags: the loops without the prelude's
+ * branches in the common case, and either rounding. */
+#define FO1_DISPATCH(A)                                                        \
+    do {                                                                       \
+        int pre_ = (A)->scale || (A)->maximize || (A)->l2;                     \
+        if (pre_) {                                                            \
+            if ((A)->stochastic) FO1_CALL(1, 1); else FO1_CALL(1, 0);          \
+        } else {                                                               \
+            if ((A)->stochastic) FO1_CALL(0, 1); else FO1_CALL(0, 0);          \
+        }                                                                      \
+    } while (0)
+
 /* --- instantiations: family x ISA ----------------------------------------- */
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) \

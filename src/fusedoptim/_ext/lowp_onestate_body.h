@@ -10,24 +10,25 @@
 #define FO1_XCAT3(a, b, c) FO1_CAT3(a, b, c)
 #define FO1_ELEM FO1_XCAT3(fo1_, FO1_FAM, _elem)
 
-/* bfloat16 words of the state (rounded from the new float32 state). */
-static FO1_ATTR void FO1_NAME(bf16)(const fo1_args *A, float *restrict p,
-                                    const float *restrict g, void *st, float *sc,
-                                    ptrdiff_t n, ptrdiff_t idx0)
+/* bfloat16 words of the state (rounded from the new float32 state); pre:
+ * any prelude flag, sto: stochastic rounding (literals, FO1_DISPATCH). */
+FO1_INLINE void FO1_XCAT3(FO1_NAME(bf16), _, body)(const fo1_args *A, float *restrict p,
+                                                   const float *restrict g, void *st,
+                                                   ptrdiff_t n, ptrdiff_t idx0,
+                                                   const int pre, const int sto)
 {
     /* a local copy: the flags are then loop invariants (unswitched loops) */
     const fo1_args L = *A;
     uint16_t *restrict w = (uint16_t *)st;
     uint32_t ctr = (uint32_t)idx0;
     ptrdiff_t i;
-    (void)sc;
     for (i = 0; i < n; i++) {
         float pi = p[i];
-        float gi = fo1_prelude(&L, pi, g[i]);
+        float gi = pre ? fo1_prelude(&L, pi, g[i]) : g[i];
         float x1 = FO1_ELEM(&L, &pi, gi, fo1_u2f((uint32_t)w[i] << 16));
         uint32_t r;
         p[i] = pi;
-        if (L.stochastic) {
+        if (sto) {
             uint32_t h = fo1_mix32(L.key ^ ctr);
             r = FO1_SQRT ? h >> 16 : h & 0xFFFFu;
         } else {
@@ -38,22 +39,41 @@ static FO1_ATTR void FO1_NAME(bf16)(const fo1_args *A, float *restrict p,
     }
 }
 
+static FO1_ATTR void FO1_NAME(bf16)(const fo1_args *A, float *p, const float *g, void *st,
+                                    float *sc, ptrdiff_t n, ptrdiff_t idx0)
+{
+    (void)sc;
+#define FO1_CALL(PRE, STO) \
+    FO1_XCAT3(FO1_NAME(bf16), _, body)(A, p, g, st, n, idx0, PRE, STO)
+    FO1_DISPATCH(A);
+#undef FO1_CALL
+}
+
 /* A float32 state (tensors under QMIN_ELEMENTS in int8 mode). */
-static FO1_ATTR void FO1_NAME(f32)(const fo1_args *A, float *restrict p,
-                                   const float *restrict g, void *st, float *sc,
-                                   ptrdiff_t n, ptrdiff_t idx0)
+FO1_INLINE void FO1_XCAT3(FO1_NAME(f32), _, body)(const fo1_args *A, float *restrict p,
+                                                  const float *restrict g, void *st,
+                                                  ptrdiff_t n, const int pre)
 {
     const fo1_args L = *A;
     float *restrict x = (float *)st;
     ptrdiff_t i;
-    (void)sc;
-    (void)idx0;
     for (i = 0; i < n; i++) {
         float pi = p[i];
-        float gi = fo1_prelude(&L, pi, g[i]);
+        float gi = pre ? fo1_prelude(&L, pi, g[i]) : g[i];
         x[i] = FO1_ELEM(&L, &pi, gi, x[i]);
         p[i] = pi;
     }
+}
+
+static FO1_ATTR void FO1_NAME(f32)(const fo1_args *A, float *p, const float *g, void *st,
+                                   float *sc, ptrdiff_t n, ptrdiff_t idx0)
+{
+    (void)sc;
+    (void)idx0;
+    if (A->scale || A->maximize || A->l2)
+        FO1_XCAT3(FO1_NAME(f32), _, body)(A, p, g, st, n, 1);
+    else
+        FO1_XCAT3(FO1_NAME(f32), _, body)(A, p, g, st, n, 0);
 }
 
 /* One block of k <= FO1_QBLOCK elements with 8-bit codes: decode, update,
@@ -61,7 +81,8 @@ static FO1_ATTR void FO1_NAME(f32)(const fo1_args *A, float *restrict p,
 FO1_INLINE void FO1_XCAT3(FO1_NAME(q8), _, block)(const fo1_args *L, float *restrict p,
                                                   const float *restrict g,
                                                   uint8_t *restrict c, float *restrict sc,
-                                                  ptrdiff_t k, ptrdiff_t idx0)
+                                                  ptrdiff_t k, ptrdiff_t idx0,
+                                                  const int pre, const int sto)
 {
     const float s0 = *sc;
     uint32_t ctr = (uint32_t)idx0, amax = 0;
@@ -69,7 +90,7 @@ FO1_INLINE void FO1_XCAT3(FO1_NAME(q8), _, block)(const fo1_args *L, float *rest
     ptrdiff_t i;
     for (i = 0; i < k; i++) {
         float pi = p[i], x0, x1, y;
-        float gi = fo1_prelude(L, pi, g[i]);
+        float gi = pre ? fo1_prelude(L, pi, g[i]) : g[i];
         uint32_t ay;
         if (FO1_SQRT) {
             float s = fo1_q8v_decode(c[i]) * s0;
@@ -90,7 +111,7 @@ FO1_INLINE void FO1_XCAT3(FO1_NAME(q8), _, block)(const fo1_args *L, float *rest
         uint32_t r, cc;
         if (FO1_SQRT) {
             uint32_t b = fo1_f2u(yb[i] * inv);
-            if (L->stochastic)
+            if (sto)
                 r = (fo1_mix32(L->key ^ ctr) * 0x9E3779B1u) >> 13;
             else
                 r = 0x3FFFFu + ((b >> 19) & 1u);
@@ -100,7 +121,7 @@ FO1_INLINE void FO1_XCAT3(FO1_NAME(q8), _, block)(const fo1_args *L, float *rest
             c[i] = (uint8_t)(cc - 1777u);
         } else {
             uint32_t b = fo1_f2u(fabsf(yb[i]) * inv);
-            if (L->stochastic)
+            if (sto)
                 r = fo1_mix32(L->key ^ ctr) & 0xFFFFFu;
             else
                 r = 0x7FFFFu + ((b >> 20) & 1u);
@@ -116,19 +137,29 @@ FO1_INLINE void FO1_XCAT3(FO1_NAME(q8), _, block)(const fo1_args *L, float *rest
 
 /* Elements [0, n) from a block start: whole blocks (literal length), then
  * the last partial one. */
-static FO1_ATTR void FO1_NAME(q8)(const fo1_args *A, float *restrict p,
-                                  const float *restrict g, void *st, float *sc,
-                                  ptrdiff_t n, ptrdiff_t idx0)
+FO1_INLINE void FO1_XCAT3(FO1_NAME(q8), _, body)(const fo1_args *A, float *restrict p,
+                                                 const float *restrict g, void *st,
+                                                 float *sc, ptrdiff_t n, ptrdiff_t idx0,
+                                                 const int pre, const int sto)
 {
     const fo1_args L = *A;
     uint8_t *c = (uint8_t *)st;
     ptrdiff_t a;
     for (a = 0; a + FO1_QBLOCK <= n; a += FO1_QBLOCK)
         FO1_XCAT3(FO1_NAME(q8), _, block)(&L, p + a, g + a, c + a, sc + a / FO1_QBLOCK,
-                                          FO1_QBLOCK, idx0 + a);
+                                          FO1_QBLOCK, idx0 + a, pre, sto);
     if (n > a)
         FO1_XCAT3(FO1_NAME(q8), _, block)(&L, p + a, g + a, c + a, sc + a / FO1_QBLOCK,
-                                          n - a, idx0 + a);
+                                          n - a, idx0 + a, pre, sto);
+}
+
+static FO1_ATTR void FO1_NAME(q8)(const fo1_args *A, float *p, const float *g, void *st,
+                                  float *sc, ptrdiff_t n, ptrdiff_t idx0)
+{
+#define FO1_CALL(PRE, STO) \
+    FO1_XCAT3(FO1_NAME(q8), _, body)(A, p, g, st, sc, n, idx0, PRE, STO)
+    FO1_DISPATCH(A);
+#undef FO1_CALL
 }
 
 #undef FO1_NAME
