@@ -26,7 +26,8 @@ CLASSES = {
     "Adagrad": (fo.Adagrad, {"lr": 0.01}),
     "Lion": (fo.Lion, {"lr": 1e-4}),
 }
-FORMATS = (None, "bfloat16", "int8")
+#: (state_dtype, state_rounding); None: the class's default rounding.
+FORMATS = ((None, None), ("bfloat16", None), ("int8", None), ("int8", "nearest"))
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
     for name, (cls, kw) in CLASSES.items():
         for fmt in FORMATS:
             p = {"w": rng.standard_normal(a.n, dtype=np.float32)}
-            opt = cls(p, state_dtype=fmt, **kw)
+            opt = cls(p, state_dtype=fmt[0], state_rounding=fmt[1], **kw)
             opt.step(g)  # warm: first-touch of the state
             runs[name, fmt] = (opt, [])
     with fo.use_backend("cython"):
@@ -52,13 +53,14 @@ def main() -> None:
                 opt.step(g)
                 times.append(time.perf_counter() - t0)
     print(f"n = {a.n}, {a.threads} threads, {a.rounds} interleaved rounds, medians")
-    print(f"{'class':10s} {'state':9s} {'ms':>8s} {'/ f32':>6s} {'state B/el':>10s} "
+    print(f"{'class':10s} {'state':20s} {'ms':>8s} {'/ f32':>6s} {'state B/el':>10s} "
           f"{'moved B/el':>10s}")
     for (name, fmt), (opt, times) in runs.items():
         med = statistics.median(times) * 1e3
-        base = statistics.median(runs[name, None][1]) * 1e3
+        base = statistics.median(runs[name, FORMATS[0]][1]) * 1e3
         sb = opt.state_nbytes / a.n
-        print(f"{name:10s} {str(fmt):9s} {med:8.2f} {med / base:6.3f} {sb:10.3f} "
+        label = "float32" if fmt[0] is None else f"{fmt[0]} ({opt._lowp.rounding})"
+        print(f"{name:10s} {label:20s} {med:8.2f} {med / base:6.3f} {sb:10.3f} "
               f"{12 + 2 * sb:10.3f}")
 
 
