@@ -254,3 +254,29 @@ def test_failing_step_changes_nothing(variant):
             opt.step(bad)
     assert_unchanged(before, params, *opt.state.values())
     assert opt.t == 1
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("setting", ["sgd-nesterov-l2-max", "rmsprop", "rmsprop-torch-l2-clip",
+                                     "adagrad", "lion-wd-max"])
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+def test_nonfinite_gradients_bitwise(fmt, setting):
+    # NaN, infinities, the largest floats, -0.0 and an all-zero block: the
+    # codecs' edge cases (a NaN poisons its block, as in float32 state).
+    cls, kw, _label = SETTINGS[setting]
+    kw = {k: v for k, v in kw.items() if k != "max_grad_norm"}
+    out = {}
+    for variant in BACKEND_PARAMS:
+        rng = np.random.default_rng(0)
+        p = {"w": rng.standard_normal(9000).astype(np.float32)}
+        with backend_variant(variant):
+            opt = cls(p, lr=0.01, state_dtype=fmt[0], state_rounding=fmt[1], **kw)
+            for _ in range(3):
+                g = rng.standard_normal(9000).astype(np.float32)
+                g[[5, 300, 7000, 10, 600]] = [np.nan, np.inf, -np.inf, 3e38, -0.0]
+                g[1024:1280] = 0
+                opt.step({"w": g})
+        out[variant] = [p["w"].tobytes()] + [a.tobytes() for d in opt.state.values()
+                                             for a in d.values()]
+    for variant in out:
+        assert out[variant] == out["numpy"], variant

@@ -137,7 +137,8 @@ class _Reference:
     """The ``numpy`` backend: ``_validate.gather``, then the reference."""
 
     @staticmethod
-    def onestate_step(decl, params, grads, arrays, mode, kw):
+    def onestate_step(decl: "_spec.LowpDecl", params: dict, grads: dict, arrays: list,
+                      mode: int, kw: dict) -> None:
         groups = _v.gather(params, grads, (), mode)
         _spec.onestate_step(decl, [(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
 

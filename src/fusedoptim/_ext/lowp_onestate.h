@@ -54,12 +54,13 @@ FO1_INLINE uint32_t fo1_mix32(uint32_t x)
     return x;
 }
 
-/* adam_lowp.bf16_encode with rounding bits r. */
+/* adam_lowp.bf16_encode with rounding bits r, a NaN stored as the positive
+ * quiet NaN (lowp_onestate.encode: its sign is an accident of operand order). */
 FO1_INLINE uint16_t fo1_bf16_encode(float x, uint32_t r)
 {
     uint32_t b = fo1_f2u(x);
     uint32_t w = (b + r) >> 16;
-    return (uint16_t)(x != x ? ((b >> 16) | 0x40u) : w);
+    return (uint16_t)(x != x ? 0x7FC0u : w);
 }
 
 /* adam_lowp.q8m_decode / q8v_decode (times the block's scale outside). */

@@ -128,7 +128,8 @@ FO1_INLINE void FO1_XCAT3(FO1_NAME(q8), _, block)(const fo1_args *L, float *rest
             cc = (b + r) >> 20;
             cc = cc < 889u ? 889u : cc;
             cc = cc > 1016u ? 1016u : cc;
-            c[i] = (uint8_t)((cc - 889u) | ((fo1_f2u(yb[i]) >> 31) << 7));
+            /* a NaN takes sign 0 (lowp_onestate.encode) */
+            c[i] = (uint8_t)((cc - 889u) | ((yb[i] == yb[i] ? fo1_f2u(yb[i]) >> 31 : 0u) << 7));
         }
         ctr++;
     }

@@ -124,8 +124,8 @@ def _bf16_span(fam, sq, row, lo, hi, idx0, s, f, key):
             else:
                 r = np.uint64(0x7FFF) + ((b >> _S16) & _ONE)
             w = ((b + r) & _M32) >> _S16
-            if FX[i] != FX[i]:
-                w = (b >> _S16) | np.uint64(0x40)
+            if FX[i] != FX[i]:  # the positive quiet NaN (lowp_onestate.encode)
+                w = np.uint64(0x7FC0)
             W[a + i] = w
 
 
@@ -182,7 +182,7 @@ def _q8_span(fam, sq, row, lo, hi, idx0, s, f, key):
         fs = one[0]
         inv = np.float32(0) if fs == 0 else np.float32(1) / fs
         for i in range(k):
-            sign = np.uint64(UX[i]) >> _S31
+            sign = np.uint64(UX[i]) >> _S31 if FX[i] == FX[i] else np.uint64(0)
             FX[i] = FX[i] * inv if sq else abs(FX[i]) * inv
             b = np.uint64(UX[i])
             if sq:
@@ -231,7 +231,8 @@ def _parallel(fam, sq, ptrs, kinds, bases, tasks, s, f, key):
         _task(fam, sq, ptrs, kinds, bases, tasks, j, s, f, key)
 
 
-def onestate_step(decl, params, grads, arrays, mode, kw):
+def onestate_step(decl: object, params: dict, grads: dict, arrays: list, mode: int,
+                  kw: dict) -> None:
     """One step of ``decl``'s family with reduced-precision state (see
     ``_ext.lowp_onestate.onestate_step``)."""
     groups = gather(params, grads, (), mode)

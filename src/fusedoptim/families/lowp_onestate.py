@@ -37,7 +37,9 @@ mod 2^32))``, ``key = step_key(seed, t)``; a signed slot takes Adam's ``m``
 bits (``h & 0xFFFF``, ``h & 0xFFFFF``), a sqrt slot Adam's ``v`` bits
 (``h >> 16``, ``(h * 0x9E3779B1 mod 2^32) >> 13``).  Tensors under
 ``QMIN_ELEMENTS`` elements keep a float32 slot in int8 mode and take the
-family's float32 update bit for bit.
+family's float32 update bit for bit.  A NaN state is stored as the positive
+quiet NaN (bfloat16 word ``0x7FC0``; int8 sign bit 0): a NaN's sign bit is
+an accident of operand order, not part of the spec.
 """
 
 from dataclasses import dataclass
@@ -160,6 +162,10 @@ def encode(decl: LowpDecl, x: np.ndarray, state: np.ndarray, scale: "np.ndarray 
         return
     q8 = state.dtype == np.uint8
     r = _rounding(decl, stochastic, key, idx0, n, q8)
+    # A NaN is stored as the positive quiet NaN: the sign of a NaN depends on
+    # the operand order the compiler chose (x86 keeps the first NaN operand's),
+    # which is not part of the spec; the codes must not depend on it.
+    x = np.where(x != x, np.float32(np.nan), x)
     if not q8:
         state[...] = _c.bf16_encode(x, r)
         return
