@@ -7,11 +7,15 @@ here (``SIGNATURE``) and used only through four hooks of the base class
 
 ``state_dtype``
     ``None`` (the parameter's dtype), ``"bfloat16"`` or ``"int8"`` (8-bit
-    blockwise).  Adam and AdamW, float32 parameters, no AMSGrad.
+    blockwise).  Adam and AdamW (no AMSGrad), and the one-state families of
+    ``_lowp_onestate`` (Momentum, SGD with momentum, RMSProp without
+    centering or momentum, Adagrad, Lion); float32 parameters, one group.
 ``state_rounding``
     ``"nearest"`` (round to nearest even) or ``"stochastic"``; the default
     is ``"nearest"`` for bfloat16 and ``"stochastic"`` for int8 (whose
-    4-mantissa-bit code of ``sqrt(v)`` would otherwise stagnate).
+    4-mantissa-bit code of ``sqrt(v)`` would otherwise stagnate), and
+    ``"stochastic"`` for both with Adagrad (its growing sum stagnates in
+    bfloat16 too).
 ``state_seed``
     The seed of stochastic rounding (an int); the rounding of step ``t``
     depends only on it, ``t`` and the element's position, so a resumed
@@ -46,6 +50,8 @@ SIGNATURE = [_P("state_dtype", _P.KEYWORD_ONLY, default=None),
              _P("state_seed", _P.KEYWORD_ONLY, default=0)]
 
 _M_LABEL, _V_LABEL = "exp_avg", "exp_avg_sq"
+#: Families whose one state slot can be reduced (families/lowp_onestate.py).
+_ONESTATE = ("sgd", "rmsprop", "adagrad", "lion")
 _SCALE = "_scale"
 
 
@@ -63,17 +69,21 @@ def configure(opt, args: dict) -> "LowpState | None":
         if rounding is not None:
             raise ValueError("state_rounding needs state_dtype='bfloat16' or 'int8'")
         return None
-    if opt.family.name != "adam":
-        raise ValueError(f"state_dtype={dtype!r} is supported by Adam and AdamW, "
-                         f"not {type(opt).__name__}")
+    fam = opt.family.name
+    if fam != "adam" and fam not in _ONESTATE:
+        raise ValueError(f"state_dtype={dtype!r} is supported by Adam, AdamW, Momentum, SGD, "
+                         f"RMSProp, Adagrad and Lion, not {type(opt).__name__}")
     if len(opt._groups) > 1:
         raise ValueError(f"state_dtype={dtype!r} needs a single parameter group")
-    if opt._groups[0].get("amsgrad"):
+    if fam == "adam" and opt._groups[0].get("amsgrad"):
         raise ValueError(f"state_dtype={dtype!r} does not support amsgrad=True")
     for name, p in opt._params.items():
         if p.dtype != np.float32:
             raise TypeError(f"state_dtype={dtype!r} needs float32 parameters; "
                             f"parameters[{name!r}] is {p.dtype}")
+    if fam != "adam":  # one state slot (_lowp_onestate: imported here, after the families)
+        return importlib.import_module("fusedoptim._lowp_onestate").make(
+            opt, dtype, rounding, int(seed))
     if rounding is None:
         rounding = "nearest" if dtype == "bfloat16" else "stochastic"
     return LowpState(dtype, rounding, int(seed))

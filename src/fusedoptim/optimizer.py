@@ -158,8 +158,9 @@ class Optimizer(Checkpointing, GroupsMixin):
     skip_nonfinite : bool, keyword-only
         Skip the whole step when a gradient holds NaN or infinity.
     state_dtype : {None, "bfloat16", "int8"}, keyword-only
-        Precision of the moments (Adam and AdamW, one parameter group; see
-        the README's "Reduced-precision state").
+        Precision of the moments (Adam, AdamW, Momentum, SGD with momentum,
+        RMSProp not centered without momentum, Adagrad, Lion; one parameter
+        group; see the README's "Reduced-precision state").
     state_rounding : {None, "nearest", "stochastic"}, keyword-only
         Rounding of reduced-precision moments on store.
     state_seed : int, keyword-only

@@ -1,0 +1,146 @@
+"""Reduced-precision state for the one-state families: the optimizer's side.
+
+The same hooks, arguments and checks as Adam's (:mod:`fusedoptim._lowp`,
+whose ``configure`` hands a family with a
+:data:`~fusedoptim.families.lowp_onestate.DECLS` entry to :func:`make`);
+only the state layout and the kernel differ.  State arrays (``opt.state``;
+checkpoints store them as they are), under the class's own slot label
+(e.g. ``"velocity"`` for Momentum, ``"square_avg"`` for RMSProp):
+bfloat16: uint16 words, one per element in the parameter's memory order;
+int8: uint8 codes and ``<label>_scale`` (float32, one per 256-element
+block); tensors under ``QMIN_ELEMENTS`` elements keep a float32 slot
+(flat) and have no scale.
+"""
+
+import importlib
+
+import numpy as np
+
+from . import _validate as _v
+from ._lowp import LowpState
+from .families import adam_lowp as _c
+from .families import lowp_onestate as _spec
+
+__all__ = ["OneStateLowp", "make"]
+
+_SCALE = "_scale"
+
+
+def make(opt, dtype: str, rounding: "str | None", seed: int) -> "OneStateLowp":
+    """The state format of optimizer ``opt`` (a one-state family, already
+    checked by ``_lowp.configure``), after the family's own refusals;
+    ``rounding`` ``None`` takes the family's default for ``dtype``."""
+    decl = _spec.DECLS[opt.family.name]
+    why = _spec.refusal(decl, opt.kernel_args(dict(opt._groups[0]), 0.0, 1))
+    if why is not None:
+        raise ValueError(f"{type(opt).__name__}: {why}")
+    if rounding is None:
+        rounding = decl.bf16_rounding if dtype == "bfloat16" else "stochastic"
+    return OneStateLowp(dtype, rounding, seed, decl)
+
+
+def _label(opt, decl):
+    """The class's label of the declared slot."""
+    return opt.state_names[decl.family.slots.index(decl.slot)]
+
+
+class OneStateLowp(LowpState):
+    """The reduced-precision format of a one-state family's slot."""
+
+    def __init__(self, dtype: str, rounding: str, seed: int, decl: "_spec.LowpDecl") -> None:
+        super().__init__(dtype, rounding, seed)
+        self.decl = decl
+
+    def init_state(self, opt) -> None:
+        """Allocate ``opt._state``: the class's initial value of the slot
+        (0 except Adagrad's ``initial_accumulator_value``) encoded with
+        round to nearest."""
+        label = _label(opt, self.decl)
+        state: dict = {label: {}}
+        if self.dtype == "int8":
+            state[label + _SCALE] = {}
+        x0 = np.float32(opt.initial_value(label, opt._groups[0]))
+        for name, p in opt._params.items():
+            n = p.size
+            if self.dtype == "bfloat16":
+                a, sc = np.zeros(n, np.uint16), None
+            elif n < _c.QMIN_ELEMENTS:
+                a, sc = np.zeros(n, np.float32), None
+            else:
+                a, sc = np.zeros(n, np.uint8), np.zeros(-(-n // _c.QBLOCK), np.float32)
+            if x0 != 0:
+                _spec.encode(self.decl, np.full(n, x0, np.float32), a, sc)
+            state[label][name] = a
+            if sc is not None:
+                state[label + _SCALE][name] = sc
+        opt._state = state
+        opt._states = ()
+
+    def arrays(self, opt, names: list) -> list:
+        """``(state, scale)`` of each parameter in ``names``, checked (the
+        one validation of them for every backend)."""
+        label = _label(opt, self.decl)
+        st = opt._state
+        q8 = self.dtype == "int8"
+        out = []
+        for name in names:
+            if name not in st[label]:
+                raise _v.missing_state(label, name, name)
+            n = opt._params[name].size
+            small = q8 and n < _c.QMIN_ELEMENTS
+            a = st[label][name]
+            sc = st[label + _SCALE].get(name) if q8 and not small else None
+            want = [(a, np.float32 if small else (np.uint8 if q8 else np.uint16), n)]
+            if q8 and not small:
+                want.append((sc, np.float32, -(-n // _c.QBLOCK)))
+            for arr, dt, size in want:
+                if (type(arr) is not np.ndarray or arr.dtype != dt or arr.shape != (size,)
+                        or not arr.flags.c_contiguous or not arr.flags.writeable):
+                    raise ValueError(f"the {self.dtype} state of parameter {name!r} was "
+                                     f"replaced by an array that does not fit it")
+            out.append((a, sc))
+        return out
+
+    def kwargs(self, kw: dict, t: int, gscale: float) -> dict:
+        """The kernel's keywords: the family's ``kw``, checked, with the
+        clipping scale and the rounding's."""
+        why = _spec.refusal(self.decl, kw)
+        if why is not None:
+            raise ValueError(why)
+        kw = dict(kw)
+        kw["gscale"] = gscale
+        kw["stochastic"] = self.rounding == "stochastic"
+        kw["key"] = _c.step_key(self.seed, t) if kw["stochastic"] else 0
+        return kw
+
+    def step(self, opt, backend, grads: dict, kw: dict, gscale: float) -> None:
+        """One fused step on ``backend``; ``kw``: the family's keywords."""
+        kw = self.kwargs(kw, opt.t + 1, gscale)
+        params = opt._params
+        arrays = self.arrays(opt, _v.keys_of(params))
+        name = backend.__name__.rsplit(".", 1)[-1]
+        impl = _IMPLS.get(name)
+        if impl is None:
+            impl = _IMPLS[name] = _load_impl(name)
+        impl.onestate_step(self.decl, params, grads, arrays, _v.NAMED, kw)
+
+
+def _load_impl(name):
+    if name == "_ext":
+        return importlib.import_module("fusedoptim._ext.lowp_onestate")
+    if name == "_numba":
+        return importlib.import_module("fusedoptim._numba.lowp_onestate")
+    return _Reference
+
+
+class _Reference:
+    """The ``numpy`` backend: ``_validate.gather``, then the reference."""
+
+    @staticmethod
+    def onestate_step(decl: "_spec.LowpDecl", params: dict, grads: dict, arrays: list,
+                      mode: int, kw: dict) -> None:
+        groups = _v.gather(params, grads, (), mode)
+        _spec.onestate_step(decl, [(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
+
+
+_IMPLS: dict = {}
