@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
     reason="the cython backend is not under test (not built, or not in FUSEDOPTIM_TEST_BACKENDS)")
 
 # pool.h's constants.
-LEVEL_UP, LEVEL_MAX, GOOD_RUN, SAMPLE, FIRST_SAMPLE = 2, 8, 16, 64, 2
+LEVEL_UP, LEVEL_MAX, GOOD_RUN, SAMPLE, FIRST_SAMPLE = 1, 8, 8, 64, 2
 
 
 @pytest.fixture
@@ -77,12 +77,12 @@ class Model:
 
 
 def test_policy_follows_its_rules(policy):
-    """Stretches of 4, 16, 64, then 256 jobs on the caller alone while
-    parallel jobs are the slower; one level down per 16 parallel jobs once
+    """Stretches of 2, 4, 8, ... then 256 jobs on the caller alone while
+    parallel jobs are the slower; one level down per 8 parallel jobs once
     they are not; a serial sample every 64 parallel jobs."""
     job = _gd_job()
     model = Model()
-    script = [True] * 380 + [False] * 500 + [True] * 30 + [False] * 300
+    script = [True] * 700 + [False] * 300 + [True] * 30 + [False] * 300
     seen = []
     for k, slower in enumerate(script):
         if k == 0 or slower != script[k - 1]:

@@ -155,7 +155,7 @@ def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=Fals
     ``"parallel-fallback"`` (parallel, after which the policy fell back to
     the caller alone), ``"serial"``, or None), ``fallbacks``,
     ``serial_jobs`` (counts since the last reset), ``good_run`` (parallel
-    jobs since the last fallback, modulo 16) and the two modes' mean ns per
+    jobs since the last fallback, modulo 8) and the two modes' mean ns per
     block (-1: no sample yet).
 
     ``adaptive`` turns the policy on or off (off: every large job is

@@ -95,19 +95,19 @@ static int fo_ftz_daz(int on) { (void)on; return -1; }
  * FO_SAMPLE, one job runs on the caller alone to measure the serial cost.  When the parallel mean exceeds the serial one (on a
  * busy machine, a worker descheduled while it holds a block makes the step
  * wait a scheduler slice, milliseconds), the level rises by FO_LEVEL_UP (at
- * most FO_LEVEL_MAX) and the next 2^level jobs run on the caller alone: 4,
- * 16, 64, then 256 while contention lasts, so that only about one job in 256
- * pays a slice.  Then parallel jobs are tried again, with their mean
- * restarted (the first one also wakes the workers, so two are measured
- * before it is compared).  After FO_GOOD_RUN parallel jobs without falling
- * back the level drops by one, so a machine that became quiet gets its
- * threads back within a few hundred jobs.  A machine that is busy for both
- * modes alike (several competitors: the caller alone is descheduled too)
- * keeps the parallel mode when it is the faster.  Whatever the policy
- * decides, every block computes the same bits. */
-#define FO_LEVEL_UP 2
+ * most FO_LEVEL_MAX) and the next 2^level jobs run on the caller alone: 2,
+ * 4, 8, ... 256 while contention lasts, so that only about one job in 256
+ * pays a slice.  Then parallel jobs are tried again; their mean keeps its
+ * history, so one fast job does not undo it (nor one slow job on a machine
+ * that is busy for both modes alike, several competitors: there the caller
+ * alone is descheduled too, and the parallel mode is kept when it is the
+ * faster on average).  After FO_GOOD_RUN parallel jobs without falling back
+ * the level drops by one, so a machine that became quiet gets its threads
+ * back within a few hundred jobs.  Whatever the policy decides, every block
+ * computes the same bits. */
+#define FO_LEVEL_UP 1
 #define FO_LEVEL_MAX 8
-#define FO_GOOD_RUN 16
+#define FO_GOOD_RUN 8
 #define FO_SAMPLE 64
 #define FO_FIRST_SAMPLE 2
 #define FO_EWMA 4
@@ -311,7 +311,6 @@ static void fo_pool_judge(void) {
         fo_pool.level += FO_LEVEL_UP;
         if (fo_pool.level > FO_LEVEL_MAX) fo_pool.level = FO_LEVEL_MAX;
         fo_pool.serial_left = 1L << fo_pool.level;
-        fo_pool.par_n = 0;  /* the next try starts a new mean */
     } else if (++fo_pool.good >= FO_GOOD_RUN) {
         fo_pool.good = 0;
         if (fo_pool.level > 0) fo_pool.level--;
