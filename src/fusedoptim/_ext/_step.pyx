@@ -8,8 +8,9 @@ collects data pointers and sizes into a C array of ``Tensor`` records), then
 all tensors: when the step has at least ``PARALLEL_MIN_ELEMENTS`` elements,
 cut into fixed blocks of ``_tuning.BLOCK_ELEMENTS`` handed out dynamically to
 the calling thread and the library's own workers (``pool.h``: passive
-waiting, the caller's floating-point mode, fork-safe), on the calling thread
-otherwise.  Only this module runs threads.
+waiting, the caller's floating-point mode, fork-safe, and the calling thread
+alone for a while when parallel steps have become the slower: contention),
+on the calling thread otherwise.  Only this module runs threads.
 
 Every element is computed by the same sequence of IEEE operations whatever the
 split, so results do not depend on the number of threads.  The operation order
