@@ -174,3 +174,24 @@ def test_bits_do_not_depend_on_the_policy(policy, dtype):
     assert policy()["fallbacks"] >= 1 and policy()["serial_jobs"] >= 1
     for k in ref:
         assert_bitwise(forced[k], ref[k])
+
+
+def test_costs_kept_per_kind_of_job(policy):
+    """A step with clipping runs two kinds of job (the norm's sums, then the
+    Adam loop), whose blocks cost differently: each kind gets its own means,
+    so each is sampled on the caller alone after its own first parallel
+    jobs."""
+    rng = np.random.default_rng(5)
+    params = {"w": rng.standard_normal(200_000).astype(np.float32)}
+    grads = {"dw": rng.standard_normal(200_000).astype(np.float32)}
+    opt = fusedoptim.Adam(params, lr=1e-3, max_grad_norm=1.0)
+    policy(force=False)
+    lasts = []
+    for _ in range(FIRST_SAMPLE + 1):
+        opt.step(grads)
+        lasts.append(policy()["last"])
+    state = policy()
+    assert state["kinds"] == 2
+    # Jobs: (norm, adam) per step, both parallel for FIRST_SAMPLE steps, then
+    # both sampled serially.
+    assert state["serial_jobs"] == 2 and lasts == ["parallel"] * FIRST_SAMPLE + ["serial"]

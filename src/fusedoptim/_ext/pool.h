@@ -79,6 +79,7 @@ static int fo_ftz_daz(int on) { (void)on; return -1; }
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define FO_MAX_WORKERS 255
@@ -92,11 +93,12 @@ static int fo_ftz_daz(int on) { (void)on; return -1; }
  * measured cost: the mean time per block (an average of the last few jobs:
  * FO_EWMA) of parallel jobs, and of jobs the caller ran alone.  Parallel
  * jobs run, and after FO_FIRST_SAMPLE of them (the first time) then every
- * FO_SAMPLE, one job runs on the caller alone to measure the serial cost.  When the parallel mean exceeds the serial one (on a
- * busy machine, a worker descheduled while it holds a block makes the step
- * wait a scheduler slice, milliseconds), the level rises by FO_LEVEL_UP (at
- * most FO_LEVEL_MAX) and the next 2^level jobs run on the caller alone: 2,
- * 4, 8, ... 256 while contention lasts, so that only about one job in 256
+ * FO_SAMPLE, one job runs on the caller alone to measure the serial cost.
+ * When the parallel mean exceeds the serial one (on a busy machine, a
+ * worker descheduled while it holds a block makes the step wait a scheduler
+ * slice, milliseconds), the level rises by FO_LEVEL_UP (at most
+ * FO_LEVEL_MAX) and the next 2^level jobs run on the caller alone: 2, 4, 8,
+ * ... 256 while contention lasts, so that only about one job in 256
  * pays a slice.  Then parallel jobs are tried again; their mean keeps its
  * history, so one fast job does not undo it (nor one slow job on a machine
  * that is busy for both modes alike, several competitors: there the caller
@@ -111,6 +113,18 @@ static int fo_ftz_daz(int on) { (void)on; return -1; }
 #define FO_SAMPLE 64
 #define FO_FIRST_SAMPLE 2
 #define FO_EWMA 4
+#define FO_KINDS 8
+
+/* The policy's means for one kind of job (its key: the element function of
+ * a step, else the block function), since a block's cost differs between
+ * kinds (a norm block is cheaper than an Adam block): a step with clipping
+ * alternates two kinds, each compared with its own serial cost. */
+typedef struct {
+    const void *key;
+    int par_n, ser_n;            /* samples in the means (at most FO_EWMA) */
+    double par_ns, ser_ns;       /* mean ns per block of each mode */
+    long since_sample;           /* parallel jobs since a serial one */
+} fo_kind_t;
 
 typedef struct {
     pthread_mutex_t mu;          /* guards gen, nworkers and the two waits */
@@ -135,9 +149,9 @@ typedef struct {
     int good;                    /* parallel jobs since the last fallback */
     int last;                    /* last job under the policy: 0 parallel,
                                     1 parallel then fallback, 2 serial */
-    int par_n, ser_n;            /* samples in the means (at most FO_EWMA) */
-    double par_ns, ser_ns;       /* mean ns per block of each mode */
-    long since_sample;           /* parallel jobs since a serial one */
+    fo_kind_t kinds[FO_KINDS];   /* the means, per kind of job */
+    int nkinds, evict;
+    fo_kind_t *kind;             /* of the last job under the policy */
     long serial_left;            /* jobs still to run on the caller alone */
     long slow_jobs, serial_jobs; /* fallbacks and serial jobs (tests) */
     int nworkers;
@@ -178,13 +192,12 @@ static void fo_pool_atfork_child(void) {
 static void fo_pool_init(void) { pthread_atfork(NULL, NULL, fo_pool_atfork_child); }
 
 /* Claim and run blocks of job g until none is left; a worker (swap_fp)
- * runs them in the caller's floating-point state.  Returns the number of
- * blocks run. */
-static Py_ssize_t fo_pool_work(uint32_t g, int swap_fp) {
+ * runs them in the caller's floating-point state. */
+static void fo_pool_work(uint32_t g, int swap_fp) {
     fo_fpstate mine;
     fo_block_fn fn = NULL;
     void *ctx = NULL;
-    Py_ssize_t nb = 0, idx, ran = 0;
+    Py_ssize_t nb = 0, idx;
     long delay;
     struct timespec ts;
     uint64_t t = atomic_load_explicit(&fo_pool.ticket, memory_order_acquire);
@@ -217,7 +230,6 @@ static Py_ssize_t fo_pool_work(uint32_t g, int swap_fp) {
             }
         }
         fn(ctx, idx);
-        ran++;
         if (swap_fp) atomic_fetch_add_explicit(&fo_pool.worker_blocks, 1, memory_order_relaxed);
         if (atomic_fetch_add_explicit(&fo_pool.done, 1, memory_order_acq_rel) + 1 == nb) {
             pthread_mutex_lock(&fo_pool.mu);
@@ -228,7 +240,6 @@ static Py_ssize_t fo_pool_work(uint32_t g, int swap_fp) {
     }
 out:
     if (fn != NULL && swap_fp) fo_fp_set(&mine);
-    return ran;
 }
 
 typedef struct { int w; uint32_t seen; } fo_worker_arg;
@@ -296,14 +307,32 @@ static void fo_pool_mean(double *mean, int *n, double sample) {
     *mean += (sample - *mean) / *n;
 }
 
-/* After a parallel job (under run_mu): fall back to the caller alone when
- * parallel jobs have become the slower. */
-static void fo_pool_judge(void) {
+/* The means of jobs of this key (under run_mu); a new key takes a free
+ * entry, or the oldest one's. */
+static fo_kind_t *fo_pool_kind(const void *key) {
+    fo_kind_t *k;
+    int i;
+    for (i = 0; i < fo_pool.nkinds; i++)
+        if (fo_pool.kinds[i].key == key) return &fo_pool.kinds[i];
+    if (fo_pool.nkinds < FO_KINDS) {
+        k = &fo_pool.kinds[fo_pool.nkinds++];
+    } else {
+        k = &fo_pool.kinds[fo_pool.evict];
+        fo_pool.evict = (fo_pool.evict + 1) % FO_KINDS;
+    }
+    memset(k, 0, sizeof *k);
+    k->key = key;
+    return k;
+}
+
+/* After a parallel job of kind kd (under run_mu): fall back to the caller
+ * alone when parallel jobs of that kind have become the slower. */
+static void fo_pool_judge(const fo_kind_t *kd) {
     int slow;
     if (fo_pool.force >= 0)
         slow = fo_pool.force;
     else
-        slow = fo_pool.par_n >= 2 && fo_pool.ser_n > 0 && fo_pool.par_ns > fo_pool.ser_ns;
+        slow = kd->par_n >= 2 && kd->ser_n > 0 && kd->par_ns > kd->ser_ns;
     fo_pool.last = slow;
     if (slow) {
         fo_pool.slow_jobs++;
@@ -317,25 +346,29 @@ static void fo_pool_judge(void) {
     }
 }
 
-static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
+/* key: what kind of job this is for the policy's means (see fo_kind_t). */
+static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks,
+                              const void *key) {
     Py_ssize_t k;
     uint32_t g;
     long until, t0;
     int i, nw;
+    fo_kind_t *kd = NULL;
     if (nt > 1 && nblocks > 1 && nblocks <= 0xffffffffL) {
         pthread_once(&fo_pool_once, fo_pool_init);
         if (pthread_mutex_trylock(&fo_pool.run_mu) == 0) {
-            if (fo_pool.adaptive && (fo_pool.serial_left > 0 || fo_pool.since_sample
-                                     >= (fo_pool.ser_n ? FO_SAMPLE : FO_FIRST_SAMPLE))) {
+            if (fo_pool.adaptive) kd = fo_pool.kind = fo_pool_kind(key);
+            if (kd != NULL && (fo_pool.serial_left > 0 || kd->since_sample
+                               >= (kd->ser_n ? FO_SAMPLE : FO_FIRST_SAMPLE))) {
                 /* The caller alone (a stretch after contention, or a sample
                  * of the serial cost); the workers stay asleep. */
                 if (fo_pool.serial_left > 0) fo_pool.serial_left--;
-                fo_pool.since_sample = 0;
+                kd->since_sample = 0;
                 fo_pool.serial_jobs++;
                 fo_pool.last = 2;
                 t0 = fo_now_ns();
                 for (k = 0; k < nblocks; k++) fn(ctx, k);
-                fo_pool_mean(&fo_pool.ser_ns, &fo_pool.ser_n,
+                fo_pool_mean(&kd->ser_ns, &kd->ser_n,
                              (double)(fo_now_ns() - t0) / (double)nblocks);
                 pthread_mutex_unlock(&fo_pool.run_mu);
                 return;
@@ -369,11 +402,11 @@ static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
                         break;
                     }
                 }
-                if (fo_pool.adaptive) {
-                    fo_pool.since_sample++;
-                    fo_pool_mean(&fo_pool.par_ns, &fo_pool.par_n,
+                if (kd != NULL) {
+                    kd->since_sample++;
+                    fo_pool_mean(&kd->par_ns, &kd->par_n,
                                  (double)(fo_now_ns() - t0) / (double)nblocks);
-                    fo_pool_judge();
+                    fo_pool_judge(kd);
                 }
                 pthread_mutex_unlock(&fo_pool.run_mu);
                 return;
@@ -382,6 +415,10 @@ static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
         }
     }
     for (k = 0; k < nblocks; k++) fn(ctx, k);
+}
+
+static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
+    fo_pool_run_keyed(nt, fn, ctx, nblocks, (const void *)fn);
 }
 
 /* Test and tuning hooks. */
@@ -401,9 +438,10 @@ static int fo_pool_workers(void) {
 /* The policy: set adaptive (0/1; -1 leaves it), the forced verdict (-1
  * measure, 0 parallel is faster, 1 slower; -2 leaves it) and the worker
  * delay (ns; < 0 leaves it); reset (1) clears the level, stretch, means and
- * counts.  Fills out[0..8] = adaptive, level, serial_left, last, slow_jobs,
- * serial_jobs, good, parallel and serial mean ns per block (-1: no sample),
- * as they were before the call's changes. */
+ * counts.  Fills out[0..9] = adaptive, level, serial_left, last, slow_jobs,
+ * serial_jobs, good, the last job's kind's parallel and serial mean ns per
+ * block (-1: no sample), the kinds seen, as they were before the call's
+ * changes. */
 static void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long *out) {
     pthread_mutex_lock(&fo_pool.run_mu);
     out[0] = fo_pool.adaptive;
@@ -413,16 +451,17 @@ static void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, lo
     out[4] = fo_pool.slow_jobs;
     out[5] = fo_pool.serial_jobs;
     out[6] = fo_pool.good;
-    out[7] = fo_pool.par_n ? (long)fo_pool.par_ns : -1;
-    out[8] = fo_pool.ser_n ? (long)fo_pool.ser_ns : -1;
+    out[7] = fo_pool.kind && fo_pool.kind->par_n ? (long)fo_pool.kind->par_ns : -1;
+    out[8] = fo_pool.kind && fo_pool.kind->ser_n ? (long)fo_pool.kind->ser_ns : -1;
+    out[9] = fo_pool.nkinds;
     if (adaptive >= 0) fo_pool.adaptive = adaptive != 0;
     if (force >= -1) fo_pool.force = force > 1 ? 1 : force;
     if (delay_ns >= 0) atomic_store_explicit(&fo_pool.worker_delay_ns, delay_ns, memory_order_relaxed);
     if (reset) {
-        fo_pool.level = fo_pool.good = fo_pool.par_n = fo_pool.ser_n = 0;
-        fo_pool.par_ns = fo_pool.ser_ns = 0.0;
+        fo_pool.level = fo_pool.good = fo_pool.nkinds = fo_pool.evict = 0;
+        fo_pool.kind = NULL;
         fo_pool.last = -1;
-        fo_pool.since_sample = fo_pool.serial_left = 0;
+        fo_pool.serial_left = 0;
         fo_pool.slow_jobs = fo_pool.serial_jobs = 0;
     }
     pthread_mutex_unlock(&fo_pool.run_mu);
@@ -435,12 +474,17 @@ static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
     (void)nt;
     for (k = 0; k < nblocks; k++) fn(ctx, k);
 }
+static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks,
+                              const void *key) {
+    (void)key;
+    fo_pool_run(nt, fn, ctx, nblocks);
+}
 static long fo_pool_set_spin_ns(long ns) { (void)ns; return 0; }
 static int fo_pool_workers(void) { return 0; }
 static void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long *out) {
     int i;
     (void)adaptive; (void)force; (void)delay_ns; (void)reset;
-    for (i = 0; i < 9; i++) out[i] = 0;
+    for (i = 0; i < 10; i++) out[i] = 0;
     out[3] = -1;
 }
 static long fo_pool_worker_blocks(void) { return 0; }
