@@ -4,7 +4,11 @@ competing busy process.
 Runs ``fusedoptim.Adam`` (float32) on the ``mlp`` workload (50 x [(256, 256),
 (256,)]) on the active backend, timing single ``step`` calls back to back,
 and prints the median and 90th percentile of each configuration, and the
-2-thread / 1-thread ratios.  "busy" starts one subprocess spinning in a
+2-thread / 1-thread ratios.  On builds with the pool's contention policy
+(``_step._pool_policy``), 2 threads are measured twice: with the policy
+("2") and with it off ("2 fixed": every large step parallel, the pool as it
+was before the policy), and the share of steps the policy ran on the caller
+alone is printed.  "busy" starts one subprocess spinning in a
 Python loop for the duration of the configuration (on the 2-core development
 machine: three runnable threads for two cores).  Configurations are measured
 in interleaved rounds so that slow drifts of the machine hit all of them::
@@ -40,23 +44,42 @@ def make_step():
     return lambda: opt.step(grads)
 
 
-def measure(step, threads, busy, steps, warmup_s=0.3):
+def _policy():
+    """The compiled pool's policy hook, or None (older builds, other backends)."""
+    if fusedoptim.get_backend() != "cython":
+        return None
+    try:
+        from fusedoptim._ext import _step
+    except ImportError:
+        return None
+    return getattr(_step, "_pool_policy", None)
+
+
+def measure(step, threads, busy, steps, warmup_s=0.3, adaptive=True):
     """Seconds of ``steps`` single steps at ``threads`` threads, with a busy
-    competing process when ``busy``."""
+    competing process when ``busy``, and the share of the timed steps the
+    pool's policy ran on the caller alone (None without the policy)."""
     proc = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
     before = fusedoptim.get_num_threads()
     fusedoptim.set_num_threads(threads)
+    policy = _policy()
+    if policy is not None:
+        policy(adaptive=adaptive)
     try:
         end = time.perf_counter() + warmup_s
         while time.perf_counter() < end:
             step()
+        serial0 = policy()["serial_jobs"] if policy is not None else 0
         out = []
         for _ in range(steps):
             t0 = time.perf_counter()
             step()
             out.append(time.perf_counter() - t0)
-        return out
+        serial = (policy()["serial_jobs"] - serial0) / steps if policy is not None else None
+        return out, serial
     finally:
+        if policy is not None:
+            policy(adaptive=True)
         fusedoptim.set_num_threads(before)
         if proc is not None:
             proc.kill()
@@ -85,28 +108,48 @@ def main(argv=None):
         _step._set_spin_ns(int(args.spin_us * 1e3))
     load0 = os.getloadavg()[0]
     step = make_step()
-    configs = [(t, b) for b in (False, True) for t in (1, 2)]
+    # (threads, busy, policy on)
+    kinds = [(1, True), (2, True)] + ([(2, False)] if _policy() is not None else [])
+    configs = [(t, b, a) for b in (False, True) for t, a in kinds]
     times = {c: [] for c in configs}
+    serial = {c: [] for c in configs}
+    loads = {c: [] for c in configs}
     for r in range(args.rounds):
         for c in (configs if r % 2 == 0 else configs[::-1]):
-            times[c] += measure(step, c[0], c[1], args.steps)
+            loads[c].append(os.getloadavg()[0])
+            t, s = measure(step, c[0], c[1], args.steps, adaptive=c[2])
+            times[c] += t
+            if s is not None:
+                serial[c].append(s)
     print(f"fusedoptim {fusedoptim.__file__}, backend {fusedoptim.get_backend()}; "
           f"Adam float32, mlp (50 x [(256,256),(256,)]), {args.rounds} rounds x "
           f"{args.steps} steps; load average {load0:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")
-    print(f"{'competitor':>10} {'threads':>7} {'median ms':>10} {'p90 ms':>8} {'p10 ms':>8}")
+    print(f"{'competitor':>10} {'threads':>8} {'median ms':>10} {'p90 ms':>8} {'p10 ms':>8} "
+          f"{'serial':>7} {'load avg':>10}")
     summary = {}
+
+    def name(c):
+        return f"{c[0]}t{'' if c[2] else '-fixed'}{'-busy' if c[1] else ''}"
+
     for c in configs:
         med, q, lo = (statistics.median(times[c]) * 1e3, p90(times[c]) * 1e3,
                       p10(times[c]) * 1e3)
-        summary[f"{c[0]}t{'-busy' if c[1] else ''}"] = {"median_ms": med, "p90_ms": q,
-                                                        "p10_ms": lo}
-        print(f"{'busy' if c[1] else 'none':>10} {c[0]:>7} {med:>10.3f} {q:>8.3f} {lo:>8.3f}")
+        ser = statistics.mean(serial[c]) if serial[c] and c[0] > 1 else None
+        summary[name(c)] = {"median_ms": med, "p90_ms": q, "p10_ms": lo,
+                            "serial_share": ser, "load": [min(loads[c]), max(loads[c])]}
+        label = f"{c[0]}{'' if c[2] else ' fixed'}"
+        print(f"{'busy' if c[1] else 'none':>10} {label:>8} {med:>10.3f} {q:>8.3f} {lo:>8.3f} "
+              f"{'' if ser is None else f'{ser:.0%}':>7} "
+              f"{min(loads[c]):>4.1f}-{max(loads[c]):<4.1f}")
     for b in (False, True):
-        one, two = summary[f"1t{'-busy' if b else ''}"], summary[f"2t{'-busy' if b else ''}"]
-        print(f"{'busy' if b else 'quiet'}: 2-thread / 1-thread  median "
-              f"{two['median_ms'] / one['median_ms']:.2f}x, p90 "
-              f"{two['p90_ms'] / one['p90_ms']:.2f}x")
+        one = summary[f"1t{'-busy' if b else ''}"]
+        for two_name in (f"2t{'-busy' if b else ''}", f"2t-fixed{'-busy' if b else ''}"):
+            if two_name in summary:
+                two = summary[two_name]
+                print(f"{'busy' if b else 'quiet'}: {two_name.split('-busy')[0]} / 1t  median "
+                      f"{two['median_ms'] / one['median_ms']:.2f}x, p90 "
+                      f"{two['p90_ms'] / one['p90_ms']:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)

@@ -18,6 +18,14 @@ for _name in _wanted:
         continue
     AVAILABLE.append(_name)
 
+# The compiled pool's contention policy may run a 2-thread step on the
+# calling thread alone when the machine is busy: off in the tests, so that
+# every 2-thread test runs the parallel path (test_pool_policy.py turns it on).
+if "cython" in AVAILABLE:
+    from fusedoptim._ext import _step as _ext_step
+    if hasattr(_ext_step, "_pool_policy"):
+        _ext_step._pool_policy(adaptive=False)
+
 
 def pytest_report_header(config):
     return (f"fusedoptim backends under test: {', '.join(AVAILABLE)} "

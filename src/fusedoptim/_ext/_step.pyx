@@ -8,8 +8,9 @@ collects data pointers and sizes into a C array of ``Tensor`` records), then
 all tensors: when the step has at least ``PARALLEL_MIN_ELEMENTS`` elements,
 cut into fixed blocks of ``_tuning.BLOCK_ELEMENTS`` handed out dynamically to
 the calling thread and the library's own workers (``pool.h``: passive
-waiting, the caller's floating-point mode, fork-safe), on the calling thread
-otherwise.  Only this module runs threads.
+waiting, the caller's floating-point mode, fork-safe, and the calling thread
+alone for a while when parallel steps have become the slower: contention),
+on the calling thread otherwise.  Only this module runs threads.
 
 Every element is computed by the same sequence of IEEE operations whatever the
 split, so results do not depend on the number of threads.  The operation order
@@ -51,9 +52,12 @@ cdef extern from "pool.h" nogil:
     const bint FO_HAVE_MXCSR
     ctypedef void (*fo_block_fn)(void* ctx, Py_ssize_t k) noexcept nogil
     void fo_pool_run(int nt, fo_block_fn fn, void* ctx, Py_ssize_t nblocks)
+    void fo_pool_run_keyed(int nt, fo_block_fn fn, void* ctx, Py_ssize_t nblocks,
+                           const void* key)
     long fo_pool_set_spin_ns(long ns)
     int fo_pool_workers()
     long fo_pool_worker_blocks()
+    void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long* out)
     int fo_ftz_daz(int on)
 
 cdef extern from "avx2.h" nogil:
@@ -137,6 +141,47 @@ def _pool_workers():
     """Worker threads the pool has started in this process, and the blocks
     they have run (tests, measurements)."""
     return fo_pool_workers(), fo_pool_worker_blocks()
+
+
+_POLICY_KEYS = ("adaptive", "level", "serial_left", "last", "fallbacks", "serial_jobs",
+                "good_run", "parallel_ns_per_block", "serial_ns_per_block", "kinds")
+_LAST = {-1: None, 0: "parallel", 1: "parallel-fallback", 2: "serial"}
+
+
+def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=False):
+    """The pool's contention policy (``pool.h``), for tests and measurements.
+
+    Returns its state before this call's changes: ``adaptive`` (bool),
+    ``level`` (fallback stretches last ``2**level`` jobs), ``serial_left``
+    (jobs of the current stretch still to run on the caller alone),
+    ``last`` (how the last job under the policy ran: ``"parallel"``,
+    ``"parallel-fallback"`` (parallel, after which the policy fell back to
+    the caller alone), ``"serial"``, or None), ``fallbacks``,
+    ``serial_jobs`` (counts since the last reset), ``good_run`` (parallel
+    jobs since the last fallback, modulo 8), the two modes' mean ns per
+    block for the last job's kind (-1: no sample yet; the means are kept per
+    kind of job: each family's element loop, the norm, LAMB's reduction) and
+    ``kinds``, how many kinds it has seen.
+
+    ``adaptive`` turns the policy on or off (off: every large job is
+    parallel; None keeps it); ``force`` (test knob) makes every parallel job
+    count as slower (True) or faster (False) than the caller alone instead
+    of comparing the measured means (None: compare them again; ``...``
+    keeps the setting); ``worker_delay_ns`` (test knob) makes a worker sleep
+    that long after its first claim of each job, as if descheduled while
+    holding a block (0: off; None keeps it).  ``reset`` first clears the
+    level, the stretch, the means, the counts, the forced verdict and the
+    worker delay."""
+    cdef long out[10]
+    if reset:
+        fo_pool_policy(-1, -1, 0, 1, out)
+    fo_pool_policy(-1 if adaptive is None else (1 if adaptive else 0),
+                   -2 if force is Ellipsis else (-1 if force is None else (1 if force else 0)),
+                   -1 if worker_delay_ns is None else max(0, worker_delay_ns), 0, out)
+    d = dict(zip(_POLICY_KEYS, [out[i] for i in range(10)]))
+    d["adaptive"] = bool(d["adaptive"])
+    d["last"] = _LAST.get(d["last"])
+    return d
 
 
 def _set_ftz_daz(bint on):
@@ -231,7 +276,8 @@ cdef void _run(const Step* st, chunk_fn fn, const void* args) noexcept nogil:
     job.st = st
     job.fn = fn
     job.args = args
-    fo_pool_run(nt, _step_block, &job, (total + _block - 1) // _block)
+    # The policy keeps its costs per element function (a family's loop).
+    fo_pool_run_keyed(nt, _step_block, &job, (total + _block - 1) // _block, <const void*>fn)
 
 
 cdef int run_step(const Step* st, chunk_fn fn, const void* args) except -1:

@@ -1,0 +1,199 @@
+"""The compiled pool's contention policy (``_ext/pool.h``): when parallel
+jobs become slower than the calling thread alone, the pool runs the next jobs
+on the caller alone for a stretch that grows while that lasts.
+
+No test asserts a time: the policy's decisions are driven through its test
+knobs (a forced verdict, a worker that sleeps while it holds a block) and read
+back through ``_step._pool_policy``; results are checked bitwise against the
+NumPy reference whatever the policy decided.  ``conftest`` turns the policy
+off for the other tests; the fixture here turns it on and restores that.
+"""
+
+import numpy as np
+import pytest
+
+import fusedoptim
+from conftest import AVAILABLE
+from helpers import assert_bitwise
+
+pytestmark = pytest.mark.skipif(
+    "cython" not in AVAILABLE,
+    reason="the cython backend is not under test (not built, or not in FUSEDOPTIM_TEST_BACKENDS)")
+
+# pool.h's constants.
+LEVEL_UP, LEVEL_MAX, GOOD_RUN, SAMPLE, FIRST_SAMPLE = 1, 8, 8, 64, 2
+
+
+@pytest.fixture
+def policy():
+    """The policy hook, on and reset, at 2 threads on the cython backend."""
+    from fusedoptim import _ext
+    from fusedoptim._ext import _step
+    if not _ext.HAVE_THREADS:
+        pytest.skip("serial build")
+    before = fusedoptim.get_num_threads()
+    was = _step._pool_policy(adaptive=True, reset=True)["adaptive"]
+    fusedoptim.set_num_threads(2)
+    try:
+        with fusedoptim.use_backend("cython"):
+            yield _step._pool_policy
+    finally:
+        _step._pool_policy(adaptive=was, reset=True)
+        fusedoptim.set_num_threads(before)
+
+
+def _gd_job(n=120_000):
+    """One pool job per call: GD over ``n`` float32 elements (above the
+    parallel threshold, several blocks)."""
+    p = {"a": np.ones(n, np.float32)}
+    g = {"da": np.full(n, 0.5, np.float32)}
+    return lambda: fusedoptim.update_parameters_with_gd(p, g, 0.1)
+
+
+class Model:
+    """The policy's rules as ``pool.h`` states them, driven by forced
+    verdicts (True: the parallel job was the slower)."""
+
+    def __init__(self):
+        self.level = self.good = self.serial_left = self.since = self.ser_n = 0
+
+    def job(self, slower):
+        if self.serial_left > 0 or self.since >= (SAMPLE if self.ser_n else FIRST_SAMPLE):
+            self.serial_left = max(self.serial_left - 1, 0)
+            self.since = 0
+            self.ser_n += 1
+            return "serial"
+        self.since += 1
+        if slower:
+            self.good = 0
+            self.level = min(self.level + LEVEL_UP, LEVEL_MAX)
+            self.serial_left = 1 << self.level
+            return "parallel-fallback"
+        self.good += 1
+        if self.good >= GOOD_RUN:
+            self.good = 0
+            self.level = max(self.level - 1, 0)
+        return "parallel"
+
+
+def test_policy_follows_its_rules(policy):
+    """Stretches of 2, 4, 8, ... then 256 jobs on the caller alone while
+    parallel jobs are the slower; one level down per 8 parallel jobs once
+    they are not; a serial sample every 64 parallel jobs."""
+    job = _gd_job()
+    model = Model()
+    script = [True] * 700 + [False] * 300 + [True] * 30 + [False] * 300
+    seen, levels = [], []
+    for k, slower in enumerate(script):
+        if k == 0 or slower != script[k - 1]:
+            policy(force=slower)
+        job()
+        state = policy()
+        expect = model.job(slower)
+        assert (state["last"], state["level"], state["serial_left"]) == \
+            (expect, model.level, model.serial_left), k
+        seen.append(expect)
+        levels.append(model.level)
+    # The script reached every regime it is meant to: the longest stretch,
+    # then back to always parallel, twice.
+    assert policy()["fallbacks"] == seen.count("parallel-fallback") >= 10
+    assert max(levels[:700]) == LEVEL_MAX and levels[999] == 0 and levels[-1] == 0
+
+
+def test_policy_off_always_parallel(policy):
+    policy(adaptive=False, force=True)
+    job = _gd_job()
+    for _ in range(10):
+        job()
+    state = policy()
+    assert state["fallbacks"] == 0 and state["serial_jobs"] == 0 and state["last"] is None
+
+
+def test_small_steps_do_not_enter_the_policy(policy):
+    """A step under the parallel threshold never reaches the pool."""
+    policy(force=True)
+    job = _gd_job(1000)
+    for _ in range(10):
+        job()
+    assert policy()["last"] is None
+
+
+def test_held_block_makes_the_policy_fall_back(policy):
+    """A worker that sleeps 30 ms while it holds a block (as if descheduled)
+    makes parallel jobs slower than the caller alone: the policy falls back,
+    and the next job runs on the caller alone."""
+    from fusedoptim._ext import _step
+    job = _gd_job(1 << 21)
+    # Means of both modes, with no fallback yet (a busy machine may make the
+    # first parallel jobs slow: the worker was just started).
+    policy(force=False)
+    blocks = _step._pool_workers()[1]
+    for _ in range(200):
+        job()
+        state = policy()
+        if state["serial_ns_per_block"] > 0 and _step._pool_workers()[1] > blocks:
+            break
+    else:
+        pytest.skip("the worker never took a block (machine too busy to wake it)")
+    policy(force=None, worker_delay_ns=30_000_000)
+    blocks = _step._pool_workers()[1]
+    for _ in range(20):
+        job()
+        if policy()["fallbacks"]:
+            break
+    policy(worker_delay_ns=0)
+    if _step._pool_workers()[1] == blocks:
+        pytest.skip("the worker never took a block (machine too busy to wake it)")
+    assert policy()["fallbacks"] >= 1
+    job()
+    assert policy()["last"] == "serial"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bits_do_not_depend_on_the_policy(policy, dtype):
+    """Adam with clipping (a norm job and a step job per step) gives the
+    reference's bits whether the policy runs steps in parallel, falls back,
+    or waits for a worker that holds a block."""
+    rng = np.random.default_rng(3)
+    shapes = [(300, 200), (200,), (70_001,), (3,), (40_000,)]
+    start = {f"w{i}": rng.standard_normal(s).astype(dtype) for i, s in enumerate(shapes)}
+    grads = [{f"dw{i}": rng.standard_normal(s).astype(dtype) for i, s in enumerate(shapes)}
+             for _ in range(4)]
+
+    def run(phases):
+        params = {k: v.copy() for k, v in start.items()}
+        opt = fusedoptim.Adam(params, lr=1e-3, max_grad_norm=1.0)
+        for k, phase in enumerate(phases):
+            phase()
+            opt.step(grads[k % len(grads)])
+        return params
+
+    with fusedoptim.use_backend("numpy"):
+        ref = run([lambda: None] * 24)
+    forced = run([lambda: policy(force=True)] * 8 + [lambda: policy(force=False)] * 8
+                 + [lambda: policy(force=None, worker_delay_ns=2_000_000)] * 8)
+    policy(worker_delay_ns=0, force=None)
+    assert policy()["fallbacks"] >= 1 and policy()["serial_jobs"] >= 1
+    for k in ref:
+        assert_bitwise(forced[k], ref[k])
+
+
+def test_costs_kept_per_kind_of_job(policy):
+    """A step with clipping runs two kinds of job (the norm's sums, then the
+    Adam loop), whose blocks cost differently: each kind gets its own means,
+    so each is sampled on the caller alone after its own first parallel
+    jobs."""
+    rng = np.random.default_rng(5)
+    params = {"w": rng.standard_normal(200_000).astype(np.float32)}
+    grads = {"dw": rng.standard_normal(200_000).astype(np.float32)}
+    opt = fusedoptim.Adam(params, lr=1e-3, max_grad_norm=1.0)
+    policy(force=False)
+    lasts = []
+    for _ in range(FIRST_SAMPLE + 1):
+        opt.step(grads)
+        lasts.append(policy()["last"])
+    state = policy()
+    assert state["kinds"] == 2
+    # Jobs: (norm, adam) per step, both parallel for FIRST_SAMPLE steps, then
+    # both sampled serially.
+    assert state["serial_jobs"] == 2 and lasts == ["parallel"] * FIRST_SAMPLE + ["serial"]
