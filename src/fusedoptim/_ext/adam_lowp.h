@@ -244,20 +244,23 @@ FO_INLINE void fo_adam_q8_body(const fo_lowp_args *A, float *restrict p,
                                          const float *g, uint8_t *mc, uint8_t *vc,       \
                                          float *ms, float *vs, ptrdiff_t n,              \
                                          ptrdiff_t idx0)                                 \
-    { FO_LOWP_DISPATCH(A, FO_Q8_CALL); }
+    { FO_LOWP_DISPATCH(A, FO_Q8_CALL_##SUFFIX); }
 
 #define FO_BF16_CALL(...) fo_adam_bf16_body(A, p, g, m, v, n, idx0, __VA_ARGS__)
 #define FO_F32_CALL(...) fo_adam_f32_body(A, p, g, m, v, n, __VA_ARGS__)
-#define FO_Q8_CALL(...) fo_adam_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
+#define FO_Q8_CALL_base(...) fo_adam_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
+#define FO_Q8_CALL_avx2(...) fo_v8_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
+#define FO_Q8_CALL_avx512(...) fo_v16_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
 
 FO_LOWP_BUILD(base, )
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) \
     && !defined(FUSEDOPTIM_NO_SIMD)
 #define FO_LOWP_X86 1
-FO_LOWP_BUILD(avx2, __attribute__((target("avx2"))))
-FO_LOWP_BUILD(avx512, __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,"
-                                                "prefer-vector-width=512"))))
+#include <immintrin.h>
+#include "adam_lowp_isa.h"
+FO_LOWP_BUILD(avx2, FO_AVX2_ATTR)
+FO_LOWP_BUILD(avx512, FO_AVX512_ATTR)
 
 /* 2: AVX-512 (F, BW, DQ, VL), 1: AVX2, 0: neither (baseline loops). */
 static inline int fo_lowp_isa(void)

@@ -1,0 +1,164 @@
+/* The vector operations of adam_lowp_vec.h for AVX2 (8 lanes, prefix fo_v8_)
+ * and AVX-512 (16 lanes, prefix fo_v16_): each block defines the V_* and v_*
+ * names, includes the template, and undefines them.  Included by
+ * adam_lowp.h on x86-64 with GCC or Clang only; the functions are called
+ * only when the CPU has the instruction set (fo_lowp_isa).
+ */
+#ifndef FUSEDOPTIM_ADAM_LOWP_ISA_H
+#define FUSEDOPTIM_ADAM_LOWP_ISA_H
+
+#define FO_AVX2_ATTR __attribute__((target("avx2")))
+#define FO_AVX512_ATTR __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl," \
+                                                 "prefer-vector-width=512")))
+
+/* ---- the operations both widths spell alike ---------------------------------- */
+#define v_set1(x) V_P(set1_ps)(x)
+#define v_set1i(x) V_P(set1_epi32)(x)
+#define v_load(a) V_P(loadu_ps)(a)
+#define v_store(a, x) V_P(storeu_ps)(a, x)
+#define v_add(a, b) V_P(add_ps)(a, b)
+#define v_sub(a, b) V_P(sub_ps)(a, b)
+#define v_mul(a, b) V_P(mul_ps)(a, b)
+#define v_div(a, b) V_P(div_ps)(a, b)
+#define v_sqrt(a) V_P(sqrt_ps)(a)
+#define v_addi(a, b) V_P(add_epi32)(a, b)
+#define v_subi(a, b) V_P(sub_epi32)(a, b)
+#define v_mulu(a, b) V_P(mullo_epi32)(a, b)
+#define v_maxu(a, b) V_P(max_epu32)(a, b)
+#define v_maxs(a, b) V_P(max_epi32)(a, b)
+#define v_mins(a, b) V_P(min_epi32)(a, b)
+#define v_srli(a, k) V_P(srli_epi32)(a, k)
+#define v_srai(a, k) V_P(srai_epi32)(a, k)
+#define v_slli(a, k) V_P(slli_epi32)(a, k)
+
+/* ---- AVX2 ----------------------------------------------------------------- */
+#define V_W 8
+#define V_F __m256
+#define V_I __m256i
+#define V_P(op) _mm256_##op
+#define V_NAME(f) fo_v8_##f
+#define V_INLINE static inline __attribute__((always_inline, target("avx2")))
+#define v_xor(a, b) _mm256_xor_ps(a, b)
+#define v_andi(a, b) _mm256_and_si256(a, b)
+#define v_xori(a, b) _mm256_xor_si256(a, b)
+#define v_asf(a) _mm256_castsi256_ps(a)
+#define v_asi(a) _mm256_castps_si256(a)
+#define v_iota() _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+#define v_load_u8(a) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(a)))
+#define v_store_u8x4(a, x) _mm256_storeu_si256((__m256i *)(a), x)
+
+/* the float32 pattern of an m code: (mag + 889) << 20 (0 for mag 0), sign */
+V_INLINE __m256i fo_v8_q8m_decode(__m256i c)
+{
+    __m256i mag = _mm256_and_si256(c, _mm256_set1_epi32(127));
+    __m256i b = _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(889 << 20));
+    b = _mm256_andnot_si256(_mm256_cmpeq_epi32(mag, _mm256_setzero_si256()), b);
+    return _mm256_or_si256(b, _mm256_and_si256(_mm256_slli_epi32(c, 24),
+                                                _mm256_set1_epi32((int)0x80000000u)));
+}
+#define v_q8m_decode fo_v8_q8m_decode
+/* x | (bits(m) >> 31) << 7 */
+#define v_or_sign7(x, mb) \
+    _mm256_or_si256(x, _mm256_and_si256(_mm256_srli_epi32(mb, 24), _mm256_set1_epi32(128)))
+
+V_INLINE uint32_t fo_v8_hmaxu(__m256i x)
+{
+    __m128i y = _mm_max_epu32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    y = _mm_max_epu32(y, _mm_shuffle_epi32(y, 0x4E));
+    y = _mm_max_epu32(y, _mm_shuffle_epi32(y, 0xB1));
+    return (uint32_t)_mm_cvtsi128_si32(y);
+}
+#define v_hmaxu fo_v8_hmaxu
+
+/* 32 codes (signed 32-bit lanes, saturated to [0, 255]) of a, b, c, d in
+ * order: the packs interleave 128-bit lanes, the permute puts them back. */
+V_INLINE __m256i fo_v8_pack4(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i x = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+#define v_pack4 fo_v8_pack4
+
+#include "adam_lowp_vec.h"
+
+#undef V_W
+#undef V_F
+#undef V_I
+#undef V_P
+#undef V_NAME
+#undef V_INLINE
+#undef v_xor
+#undef v_andi
+#undef v_xori
+#undef v_asf
+#undef v_asi
+#undef v_iota
+#undef v_load_u8
+#undef v_store_u8x4
+#undef v_q8m_decode
+#undef v_or_sign7
+#undef v_hmaxu
+#undef v_pack4
+
+/* ---- AVX-512 ---------------------------------------------------------------- */
+#define V_W 16
+#define V_F __m512
+#define V_I __m512i
+#define V_P(op) _mm512_##op
+#define V_NAME(f) fo_v16_##f
+#define V_INLINE static inline __attribute__((always_inline, \
+    target("avx512f,avx512bw,avx512dq,avx512vl,prefer-vector-width=512")))
+#define v_xor(a, b) _mm512_xor_ps(a, b)
+#define v_andi(a, b) _mm512_and_si512(a, b)
+#define v_xori(a, b) _mm512_xor_si512(a, b)
+#define v_asf(a) _mm512_castsi512_ps(a)
+#define v_asi(a) _mm512_castps_si512(a)
+#define v_iota() _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define v_load_u8(a) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(a)))
+#define v_store_u8x4(a, x) _mm512_storeu_si512((void *)(a), x)
+
+V_INLINE __m512i fo_v16_q8m_decode(__m512i c)
+{
+    const __m512i m127 = _mm512_set1_epi32(127);
+    __mmask16 nz = _mm512_test_epi32_mask(c, m127);
+    __m512i b = _mm512_maskz_add_epi32(nz, _mm512_slli_epi32(_mm512_and_si512(c, m127), 20),
+                                       _mm512_set1_epi32(889 << 20));
+    /* b | (c << 24 & sign bit) */
+    return _mm512_ternarylogic_epi32(b, _mm512_slli_epi32(c, 24),
+                                     _mm512_set1_epi32((int)0x80000000u), 0xF8);
+}
+#define v_q8m_decode fo_v16_q8m_decode
+#define v_or_sign7(x, mb) \
+    _mm512_mask_or_epi32(x, _mm512_movepi32_mask(mb), x, _mm512_set1_epi32(128))
+#define v_hmaxu(x) ((uint32_t)_mm512_reduce_max_epu32(x))
+
+V_INLINE __m512i fo_v16_pack4(__m512i a, __m512i b, __m512i c, __m512i d)
+{
+    __m512i x = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
+    return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13,
+                                                      2, 6, 10, 14, 3, 7, 11, 15), x);
+}
+#define v_pack4 fo_v16_pack4
+
+#include "adam_lowp_vec.h"
+
+#undef V_W
+#undef V_F
+#undef V_I
+#undef V_P
+#undef V_NAME
+#undef V_INLINE
+#undef v_xor
+#undef v_andi
+#undef v_xori
+#undef v_asf
+#undef v_asi
+#undef v_iota
+#undef v_load_u8
+#undef v_store_u8x4
+#undef v_q8m_decode
+#undef v_or_sign7
+#undef v_hmaxu
+#undef v_pack4
+
+#endif
