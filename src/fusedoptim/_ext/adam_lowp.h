@@ -129,6 +129,38 @@ FO_INLINE void fo_adam_f32_body(const fo_lowp_args *A, float *restrict p,
     }
 }
 
+/* The encoding half of a block: codes of m (mb) and s = sqrt(v) (sb) at
+ * the block's new scales fm, fs (k elements, counter of element 0 ctr). */
+FO_INLINE void fo_q8_encode(const float *restrict mb, const float *restrict sb,
+                            ptrdiff_t k, float fm, float fs, uint8_t *restrict mc,
+                            uint8_t *restrict vc, uint32_t key, uint32_t ctr, int sto)
+{
+    const float inv_m = fm == 0.0f ? 0.0f : 1.0f / fm;
+    const float inv_s = fs == 0.0f ? 0.0f : 1.0f / fs;
+    ptrdiff_t i;
+    for (i = 0; i < k; i++) {
+        uint32_t bm = fo_f2u(fabsf(mb[i]) * inv_m), bs = fo_f2u(sb[i] * inv_s);
+        uint32_t rm, rs, cm, cs;
+        if (sto) {
+            uint32_t h = fo_mix32(key ^ ctr);
+            rm = h & 0xFFFFFu;
+            rs = (h * 0x9E3779B1u) >> 13;
+        } else {
+            rm = 0x7FFFFu + ((bm >> 20) & 1u);
+            rs = 0x3FFFFu + ((bs >> 19) & 1u);
+        }
+        cm = (bm + rm) >> 20;
+        cm = cm < 889u ? 889u : cm;
+        cm = cm > 1016u ? 1016u : cm;
+        cs = (bs + rs) >> 19;
+        cs = cs < 1777u ? 1777u : cs;
+        cs = cs > 2032u ? 2032u : cs;
+        mc[i] = (uint8_t)((cm - 889u) | ((fo_f2u(mb[i]) >> 31) << 7));
+        vc[i] = (uint8_t)(cs - 1777u);
+        ctr++;
+    }
+}
+
 /* One block of k <= FO_QBLOCK elements with 8-bit m, v: decode, update,
  * write p, find the new scales, encode (families.adam_lowp.adam_q8_tensor). */
 FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
@@ -139,13 +171,8 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
 {
     const float b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
     const float e = A->eps, rsc2 = A->rsc2, alr = A->alr, sm = *ms, sv = *vs;
-    const uint32_t key = A->key;
-    /* the counter mod 2^32 as its own 32-bit induction variable: 32-bit
-     * vector lanes (derived from the 64-bit i it took 64-bit lanes) */
-    uint32_t ctr = (uint32_t)idx0;
     float mb[FO_QBLOCK], sb[FO_QBLOCK];
     uint32_t amax_m = 0, amax_s = 0;
-    float inv_m, inv_s, fm, fs;
     FO_LOWP_FLAGS(A)
     ptrdiff_t i;
     for (i = 0; i < k; i++) {
@@ -168,33 +195,11 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
         amax_m = am > amax_m ? am : amax_m;
         amax_s = as > amax_s ? as : amax_s;
     }
-    fm = fo_u2f(amax_m);
-    fs = fo_u2f(amax_s);
-    inv_m = fm == 0.0f ? 0.0f : 1.0f / fm;
-    inv_s = fs == 0.0f ? 0.0f : 1.0f / fs;
-    for (i = 0; i < k; i++) {
-        uint32_t bm = fo_f2u(fabsf(mb[i]) * inv_m), bs = fo_f2u(sb[i] * inv_s);
-        uint32_t rm, rs, cm, cs;
-        if (sto) {
-            uint32_t h = fo_mix32(key ^ ctr);
-            rm = h & 0xFFFFFu;
-            rs = (h * 0x9E3779B1u) >> 13;
-        } else {
-            rm = 0x7FFFFu + ((bm >> 20) & 1u);
-            rs = 0x3FFFFu + ((bs >> 19) & 1u);
-        }
-        cm = (bm + rm) >> 20;
-        cm = cm < 889u ? 889u : cm;
-        cm = cm > 1016u ? 1016u : cm;
-        cs = (bs + rs) >> 19;
-        cs = cs < 1777u ? 1777u : cs;
-        cs = cs > 2032u ? 2032u : cs;
-        mc[i] = (uint8_t)((cm - 889u) | ((fo_f2u(mb[i]) >> 31) << 7));
-        vc[i] = (uint8_t)(cs - 1777u);
-        ctr++;
-    }
-    *ms = fm;
-    *vs = fs;
+    /* the counter mod 2^32 (idx0's low 32 bits) */
+    fo_q8_encode(mb, sb, k, fo_u2f(amax_m), fo_u2f(amax_s), mc, vc, A->key,
+                 (uint32_t)idx0, sto);
+    *ms = fo_u2f(amax_m);
+    *vs = fo_u2f(amax_s);
 }
 
 /* Elements [0, n) of one tensor, n from a block start: whole blocks, then a

@@ -30,6 +30,11 @@
 #define v_srli(a, k) V_P(srli_epi32)(a, k)
 #define v_srai(a, k) V_P(srai_epi32)(a, k)
 #define v_slli(a, k) V_P(slli_epi32)(a, k)
+#define v_set1w(x) V_P(set1_epi16)(x)
+#define v_min16(a, b) V_P(min_epu16)(a, b)
+#define v_subs16(a, b) V_P(subs_epu16)(a, b)
+#define v_srli16(a, k) V_P(srli_epi16)(a, k)
+#define v_packus32(a, b) V_P(packus_epi32)(a, b)
 
 /* ---- AVX2 ----------------------------------------------------------------- */
 #define V_W 8
@@ -45,21 +50,21 @@
 #define v_asi(a) _mm256_castps_si256(a)
 #define v_iota() _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
 #define v_load_u8(a) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(a)))
+#define v_load_s8(a) _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a)))
 #define v_store_u8x4(a, x) _mm256_storeu_si256((__m256i *)(a), x)
+#define v_or_and(a, b, c) _mm256_or_si256(a, _mm256_and_si256(b, c))
 
-/* the float32 pattern of an m code: (mag + 889) << 20 (0 for mag 0), sign */
+/* The float32 pattern of m codes c (sign-extended bytes): sign << 31 |
+ * (mag + 889) << 20, or sign << 31 for mag 0. */
 V_INLINE __m256i fo_v8_q8m_decode(__m256i c)
 {
-    __m256i mag = _mm256_and_si256(c, _mm256_set1_epi32(127));
-    __m256i b = _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(889 << 20));
-    b = _mm256_andnot_si256(_mm256_cmpeq_epi32(mag, _mm256_setzero_si256()), b);
-    return _mm256_or_si256(b, _mm256_and_si256(_mm256_slli_epi32(c, 24),
-                                                _mm256_set1_epi32((int)0x80000000u)));
+    __m256i x = _mm256_slli_epi32(c, 20);
+    __m256i zero = _mm256_cmpeq_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x07F00000)),
+                                      _mm256_setzero_si256());
+    return _mm256_add_epi32(_mm256_and_si256(x, _mm256_set1_epi32((int)0x87F00000u)),
+                            _mm256_andnot_si256(zero, _mm256_set1_epi32(889 << 20)));
 }
 #define v_q8m_decode fo_v8_q8m_decode
-/* x | (bits(m) >> 31) << 7 */
-#define v_or_sign7(x, mb) \
-    _mm256_or_si256(x, _mm256_and_si256(_mm256_srli_epi32(mb, 24), _mm256_set1_epi32(128)))
 
 V_INLINE uint32_t fo_v8_hmaxu(__m256i x)
 {
@@ -70,14 +75,15 @@ V_INLINE uint32_t fo_v8_hmaxu(__m256i x)
 }
 #define v_hmaxu fo_v8_hmaxu
 
-/* 32 codes (signed 32-bit lanes, saturated to [0, 255]) of a, b, c, d in
- * order: the packs interleave 128-bit lanes, the permute puts them back. */
-V_INLINE __m256i fo_v8_pack4(__m256i a, __m256i b, __m256i c, __m256i d)
+/* Bytes of 16-bit lanes x = packus32(a, b), y = packus32(c, d) (saturated
+ * to [0, 255]) in the order of a, b, c, d: the packs interleave 128-bit
+ * lanes, the permute puts them back. */
+V_INLINE __m256i fo_v8_pack2w(__m256i x, __m256i y)
 {
-    __m256i x = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
-    return _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(x, y),
+                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
-#define v_pack4 fo_v8_pack4
+#define v_pack2w fo_v8_pack2w
 
 #include "adam_lowp_vec.h"
 
@@ -94,11 +100,12 @@ V_INLINE __m256i fo_v8_pack4(__m256i a, __m256i b, __m256i c, __m256i d)
 #undef v_asi
 #undef v_iota
 #undef v_load_u8
+#undef v_load_s8
+#undef v_or_and
 #undef v_store_u8x4
 #undef v_q8m_decode
-#undef v_or_sign7
 #undef v_hmaxu
-#undef v_pack4
+#undef v_pack2w
 
 /* ---- AVX-512 ---------------------------------------------------------------- */
 #define V_W 16
@@ -115,30 +122,26 @@ V_INLINE __m256i fo_v8_pack4(__m256i a, __m256i b, __m256i c, __m256i d)
 #define v_asi(a) _mm512_castps_si512(a)
 #define v_iota() _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #define v_load_u8(a) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(a)))
+#define v_load_s8(a) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(a)))
 #define v_store_u8x4(a, x) _mm512_storeu_si512((void *)(a), x)
+#define v_or_and(a, b, c) _mm512_ternarylogic_epi32(a, b, c, 0xF8)
 
 V_INLINE __m512i fo_v16_q8m_decode(__m512i c)
 {
-    const __m512i m127 = _mm512_set1_epi32(127);
-    __mmask16 nz = _mm512_test_epi32_mask(c, m127);
-    __m512i b = _mm512_maskz_add_epi32(nz, _mm512_slli_epi32(_mm512_and_si512(c, m127), 20),
-                                       _mm512_set1_epi32(889 << 20));
-    /* b | (c << 24 & sign bit) */
-    return _mm512_ternarylogic_epi32(b, _mm512_slli_epi32(c, 24),
-                                     _mm512_set1_epi32((int)0x80000000u), 0xF8);
+    __m512i x = _mm512_and_si512(_mm512_slli_epi32(c, 20), _mm512_set1_epi32((int)0x87F00000u));
+    return _mm512_mask_add_epi32(x, _mm512_test_epi32_mask(c, _mm512_set1_epi32(127)), x,
+                                 _mm512_set1_epi32(889 << 20));
 }
 #define v_q8m_decode fo_v16_q8m_decode
-#define v_or_sign7(x, mb) \
-    _mm512_mask_or_epi32(x, _mm512_movepi32_mask(mb), x, _mm512_set1_epi32(128))
 #define v_hmaxu(x) ((uint32_t)_mm512_reduce_max_epu32(x))
 
-V_INLINE __m512i fo_v16_pack4(__m512i a, __m512i b, __m512i c, __m512i d)
+V_INLINE __m512i fo_v16_pack2w(__m512i x, __m512i y)
 {
-    __m512i x = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
     return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13,
-                                                      2, 6, 10, 14, 3, 7, 11, 15), x);
+                                                      2, 6, 10, 14, 3, 7, 11, 15),
+                                    _mm512_packus_epi16(x, y));
 }
-#define v_pack4 fo_v16_pack4
+#define v_pack2w fo_v16_pack2w
 
 #include "adam_lowp_vec.h"
 
@@ -155,10 +158,11 @@ V_INLINE __m512i fo_v16_pack4(__m512i a, __m512i b, __m512i c, __m512i d)
 #undef v_asi
 #undef v_iota
 #undef v_load_u8
+#undef v_load_s8
+#undef v_or_and
 #undef v_store_u8x4
 #undef v_q8m_decode
-#undef v_or_sign7
 #undef v_hmaxu
-#undef v_pack4
+#undef v_pack2w
 
 #endif

@@ -1,49 +1,32 @@
-/* The 8-bit and bfloat16 Adam loops of adam_lowp.h written with explicit
- * vectors: a template, included once per instruction set by adam_lowp.h with
- * the V_* names below defined for 512-bit (AVX-512) or 256-bit (AVX2)
- * vectors of W = V_W float32 lanes.
+/* The 8-bit Adam loop of adam_lowp.h written with explicit vectors: a
+ * template, included once per instruction set by adam_lowp_isa.h with the
+ * V_* and v_* names defined for 512-bit (AVX-512) or 256-bit (AVX2) vectors
+ * of W = V_W float32 lanes.
  *
- * Why not leave it to the compiler: the 8-bit loop is bound by its
- * arithmetic at high memory bandwidth, and GCC vectorized it with 16-bit
- * intermediate lanes (byte -> word -> dword widenings, word permutes, a
- * pack per 16 codes), about twice the instructions of this version and half
- * its speed.  Here each lane stays 32 bits from the byte load (one
- * zero-extending load) to the store of 4 W codes (two saturating packs and
- * one dword permute).
+ * Why by hand: at high memory bandwidth the loop is bound by its count of
+ * vector instructions (about two 512-bit operations retire per cycle), and
+ * GCC vectorized the scalar body with 16-bit intermediate lanes, byte ->
+ * word -> dword widenings and a word permute and pack per 16 codes.  Here a
+ * lane stays 32 bits from the byte load (one zero-extending load) through
+ * the update, and the codes are clamped in 16-bit lanes (two vectors in
+ * one) and stored 4 W at a time.
  *
- * Every operation is the scalar body's (fo_adam_q8_block, fo_adam_bf16_body)
- * in its order on W lanes: IEEE-rounded float32 operations (no contraction:
- * mul and add are separate instructions) and exact integer ones, so the bits
- * are those of the reference.  Two rewrites of integer steps are exact:
- *   - b = bits(|x| * inv) is taken as bits(x * inv) with the sign bit
- *     cleared: the same for every number, and for a NaN (0 * inf gives one
- *     with the sign set) b >= 0x7F800001 still clamps to the top code;
- *   - ((b + r) >> k) clamped to [lo, hi] minus lo is computed as
- *     (b + (r - (lo << k))) >> k with an arithmetic shift (the same integer
- *     minus lo: lo << k has no bits below k, and the sum lies in
- *     (-2^31, 2^31)), clamped to [0, hi - lo]; the packs' unsigned
- *     saturation does the clamp when hi - lo = 255 (v), and the lower bound
- *     for m;
- *   - the block maximum of |x| is the unsigned maximum of the bit patterns
- *     with the sign cleared, as in the scalar body.
+ * Every float operation is the scalar body's (fo_adam_q8_block), in its
+ * order, IEEE-rounded (mul and add stay separate instructions), so the bits
+ * are those of the reference.  The integer steps differ in form only:
+ *   - the block maximum of s = sqrt(v) is the unsigned maximum of the raw
+ *     bit patterns: s >= +0 (v is never -0), so only a NaN has the sign
+ *     bit, and then the maximum is taken again with the sign cleared;
+ *   - fast path, for a block whose scales and their reciprocals are finite
+ *     (always, but for blocks with a NaN or an infinity, or a scale below
+ *     2^-128): then y = m * inv is finite, |y| = |m| * inv and sign(y) =
+ *     sign(m), so the code of m is built from bits(y) = sign | bits(|y|):
+ *     t = (bits(y) + r) >> 20 has the sign as bit 11 and the unclamped
+ *     code + 889 in bits 0-10; s * inv is finite and >= 0, so (bits + r)
+ *     >> 19 < 2^16.  Clamps: max(x - lo, 0) is the unsigned saturating
+ *     16-bit subtraction, the bound 255 of v is the byte pack's saturation;
+ *   - other blocks are encoded by the scalar code (fo_q8_encode).
  */
-
-/* Codes of m, magnitude clamped to [0, 127], with m's sign as bit 7. */
-V_INLINE V_I V_NAME(q8m_code)(V_F m, V_F inv, V_I rm_lo)
-{
-    V_I b = v_andi(v_asi(v_mul(m, inv)), v_set1i(0x7FFFFFFF));
-    V_I x = v_srai(v_addi(b, rm_lo), 20);
-    x = v_maxs(v_mins(x, v_set1i(127)), v_set1i(0));
-    return v_or_sign7(x, v_asi(m));
-}
-
-/* Codes of s (>= 0) minus 1777 as signed 32-bit lanes: the pack clamps them
- * to [0, 255]. */
-V_INLINE V_I V_NAME(q8v_code)(V_F s, V_F inv, V_I rs_lo)
-{
-    V_I b = v_andi(v_asi(v_mul(s, inv)), v_set1i(0x7FFFFFFF));
-    return v_srai(v_addi(b, rs_lo), 19);
-}
 
 /* lowbias32 (fo_mix32) on every lane. */
 V_INLINE V_I V_NAME(mix32)(V_I x)
@@ -53,6 +36,14 @@ V_INLINE V_I V_NAME(mix32)(V_I x)
     x = v_xori(x, v_srli(x, 15));
     x = v_mulu(x, v_set1i((int)0x846CA68Bu));
     return v_xori(x, v_srli(x, 16));
+}
+
+/* 16-bit lanes t of two m vectors -> codes: sign (bit 11 of t) as bit 7,
+ * magnitude min(max(t mod 2^11 - 889, 0), 127). */
+V_INLINE V_I V_NAME(q8m_clamp16)(V_I t)
+{
+    V_I mag = v_min16(v_subs16(v_andi(t, v_set1w(0x7FF)), v_set1w(889)), v_set1w(127));
+    return v_or_and(mag, v_srli16(t, 4), v_set1w(0x80));
 }
 
 /* fo_adam_q8_body on whole blocks: n a multiple of FO_QBLOCK. */
@@ -66,21 +57,20 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
     const V_F omb2 = v_set1(A->omb2), e = v_set1(A->eps), rsc2 = v_set1(A->rsc2);
     const V_F alr = v_set1(A->alr), gs = v_set1(A->gs), wd = v_set1(A->wd);
     const V_F shrink = v_set1(A->shrink), neg0 = v_set1(-0.0f);
-    const V_I absmask = v_set1i(0x7FFFFFFF), key = v_set1i((int)A->key);
-    /* the element counter mod 2^32 of each lane */
-    V_I ctr = v_addi(v_set1i((int)(uint32_t)idx0), v_iota());
+    const V_I key = v_set1i((int)A->key);
     float mb[FO_QBLOCK] __attribute__((aligned(64)));
     float sb[FO_QBLOCK] __attribute__((aligned(64)));
-    ptrdiff_t a, j;
+    ptrdiff_t a, j, i;
     for (a = 0; a < n; a += FO_QBLOCK) {
         const V_F sm = v_set1(ms[a / FO_QBLOCK]), sv = v_set1(vs[a / FO_QBLOCK]);
+        /* the element counter mod 2^32 of each lane */
+        const uint32_t ctr0 = (uint32_t)(idx0 + a);
         V_I mmax = v_set1i(0), smax = v_set1i(0);
         uint32_t amax_m, amax_s;
-        float fm, fs;
-        V_F inv_m, inv_s;
+        float fm, fs, inv_m, inv_s;
         /* pass 1: decode, update, write p, keep m and s = sqrt(v) in L1 */
         for (j = 0; j < FO_QBLOCK; j += V_W) {
-            V_I cm = v_load_u8(mc + a + j), cv = v_load_u8(vc + a + j);
+            V_I cm = v_load_s8(mc + a + j), cv = v_load_u8(vc + a + j);
             V_F m0 = v_mul(v_asf(v_q8m_decode(cm)), sm);
             V_F s0 = v_mul(v_asf(v_slli(v_addi(cv, v_set1i(1777)), 19)), sv);
             V_F v0 = v_mul(s0, s0);
@@ -96,45 +86,60 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
             v_store(p + a + j, v_sub(pi, v_div(v_mul(alr, mi), d)));
             v_store(mb + j, mi);
             v_store(sb + j, si);
-            mmax = v_maxu(mmax, v_andi(v_asi(mi), absmask));
-            smax = v_maxu(smax, v_andi(v_asi(si), absmask));
+            mmax = v_maxu(mmax, v_andi(v_asi(mi), v_set1i(0x7FFFFFFF)));
+            smax = v_maxu(smax, v_asi(si));
         }
         amax_m = v_hmaxu(mmax);
         amax_s = v_hmaxu(smax);
+        if (amax_s >> 31) {  /* a NaN with the sign bit: the maximum of |s| */
+            amax_s = 0;
+            for (i = 0; i < FO_QBLOCK; i++) {
+                uint32_t b = fo_f2u(sb[i]) & 0x7FFFFFFFu;
+                amax_s = b > amax_s ? b : amax_s;
+            }
+        }
         fm = fo_u2f(amax_m);
         fs = fo_u2f(amax_s);
-        inv_m = v_set1(fm == 0.0f ? 0.0f : 1.0f / fm);
-        inv_s = v_set1(fs == 0.0f ? 0.0f : 1.0f / fs);
-        /* pass 2: encode from L1, 4 W codes per store */
-        for (j = 0; j < FO_QBLOCK; j += 4 * V_W) {
-            V_I qm[4], qs[4];
-            int k;
-            for (k = 0; k < 4; k++) {
-                V_F mk = v_load(mb + j + k * V_W), sk = v_load(sb + j + k * V_W);
-                V_I rm, rs;
-                if (sto) {
-                    V_I h = V_NAME(mix32)(v_xori(key, ctr));
-                    rm = v_subi(v_andi(h, v_set1i(0xFFFFF)), v_set1i(889 << 20));
-                    rs = v_subi(v_srli(v_mulu(h, v_set1i((int)0x9E3779B1u)), 13),
-                                v_set1i(1777 << 19));
-                } else {
-                    /* 0x7FFFF + lsb, minus the lower bound (nearest even) */
-                    V_I bm = v_andi(v_asi(v_mul(mk, inv_m)), absmask);
-                    V_I bs = v_andi(v_asi(v_mul(sk, inv_s)), absmask);
-                    rm = v_addi(v_andi(v_srli(bm, 20), v_set1i(1)),
-                                v_set1i(0x7FFFF - (889 << 20)));
-                    rs = v_addi(v_andi(v_srli(bs, 19), v_set1i(1)),
-                                v_set1i(0x3FFFF - (1777 << 19)));
-                }
-                qm[k] = V_NAME(q8m_code)(mk, inv_m, rm);
-                qs[k] = V_NAME(q8v_code)(sk, inv_s, rs);
-                ctr = v_addi(ctr, v_set1i(V_W));
-            }
-            v_store_u8x4(mc + a + j, v_pack4(qm[0], qm[1], qm[2], qm[3]));
-            v_store_u8x4(vc + a + j, v_pack4(qs[0], qs[1], qs[2], qs[3]));
-        }
         ms[a / FO_QBLOCK] = fm;
         vs[a / FO_QBLOCK] = fs;
+        inv_m = fm == 0.0f ? 0.0f : 1.0f / fm;
+        inv_s = fs == 0.0f ? 0.0f : 1.0f / fs;
+        if (amax_m >= 0x7F800000u || amax_s >= 0x7F800000u || fo_f2u(inv_m) >= 0x7F800000u
+            || fo_f2u(inv_s) >= 0x7F800000u) {
+            fo_q8_encode(mb, sb, FO_QBLOCK, fm, fs, mc + a, vc + a, A->key, ctr0, sto);
+            continue;
+        }
+        /* pass 2: encode from L1, 4 W codes per store */
+        {
+            const V_F vinv_m = v_set1(inv_m), vinv_s = v_set1(inv_s);
+            V_I ctr = v_addi(v_set1i((int)ctr0), v_iota());
+            for (j = 0; j < FO_QBLOCK; j += 4 * V_W) {
+                V_I tm[4], ts[4];
+                int k;
+                for (k = 0; k < 4; k++) {
+                    V_I bm = v_asi(v_mul(v_load(mb + j + k * V_W), vinv_m));
+                    V_I bs = v_asi(v_mul(v_load(sb + j + k * V_W), vinv_s));
+                    V_I rm, rs;
+                    if (sto) {
+                        V_I h = V_NAME(mix32)(v_xori(key, ctr));
+                        rm = v_andi(h, v_set1i(0xFFFFF));
+                        rs = v_srli(v_mulu(h, v_set1i((int)0x9E3779B1u)), 13);
+                        ctr = v_addi(ctr, v_set1i(V_W));
+                    } else {  /* 0x7FFFF + lsb (nearest even) */
+                        rm = v_addi(v_andi(v_srli(bm, 20), v_set1i(1)), v_set1i(0x7FFFF));
+                        rs = v_addi(v_andi(v_srli(bs, 19), v_set1i(1)), v_set1i(0x3FFFF));
+                    }
+                    tm[k] = v_srli(v_addi(bm, rm), 20);
+                    ts[k] = v_srli(v_addi(bs, rs), 19);
+                }
+                v_store_u8x4(mc + a + j,
+                             v_pack2w(V_NAME(q8m_clamp16)(v_packus32(tm[0], tm[1])),
+                                     V_NAME(q8m_clamp16)(v_packus32(tm[2], tm[3]))));
+                v_store_u8x4(vc + a + j,
+                             v_pack2w(v_subs16(v_packus32(ts[0], ts[1]), v_set1w(1777)),
+                                     v_subs16(v_packus32(ts[2], ts[3]), v_set1w(1777))));
+            }
+        }
     }
 }
 
