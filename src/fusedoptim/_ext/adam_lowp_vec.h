@@ -17,21 +17,24 @@
  *   - the block maximum of s = sqrt(v) is the unsigned maximum of the raw
  *     bit patterns: s >= +0 (v is never -0), so only a NaN has the sign
  *     bit, and then the maximum is taken again with the sign cleared;
- *   - fast path, for a block whose scales and their reciprocals are finite
- *     (always, but for blocks with a NaN or an infinity, or a scale below
- *     2^-128): then y = m * inv is finite, |y| = |m| * inv and sign(y) =
+ *   - fast path, for a block whose scales are 0 or normal numbers with
+ *     normal reciprocals (every block but those with a NaN, an infinity or
+ *     a scale out of [2^-126, 2^126]): then y = m * inv is finite, |y| =
+ *     |m| * inv <= 1 (x * (1/x) <= 1 for normal x, 1/x) and sign(y) =
  *     sign(m), so the code of m is built from bits(y) = sign | bits(|y|):
- *     t = (bits(y) + r) >> 20 has the sign as bit 11 and the unclamped
- *     code + 889 in bits 0-10; s * inv is finite and >= 0, so (bits + r)
- *     >> 19 < 2^16.  Clamps: max(x - lo, 0) is the unsigned saturating
- *     16-bit subtraction, the bound 255 of v is the byte pack's saturation;
- *   - other blocks are encoded by the scalar code (fo_q8_encode).
+ *     t = (bits(y) + r) >> 20 has the sign as bit 11 and code + 889 <= 1016
+ *     in bits 0-10; s * inv is finite and >= 0, so (bits + r) >> 19 <
+ *     2^16.  The lower clamps max(x - lo, 0) are unsigned saturating 16-bit
+ *     subtractions, v's upper bound 255 the byte pack's saturation;
+ *   - the hash input key ^ ctr: within a block that does not cross a
+ *     multiple of 2^16 in the counter, (key ^ ctr) >> 16 is the block's
+ *     constant, so the first xor-shift of lowbias32 is one xor with the
+ *     constant k1 = key ^ ((key ^ ctr0) >> 16);
  */
 
-/* lowbias32 (fo_mix32) on every lane. */
-V_INLINE V_I V_NAME(mix32)(V_I x)
+/* lowbias32 (fo_mix32) on every lane after its first step x ^= x >> 16. */
+V_INLINE V_I V_NAME(mix32_tail)(V_I x)
 {
-    x = v_xori(x, v_srli(x, 16));
     x = v_mulu(x, v_set1i(0x7FEB352D));
     x = v_xori(x, v_srli(x, 15));
     x = v_mulu(x, v_set1i((int)0x846CA68Bu));
@@ -39,11 +42,52 @@ V_INLINE V_I V_NAME(mix32)(V_I x)
 }
 
 /* 16-bit lanes t of two m vectors -> codes: sign (bit 11 of t) as bit 7,
- * magnitude min(max(t mod 2^11 - 889, 0), 127). */
+ * magnitude max(t mod 2^11 - 889, 0) (<= 127 on the fast path). */
 V_INLINE V_I V_NAME(q8m_clamp16)(V_I t)
 {
-    V_I mag = v_min16(v_subs16(v_andi(t, v_set1w(0x7FF)), v_set1w(889)), v_set1w(127));
+    V_I mag = v_subs16(v_andi(t, v_set1w(0x7FF)), v_set1w(889));
     return v_or_and(mag, v_srli16(t, 4), v_set1w(0x80));
+}
+
+/* Pass 2 of a fast-path block: the codes of m (mb) and s (sb) at reciprocal
+ * scales inv_m, inv_s, 4 W codes per store; cross: the block's counters
+ * cross a multiple of 2^16. */
+V_INLINE void V_NAME(q8_encode)(const float *restrict mb, const float *restrict sb,
+                                float inv_m, float inv_s, uint8_t *restrict mc,
+                                uint8_t *restrict vc, uint32_t key, uint32_t ctr0,
+                                const int sto, const int cross)
+{
+    const V_F vinv_m = v_set1(inv_m), vinv_s = v_set1(inv_s);
+    const V_I k1 = v_set1i((int)(cross ? key : key ^ ((key ^ ctr0) >> 16)));
+    V_I ctr = v_addi(v_set1i((int)ctr0), v_iota());
+    ptrdiff_t j;
+    for (j = 0; j < FO_QBLOCK; j += 4 * V_W) {
+        V_I tm[4], ts[4];
+        int k;
+        for (k = 0; k < 4; k++) {
+            V_I bm = v_asi(v_mul(v_load(mb + j + k * V_W), vinv_m));
+            V_I bs = v_asi(v_mul(v_load(sb + j + k * V_W), vinv_s));
+            V_I rm, rs;
+            if (sto) {
+                V_I h = v_xori(k1, ctr);
+                if (cross)
+                    h = v_xori(h, v_srli(h, 16));
+                h = V_NAME(mix32_tail)(h);
+                rm = v_andi(h, v_set1i(0xFFFFF));
+                rs = v_srli(v_mulu(h, v_set1i((int)0x9E3779B1u)), 13);
+                ctr = v_addi(ctr, v_set1i(V_W));
+            } else {  /* 0x7FFFF + lsb (nearest even) */
+                rm = v_addi(v_andi(v_srli(bm, 20), v_set1i(1)), v_set1i(0x7FFFF));
+                rs = v_addi(v_andi(v_srli(bs, 19), v_set1i(1)), v_set1i(0x3FFFF));
+            }
+            tm[k] = v_srli(v_addi(bm, rm), 20);
+            ts[k] = v_srli(v_addi(bs, rs), 19);
+        }
+        v_store_u8x4(mc + j, v_pack2w(V_NAME(q8m_clamp16)(v_packus32(tm[0], tm[1])),
+                                      V_NAME(q8m_clamp16)(v_packus32(tm[2], tm[3]))));
+        v_store_u8x4(vc + j, v_pack2w(v_subs16(v_packus32(ts[0], ts[1]), v_set1w(1777)),
+                                      v_subs16(v_packus32(ts[2], ts[3]), v_set1w(1777))));
+    }
 }
 
 /* fo_adam_q8_body on whole blocks: n a multiple of FO_QBLOCK. */
@@ -57,7 +101,6 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
     const V_F omb2 = v_set1(A->omb2), e = v_set1(A->eps), rsc2 = v_set1(A->rsc2);
     const V_F alr = v_set1(A->alr), gs = v_set1(A->gs), wd = v_set1(A->wd);
     const V_F shrink = v_set1(A->shrink), neg0 = v_set1(-0.0f);
-    const V_I key = v_set1i((int)A->key);
     float mb[FO_QBLOCK] __attribute__((aligned(64)));
     float sb[FO_QBLOCK] __attribute__((aligned(64)));
     ptrdiff_t a, j, i;
@@ -66,7 +109,7 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
         /* the element counter mod 2^32 of each lane */
         const uint32_t ctr0 = (uint32_t)(idx0 + a);
         V_I mmax = v_set1i(0), smax = v_set1i(0);
-        uint32_t amax_m, amax_s;
+        uint32_t amax_m, amax_s, im, is;
         float fm, fs, inv_m, inv_s;
         /* pass 1: decode, update, write p, keep m and s = sqrt(v) in L1 */
         for (j = 0; j < FO_QBLOCK; j += V_W) {
@@ -104,42 +147,16 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
         vs[a / FO_QBLOCK] = fs;
         inv_m = fm == 0.0f ? 0.0f : 1.0f / fm;
         inv_s = fs == 0.0f ? 0.0f : 1.0f / fs;
-        if (amax_m >= 0x7F800000u || amax_s >= 0x7F800000u || fo_f2u(inv_m) >= 0x7F800000u
-            || fo_f2u(inv_s) >= 0x7F800000u) {
+        im = fo_f2u(inv_m);
+        is = fo_f2u(inv_s);
+        if (!((amax_m == 0 || (amax_m - 0x00800000u < 0x7F000000u
+                               && im - 0x00800000u < 0x7F000000u))
+              && amax_s < 0x7F800000u && is < 0x7F800000u))
             fo_q8_encode(mb, sb, FO_QBLOCK, fm, fs, mc + a, vc + a, A->key, ctr0, sto);
-            continue;
-        }
-        /* pass 2: encode from L1, 4 W codes per store */
-        {
-            const V_F vinv_m = v_set1(inv_m), vinv_s = v_set1(inv_s);
-            V_I ctr = v_addi(v_set1i((int)ctr0), v_iota());
-            for (j = 0; j < FO_QBLOCK; j += 4 * V_W) {
-                V_I tm[4], ts[4];
-                int k;
-                for (k = 0; k < 4; k++) {
-                    V_I bm = v_asi(v_mul(v_load(mb + j + k * V_W), vinv_m));
-                    V_I bs = v_asi(v_mul(v_load(sb + j + k * V_W), vinv_s));
-                    V_I rm, rs;
-                    if (sto) {
-                        V_I h = V_NAME(mix32)(v_xori(key, ctr));
-                        rm = v_andi(h, v_set1i(0xFFFFF));
-                        rs = v_srli(v_mulu(h, v_set1i((int)0x9E3779B1u)), 13);
-                        ctr = v_addi(ctr, v_set1i(V_W));
-                    } else {  /* 0x7FFFF + lsb (nearest even) */
-                        rm = v_addi(v_andi(v_srli(bm, 20), v_set1i(1)), v_set1i(0x7FFFF));
-                        rs = v_addi(v_andi(v_srli(bs, 19), v_set1i(1)), v_set1i(0x3FFFF));
-                    }
-                    tm[k] = v_srli(v_addi(bm, rm), 20);
-                    ts[k] = v_srli(v_addi(bs, rs), 19);
-                }
-                v_store_u8x4(mc + a + j,
-                             v_pack2w(V_NAME(q8m_clamp16)(v_packus32(tm[0], tm[1])),
-                                     V_NAME(q8m_clamp16)(v_packus32(tm[2], tm[3]))));
-                v_store_u8x4(vc + a + j,
-                             v_pack2w(v_subs16(v_packus32(ts[0], ts[1]), v_set1w(1777)),
-                                     v_subs16(v_packus32(ts[2], ts[3]), v_set1w(1777))));
-            }
-        }
+        else if (sto && (ctr0 & 0xFFFFu) > 0x10000u - FO_QBLOCK)
+            V_NAME(q8_encode)(mb, sb, inv_m, inv_s, mc + a, vc + a, A->key, ctr0, sto, 1);
+        else
+            V_NAME(q8_encode)(mb, sb, inv_m, inv_s, mc + a, vc + a, A->key, ctr0, sto, 0);
     }
 }
 
