@@ -141,10 +141,10 @@ FO_INLINE void fo_q8_encode(const float *restrict mb, const float *restrict sb,
     for (i = 0; i < k; i++) {
         uint32_t bm = fo_f2u(fabsf(mb[i]) * inv_m), bs = fo_f2u(sb[i] * inv_s);
         uint32_t rm, rs, cm, cs;
-        if (sto) {
-            uint32_t h = fo_mix32(key ^ ctr);
-            rm = h & 0xFFFFFu;
-            rs = (h * 0x9E3779B1u) >> 13;
+        if (sto) {  /* adam_lowp.q8_rounding_bits */
+            uint32_t h = (key ^ ctr) * 0x9E3779B1u;
+            rm = h >> 12;
+            rs = (h * 0x85EBCA6Bu) >> 13;
         } else {
             rm = 0x7FFFFu + ((bm >> 20) & 1u);
             rs = 0x3FFFFu + ((bs >> 19) & 1u);
@@ -170,7 +170,9 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
                                 FO_FLAG_ARGS)
 {
     const float b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
-    const float e = A->eps, rsc2 = A->rsc2, alr = A->alr, sm = *ms, sv = *vs;
+    const float e = A->eps, rsc2 = A->rsc2, alr = A->alr;
+    /* the old scales folded into the decay factors (float32, per block) */
+    const float b1ms = b1 * *ms, b2vs = (b2 * *vs) * *vs;
     float mb[FO_QBLOCK], sb[FO_QBLOCK];
     uint32_t amax_m = 0, amax_s = 0;
     FO_LOWP_FLAGS(A)
@@ -178,13 +180,12 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
     for (i = 0; i < k; i++) {
         uint32_t cm = mc[i], mag = cm & 127u;
         float pi = p[i], gi = g[i], mi, vi, si, d;
-        float m0 = fo_u2f((mag == 0 ? 0u : (mag + 889u) << 20) | ((cm >> 7) << 31)) * sm;
-        float s0 = fo_u2f(((uint32_t)vc[i] + 1777u) << 19) * sv;
-        float v0 = s0 * s0;
+        float dm = fo_u2f((mag == 0 ? 0u : (mag + 889u) << 20) | ((cm >> 7) << 31));
+        float ds = fo_u2f(((uint32_t)vc[i] + 1777u) << 19);
         uint32_t am, as;
         FO_LOWP_PRELUDE(A, gi, pi);
-        mi = b1 * m0 + omb1 * gi;
-        vi = b2 * v0 + omb2 * (gi * gi);
+        mi = dm * b1ms + omb1 * gi;
+        vi = (ds * ds) * b2vs + omb2 * (gi * gi);
         si = sqrtf(vi);
         d = si * rsc2 + e;
         p[i] = pi - (alr * mi) / d;

@@ -25,21 +25,8 @@
  *     t = (bits(y) + r) >> 20 has the sign as bit 11 and code + 889 <= 1016
  *     in bits 0-10; s * inv is finite and >= 0, so (bits + r) >> 19 <
  *     2^16.  The lower clamps max(x - lo, 0) are unsigned saturating 16-bit
- *     subtractions, v's upper bound 255 the byte pack's saturation;
- *   - the hash input key ^ ctr: within a block that does not cross a
- *     multiple of 2^16 in the counter, (key ^ ctr) >> 16 is the block's
- *     constant, so the first xor-shift of lowbias32 is one xor with the
- *     constant k1 = key ^ ((key ^ ctr0) >> 16);
+ *     subtractions, v's upper bound 255 the byte pack's saturation.
  */
-
-/* lowbias32 (fo_mix32) on every lane after its first step x ^= x >> 16. */
-V_INLINE V_I V_NAME(mix32_tail)(V_I x)
-{
-    x = v_mulu(x, v_set1i(0x7FEB352D));
-    x = v_xori(x, v_srli(x, 15));
-    x = v_mulu(x, v_set1i((int)0x846CA68Bu));
-    return v_xori(x, v_srli(x, 16));
-}
 
 /* 16-bit lanes t of two m vectors -> codes: sign (bit 11 of t) as bit 7,
  * magnitude max(t mod 2^11 - 889, 0) (<= 127 on the fast path). */
@@ -50,15 +37,14 @@ V_INLINE V_I V_NAME(q8m_clamp16)(V_I t)
 }
 
 /* Pass 2 of a fast-path block: the codes of m (mb) and s (sb) at reciprocal
- * scales inv_m, inv_s, 4 W codes per store; cross: the block's counters
- * cross a multiple of 2^16. */
+ * scales inv_m, inv_s, 4 W codes per store. */
 V_INLINE void V_NAME(q8_encode)(const float *restrict mb, const float *restrict sb,
                                 float inv_m, float inv_s, uint8_t *restrict mc,
                                 uint8_t *restrict vc, uint32_t key, uint32_t ctr0,
-                                const int sto, const int cross)
+                                const int sto)
 {
     const V_F vinv_m = v_set1(inv_m), vinv_s = v_set1(inv_s);
-    const V_I k1 = v_set1i((int)(cross ? key : key ^ ((key ^ ctr0) >> 16)));
+    const V_I vkey = v_set1i((int)key);
     V_I ctr = v_addi(v_set1i((int)ctr0), v_iota());
     ptrdiff_t j;
     for (j = 0; j < FO_QBLOCK; j += 4 * V_W) {
@@ -68,13 +54,10 @@ V_INLINE void V_NAME(q8_encode)(const float *restrict mb, const float *restrict 
             V_I bm = v_asi(v_mul(v_load(mb + j + k * V_W), vinv_m));
             V_I bs = v_asi(v_mul(v_load(sb + j + k * V_W), vinv_s));
             V_I rm, rs;
-            if (sto) {
-                V_I h = v_xori(k1, ctr);
-                if (cross)
-                    h = v_xori(h, v_srli(h, 16));
-                h = V_NAME(mix32_tail)(h);
-                rm = v_andi(h, v_set1i(0xFFFFF));
-                rs = v_srli(v_mulu(h, v_set1i((int)0x9E3779B1u)), 13);
+            if (sto) {  /* adam_lowp.q8_rounding_bits */
+                V_I h = v_mulu(v_xori(vkey, ctr), v_set1i((int)0x9E3779B1u));
+                rm = v_srli(h, 12);
+                rs = v_srli(v_mulu(h, v_set1i((int)0x85EBCA6Bu)), 13);
                 ctr = v_addi(ctr, v_set1i(V_W));
             } else {  /* 0x7FFFF + lsb (nearest even) */
                 rm = v_addi(v_andi(v_srli(bm, 20), v_set1i(1)), v_set1i(0x7FFFF));
@@ -97,7 +80,7 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
                                 float *restrict vs, ptrdiff_t n, ptrdiff_t idx0,
                                 FO_FLAG_ARGS)
 {
-    const V_F b1 = v_set1(A->b1), omb1 = v_set1(A->omb1), b2 = v_set1(A->b2);
+    const V_F omb1 = v_set1(A->omb1);
     const V_F omb2 = v_set1(A->omb2), e = v_set1(A->eps), rsc2 = v_set1(A->rsc2);
     const V_F alr = v_set1(A->alr), gs = v_set1(A->gs), wd = v_set1(A->wd);
     const V_F shrink = v_set1(A->shrink), neg0 = v_set1(-0.0f);
@@ -105,7 +88,9 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
     float sb[FO_QBLOCK] __attribute__((aligned(64)));
     ptrdiff_t a, j, i;
     for (a = 0; a < n; a += FO_QBLOCK) {
-        const V_F sm = v_set1(ms[a / FO_QBLOCK]), sv = v_set1(vs[a / FO_QBLOCK]);
+        /* the old scales folded into the decay factors (float32, per block) */
+        const float fms = ms[a / FO_QBLOCK], fvs = vs[a / FO_QBLOCK];
+        const V_F b1ms = v_set1(A->b1 * fms), b2vs = v_set1((A->b2 * fvs) * fvs);
         /* the element counter mod 2^32 of each lane */
         const uint32_t ctr0 = (uint32_t)(idx0 + a);
         V_I mmax = v_set1i(0), smax = v_set1i(0);
@@ -114,16 +99,15 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
         /* pass 1: decode, update, write p, keep m and s = sqrt(v) in L1 */
         for (j = 0; j < FO_QBLOCK; j += V_W) {
             V_I cm = v_load_s8(mc + a + j), cv = v_load_u8(vc + a + j);
-            V_F m0 = v_mul(v_asf(v_q8m_decode(cm)), sm);
-            V_F s0 = v_mul(v_asf(v_slli(v_addi(cv, v_set1i(1777)), 19)), sv);
-            V_F v0 = v_mul(s0, s0);
+            V_F dm = v_asf(v_q8m_decode(cm));
+            V_F ds = v_asf(v_slli(v_addi(cv, v_set1i(1777)), 19));
             V_F pi = v_load(p + a + j), gi = v_load(g + a + j), mi, vi, si, d;
             if (f_scale) gi = v_mul(gi, gs);
             if (f_max) gi = v_xor(gi, neg0);
             if (f_l2) gi = v_add(gi, v_mul(wd, pi));
             if (f_shrink) pi = v_mul(pi, shrink);
-            mi = v_add(v_mul(b1, m0), v_mul(omb1, gi));
-            vi = v_add(v_mul(b2, v0), v_mul(omb2, v_mul(gi, gi)));
+            mi = v_add(v_mul(dm, b1ms), v_mul(omb1, gi));
+            vi = v_add(v_mul(v_mul(ds, ds), b2vs), v_mul(omb2, v_mul(gi, gi)));
             si = v_sqrt(vi);
             d = v_add(v_mul(si, rsc2), e);
             v_store(p + a + j, v_sub(pi, v_div(v_mul(alr, mi), d)));
@@ -153,10 +137,8 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
                                && im - 0x00800000u < 0x7F000000u))
               && amax_s < 0x7F800000u && is < 0x7F800000u))
             fo_q8_encode(mb, sb, FO_QBLOCK, fm, fs, mc + a, vc + a, A->key, ctr0, sto);
-        else if (sto && (ctr0 & 0xFFFFu) > 0x10000u - FO_QBLOCK)
-            V_NAME(q8_encode)(mb, sb, inv_m, inv_s, mc + a, vc + a, A->key, ctr0, sto, 1);
         else
-            V_NAME(q8_encode)(mb, sb, inv_m, inv_s, mc + a, vc + a, A->key, ctr0, sto, 0);
+            V_NAME(q8_encode)(mb, sb, inv_m, inv_s, mc + a, vc + a, A->key, ctr0, sto);
     }
 }
 
