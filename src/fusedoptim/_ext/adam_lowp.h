@@ -142,7 +142,7 @@ FO_INLINE void fo_q8_encode(const float *restrict mb, const float *restrict sb,
         uint32_t bm = fo_f2u(fabsf(mb[i]) * inv_m), bs = fo_f2u(sb[i] * inv_s);
         uint32_t rm, rs, cm, cs;
         if (sto) {  /* adam_lowp.q8_rounding_bits */
-            uint32_t h = (key ^ ctr) * 0x9E3779B1u;
+            uint32_t h = (key + ctr) * 0x9E3779B1u;
             rm = h >> 12;
             rs = (h * 0x85EBCA6Bu) >> 13;
         } else {

@@ -44,8 +44,12 @@ V_INLINE void V_NAME(q8_encode)(const float *restrict mb, const float *restrict 
                                 const int sto)
 {
     const V_F vinv_m = v_set1(inv_m), vinv_s = v_set1(inv_s);
-    const V_I vkey = v_set1i((int)key);
-    V_I ctr = v_addi(v_set1i((int)ctr0), v_iota());
+    /* adam_lowp.q8_rounding_bits: hm = (key + ctr) * C1, hs = hm * C2 of
+     * each lane, advanced by W elements per vector (mod 2^32) */
+    const uint32_t c1 = 0x9E3779B1u, c12 = 0x9E3779B1u * 0x85EBCA6Bu;
+    const uint32_t h0 = (key + ctr0) * c1;
+    V_I hm = v_addi(v_set1i((int)h0), v_mulu(v_iota(), v_set1i((int)c1)));
+    V_I hs = v_addi(v_set1i((int)(h0 * 0x85EBCA6Bu)), v_mulu(v_iota(), v_set1i((int)c12)));
     ptrdiff_t j;
     for (j = 0; j < FO_QBLOCK; j += 4 * V_W) {
         V_I tm[4], ts[4];
@@ -54,11 +58,11 @@ V_INLINE void V_NAME(q8_encode)(const float *restrict mb, const float *restrict 
             V_I bm = v_asi(v_mul(v_load(mb + j + k * V_W), vinv_m));
             V_I bs = v_asi(v_mul(v_load(sb + j + k * V_W), vinv_s));
             V_I rm, rs;
-            if (sto) {  /* adam_lowp.q8_rounding_bits */
-                V_I h = v_mulu(v_xori(vkey, ctr), v_set1i((int)0x9E3779B1u));
-                rm = v_srli(h, 12);
-                rs = v_srli(v_mulu(h, v_set1i((int)0x85EBCA6Bu)), 13);
-                ctr = v_addi(ctr, v_set1i(V_W));
+            if (sto) {
+                rm = v_srli(hm, 12);
+                rs = v_srli(hs, 13);
+                hm = v_addi(hm, v_set1i((int)(c1 * V_W)));
+                hs = v_addi(hs, v_set1i((int)(c12 * V_W)));
             } else {  /* 0x7FFFF + lsb (nearest even) */
                 rm = v_addi(v_andi(v_srli(bm, 20), v_set1i(1)), v_set1i(0x7FFFF));
                 rs = v_addi(v_andi(v_srli(bs, 19), v_set1i(1)), v_set1i(0x3FFFF));

@@ -194,7 +194,7 @@ def _q8_span(row, lo, hi, idx0, s, f, key):
             bm = np.uint64(UM[i])
             bs = np.uint64(US[i])
             if f[4]:  # families.adam_lowp.q8_rounding_bits
-                h = (((np.uint64(idx0 + a + i) & _M32) ^ key) * _GOLD) & _M32
+                h = ((((np.uint64(idx0 + a + i) + key) & _M32) * _GOLD)) & _M32
                 rm = h >> _S12
                 rs = ((h * _Q8V) & _M32) >> _S13
             else:

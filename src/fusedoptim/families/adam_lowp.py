@@ -62,13 +62,15 @@ Stochastic rounding
     ``h = mix(key ^ (i mod 2^32))``, ``key = step_key(seed, t)``, with
     ``mix`` the ``lowbias32`` integer hash; bfloat16 takes ``h & 0xFFFF``
     for m and ``h >> 16`` for v.  int8 (:func:`q8_rounding_bits`) takes a
-    cheaper hash, one multiplication: ``h = (key ^ (i mod 2^32)) *
-    0x9E3779B1 mod 2^32``, the top 20 bits ``h >> 12`` for m and the top 19
-    bits of ``h * 0x85EBCA6B mod 2^32`` for v (multiplicative hashing; each
-    bit is uniform over steps because ``key`` is, and the top bits of
-    consecutive elements are spread, as in Fibonacci hashing).  Why not
-    ``lowbias32`` there: at high memory bandwidth the 8-bit step is bound by
-    its vector instructions, and the full hash was a fifth of them.
+    cheaper hash, multiplicative: ``h = (key + i) * 0x9E3779B1 mod 2^32``,
+    the top 20 bits ``h >> 12`` for m and the top 19 bits of ``h *
+    0x85EBCA6B mod 2^32`` for v.  Each is uniform over steps because
+    ``key`` is; within a step the top bits of consecutive elements are
+    spread by the golden-ratio stride (Fibonacci hashing), and the compiled
+    loops get them by one addition per vector of elements (``h`` grows by
+    ``0x9E3779B1`` per element).  Why not ``lowbias32`` there: at high
+    memory bandwidth the 8-bit step is bound by its vector instructions,
+    and the full hash was a fifth of them.
     Nothing depends on the backend, the thread count or the split: the same
     bits everywhere.
     Why: with round-to-nearest, a second moment whose per-step change
@@ -132,11 +134,10 @@ def _hash(key, idx):
 def q8_rounding_bits(key: int, idx: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
     """Stochastic rounding bits of the 8-bit codes of elements ``idx``
     (their indices in the step) under step key ``key``: 20 bits for m, 19
-    for v (``h = (key ^ idx) * 0x9E3779B1``; ``h >> 12``, ``(h *
+    for v (``h = (key + idx) * 0x9E3779B1``; ``h >> 12``, ``(h *
     0x85EBCA6B) >> 13``, uint32 arithmetic mod 2^32)."""
-    x = _U32(key) ^ np.asarray(idx).astype(np.uint32)
-    with np.errstate(over="ignore"):  # wrapping uint32 products are the point
-        h = x * _U32(0x9E3779B1)
+    with np.errstate(over="ignore"):  # wrapping uint32 arithmetic is the point
+        h = (_U32(key) + np.asarray(idx).astype(np.uint32)) * _U32(0x9E3779B1)
         return h >> _U32(12), (h * _U32(0x85EBCA6B)) >> _U32(13)
 
 
