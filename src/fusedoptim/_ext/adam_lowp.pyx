@@ -58,7 +58,22 @@ if FO_QBLOCK != _PY_QBLOCK or _tuning.BLOCK_ELEMENTS % FO_QBLOCK:
     raise ImportError("fusedoptim._ext.adam_lowp: QBLOCK must match the reference and "
                       "divide _tuning.BLOCK_ELEMENTS")
 
-cdef int _isa_available = fo_lowp_isa()
+cdef int _isa_cpu = fo_lowp_isa()
+cdef int _isa_available = _isa_cpu
+
+
+def _set_isa(name: str) -> str:
+    """Run the low-precision loops with instruction set ``name``
+    (``"avx512"``, ``"avx2"``, ``"baseline"``; at most what the CPU has)
+    until the next call; returns the previous choice.  For tests: the AVX2
+    build is otherwise never run on an AVX-512 CPU."""
+    global _isa_available
+    levels = ("baseline", "avx2", "avx512")
+    if name not in levels or levels.index(name) > _isa_cpu:
+        raise ValueError(f"isa must be one of {levels[:_isa_cpu + 1]}, got {name!r}")
+    before = levels[_isa_available]
+    _isa_available = levels.index(name)
+    return before
 
 
 def isa():
