@@ -25,8 +25,9 @@
 #define FO_QBLOCK 256
 
 typedef struct {
-    float lr, b1, omb1, b2, omb2, eps, c1, c2, rsc2, gs, wd, shrink;
-    float alr;           /* lr / c1, computed in double, rounded once */
+    float lr, b1, omb1, b2, omb2, eps, c1, c2, gs, wd, shrink;
+    /* lr * sqrt(c2) / c1 and eps * sqrt(c2), computed in double, rounded once */
+    float alr, es;
     double rc1;          /* 1 / (double)c1: m / c1 as a product (adam_avx2.h) */
     uint32_t key;        /* step_key(seed, t) */
     int scale, maximize, l2, shrink_p, stochastic;
@@ -77,7 +78,7 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
                                  FO_FLAG_ARGS)
 {
     const float b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
-    const float e = A->eps, rsc2 = A->rsc2, alr = A->alr;
+    const float es = A->es, alr = A->alr;
     const uint32_t key = A->key;
     /* the counter mod 2^32 as its own 32-bit induction variable: 32-bit
      * vector lanes (derived from the 64-bit i it took 64-bit lanes) */
@@ -92,7 +93,7 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
         FO_LOWP_PRELUDE(A, gi, pi);
         mi = b1 * m0 + omb1 * gi;
         vi = b2 * v0 + omb2 * (gi * gi);
-        p[i] = pi - (alr * mi) / (sqrtf(vi) * rsc2 + e);
+        p[i] = pi - (alr * mi) / (sqrtf(vi) + es);
         if (sto) {
             uint32_t h = fo_mix32(key ^ ctr);
             rm = h & 0xFFFFu;
@@ -170,7 +171,7 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
                                 FO_FLAG_ARGS)
 {
     const float b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
-    const float e = A->eps, rsc2 = A->rsc2, alr = A->alr;
+    const float es = A->es, alr = A->alr;
     /* the old scales folded into the decay factors (float32, per block) */
     const float b1ms = b1 * *ms, b2vs = (b2 * *vs) * *vs;
     float mb[FO_QBLOCK], sb[FO_QBLOCK];
@@ -187,7 +188,7 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
         mi = dm * b1ms + omb1 * gi;
         vi = (ds * ds) * b2vs + omb2 * (gi * gi);
         si = sqrtf(vi);
-        d = si * rsc2 + e;
+        d = si + es;
         p[i] = pi - (alr * mi) / d;
         mb[i] = mi;
         sb[i] = si;

@@ -30,7 +30,7 @@ cnp.import_array()
 cdef extern from "adam_lowp.h" nogil:
     enum: FO_QBLOCK
     ctypedef struct fo_lowp_args:
-        float lr, b1, omb1, b2, omb2, eps, c1, c2, rsc2, gs, wd, shrink, alr
+        float lr, b1, omb1, b2, omb2, eps, c1, c2, gs, wd, shrink, alr, es
         double rc1
         uint32_t key
         int scale, maximize, l2, shrink_p, stochastic
@@ -201,8 +201,9 @@ cdef int _run(params, grads, list arrays, int mode, bint q8, dict kw) except -1:
         J.A.c1 = kw["bc1"]
         J.A.c2 = kw["bc2"]
         J.A.rc1 = 1.0 / <double>J.A.c1
-        J.A.rsc2 = 1.0 / sqrt(<double>kw["bc2"])
-        J.A.alr = lr / kw["bc1"]
+        # families.adam_lowp._alr_es
+        J.A.alr = lr * sqrt(<double>kw["bc2"]) / kw["bc1"]
+        J.A.es = kw["eps"] * sqrt(<double>kw["bc2"])
         J.A.gs = kw["gscale"]
         J.A.wd = wd
         J.A.shrink = 1.0 - lr * wd

@@ -85,7 +85,7 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
                                 FO_FLAG_ARGS)
 {
     const V_F omb1 = v_set1(A->omb1);
-    const V_F omb2 = v_set1(A->omb2), e = v_set1(A->eps), rsc2 = v_set1(A->rsc2);
+    const V_F omb2 = v_set1(A->omb2), es = v_set1(A->es);
     const V_F alr = v_set1(A->alr), gs = v_set1(A->gs), wd = v_set1(A->wd);
     const V_F shrink = v_set1(A->shrink), neg0 = v_set1(-0.0f);
     float mb[FO_QBLOCK] __attribute__((aligned(64)));
@@ -113,7 +113,7 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
             mi = v_add(v_mul(dm, b1ms), v_mul(omb1, gi));
             vi = v_add(v_mul(v_mul(ds, ds), b2vs), v_mul(omb2, v_mul(gi, gi)));
             si = v_sqrt(vi);
-            d = v_add(v_mul(si, rsc2), e);
+            d = v_add(si, es);
             v_store(p + a + j, v_sub(pi, v_div(v_mul(alr, mi), d)));
             v_store(mb + j, mi);
             v_store(sb + j, si);

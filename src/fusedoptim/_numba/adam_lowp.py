@@ -80,7 +80,7 @@ def _bf16_span(row, lo, hi, idx0, s, f, key):
     G = _view(row[1], lo, n, np.float32(0), 4)
     M = _view(row[2], lo, n, np.uint16(0), 2)
     V = _view(row[3], lo, n, np.uint16(0), 2)
-    b1, omb1, b2, omb2, eps, rsc2, alr = s[1], s[2], s[3], s[4], s[5], s[8], s[12]
+    b1, omb1, b2, omb2, es, alr = s[1], s[2], s[3], s[4], s[8], s[12]
     FM = np.empty(QBLOCK, np.float32)
     FV = np.empty(QBLOCK, np.float32)
     UM = FM.view(np.uint32)
@@ -94,7 +94,7 @@ def _bf16_span(row, lo, hi, idx0, s, f, key):
             p, g = _prelude(P[a + i], G[a + i], s, f)
             mi = b1 * FM[i] + omb1 * g
             vi = b2 * FV[i] + omb2 * (g * g)
-            P[a + i] = p - (alr * mi) / (np.sqrt(vi) * rsc2 + eps)
+            P[a + i] = p - (alr * mi) / (np.sqrt(vi) + es)
             FM[i] = mi
             FV[i] = vi
         for i in range(k):
@@ -145,7 +145,7 @@ def _q8_span(row, lo, hi, idx0, s, f, key):
     nb = (n + QBLOCK - 1) // QBLOCK
     MS = _view(row[4], lo // QBLOCK, nb, np.float32(0), 4)
     VS = _view(row[5], lo // QBLOCK, nb, np.float32(0), 4)
-    b1, omb1, b2, omb2, eps, rsc2, alr = s[1], s[2], s[3], s[4], s[5], s[8], s[12]
+    b1, omb1, b2, omb2, es, alr = s[1], s[2], s[3], s[4], s[8], s[12]
     FM = np.empty(QBLOCK, np.float32)
     FS = np.empty(QBLOCK, np.float32)
     UM = FM.view(np.uint32)
@@ -172,7 +172,7 @@ def _q8_span(row, lo, hi, idx0, s, f, key):
             mi = FM[i] * b1ms + omb1 * g
             vi = (ds * ds) * b2vs + omb2 * (g * g)
             si = np.sqrt(vi)
-            P[a + i] = p - (alr * mi) / (si * rsc2 + eps)
+            P[a + i] = p - (alr * mi) / (si + es)
             FM[i] = mi
             FS[i] = si
             am = np.uint64(UM[i]) & np.uint64(0x7FFFFFFF)
@@ -258,9 +258,10 @@ def _run(params, grads, arrays, mode, kw, q8):
         return
     f32 = np.float32
     lr, b1, b2, wd = kw["lr"], kw["beta1"], kw["beta2"], kw["weight_decay"]
+    rc2 = np.sqrt(np.float64(kw["bc2"]))  # families.adam_lowp._alr_es
     s = tuple(f32(x) for x in (lr, b1, 1.0 - b1, b2, 1.0 - b2, kw["eps"], kw["bc1"],
-                                kw["bc2"], 1.0 / np.sqrt(kw["bc2"]), kw["gscale"], wd,
-                                1.0 - lr * wd, lr / kw["bc1"]))
+                                kw["bc2"], kw["eps"] * rc2, kw["gscale"], wd,
+                                1.0 - lr * wd, lr * rc2 / kw["bc1"]))
     f = (kw["gscale"] != 1.0, bool(kw["maximize"]), wd != 0.0 and not kw["decoupled"],
          wd != 0.0 and bool(kw["decoupled"]), bool(kw["stochastic"]))
     args = (np.array(rows, np.intp), np.array(kinds, np.intp), np.array(bases, np.intp),

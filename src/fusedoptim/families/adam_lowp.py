@@ -39,15 +39,17 @@ Two state formats, chosen by ``state_dtype`` on :class:`~fusedoptim.Adam` and
     ``vs`` the block's old scales::
 
         m = dm * (b1*ms) + (1-b1)*g;  v = (ds*ds) * ((b2*vs)*vs) + (1-b2)*(g*g)
-        s = sqrt(v);  p = p - (alr * m) / (s * rsc2 + eps)
+        s = sqrt(v);  p = p - (alr * m) / (s + es)
 
-    with ``alr = f32(lr / c1)`` and ``rsc2 = f32(1 / sqrt(c2))`` computed in
-    double, ``b1*ms`` and ``(b2*vs)*vs`` in float32 once per block, and
-    ``ds*ds`` exact (a code has 5 significant bits).  This is Adam's update
-    ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g^2`` with the decoded
-    ``m = dm*ms``, ``v = (ds*vs)^2``, the block's scale folded into the
-    decay factors, written with one square root and one division per
-    element: the loops are bound by their arithmetic at high memory
+    with ``alr = f32(lr * sqrt(c2) / c1)`` and ``es = f32(eps * sqrt(c2))``
+    computed in double, ``b1*ms`` and ``(b2*vs)*vs`` in float32 once per
+    block, and ``ds*ds`` exact (a code has 5 significant bits).  This is
+    Adam's update ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g^2``, ``p =
+    p - (lr/c1) * m / (sqrt(v/c2) + eps)`` with the decoded ``m = dm*ms``,
+    ``v = (ds*vs)^2``, the block's scale folded into the decay factors and
+    the bias corrections into the step size and epsilon (Kingma and Ba's
+    "more efficient" order), written with one square root and one division
+    per element: the loops are bound by their arithmetic at high memory
     bandwidth, so each multiplication per element counts; the square root
     that the code of ``v`` needs is the denominator's.  bfloat16 states take
     ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*(g*g)`` and the same
@@ -219,9 +221,11 @@ def block_absmax(x: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
 # --- the per-tensor updates -------------------------------------------------------
 
 
-def _rsc2(kw):
-    """``1 / sqrt(bc2)`` in double, rounded once to float32."""
-    return np.float32(1.0 / np.sqrt(kw["bc2"]))
+def _alr_es(kw):
+    """``lr * sqrt(bc2) / bc1`` and ``eps * sqrt(bc2)`` in double, each
+    rounded once to float32."""
+    r = np.sqrt(np.float64(kw["bc2"]))
+    return np.float32(kw["lr"] * r / kw["bc1"]), np.float32(kw["eps"] * r)
 
 
 def _prelude(p, g, kw):
@@ -251,7 +255,8 @@ def adam_bf16_tensor(p: np.ndarray, g: np.ndarray, mw: np.ndarray, vw: np.ndarra
     p1, g = _prelude(p, g, kw)
     m = f(kw["beta1"]) * m + f(1.0 - kw["beta1"]) * g
     v = f(kw["beta2"]) * v + f(1.0 - kw["beta2"]) * (g * g)
-    p[...] = p1 - (f(kw["lr"] / kw["bc1"]) * m) / (np.sqrt(v) * _rsc2(kw) + f(kw["eps"]))
+    alr, es = _alr_es(kw)
+    p[...] = p1 - (alr * m) / (np.sqrt(v) + es)
     rm = rv = None
     if kw["stochastic"]:
         h = _hash(kw["key"], np.arange(idx0, idx0 + p.size, dtype=np.int64))
@@ -276,7 +281,8 @@ def adam_q8_tensor(p: np.ndarray, g: np.ndarray, mc: np.ndarray, vc: np.ndarray,
     m = q8m_decode(mc) * b1ms[blk] + f(1.0 - kw["beta1"]) * g
     v = (ds * ds) * b2vs[blk] + f(1.0 - kw["beta2"]) * (g * g)
     s = np.sqrt(v)
-    p[...] = p1 - (f(kw["lr"] / kw["bc1"]) * m) / (s * _rsc2(kw) + f(kw["eps"]))
+    alr, es = _alr_es(kw)
+    p[...] = p1 - (alr * m) / (s + es)
     pad = nb * QBLOCK - n
     new_ms, inv_m = block_absmax(np.concatenate([m, np.zeros(pad, f)]).reshape(nb, QBLOCK))
     new_vs, inv_v = block_absmax(np.concatenate([s, np.zeros(pad, f)]).reshape(nb, QBLOCK))
