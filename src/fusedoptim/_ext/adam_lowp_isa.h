@@ -53,6 +53,7 @@
 #define v_load_s8(a) _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a)))
 #define v_store_u8x4(a, x) _mm256_storeu_si256((__m256i *)(a), x)
 #define v_or_and(a, b, c) _mm256_or_si256(a, _mm256_and_si256(b, c))
+#define V_WORD_PERMUTE 0
 
 /* The float32 pattern of m codes c (sign-extended bytes): sign << 31 |
  * (mag + 889) << 20, or sign << 31 for mag 0. */
@@ -102,6 +103,8 @@ V_INLINE __m256i fo_v8_pack2w(__m256i x, __m256i y)
 #undef v_load_u8
 #undef v_load_s8
 #undef v_or_and
+#undef v_hi16x2
+#undef V_WORD_PERMUTE
 #undef v_store_u8x4
 #undef v_q8m_decode
 #undef v_hmaxu
@@ -125,6 +128,13 @@ V_INLINE __m256i fo_v8_pack2w(__m256i x, __m256i y)
 #define v_load_s8(a) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(a)))
 #define v_store_u8x4(a, x) _mm512_storeu_si512((void *)(a), x)
 #define v_or_and(a, b, c) _mm512_ternarylogic_epi32(a, b, c, 0xF8)
+#define V_WORD_PERMUTE 1
+/* the high 16 bits of the 32-bit lanes of a, b in packus32's lane order
+ * (per 128-bit lane: 4 of a, then 4 of b), one word permute */
+#define v_hi16x2(a, b) _mm512_permutex2var_epi16(a, _mm512_setr_epi32(            \
+    0x00030001, 0x00070005, 0x00230021, 0x00270025, 0x000B0009, 0x000F000D,      \
+    0x002B0029, 0x002F002D, 0x00130011, 0x00170015, 0x00330031, 0x00370035,      \
+    0x001B0019, 0x001F001D, 0x003B0039, 0x003F003D), b)
 
 V_INLINE __m512i fo_v16_q8m_decode(__m512i c)
 {
@@ -160,6 +170,8 @@ V_INLINE __m512i fo_v16_pack2w(__m512i x, __m512i y)
 #undef v_load_u8
 #undef v_load_s8
 #undef v_or_and
+#undef v_hi16x2
+#undef V_WORD_PERMUTE
 #undef v_store_u8x4
 #undef v_q8m_decode
 #undef v_hmaxu

@@ -36,6 +36,15 @@ V_INLINE V_I V_NAME(q8m_clamp16)(V_I t)
     return v_or_and(mag, v_srli16(t, 4), v_set1w(0x80));
 }
 
+/* 16-bit lanes w of two m vectors, the high halves of bits(y) + r -> codes:
+ * sign (bit 15 of w) as bit 7, magnitude max(e - 889, 0) (<= 127 on the
+ * fast path) with e = (bits(y) + r) >> 20 mod 2^11 = (w >> 4) mod 2^11. */
+V_INLINE V_I V_NAME(q8m_code16)(V_I w)
+{
+    V_I mag = v_srli16(v_subs16(v_andi(w, v_set1w(0x7FF0)), v_set1w(889 << 4)), 4);
+    return v_or_and(mag, v_srli16(w, 8), v_set1w(0x80));
+}
+
 /* Pass 2 of a fast-path block: the codes of m (mb) and s (sb) at reciprocal
  * scales inv_m, inv_s, 4 W codes per store. */
 V_INLINE void V_NAME(q8_encode)(const float *restrict mb, const float *restrict sb,
@@ -67,13 +76,30 @@ V_INLINE void V_NAME(q8_encode)(const float *restrict mb, const float *restrict 
                 rm = v_addi(v_andi(v_srli(bm, 20), v_set1i(1)), v_set1i(0x7FFFF));
                 rs = v_addi(v_andi(v_srli(bs, 19), v_set1i(1)), v_set1i(0x3FFFF));
             }
+#if V_WORD_PERMUTE
+            tm[k] = v_addi(bm, rm);
+            ts[k] = v_addi(bs, rs);
+#else
             tm[k] = v_srli(v_addi(bm, rm), 20);
             ts[k] = v_srli(v_addi(bs, rs), 19);
+#endif
         }
+#if V_WORD_PERMUTE
+        /* one word permute takes the high 16 bits of bits + r of two
+         * vectors: (bits + r) >> 20 (m) and >> 19 (v) are those halves >> 4
+         * and >> 3 */
+        v_store_u8x4(mc + j, v_pack2w(V_NAME(q8m_code16)(v_hi16x2(tm[0], tm[1])),
+                                      V_NAME(q8m_code16)(v_hi16x2(tm[2], tm[3]))));
+        v_store_u8x4(vc + j, v_pack2w(v_subs16(v_srli16(v_hi16x2(ts[0], ts[1]), 3),
+                                               v_set1w(1777)),
+                                      v_subs16(v_srli16(v_hi16x2(ts[2], ts[3]), 3),
+                                               v_set1w(1777))));
+#else
         v_store_u8x4(mc + j, v_pack2w(V_NAME(q8m_clamp16)(v_packus32(tm[0], tm[1])),
                                       V_NAME(q8m_clamp16)(v_packus32(tm[2], tm[3]))));
         v_store_u8x4(vc + j, v_pack2w(v_subs16(v_packus32(ts[0], ts[1]), v_set1w(1777)),
                                       v_subs16(v_packus32(ts[2], ts[3]), v_set1w(1777))));
+#endif
     }
 }
 
