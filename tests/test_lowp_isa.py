@@ -62,6 +62,48 @@ def test_every_isa_build_gives_the_reference_bits(isa, fmt, rounding):
             assert ref_s[label][k].tobytes() == s[label][k].tobytes(), (isa, label, k)
 
 
+def _extreme_grads(n, steps, rng):
+    """Blocks of gradients whose moments' scales fall outside [2^-126, 2^126]
+    (the loops' slow path: subnormal scales, reciprocals that overflow),
+    all-zero blocks, huge but finite ones, and mixed blocks."""
+    out = []
+    for _ in range(steps):
+        g = rng.standard_normal(n).astype(np.float32)
+        blocks = g[: n // L.QBLOCK * L.QBLOCK].reshape(-1, L.QBLOCK)
+        kind = np.arange(blocks.shape[0]) % 5
+        blocks[kind == 0] *= np.float32(1e-41)   # subnormal gradients and scales
+        blocks[kind == 1] = 0.0                  # zero moments: scale 0
+        blocks[kind == 2] *= np.float32(1e18)    # g*g near the float32 top
+        blocks[kind == 3, ::7] *= np.float32(1e-30)  # tiny next to normal
+        out.append({"w": g})
+    return out
+
+
+@pytest.mark.parametrize("isa", _levels())
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+def test_extreme_blocks_give_the_reference_bits(isa, rounding):
+    rng = np.random.default_rng(9)
+    n = 40 * L.QBLOCK + 33
+    p0 = rng.standard_normal(n).astype(np.float32)
+    grads = _extreme_grads(n, 4, rng)
+    results = []
+    for backend, lv in (("numpy", None), ("cython", isa)):
+        params = {"w": p0.copy()}
+        before = lowp._set_isa(lv) if lv else None
+        try:
+            with fo.use_backend(backend):
+                opt = fo.Adam(params, lr=1e-3, state_dtype="int8", state_rounding=rounding,
+                              state_seed=4)
+                for g in grads:
+                    opt.step(g)
+        finally:
+            if before:
+                lowp._set_isa(before)
+        results.append((params["w"].tobytes(),
+                        {k: v["w"].tobytes() for k, v in opt.state.items()}))
+    assert results[0] == results[1]
+
+
 def test_set_isa_refuses_unknown_names():
     with pytest.raises(ValueError, match="isa"):
         lowp._set_isa("sse9")

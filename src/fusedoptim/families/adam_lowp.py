@@ -213,7 +213,8 @@ def block_absmax(x: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
     reciprocal rounded once to float32 (0 where the scale is 0)."""
     b = _bits(np.abs(x)).reshape(x.shape)
     scale = _float(b.max(axis=1)) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # 1 / a subnormal scale may overflow to inf: that is the reciprocal's value
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         inv = np.where(scale == 0, np.float32(0), np.float32(1) / scale).astype(np.float32)
     return scale, inv
 
