@@ -9,7 +9,11 @@
  * contracted, and every operation is IEEE correctly rounded or exact integer
  * arithmetic at any vector width, so the three builds give the same bits.
  * The codecs are integer operations on the float32 bit pattern (no table, no
- * search), which the compiler vectorizes with the float arithmetic.
+ * search), which the compiler vectorizes with the float arithmetic; the
+ * 8-bit loop's AVX2 and AVX-512 builds are written with explicit vectors
+ * instead (adam_lowp_vec.h, instantiated by adam_lowp_isa.h), the scalar
+ * body below being their baseline, their slow path and their last partial
+ * block.
  *
  * `restrict` is sound: the arrays of a step never overlap (parameters and
  * gradients are checked by _gather; the states are the optimizer's own).
