@@ -103,6 +103,25 @@ V_INLINE void V_NAME(q8_encode)(const float *restrict mb, const float *restrict 
     }
 }
 
+/* Prefetch a block's parameters, gradients and codes into L1: issued for
+ * the next block between pass 1 and pass 2 of the current one, because pass
+ * 2 reads no memory and the hardware's streams would idle through it (at
+ * 2^24 elements, 2 threads, the step took 12-15% less time with it; two or
+ * more blocks ahead, or before pass 1, did not help). */
+V_INLINE void V_NAME(q8_prefetch)(const float *p, const float *g, const uint8_t *mc,
+                                  const uint8_t *vc)
+{
+    int q;
+    for (q = 0; q < FO_QBLOCK * 4; q += 64) {
+        _mm_prefetch((const char *)p + q, _MM_HINT_T0);
+        _mm_prefetch((const char *)g + q, _MM_HINT_T0);
+    }
+    for (q = 0; q < FO_QBLOCK; q += 64) {
+        _mm_prefetch((const char *)mc + q, _MM_HINT_T0);
+        _mm_prefetch((const char *)vc + q, _MM_HINT_T0);
+    }
+}
+
 /* fo_adam_q8_body on whole blocks: n a multiple of FO_QBLOCK. */
 V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
                                 const float *restrict g, uint8_t *restrict mc,
@@ -161,6 +180,9 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
         vs[a / FO_QBLOCK] = fs;
         inv_m = fm == 0.0f ? 0.0f : 1.0f / fm;
         inv_s = fs == 0.0f ? 0.0f : 1.0f / fs;
+        if (a + 2 * FO_QBLOCK <= n)
+            V_NAME(q8_prefetch)(p + a + FO_QBLOCK, g + a + FO_QBLOCK, mc + a + FO_QBLOCK,
+                                vc + a + FO_QBLOCK);
         im = fo_f2u(inv_m);
         is = fo_f2u(inv_s);
         if (!((amax_m == 0 || (amax_m - 0x00800000u < 0x7F000000u
