@@ -9,7 +9,11 @@
  * contracted, and every operation is IEEE correctly rounded or exact integer
  * arithmetic at any vector width, so the three builds give the same bits.
  * The codecs are integer operations on the float32 bit pattern (no table, no
- * search), which the compiler vectorizes with the float arithmetic.
+ * search), which the compiler vectorizes with the float arithmetic; the
+ * 8-bit loop's AVX2 and AVX-512 builds are written with explicit vectors
+ * instead (adam_lowp_vec.h, instantiated by adam_lowp_isa.h), the scalar
+ * body below being their baseline, their slow path and their last partial
+ * block.
  *
  * `restrict` is sound: the arrays of a step never overlap (parameters and
  * gradients are checked by _gather; the states are the optimizer's own).
@@ -25,8 +29,9 @@
 #define FO_QBLOCK 256
 
 typedef struct {
-    float lr, b1, omb1, b2, omb2, eps, c1, c2, rsc2, gs, wd, shrink;
-    float alr;           /* lr / c1, computed in double, rounded once */
+    float lr, b1, omb1, b2, omb2, eps, c1, c2, gs, wd, shrink;
+    /* lr * sqrt(c2) / c1 and eps * sqrt(c2), computed in double, rounded once */
+    float alr, es;
     double rc1;          /* 1 / (double)c1: m / c1 as a product (adam_avx2.h) */
     uint32_t key;        /* step_key(seed, t) */
     int scale, maximize, l2, shrink_p, stochastic;
@@ -77,7 +82,7 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
                                  FO_FLAG_ARGS)
 {
     const float b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
-    const float e = A->eps, rsc2 = A->rsc2, alr = A->alr;
+    const float es = A->es, alr = A->alr;
     const uint32_t key = A->key;
     /* the counter mod 2^32 as its own 32-bit induction variable: 32-bit
      * vector lanes (derived from the 64-bit i it took 64-bit lanes) */
@@ -92,7 +97,7 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
         FO_LOWP_PRELUDE(A, gi, pi);
         mi = b1 * m0 + omb1 * gi;
         vi = b2 * v0 + omb2 * (gi * gi);
-        p[i] = pi - (alr * mi) / (sqrtf(vi) * rsc2 + e);
+        p[i] = pi - (alr * mi) / (sqrtf(vi) + es);
         if (sto) {
             uint32_t h = fo_mix32(key ^ ctr);
             rm = h & 0xFFFFu;
@@ -129,56 +134,22 @@ FO_INLINE void fo_adam_f32_body(const fo_lowp_args *A, float *restrict p,
     }
 }
 
-/* One block of k <= FO_QBLOCK elements with 8-bit m, v: decode, update,
- * write p, find the new scales, encode (families.adam_lowp.adam_q8_tensor). */
-FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
-                                const float *restrict g, uint8_t *restrict mc,
-                                uint8_t *restrict vc, float *restrict ms,
-                                float *restrict vs, ptrdiff_t k, ptrdiff_t idx0,
-                                FO_FLAG_ARGS)
+/* The encoding half of a block: codes of m (mb) and s = sqrt(v) (sb) at
+ * the block's new scales fm, fs (k elements, counter of element 0 ctr). */
+FO_INLINE void fo_q8_encode(const float *restrict mb, const float *restrict sb,
+                            ptrdiff_t k, float fm, float fs, uint8_t *restrict mc,
+                            uint8_t *restrict vc, uint32_t key, uint32_t ctr, int sto)
 {
-    const float b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
-    const float e = A->eps, rsc2 = A->rsc2, alr = A->alr, sm = *ms, sv = *vs;
-    const uint32_t key = A->key;
-    /* the counter mod 2^32 as its own 32-bit induction variable: 32-bit
-     * vector lanes (derived from the 64-bit i it took 64-bit lanes) */
-    uint32_t ctr = (uint32_t)idx0;
-    float mb[FO_QBLOCK], sb[FO_QBLOCK];
-    uint32_t amax_m = 0, amax_s = 0;
-    float inv_m, inv_s, fm, fs;
-    FO_LOWP_FLAGS(A)
+    const float inv_m = fm == 0.0f ? 0.0f : 1.0f / fm;
+    const float inv_s = fs == 0.0f ? 0.0f : 1.0f / fs;
     ptrdiff_t i;
-    for (i = 0; i < k; i++) {
-        uint32_t cm = mc[i], mag = cm & 127u;
-        float pi = p[i], gi = g[i], mi, vi, si, d;
-        float m0 = fo_u2f((mag == 0 ? 0u : (mag + 889u) << 20) | ((cm >> 7) << 31)) * sm;
-        float s0 = fo_u2f(((uint32_t)vc[i] + 1777u) << 19) * sv;
-        float v0 = s0 * s0;
-        uint32_t am, as;
-        FO_LOWP_PRELUDE(A, gi, pi);
-        mi = b1 * m0 + omb1 * gi;
-        vi = b2 * v0 + omb2 * (gi * gi);
-        si = sqrtf(vi);
-        d = si * rsc2 + e;
-        p[i] = pi - (alr * mi) / d;
-        mb[i] = mi;
-        sb[i] = si;
-        am = fo_f2u(mi) & 0x7FFFFFFFu;
-        as = fo_f2u(si) & 0x7FFFFFFFu;
-        amax_m = am > amax_m ? am : amax_m;
-        amax_s = as > amax_s ? as : amax_s;
-    }
-    fm = fo_u2f(amax_m);
-    fs = fo_u2f(amax_s);
-    inv_m = fm == 0.0f ? 0.0f : 1.0f / fm;
-    inv_s = fs == 0.0f ? 0.0f : 1.0f / fs;
     for (i = 0; i < k; i++) {
         uint32_t bm = fo_f2u(fabsf(mb[i]) * inv_m), bs = fo_f2u(sb[i] * inv_s);
         uint32_t rm, rs, cm, cs;
-        if (sto) {
-            uint32_t h = fo_mix32(key ^ ctr);
-            rm = h & 0xFFFFFu;
-            rs = (h * 0x9E3779B1u) >> 13;
+        if (sto) {  /* adam_lowp.q8_rounding_bits */
+            uint32_t h = (key + ctr) * 0x9E3779B1u;
+            rm = h >> 12;
+            rs = (h * 0x85EBCA6Bu) >> 13;
         } else {
             rm = 0x7FFFFu + ((bm >> 20) & 1u);
             rs = 0x3FFFFu + ((bs >> 19) & 1u);
@@ -193,8 +164,48 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
         vc[i] = (uint8_t)(cs - 1777u);
         ctr++;
     }
-    *ms = fm;
-    *vs = fs;
+}
+
+/* One block of k <= FO_QBLOCK elements with 8-bit m, v: decode, update,
+ * write p, find the new scales, encode (families.adam_lowp.adam_q8_tensor). */
+FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
+                                const float *restrict g, uint8_t *restrict mc,
+                                uint8_t *restrict vc, float *restrict ms,
+                                float *restrict vs, ptrdiff_t k, ptrdiff_t idx0,
+                                FO_FLAG_ARGS)
+{
+    const float b1 = A->b1, omb1 = A->omb1, b2 = A->b2, omb2 = A->omb2;
+    const float es = A->es, alr = A->alr;
+    /* the old scales folded into the decay factors (float32, per block) */
+    const float b1ms = b1 * *ms, b2vs = (b2 * *vs) * *vs;
+    float mb[FO_QBLOCK], sb[FO_QBLOCK];
+    uint32_t amax_m = 0, amax_s = 0;
+    FO_LOWP_FLAGS(A)
+    ptrdiff_t i;
+    for (i = 0; i < k; i++) {
+        uint32_t cm = mc[i], mag = cm & 127u;
+        float pi = p[i], gi = g[i], mi, vi, si, d;
+        float dm = fo_u2f((mag == 0 ? 0u : (mag + 889u) << 20) | ((cm >> 7) << 31));
+        float ds = fo_u2f(((uint32_t)vc[i] + 1777u) << 19);
+        uint32_t am, as;
+        FO_LOWP_PRELUDE(A, gi, pi);
+        mi = dm * b1ms + omb1 * gi;
+        vi = (ds * ds) * b2vs + omb2 * (gi * gi);
+        si = sqrtf(vi);
+        d = si + es;
+        p[i] = pi - (alr * mi) / d;
+        mb[i] = mi;
+        sb[i] = si;
+        am = fo_f2u(mi) & 0x7FFFFFFFu;
+        as = fo_f2u(si) & 0x7FFFFFFFu;
+        amax_m = am > amax_m ? am : amax_m;
+        amax_s = as > amax_s ? as : amax_s;
+    }
+    /* the counter mod 2^32 (idx0's low 32 bits) */
+    fo_q8_encode(mb, sb, k, fo_u2f(amax_m), fo_u2f(amax_s), mc, vc, A->key,
+                 (uint32_t)idx0, sto);
+    *ms = fo_u2f(amax_m);
+    *vs = fo_u2f(amax_s);
 }
 
 /* Elements [0, n) of one tensor, n from a block start: whole blocks, then a
@@ -244,20 +255,23 @@ FO_INLINE void fo_adam_q8_body(const fo_lowp_args *A, float *restrict p,
                                          const float *g, uint8_t *mc, uint8_t *vc,       \
                                          float *ms, float *vs, ptrdiff_t n,              \
                                          ptrdiff_t idx0)                                 \
-    { FO_LOWP_DISPATCH(A, FO_Q8_CALL); }
+    { FO_LOWP_DISPATCH(A, FO_Q8_CALL_##SUFFIX); }
 
 #define FO_BF16_CALL(...) fo_adam_bf16_body(A, p, g, m, v, n, idx0, __VA_ARGS__)
 #define FO_F32_CALL(...) fo_adam_f32_body(A, p, g, m, v, n, __VA_ARGS__)
-#define FO_Q8_CALL(...) fo_adam_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
+#define FO_Q8_CALL_base(...) fo_adam_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
+#define FO_Q8_CALL_avx2(...) fo_v8_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
+#define FO_Q8_CALL_avx512(...) fo_v16_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
 
 FO_LOWP_BUILD(base, )
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) \
     && !defined(FUSEDOPTIM_NO_SIMD)
 #define FO_LOWP_X86 1
-FO_LOWP_BUILD(avx2, __attribute__((target("avx2"))))
-FO_LOWP_BUILD(avx512, __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,"
-                                                "prefer-vector-width=512"))))
+#include <immintrin.h>
+#include "adam_lowp_isa.h"
+FO_LOWP_BUILD(avx2, FO_AVX2_ATTR)
+FO_LOWP_BUILD(avx512, FO_AVX512_ATTR)
 
 /* 2: AVX-512 (F, BW, DQ, VL), 1: AVX2, 0: neither (baseline loops). */
 static inline int fo_lowp_isa(void)

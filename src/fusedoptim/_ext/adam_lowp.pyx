@@ -30,7 +30,7 @@ cnp.import_array()
 cdef extern from "adam_lowp.h" nogil:
     enum: FO_QBLOCK
     ctypedef struct fo_lowp_args:
-        float lr, b1, omb1, b2, omb2, eps, c1, c2, rsc2, gs, wd, shrink, alr
+        float lr, b1, omb1, b2, omb2, eps, c1, c2, gs, wd, shrink, alr, es
         double rc1
         uint32_t key
         int scale, maximize, l2, shrink_p, stochastic
@@ -58,7 +58,22 @@ if FO_QBLOCK != _PY_QBLOCK or _tuning.BLOCK_ELEMENTS % FO_QBLOCK:
     raise ImportError("fusedoptim._ext.adam_lowp: QBLOCK must match the reference and "
                       "divide _tuning.BLOCK_ELEMENTS")
 
-cdef int _isa_available = fo_lowp_isa()
+cdef int _isa_cpu = fo_lowp_isa()
+cdef int _isa_available = _isa_cpu
+
+
+def _set_isa(name: str) -> str:
+    """Run the low-precision loops with instruction set ``name``
+    (``"avx512"``, ``"avx2"``, ``"baseline"``; at most what the CPU has)
+    until the next call; returns the previous choice.  For tests: the AVX2
+    build is otherwise never run on an AVX-512 CPU."""
+    global _isa_available
+    levels = ("baseline", "avx2", "avx512")
+    if name not in levels or levels.index(name) > _isa_cpu:
+        raise ValueError(f"isa must be one of {levels[:_isa_cpu + 1]}, got {name!r}")
+    before = levels[_isa_available]
+    _isa_available = levels.index(name)
+    return before
 
 
 def isa():
@@ -186,8 +201,9 @@ cdef int _run(params, grads, list arrays, int mode, bint q8, dict kw) except -1:
         J.A.c1 = kw["bc1"]
         J.A.c2 = kw["bc2"]
         J.A.rc1 = 1.0 / <double>J.A.c1
-        J.A.rsc2 = 1.0 / sqrt(<double>kw["bc2"])
-        J.A.alr = lr / kw["bc1"]
+        # families.adam_lowp._alr_es
+        J.A.alr = lr * sqrt(<double>kw["bc2"]) / kw["bc1"]
+        J.A.es = kw["eps"] * sqrt(<double>kw["bc2"])
         J.A.gs = kw["gscale"]
         J.A.wd = wd
         J.A.shrink = 1.0 - lr * wd

@@ -24,8 +24,10 @@ from ._step import JIT, in_parallel, parallel_threads, _addr
 __all__ = ["adam_bf16", "adam_q8"]
 
 _M32 = np.uint64(0xFFFFFFFF)
-_S16, _S15, _S19, _S20, _S13, _S7, _S31 = (np.uint64(k) for k in (16, 15, 19, 20, 13, 7, 31))
+_S16, _S15, _S19, _S20, _S13, _S12, _S7, _S31 = (np.uint64(k) for k in
+                                                  (16, 15, 19, 20, 13, 12, 7, 31))
 _H1, _H2, _GOLD = np.uint64(0x7FEB352D), np.uint64(0x846CA68B), np.uint64(0x9E3779B1)
+_Q8V = np.uint64(0x85EBCA6B)
 _ONE = np.uint64(1)
 KIND_BF16, KIND_Q8, KIND_F32 = 0, 1, 2
 
@@ -78,7 +80,7 @@ def _bf16_span(row, lo, hi, idx0, s, f, key):
     G = _view(row[1], lo, n, np.float32(0), 4)
     M = _view(row[2], lo, n, np.uint16(0), 2)
     V = _view(row[3], lo, n, np.uint16(0), 2)
-    b1, omb1, b2, omb2, eps, rsc2, alr = s[1], s[2], s[3], s[4], s[5], s[8], s[12]
+    b1, omb1, b2, omb2, es, alr = s[1], s[2], s[3], s[4], s[8], s[12]
     FM = np.empty(QBLOCK, np.float32)
     FV = np.empty(QBLOCK, np.float32)
     UM = FM.view(np.uint32)
@@ -92,7 +94,7 @@ def _bf16_span(row, lo, hi, idx0, s, f, key):
             p, g = _prelude(P[a + i], G[a + i], s, f)
             mi = b1 * FM[i] + omb1 * g
             vi = b2 * FV[i] + omb2 * (g * g)
-            P[a + i] = p - (alr * mi) / (np.sqrt(vi) * rsc2 + eps)
+            P[a + i] = p - (alr * mi) / (np.sqrt(vi) + es)
             FM[i] = mi
             FV[i] = vi
         for i in range(k):
@@ -143,7 +145,7 @@ def _q8_span(row, lo, hi, idx0, s, f, key):
     nb = (n + QBLOCK - 1) // QBLOCK
     MS = _view(row[4], lo // QBLOCK, nb, np.float32(0), 4)
     VS = _view(row[5], lo // QBLOCK, nb, np.float32(0), 4)
-    b1, omb1, b2, omb2, eps, rsc2, alr = s[1], s[2], s[3], s[4], s[5], s[8], s[12]
+    b1, omb1, b2, omb2, es, alr = s[1], s[2], s[3], s[4], s[8], s[12]
     FM = np.empty(QBLOCK, np.float32)
     FS = np.empty(QBLOCK, np.float32)
     UM = FM.view(np.uint32)
@@ -153,8 +155,9 @@ def _q8_span(row, lo, hi, idx0, s, f, key):
     for blk in range(nb):
         a = blk * QBLOCK
         k = min(QBLOCK, n - a)
-        sm = MS[blk]
-        sv = VS[blk]
+        # the old scales folded into the decay factors (float32, per block)
+        b1ms = b1 * MS[blk]
+        b2vs = (b2 * VS[blk]) * VS[blk]
         for i in range(k):
             cm = np.uint64(MC[a + i])
             mag = cm & np.uint64(127)
@@ -164,14 +167,12 @@ def _q8_span(row, lo, hi, idx0, s, f, key):
         amax_m = np.uint64(0)
         amax_s = np.uint64(0)
         for i in range(k):
-            m0 = FM[i] * sm
-            s0 = FS[i] * sv
-            v0 = s0 * s0
+            ds = FS[i]
             p, g = _prelude(P[a + i], G[a + i], s, f)
-            mi = b1 * m0 + omb1 * g
-            vi = b2 * v0 + omb2 * (g * g)
+            mi = FM[i] * b1ms + omb1 * g
+            vi = (ds * ds) * b2vs + omb2 * (g * g)
             si = np.sqrt(vi)
-            P[a + i] = p - (alr * mi) / (si * rsc2 + eps)
+            P[a + i] = p - (alr * mi) / (si + es)
             FM[i] = mi
             FS[i] = si
             am = np.uint64(UM[i]) & np.uint64(0x7FFFFFFF)
@@ -192,10 +193,10 @@ def _q8_span(row, lo, hi, idx0, s, f, key):
             FS[i] = FS[i] * inv_s
             bm = np.uint64(UM[i])
             bs = np.uint64(US[i])
-            if f[4]:
-                h = _mix((np.uint64(idx0 + a + i) & _M32) ^ key)
-                rm = h & np.uint64(0xFFFFF)
-                rs = ((h * _GOLD) & _M32) >> _S13
+            if f[4]:  # families.adam_lowp.q8_rounding_bits
+                h = ((((np.uint64(idx0 + a + i) + key) & _M32) * _GOLD)) & _M32
+                rm = h >> _S12
+                rs = ((h * _Q8V) & _M32) >> _S13
             else:
                 rm = np.uint64(0x7FFFF) + ((bm >> _S20) & _ONE)
                 rs = np.uint64(0x3FFFF) + ((bs >> _S19) & _ONE)
@@ -257,9 +258,10 @@ def _run(params, grads, arrays, mode, kw, q8):
         return
     f32 = np.float32
     lr, b1, b2, wd = kw["lr"], kw["beta1"], kw["beta2"], kw["weight_decay"]
+    rc2 = np.sqrt(np.float64(kw["bc2"]))  # families.adam_lowp._alr_es
     s = tuple(f32(x) for x in (lr, b1, 1.0 - b1, b2, 1.0 - b2, kw["eps"], kw["bc1"],
-                                kw["bc2"], 1.0 / np.sqrt(kw["bc2"]), kw["gscale"], wd,
-                                1.0 - lr * wd, lr / kw["bc1"]))
+                                kw["bc2"], kw["eps"] * rc2, kw["gscale"], wd,
+                                1.0 - lr * wd, lr * rc2 / kw["bc1"]))
     f = (kw["gscale"] != 1.0, bool(kw["maximize"]), wd != 0.0 and not kw["decoupled"],
          wd != 0.0 and bool(kw["decoupled"]), bool(kw["stochastic"]))
     args = (np.array(rows, np.intp), np.array(kinds, np.intp), np.array(bases, np.intp),

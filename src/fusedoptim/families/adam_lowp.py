@@ -34,16 +34,26 @@ Two state formats, chosen by ``state_dtype`` on :class:`~fusedoptim.Adam` and
       as it would poison a float32 state); the code uses ``y = |x| * inv``
       with ``inv = 1 / scale`` (0 for a zero scale) rounded once to float32.
 
-    The parameter update uses the float32 moments before they are encoded::
+    The parameter update uses the float32 moments before they are encoded;
+    with ``dm``, ``ds`` the decoded codes (before the scale) and ``ms``,
+    ``vs`` the block's old scales::
 
-        m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*(g*g);  s = sqrt(v)
-        p = p - (alr * m) / (s * rsc2 + eps)
+        m = dm * (b1*ms) + (1-b1)*g;  v = (ds*ds) * ((b2*vs)*vs) + (1-b2)*(g*g)
+        s = sqrt(v);  p = p - (alr * m) / (s + es)
 
-    with ``alr = f32(lr / c1)`` and ``rsc2 = f32(1 / sqrt(c2))`` computed in
-    double (the same update, written with one square root and one division
+    with ``alr = f32(lr * sqrt(c2) / c1)`` and ``es = f32(eps * sqrt(c2))``
+    computed in double, ``b1*ms`` and ``(b2*vs)*vs`` in float32 once per
+    block, and ``ds*ds`` exact (a code has 5 significant bits).  This is
+    Adam's update ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g^2``, ``p =
+    p - (lr/c1) * m / (sqrt(v/c2) + eps)`` with the decoded ``m = dm*ms``,
+    ``v = (ds*vs)^2``, the block's scale folded into the decay factors and
+    the bias corrections into the step size and epsilon (Kingma and Ba's
+    "more efficient" order), written with one square root and one division
     per element: the loops are bound by their arithmetic at high memory
-    bandwidth; the square root that the code of ``v`` needs is the
-    denominator's).  bfloat16 states take the same update.  Tensors under
+    bandwidth, so each multiplication per element counts; the square root
+    that the code of ``v`` needs is the denominator's.  bfloat16 states take
+    ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*(g*g)`` and the same
+    ``s`` and ``p``.  Tensors under
     ``QMIN_ELEMENTS`` elements keep float32 moments and take Adam's float32
     update (:func:`fusedoptim.families.adam.adam_tensor` in the course's order,
     ``torch_order=False``, bit for bit).
@@ -53,9 +63,18 @@ Stochastic rounding
     every tensor of the step, in parameter order) at step ``t`` are
     ``h = mix(key ^ (i mod 2^32))``, ``key = step_key(seed, t)``, with
     ``mix`` the ``lowbias32`` integer hash; bfloat16 takes ``h & 0xFFFF``
-    for m and ``h >> 16`` for v; int8 takes ``h & 0xFFFFF`` for m and
-    ``(h * 0x9E3779B1 mod 2^32) >> 13`` for v.  Nothing depends on the
-    backend, the thread count or the split: the same bits everywhere.
+    for m and ``h >> 16`` for v.  int8 (:func:`q8_rounding_bits`) takes a
+    cheaper hash, multiplicative: ``h = (key + i) * 0x9E3779B1 mod 2^32``,
+    the top 20 bits ``h >> 12`` for m and the top 19 bits of ``h *
+    0x85EBCA6B mod 2^32`` for v.  Each is uniform over steps because
+    ``key`` is; within a step the top bits of consecutive elements are
+    spread by the golden-ratio stride (Fibonacci hashing), and the compiled
+    loops get them by one addition per vector of elements (``h`` grows by
+    ``0x9E3779B1`` per element).  Why not ``lowbias32`` there: at high
+    memory bandwidth the 8-bit step is bound by its vector instructions,
+    and the full hash was a fifth of them.
+    Nothing depends on the backend, the thread count or the split: the same
+    bits everywhere.
     Why: with round-to-nearest, a second moment whose per-step change
     ``(1 - b2)(g^2 - v)`` is below half a code step never moves
     (stagnation); rounding up with probability equal to the remainder makes
@@ -64,7 +83,7 @@ Stochastic rounding
 
 import numpy as np
 
-__all__ = ["QBLOCK", "QMIN_ELEMENTS", "mix32", "step_key", "bf16_encode",
+__all__ = ["QBLOCK", "QMIN_ELEMENTS", "mix32", "step_key", "q8_rounding_bits", "bf16_encode",
            "bf16_decode", "q8m_encode", "q8m_decode", "q8v_encode", "q8v_decode",
            "block_absmax", "adam_bf16_tensor", "adam_q8_tensor", "adam_bf16", "adam_q8",
            "LOWP_SCALARS", "LOWP_FLAGS"]
@@ -112,6 +131,16 @@ def step_key(seed: int, t: int) -> int:
 
 def _hash(key, idx):
     return mix32(_U32(key) ^ idx.astype(np.uint32))
+
+
+def q8_rounding_bits(key: int, idx: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
+    """Stochastic rounding bits of the 8-bit codes of elements ``idx``
+    (their indices in the step) under step key ``key``: 20 bits for m, 19
+    for v (``h = (key + idx) * 0x9E3779B1``; ``h >> 12``, ``(h *
+    0x85EBCA6B) >> 13``, uint32 arithmetic mod 2^32)."""
+    with np.errstate(over="ignore"):  # wrapping uint32 arithmetic is the point
+        h = (_U32(key) + np.asarray(idx).astype(np.uint32)) * _U32(0x9E3779B1)
+        return h >> _U32(12), (h * _U32(0x85EBCA6B)) >> _U32(13)
 
 
 def _bits(x):
@@ -184,7 +213,8 @@ def block_absmax(x: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
     reciprocal rounded once to float32 (0 where the scale is 0)."""
     b = _bits(np.abs(x)).reshape(x.shape)
     scale = _float(b.max(axis=1)) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # 1 / a subnormal scale may overflow to inf: that is the reciprocal's value
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         inv = np.where(scale == 0, np.float32(0), np.float32(1) / scale).astype(np.float32)
     return scale, inv
 
@@ -192,9 +222,11 @@ def block_absmax(x: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
 # --- the per-tensor updates -------------------------------------------------------
 
 
-def _rsc2(kw):
-    """``1 / sqrt(bc2)`` in double, rounded once to float32."""
-    return np.float32(1.0 / np.sqrt(kw["bc2"]))
+def _alr_es(kw):
+    """``lr * sqrt(bc2) / bc1`` and ``eps * sqrt(bc2)`` in double, each
+    rounded once to float32."""
+    r = np.sqrt(np.float64(kw["bc2"]))
+    return np.float32(kw["lr"] * r / kw["bc1"]), np.float32(kw["eps"] * r)
 
 
 def _prelude(p, g, kw):
@@ -224,7 +256,8 @@ def adam_bf16_tensor(p: np.ndarray, g: np.ndarray, mw: np.ndarray, vw: np.ndarra
     p1, g = _prelude(p, g, kw)
     m = f(kw["beta1"]) * m + f(1.0 - kw["beta1"]) * g
     v = f(kw["beta2"]) * v + f(1.0 - kw["beta2"]) * (g * g)
-    p[...] = p1 - (f(kw["lr"] / kw["bc1"]) * m) / (np.sqrt(v) * _rsc2(kw) + f(kw["eps"]))
+    alr, es = _alr_es(kw)
+    p[...] = p1 - (alr * m) / (np.sqrt(v) + es)
     rm = rv = None
     if kw["stochastic"]:
         h = _hash(kw["key"], np.arange(idx0, idx0 + p.size, dtype=np.int64))
@@ -242,22 +275,21 @@ def adam_q8_tensor(p: np.ndarray, g: np.ndarray, mc: np.ndarray, vc: np.ndarray,
     n = p.size
     nb = ms.size
     blk = np.arange(n) // QBLOCK
-    m = q8m_decode(mc) * ms[blk]
-    s = q8v_decode(vc) * vs[blk]
-    v = s * s
     p1, g = _prelude(p, g, kw)
-    m = f(kw["beta1"]) * m + f(1.0 - kw["beta1"]) * g
-    v = f(kw["beta2"]) * v + f(1.0 - kw["beta2"]) * (g * g)
+    b1ms = f(kw["beta1"]) * ms  # float32, once per block
+    b2vs = (f(kw["beta2"]) * vs) * vs
+    ds = q8v_decode(vc)
+    m = q8m_decode(mc) * b1ms[blk] + f(1.0 - kw["beta1"]) * g
+    v = (ds * ds) * b2vs[blk] + f(1.0 - kw["beta2"]) * (g * g)
     s = np.sqrt(v)
-    p[...] = p1 - (f(kw["lr"] / kw["bc1"]) * m) / (s * _rsc2(kw) + f(kw["eps"]))
+    alr, es = _alr_es(kw)
+    p[...] = p1 - (alr * m) / (s + es)
     pad = nb * QBLOCK - n
     new_ms, inv_m = block_absmax(np.concatenate([m, np.zeros(pad, f)]).reshape(nb, QBLOCK))
     new_vs, inv_v = block_absmax(np.concatenate([s, np.zeros(pad, f)]).reshape(nb, QBLOCK))
     rm = rv = None
     if kw["stochastic"]:
-        h = _hash(kw["key"], np.arange(idx0, idx0 + n, dtype=np.int64))
-        rm = h & _U32(0xFFFFF)
-        rv = (h * _U32(0x9E3779B1)) >> _U32(13)
+        rm, rv = q8_rounding_bits(kw["key"], np.arange(idx0, idx0 + n, dtype=np.int64))
     mc[...] = q8m_encode(m, inv_m[blk], rm)
     vc[...] = q8v_encode(s, inv_v[blk], rv)
     ms[...] = new_ms

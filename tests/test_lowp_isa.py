@@ -1,0 +1,109 @@
+"""Each instruction-set build of the reduced-precision Adam loops
+(``_ext/adam_lowp.h``: baseline, AVX2, AVX-512 with runtime dispatch) gives
+the NumPy reference's bits: the AVX2 build is run here even on an AVX-512
+CPU, which the dispatch would never choose."""
+
+import numpy as np
+import pytest
+
+import fusedoptim as fo
+from fusedoptim.families import adam_lowp as L
+
+lowp = pytest.importorskip("fusedoptim._ext.adam_lowp")
+LEVELS = ("baseline", "avx2", "avx512")
+
+
+def _levels():
+    """The builds this CPU can run."""
+    out = []
+    for lv in LEVELS:
+        try:
+            before = lowp._set_isa(lv)
+        except ValueError:
+            continue
+        lowp._set_isa(before)
+        out.append(lv)
+    return out
+
+
+def _run(backend, fmt, rounding, isa=None, steps=3):
+    rng = np.random.default_rng(5)
+    # whole blocks, a partial last block, a float32-state tensor, and element
+    # counts that start tensors off a 256-element boundary in the step
+    shapes = [(3 * L.QBLOCK + 100,), (L.QMIN_ELEMENTS + 5,), (17,), (2 * L.QBLOCK,)]
+    params = {f"p{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+    grads = [{k: (rng.standard_normal(v.shape) * 10.0 ** rng.uniform(-4, 1, v.shape))
+              .astype(np.float32) for k, v in params.items()} for _ in range(steps)]
+    before = lowp._set_isa(isa) if isa else None
+    try:
+        with fo.use_backend(backend):
+            opt = fo.AdamW(params, lr=1e-2, weight_decay=0.05, state_dtype=fmt,
+                           state_rounding=rounding, state_seed=3)
+            for g in grads:
+                opt.step(g)
+    finally:
+        if before:
+            lowp._set_isa(before)
+    return params, opt.state
+
+
+@pytest.mark.parametrize("isa", _levels())
+@pytest.mark.parametrize("fmt,rounding", [("int8", "stochastic"), ("int8", "nearest"),
+                                          ("bfloat16", "nearest"),
+                                          ("bfloat16", "stochastic")])
+def test_every_isa_build_gives_the_reference_bits(isa, fmt, rounding):
+    ref_p, ref_s = _run("numpy", fmt, rounding)
+    p, s = _run("cython", fmt, rounding, isa)
+    for k in ref_p:
+        assert ref_p[k].tobytes() == p[k].tobytes(), (isa, k)
+    assert ref_s.keys() == s.keys()
+    for label in ref_s:
+        for k in ref_s[label]:
+            assert ref_s[label][k].tobytes() == s[label][k].tobytes(), (isa, label, k)
+
+
+def _extreme_grads(n, steps, rng):
+    """Blocks of gradients whose moments' scales fall outside [2^-126, 2^126]
+    (the loops' slow path: subnormal scales, reciprocals that overflow),
+    all-zero blocks, huge but finite ones, and mixed blocks."""
+    out = []
+    for _ in range(steps):
+        g = rng.standard_normal(n).astype(np.float32)
+        blocks = g[: n // L.QBLOCK * L.QBLOCK].reshape(-1, L.QBLOCK)
+        kind = np.arange(blocks.shape[0]) % 5
+        blocks[kind == 0] *= np.float32(1e-41)   # subnormal gradients and scales
+        blocks[kind == 1] = 0.0                  # zero moments: scale 0
+        blocks[kind == 2] *= np.float32(1e18)    # g*g near the float32 top
+        blocks[kind == 3, ::7] *= np.float32(1e-30)  # tiny next to normal
+        out.append({"w": g})
+    return out
+
+
+@pytest.mark.parametrize("isa", _levels())
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+def test_extreme_blocks_give_the_reference_bits(isa, rounding):
+    rng = np.random.default_rng(9)
+    n = 40 * L.QBLOCK + 33
+    p0 = rng.standard_normal(n).astype(np.float32)
+    grads = _extreme_grads(n, 4, rng)
+    results = []
+    for backend, lv in (("numpy", None), ("cython", isa)):
+        params = {"w": p0.copy()}
+        before = lowp._set_isa(lv) if lv else None
+        try:
+            with fo.use_backend(backend):
+                opt = fo.Adam(params, lr=1e-3, state_dtype="int8", state_rounding=rounding,
+                              state_seed=4)
+                for g in grads:
+                    opt.step(g)
+        finally:
+            if before:
+                lowp._set_isa(before)
+        results.append((params["w"].tobytes(),
+                        {k: v["w"].tobytes() for k, v in opt.state.items()}))
+    assert results[0] == results[1]
+
+
+def test_set_isa_refuses_unknown_names():
+    with pytest.raises(ValueError, match="isa"):
+        lowp._set_isa("sse9")
