@@ -83,7 +83,7 @@
     } while (0)
 
 #define FO_ADAM_LOOP(NAME, T, SQRT, DIV_C1)                                    \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict m, T *restrict v, ptrdiff_t n,        \
                              T lr, T b1, T omb1, T b2, T omb2, T e, T c1,      \
                              T c2, double rc1, T shrink, int shrink_p,         \
@@ -97,18 +97,23 @@
             FO_ADAM_RANGE(T, SQRT, DIV_C1, 1, 0);                              \
         else                                                                   \
             FO_ADAM_RANGE(T, SQRT, DIV_C1, 0, 0);                              \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict m,    \
+        T *restrict v, ptrdiff_t n, T lr, T b1, T omb1, T b2, T omb2, T e,     \
+        T c1, T c2, double rc1, T shrink, int shrink_p, int torch), (p, g,     \
+        m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, shrink, shrink_p,     \
+        torch))
 
 /* _loops._div_c1: mi / c1, for float32 through the double reciprocal. */
 #define FO_DIV_C1_F32(x) ((float)((double)(x) * rc1))
 #define FO_DIV_C1_F64(x) ((x) / c1)
-FO_ADAM_LOOP(fo_adam_avx2_f32, float, sqrtf, FO_DIV_C1_F32)
-FO_ADAM_LOOP(fo_adam_avx2_f64, double, sqrt, FO_DIV_C1_F64)
+FO_ADAM_LOOP(fo_adam_simd_f32, float, sqrtf, FO_DIV_C1_F32)
+FO_ADAM_LOOP(fo_adam_simd_f64, double, sqrt, FO_DIV_C1_F64)
 
 #else
 /* Never called (fo_simd_detect() is 0); defined so that the module compiles. */
-#define fo_adam_avx2_f32(...) ((void)0)
-#define fo_adam_avx2_f64(...) ((void)0)
+#define fo_adam_simd_f32(...) ((void)0)
+#define fo_adam_simd_f64(...) ((void)0)
 #endif
 
 #endif

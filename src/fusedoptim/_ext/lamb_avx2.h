@@ -82,7 +82,7 @@
     } while (0)
 
 #define FO_LAMB1_LOOP(NAME, T, SQRT, DIV_C1)                                   \
-    static FO_AVX2 void NAME(const T *restrict p, const T *restrict g,         \
+    FO_BODY void NAME##_body(const T *restrict p, const T *restrict g,         \
                              T *restrict m, T *restrict v, ptrdiff_t n,        \
                              T b1, T omb1, T b2, T omb2, T e, T c1, T c2,      \
                              double rc1, T wd, int decay, double *out,         \
@@ -92,7 +92,12 @@
             FO_LAMB1_RANGE(T, SQRT, DIV_C1, 1);                                \
         else                                                                   \
             FO_LAMB1_RANGE(T, SQRT, DIV_C1, 0);                                \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (const T *restrict p, const T *restrict g,             \
+        T *restrict m, T *restrict v, ptrdiff_t n, T b1, T omb1, T b2,         \
+        T omb2, T e, T c1, T c2, double rc1, T wd, int decay, double *out,     \
+        ptrdiff_t lim), (p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1,    \
+        wd, decay, out, lim))
 
 #define FO_LAMB2_RANGE(T, SQRT, DIV_C1, DECAY)                                 \
     do {                                                                       \
@@ -112,7 +117,7 @@
     } while (0)
 
 #define FO_LAMB2_LOOP(NAME, T, SQRT, DIV_C1)                                   \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict m,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict m,               \
                              const T *restrict v, ptrdiff_t n, T s, T e,       \
                              T c1, T c2, double rc1, T wd, int decay,          \
                              ptrdiff_t lim)                                    \
@@ -121,18 +126,22 @@
             FO_LAMB2_RANGE(T, SQRT, DIV_C1, 1);                                \
         else                                                                   \
             FO_LAMB2_RANGE(T, SQRT, DIV_C1, 0);                                \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict m,                   \
+        const T *restrict v, ptrdiff_t n, T s, T e, T c1, T c2, double rc1,    \
+        T wd, int decay, ptrdiff_t lim), (p, m, v, n, s, e, c1, c2, rc1, wd,   \
+        decay, lim))
 
-FO_LAMB1_LOOP(fo_lamb1_avx2_f32, float, sqrtf, FO_LAMB_DIV_C1_F32)
-FO_LAMB1_LOOP(fo_lamb1_avx2_f64, double, sqrt, FO_LAMB_DIV_C1_F64)
-FO_LAMB2_LOOP(fo_lamb2_avx2_f32, float, sqrtf, FO_LAMB_DIV_C1_F32)
-FO_LAMB2_LOOP(fo_lamb2_avx2_f64, double, sqrt, FO_LAMB_DIV_C1_F64)
+FO_LAMB1_LOOP(fo_lamb1_simd_f32, float, sqrtf, FO_LAMB_DIV_C1_F32)
+FO_LAMB1_LOOP(fo_lamb1_simd_f64, double, sqrt, FO_LAMB_DIV_C1_F64)
+FO_LAMB2_LOOP(fo_lamb2_simd_f32, float, sqrtf, FO_LAMB_DIV_C1_F32)
+FO_LAMB2_LOOP(fo_lamb2_simd_f64, double, sqrt, FO_LAMB_DIV_C1_F64)
 
 #else
-#define fo_lamb1_avx2_f32(...) ((void)0)
-#define fo_lamb1_avx2_f64(...) ((void)0)
-#define fo_lamb2_avx2_f32(...) ((void)0)
-#define fo_lamb2_avx2_f64(...) ((void)0)
+#define fo_lamb1_simd_f32(...) ((void)0)
+#define fo_lamb1_simd_f64(...) ((void)0)
+#define fo_lamb2_simd_f32(...) ((void)0)
+#define fo_lamb2_simd_f64(...) ((void)0)
 #endif
 
 #endif

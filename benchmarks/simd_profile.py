@@ -1,0 +1,92 @@
+"""In-cache throughput of each family's loop against the copy kernel (issue 13).
+
+With the data in L2 (2^12 and 2^15 elements, one tensor, one thread) a loop
+that runs at the copy kernel's rate there is memory-bound at 2^24 elements;
+one that is several times slower is compute-bound.  Each row is stepped
+through ``opt.step`` at both sizes, interleaved, and the time per element is
+the slope between the two fastest batches (on a
+shared machine the minimum is the robust statistic of an in-cache loop), so that the call's fixed cost (about a
+microsecond) cancels::
+
+    python benchmarks/simd_profile.py [--isa avx512,avx2,baseline] [--rounds 7]
+
+Prints G elements/s of each loop under each instruction set the CPU has and
+of the copy kernel moving the same arrays (``copy``, whose width follows
+the same switch).
+"""
+
+import argparse
+
+import fusedoptim
+from fusedoptim import _ext
+from fusedoptim.cli import bench
+from fusedoptim.cli.bench import workloads
+
+ROWS = ("copy7", "sgd", "rmsprop", "adagrad", "adam", "adamw", "adamax", "nadam", "radam",
+        "adadelta", "lion", "lamb")
+SIZES = {"l2a": 1 << 12, "l2b": 1 << 15}
+
+
+def _set_isa(name):
+    if hasattr(_ext, "_set_simd_isa"):
+        return _ext._set_simd_isa(name)
+    before = _ext.simd()
+    _ext._set_simd(name != "baseline")
+    return before
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--isa", default="avx512,avx2,baseline")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rows", default=",".join(ROWS[1:]))
+    args = ap.parse_args()
+    fusedoptim.set_num_threads(1)
+    for name, n in SIZES.items():
+        workloads.SIZES[name] = [(n,)]
+    best = _ext.simd()
+    isas = [i for i in args.isa.split(",") if i]
+    rows = args.rows.split(",")
+    steps = {}
+    for row in rows:
+        for size in SIZES:
+            case = bench.Case(row, size, "float32")
+            for impl in ("cython", "copy"):
+                steps[(row, size, impl)] = bench.make_step(case, impl, threads=1)
+    times = {(k, isa): [] for k in steps for isa in isas}
+    for _ in range(args.rounds):
+        for isa in isas:
+            _set_isa(isa)
+            if _ext.simd() != isa:
+                continue
+            for k, fn in steps.items():
+                times[(k, isa)] += bench.measure(fn, k[2], warmup=1, repeat=5)
+    _set_isa(best)
+    n1, n2 = SIZES.values()
+    print(f"float32, 1 thread, in L2 ({n1} and {n2} elements, slope of the minima), "
+          f"{args.rounds} interleaved rounds; G elements/s (ns per element)")
+    print("| row | arrays | " + " | ".join(f"{i} loop | {i} copy | loop/copy time" for i in isas)
+          + " |")
+    print("|---" * (2 + 3 * len(isas)) + "|")
+    for row in rows:
+        cells = [row, str(bench.Case(row, "l2a", "float32").arrays_moved)]
+        for isa in isas:
+            for impl in ("cython", "copy"):
+                t1 = times[((row, "l2a", impl), isa)]
+                t2 = times[((row, "l2b", impl), isa)]
+                if not t1 or not t2:
+                    cells.append("-")
+                    continue
+                ns = 1e9 * (min(t2) - min(t1)) / (n2 - n1)
+                cells.append(f"{1 / ns:.2f} ({ns:.3f})")
+                if impl == "cython":
+                    loop_ns = ns
+            if cells[-1] != "-":
+                cells.append(f"{loop_ns / ns:.2f}x")
+            else:
+                cells.append("-")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
