@@ -62,7 +62,8 @@ static inline int fo_simd_detect(void)
 {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512vl"))
         return FO_ISA_AVX512;
     return __builtin_cpu_supports("avx2") ? FO_ISA_AVX2 : FO_ISA_BASELINE;
 }
@@ -74,6 +75,21 @@ static inline int fo_simd_detect(void)
 #define FO_SIMD_BUILD(NAME, PARAMS, ARGS)                                      \
     static FO_AVX2 void NAME##_avx2 PARAMS { NAME##_body ARGS; }               \
     static FO_AVX512 void NAME##_avx512 PARAMS { NAME##_body ARGS; }           \
+    static void NAME(int isa, FO_UNPAREN PARAMS)                               \
+    {                                                                          \
+        if (isa == FO_ISA_AVX512)                                              \
+            NAME##_avx512 ARGS;                                                \
+        else                                                                   \
+            NAME##_avx2 ARGS;                                                  \
+    }
+/* FO_SIMD_BUILD for a body whose first parameter is the target it is
+ * compiled for (a literal FO_ISA_* in each build, so that its tests fold
+ * away): for a loop whose best shape differs between the two widths. */
+#define FO_SIMD_BUILD_ISA(NAME, PARAMS, ARGS)                                  \
+    static FO_AVX2 void NAME##_avx2 PARAMS                                     \
+    { NAME##_body(FO_ISA_AVX2, FO_UNPAREN ARGS); }                             \
+    static FO_AVX512 void NAME##_avx512 PARAMS                                 \
+    { NAME##_body(FO_ISA_AVX512, FO_UNPAREN ARGS); }                           \
     static void NAME(int isa, FO_UNPAREN PARAMS)                               \
     {                                                                          \
         if (isa == FO_ISA_AVX512)                                              \
