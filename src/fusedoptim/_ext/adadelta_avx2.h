@@ -19,7 +19,8 @@
         p[k] = pi - lr * d;                                                    \
     } while (0)
 
-#define FO_ADADELTA_PREFETCH 256
+/* The distance of adam_avx2.h's FO_PREFETCH (measured there). */
+#define FO_ADADELTA_PREFETCH 128
 #define FO_ADADELTA_LOOP(NAME, T, SQRT)                                        \
     FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict sq, T *restrict acc, ptrdiff_t n,     \

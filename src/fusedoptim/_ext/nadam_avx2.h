@@ -23,7 +23,8 @@
         p[k] = (pi - (lrg * gi) / d) - (lrm * mi) / d;                         \
     } while (0)
 
-#define FO_NADAM_PREFETCH 256
+/* The distance of adam_avx2.h's FO_PREFETCH (measured there). */
+#define FO_NADAM_PREFETCH 128
 #define FO_NADAM_RANGE(T, SQRT, SHRINK_P)                                      \
     do {                                                                       \
         ptrdiff_t i, k;                                                        \

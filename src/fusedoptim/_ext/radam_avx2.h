@@ -29,7 +29,8 @@
             p[k] = pi - mh * lr;                                               \
     } while (0)
 
-#define FO_RADAM_PREFETCH 256
+/* The distance of adam_avx2.h's FO_PREFETCH (measured there). */
+#define FO_RADAM_PREFETCH 128
 #define FO_RADAM_RANGE(T, SQRT, SHRINK_P, RECT)                                \
     do {                                                                       \
         ptrdiff_t i, k;                                                        \
