@@ -2,8 +2,8 @@
 """The benchmark's physical yardstick, ``copy_like`` (not on any step's path).
 
 It moves the bytes of an optimizer step and does no arithmetic to speak of,
-through the same split, placement and (on AVX2 CPUs) the same kind of AVX2
-loop (``copy_avx2.h``) as the optimizer kernels, so that each optimizer's
+through the same split, placement and (on AVX2 and AVX-512 CPUs) the same
+kind of SIMD loop (``copy_avx2.h``) as the optimizer kernels, so that each optimizer's
 time can be reported against it as against a floor.
 """
 

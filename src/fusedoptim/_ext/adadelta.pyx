@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The ``adadelta`` family's compiled step (Adadelta): the element loop of
 ``families.adadelta.adadelta_tensor``, its flag-specialized dispatch and its
-AVX2 fast path (``adadelta_avx2.h``)."""
+AVX2 and AVX-512 fast path (``adadelta_avx2.h``)."""
 
 from cython cimport floating
 

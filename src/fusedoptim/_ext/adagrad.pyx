@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The ``adagrad`` family's compiled step (Adagrad): the element loop of
 ``families.adagrad.adagrad_tensor``, its flag-specialized dispatch and its
-AVX2 fast path (``adagrad_avx2.h``)."""
+AVX2 and AVX-512 fast path (``adagrad_avx2.h``)."""
 
 from cython cimport floating
 

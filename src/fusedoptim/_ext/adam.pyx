@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The ``adam`` family's compiled step (Adam, AdamW): the element loop of
-``families.adam.adam_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``adam_avx2.h``)."""
+``families.adam.adam_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``adam_avx2.h``)."""
 
 from cython cimport floating
 

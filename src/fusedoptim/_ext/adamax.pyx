@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The ``adamax`` family's compiled step (Adamax): the element loop of
-``families.adamax.adamax_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``adamax_avx2.h``)."""
+``families.adamax.adamax_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``adamax_avx2.h``)."""
 
 from cython cimport floating
 from libc.math cimport fabs, fabsf

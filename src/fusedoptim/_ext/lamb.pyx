@@ -2,7 +2,7 @@
 """The ``lamb`` family's compiled step (LAMB): the two passes of
 ``families.lamb.lamb_tensor`` (``run_reduce``: moments and the blocks' sums
 of squares; ``run_step``: the parameter scaled by each tensor's trust
-ratio), their flag-specialized dispatch and AVX2 fast paths
+ratio), their flag-specialized dispatch and AVX2 and AVX-512 fast paths
 (``lamb_avx2.h``)."""
 
 from cython cimport floating

@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The ``lion`` family's compiled step (Lion): the element loop of
-``families.lion.lion_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``lion_avx2.h``)."""
+``families.lion.lion_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``lion_avx2.h``)."""
 
 from cython cimport floating
 

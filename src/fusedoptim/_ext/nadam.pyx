@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The ``nadam`` family's compiled step (NAdam): the element loop of
-``families.nadam.nadam_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``nadam_avx2.h``)."""
+``families.nadam.nadam_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``nadam_avx2.h``)."""
 
 from cython cimport floating
 

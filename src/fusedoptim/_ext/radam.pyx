@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The ``radam`` family's compiled step (RAdam): the element loop of
-``families.radam.radam_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``radam_avx2.h``).  ``rectified`` is one branch per step, chosen
+``families.radam.radam_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``radam_avx2.h``).  ``rectified`` is one branch per step, chosen
 outside the element loop."""
 
 from cython cimport floating

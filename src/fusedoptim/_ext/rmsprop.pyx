@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The ``rmsprop`` family's compiled step (RMSProp): the element loop of
-``families.rmsprop.rmsprop_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``rmsprop_avx2.h``)."""
+``families.rmsprop.rmsprop_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``rmsprop_avx2.h``)."""
 
 from cython cimport floating
 

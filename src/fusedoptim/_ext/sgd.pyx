@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The ``sgd`` family's compiled step (GD, Momentum, SGD): the element loop of
-``families.sgd.sgd_tensor``, its flag-specialized dispatch and its AVX2 fast
-path (``sgd_avx2.h``)."""
+``families.sgd.sgd_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``sgd_avx2.h``)."""
 
 from cython cimport floating
 
