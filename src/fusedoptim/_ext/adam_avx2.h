@@ -64,13 +64,14 @@
  * plain copy), so neither it nor SGD, RMSProp or Adagrad prefetch.  The
  * addresses stay inside the arrays (a pointer past the end would be
  * undefined C).  The distance, 256 elements on Zen1 above, is 128: on the
- * AVX-512 Zen4 VM (2^24 float32, 2 threads each on a contiguous half, the
- * states placed as _alloc places them, per-thread CPU time, median of 7;
- * three interleaved runs, load average 7-8 from other tenants) Adam took
- * 5.3-5.8 ms at 128 elements ahead, 6.6-7.3 ms at 256 and 4.9-6.1 without,
- * the copy of its traffic 5.4-5.9 ms; NAdam and Adadelta, which share the
- * distance, alike (NAdam 5.8-6.2 against 6.9-7.2, Adadelta 5.6-6.0 against
- * 6.6-7.5), in both builds.  Not re-measured on Zen1. */
+ * AVX-512 Zen4 VM (the method of benchmarks/loops_big.c: 2^24 float32, 2
+ * threads each on a contiguous half, the states placed as _alloc places
+ * them, per-thread CPU time, median of 7; three interleaved runs, load
+ * average 7-8 from other tenants) Adam took 5.3-5.8 ms at 128 elements
+ * ahead, 6.6-7.3 ms at 256 and 4.9-6.1 without, the copy of its traffic
+ * 5.4-5.9 ms; NAdam and Adadelta, which share the distance, alike (NAdam
+ * 5.8-6.2 against 6.9-7.2, Adadelta 5.6-6.0 against 6.6-7.5), in both
+ * builds.  Not re-measured on Zen1. */
 #define FO_PREFETCH 128
 #define FO_ADAM_RANGE(T, SQRT, DIV_C1, SHRINK_P, TORCH)                        \
     do {                                                                       \

@@ -13,9 +13,10 @@
 /* The first pass prefetches its streams FO_LAMB_PREFETCH elements ahead
  * (the second FO_LAMB2_PREFETCH), as adam_avx2.h does and for the same
  * reason (their arithmetic, two divisions and a square root per element in
- * each pass, fills the out-of-order window); lim is the number of elements of the tensor from
- * the range's start, so that the addresses stay inside the arrays and the
- * first pass prefetches across its 4096-element blocks. */
+ * each pass, fills the out-of-order window); lim is the number of elements
+ * of the tensor from the range's start, so that the addresses stay inside
+ * the arrays and the first pass prefetches across its 4096-element
+ * blocks. */
 #define FO_LAMB_PREFETCH 256
 
 #define FO_LAMB_DIV_C1_F32(x) ((float)((double)(x) * rc1))
@@ -165,11 +166,12 @@
         wd, decay, out, lim))
 
 /* The second pass prefetches 128 elements ahead: measured at 2^24 float32,
- * 2 threads (each on a contiguous half, per-thread CPU time, median of 7,
- * three interleaved runs, load average 6), 4.2-4.3 ms against 4.9-5.1 at
- * 256 in the AVX-512 build, 4.2-4.5 against 5.0-5.4 in the AVX2 one; the
- * first pass measured better at 256 (AVX-512: 5.95-6.15 ms against
- * 6.1-7.0), as Adam's loop did on Zen1 (adam_avx2.h). */
+ * 2 threads (as benchmarks/loops_big.c measures, but with the four arrays
+ * 1024 bytes apart modulo a page; median of 7, three interleaved runs,
+ * load average 6), 4.2-4.3 ms against 4.9-5.1 at 256 in the AVX-512 build,
+ * 4.2-4.5 against 5.0-5.4 in the AVX2 one; the first pass measured better
+ * at 256 (AVX-512: 5.95-6.15 ms against 6.1-7.0), as Adam's loop did on
+ * Zen1 (adam_avx2.h). */
 #define FO_LAMB2_PREFETCH 128
 #define FO_LAMB2_RANGE(T, SQRT, DIV_C1, DECAY)                                 \
     do {                                                                       \
