@@ -32,33 +32,38 @@ def pytest_report_header(config):
             f"(default {fusedoptim.get_backend()}, {fusedoptim.get_num_threads()} threads)")
 
 
-def _has_avx2_loops():
+def _simd_loops():
+    """The SIMD builds of the compiled loops this machine runs (best first)."""
     if "cython" not in AVAILABLE:
-        return False
+        return []
     from fusedoptim import _ext
-    return _ext.simd() != "baseline"
+    return {"avx512": ["avx512", "avx2"], "avx2": ["avx2"]}.get(_ext.simd(), [])
 
 
-# "cython-baseline" is the compiled backend with its AVX2 loops turned off, so
-# that both builds of the loops are checked on a machine that has AVX2.
-BACKEND_PARAMS = AVAILABLE + (["cython-baseline"] if _has_avx2_loops() else [])
+# "cython-baseline" is the compiled backend with its SIMD loops turned off, and
+# "cython-avx2" with its AVX2 loops where the CPU also has AVX-512 (plain
+# "cython" then runs the AVX-512 ones), so that every build of the loops is
+# checked on a machine that has it.
+BACKEND_PARAMS = (AVAILABLE + (["cython-baseline"] if _simd_loops() else [])
+                  + (["cython-avx2"] if len(_simd_loops()) > 1 else []))
 
 
 @contextlib.contextmanager
 def backend_variant(name):
     """The backend module of a ``BACKEND_PARAMS`` entry, made active; for
-    ``"cython-baseline"`` with the AVX2 loops off until the block ends."""
+    ``"cython-baseline"`` with the SIMD loops off, for ``"cython-avx2"`` with
+    the AVX2 ones, until the block ends."""
     base = name.split("-")[0]
     with fusedoptim.use_backend(base):
-        if name != "cython-baseline":
+        if name not in ("cython-baseline", "cython-avx2"):
             yield _load(base)
             return
         from fusedoptim import _ext
-        before = _ext._set_simd(False)
+        before = _ext._set_simd_isa(name.split("-")[1])
         try:
             yield _ext
         finally:
-            _ext._set_simd(before)
+            _ext._set_simd_isa(before)
 
 
 @pytest.fixture(params=BACKEND_PARAMS)

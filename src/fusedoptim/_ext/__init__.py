@@ -1,7 +1,7 @@
 """The ``cython`` backend: compiled steps, one extension module per family.
 
 ``_step`` holds what every family shares (the thread split, the threads, the
-AVX2 switch, the gradient norm), ``_gather`` the compiled validation, and
+SIMD switch, the gradient norm), ``_gather`` the compiled validation, and
 ``<family>.pyx`` the family's element loops and its keyword-only ``step``.
 This package exposes each registered family's ``step`` under the family's
 name (``fusedoptim._ext.adam(params, grads, states, mode, *, lr, ...)``) and
@@ -21,6 +21,7 @@ try:
         HAVE_THREADS,
         _set_parallel_min,
         _set_simd,
+        _set_simd_isa,
         get_num_threads,
         grad_sumsq,
         set_num_threads,
@@ -38,5 +39,6 @@ except ImportError as exc:
     raise ImportError(f"a compiled module of the build is missing or broken: {exc}") from exc
 
 __all__ = ["DEBUG_BUILD", "HAVE_THREADS", "gather", "get_num_threads", "grad_sumsq",
-           "set_num_threads", "simd", "_set_parallel_min", "_set_simd", *FAMILIES,
+           "set_num_threads", "simd", "_set_parallel_min", "_set_simd", "_set_simd_isa",
+           *FAMILIES,
            *[_n + "_groups" for _n in FAMILIES if _n + "_groups" in globals()]]

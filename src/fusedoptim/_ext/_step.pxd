@@ -53,6 +53,7 @@ ctypedef void (*reduce_fn)(const Tensor* t, Py_ssize_t a, Py_ssize_t b, double* 
                            const void* args) noexcept nogil
 
 cdef bint simd_enabled() noexcept nogil
+cdef int simd_isa() noexcept nogil
 cdef int run_step(const Step* st, chunk_fn fn, const void* args) except -1
 cdef int run_reduce(const Step* st, reduce_fn fn, const void* args, int nout,
                     double* sums) except -1

@@ -23,9 +23,10 @@ Each family has one element loop written with ``bint`` flags; its dispatcher
 calls it with literal flags on the common paths (no clipping, no decay, no
 ``maximize``, no AMSGrad) so that the C compiler, after inlining, sees a
 branch-free loop body and vectorizes it.  Rare flag combinations share one
-generic loop.  On x86-64 CPUs with AVX2, the common paths instead call the
-AVX2 builds of the same loops (``<family>_avx2.h``; same operations, same
-bits); ``simd()`` says which runs.
+generic loop.  On x86-64 CPUs with AVX2 or AVX-512, the common paths instead
+call the AVX2 or AVX-512 build of the same loops (``<family>_avx2.h``, one
+body compiled for both targets; same operations, same bits), the widest the
+CPU has; ``simd()`` says which runs.
 """
 
 from cython cimport floating
@@ -63,6 +64,10 @@ cdef extern from "pool.h" nogil:
 cdef extern from "avx2.h" nogil:
     const bint FO_SIMD_AVX2
     int fo_simd_detect()
+    enum:
+        FO_ISA_BASELINE
+        FO_ISA_AVX2
+        FO_ISA_AVX512
 
 # The block sum's loops are unrolled for these at compile time; they must be
 # those of the reference (checked at import below).
@@ -81,10 +86,11 @@ HAVE_THREADS = bool(FO_THREADS)
 #: True for the ``FUSEDOPTIM_DEBUG=1`` build (range checks in every chunk).
 DEBUG_BUILD = bool(FO_DEBUG)
 
-# The AVX2 builds of the fast-path loops run when the build has them and the
-# CPU reports AVX2; results are the same bits either way.
-cdef bint _simd_available = FO_SIMD_AVX2 and fo_simd_detect()
-cdef bint _simd = _simd_available
+# The SIMD builds of the fast-path loops run when the build has them, the
+# widest the CPU reports (FO_ISA_*); results are the same bits either way.
+_ISA_NAMES = ("baseline", "avx2", "avx512")
+cdef int _isa_available = fo_simd_detect() if FO_SIMD_AVX2 else FO_ISA_BASELINE
+cdef int _isa = _isa_available
 
 cdef int _num_threads = 1
 cdef Py_ssize_t _parallel_min = _tuning.PARALLEL_MIN_ELEMENTS
@@ -108,17 +114,34 @@ def get_num_threads():
 
 def simd():
     """Instruction set of the fast-path loops (no gradient prelude or AMSGrad;
-    RMSProp neither centered nor with momentum): ``"avx2"`` or
-    ``"baseline"``."""
-    return "avx2" if _simd else "baseline"
+    RMSProp neither centered nor with momentum): ``"avx512"``, ``"avx2"`` or
+    ``"baseline"``.  (The reduced-precision Adam loops choose their own:
+    ``adam_lowp.isa()``.)"""
+    return _ISA_NAMES[_isa]
 
 
 def _set_simd(bint on):
-    """Turn the AVX2 loops on or off (tests compare both paths); on only
-    where the build and the CPU have it.  Returns the previous state."""
-    global _simd
-    old = _simd
-    _simd = on and _simd_available
+    """Turn the SIMD loops on (the widest the build and the CPU have) or off
+    (tests compare both paths).  Returns whether they were on."""
+    global _isa
+    old = _isa != FO_ISA_BASELINE
+    _isa = _isa_available if on else FO_ISA_BASELINE
+    return old
+
+
+def _set_simd_isa(str name):
+    """Run the fast paths with instruction set ``name`` (``"avx512"``,
+    ``"avx2"`` or ``"baseline"``), one the build and the CPU have: tests and
+    benchmarks compare the builds.  Returns the previous name."""
+    if name not in _ISA_NAMES:
+        raise ValueError(f"name must be one of {_ISA_NAMES}")
+    level = _ISA_NAMES.index(name)
+    if level > _isa_available:
+        raise ValueError(f"{name} loops are not available here (best: "
+                         f"{_ISA_NAMES[_isa_available]})")
+    global _isa
+    old = _ISA_NAMES[_isa]
+    _isa = level
     return old
 
 
@@ -194,8 +217,14 @@ def _set_ftz_daz(bint on):
 
 
 cdef bint simd_enabled() noexcept nogil:
-    """Whether this step's fast paths take the AVX2 loops."""
-    return _simd
+    """Whether this step's fast paths take a SIMD build of the loops."""
+    return _isa != FO_ISA_BASELINE
+
+
+cdef int simd_isa() noexcept nogil:
+    """The build of the loops this step's fast paths take (FO_ISA_*:
+    0 baseline, 1 AVX2, 2 AVX-512)."""
+    return _isa
 
 
 # --- the split ---------------------------------------------------------------

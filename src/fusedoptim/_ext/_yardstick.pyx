@@ -2,29 +2,29 @@
 """The benchmark's physical yardstick, ``copy_like`` (not on any step's path).
 
 It moves the bytes of an optimizer step and does no arithmetic to speak of,
-through the same split, placement and (on AVX2 CPUs) the same kind of AVX2
-loop (``copy_avx2.h``) as the optimizer kernels, so that each optimizer's
+through the same split, placement and (on AVX2 and AVX-512 CPUs) the same
+kind of SIMD loop (``copy_avx2.h``) as the optimizer kernels, so that each optimizer's
 time can be reported against it as against a floor.
 """
 
 from cython cimport floating
 cimport numpy as cnp
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport float_array, writeable, step_alloc, step_init, step_free
 from ._loops cimport _at
 
 cnp.import_array()
 
 cdef extern from "copy_avx2.h" nogil:
-    void fo_copy_avx2_f32(float* x0, float* x1, float* x2, const float* g, const float* g2,
-                          Py_ssize_t n, int nrw, int nro)
-    void fo_copy_avx2_f64(double* x0, double* x1, double* x2, const double* g,
+    void fo_copy_simd_f32(int isa, float* x0, float* x1, float* x2, const float* g,
+                          const float* g2, Py_ssize_t n, int nrw, int nro)
+    void fo_copy_simd_f64(int isa, double* x0, double* x1, double* x2, const double* g,
                           const double* g2, Py_ssize_t n, int nrw, int nro)
 
 ctypedef struct CopyArgs:
     int nrw, nro
-    bint simd
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline void _copy_like_loop(floating* x0, floating* x1, floating* x2, const floating* g,
@@ -52,12 +52,12 @@ cdef inline void _copy_like_loop(floating* x0, floating* x1, floating* x2, const
 
 cdef inline void _copy_like_typed(floating* x0, floating* x1, floating* x2, const floating* g,
                                   const floating* g2, Py_ssize_t n, int nrw, int nro,
-                                  bint simd) noexcept nogil:
+                                  int simd) noexcept nogil:
     if simd:
         if floating is float:
-            fo_copy_avx2_f32(x0, x1, x2, g, g2, n, nrw, nro)
+            fo_copy_simd_f32(simd, x0, x1, x2, g, g2, n, nrw, nro)
         else:
-            fo_copy_avx2_f64(x0, x1, x2, g, g2, n, nrw, nro)
+            fo_copy_simd_f64(simd, x0, x1, x2, g, g2, n, nrw, nro)
     elif nro == 2:
         _copy_like_loop(x0, x1, x2, g, g2, n, nrw, 2)
     elif nrw == 1:
@@ -131,7 +131,7 @@ def copy_like(rw, ro):
         st.total = st.t[0].n
         A.nrw = nrw
         A.nro = nro
-        A.simd = simd_enabled()
+        A.simd = simd_isa()
         run_step(&st, _copy_like_chunk, &A)
     finally:
         step_free(&st)

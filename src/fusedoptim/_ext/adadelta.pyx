@@ -1,11 +1,11 @@
 # cython: language_level=3
 """The ``adadelta`` family's compiled step (Adadelta): the element loop of
 ``families.adadelta.adadelta_tensor``, its flag-specialized dispatch and its
-AVX2 fast path (``adadelta_avx2.h``)."""
+AVX2 and AVX-512 fast path (``adadelta_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _at
@@ -16,15 +16,16 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["adadelta"]
 
 cdef extern from "adadelta_avx2.h" nogil:
-    void fo_adadelta_avx2_f32(float* p, const float* g, float* sq, float* acc,
+    void fo_adadelta_simd_f32(int isa, float* p, const float* g, float* sq, float* acc,
                               Py_ssize_t n, float lr, float rho, float omr, float e)
-    void fo_adadelta_avx2_f64(double* p, const double* g, double* sq, double* acc,
+    void fo_adadelta_simd_f64(int isa, double* p, const double* g, double* sq, double* acc,
                               Py_ssize_t n, double lr, double rho, double omr, double e)
 
 
 ctypedef struct AdadeltaArgs:
     double lr, rho, eps, wd, gscale
-    bint maximize, simd
+    bint maximize
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline void _adadelta_loop(floating* p, const floating* g, floating* sq,
@@ -57,9 +58,9 @@ cdef inline void _adadelta_typed(floating* p, const floating* g, floating* sq,
         _adadelta_loop(p, g, sq, acc, n, lr, rho, omr, e, gs, wd, scale, mx, l2)
     elif A.simd:
         if floating is float:
-            fo_adadelta_avx2_f32(p, g, sq, acc, n, lr, rho, omr, e)
+            fo_adadelta_simd_f32(A.simd, p, g, sq, acc, n, lr, rho, omr, e)
         else:
-            fo_adadelta_avx2_f64(p, g, sq, acc, n, lr, rho, omr, e)
+            fo_adadelta_simd_f64(A.simd, p, g, sq, acc, n, lr, rho, omr, e)
     else:
         _adadelta_loop(p, g, sq, acc, n, lr, rho, omr, e, gs, wd, False, False, False)
 
@@ -84,7 +85,7 @@ cdef void _fill(AdadeltaArgs* A, double lr, double rho, double eps, double weigh
     A.wd = weight_decay
     A.gscale = gscale
     A.maximize = maximize
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 def step(params, grads, states, int mode, *, double lr, double rho, double eps,

@@ -19,9 +19,10 @@
         p[k] = pi - lr * d;                                                    \
     } while (0)
 
-#define FO_ADADELTA_PREFETCH 256
+/* The distance of adam_avx2.h's FO_PREFETCH (measured there). */
+#define FO_ADADELTA_PREFETCH 128
 #define FO_ADADELTA_LOOP(NAME, T, SQRT)                                        \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict sq, T *restrict acc, ptrdiff_t n,     \
                              T lr, T rho, T omr, T e)                          \
     {                                                                          \
@@ -38,14 +39,17 @@
         }                                                                      \
         for (k = i; k < n; k++)                                                \
             FO_ADADELTA_ELEMENT(T, SQRT, k);                                   \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict sq,   \
+        T *restrict acc, ptrdiff_t n, T lr, T rho, T omr, T e), (p, g, sq,     \
+        acc, n, lr, rho, omr, e))
 
-FO_ADADELTA_LOOP(fo_adadelta_avx2_f32, float, sqrtf)
-FO_ADADELTA_LOOP(fo_adadelta_avx2_f64, double, sqrt)
+FO_ADADELTA_LOOP(fo_adadelta_simd_f32, float, sqrtf)
+FO_ADADELTA_LOOP(fo_adadelta_simd_f64, double, sqrt)
 
 #else
-#define fo_adadelta_avx2_f32(...) ((void)0)
-#define fo_adadelta_avx2_f64(...) ((void)0)
+#define fo_adadelta_simd_f32(...) ((void)0)
+#define fo_adadelta_simd_f64(...) ((void)0)
 #endif
 
 #endif

@@ -1,11 +1,11 @@
 # cython: language_level=3
 """The ``adagrad`` family's compiled step (Adagrad): the element loop of
 ``families.adagrad.adagrad_tensor``, its flag-specialized dispatch and its
-AVX2 fast path (``adagrad_avx2.h``)."""
+AVX2 and AVX-512 fast path (``adagrad_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, check_group_states, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _at
@@ -16,15 +16,16 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["adagrad"]
 
 cdef extern from "adagrad_avx2.h" nogil:
-    void fo_adagrad_avx2_f32(float* p, const float* g, float* s, Py_ssize_t n, float lr,
-                             float e)
-    void fo_adagrad_avx2_f64(double* p, const double* g, double* s, Py_ssize_t n,
+    void fo_adagrad_simd_f32(int isa, float* p, const float* g, float* s, Py_ssize_t n,
+                             float lr, float e)
+    void fo_adagrad_simd_f64(int isa, double* p, const double* g, double* s, Py_ssize_t n,
                              double lr, double e)
 
 
 ctypedef struct AdagradArgs:
     double lr, eps, wd, gscale
-    bint maximize, simd
+    bint maximize
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline void _adagrad_loop(floating* p, const floating* g, floating* sm, Py_ssize_t n,
@@ -51,9 +52,9 @@ cdef inline void _adagrad_typed(floating* p, const floating* g, floating* sm, Py
         _adagrad_loop(p, g, sm, n, lr, e, gs, wd, scale, mx, decay)
     elif A.simd:
         if floating is float:
-            fo_adagrad_avx2_f32(p, g, sm, n, lr, e)
+            fo_adagrad_simd_f32(A.simd, p, g, sm, n, lr, e)
         else:
-            fo_adagrad_avx2_f64(p, g, sm, n, lr, e)
+            fo_adagrad_simd_f64(A.simd, p, g, sm, n, lr, e)
     else:
         _adagrad_loop(p, g, sm, n, lr, e, gs, wd, False, False, False)
 
@@ -79,7 +80,7 @@ cdef void _fill(AdagradArgs* A, double lr, double eps, double weight_decay, bint
     A.wd = weight_decay
     A.gscale = gscale
     A.maximize = maximize
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 def step(params, grads, states, int mode, *, double lr, double eps, double weight_decay,

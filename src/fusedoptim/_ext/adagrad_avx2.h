@@ -8,7 +8,7 @@
 #if FO_SIMD_AVX2
 
 #define FO_ADAGRAD_LOOP(NAME, T, SQRT)                                         \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict sum, ptrdiff_t n, T lr, T e)          \
     {                                                                          \
         ptrdiff_t i;                                                           \
@@ -19,14 +19,16 @@
             sum[i] = s;                                                        \
             p[i] = pi - lr * (gi / (SQRT(s) + e));                             \
         }                                                                      \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g,                   \
+        T *restrict sum, ptrdiff_t n, T lr, T e), (p, g, sum, n, lr, e))
 
-FO_ADAGRAD_LOOP(fo_adagrad_avx2_f32, float, sqrtf)
-FO_ADAGRAD_LOOP(fo_adagrad_avx2_f64, double, sqrt)
+FO_ADAGRAD_LOOP(fo_adagrad_simd_f32, float, sqrtf)
+FO_ADAGRAD_LOOP(fo_adagrad_simd_f64, double, sqrt)
 
 #else
-#define fo_adagrad_avx2_f32(...) ((void)0)
-#define fo_adagrad_avx2_f64(...) ((void)0)
+#define fo_adagrad_simd_f32(...) ((void)0)
+#define fo_adagrad_simd_f64(...) ((void)0)
 #endif
 
 #endif

@@ -1,11 +1,11 @@
 # cython: language_level=3
 """The ``adam`` family's compiled step (Adam, AdamW): the element loop of
-``families.adam.adam_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``adam_avx2.h``)."""
+``families.adam.adam_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``adam_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, check_group_states, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _div_c1, _at
@@ -17,19 +17,20 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["adam"]
 
 cdef extern from "adam_avx2.h" nogil:
-    void fo_adam_avx2_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
-                          float lr, float b1, float omb1, float b2, float omb2, float e,
-                          float c1, float c2, double rc1, float shrink, int shrink_p,
-                          int torch)
-    void fo_adam_avx2_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
-                          double lr, double b1, double omb1, double b2, double omb2,
-                          double e, double c1, double c2, double rc1, double shrink,
+    void fo_adam_simd_f32(int isa, float* p, const float* g, float* m, float* v,
+                          Py_ssize_t n, float lr, float b1, float omb1, float b2,
+                          float omb2, float e, float c1, float c2, double rc1, float shrink,
                           int shrink_p, int torch)
+    void fo_adam_simd_f64(int isa, double* p, const double* g, double* m, double* v,
+                          Py_ssize_t n, double lr, double b1, double omb1, double b2,
+                          double omb2, double e, double c1, double c2, double rc1,
+                          double shrink, int shrink_p, int torch)
 
 
 ctypedef struct AdamArgs:
     double lr, beta1, beta2, eps, bc1, bc2, wd, gscale
-    bint decoupled, maximize, amsgrad, torch, simd
+    bint decoupled, maximize, amsgrad, torch
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline void _adam_loop(floating* p, const floating* g, floating* m, floating* v,
@@ -90,10 +91,10 @@ cdef inline void _adam_typed(floating* p, const floating* g, floating* m, floati
                    scale, mx, l2, shrink_p, A.amsgrad, A.torch)
     elif A.simd:
         if floating is float:
-            fo_adam_avx2_f32(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
+            fo_adam_simd_f32(A.simd, p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
                              shrink, shrink_p, A.torch)
         else:
-            fo_adam_avx2_f64(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
+            fo_adam_simd_f64(A.simd, p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
                              shrink, shrink_p, A.torch)
     elif A.torch:
         # The classes: Adam, AdamW
@@ -143,7 +144,7 @@ cdef void _fill(AdamArgs* A, double lr, double beta1, double beta2, double eps, 
     A.maximize = maximize
     A.amsgrad = amsgrad
     A.torch = torch_order
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,

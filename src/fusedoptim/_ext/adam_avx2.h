@@ -63,8 +63,16 @@
  * prefetches measured slower (Adam / copy 0.947 against 0.975 with the
  * plain copy), so neither it nor SGD, RMSProp or Adagrad prefetch.  The
  * addresses stay inside the arrays (a pointer past the end would be
- * undefined C). */
-#define FO_PREFETCH 256
+ * undefined C).  The distance, 256 elements on Zen1 above, is 128: on the
+ * AVX-512 Zen4 VM (the method of benchmarks/loops_big.c: 2^24 float32, 2
+ * threads each on a contiguous half, the states placed as _alloc places
+ * them, per-thread CPU time, median of 7; three interleaved runs, load
+ * average 7-8 from other tenants) Adam took 5.3-5.8 ms at 128 elements
+ * ahead, 6.6-7.3 ms at 256 and 4.9-6.1 without, the copy of its traffic
+ * 5.4-5.9 ms; NAdam and Adadelta, which share the distance, alike (NAdam
+ * 5.8-6.2 against 6.9-7.2, Adadelta 5.6-6.0 against 6.6-7.5), in both
+ * builds.  Not re-measured on Zen1. */
+#define FO_PREFETCH 128
 #define FO_ADAM_RANGE(T, SQRT, DIV_C1, SHRINK_P, TORCH)                        \
     do {                                                                       \
         ptrdiff_t i, k;                                                        \
@@ -83,7 +91,7 @@
     } while (0)
 
 #define FO_ADAM_LOOP(NAME, T, SQRT, DIV_C1)                                    \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict m, T *restrict v, ptrdiff_t n,        \
                              T lr, T b1, T omb1, T b2, T omb2, T e, T c1,      \
                              T c2, double rc1, T shrink, int shrink_p,         \
@@ -97,18 +105,23 @@
             FO_ADAM_RANGE(T, SQRT, DIV_C1, 1, 0);                              \
         else                                                                   \
             FO_ADAM_RANGE(T, SQRT, DIV_C1, 0, 0);                              \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict m,    \
+        T *restrict v, ptrdiff_t n, T lr, T b1, T omb1, T b2, T omb2, T e,     \
+        T c1, T c2, double rc1, T shrink, int shrink_p, int torch), (p, g,     \
+        m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, shrink, shrink_p,     \
+        torch))
 
 /* _loops._div_c1: mi / c1, for float32 through the double reciprocal. */
 #define FO_DIV_C1_F32(x) ((float)((double)(x) * rc1))
 #define FO_DIV_C1_F64(x) ((x) / c1)
-FO_ADAM_LOOP(fo_adam_avx2_f32, float, sqrtf, FO_DIV_C1_F32)
-FO_ADAM_LOOP(fo_adam_avx2_f64, double, sqrt, FO_DIV_C1_F64)
+FO_ADAM_LOOP(fo_adam_simd_f32, float, sqrtf, FO_DIV_C1_F32)
+FO_ADAM_LOOP(fo_adam_simd_f64, double, sqrt, FO_DIV_C1_F64)
 
 #else
 /* Never called (fo_simd_detect() is 0); defined so that the module compiles. */
-#define fo_adam_avx2_f32(...) ((void)0)
-#define fo_adam_avx2_f64(...) ((void)0)
+#define fo_adam_simd_f32(...) ((void)0)
+#define fo_adam_simd_f64(...) ((void)0)
 #endif
 
 #endif

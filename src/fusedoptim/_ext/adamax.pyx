@@ -1,12 +1,12 @@
 # cython: language_level=3
 """The ``adamax`` family's compiled step (Adamax): the element loop of
-``families.adamax.adamax_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``adamax_avx2.h``)."""
+``families.adamax.adamax_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``adamax_avx2.h``)."""
 
 from cython cimport floating
 from libc.math cimport fabs, fabsf
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, set_groups, step_args
 from ._loops cimport _prelude, _at
@@ -17,15 +17,18 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["adamax"]
 
 cdef extern from "adamax_avx2.h" nogil:
-    void fo_adamax_avx2_f32(float* p, const float* g, float* m, float* u, Py_ssize_t n,
-                            float clr, float b1, float omb1, float b2, float e)
-    void fo_adamax_avx2_f64(double* p, const double* g, double* m, double* u, Py_ssize_t n,
-                            double clr, double b1, double omb1, double b2, double e)
+    void fo_adamax_simd_f32(int isa, float* p, const float* g, float* m, float* u,
+                            Py_ssize_t n, float clr, float b1, float omb1, float b2,
+                            float e)
+    void fo_adamax_simd_f64(int isa, double* p, const double* g, double* m, double* u,
+                            Py_ssize_t n, double clr, double b1, double omb1, double b2,
+                            double e)
 
 
 ctypedef struct AdamaxArgs:
     double lr, beta1, beta2, eps, bc1, wd, gscale
-    bint maximize, simd
+    bint maximize
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline floating _abs(floating x) noexcept nogil:
@@ -69,9 +72,9 @@ cdef inline void _adamax_typed(floating* p, const floating* g, floating* m, floa
         _adamax_loop(p, g, m, u, n, clr, b1, omb1, b2, e, gs, wd, scale, mx, l2)
     elif A.simd:
         if floating is float:
-            fo_adamax_avx2_f32(p, g, m, u, n, clr, b1, omb1, b2, e)
+            fo_adamax_simd_f32(A.simd, p, g, m, u, n, clr, b1, omb1, b2, e)
         else:
-            fo_adamax_avx2_f64(p, g, m, u, n, clr, b1, omb1, b2, e)
+            fo_adamax_simd_f64(A.simd, p, g, m, u, n, clr, b1, omb1, b2, e)
     else:
         _adamax_loop(p, g, m, u, n, clr, b1, omb1, b2, e, gs, wd, False, False, False)
 
@@ -98,7 +101,7 @@ cdef void _fill(AdamaxArgs* A, double lr, double beta1, double beta2, double eps
     A.wd = weight_decay
     A.gscale = gscale
     A.maximize = maximize
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,

@@ -8,7 +8,7 @@
 #if FO_SIMD_AVX2
 
 #define FO_ADAMAX_LOOP(NAME, T, FABS)                                          \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict m, T *restrict u, ptrdiff_t n,        \
                              T clr, T b1, T omb1, T b2, T e)                   \
     {                                                                          \
@@ -24,14 +24,17 @@
             u[i] = b;                                                          \
             p[i] = pi - (clr * mi) / b;                                        \
         }                                                                      \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict m,    \
+        T *restrict u, ptrdiff_t n, T clr, T b1, T omb1, T b2, T e), (p, g,    \
+        m, u, n, clr, b1, omb1, b2, e))
 
-FO_ADAMAX_LOOP(fo_adamax_avx2_f32, float, fabsf)
-FO_ADAMAX_LOOP(fo_adamax_avx2_f64, double, fabs)
+FO_ADAMAX_LOOP(fo_adamax_simd_f32, float, fabsf)
+FO_ADAMAX_LOOP(fo_adamax_simd_f64, double, fabs)
 
 #else
-#define fo_adamax_avx2_f32(...) ((void)0)
-#define fo_adamax_avx2_f64(...) ((void)0)
+#define fo_adamax_simd_f32(...) ((void)0)
+#define fo_adamax_simd_f64(...) ((void)0)
 #endif
 
 #endif

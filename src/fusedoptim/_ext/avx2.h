@@ -1,22 +1,29 @@
-/* Shared by the AVX2 builds of the fast-path element loops (one header per
- * family beside its .pyx): whether the build has them, the target attribute,
- * and the run-time CPU check.
+/* Shared by the SIMD builds of the fast-path element loops (one header per
+ * family beside its .pyx, <family>_avx2.h, which holds both its AVX2 and its
+ * AVX-512 build): whether the build has them, the target attributes, the
+ * run-time CPU check, and FO_SIMD_BUILD, which compiles one loop body for
+ * both targets and chooses between them.
  *
  * Why: the modules are compiled for the baseline ISA (SSE2 on x86-64), so the
  * Cython loops vectorize 4 float32 lanes wide.  The *_avx2.h headers write
- * the same loops again in C, operation for operation, so that GCC can compile
- * them for another target inside the same module; `target("avx2")` without
- * "fma" means the compiler cannot fuse a multiply and an add even if someone
- * builds without -ffp-contract=off, and every operation (+, -, *, /, sqrt)
- * is IEEE correctly rounded at any vector width: the results are the same
- * bits as the baseline loops and the NumPy reference.
+ * the same loops again in C, operation for operation, once, as scalar C that
+ * GCC vectorizes: compiled inside the same module with target("avx2") (8
+ * float32 lanes) and with target("avx512f,...", prefer-vector-width=512) (16
+ * lanes).  Neither target names "fma", and the build has -ffp-contract=off
+ * (setup.py), so no multiply and add are fused, although AVX-512F itself
+ * has the FMA instructions; every operation (+, -, *, /, sqrt, compares
+ * and selects) is IEEE correctly rounded at any vector width: the results
+ * are the same bits as the baseline loops and the NumPy reference (the
+ * tests run all three builds, tests/conftest.py BACKEND_PARAMS).
  *
  * Measured on the development machine (AMD EPYC Zen1, which splits 256-bit
  * operations in two, so AVX2 gains less here than on full-width CPUs):
  * float32 Adam in cache (16384 elements, 1 thread) 1.30-1.38 ns per element
  * with these loops against 1.47-1.52 with the baseline ones; float64 the same
  * (3.8); at 2^24 float32 elements, 2 threads, Adam / copy 0.995-1.023 against
- * 1.004-1.056 for the baseline loop (three processes, interleaved).
+ * 1.004-1.056 for the baseline loop (three processes, interleaved).  The
+ * AVX-512 build's measurements (Zen4) are in benchmarks/simd_profile.py's
+ * docstring.
  *
  * `restrict` is sound because the validation (_gather) refuses a step in
  * which any written array overlaps another array of the step.
@@ -31,20 +38,69 @@
 #include <stddef.h>
 #include <math.h>
 
+/* Instruction sets of the loops, in the order of preference: _step's
+ * ``_isa`` holds one, ``simd()`` names it. */
+#define FO_ISA_BASELINE 0
+#define FO_ISA_AVX2 1
+#define FO_ISA_AVX512 2
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) \
     && !defined(FUSEDOPTIM_NO_SIMD)
 #define FO_SIMD_AVX2 1
 #define FO_AVX2 __attribute__((target("avx2")))
+/* F for the arithmetic, VL and BW/DQ so that the compiler may also use
+ * masked 256/128-bit forms for the loop remainders: every AVX-512 CPU with
+ * F has them but the first Xeon Phi, which then runs the AVX2 loops. */
+#define FO_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl," \
+                                        "prefer-vector-width=512")))
+/* A loop's body, inlined into each target's function and compiled for it. */
+#define FO_BODY static inline __attribute__((always_inline))
 
+/* The best instruction set of the CPU (and OS: __builtin_cpu_supports
+ * checks that the OS saves the registers). */
 static inline int fo_simd_detect(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512vl"))
+        return FO_ISA_AVX512;
+    return __builtin_cpu_supports("avx2") ? FO_ISA_AVX2 : FO_ISA_BASELINE;
 }
+
+#define FO_UNPAREN(...) __VA_ARGS__
+/* NAME(isa, PARAMS...): NAME##_body (an FO_BODY function taking PARAMS)
+ * compiled for AVX-512 when isa is FO_ISA_AVX512, else for AVX2; PARAMS
+ * and ARGS are parenthesized lists (the parameters, their names). */
+#define FO_SIMD_BUILD(NAME, PARAMS, ARGS)                                      \
+    static FO_AVX2 void NAME##_avx2 PARAMS { NAME##_body ARGS; }               \
+    static FO_AVX512 void NAME##_avx512 PARAMS { NAME##_body ARGS; }           \
+    static void NAME(int isa, FO_UNPAREN PARAMS)                               \
+    {                                                                          \
+        if (isa == FO_ISA_AVX512)                                              \
+            NAME##_avx512 ARGS;                                                \
+        else                                                                   \
+            NAME##_avx2 ARGS;                                                  \
+    }
+/* FO_SIMD_BUILD for a body whose first parameter is the target it is
+ * compiled for (a literal FO_ISA_* in each build, so that its tests fold
+ * away): for a loop whose best shape differs between the two widths. */
+#define FO_SIMD_BUILD_ISA(NAME, PARAMS, ARGS)                                  \
+    static FO_AVX2 void NAME##_avx2 PARAMS                                     \
+    { NAME##_body(FO_ISA_AVX2, FO_UNPAREN ARGS); }                             \
+    static FO_AVX512 void NAME##_avx512 PARAMS                                 \
+    { NAME##_body(FO_ISA_AVX512, FO_UNPAREN ARGS); }                           \
+    static void NAME(int isa, FO_UNPAREN PARAMS)                               \
+    {                                                                          \
+        if (isa == FO_ISA_AVX512)                                              \
+            NAME##_avx512 ARGS;                                                \
+        else                                                                   \
+            NAME##_avx2 ARGS;                                                  \
+    }
 #else
 #define FO_SIMD_AVX2 0
 
-static inline int fo_simd_detect(void) { return 0; }
+static inline int fo_simd_detect(void) { return FO_ISA_BASELINE; }
 #endif
 
 #endif

@@ -33,7 +33,7 @@
     } while (0)
 
 #define FO_COPY_LOOP(NAME, T)                                                  \
-    static FO_AVX2 void NAME(T *restrict x0, T *restrict x1, T *restrict x2,   \
+    FO_BODY void NAME##_body(T *restrict x0, T *restrict x1, T *restrict x2,   \
                              const T *restrict g, const T *restrict g2,        \
                              ptrdiff_t n, int nrw, int nro)                    \
     {                                                                          \
@@ -41,14 +41,17 @@
             FO_COPY_RANGE(T, g[i] + g2[i]);                                    \
         else                                                                   \
             FO_COPY_RANGE(T, g[i]);                                            \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict x0, T *restrict x1, T *restrict x2,       \
+        const T *restrict g, const T *restrict g2, ptrdiff_t n, int nrw,       \
+        int nro), (x0, x1, x2, g, g2, n, nrw, nro))
 
-FO_COPY_LOOP(fo_copy_avx2_f32, float)
-FO_COPY_LOOP(fo_copy_avx2_f64, double)
+FO_COPY_LOOP(fo_copy_simd_f32, float)
+FO_COPY_LOOP(fo_copy_simd_f64, double)
 
 #else
-#define fo_copy_avx2_f32(...) ((void)0)
-#define fo_copy_avx2_f64(...) ((void)0)
+#define fo_copy_simd_f32(...) ((void)0)
+#define fo_copy_simd_f64(...) ((void)0)
 #endif
 
 #endif

@@ -2,14 +2,14 @@
 """The ``lamb`` family's compiled step (LAMB): the two passes of
 ``families.lamb.lamb_tensor`` (``run_reduce``: moments and the blocks' sums
 of squares; ``run_step``: the parameter scaled by each tensor's trust
-ratio), their flag-specialized dispatch and AVX2 fast paths
+ratio), their flag-specialized dispatch and AVX2 and AVX-512 fast paths
 (``lamb_avx2.h``)."""
 
 from cython cimport floating
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport sqrt
 
-from ._step cimport Tensor, Step, run_step, run_reduce, simd_enabled
+from ._step cimport Tensor, Step, run_step, run_reduce, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _div_c1, _at, _block_sumsq
@@ -20,25 +20,26 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["lamb"]
 
 cdef extern from "lamb_avx2.h" nogil:
-    void fo_lamb1_avx2_f32(const float* p, const float* g, float* m, float* v, Py_ssize_t n,
-                           float b1, float omb1, float b2, float omb2, float e, float c1,
-                           float c2, double rc1, float wd, int decay, double* out,
-                           Py_ssize_t lim)
-    void fo_lamb1_avx2_f64(const double* p, const double* g, double* m, double* v,
+    void fo_lamb1_simd_f32(int isa, const float* p, const float* g, float* m, float* v,
+                           Py_ssize_t n, float b1, float omb1, float b2, float omb2,
+                           float e, float c1, float c2, double rc1, float wd, int decay,
+                           double* out, Py_ssize_t lim)
+    void fo_lamb1_simd_f64(int isa, const double* p, const double* g, double* m, double* v,
                            Py_ssize_t n, double b1, double omb1, double b2, double omb2,
                            double e, double c1, double c2, double rc1, double wd, int decay,
                            double* out, Py_ssize_t lim)
-    void fo_lamb2_avx2_f32(float* p, const float* m, const float* v, Py_ssize_t n, float s,
-                           float e, float c1, float c2, double rc1, float wd, int decay,
-                           Py_ssize_t lim)
-    void fo_lamb2_avx2_f64(double* p, const double* m, const double* v, Py_ssize_t n,
-                           double s, double e, double c1, double c2, double rc1, double wd,
+    void fo_lamb2_simd_f32(int isa, float* p, const float* m, const float* v, Py_ssize_t n,
+                           float s, float e, float c1, float c2, double rc1, float wd,
                            int decay, Py_ssize_t lim)
+    void fo_lamb2_simd_f64(int isa, double* p, const double* m, const double* v,
+                           Py_ssize_t n, double s, double e, double c1, double c2,
+                           double rc1, double wd, int decay, Py_ssize_t lim)
 
 
 ctypedef struct LambArgs:
     double lr, beta1, beta2, eps, bc1, bc2, wd, gscale
-    bint maximize, simd
+    bint maximize
+    int simd             # instruction set of the fast paths (_step.simd_isa)
     const Tensor* t0      # the step's first tensor: t - t0 is a tensor's index
     const double* scale   # second pass: lr * trust ratio of each tensor
 
@@ -93,10 +94,10 @@ cdef inline void _lamb1_typed(const floating* p, const floating* g, floating* m,
                     decay, out)
     elif A.simd:
         if floating is float:
-            fo_lamb1_avx2_f32(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, decay,
+            fo_lamb1_simd_f32(A.simd, p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, decay,
                               out, lim)
         else:
-            fo_lamb1_avx2_f64(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, decay,
+            fo_lamb1_simd_f64(A.simd, p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, decay,
                               out, lim)
     elif decay:
         _lamb1_loop(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, False, False,
@@ -139,9 +140,9 @@ cdef inline void _lamb2_typed(floating* p, const floating* m, const floating* v,
     cdef bint decay = A.wd != 0.0
     if A.simd:
         if floating is float:
-            fo_lamb2_avx2_f32(p, m, v, n, s, e, c1, c2, rc1, wd, decay, lim)
+            fo_lamb2_simd_f32(A.simd, p, m, v, n, s, e, c1, c2, rc1, wd, decay, lim)
         else:
-            fo_lamb2_avx2_f64(p, m, v, n, s, e, c1, c2, rc1, wd, decay, lim)
+            fo_lamb2_simd_f64(A.simd, p, m, v, n, s, e, c1, c2, rc1, wd, decay, lim)
     elif decay:
         _lamb2_loop(p, m, v, n, s, e, c1, c2, rc1, wd, True)
     else:
@@ -152,12 +153,19 @@ cdef void _lamb2_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                        const void* args) noexcept nogil:
     cdef const LambArgs* A = <const LambArgs*>args
     cdef double scale = A.scale[t - A.t0]
+    # The prefetches stay inside [a, b) (lim = b - a), as Adam's do: past b
+    # lies the next block of the split, which another thread may be writing,
+    # and a prefetch for writing takes its lines from that thread's core.
+    # bench --size big --optimizer lamb, 2 threads (shared machine, load
+    # 1.5-1.8, one run each, interleaved builds): LAMB / copy 0.95-0.97 in 4
+    # runs of 5 (one 0.60 with a copy at 9.6 ms) against 0.75, 0.79 and 1.09
+    # (copy at 26.7 ms) with the tensor's end as the limit.
     if t.dbl:
         _lamb2_typed(<double*>_at(t.p, a, 8), <const double*>_at(t.s[0], a, 8),
-                     <const double*>_at(t.s[1], a, 8), b - a, t.n - a, A, scale)
+                     <const double*>_at(t.s[1], a, 8), b - a, b - a, A, scale)
     else:
         _lamb2_typed(<float*>_at(t.p, a, 4), <const float*>_at(t.s[0], a, 4),
-                     <const float*>_at(t.s[1], a, 4), b - a, t.n - a, A, scale)
+                     <const float*>_at(t.s[1], a, 4), b - a, b - a, A, scale)
 
 
 cdef double _trust_ratio(double sp, double su) noexcept nogil:
@@ -180,7 +188,7 @@ cdef void _fill(LambArgs* A, double lr, double beta1, double beta2, double eps, 
     A.wd = weight_decay
     A.gscale = gscale
     A.maximize = maximize
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 cdef int _two_passes(Step* st, LambArgs* A, Py_ssize_t ngroups) except -1:

@@ -1,8 +1,8 @@
-/* AVX2 build of lamb.pyx's fast-path loops (see avx2.h): the first pass
- * (moments, direction, the blocks' lane sums of squares) without gradient
- * prelude, and the second pass (direction again, parameter update).  The
- * direction is computed by the same operations in both and in the Cython
- * loops; m / c1 is adam_avx2.h's FO_DIV_C1 (correctly rounded). */
+/* AVX2 and AVX-512 builds of lamb.pyx's fast-path loops (see avx2.h): the
+ * first pass (moments, direction, the blocks' lane sums of squares) without
+ * gradient prelude, and the second pass (direction again, parameter
+ * update).  The direction is computed by the same operations in both and in
+ * the Cython loops; m / c1 is adam_avx2.h's FO_DIV_C1 (correctly rounded). */
 #ifndef FUSEDOPTIM_LAMB_AVX2_H
 #define FUSEDOPTIM_LAMB_AVX2_H
 
@@ -10,12 +10,13 @@
 
 #if FO_SIMD_AVX2
 
-/* Both passes prefetch their streams FO_LAMB_PREFETCH elements ahead, as
- * adam_avx2.h does and for the same reason (their arithmetic, two
- * divisions and a square root per element in each pass, fills the
- * out-of-order window); lim is the number of elements of the tensor from
- * the range's start, so that the addresses stay inside the arrays and the
- * first pass prefetches across its 4096-element blocks. */
+/* The first pass prefetches its streams FO_LAMB_PREFETCH elements ahead
+ * (the second FO_LAMB2_PREFETCH), as adam_avx2.h does and for the same
+ * reason (their arithmetic, two divisions and a square root per element in
+ * each pass, fills the out-of-order window); lim is the number of elements
+ * of the tensor from the range's start, so that the addresses stay inside
+ * the arrays and the first pass prefetches across its 4096-element
+ * blocks. */
 #define FO_LAMB_PREFETCH 256
 
 #define FO_LAMB_DIV_C1_F32(x) ((float)((double)(x) * rc1))
@@ -45,10 +46,23 @@
         }                                                                      \
     } while (0)
 
+/* The update of element i + k of the block (i + k < n) into m, v and its
+ * direction into ub[k]. */
+#define FO_LAMB1_ELEMENT(T, SQRT, DIV_C1, DECAY, i, k)                         \
+    do {                                                                       \
+        /* Every load before any store (_LOADS_FIRST). */                      \
+        T pi = p[i + k], m0 = m[i + k], v0 = v[i + k], gi = g[i + k], mi, vi;  \
+        mi = b1 * m0 + omb1 * gi;                                              \
+        vi = b2 * v0 + omb2 * (gi * gi);                                       \
+        m[i + k] = mi;                                                         \
+        v[i + k] = vi;                                                         \
+        ub[k] = FO_LAMB_DIR(DIV_C1, SQRT, DECAY, mi, vi, pi);                  \
+    } while (0)
+
 /* One block (n <= 4096 elements): the update into m, v and the block's
  * direction into ub (on the stack, in L1), then the lane sums of p and ub
  * as _loops._lanes_total combines them.  Why apart: with the lane sums in
- * the update's loop GCC vectorized neither (8.5x slower). */
+ * the update's loop GCC vectorized neither (8.5x slower).  The AVX2 shape. */
 #define FO_LAMB1_RANGE(T, SQRT, DIV_C1, DECAY)                                 \
     do {                                                                       \
         T ub[4096];                                                            \
@@ -63,15 +77,8 @@
                 __builtin_prefetch(m + i + FO_LAMB_PREFETCH, 1, 3);            \
                 __builtin_prefetch(v + i + FO_LAMB_PREFETCH, 1, 3);            \
             }                                                                  \
-            for (k = i; k < end; k++) {                                        \
-                /* Every load before any store (_LOADS_FIRST). */              \
-                T pi = p[k], m0 = m[k], v0 = v[k], gi = g[k], mi, vi;          \
-                mi = b1 * m0 + omb1 * gi;                                      \
-                vi = b2 * v0 + omb2 * (gi * gi);                               \
-                m[k] = mi;                                                     \
-                v[k] = vi;                                                     \
-                ub[k] = FO_LAMB_DIR(DIV_C1, SQRT, DECAY, mi, vi, pi);          \
-            }                                                                  \
+            for (k = i; k < end; k++)                                          \
+                FO_LAMB1_ELEMENT(T, SQRT, DIV_C1, DECAY, 0, k);                \
         }                                                                      \
         FO_LAMB_LANES(T, p, ap);                                               \
         FO_LAMB_LANES(T, ub, au);                                              \
@@ -81,28 +88,100 @@
                  + ((au[4] + au[5]) + (au[6] + au[7]));                        \
     } while (0)
 
+/* The AVX-512 shape of FO_LAMB1_RANGE: the block in chunks of
+ * FO_LAMB_CHUNK elements, each chunk's update (directions into ub) followed
+ * by its squares of p and ub added to the lane sums (element k of the block
+ * to lane k % 8, each lane in element order: the same additions in the same
+ * order as FO_LAMB_LANES and _loops._block_sumsq).  Why: each lane sum is a
+ * chain of 512 dependent additions per block; after the whole block's
+ * update they run alone, after each chunk they overlap the next chunk's
+ * divisions and square roots.  Measured in L2 (2^15 float32 elements, 1
+ * thread, Zen4, fastest of 300 calls in each of 4 processes): the first
+ * pass 0.582 ns per element in the block shape, 0.528 in chunks of 64
+ * (32: 0.57, 128: 0.59 with the sums as vector types); the AVX2 build
+ * measured the other way round, 0.620 in the block shape against 0.683 in
+ * chunks, so it keeps the block shape. */
+#define FO_LAMB_CHUNK 64
+#define FO_LAMB1_CHUNKED(T, SQRT, DIV_C1, DECAY)                               \
+    do {                                                                       \
+        T ub[FO_LAMB_CHUNK];                                                   \
+        double ap[8] = {0.0}, au[8] = {0.0}, y, z;                             \
+        ptrdiff_t i, j, k;                                                     \
+        for (i = 0; i < n; i += FO_LAMB_CHUNK) {                               \
+            const ptrdiff_t len = n - i < FO_LAMB_CHUNK ? n - i                \
+                                                        : FO_LAMB_CHUNK;       \
+            for (j = 0; j < FO_LAMB_CHUNK; j += 64 / (ptrdiff_t)sizeof(T))     \
+                if (i + j + FO_LAMB_PREFETCH < lim) {                          \
+                    __builtin_prefetch(p + i + j + FO_LAMB_PREFETCH, 0, 3);    \
+                    __builtin_prefetch(g + i + j + FO_LAMB_PREFETCH, 0, 3);    \
+                    __builtin_prefetch(m + i + j + FO_LAMB_PREFETCH, 1, 3);    \
+                    __builtin_prefetch(v + i + j + FO_LAMB_PREFETCH, 1, 3);    \
+                }                                                              \
+            for (k = 0; k < len; k++)                                          \
+                FO_LAMB1_ELEMENT(T, SQRT, DIV_C1, DECAY, i, k);                \
+            if (len == FO_LAMB_CHUNK) {                                        \
+                for (j = 0; j < FO_LAMB_CHUNK; j += 8)                         \
+                    for (k = 0; k < 8; k++) {                                  \
+                        y = (double)p[i + j + k];                              \
+                        z = (double)ub[j + k];                                 \
+                        ap[k] = ap[k] + y * y;                                 \
+                        au[k] = au[k] + z * z;                                 \
+                    }                                                          \
+            } else {                                                           \
+                /* the block's last chunk (i is a multiple of 8) */            \
+                for (k = 0; k < len; k++) {                                    \
+                    y = (double)p[i + k];                                      \
+                    z = (double)ub[k];                                         \
+                    ap[k % 8] = ap[k % 8] + y * y;                             \
+                    au[k % 8] = au[k % 8] + z * z;                             \
+                }                                                              \
+            }                                                                  \
+        }                                                                      \
+        out[0] = ((ap[0] + ap[1]) + (ap[2] + ap[3]))                           \
+                 + ((ap[4] + ap[5]) + (ap[6] + ap[7]));                        \
+        out[1] = ((au[0] + au[1]) + (au[2] + au[3]))                           \
+                 + ((au[4] + au[5]) + (au[6] + au[7]));                        \
+    } while (0)
+
 #define FO_LAMB1_LOOP(NAME, T, SQRT, DIV_C1)                                   \
-    static FO_AVX2 void NAME(const T *restrict p, const T *restrict g,         \
-                             T *restrict m, T *restrict v, ptrdiff_t n,        \
-                             T b1, T omb1, T b2, T omb2, T e, T c1, T c2,      \
-                             double rc1, T wd, int decay, double *out,         \
-                             ptrdiff_t lim)                                    \
+    FO_BODY void NAME##_body(const int isa, const T *restrict p,               \
+                             const T *restrict g, T *restrict m,               \
+                             T *restrict v, ptrdiff_t n, T b1, T omb1, T b2,   \
+                             T omb2, T e, T c1, T c2, double rc1, T wd,        \
+                             int decay, double *out, ptrdiff_t lim)            \
     {                                                                          \
-        if (decay)                                                             \
+        if (isa == FO_ISA_AVX512 && decay)                                     \
+            FO_LAMB1_CHUNKED(T, SQRT, DIV_C1, 1);                              \
+        else if (isa == FO_ISA_AVX512)                                         \
+            FO_LAMB1_CHUNKED(T, SQRT, DIV_C1, 0);                              \
+        else if (decay)                                                        \
             FO_LAMB1_RANGE(T, SQRT, DIV_C1, 1);                                \
         else                                                                   \
             FO_LAMB1_RANGE(T, SQRT, DIV_C1, 0);                                \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD_ISA(NAME, (const T *restrict p, const T *restrict g,         \
+        T *restrict m, T *restrict v, ptrdiff_t n, T b1, T omb1, T b2,         \
+        T omb2, T e, T c1, T c2, double rc1, T wd, int decay, double *out,     \
+        ptrdiff_t lim), (p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1,    \
+        wd, decay, out, lim))
 
+/* The second pass prefetches 128 elements ahead: measured at 2^24 float32,
+ * 2 threads (as benchmarks/loops_big.c measures, but with the four arrays
+ * 1024 bytes apart modulo a page; median of 7, three interleaved runs,
+ * load average 6), 4.2-4.3 ms against 4.9-5.1 at 256 in the AVX-512 build,
+ * 4.2-4.5 against 5.0-5.4 in the AVX2 one; the first pass measured better
+ * at 256 (AVX-512: 5.95-6.15 ms against 6.1-7.0), as Adam's loop did on
+ * Zen1 (adam_avx2.h). */
+#define FO_LAMB2_PREFETCH 128
 #define FO_LAMB2_RANGE(T, SQRT, DIV_C1, DECAY)                                 \
     do {                                                                       \
         ptrdiff_t i, k;                                                        \
         for (i = 0; i < n; i += 16) {                                          \
             ptrdiff_t end = i + 16 < n ? i + 16 : n;                           \
-            if (i + FO_LAMB_PREFETCH < lim) {                                  \
-                __builtin_prefetch(p + i + FO_LAMB_PREFETCH, 1, 3);            \
-                __builtin_prefetch(m + i + FO_LAMB_PREFETCH, 0, 3);            \
-                __builtin_prefetch(v + i + FO_LAMB_PREFETCH, 0, 3);            \
+            if (i + FO_LAMB2_PREFETCH < lim) {                                 \
+                __builtin_prefetch(p + i + FO_LAMB2_PREFETCH, 1, 3);           \
+                __builtin_prefetch(m + i + FO_LAMB2_PREFETCH, 0, 3);           \
+                __builtin_prefetch(v + i + FO_LAMB2_PREFETCH, 0, 3);           \
             }                                                                  \
             for (k = i; k < end; k++) {                                        \
                 T pi = p[k], mi = m[k], vi = v[k];                             \
@@ -112,7 +191,7 @@
     } while (0)
 
 #define FO_LAMB2_LOOP(NAME, T, SQRT, DIV_C1)                                   \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict m,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict m,               \
                              const T *restrict v, ptrdiff_t n, T s, T e,       \
                              T c1, T c2, double rc1, T wd, int decay,          \
                              ptrdiff_t lim)                                    \
@@ -121,18 +200,22 @@
             FO_LAMB2_RANGE(T, SQRT, DIV_C1, 1);                                \
         else                                                                   \
             FO_LAMB2_RANGE(T, SQRT, DIV_C1, 0);                                \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict m,                   \
+        const T *restrict v, ptrdiff_t n, T s, T e, T c1, T c2, double rc1,    \
+        T wd, int decay, ptrdiff_t lim), (p, m, v, n, s, e, c1, c2, rc1, wd,   \
+        decay, lim))
 
-FO_LAMB1_LOOP(fo_lamb1_avx2_f32, float, sqrtf, FO_LAMB_DIV_C1_F32)
-FO_LAMB1_LOOP(fo_lamb1_avx2_f64, double, sqrt, FO_LAMB_DIV_C1_F64)
-FO_LAMB2_LOOP(fo_lamb2_avx2_f32, float, sqrtf, FO_LAMB_DIV_C1_F32)
-FO_LAMB2_LOOP(fo_lamb2_avx2_f64, double, sqrt, FO_LAMB_DIV_C1_F64)
+FO_LAMB1_LOOP(fo_lamb1_simd_f32, float, sqrtf, FO_LAMB_DIV_C1_F32)
+FO_LAMB1_LOOP(fo_lamb1_simd_f64, double, sqrt, FO_LAMB_DIV_C1_F64)
+FO_LAMB2_LOOP(fo_lamb2_simd_f32, float, sqrtf, FO_LAMB_DIV_C1_F32)
+FO_LAMB2_LOOP(fo_lamb2_simd_f64, double, sqrt, FO_LAMB_DIV_C1_F64)
 
 #else
-#define fo_lamb1_avx2_f32(...) ((void)0)
-#define fo_lamb1_avx2_f64(...) ((void)0)
-#define fo_lamb2_avx2_f32(...) ((void)0)
-#define fo_lamb2_avx2_f64(...) ((void)0)
+#define fo_lamb1_simd_f32(...) ((void)0)
+#define fo_lamb1_simd_f64(...) ((void)0)
+#define fo_lamb2_simd_f32(...) ((void)0)
+#define fo_lamb2_simd_f64(...) ((void)0)
 #endif
 
 #endif

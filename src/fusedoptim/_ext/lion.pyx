@@ -1,11 +1,11 @@
 # cython: language_level=3
 """The ``lion`` family's compiled step (Lion): the element loop of
-``families.lion.lion_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``lion_avx2.h``)."""
+``families.lion.lion_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``lion_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, set_groups, step_args
 from ._loops cimport _prelude, _at
@@ -16,16 +16,18 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["lion"]
 
 cdef extern from "lion_avx2.h" nogil:
-    void fo_lion_avx2_f32(float* p, const float* g, float* m, Py_ssize_t n, float lr,
-                          float b1, float omb1, float b2, float omb2, float wd, int decay)
-    void fo_lion_avx2_f64(double* p, const double* g, double* m, Py_ssize_t n, double lr,
-                          double b1, double omb1, double b2, double omb2, double wd,
+    void fo_lion_simd_f32(int isa, float* p, const float* g, float* m, Py_ssize_t n,
+                          float lr, float b1, float omb1, float b2, float omb2, float wd,
                           int decay)
+    void fo_lion_simd_f64(int isa, double* p, const double* g, double* m, Py_ssize_t n,
+                          double lr, double b1, double omb1, double b2, double omb2,
+                          double wd, int decay)
 
 
 ctypedef struct LionArgs:
     double lr, beta1, beta2, wd, gscale
-    bint maximize, simd
+    bint maximize
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline floating _sign(floating c) noexcept nogil:
@@ -66,9 +68,9 @@ cdef inline void _lion_typed(floating* p, const floating* g, floating* m, Py_ssi
         _lion_loop(p, g, m, n, lr, b1, omb1, b2, omb2, wd, gs, scale, mx, decay)
     elif A.simd:
         if floating is float:
-            fo_lion_avx2_f32(p, g, m, n, lr, b1, omb1, b2, omb2, wd, decay)
+            fo_lion_simd_f32(A.simd, p, g, m, n, lr, b1, omb1, b2, omb2, wd, decay)
         else:
-            fo_lion_avx2_f64(p, g, m, n, lr, b1, omb1, b2, omb2, wd, decay)
+            fo_lion_simd_f64(A.simd, p, g, m, n, lr, b1, omb1, b2, omb2, wd, decay)
     elif decay:
         _lion_loop(p, g, m, n, lr, b1, omb1, b2, omb2, wd, gs, False, False, True)
     else:
@@ -95,7 +97,7 @@ cdef void _fill(LionArgs* A, double lr, double beta1, double beta2, double weigh
     A.wd = weight_decay
     A.gscale = gscale
     A.maximize = maximize
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,

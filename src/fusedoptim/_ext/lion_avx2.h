@@ -27,7 +27,7 @@
     } while (0)
 
 #define FO_LION_LOOP(NAME, T)                                                  \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict m, ptrdiff_t n, T lr, T b1, T omb1,   \
                              T b2, T omb2, T wd, int decay)                    \
     {                                                                          \
@@ -35,14 +35,17 @@
             FO_LION_RANGE(T, 1);                                               \
         else                                                                   \
             FO_LION_RANGE(T, 0);                                               \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict m,    \
+        ptrdiff_t n, T lr, T b1, T omb1, T b2, T omb2, T wd, int decay), (p,   \
+        g, m, n, lr, b1, omb1, b2, omb2, wd, decay))
 
-FO_LION_LOOP(fo_lion_avx2_f32, float)
-FO_LION_LOOP(fo_lion_avx2_f64, double)
+FO_LION_LOOP(fo_lion_simd_f32, float)
+FO_LION_LOOP(fo_lion_simd_f64, double)
 
 #else
-#define fo_lion_avx2_f32(...) ((void)0)
-#define fo_lion_avx2_f64(...) ((void)0)
+#define fo_lion_simd_f32(...) ((void)0)
+#define fo_lion_simd_f64(...) ((void)0)
 #endif
 
 #endif

@@ -1,11 +1,11 @@
 # cython: language_level=3
 """The ``nadam`` family's compiled step (NAdam): the element loop of
-``families.nadam.nadam_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``nadam_avx2.h``)."""
+``families.nadam.nadam_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``nadam_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _at
@@ -16,17 +16,20 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["nadam"]
 
 cdef extern from "nadam_avx2.h" nogil:
-    void fo_nadam_avx2_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
-                           float b1, float omb1, float b2, float omb2, float e, float c2,
-                           float lrg, float lrm, float shrink, int shrink_p)
-    void fo_nadam_avx2_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
-                           double b1, double omb1, double b2, double omb2, double e,
-                           double c2, double lrg, double lrm, double shrink, int shrink_p)
+    void fo_nadam_simd_f32(int isa, float* p, const float* g, float* m, float* v,
+                           Py_ssize_t n, float b1, float omb1, float b2, float omb2,
+                           float e, float c2, float lrg, float lrm, float shrink,
+                           int shrink_p)
+    void fo_nadam_simd_f64(int isa, double* p, const double* g, double* m, double* v,
+                           Py_ssize_t n, double b1, double omb1, double b2, double omb2,
+                           double e, double c2, double lrg, double lrm, double shrink,
+                           int shrink_p)
 
 
 ctypedef struct NadamArgs:
     double lr, beta1, beta2, eps, bc2, lr_g, lr_m, wd, gscale
-    bint decoupled, maximize, simd
+    bint decoupled, maximize
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline void _nadam_loop(floating* p, const floating* g, floating* m, floating* v,
@@ -68,10 +71,10 @@ cdef inline void _nadam_typed(floating* p, const floating* g, floating* m, float
                     scale, mx, l2, shrink_p)
     elif A.simd:
         if floating is float:
-            fo_nadam_avx2_f32(p, g, m, v, n, b1, omb1, b2, omb2, e, c2, lrg, lrm, shrink,
+            fo_nadam_simd_f32(A.simd, p, g, m, v, n, b1, omb1, b2, omb2, e, c2, lrg, lrm, shrink,
                               shrink_p)
         else:
-            fo_nadam_avx2_f64(p, g, m, v, n, b1, omb1, b2, omb2, e, c2, lrg, lrm, shrink,
+            fo_nadam_simd_f64(A.simd, p, g, m, v, n, b1, omb1, b2, omb2, e, c2, lrg, lrm, shrink,
                               shrink_p)
     elif shrink_p:
         # NAdamW
@@ -108,7 +111,7 @@ cdef void _fill(NadamArgs* A, double lr, double beta1, double beta2, double eps,
     A.gscale = gscale
     A.decoupled = decoupled
     A.maximize = maximize
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,

@@ -23,7 +23,8 @@
         p[k] = (pi - (lrg * gi) / d) - (lrm * mi) / d;                         \
     } while (0)
 
-#define FO_NADAM_PREFETCH 256
+/* The distance of adam_avx2.h's FO_PREFETCH (measured there). */
+#define FO_NADAM_PREFETCH 128
 #define FO_NADAM_RANGE(T, SQRT, SHRINK_P)                                      \
     do {                                                                       \
         ptrdiff_t i, k;                                                        \
@@ -42,7 +43,7 @@
     } while (0)
 
 #define FO_NADAM_LOOP(NAME, T, SQRT)                                           \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict m, T *restrict v, ptrdiff_t n,        \
                              T b1, T omb1, T b2, T omb2, T e, T c2, T lrg,     \
                              T lrm, T shrink, int shrink_p)                    \
@@ -51,14 +52,18 @@
             FO_NADAM_RANGE(T, SQRT, 1);                                        \
         else                                                                   \
             FO_NADAM_RANGE(T, SQRT, 0);                                        \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict m,    \
+        T *restrict v, ptrdiff_t n, T b1, T omb1, T b2, T omb2, T e, T c2,     \
+        T lrg, T lrm, T shrink, int shrink_p), (p, g, m, v, n, b1, omb1, b2,   \
+        omb2, e, c2, lrg, lrm, shrink, shrink_p))
 
-FO_NADAM_LOOP(fo_nadam_avx2_f32, float, sqrtf)
-FO_NADAM_LOOP(fo_nadam_avx2_f64, double, sqrt)
+FO_NADAM_LOOP(fo_nadam_simd_f32, float, sqrtf)
+FO_NADAM_LOOP(fo_nadam_simd_f64, double, sqrt)
 
 #else
-#define fo_nadam_avx2_f32(...) ((void)0)
-#define fo_nadam_avx2_f64(...) ((void)0)
+#define fo_nadam_simd_f32(...) ((void)0)
+#define fo_nadam_simd_f64(...) ((void)0)
 #endif
 
 #endif

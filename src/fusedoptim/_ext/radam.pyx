@@ -1,12 +1,12 @@
 # cython: language_level=3
 """The ``radam`` family's compiled step (RAdam): the element loop of
-``families.radam.radam_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``radam_avx2.h``).  ``rectified`` is one branch per step, chosen
+``families.radam.radam_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``radam_avx2.h``).  ``rectified`` is one branch per step, chosen
 outside the element loop."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _at
@@ -17,19 +17,20 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["radam"]
 
 cdef extern from "radam_avx2.h" nogil:
-    void fo_radam_avx2_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
-                           float lr, float b1, float omb1, float b2, float omb2, float e,
-                           float c1, float s2, float rect, float shrink,
-                           int shrink_p, int rectified)
-    void fo_radam_avx2_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
-                           double lr, double b1, double omb1, double b2, double omb2,
-                           double e, double c1, double s2, double rect,
+    void fo_radam_simd_f32(int isa, float* p, const float* g, float* m, float* v,
+                           Py_ssize_t n, float lr, float b1, float omb1, float b2,
+                           float omb2, float e, float c1, float s2, float rect,
+                           float shrink, int shrink_p, int rectified)
+    void fo_radam_simd_f64(int isa, double* p, const double* g, double* m, double* v,
+                           Py_ssize_t n, double lr, double b1, double omb1, double b2,
+                           double omb2, double e, double c1, double s2, double rect,
                            double shrink, int shrink_p, int rectified)
 
 
 ctypedef struct RadamArgs:
     double lr, beta1, beta2, eps, bc1, bc2_sqrt, rect, wd, gscale
-    bint decoupled, maximize, rectified, simd
+    bint decoupled, maximize, rectified
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline void _radam_loop(floating* p, const floating* g, floating* m, floating* v,
@@ -79,10 +80,10 @@ cdef inline void _radam_typed(floating* p, const floating* g, floating* m, float
                     shrink, scale, mx, l2, shrink_p, rf)
     elif A.simd:
         if floating is float:
-            fo_radam_avx2_f32(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect,
+            fo_radam_simd_f32(A.simd, p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect,
                               shrink, shrink_p, rf)
         else:
-            fo_radam_avx2_f64(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect,
+            fo_radam_simd_f64(A.simd, p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect,
                               shrink, shrink_p, rf)
     elif rf:
         _radam_loop(p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect, gs, wd,
@@ -119,7 +120,7 @@ cdef void _fill(RadamArgs* A, double lr, double beta1, double beta2, double eps,
     A.decoupled = decoupled
     A.maximize = maximize
     A.rectified = rectified
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,

@@ -29,7 +29,8 @@
             p[k] = pi - mh * lr;                                               \
     } while (0)
 
-#define FO_RADAM_PREFETCH 256
+/* The distance of adam_avx2.h's FO_PREFETCH (measured there). */
+#define FO_RADAM_PREFETCH 128
 #define FO_RADAM_RANGE(T, SQRT, SHRINK_P, RECT)                                \
     do {                                                                       \
         ptrdiff_t i, k;                                                        \
@@ -48,7 +49,7 @@
     } while (0)
 
 #define FO_RADAM_LOOP(NAME, T, SQRT)                                           \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict m, T *restrict v, ptrdiff_t n,        \
                              T lr, T b1, T omb1, T b2, T omb2, T e, T c1,      \
                              T s2, T rect, T shrink, int shrink_p,             \
@@ -65,14 +66,19 @@
             else                                                               \
                 FO_RADAM_RANGE(T, SQRT, 0, 0);                                 \
         }                                                                      \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict m,    \
+        T *restrict v, ptrdiff_t n, T lr, T b1, T omb1, T b2, T omb2, T e,     \
+        T c1, T s2, T rect, T shrink, int shrink_p, int rectified), (p, g,     \
+        m, v, n, lr, b1, omb1, b2, omb2, e, c1, s2, rect, shrink, shrink_p,    \
+        rectified))
 
-FO_RADAM_LOOP(fo_radam_avx2_f32, float, sqrtf)
-FO_RADAM_LOOP(fo_radam_avx2_f64, double, sqrt)
+FO_RADAM_LOOP(fo_radam_simd_f32, float, sqrtf)
+FO_RADAM_LOOP(fo_radam_simd_f64, double, sqrt)
 
 #else
-#define fo_radam_avx2_f32(...) ((void)0)
-#define fo_radam_avx2_f64(...) ((void)0)
+#define fo_radam_simd_f32(...) ((void)0)
+#define fo_radam_simd_f64(...) ((void)0)
 #endif
 
 #endif

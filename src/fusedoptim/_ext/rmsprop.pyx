@@ -1,11 +1,11 @@
 # cython: language_level=3
 """The ``rmsprop`` family's compiled step (RMSProp): the element loop of
-``families.rmsprop.rmsprop_tensor``, its flag-specialized dispatch and its AVX2
-fast path (``rmsprop_avx2.h``)."""
+``families.rmsprop.rmsprop_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``rmsprop_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, check_group_states, set_groups, step_args
 from ._loops cimport _prelude, _sqrt, _at
@@ -17,15 +17,16 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["rmsprop"]
 
 cdef extern from "rmsprop_avx2.h" nogil:
-    void fo_rmsprop_avx2_f32(float* p, const float* g, float* sq, Py_ssize_t n, float lr,
-                             float al, float oma, float e, int eps_inside)
-    void fo_rmsprop_avx2_f64(double* p, const double* g, double* sq, Py_ssize_t n,
+    void fo_rmsprop_simd_f32(int isa, float* p, const float* g, float* sq, Py_ssize_t n,
+                             float lr, float al, float oma, float e, int eps_inside)
+    void fo_rmsprop_simd_f64(int isa, double* p, const double* g, double* sq, Py_ssize_t n,
                              double lr, double al, double oma, double e, int eps_inside)
 
 
 ctypedef struct RmspropArgs:
     double lr, alpha, eps, momentum, wd, gscale
-    bint eps_inside, maximize, centered, has_buf, simd
+    bint eps_inside, maximize, centered, has_buf
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline void _rmsprop_loop(floating* p, const floating* g, floating* sq, floating* gavg,
@@ -120,9 +121,9 @@ cdef inline void _rmsprop_typed(floating* p, const floating* g, floating* sq, fl
                       A.eps_inside, A.has_buf, scale, mx, decay)
     elif A.simd and not (A.centered or A.has_buf):
         if floating is float:
-            fo_rmsprop_avx2_f32(p, g, sq, n, lr, al, oma, e, A.eps_inside)
+            fo_rmsprop_simd_f32(A.simd, p, g, sq, n, lr, al, oma, e, A.eps_inside)
         else:
-            fo_rmsprop_avx2_f64(p, g, sq, n, lr, al, oma, e, A.eps_inside)
+            fo_rmsprop_simd_f64(A.simd, p, g, sq, n, lr, al, oma, e, A.eps_inside)
     else:
         _rmsprop_fast(p, g, sq, gavg, buf, n, lr, al, oma, e, mu, gs, wd, A.centered,
                       A.eps_inside, A.has_buf)
@@ -157,7 +158,7 @@ cdef void _fill(RmspropArgs* A, double lr, double alpha, double eps, double mome
     A.maximize = maximize
     A.centered = centered
     A.has_buf = has_buf
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 def step(params, grads, states, int mode, *, double lr, double alpha, double eps,

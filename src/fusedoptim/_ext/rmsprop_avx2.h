@@ -9,7 +9,7 @@
 #if FO_SIMD_AVX2
 
 #define FO_RMSPROP_LOOP(NAME, T, SQRT)                                         \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict sq, ptrdiff_t n, T lr, T al, T oma,   \
                              T e, int eps_inside)                              \
     {                                                                          \
@@ -30,14 +30,17 @@
                 p[i] = pi - (lr * gi) / (SQRT(s) + e);                         \
             }                                                                  \
         }                                                                      \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict sq,   \
+        ptrdiff_t n, T lr, T al, T oma, T e, int eps_inside), (p, g, sq, n,    \
+        lr, al, oma, e, eps_inside))
 
-FO_RMSPROP_LOOP(fo_rmsprop_avx2_f32, float, sqrtf)
-FO_RMSPROP_LOOP(fo_rmsprop_avx2_f64, double, sqrt)
+FO_RMSPROP_LOOP(fo_rmsprop_simd_f32, float, sqrtf)
+FO_RMSPROP_LOOP(fo_rmsprop_simd_f64, double, sqrt)
 
 #else
-#define fo_rmsprop_avx2_f32(...) ((void)0)
-#define fo_rmsprop_avx2_f64(...) ((void)0)
+#define fo_rmsprop_simd_f32(...) ((void)0)
+#define fo_rmsprop_simd_f64(...) ((void)0)
 #endif
 
 #endif

@@ -1,11 +1,11 @@
 # cython: language_level=3
 """The ``sgd`` family's compiled step (GD, Momentum, SGD): the element loop of
-``families.sgd.sgd_tensor``, its flag-specialized dispatch and its AVX2 fast
-path (``sgd_avx2.h``)."""
+``families.sgd.sgd_tensor``, its flag-specialized dispatch and its AVX2 and
+AVX-512 fast path (``sgd_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, states_match, step_init, step_free
 from ._grouped cimport check_grouped_call, check_group_states, set_groups, step_args
 from ._loops cimport _prelude, _at
@@ -16,15 +16,16 @@ from fusedoptim.families._spec import check_states
 _FAMILY = FAMILIES["sgd"]
 
 cdef extern from "sgd_avx2.h" nogil:
-    void fo_sgd_avx2_f32(float* p, const float* g, float* buf, Py_ssize_t n, float lr,
-                         float mu, float omd, int has_buf, int nesterov)
-    void fo_sgd_avx2_f64(double* p, const double* g, double* buf, Py_ssize_t n, double lr,
-                         double mu, double omd, int has_buf, int nesterov)
+    void fo_sgd_simd_f32(int isa, float* p, const float* g, float* buf, Py_ssize_t n,
+                         float lr, float mu, float omd, int has_buf, int nesterov)
+    void fo_sgd_simd_f64(int isa, double* p, const double* g, double* buf, Py_ssize_t n,
+                         double lr, double mu, double omd, int has_buf, int nesterov)
 
 
 ctypedef struct SgdArgs:
     double lr, momentum, dampening, wd, gscale
-    bint nesterov, first, maximize, has_buf, simd
+    bint nesterov, first, maximize, has_buf
+    int simd             # instruction set of the fast paths (_step.simd_isa)
 
 
 cdef inline void _sgd_loop(floating* p, const floating* g, floating* buf, Py_ssize_t n,
@@ -63,9 +64,9 @@ cdef inline void _sgd_typed(floating* p, const floating* g, floating* buf, Py_ss
                   scale, mx, decay)
     elif A.simd and not (A.has_buf and A.first):
         if floating is float:
-            fo_sgd_avx2_f32(p, g, buf, n, lr, mu, omd, A.has_buf, A.nesterov)
+            fo_sgd_simd_f32(A.simd, p, g, buf, n, lr, mu, omd, A.has_buf, A.nesterov)
         else:
-            fo_sgd_avx2_f64(p, g, buf, n, lr, mu, omd, A.has_buf, A.nesterov)
+            fo_sgd_simd_f64(A.simd, p, g, buf, n, lr, mu, omd, A.has_buf, A.nesterov)
     elif not A.has_buf:
         _sgd_loop(p, g, buf, n, lr, mu, omd, gs, wd, False, False, False, False, False, False)
     elif A.first:
@@ -105,7 +106,7 @@ cdef void _fill(SgdArgs* A, double lr, double momentum, double dampening, double
     A.first = first
     A.maximize = maximize
     A.has_buf = has_buf
-    A.simd = simd_enabled()
+    A.simd = simd_isa()
 
 
 def step(params, grads, states, int mode, *, double lr, double momentum, double dampening,

@@ -9,7 +9,7 @@
 #if FO_SIMD_AVX2
 
 #define FO_SGD_LOOP(NAME, T)                                                   \
-    static FO_AVX2 void NAME(T *restrict p, const T *restrict g,               \
+    FO_BODY void NAME##_body(T *restrict p, const T *restrict g,               \
                              T *restrict buf, ptrdiff_t n, T lr, T mu, T omd,  \
                              int has_buf, int nesterov)                        \
     {                                                                          \
@@ -35,14 +35,17 @@
                 p[i] = pi - lr * b;                                            \
             }                                                                  \
         }                                                                      \
-    }
+    }                                                                          \
+    FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g,                   \
+        T *restrict buf, ptrdiff_t n, T lr, T mu, T omd, int has_buf,          \
+        int nesterov), (p, g, buf, n, lr, mu, omd, has_buf, nesterov))
 
-FO_SGD_LOOP(fo_sgd_avx2_f32, float)
-FO_SGD_LOOP(fo_sgd_avx2_f64, double)
+FO_SGD_LOOP(fo_sgd_simd_f32, float)
+FO_SGD_LOOP(fo_sgd_simd_f64, double)
 
 #else
-#define fo_sgd_avx2_f32(...) ((void)0)
-#define fo_sgd_avx2_f64(...) ((void)0)
+#define fo_sgd_simd_f32(...) ((void)0)
+#define fo_sgd_simd_f64(...) ((void)0)
 #endif
 
 #endif
