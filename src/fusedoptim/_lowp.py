@@ -208,20 +208,21 @@ class _Reference:
 _IMPLS: dict = {}
 
 
-def bytes_moved(shapes, state_dtype: str) -> int:
-    """Bytes an Adam step with float32 parameters and ``state_dtype`` moments
-    must move at the least: p read and written, g read, every state array
-    (codes and scales) read and written."""
+def bytes_moved(shapes, state_dtype: str, slots: int = 2) -> int:
+    """Bytes a step with float32 parameters and ``slots`` state slots in
+    ``state_dtype`` (Adam's two moments by default; one for the one-state
+    families) must move at the least: p read and written, g read, every
+    state array (codes and scales) read and written."""
     total = 0
     for s in shapes:
         n = int(np.prod(s))
         if state_dtype == "bfloat16":
-            st = 2 * 2 * n
+            st = 2 * n
         elif n < _spec.QMIN_ELEMENTS:
-            st = 2 * 4 * n
+            st = 4 * n
         else:
-            st = 2 * (n + 4 * -(-n // _spec.QBLOCK))
-        total += 3 * 4 * n + 2 * st
+            st = n + 4 * -(-n // _spec.QBLOCK)
+        total += 3 * 4 * n + 2 * slots * st
     return total
 
 

@@ -68,11 +68,13 @@ FO_INLINE uint32_t fo_mix32(uint32_t x)
 #define FO_FLAG_ARGS const int f_scale, const int f_max, const int f_l2, const int f_shrink, \
     const int sto
 
+/* adam_lowp.bf16_encode: a NaN stored as the positive quiet NaN (its sign
+ * is an accident of operand order). */
 FO_INLINE uint16_t fo_bf16_encode(float x, uint32_t r)
 {
     uint32_t b = fo_f2u(x);
     uint32_t w = (b + r) >> 16;
-    return (uint16_t)(x != x ? ((b >> 16) | 0x40u) : w);
+    return (uint16_t)(x != x ? 0x7FC0u : w);
 }
 
 /* Adam on [0, n) with bfloat16 m, v; idx0 = index of element 0 in the step. */
@@ -166,6 +168,23 @@ FO_INLINE void fo_q8_encode(const float *restrict mb, const float *restrict sb,
     }
 }
 
+/* A block whose largest |m| or s bit pattern (*am, *as) is a NaN's: each
+ * NaN m, s and scale becomes the positive quiet NaN before encoding
+ * (adam_lowp.adam_q8_tensor: a NaN's sign and payload depend on operand
+ * order).  Called only for such blocks, off the finite path. */
+FO_INLINE void fo_q8_nan_block(float *restrict mb, float *restrict sb, ptrdiff_t k,
+                               uint32_t *am, uint32_t *as)
+{
+    const float qnan = fo_u2f(0x7FC00000u);
+    ptrdiff_t i;
+    for (i = 0; i < k; i++) {
+        if (mb[i] != mb[i]) mb[i] = qnan;
+        if (sb[i] != sb[i]) sb[i] = qnan;
+    }
+    if (*am > 0x7F800000u) *am = 0x7FC00000u;
+    if (*as > 0x7F800000u) *as = 0x7FC00000u;
+}
+
 /* One block of k <= FO_QBLOCK elements with 8-bit m, v: decode, update,
  * write p, find the new scales, encode (families.adam_lowp.adam_q8_tensor). */
 FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
@@ -201,6 +220,8 @@ FO_INLINE void fo_adam_q8_block(const fo_lowp_args *A, float *restrict p,
         amax_m = am > amax_m ? am : amax_m;
         amax_s = as > amax_s ? as : amax_s;
     }
+    if (amax_m > 0x7F800000u || amax_s > 0x7F800000u)
+        fo_q8_nan_block(mb, sb, k, &amax_m, &amax_s);
     /* the counter mod 2^32 (idx0's low 32 bits) */
     fo_q8_encode(mb, sb, k, fo_u2f(amax_m), fo_u2f(amax_s), mc, vc, A->key,
                  (uint32_t)idx0, sto);

@@ -25,7 +25,9 @@
  *     t = (bits(y) + r) >> 20 has the sign as bit 11 and code + 889 <= 1016
  *     in bits 0-10; s * inv is finite and >= 0, so (bits + r) >> 19 <
  *     2^16.  The lower clamps max(x - lo, 0) are unsigned saturating 16-bit
- *     subtractions, v's upper bound 255 the byte pack's saturation.
+ *     subtractions, v's upper bound 255 the byte pack's saturation;
+ *   - the other blocks take the scalar encoding, after fo_q8_nan_block
+ *     for a block with a NaN (its NaNs become the positive quiet NaN).
  */
 
 /* 16-bit lanes t of two m vectors -> codes: sign (bit 11 of t) as bit 7,
@@ -187,9 +189,14 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
         is = fo_f2u(inv_s);
         if (!((amax_m == 0 || (amax_m - 0x00800000u < 0x7F000000u
                                && im - 0x00800000u < 0x7F000000u))
-              && amax_s < 0x7F800000u && is < 0x7F800000u))
+              && amax_s < 0x7F800000u && is < 0x7F800000u)) {
+            if (amax_m > 0x7F800000u || amax_s > 0x7F800000u) {
+                fo_q8_nan_block(mb, sb, FO_QBLOCK, &amax_m, &amax_s);
+                ms[a / FO_QBLOCK] = fm = fo_u2f(amax_m);
+                vs[a / FO_QBLOCK] = fs = fo_u2f(amax_s);
+            }
             fo_q8_encode(mb, sb, FO_QBLOCK, fm, fs, mc + a, vc + a, A->key, ctr0, sto);
-        else
+        } else
             V_NAME(q8_encode)(mb, sb, inv_m, inv_s, mc + a, vc + a, A->key, ctr0, sto);
     }
 }

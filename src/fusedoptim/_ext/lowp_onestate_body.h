@@ -112,7 +112,8 @@ FO1_INLINE void FO1_XCAT3(FO1_NAME(q8), _, block)(const fo1_args *L, float *rest
         if (FO1_SQRT) {
             uint32_t b = fo1_f2u(yb[i] * inv);
             if (sto)
-                r = (fo1_mix32(L->key ^ ctr) * 0x9E3779B1u) >> 13;
+                /* adam_lowp.q8_rounding_bits, v's */
+                r = (((L->key + ctr) * 0x9E3779B1u) * 0x85EBCA6Bu) >> 13;
             else
                 r = 0x3FFFFu + ((b >> 19) & 1u);
             cc = (b + r) >> 19;
@@ -122,7 +123,8 @@ FO1_INLINE void FO1_XCAT3(FO1_NAME(q8), _, block)(const fo1_args *L, float *rest
         } else {
             uint32_t b = fo1_f2u(fabsf(yb[i]) * inv);
             if (sto)
-                r = fo1_mix32(L->key ^ ctr) & 0xFFFFFu;
+                /* adam_lowp.q8_rounding_bits, m's */
+                r = ((L->key + ctr) * 0x9E3779B1u) >> 12;
             else
                 r = 0x7FFFFu + ((b >> 20) & 1u);
             cc = (b + r) >> 20;

@@ -29,6 +29,8 @@ _S16, _S15, _S19, _S20, _S13, _S12, _S7, _S31 = (np.uint64(k) for k in
 _H1, _H2, _GOLD = np.uint64(0x7FEB352D), np.uint64(0x846CA68B), np.uint64(0x9E3779B1)
 _Q8V = np.uint64(0x85EBCA6B)
 _ONE = np.uint64(1)
+# float32 bit patterns: +inf (above it: a NaN) and the positive quiet NaN
+_FINF, _QNAN = np.uint64(0x7F800000), np.uint64(0x7FC00000)
 KIND_BF16, KIND_Q8, KIND_F32 = 0, 1, 2
 
 
@@ -109,10 +111,10 @@ def _bf16_span(row, lo, hi, idx0, s, f, key):
                 rv = np.uint64(0x7FFF) + ((bv >> _S16) & _ONE)
             wm = ((bm + rm) & _M32) >> _S16
             wv = ((bv + rv) & _M32) >> _S16
-            if FM[i] != FM[i]:
-                wm = (bm >> _S16) | np.uint64(0x40)
+            if FM[i] != FM[i]:  # the positive quiet NaN (adam_lowp.bf16_encode)
+                wm = np.uint64(0x7FC0)
             if FV[i] != FV[i]:
-                wv = (bv >> _S16) | np.uint64(0x40)
+                wv = np.uint64(0x7FC0)
             M[a + i] = wm
             V[a + i] = wv
 
@@ -181,6 +183,18 @@ def _q8_span(row, lo, hi, idx0, s, f, key):
                 amax_m = am
             if asq > amax_s:
                 amax_s = asq
+        if amax_m > _FINF or amax_s > _FINF:
+            # a NaN m, s or scale becomes the positive quiet NaN
+            # (adam_lowp.adam_q8_tensor), only in a block that has one
+            for i in range(k):
+                if FM[i] != FM[i]:
+                    UM[i] = _QNAN
+                if FS[i] != FS[i]:
+                    US[i] = _QNAN
+            if amax_m > _FINF:
+                amax_m = np.uint64(_QNAN)
+            if amax_s > _FINF:
+                amax_s = np.uint64(_QNAN)
         uone[0] = amax_m
         uone[1] = amax_s
         fm = one[0]

@@ -26,8 +26,10 @@ from ._step import JIT, in_parallel, parallel_threads, _addr
 __all__ = ["onestate_step"]
 
 _M32 = np.uint64(0xFFFFFFFF)
-_S16, _S15, _S19, _S20, _S13, _S31 = (np.uint64(k) for k in (16, 15, 19, 20, 13, 31))
+_S16, _S15, _S19, _S20, _S13, _S12, _S31 = (np.uint64(k) for k in
+                                             (16, 15, 19, 20, 13, 12, 31))
 _H1, _H2, _GOLD = np.uint64(0x7FEB352D), np.uint64(0x846CA68B), np.uint64(0x9E3779B1)
+_Q8V = np.uint64(0x85EBCA6B)
 _ONE = np.uint64(1)
 KIND_BF16, KIND_Q8, KIND_F32 = 0, 1, 2
 _F1, _F0 = np.float32(1), np.float32(0)
@@ -186,17 +188,17 @@ def _q8_span(fam, sq, row, lo, hi, idx0, s, f, key):
             FX[i] = FX[i] * inv if sq else abs(FX[i]) * inv
             b = np.uint64(UX[i])
             if sq:
-                if f[7]:
-                    h = _mix((np.uint64(idx0 + a + i) & _M32) ^ key)
-                    r = ((h * _GOLD) & _M32) >> _S13
+                if f[7]:  # families.adam_lowp.q8_rounding_bits, v's
+                    h = (((np.uint64(idx0 + a + i) + key) & _M32) * _GOLD) & _M32
+                    r = ((h * _Q8V) & _M32) >> _S13
                 else:
                     r = np.uint64(0x3FFFF) + ((b >> _S19) & _ONE)
                 cc = ((b + r) & _M32) >> _S19
                 C[a + i] = min(max(cc, np.uint64(1777)), np.uint64(2032)) - np.uint64(1777)
             else:
-                if f[7]:
-                    h = _mix((np.uint64(idx0 + a + i) & _M32) ^ key)
-                    r = h & np.uint64(0xFFFFF)
+                if f[7]:  # families.adam_lowp.q8_rounding_bits, m's
+                    h = (((np.uint64(idx0 + a + i) + key) & _M32) * _GOLD) & _M32
+                    r = h >> _S12
                 else:
                     r = np.uint64(0x7FFFF) + ((b >> _S20) & _ONE)
                 cc = ((b + r) & _M32) >> _S20

@@ -31,7 +31,11 @@ Two state formats, chosen by ``state_dtype`` on :class:`~fusedoptim.Adam` and
       20 (19) random bits (stochastic).
     * the block's scale is its largest ``|m|`` (largest ``s``), found as
       the largest float32 bit pattern (a NaN wins: it then poisons its block,
-      as it would poison a float32 state); the code uses ``y = |x| * inv``
+      as it would poison a float32 state; a NaN ``m`` or ``s`` is first
+      replaced by the positive quiet NaN, so a NaN block's scale is
+      ``0x7FC00000``, a NaN ``m`` codes as 127 with sign 0 and a NaN ``s``
+      as 255, and a NaN bfloat16 moment is the word ``0x7FC0``: a NaN's
+      sign is an accident of operand order); the code uses ``y = |x| * inv``
       with ``inv = 1 / scale`` (0 for a zero scale) rounded once to float32.
 
     The parameter update uses the float32 moments before they are encoded;
@@ -161,12 +165,14 @@ def bf16_decode(w: np.ndarray) -> np.ndarray:
 
 def bf16_encode(x: np.ndarray, r: "np.ndarray | None" = None) -> np.ndarray:
     """bfloat16 words of float32 ``x``: nearest even (``r is None``) or
-    ``(bits + r) >> 16`` with 16 random bits ``r``; a NaN stays a (quiet) NaN."""
+    ``(bits + r) >> 16`` with 16 random bits ``r``; a NaN is stored as the
+    positive quiet NaN ``0x7FC0`` (its sign and payload are accidents of
+    operand order)."""
     b = _bits(x)
     if r is None:
         r = _U32(0x7FFF) + ((b >> _U32(16)) & _U32(1))
     w = (b + r) >> _U32(16)
-    w = np.where(x != x, (b >> _U32(16)) | _U32(0x40), w)
+    w = np.where(x != x, _U32(0x7FC0), w)
     return w.astype(np.uint16)
 
 
@@ -284,6 +290,11 @@ def adam_q8_tensor(p: np.ndarray, g: np.ndarray, mc: np.ndarray, vc: np.ndarray,
     s = np.sqrt(v)
     alr, es = _alr_es(kw)
     p[...] = p1 - (alr * m) / (s + es)
+    # A NaN moment is stored as the positive quiet NaN (as bf16_encode and
+    # lowp_onestate.encode do): a NaN's sign and payload depend on the
+    # operand order the compiler chose, which is not part of the spec.
+    m = np.where(m != m, f(np.nan), m)
+    s = np.where(s != s, f(np.nan), s)
     pad = nb * QBLOCK - n
     new_ms, inv_m = block_absmax(np.concatenate([m, np.zeros(pad, f)]).reshape(nb, QBLOCK))
     new_vs, inv_v = block_absmax(np.concatenate([s, np.zeros(pad, f)]).reshape(nb, QBLOCK))

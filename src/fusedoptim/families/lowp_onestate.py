@@ -31,11 +31,13 @@ The update itself is the family's own float32 update, unchanged: per tensor,
    ``QBLOCK`` elements.
 
 Rounding on store is nearest even or stochastic with the bits of
-``adam_lowp``: element ``i`` of the step (index in the concatenation of the
-tensors, in parameter order) at step ``t`` hashes to ``h = mix32(key ^ (i
-mod 2^32))``, ``key = step_key(seed, t)``; a signed slot takes Adam's ``m``
-bits (``h & 0xFFFF``, ``h & 0xFFFFF``), a sqrt slot Adam's ``v`` bits
-(``h >> 16``, ``(h * 0x9E3779B1 mod 2^32) >> 13``).  Tensors under
+``adam_lowp``, for element ``i`` of the step (index in the concatenation of
+the tensors, in parameter order) at step ``t`` under ``key = step_key(seed,
+t)``: a signed slot takes Adam's ``m`` bits, a sqrt slot Adam's ``v`` bits.
+bfloat16: ``h = mix32(key ^ (i mod 2^32))``, ``h & 0xFFFF`` (signed) or
+``h >> 16`` (sqrt); int8: ``q8_rounding_bits(key, i)``, i.e. ``h = (key +
+i) * 0x9E3779B1 mod 2^32``, ``h >> 12`` (signed) or ``(h * 0x85EBCA6B mod
+2^32) >> 13`` (sqrt).  Tensors under
 ``QMIN_ELEMENTS`` elements keep a float32 slot in int8 mode and take the
 family's float32 update bit for bit.  A NaN state is stored as the positive
 quiet NaN (bfloat16 word ``0x7FC0``; int8 sign bit 0): a NaN's sign bit is
@@ -143,13 +145,12 @@ def decode(decl: LowpDecl, state: np.ndarray, scale: "np.ndarray | None") -> np.
 def _rounding(decl, stochastic, key, idx0, n, q8):
     if not stochastic:
         return None
-    h = _c.mix32(_U32(key) ^ np.arange(idx0, idx0 + n, dtype=np.int64).astype(np.uint32))
-    if decl.codec == "signed":
-        return h & _U32(0xFFFFF if q8 else 0xFFFF)
+    idx = np.arange(idx0, idx0 + n, dtype=np.int64)
     if q8:
-        with np.errstate(over="ignore"):
-            return (h * _U32(0x9E3779B1)) >> _U32(13)
-    return h >> _U32(16)
+        rm, rv = _c.q8_rounding_bits(key, idx)
+        return rm if decl.codec == "signed" else rv
+    h = _c.mix32(_U32(key) ^ idx.astype(np.uint32))
+    return h & _U32(0xFFFF) if decl.codec == "signed" else h >> _U32(16)
 
 
 def encode(decl: LowpDecl, x: np.ndarray, state: np.ndarray, scale: "np.ndarray | None",

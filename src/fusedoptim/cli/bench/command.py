@@ -105,8 +105,8 @@ def add_arguments(p):
     p.add_argument("--state", action="extend", type=choice_list(W.STATES, "state"),
                    metavar="NAME[,NAME]",
                    help="optimizer state precision: float32 (the parameter's dtype), bfloat16, "
-                        "int8 (8-bit blockwise); the reduced ones for adam and adamw rows "
-                        "(default: float32)")
+                        "int8 (8-bit blockwise); the reduced ones for the "
+                        f"{', '.join(W.STATE_ROWS)} rows (default: float32)")
     p.add_argument("--threads", action="extend", type=positive_int_list, metavar="N[,N]",
                    help="thread counts to run each case with (default: fusedoptim's, "
                         "FUSEDOPTIM_NUM_THREADS or the usable CPUs)")

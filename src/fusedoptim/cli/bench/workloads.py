@@ -85,7 +85,7 @@ STATEFUL = {"SGD": {"momentum": 0.9}}
 #: time of the float32 copy limit over this time (above 100%: faster than
 #: any float32-state step can be).
 STATES = ("float32", "bfloat16", "int8")
-STATE_ROWS = ("adam", "adamw")
+STATE_ROWS = ("momentum", "sgd", "rmsprop", "adam", "adamw", "adagrad", "lion")
 
 #: Read-write arrays ``_ext._yardstick.copy_like`` takes at most (the
 #: parameter and two states): a step with more active state slots has no
@@ -181,7 +181,7 @@ class Case:
         each written array written once."""
         if self.state != "float32":
             from ..._lowp import bytes_moved
-            return bytes_moved(self.shapes, self.state)
+            return bytes_moved(self.shapes, self.state, self.read_write - 1)
         return self.elements * np.dtype(DTYPES[self.dtype]).itemsize * self.arrays_moved
 
     @property
