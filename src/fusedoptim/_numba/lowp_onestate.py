@@ -21,6 +21,7 @@ from numba.extending import intrinsic
 from .. import _tuning
 from .._validate import gather
 from ..families.adam_lowp import QBLOCK
+from ..families.lowp_onestate import LowpDecl
 from ._step import JIT, in_parallel, parallel_threads, _addr
 
 __all__ = ["onestate_step"]
@@ -233,7 +234,7 @@ def _parallel(fam, sq, ptrs, kinds, bases, tasks, s, f, key):
         _task(fam, sq, ptrs, kinds, bases, tasks, j, s, f, key)
 
 
-def onestate_step(decl: object, params: dict, grads: dict, arrays: list, mode: int,
+def onestate_step(decl: LowpDecl, params: dict, grads: dict, arrays: list, mode: int,
                   kw: dict) -> None:
     """One step of ``decl``'s family with reduced-precision state (see
     ``_ext.lowp_onestate.onestate_step``)."""

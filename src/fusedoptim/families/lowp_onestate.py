@@ -50,6 +50,7 @@ from typing import Callable
 import numpy as np
 
 from . import adam_lowp as _c
+from ._spec import Family
 from . import adagrad, lion, rmsprop, sgd
 
 __all__ = ["LowpDecl", "DECLS", "refusal", "decode", "encode", "onestate_step"]
@@ -64,7 +65,7 @@ class LowpDecl:
     #: Index of the family's loops in the compiled tables (``lowp_onestate.h``).
     index: int
     #: The family (``fusedoptim.families.<name>.FAMILY``).
-    family: object
+    family: Family
     #: The slot stored in low precision.
     slot: str
     #: ``"signed"`` (first-moment code) or ``"sqrt"`` (second-moment code).
@@ -135,6 +136,7 @@ def decode(decl: LowpDecl, state: np.ndarray, scale: "np.ndarray | None") -> np.
         return _c.bf16_decode(state)
     if state.dtype == np.float32:
         return state.copy()
+    assert scale is not None, "int8 codes come with their block scales"
     blk = _blocks(state.size)
     if decl.codec == "signed":
         return _c.q8m_decode(state) * scale[blk]
@@ -170,6 +172,7 @@ def encode(decl: LowpDecl, x: np.ndarray, state: np.ndarray, scale: "np.ndarray 
     if not q8:
         state[...] = _c.bf16_encode(x, r)
         return
+    assert scale is not None, "int8 codes come with their block scales"
     y = x if decl.codec == "signed" else np.sqrt(x)
     nb = scale.size
     pad = np.zeros(nb * _c.QBLOCK - n, np.float32)
