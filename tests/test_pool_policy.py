@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
     reason="the cython backend is not under test (not built, or not in FUSEDOPTIM_TEST_BACKENDS)")
 
 # pool.h's constants.
-LEVEL_UP, LEVEL_MAX, GOOD_RUN, SAMPLE, FIRST_SAMPLE = 1, 8, 8, 64, 2
+LEVEL_UP, LEVEL_MAX, GOOD_RUN, SAMPLE, FIRST_SAMPLE, SER_MIN = 1, 8, 8, 64, 2, 2
 
 
 @pytest.fixture
@@ -56,14 +56,20 @@ class Model:
 
     def __init__(self):
         self.level = self.good = self.serial_left = self.since = self.ser_n = 0
+        self.warm = False
 
     def job(self, slower):
-        if self.serial_left > 0 or self.since >= (SAMPLE if self.ser_n else FIRST_SAMPLE):
+        if self.serial_left > 0 or self.since >= (SAMPLE if self.ser_n >= SER_MIN else FIRST_SAMPLE):
             self.serial_left = max(self.serial_left - 1, 0)
             self.since = 0
             self.ser_n += 1
             return "serial"
         self.since += 1
+        if not self.warm:
+            # The kind's first parallel job is not a sample (the workers'
+            # creation, the first touch of fresh state): never judged.
+            self.warm = True
+            return "parallel"
         if slower:
             self.good = 0
             self.level = min(self.level + LEVEL_UP, LEVEL_MAX)

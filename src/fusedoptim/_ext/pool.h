@@ -114,6 +114,17 @@ static int fo_ftz_daz(int on) { (void)on; return -1; }
 #define FO_FIRST_SAMPLE 2
 #define FO_EWMA 4
 #define FO_KINDS 8
+/* Parallel counts as the slower only when its mean exceeds the serial one by
+ * FO_MARGIN, and only once FO_SER_MIN serial samples were taken (the first
+ * FO_SER_MIN of them FO_FIRST_SAMPLE jobs apart).  Why: on a quiet machine a
+ * memory-bound step on 2 threads is only 1.1-1.3x faster than on one, and
+ * this VM's memory bandwidth swings by up to 40% from one job to the next;
+ * without the margin one lucky serial sample sent 53 of 60 quiet 2^24 Adam
+ * steps to the caller alone (10.9 ms against 9.3 ms always parallel).  A
+ * descheduled worker costs a scheduler slice, far above the margin. */
+#define FO_MARGIN 1.25
+#define FO_SER_MIN 2
+#define FO_CLIP 4.0
 
 /* The policy's means for one kind of job (its key: the element function of
  * a step, else the block function), since a block's cost differs between
@@ -124,6 +135,7 @@ typedef struct {
     int par_n, ser_n;            /* samples in the means (at most FO_EWMA) */
     double par_ns, ser_ns;       /* mean ns per block of each mode */
     long since_sample;           /* parallel jobs since a serial one */
+    int warm;                    /* the kind's first parallel job is done */
 } fo_kind_t;
 
 typedef struct {
@@ -303,6 +315,10 @@ static int fo_pool_grow(int n) {
 /* Add a job's ns per block to a mode's mean: the plain mean of the first
  * FO_EWMA samples, then an exponential average of weight 1/FO_EWMA. */
 static void fo_pool_mean(double *mean, int *n, double sample) {
+    /* One outlier (a page fault storm, a stall) moves the mean by at most
+     * (FO_CLIP - 1) / FO_EWMA of itself; lasting contention still raises
+     * it within a few jobs. */
+    if (*n > 0 && sample > FO_CLIP * *mean) sample = FO_CLIP * *mean;
     if (*n < FO_EWMA) ++*n;
     *mean += (sample - *mean) / *n;
 }
@@ -332,7 +348,7 @@ static void fo_pool_judge(const fo_kind_t *kd) {
     if (fo_pool.force >= 0)
         slow = fo_pool.force;
     else
-        slow = kd->par_n >= 2 && kd->ser_n > 0 && kd->par_ns > kd->ser_ns;
+        slow = kd->par_n >= 2 && kd->ser_n >= FO_SER_MIN && kd->par_ns > FO_MARGIN * kd->ser_ns;
     fo_pool.last = slow;
     if (slow) {
         fo_pool.slow_jobs++;
@@ -359,7 +375,7 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
         if (pthread_mutex_trylock(&fo_pool.run_mu) == 0) {
             if (fo_pool.adaptive) kd = fo_pool.kind = fo_pool_kind(key);
             if (kd != NULL && (fo_pool.serial_left > 0 || kd->since_sample
-                               >= (kd->ser_n ? FO_SAMPLE : FO_FIRST_SAMPLE))) {
+                               >= (kd->ser_n >= FO_SER_MIN ? FO_SAMPLE : FO_FIRST_SAMPLE))) {
                 /* The caller alone (a stretch after contention, or a sample
                  * of the serial cost); the workers stay asleep. */
                 if (fo_pool.serial_left > 0) fo_pool.serial_left--;
@@ -402,7 +418,15 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
                         break;
                     }
                 }
-                if (kd != NULL) {
+                if (kd != NULL && !kd->warm) {
+                    /* Not a sample: the first job of a kind pays the
+                     * workers' creation and the first touch of state that
+                     * was just allocated (97 ms against 6.5 ms for the next
+                     * 2^24 Adam step). */
+                    kd->warm = 1;
+                    kd->since_sample++;
+                    fo_pool.last = 0;
+                } else if (kd != NULL) {
                     kd->since_sample++;
                     fo_pool_mean(&kd->par_ns, &kd->par_n,
                                  (double)(fo_now_ns() - t0) / (double)nblocks);
