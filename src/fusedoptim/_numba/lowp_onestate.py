@@ -8,60 +8,30 @@ run by a ``prange`` on the parallel path; bit patterns go through a float32
 buffer and its uint32 view; integer arithmetic in uint64 with explicit
 32-bit masks.  The family is a run-time argument (``LowpDecl.index``)
 chosen per element by :func:`_elem` (one compiled kernel for all families,
-cacheable: no closures).  ``_ptr``, ``_view`` and ``_mix`` duplicate
-``_numba/adam_lowp.py``'s.
+cacheable: no closures).  The pointer view ``_view`` and the lowbias32 hash
+``_mix`` are ``_numba/adam_lowp.py``'s.
 """
 
-import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import types
-from numba.extending import intrinsic
 
 from .. import _tuning
 from .._validate import gather
 from ..families.adam_lowp import QBLOCK
 from ..families.lowp_onestate import LowpDecl
 from ._step import JIT, in_parallel, parallel_threads, _addr
+from .adam_lowp import _mix, _view
 
 __all__ = ["onestate_step"]
 
 _M32 = np.uint64(0xFFFFFFFF)
 _S16, _S15, _S19, _S20, _S13, _S12, _S31 = (np.uint64(k) for k in
                                              (16, 15, 19, 20, 13, 12, 31))
-_H1, _H2, _GOLD = np.uint64(0x7FEB352D), np.uint64(0x846CA68B), np.uint64(0x9E3779B1)
+_GOLD = np.uint64(0x9E3779B1)
 _Q8V = np.uint64(0x85EBCA6B)
 _ONE = np.uint64(1)
 KIND_BF16, KIND_Q8, KIND_F32 = 0, 1, 2
 _F1, _F0 = np.float32(1), np.float32(0)
-
-
-@intrinsic
-def _ptr(typingctx, addr, like):
-    """``addr`` as a pointer to the scalar type of ``like`` (any number)."""
-    if not isinstance(addr, types.Integer) or not isinstance(like, types.Number):
-        return None
-    sig = types.CPointer(like)(addr, like)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-    return sig, codegen
-
-
-@njit(inline="always", **JIT)
-def _view(addr, lo, m, like, itemsize):
-    return numba.carray(_ptr(addr + lo * itemsize, like), m)
-
-
-@njit(inline="always", **JIT)
-def _mix(x):
-    """lowbias32 of ``x`` (< 2^32, held in a uint64)."""
-    x = x ^ (x >> _S16)
-    x = (x * _H1) & _M32
-    x = x ^ (x >> _S15)
-    x = (x * _H2) & _M32
-    return x ^ (x >> _S16)
 
 
 @njit(inline="always", **JIT)
