@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import fusedoptim as fo
-from fusedoptim import _tuning
 from fusedoptim.families import adam_lowp as L
 from conftest import backend_variant, BACKEND_PARAMS
 from helpers import assert_unchanged, snapshot
+from lowp_common import lowp_model
 
 FORMATS = [("bfloat16", "nearest"), ("bfloat16", "stochastic"),
            ("int8", "nearest"), ("int8", "stochastic")]
@@ -22,33 +22,11 @@ SETTINGS = {
 }
 
 
-def _shapes():
-    # Above the parallel threshold in all, so 2 threads split it; thread blocks
-    # (BLOCK_ELEMENTS) straddle tensors; sizes below and above QMIN_ELEMENTS,
-    # partial last quantization blocks, empty and 0-d tensors, Fortran order.
-    n = _tuning.PARALLEL_MIN_ELEMENTS
-    return [(n // 2 + 77,), (), (0,), (3, 7), (4096,), (4095,), (67, 131), (n // 3 + 1,),
-            (1,), (257,)]
-
-
-def _model(seed=0, steps=4):
-    rng = np.random.default_rng(seed)
-    params = {}
-    for i, s in enumerate(_shapes()):
-        a = rng.standard_normal(s).astype(np.float32)
-        params[f"p{i}"] = np.asfortranarray(a) if len(s) == 2 else a
-    grads = []
-    for _ in range(steps):
-        # Gradient scales spread over decades, per element (the codecs' hard case).
-        grads.append({k: np.asarray(rng.standard_normal(v.shape)
-                                    * 10.0 ** rng.uniform(-4, 1, v.shape), np.float32)
-                      for k, v in params.items()})
-    return params, grads
 
 
 def _run(variant, fmt, setting, threads, steps=4):
     cls, kw = SETTINGS[setting]
-    params, grads = _model(steps=steps)
+    params, grads = lowp_model(steps=steps)
     fo.set_num_threads(threads)
     try:
         with backend_variant(variant):
@@ -87,7 +65,7 @@ def test_backends_bitwise_equal_reference(variant, fmt, setting, threads):
 
 
 def test_states_are_what_the_format_says():
-    params, _ = _model()
+    params, _ = lowp_model()
     opt = fo.Adam(params, state_dtype="int8")
     st = opt.state
     assert set(st) == {"exp_avg", "exp_avg_sq", "exp_avg_scale", "exp_avg_sq_scale"}
@@ -113,7 +91,7 @@ def test_state_nbytes():
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 def test_checkpoint_resumes_bit_identically(fmt, tmp_path):
-    params, grads = _model(steps=6)
+    params, grads = lowp_model(steps=6)
     start = {k: v.copy(order="K") for k, v in params.items()}
     opt = fo.AdamW(params, lr=1e-2, state_dtype=fmt[0], state_rounding=fmt[1], state_seed=5)
     for g in grads:
@@ -135,7 +113,7 @@ def test_checkpoint_resumes_bit_identically(fmt, tmp_path):
 
 
 def test_checkpoint_of_another_precision_is_refused():
-    params, _ = _model()
+    params, _ = lowp_model()
     sd = fo.Adam(params, state_dtype="bfloat16").state_dict()
     opt = fo.Adam(params, state_dtype="int8")
     before = snapshot(*opt.state.values())
@@ -164,7 +142,7 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("variant", BACKEND_PARAMS)
 def test_failing_step_changes_nothing(variant):
-    params, grads = _model(steps=1)
+    params, grads = lowp_model(steps=1)
     with backend_variant(variant):
         opt = fo.Adam(params, state_dtype="int8")
         opt.step(grads[0])

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import fusedoptim as fo
-from fusedoptim import _tuning
 from fusedoptim.families import adam_lowp as L
 from fusedoptim.families import lowp_onestate as S
 from conftest import backend_variant, BACKEND_PARAMS
 from helpers import assert_unchanged, snapshot
+from lowp_common import lowp_model
 
 FORMATS = [("bfloat16", "nearest"), ("bfloat16", "stochastic"),
            ("int8", "nearest"), ("int8", "stochastic")]
@@ -35,28 +35,6 @@ SETTINGS = {
 }
 
 
-def _shapes():
-    # As tests/test_lowp.py: above the parallel threshold in all; thread blocks
-    # straddle tensors; sizes below and above QMIN_ELEMENTS, partial last
-    # quantization blocks, empty and 0-d tensors, Fortran order.
-    n = _tuning.PARALLEL_MIN_ELEMENTS
-    return [(n // 2 + 77,), (), (0,), (3, 7), (4096,), (4095,), (67, 131), (n // 3 + 1,),
-            (1,), (257,)]
-
-
-def _model(seed=0, steps=4):
-    rng = np.random.default_rng(seed)
-    params = {}
-    for i, s in enumerate(_shapes()):
-        a = rng.standard_normal(s).astype(np.float32)
-        params[f"p{i}"] = np.asfortranarray(a) if len(s) == 2 else a
-    grads = []
-    for _ in range(steps):
-        # Gradient scales spread over decades, per element (the codecs' hard case).
-        grads.append({k: np.asarray(rng.standard_normal(v.shape)
-                                    * 10.0 ** rng.uniform(-4, 1, v.shape), np.float32)
-                      for k, v in params.items()})
-    return params, grads
 
 
 def _make(setting, params, fmt, seed=11):
@@ -66,7 +44,7 @@ def _make(setting, params, fmt, seed=11):
 
 
 def _run(variant, fmt, setting, threads, steps=4):
-    params, grads = _model(steps=steps)
+    params, grads = lowp_model(steps=steps)
     fo.set_num_threads(threads)
     try:
         with backend_variant(variant):
@@ -107,7 +85,7 @@ def test_backends_bitwise_equal_reference(variant, fmt, setting, threads):
 def test_small_tensors_take_the_float32_update(setting):
     # int8 mode keeps float32 state under QMIN_ELEMENTS: bit for bit the
     # float32-state optimizer there.
-    params, grads = _model(steps=3)
+    params, grads = lowp_model(steps=3)
     cls, kw, label = SETTINGS[setting]
     small = {k: v for k, v in params.items() if v.size < L.QMIN_ELEMENTS}
     a = {k: v.copy(order="K") for k, v in small.items()}
@@ -124,7 +102,7 @@ def test_small_tensors_take_the_float32_update(setting):
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_states_are_what_the_format_says(setting):
-    params, _ = _model()
+    params, _ = lowp_model()
     label = SETTINGS[setting][2]
     st = _make(setting, params, ("int8", None)).state
     assert set(st) == {label, label + "_scale"}
@@ -165,7 +143,7 @@ def test_adagrad_initial_value_is_encoded():
 @pytest.mark.parametrize("setting", ["sgd-nesterov-l2-max", "rmsprop", "adagrad", "lion-wd-max"])
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 def test_checkpoint_resumes_bit_identically(fmt, setting, tmp_path):
-    params, grads = _model(steps=6)
+    params, grads = lowp_model(steps=6)
     start = {k: v.copy(order="K") for k, v in params.items()}
     opt = _make(setting, params, fmt, seed=5)
     for g in grads:
@@ -190,7 +168,7 @@ def test_checkpoint_resumes_bit_identically(fmt, setting, tmp_path):
 
 
 def test_checkpoint_of_another_precision_is_refused():
-    params, _ = _model()
+    params, _ = lowp_model()
     sd = fo.Momentum(params, lr=0.1, state_dtype="bfloat16").state_dict()
     opt = fo.Momentum(params, lr=0.1, state_dtype="int8")
     before = snapshot(*opt.state.values())
@@ -225,7 +203,7 @@ def test_refusals():
 def test_setting_changed_to_unsupported_fails_cleanly(variant):
     # A group setting changed after construction to one without a
     # reduced-precision form: the step raises and changes nothing.
-    params, grads = _model(steps=2)
+    params, grads = lowp_model(steps=2)
     with backend_variant(variant):
         opt = fo.SGD(params, lr=0.1, momentum=0.9, state_dtype="int8")
         opt.step(grads[0])
@@ -239,7 +217,7 @@ def test_setting_changed_to_unsupported_fails_cleanly(variant):
 
 @pytest.mark.parametrize("variant", BACKEND_PARAMS)
 def test_failing_step_changes_nothing(variant):
-    params, grads = _model(steps=1)
+    params, grads = lowp_model(steps=1)
     with backend_variant(variant):
         opt = fo.RMSProp(params, state_dtype="int8")
         opt.step(grads[0])

@@ -1,0 +1,30 @@
+"""Models shared by the reduced-precision state tests (Adam's and the
+one-state families')."""
+
+import numpy as np
+
+from fusedoptim import _tuning
+
+
+def lowp_shapes():
+    # Above the parallel threshold in all, so 2 threads split it; thread blocks
+    # (BLOCK_ELEMENTS) straddle tensors; sizes below and above QMIN_ELEMENTS,
+    # partial last quantization blocks, empty and 0-d tensors, Fortran order.
+    n = _tuning.PARALLEL_MIN_ELEMENTS
+    return [(n // 2 + 77,), (), (0,), (3, 7), (4096,), (4095,), (67, 131), (n // 3 + 1,),
+            (1,), (257,)]
+
+
+def lowp_model(seed=0, steps=4):
+    rng = np.random.default_rng(seed)
+    params = {}
+    for i, s in enumerate(lowp_shapes()):
+        a = rng.standard_normal(s).astype(np.float32)
+        params[f"p{i}"] = np.asfortranarray(a) if len(s) == 2 else a
+    grads = []
+    for _ in range(steps):
+        # Gradient scales spread over decades, per element (the codecs' hard case).
+        grads.append({k: np.asarray(rng.standard_normal(v.shape)
+                                    * 10.0 ** rng.uniform(-4, 1, v.shape), np.float32)
+                      for k, v in params.items()})
+    return params, grads
