@@ -1,5 +1,6 @@
-"""The Keras-shaped schedules against Keras itself (when installed: it is
-not a test dependency; the torch backend is used, Keras 3 needs one)."""
+"""The Keras-shaped schedules against Keras itself (the compare extra
+installs it; skipped where it is not installed; Keras 3 needs a backend and
+torch's is used)."""
 
 import inspect
 import os
