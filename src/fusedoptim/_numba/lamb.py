@@ -54,11 +54,7 @@ def block(row, lo, hi, out, s, f, z):
     U = np.empty_like(P)
     for i in range(n):
         p = P[i]
-        g = G[i]
-        if f.scale:
-            g = g * gs
-        if f.maximize:
-            g = -g
+        g = prelude(G[i], p, gs, f.scale, f.maximize, gs, False)
         mi = b1 * M[i] + omb1 * g
         vi = b2 * V[i] + omb2 * (g * g)
         M[i] = mi
