@@ -14,6 +14,7 @@ from .._validate import gather
 from ..families import check_call, check_groups, family_of
 from ..families.lamb import trust_ratio
 from ._norm import _sumsq_block
+from ._loops import prelude
 from ._step import (JIT, _as, _view, drive_parallel_groups, drive_reduce_parallel_groups,
                     drive_reduce_serial_groups, drive_serial_groups, group_of, run_groups,
                     run_reduce)
