@@ -19,7 +19,8 @@ PyTorch's schedulers, as callables of the step count, are in
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,28 @@ class _Schedule:
         return f"{type(self).__name__}({args})"
 
 
-class InverseTimeDecay(_Schedule):
+class _PeriodDecay(_Schedule):
+    """Keras's decays by a rate per ``decay_steps`` period (``InverseTimeDecay``,
+    ``ExponentialDecay``): one constructor body and one period count, so
+    the two differ only in their formula and the rate's check."""
+
+    _args = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase")
+
+    def _set(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
+             staircase: bool, name: str, rate_check: Callable[[Any, str], float]) -> None:
+        self.initial_learning_rate = _v.nonneg(initial_learning_rate, "initial_learning_rate")
+        self.decay_steps = _positive(decay_steps, "decay_steps")
+        self.decay_rate = rate_check(decay_rate, "decay_rate")
+        self.staircase = _flag(staircase, "staircase")
+        self.name = _name(name)
+
+    def _periods(self, step: float) -> float:
+        """Periods elapsed at ``step``, whole ones with ``staircase``."""
+        p = _step(step) / self.decay_steps
+        return math.floor(p) if self.staircase else p
+
+
+class InverseTimeDecay(_PeriodDecay):
     r"""Inverse-time decay (Keras's ``InverseTimeDecay``).
 
     .. math::
@@ -106,24 +128,16 @@ class InverseTimeDecay(_Schedule):
         Keras's name of the schedule (kept, unused).
     """
 
-    _args = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase")
-
     def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
                  staircase: bool = False, name: str = "InverseTimeDecay") -> None:
-        self.initial_learning_rate = _v.nonneg(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = _positive(decay_steps, "decay_steps")
-        self.decay_rate = _v.nonneg(decay_rate, "decay_rate")
-        self.staircase = _flag(staircase, "staircase")
-        self.name = _name(name)
+        self._set(initial_learning_rate, decay_steps, decay_rate, staircase, name, _v.nonneg)
 
     def __call__(self, step: float) -> float:
-        p = _step(step) / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
+        p = self._periods(step)
         return self.initial_learning_rate / (1 + self.decay_rate * p)
 
 
-class ExponentialDecay(_Schedule):
+class ExponentialDecay(_PeriodDecay):
     r"""Exponential decay (Keras's ``ExponentialDecay``).
 
     .. math::
@@ -152,20 +166,12 @@ class ExponentialDecay(_Schedule):
         Keras's name of the schedule (kept, unused).
     """
 
-    _args = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase")
-
     def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
                  staircase: bool = False, name: str = "ExponentialDecay") -> None:
-        self.initial_learning_rate = _v.nonneg(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = _positive(decay_steps, "decay_steps")
-        self.decay_rate = _positive(decay_rate, "decay_rate")
-        self.staircase = _flag(staircase, "staircase")
-        self.name = _name(name)
+        self._set(initial_learning_rate, decay_steps, decay_rate, staircase, name, _positive)
 
     def __call__(self, step: float) -> float:
-        p = _step(step) / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
+        p = self._periods(step)
         try:
             factor = self.decay_rate ** p
         except OverflowError:

@@ -8,12 +8,18 @@ tensor with its group (``set_groups``); ``_step.run_step`` then hands each
 chunk its group's struct, so no element loop knows about groups.  On a
 failed check the Python layer (``families._spec.check_groups``) raises, so
 each message is defined once.
+
+``shell_step`` and ``shell_groups`` are that sequence, written once: a
+family module (``adam.pyx``, ...) describes itself in a ``Shell`` (its
+chunk function, its struct's size, its slots, how a group's keywords fill
+its struct) and its ``step``/``step_groups`` only check its own states and
+fill its own struct.
 """
 
 from cpython.mem cimport PyMem_Malloc
 
-from ._step cimport Step
-from ._gather cimport states_match
+from ._step cimport Step, run_step
+from ._gather cimport gather_step, states_match, step_init, step_free
 
 
 cdef void* step_args(Step* st, Py_ssize_t ngroups, size_t size) except NULL:
@@ -92,4 +98,55 @@ cdef int check_group_states(object family, object states, object groups, object 
         from fusedoptim.families._spec import check_groups
         check_groups(family, states, groups, sizes)  # raises, naming the slot
         raise AssertionError("unreachable: check_groups passed mismatched states")
+    return 0
+
+
+cdef int _run(const Shell* sh, Step* st, void* args, Py_ssize_t ngroups) except -1:
+    # One pass over the chunks unless the family runs its own passes (LAMB's two).
+    if sh.run != NULL:
+        return sh.run(st, args, ngroups)
+    return run_step(st, sh.chunk, args)
+
+
+cdef int shell_step(const Shell* sh, object params, object grads, object states, int mode,
+                    void* args) except -1:
+    """A family's ``step`` once it has checked its states and filled its
+    one struct ``args``: gather, run, free (also on error)."""
+    cdef Step st
+    step_init(&st)
+    try:
+        gather_step(params, grads, states, mode, &st)
+        _run(sh, &st, args, 1)
+    finally:
+        step_free(&st)
+    return 0
+
+
+cdef int shell_groups(const Shell* sh, object family, object params, object grads,
+                      object states, int mode, object groups, object sizes,
+                      double gscale) except -1:
+    """A family's whole ``step_groups``: ``groups[k]`` is group ``k``'s
+    keywords (all but ``gscale``, shared), ``sizes[k]`` its number of
+    tensors, which follow those of group ``k - 1`` in ``params`` order.
+    Where flags switch slots on (``sh.flagged``), ``states`` holds the slots
+    any group switches on (a group whose flag is off leaves its tensors'
+    entries untouched) and is checked once every group is read; otherwise
+    before any is."""
+    cdef Step st
+    cdef char* A
+    cdef Py_ssize_t k
+    cdef unsigned need = sh.need
+    check_grouped_call(family, states, groups, sizes, -1 if sh.flagged else sh.nslots, need)
+    step_init(&st)
+    try:
+        A = <char*>step_args(&st, len(groups), sh.size)
+        for k in range(len(groups)):
+            need |= <unsigned>sh.fill(A + k * sh.size, groups[k], gscale)
+        if sh.flagged:
+            check_group_states(family, states, groups, sizes, sh.nslots, need)
+        gather_step(params, grads, states, mode, &st)
+        set_groups(&st, sizes)
+        _run(sh, &st, A, len(groups))
+    finally:
+        step_free(&st)
     return 0

@@ -5,9 +5,9 @@ AVX2 and AVX-512 fast path (``adagrad_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_isa
-from ._gather cimport gather_step, states_match, step_init, step_free
-from ._grouped cimport check_grouped_call, check_group_states, set_groups, step_args
+from ._step cimport Tensor, simd_isa
+from ._gather cimport states_match
+from ._grouped cimport Shell, shell_groups, shell_step
 from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES
@@ -70,8 +70,6 @@ cdef void _adagrad_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                        <float*>_at(t.s[0], a, 4), b - a, A)
 
 
-
-
 cdef void _fill(AdagradArgs* A, double lr, double eps, double weight_decay, bint maximize,
                 double gscale) noexcept:
     """One group's step arguments (the step's keywords) into ``A``."""
@@ -83,45 +81,32 @@ cdef void _fill(AdagradArgs* A, double lr, double eps, double weight_decay, bint
     A.simd = simd_isa()
 
 
+cdef int _fill_group(void* A, object kw, double gscale) except -1:
+    """One group's keywords ``kw`` into ``A``; returns 0: its one slot is
+    always on (checked once the groups are read, as the flagged families')."""
+    cdef AdagradArgs* a = <AdagradArgs*>A
+    _fill(a, kw["lr"], kw["eps"], kw["weight_decay"], kw["maximize"], gscale)
+    return 0
+
+
+cdef Shell _SHELL = Shell(chunk=_adagrad_chunk, run=NULL, fill=_fill_group,
+                          size=sizeof(AdagradArgs), nslots=1, need=1,
+                          flagged=True)
+
+
 def step(params, grads, states, int mode, *, double lr, double eps, double weight_decay,
          bint maximize, double gscale):
     """Multi-tensor Adagrad step; ``states = ((label, sum),)`` (see
     ``families.adagrad.adagrad_tensor``)."""
-    cdef Step st
     cdef AdagradArgs A
     if not states_match(states, 1, 1):
         check_states(_FAMILY, states, {})
-    step_init(&st)
-    try:
-        gather_step(params, grads, states, mode, &st)
-        _fill(&A, lr, eps, weight_decay, maximize, gscale)
-        run_step(&st, _adagrad_chunk, &A)
-    finally:
-        step_free(&st)
+    _fill(&A, lr, eps, weight_decay, maximize, gscale)
+    shell_step(&_SHELL, params, grads, states, mode, &A)
 
 
 def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
     """``step`` over several parameter groups in one call: ``groups[k]`` is
     group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
-    number of tensors, which follow those of group ``k - 1`` in ``params``
-    order; ``states`` holds the slots any group switches on (a group whose
-    flag is off leaves its tensors' entries untouched)."""
-    cdef Step st
-    cdef AdagradArgs* A
-    cdef Py_ssize_t k
-    cdef unsigned need = 1
-    # The states are checked once the groups' flags say which slots are on.
-    check_grouped_call(_FAMILY, states, groups, sizes, -1, 0)
-    step_init(&st)
-    try:
-        A = <AdagradArgs*>step_args(&st, len(groups), sizeof(AdagradArgs))
-        for k in range(len(groups)):
-            kw = groups[k]
-            _fill(&A[k], kw["lr"], kw["eps"], kw["weight_decay"], kw["maximize"], gscale)
-            need |= 0
-        check_group_states(_FAMILY, states, groups, sizes, 1, need)
-        gather_step(params, grads, states, mode, &st)
-        set_groups(&st, sizes)
-        run_step(&st, _adagrad_chunk, A)
-    finally:
-        step_free(&st)
+    number of tensors (see ``_grouped.shell_groups``)."""
+    shell_groups(&_SHELL, _FAMILY, params, grads, states, mode, groups, sizes, gscale)

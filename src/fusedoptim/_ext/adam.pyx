@@ -5,9 +5,9 @@ AVX-512 fast path (``adam_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_isa
-from ._gather cimport gather_step, states_match, step_init, step_free
-from ._grouped cimport check_grouped_call, check_group_states, set_groups, step_args
+from ._step cimport Tensor, simd_isa
+from ._gather cimport states_match
+from ._grouped cimport Shell, shell_groups, shell_step
 from ._loops cimport _prelude, _sqrt, _div_c1, _at
 from libc.math cimport sqrt
 
@@ -126,8 +126,6 @@ cdef void _adam_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                     <float*>_at(t.s[2], a, 4), b - a, A)
 
 
-
-
 cdef void _fill(AdamArgs* A, double lr, double beta1, double beta2, double eps, double bc1,
                 double bc2, double weight_decay, bint decoupled, bint maximize, bint
                 amsgrad, bint torch_order, double gscale) noexcept:
@@ -147,49 +145,35 @@ cdef void _fill(AdamArgs* A, double lr, double beta1, double beta2, double eps, 
     A.simd = simd_isa()
 
 
+cdef int _fill_group(void* A, object kw, double gscale) except -1:
+    """One group's keywords ``kw`` into ``A``; returns the slots its flags switch on."""
+    cdef AdamArgs* a = <AdamArgs*>A
+    _fill(a, kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc1"],
+          kw["bc2"], kw["weight_decay"], kw["decoupled"], kw["maximize"],
+          kw["amsgrad"], kw["torch_order"], gscale)
+    return (a.amsgrad << 2)
+
+
+cdef Shell _SHELL = Shell(chunk=_adam_chunk, run=NULL, fill=_fill_group,
+                          size=sizeof(AdamArgs), nslots=3, need=3,
+                          flagged=True)
+
+
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
          double eps, double bc1, double bc2, double weight_decay, bint decoupled,
          bint maximize, bint amsgrad, bint torch_order, double gscale):
     """Multi-tensor Adam step; ``states = (m, v, vmax)`` pairs, ``vmax``
     present exactly when ``amsgrad`` (see ``families.adam.adam_tensor``)."""
-    cdef Step st
     cdef AdamArgs A
     if not states_match(states, 3, 3 | (amsgrad << 2)):
         check_states(_FAMILY, states, {"amsgrad": amsgrad})
-    step_init(&st)
-    try:
-        gather_step(params, grads, states, mode, &st)
-        _fill(&A, lr, beta1, beta2, eps, bc1, bc2, weight_decay, decoupled, maximize,
-              amsgrad, torch_order, gscale)
-        run_step(&st, _adam_chunk, &A)
-    finally:
-        step_free(&st)
+    _fill(&A, lr, beta1, beta2, eps, bc1, bc2, weight_decay, decoupled, maximize,
+          amsgrad, torch_order, gscale)
+    shell_step(&_SHELL, params, grads, states, mode, &A)
 
 
 def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
     """``step`` over several parameter groups in one call: ``groups[k]`` is
     group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
-    number of tensors, which follow those of group ``k - 1`` in ``params``
-    order; ``states`` holds the slots any group switches on (a group whose
-    flag is off leaves its tensors' entries untouched)."""
-    cdef Step st
-    cdef AdamArgs* A
-    cdef Py_ssize_t k
-    cdef unsigned need = 3
-    # The states are checked once the groups' flags say which slots are on.
-    check_grouped_call(_FAMILY, states, groups, sizes, -1, 0)
-    step_init(&st)
-    try:
-        A = <AdamArgs*>step_args(&st, len(groups), sizeof(AdamArgs))
-        for k in range(len(groups)):
-            kw = groups[k]
-            _fill(&A[k], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc1"],
-                  kw["bc2"], kw["weight_decay"], kw["decoupled"], kw["maximize"],
-                  kw["amsgrad"], kw["torch_order"], gscale)
-            need |= (A[k].amsgrad << 2)
-        check_group_states(_FAMILY, states, groups, sizes, 3, need)
-        gather_step(params, grads, states, mode, &st)
-        set_groups(&st, sizes)
-        run_step(&st, _adam_chunk, A)
-    finally:
-        step_free(&st)
+    number of tensors (see ``_grouped.shell_groups``)."""
+    shell_groups(&_SHELL, _FAMILY, params, grads, states, mode, groups, sizes, gscale)

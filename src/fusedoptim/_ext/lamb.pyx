@@ -10,8 +10,8 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport sqrt
 
 from ._step cimport Tensor, Step, run_step, run_reduce, simd_isa
-from ._gather cimport gather_step, states_match, step_init, step_free
-from ._grouped cimport check_grouped_call, set_groups, step_args
+from ._gather cimport states_match
+from ._grouped cimport Shell, shell_groups, shell_step
 from ._loops cimport _prelude, _sqrt, _div_c1, _at, _block_sumsq
 
 from fusedoptim.families import FAMILIES
@@ -218,44 +218,37 @@ cdef int _two_passes(Step* st, LambArgs* A, Py_ssize_t ngroups) except -1:
     return 0
 
 
+cdef int _run(Step* st, void* A, Py_ssize_t ngroups) except -1:
+    # The shared shell's hook: LAMB runs two passes, not one run_step.
+    return _two_passes(st, <LambArgs*>A, ngroups)
+
+
+cdef int _fill_group(void* A, object kw, double gscale) except -1:
+    """One group's keywords ``kw`` into ``A``; returns 0 (no flag switches a slot on)."""
+    _fill(<LambArgs*>A, kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc1"], kw["bc2"],
+          kw["weight_decay"], kw["maximize"], gscale)
+    return 0
+
+
+cdef Shell _SHELL = Shell(chunk=NULL, run=_run, fill=_fill_group, size=sizeof(LambArgs),
+                          nslots=2, need=3, flagged=False)
+
+
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
          double eps, double bc1, double bc2, double weight_decay, bint maximize,
          double gscale):
     """Multi-tensor LAMB step, one call, two passes; ``states = (m, v)``
     pairs (see ``families.lamb.lamb_tensor``)."""
-    cdef Step st
     cdef LambArgs A
     if not states_match(states, 2, 3):
         check_states(_FAMILY, states, {})
-    step_init(&st)
-    try:
-        gather_step(params, grads, states, mode, &st)
-        _fill(&A, lr, beta1, beta2, eps, bc1, bc2, weight_decay, maximize, gscale)
-        _two_passes(&st, &A, 1)
-    finally:
-        step_free(&st)
+    _fill(&A, lr, beta1, beta2, eps, bc1, bc2, weight_decay, maximize, gscale)
+    shell_step(&_SHELL, params, grads, states, mode, &A)
 
 
 def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
     """``step`` over several parameter groups in one call: ``groups[k]`` is
     group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
-    number of tensors, which follow those of group ``k - 1`` in ``params``
-    order (see ``adagrad.step_groups``); both passes use each tensor's
-    group's arguments."""
-    cdef Step st
-    cdef LambArgs* A
-    cdef Py_ssize_t k
-    # Every slot is always on (no flag switches one on).
-    check_grouped_call(_FAMILY, states, groups, sizes, 2, 3)
-    step_init(&st)
-    try:
-        A = <LambArgs*>step_args(&st, len(groups), sizeof(LambArgs))
-        for k in range(len(groups)):
-            kw = groups[k]
-            _fill(&A[k], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc1"], kw["bc2"],
-                  kw["weight_decay"], kw["maximize"], gscale)
-        gather_step(params, grads, states, mode, &st)
-        set_groups(&st, sizes)
-        _two_passes(&st, A, len(groups))
-    finally:
-        step_free(&st)
+    number of tensors (see ``_grouped.shell_groups``); both passes use each
+    tensor's group's arguments."""
+    shell_groups(&_SHELL, _FAMILY, params, grads, states, mode, groups, sizes, gscale)

@@ -5,9 +5,9 @@ AVX-512 fast path (``nadam_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_isa
-from ._gather cimport gather_step, states_match, step_init, step_free
-from ._grouped cimport check_grouped_call, set_groups, step_args
+from ._step cimport Tensor, simd_isa
+from ._gather cimport states_match
+from ._grouped cimport Shell, shell_groups, shell_step
 from ._loops cimport _prelude, _sqrt, _at
 
 from fusedoptim.families import FAMILIES
@@ -114,44 +114,34 @@ cdef void _fill(NadamArgs* A, double lr, double beta1, double beta2, double eps,
     A.simd = simd_isa()
 
 
+cdef int _fill_group(void* A, object kw, double gscale) except -1:
+    """One group's keywords ``kw`` into ``A``; returns 0 (no flag switches a slot on)."""
+    cdef NadamArgs* a = <NadamArgs*>A
+    _fill(a, kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc2"], kw["lr_g"],
+          kw["lr_m"], kw["weight_decay"], kw["decoupled"], kw["maximize"], gscale)
+    return 0
+
+
+cdef Shell _SHELL = Shell(chunk=_nadam_chunk, run=NULL, fill=_fill_group,
+                          size=sizeof(NadamArgs), nslots=2, need=3,
+                          flagged=False)
+
+
 def step(params, grads, states, int mode, *, double lr, double beta1, double beta2,
          double eps, double bc2, double lr_g, double lr_m, double weight_decay,
          bint decoupled, bint maximize, double gscale):
     """Multi-tensor NAdam step; ``states = (m, v)`` pairs (see
     ``families.nadam.nadam_tensor``)."""
-    cdef Step st
     cdef NadamArgs A
     if not states_match(states, 2, 3):
         check_states(_FAMILY, states, {})
-    step_init(&st)
-    try:
-        gather_step(params, grads, states, mode, &st)
-        _fill(&A, lr, beta1, beta2, eps, bc2, lr_g, lr_m, weight_decay, decoupled, maximize,
-              gscale)
-        run_step(&st, _nadam_chunk, &A)
-    finally:
-        step_free(&st)
+    _fill(&A, lr, beta1, beta2, eps, bc2, lr_g, lr_m, weight_decay, decoupled, maximize,
+          gscale)
+    shell_step(&_SHELL, params, grads, states, mode, &A)
 
 
 def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
     """``step`` over several parameter groups in one call: ``groups[k]`` is
     group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
-    number of tensors, which follow those of group ``k - 1`` in ``params``
-    order (see ``adagrad.step_groups``)."""
-    cdef Step st
-    cdef NadamArgs* A
-    cdef Py_ssize_t k
-    # Every slot is always on (no flag switches one on).
-    check_grouped_call(_FAMILY, states, groups, sizes, 2, 3)
-    step_init(&st)
-    try:
-        A = <NadamArgs*>step_args(&st, len(groups), sizeof(NadamArgs))
-        for k in range(len(groups)):
-            kw = groups[k]
-            _fill(&A[k], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["bc2"], kw["lr_g"],
-                  kw["lr_m"], kw["weight_decay"], kw["decoupled"], kw["maximize"], gscale)
-        gather_step(params, grads, states, mode, &st)
-        set_groups(&st, sizes)
-        run_step(&st, _nadam_chunk, A)
-    finally:
-        step_free(&st)
+    number of tensors (see ``_grouped.shell_groups``)."""
+    shell_groups(&_SHELL, _FAMILY, params, grads, states, mode, groups, sizes, gscale)

@@ -5,9 +5,9 @@ AVX-512 fast path (``rmsprop_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_isa
-from ._gather cimport gather_step, states_match, step_init, step_free
-from ._grouped cimport check_grouped_call, check_group_states, set_groups, step_args
+from ._step cimport Tensor, simd_isa
+from ._gather cimport states_match
+from ._grouped cimport Shell, shell_groups, shell_step
 from ._loops cimport _prelude, _sqrt, _at
 from libc.math cimport INFINITY
 
@@ -142,8 +142,6 @@ cdef void _rmsprop_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                        <float*>_at(t.s[2], a, 4), b - a, A)
 
 
-
-
 cdef void _fill(RmspropArgs* A, double lr, double alpha, double eps, double momentum, double
                 weight_decay, bint eps_inside, bint maximize, bint centered, bint has_buf,
                 double gscale) noexcept:
@@ -161,50 +159,36 @@ cdef void _fill(RmspropArgs* A, double lr, double alpha, double eps, double mome
     A.simd = simd_isa()
 
 
+cdef int _fill_group(void* A, object kw, double gscale) except -1:
+    """One group's keywords ``kw`` into ``A``; returns the slots its flags switch on."""
+    cdef RmspropArgs* a = <RmspropArgs*>A
+    _fill(a, kw["lr"], kw["alpha"], kw["eps"], kw["momentum"],
+          kw["weight_decay"], kw["eps_inside"], kw["maximize"], kw["centered"],
+          kw["has_buf"], gscale)
+    return (a.centered << 1) | (a.has_buf << 2)
+
+
+cdef Shell _SHELL = Shell(chunk=_rmsprop_chunk, run=NULL, fill=_fill_group,
+                          size=sizeof(RmspropArgs), nslots=3, need=1,
+                          flagged=True)
+
+
 def step(params, grads, states, int mode, *, double lr, double alpha, double eps,
          double momentum, double weight_decay, bint eps_inside, bint maximize,
          bint centered, bint has_buf, double gscale):
     """Multi-tensor RMSProp step; ``states = (sq, gavg, buf)`` pairs, ``gavg``
     present exactly when ``centered``, ``buf`` when ``has_buf`` (see
     ``families.rmsprop.rmsprop_tensor``)."""
-    cdef Step st
     cdef RmspropArgs A
     if not states_match(states, 3, 1 | (centered << 1) | (has_buf << 2)):
         check_states(_FAMILY, states, {"centered": centered, "has_buf": has_buf})
-    step_init(&st)
-    try:
-        gather_step(params, grads, states, mode, &st)
-        _fill(&A, lr, alpha, eps, momentum, weight_decay, eps_inside, maximize, centered,
-              has_buf, gscale)
-        run_step(&st, _rmsprop_chunk, &A)
-    finally:
-        step_free(&st)
+    _fill(&A, lr, alpha, eps, momentum, weight_decay, eps_inside, maximize, centered,
+          has_buf, gscale)
+    shell_step(&_SHELL, params, grads, states, mode, &A)
 
 
 def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
     """``step`` over several parameter groups in one call: ``groups[k]`` is
     group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
-    number of tensors, which follow those of group ``k - 1`` in ``params``
-    order; ``states`` holds the slots any group switches on (a group whose
-    flag is off leaves its tensors' entries untouched)."""
-    cdef Step st
-    cdef RmspropArgs* A
-    cdef Py_ssize_t k
-    cdef unsigned need = 1
-    # The states are checked once the groups' flags say which slots are on.
-    check_grouped_call(_FAMILY, states, groups, sizes, -1, 0)
-    step_init(&st)
-    try:
-        A = <RmspropArgs*>step_args(&st, len(groups), sizeof(RmspropArgs))
-        for k in range(len(groups)):
-            kw = groups[k]
-            _fill(&A[k], kw["lr"], kw["alpha"], kw["eps"], kw["momentum"],
-                  kw["weight_decay"], kw["eps_inside"], kw["maximize"], kw["centered"],
-                  kw["has_buf"], gscale)
-            need |= (A[k].centered << 1) | (A[k].has_buf << 2)
-        check_group_states(_FAMILY, states, groups, sizes, 3, need)
-        gather_step(params, grads, states, mode, &st)
-        set_groups(&st, sizes)
-        run_step(&st, _rmsprop_chunk, A)
-    finally:
-        step_free(&st)
+    number of tensors (see ``_grouped.shell_groups``)."""
+    shell_groups(&_SHELL, _FAMILY, params, grads, states, mode, groups, sizes, gscale)

@@ -5,9 +5,9 @@ AVX-512 fast path (``sgd_avx2.h``)."""
 
 from cython cimport floating
 
-from ._step cimport Tensor, Step, run_step, simd_isa
-from ._gather cimport gather_step, states_match, step_init, step_free
-from ._grouped cimport check_grouped_call, check_group_states, set_groups, step_args
+from ._step cimport Tensor, simd_isa
+from ._gather cimport states_match
+from ._grouped cimport Shell, shell_groups, shell_step
 from ._loops cimport _prelude, _at
 
 from fusedoptim.families import FAMILIES
@@ -91,8 +91,6 @@ cdef void _sgd_chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                    <float*>_at(t.s[0], a, 4), b - a, A)
 
 
-
-
 cdef void _fill(SgdArgs* A, double lr, double momentum, double dampening, double
                 weight_decay, bint nesterov, bint first, bint maximize, bint has_buf, double
                 gscale) noexcept:
@@ -109,48 +107,34 @@ cdef void _fill(SgdArgs* A, double lr, double momentum, double dampening, double
     A.simd = simd_isa()
 
 
+cdef int _fill_group(void* A, object kw, double gscale) except -1:
+    """One group's keywords ``kw`` into ``A``; returns the slots its flags switch on."""
+    cdef SgdArgs* a = <SgdArgs*>A
+    _fill(a, kw["lr"], kw["momentum"], kw["dampening"], kw["weight_decay"],
+          kw["nesterov"], kw["first"], kw["maximize"], kw["has_buf"], gscale)
+    return a.has_buf
+
+
+cdef Shell _SHELL = Shell(chunk=_sgd_chunk, run=NULL, fill=_fill_group,
+                          size=sizeof(SgdArgs), nslots=1, need=0,
+                          flagged=True)
+
+
 def step(params, grads, states, int mode, *, double lr, double momentum, double dampening,
          double weight_decay, bint nesterov, bint first, bint maximize, bint has_buf,
          double gscale):
     """Multi-tensor SGD step; ``states = ((label, buf or None),)``, the buffer
     present exactly when ``has_buf`` (see ``families.sgd.sgd_tensor``)."""
-    cdef Step st
     cdef SgdArgs A
     if not states_match(states, 1, has_buf):
         check_states(_FAMILY, states, {"has_buf": has_buf})
-    step_init(&st)
-    try:
-        gather_step(params, grads, states, mode, &st)
-        _fill(&A, lr, momentum, dampening, weight_decay, nesterov, first, maximize, has_buf,
-              gscale)
-        run_step(&st, _sgd_chunk, &A)
-    finally:
-        step_free(&st)
+    _fill(&A, lr, momentum, dampening, weight_decay, nesterov, first, maximize, has_buf,
+          gscale)
+    shell_step(&_SHELL, params, grads, states, mode, &A)
 
 
 def step_groups(params, grads, states, int mode, groups, sizes, *, double gscale):
     """``step`` over several parameter groups in one call: ``groups[k]`` is
     group ``k``'s keywords (all but ``gscale``, shared), ``sizes[k]`` its
-    number of tensors, which follow those of group ``k - 1`` in ``params``
-    order; ``states`` holds the slots any group switches on (a group whose
-    flag is off leaves its tensors' entries untouched)."""
-    cdef Step st
-    cdef SgdArgs* A
-    cdef Py_ssize_t k
-    cdef unsigned need = 0
-    # The states are checked once the groups' flags say which slots are on.
-    check_grouped_call(_FAMILY, states, groups, sizes, -1, 0)
-    step_init(&st)
-    try:
-        A = <SgdArgs*>step_args(&st, len(groups), sizeof(SgdArgs))
-        for k in range(len(groups)):
-            kw = groups[k]
-            _fill(&A[k], kw["lr"], kw["momentum"], kw["dampening"], kw["weight_decay"],
-                  kw["nesterov"], kw["first"], kw["maximize"], kw["has_buf"], gscale)
-            need |= A[k].has_buf
-        check_group_states(_FAMILY, states, groups, sizes, 1, need)
-        gather_step(params, grads, states, mode, &st)
-        set_groups(&st, sizes)
-        run_step(&st, _sgd_chunk, A)
-    finally:
-        step_free(&st)
+    number of tensors (see ``_grouped.shell_groups``)."""
+    shell_groups(&_SHELL, _FAMILY, params, grads, states, mode, groups, sizes, gscale)

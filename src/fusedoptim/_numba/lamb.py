@@ -14,6 +14,7 @@ from .._validate import gather
 from ..families import check_call, check_groups, family_of
 from ..families.lamb import trust_ratio
 from ._norm import _sumsq_block
+from ._loops import prelude
 from ._step import (JIT, _as, _view, drive_parallel_groups, drive_reduce_parallel_groups,
                     drive_reduce_serial_groups, drive_serial_groups, group_of, run_groups,
                     run_reduce)
@@ -54,11 +55,7 @@ def block(row, lo, hi, out, s, f, z):
     U = np.empty_like(P)
     for i in range(n):
         p = P[i]
-        g = G[i]
-        if f.scale:
-            g = g * gs
-        if f.maximize:
-            g = -g
+        g = prelude(G[i], p, gs, f.scale, f.maximize, gs, False)
         mi = b1 * M[i] + omb1 * g
         vi = b2 * V[i] + omb2 * (g * g)
         M[i] = mi

@@ -7,6 +7,7 @@ from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from ..families import family_of
 from ._family import family_steps
+from ._loops import prelude
 from ._step import JIT, _as, _view, drive_parallel_groups, drive_serial_groups
 
 __all__ = ["step", "step_groups"]
@@ -34,11 +35,7 @@ def span(row, lo, hi, s, f, z):
     for i in range(m):
         p = P[i]
         m0 = M[i]
-        g = G[i]
-        if f.scale:
-            g = g * gs
-        if f.maximize:
-            g = -g
+        g = prelude(G[i], p, gs, f.scale, f.maximize, gs, False)
         c = b1 * m0 + omb1 * g
         # np.sign: +1, -1, +0.0 for either zero, a NaN itself.
         if c > zero:

@@ -8,6 +8,7 @@ from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from ..families import family_of
 from ._family import family_steps
+from ._loops import prelude
 from ._step import JIT, _as, _view, drive_parallel_groups, drive_serial_groups
 
 __all__ = ["step", "step_groups"]
@@ -35,13 +36,7 @@ def span(row, lo, hi, s, f, z):
     wd, shrink, gs = _as(s.weight_decay, z), _as(s.shrink, z), _as(s.gscale, z)
     for i in range(m):
         p = P[i]
-        g = G[i]
-        if f.scale:
-            g = g * gs
-        if f.maximize:
-            g = -g
-        if f.l2:
-            g = g + wd * p
+        g = prelude(G[i], p, gs, f.scale, f.maximize, wd, f.l2)
         if f.decoupled:
             p = p * shrink
         mi = b1 * M[i] + omb1 * g

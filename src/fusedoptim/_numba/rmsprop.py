@@ -8,6 +8,7 @@ from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from ..families import family_of
 from ._family import family_steps
+from ._loops import prelude
 from ._step import JIT, _as, _view, drive_parallel_groups, drive_serial_groups
 
 __all__ = ["step", "step_groups"]
@@ -34,13 +35,7 @@ def span(row, lo, hi, s, f, z):
     mu, wd, gs = _as(s.momentum, z), _as(s.weight_decay, z), _as(s.gscale, z)
     for i in range(m):
         p = P[i]
-        g = G[i]
-        if f.scale:
-            g = g * gs
-        if f.maximize:
-            g = -g
-        if f.decay:
-            g = g + wd * p
+        g = prelude(G[i], p, gs, f.scale, f.maximize, wd, f.decay)
         # eps_inside: the course's rounding order; otherwise PyTorch's.
         if f.eps_inside:
             sq = a * S[i] + oma * (g * g)

@@ -171,6 +171,20 @@ def prelude(p, g, T, gscale, maximize, weight_decay):
 
 # --- class hyperparameters --------------------------------------------------------
 
+# The numpydoc ``Parameters`` entries the Adam-like classes share, written once
+# (indented for a class docstring, like ``Optimizer.PARAMETERS_DOC``); each
+# class writes its own entries between them.
+ADAM_DOC = r"""lr : float or callable
+        :math:`\eta \ge 0`, or a schedule ``step -> float``.
+    betas : (float, float)
+        :math:`\beta_1, \beta_2 \in [0, 1)`.
+    eps : float
+        :math:`\epsilon \ge 0`."""
+DECAY_DOC = r"""weight_decay : float
+        :math:`\lambda \ge 0`."""
+MAXIMIZE_DOC = """maximize : bool
+        Ascend the objective instead of descending."""
+
 
 @dataclass(frozen=True)
 class Hyper:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
+from ._spec import ADAM_DOC, DECAY_DOC, MAXIMIZE_DOC
 
 __all__ = ["FAMILY", "Adam", "AdamW", "adam_tensor"]
 
@@ -149,18 +150,11 @@ class Adam(Optimizer):
     Parameters
     ----------
     {Optimizer.PARAMETERS_DOC}
-    lr : float or callable
-        :math:`\eta \ge 0`, or a schedule ``step -> float``.
-    betas : (float, float)
-        :math:`\beta_1, \beta_2 \in [0, 1)`.
-    eps : float
-        :math:`\epsilon \ge 0`.
-    weight_decay : float
-        :math:`\lambda \ge 0`.
+    {ADAM_DOC}
+    {DECAY_DOC}
     amsgrad : bool
         Use the running maximum of :math:`v`.
-    maximize : bool
-        Ascend the objective instead of descending.
+    {MAXIMIZE_DOC}
     {Optimizer.COMMON_DOC}
 
     Examples

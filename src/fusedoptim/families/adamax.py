@@ -14,6 +14,7 @@ import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
+from ._spec import ADAM_DOC, DECAY_DOC, MAXIMIZE_DOC
 
 __all__ = ["FAMILY", "Adamax", "adamax_tensor"]
 
@@ -75,16 +76,9 @@ class Adamax(Optimizer):
     Parameters
     ----------
     {Optimizer.PARAMETERS_DOC}
-    lr : float or callable
-        :math:`\eta \ge 0`, or a schedule ``step -> float``.
-    betas : (float, float)
-        :math:`\beta_1, \beta_2 \in [0, 1)`.
-    eps : float
-        :math:`\epsilon \ge 0`.
-    weight_decay : float
-        :math:`\lambda \ge 0`.
-    maximize : bool
-        Ascend the objective instead of descending.
+    {ADAM_DOC}
+    {DECAY_DOC}
+    {MAXIMIZE_DOC}
     {Optimizer.COMMON_DOC}
 
     Examples

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
+from ._spec import ADAM_DOC, DECAY_DOC, MAXIMIZE_DOC
 
 __all__ = ["FAMILY", "NAdam", "nadam_tensor"]
 
@@ -98,20 +99,13 @@ class NAdam(Optimizer):
     Parameters
     ----------
     {Optimizer.PARAMETERS_DOC}
-    lr : float or callable
-        :math:`\eta \ge 0`, or a schedule ``step -> float``.
-    betas : (float, float)
-        :math:`\beta_1, \beta_2 \in [0, 1)`.
-    eps : float
-        :math:`\epsilon \ge 0`.
-    weight_decay : float
-        :math:`\lambda \ge 0`.
+    {ADAM_DOC}
+    {DECAY_DOC}
     momentum_decay : float
         :math:`\psi \ge 0`.
     decoupled_weight_decay : bool
         Decay the parameters directly (NAdamW) instead of through the gradient.
-    maximize : bool
-        Ascend the objective instead of descending.
+    {MAXIMIZE_DOC}
     {Optimizer.COMMON_DOC}
 
     Examples
