@@ -1,0 +1,196 @@
+/* The thread pool's contention policy: whether a job runs in parallel or on
+ * the calling thread alone.  Included by pool.h (threaded builds only), after
+ * the pool's state: everything here runs under fo_pool.run_mu, held by the
+ * caller of the running job.
+ *
+ * A choice between two modes by their measured cost: the mean time per
+ * block (an average of the last few jobs: FO_EWMA) of parallel jobs, and of
+ * jobs the caller ran alone.  Parallel jobs run, and after FO_FIRST_SAMPLE
+ * of them (the first time) then every FO_SAMPLE, one job runs on the caller
+ * alone to measure the serial cost.  When the parallel mean exceeds the
+ * serial one (on a busy machine, a worker descheduled while it holds a
+ * block makes the step wait a scheduler slice, milliseconds), the level
+ * rises by FO_LEVEL_UP (at most FO_LEVEL_MAX) and the next 2^level jobs run
+ * on the caller alone: 2, 4, 8, ... 256 while contention lasts, so that
+ * only about one job in 256 pays a slice.  Then parallel jobs are tried
+ * again; their mean keeps its history, so one fast job does not undo it (nor
+ * one slow job on a machine that is busy for both modes alike, several
+ * competitors: there the caller alone is descheduled too, and the parallel
+ * mode is kept when it is the faster on average).  After FO_GOOD_RUN
+ * parallel jobs without falling back the level drops by one, so a machine
+ * that became quiet gets its threads back within a few hundred jobs.
+ * Whatever the policy decides, every block computes the same bits. */
+#ifndef FO_POOL_POLICY_H
+#define FO_POOL_POLICY_H
+
+#define FO_LEVEL_UP 1
+#define FO_LEVEL_MAX 8
+#define FO_GOOD_RUN 8
+#define FO_SAMPLE 64
+#define FO_FIRST_SAMPLE 2
+#define FO_EWMA 4
+#define FO_KINDS 8
+/* Parallel counts as the slower only when its mean exceeds the serial one by
+ * FO_MARGIN, and only once FO_SER_MIN serial samples were taken (the first
+ * FO_SER_MIN of them FO_FIRST_SAMPLE jobs apart).  Why: on a quiet machine a
+ * memory-bound step on 2 threads is only 1.1-1.3x faster than on one, and
+ * this VM's memory bandwidth swings by up to 40% from one job to the next;
+ * without the margin one lucky serial sample sent 53 of 60 quiet 2^24 Adam
+ * steps to the caller alone (10.9 ms against 9.3 ms always parallel).  A
+ * descheduled worker costs a scheduler slice, far above the margin. */
+#define FO_MARGIN 1.25
+#define FO_SER_MIN 2
+#define FO_CLIP 4.0
+
+/* The policy's means for one kind of job (its key: the element function of
+ * a step, else the block function), since a block's cost differs between
+ * kinds (a norm block is cheaper than an Adam block): a step with clipping
+ * alternates two kinds, each compared with its own serial cost. */
+typedef struct {
+    const void *key;
+    int par_n, ser_n;            /* samples in the means (at most FO_EWMA) */
+    double par_ns, ser_ns;       /* mean ns per block of each mode */
+    long since_sample;           /* parallel jobs since a serial one */
+    int warm;                    /* the kind's first parallel job is done */
+} fo_kind_t;
+
+typedef struct {
+    int adaptive;                /* 0: always parallel (measurements, tests) */
+    int force;                   /* test knob: -1 measure, 0/1 call every
+                                    parallel job faster/slower than serial */
+    int level;                   /* serial stretches last 2^level jobs */
+    int good;                    /* parallel jobs since the last fallback */
+    int last;                    /* last job under the policy: 0 parallel,
+                                    1 parallel then fallback, 2 serial */
+    fo_kind_t kinds[FO_KINDS];   /* the means, per kind of job */
+    int nkinds, evict;
+    fo_kind_t *kind;             /* of the last job under the policy */
+    long serial_left;            /* jobs still to run on the caller alone */
+    long slow_jobs, serial_jobs; /* fallbacks and serial jobs (tests) */
+} fo_policy_t;
+
+static fo_policy_t fo_policy = {.adaptive = 1, .force = -1, .last = -1};
+
+/* Add a job's ns per block to a mode's mean: the plain mean of the first
+ * FO_EWMA samples, then an exponential average of weight 1/FO_EWMA. */
+static void fo_pool_mean(double *mean, int *n, double sample) {
+    /* One outlier (a page fault storm, a stall) moves the mean by at most
+     * (FO_CLIP - 1) / FO_EWMA of itself; lasting contention still raises
+     * it within a few jobs. */
+    if (*n > 0 && sample > FO_CLIP * *mean) sample = FO_CLIP * *mean;
+    if (*n < FO_EWMA) ++*n;
+    *mean += (sample - *mean) / *n;
+}
+
+/* The means of jobs of this key; a new key takes a free entry, or the
+ * oldest one's. */
+static fo_kind_t *fo_pool_kind(const void *key) {
+    fo_kind_t *k;
+    int i;
+    for (i = 0; i < fo_policy.nkinds; i++)
+        if (fo_policy.kinds[i].key == key) return &fo_policy.kinds[i];
+    if (fo_policy.nkinds < FO_KINDS) {
+        k = &fo_policy.kinds[fo_policy.nkinds++];
+    } else {
+        k = &fo_policy.kinds[fo_policy.evict];
+        fo_policy.evict = (fo_policy.evict + 1) % FO_KINDS;
+    }
+    memset(k, 0, sizeof *k);
+    k->key = key;
+    return k;
+}
+
+/* After a parallel job of kind kd: fall back to the caller alone when
+ * parallel jobs of that kind have become the slower. */
+static void fo_pool_judge(const fo_kind_t *kd) {
+    int slow;
+    if (fo_policy.force >= 0)
+        slow = fo_policy.force;
+    else
+        slow = kd->par_n >= 2 && kd->ser_n >= FO_SER_MIN && kd->par_ns > FO_MARGIN * kd->ser_ns;
+    fo_policy.last = slow;
+    if (slow) {
+        fo_policy.slow_jobs++;
+        fo_policy.good = 0;
+        fo_policy.level += FO_LEVEL_UP;
+        if (fo_policy.level > FO_LEVEL_MAX) fo_policy.level = FO_LEVEL_MAX;
+        fo_policy.serial_left = 1L << fo_policy.level;
+    } else if (++fo_policy.good >= FO_GOOD_RUN) {
+        fo_policy.good = 0;
+        if (fo_policy.level > 0) fo_policy.level--;
+    }
+}
+
+/* Before a job of this key: its kind (NULL when the policy is off), and in
+ * *serial whether the caller runs it alone (a stretch after contention, or
+ * a sample of the serial cost). */
+static fo_kind_t *fo_policy_begin(const void *key, int *serial) {
+    fo_kind_t *kd;
+    *serial = 0;
+    if (!fo_policy.adaptive) return NULL;
+    kd = fo_policy.kind = fo_pool_kind(key);
+    if (fo_policy.serial_left > 0
+            || kd->since_sample >= (kd->ser_n >= FO_SER_MIN ? FO_SAMPLE : FO_FIRST_SAMPLE)) {
+        if (fo_policy.serial_left > 0) fo_policy.serial_left--;
+        kd->since_sample = 0;
+        fo_policy.serial_jobs++;
+        fo_policy.last = 2;
+        *serial = 1;
+    }
+    return kd;
+}
+
+/* After a job of kind kd that the caller ran alone in ns for nblocks. */
+static void fo_policy_serial_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) {
+    fo_pool_mean(&kd->ser_ns, &kd->ser_n, (double)ns / (double)nblocks);
+}
+
+/* After a parallel job of kind kd (NULL: policy off) that took ns. */
+static void fo_policy_parallel_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) {
+    if (kd == NULL) return;
+    kd->since_sample++;
+    if (!kd->warm) {
+        /* Not a sample: the first job of a kind pays the workers' creation
+         * and the first touch of state that was just allocated (97 ms
+         * against 6.5 ms for the next 2^24 Adam step). */
+        kd->warm = 1;
+        fo_policy.last = 0;
+        return;
+    }
+    fo_pool_mean(&kd->par_ns, &kd->par_n, (double)ns / (double)nblocks);
+    fo_pool_judge(kd);
+}
+
+/* The test hook: set adaptive (0/1; -1 leaves it), the forced verdict (-1
+ * measure, 0 parallel is faster, 1 slower; -2 leaves it) and the worker
+ * delay (ns; < 0 leaves it); reset (1) clears the level, stretch, means and
+ * counts.  Fills out[0..9] = adaptive, level, serial_left, last, slow_jobs,
+ * serial_jobs, good, the last job's kind's parallel and serial mean ns per
+ * block (-1: no sample), the kinds seen, as they were before the call's
+ * changes. */
+static void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long *out) {
+    pthread_mutex_lock(&fo_pool.run_mu);
+    out[0] = fo_policy.adaptive;
+    out[1] = fo_policy.level;
+    out[2] = fo_policy.serial_left;
+    out[3] = fo_policy.last;
+    out[4] = fo_policy.slow_jobs;
+    out[5] = fo_policy.serial_jobs;
+    out[6] = fo_policy.good;
+    out[7] = fo_policy.kind && fo_policy.kind->par_n ? (long)fo_policy.kind->par_ns : -1;
+    out[8] = fo_policy.kind && fo_policy.kind->ser_n ? (long)fo_policy.kind->ser_ns : -1;
+    out[9] = fo_policy.nkinds;
+    if (adaptive >= 0) fo_policy.adaptive = adaptive != 0;
+    if (force >= -1) fo_policy.force = force > 1 ? 1 : force;
+    if (delay_ns >= 0) atomic_store_explicit(&fo_pool.worker_delay_ns, delay_ns, memory_order_relaxed);
+    if (reset) {
+        fo_policy.level = fo_policy.good = fo_policy.nkinds = fo_policy.evict = 0;
+        fo_policy.kind = NULL;
+        fo_policy.last = -1;
+        fo_policy.serial_left = 0;
+        fo_policy.slow_jobs = fo_policy.serial_jobs = 0;
+    }
+    pthread_mutex_unlock(&fo_pool.run_mu);
+}
+
+#endif /* FO_POOL_POLICY_H */
