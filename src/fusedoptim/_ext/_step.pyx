@@ -58,7 +58,8 @@ cdef extern from "pool.h" nogil:
     long fo_pool_set_spin_ns(long ns)
     int fo_pool_workers()
     long fo_pool_worker_blocks()
-    void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long* out)
+    void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns, int reset,
+                        long* out)
     int fo_ftz_daz(int on)
 
 cdef extern from "avx2.h" nogil:
@@ -167,12 +168,20 @@ def _pool_workers():
 
 
 _POLICY_KEYS = ("adaptive", "level", "serial_left", "last", "fallbacks", "serial_jobs",
-                "good_run", "parallel_ns_per_block", "serial_ns_per_block", "kinds")
+                "good_run", "parallel_ns_per_block", "serial_ns_per_block", "kinds",
+                "descheduled_recent", "descheduled_jobs", "spinning")
 _LAST = {-1: None, 0: "parallel", 1: "parallel-fallback", 2: "serial"}
 
 
-def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=False):
-    """The pool's contention policy (``pool.h``), for tests and measurements.
+def _knob(v: object) -> int:
+    """A forced verdict for ``fo_pool_policy``: ``...`` keeps it (-2), None
+    measures (-1), else 1 or 0."""
+    return -2 if v is Ellipsis else (-1 if v is None else (1 if v else 0))
+
+
+def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=False,
+                 descheduled=...):
+    """The pool's contention policy (``pool_policy.h``), for tests and measurements.
 
     Returns its state before this call's changes: ``adaptive`` (bool),
     ``level`` (fallback stretches last ``2**level`` jobs), ``serial_left``
@@ -183,8 +192,12 @@ def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=Fals
     ``serial_jobs`` (counts since the last reset), ``good_run`` (parallel
     jobs since the last fallback, modulo 8), the two modes' mean ns per
     block for the last job's kind (-1: no sample yet; the means are kept per
-    kind of job: each family's element loop, the norm, LAMB's reduction) and
-    ``kinds``, how many kinds it has seen.
+    kind of job: each family's element loop, the norm, LAMB's reduction),
+    ``kinds``, how many kinds it has seen, ``descheduled_recent`` (how
+    many of the last 16 parallel jobs had a thread of the pool descheduled),
+    ``descheduled_jobs`` (since the last reset) and ``spinning`` (whether
+    the threads spin before they sleep: fewer than 2 recent descheduled
+    jobs, or the policy off).
 
     ``adaptive`` turns the policy on or off (off: every large job is
     parallel; None keeps it); ``force`` (test knob) makes every parallel job
@@ -192,17 +205,21 @@ def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=Fals
     of comparing the measured means (None: compare them again; ``...``
     keeps the setting); ``worker_delay_ns`` (test knob) makes a worker sleep
     that long after its first claim of each job, as if descheduled while
-    holding a block (0: off; None keeps it).  ``reset`` first clears the
-    level, the stretch, the means, the counts, the forced verdict and the
+    holding a block (0: off; None keeps it); ``descheduled`` (test knob)
+    makes every parallel job count as descheduled (True) or calm (False)
+    instead of looking at the threads' context switches (None; ``...``
+    keeps the setting).  ``reset`` first clears the level, the stretch, the
+    means, the descheduled jobs, the counts, the forced verdicts and the
     worker delay."""
-    cdef long out[10]
+    cdef long out[13]
     if reset:
-        fo_pool_policy(-1, -1, 0, 1, out)
+        fo_pool_policy(-1, -1, -1, 0, 1, out)
     fo_pool_policy(-1 if adaptive is None else (1 if adaptive else 0),
-                   -2 if force is Ellipsis else (-1 if force is None else (1 if force else 0)),
+                   _knob(force), _knob(descheduled),
                    -1 if worker_delay_ns is None else max(0, worker_delay_ns), 0, out)
-    d = dict(zip(_POLICY_KEYS, [out[i] for i in range(10)]))
+    d = dict(zip(_POLICY_KEYS, [out[i] for i in range(13)]))
     d["adaptive"] = bool(d["adaptive"])
+    d["spinning"] = bool(d["spinning"])
     d["last"] = _LAST.get(d["last"])
     return d
 

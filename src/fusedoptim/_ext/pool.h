@@ -17,7 +17,8 @@
  *  - Workers wait passively: after a job they spin for at most
  *    FO_SPIN_NS (back-to-back steps), then sleep on a condition variable.
  *    The caller, out of blocks, spins at most FO_SPIN_NS for the claimed
- *    ones, then sleeps.
+ *    ones, then sleeps.  Neither spins while the policy sees contention
+ *    (pool_policy.h: a thread of the pool was descheduled in a recent job).
  *  - A worker runs a job's blocks in the caller's floating-point control
  *    state (MXCSR on x86: FTZ/DAZ, rounding; fegetenv/fesetenv elsewhere)
  *    and restores its own after the job.
@@ -80,6 +81,7 @@ static int fo_ftz_daz(int on) { (void)on; return -1; }
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #define FO_MAX_WORKERS 255
@@ -99,6 +101,8 @@ typedef struct {
     _Atomic Py_ssize_t nblocks;
     _Atomic int wanted;          /* workers 0..wanted-1 take part */
     _Atomic long spin_ns;
+    _Atomic int spin_on;         /* the policy's say: 0, no spinning (contention) */
+    _Atomic long preempts;       /* involuntary switches workers saw, ever */
     _Atomic long worker_blocks;  /* blocks run by workers, ever (tests) */
     _Atomic long worker_delay_ns; /* test knob: a worker sleeps this long
                                      after its first claim of a job */
@@ -113,7 +117,7 @@ typedef struct {
 static fo_pool_t fo_pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER, .work_cv = PTHREAD_COND_INITIALIZER,
     .done_cv = PTHREAD_COND_INITIALIZER, .run_mu = PTHREAD_MUTEX_INITIALIZER,
-    .spin_ns = FO_SPIN_NS,
+    .spin_ns = FO_SPIN_NS, .spin_on = 1,
 };
 static pthread_once_t fo_pool_once = PTHREAD_ONCE_INIT;
 
@@ -121,6 +125,24 @@ static long fo_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Times the calling thread was descheduled while it could run (another
+ * thread took its CPU: an involuntary context switch); 0 where the system
+ * does not count them per thread. */
+static long fo_thread_nivcsw(void) {
+#ifdef RUSAGE_THREAD
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) return ru.ru_nivcsw;
+#endif
+    return 0;
+}
+
+/* How long to spin before sleeping: FO_SPIN_NS (or the tuning hook's), or
+ * not at all while the policy sees contention (pool_policy.h). */
+static inline long fo_spin_budget(void) {
+    return atomic_load_explicit(&fo_pool.spin_on, memory_order_relaxed)
+        ? atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed) : 0;
 }
 
 static inline void fo_cpu_relax(void) {
@@ -199,12 +221,19 @@ typedef struct { int w; uint32_t seen; } fo_worker_arg;
 static void *fo_worker(void *p) {
     int w = ((fo_worker_arg *)p)->w;
     uint32_t seen = ((fo_worker_arg *)p)->seen, g;
-    long until;
+    long until, iv, iv_seen = fo_thread_nivcsw();
     int i;
     free(p);
     for (;;) {
+        /* Descheduled since the last look (in the last job or the wait
+         * before it): tell the policy, which stops the spinning. */
+        iv = fo_thread_nivcsw();
+        if (iv != iv_seen) {
+            atomic_fetch_add_explicit(&fo_pool.preempts, iv - iv_seen, memory_order_relaxed);
+            iv_seen = iv;
+        }
         /* Bounded spin for the next job, then sleep. */
-        until = fo_now_ns() + atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+        until = fo_now_ns() + fo_spin_budget();
         g = seen;
         for (i = 1;; i++) {
             g = (uint32_t)(atomic_load_explicit(&fo_pool.ticket, memory_order_acquire) >> 32);
@@ -290,7 +319,7 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
                 pthread_mutex_unlock(&fo_pool.mu);
                 fo_pool_work(g, 0);
                 /* Out of blocks: wait for the claimed ones. */
-                until = fo_now_ns() + atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+                until = fo_now_ns() + fo_spin_budget();
                 for (i = 1; atomic_load_explicit(&fo_pool.done, memory_order_acquire) != nblocks; i++) {
                     fo_cpu_relax();
                     if ((i & 63) == 0 && fo_now_ns() > until) {
@@ -343,10 +372,11 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
 }
 static long fo_pool_set_spin_ns(long ns) { (void)ns; return 0; }
 static int fo_pool_workers(void) { return 0; }
-static void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long *out) {
+static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns, int reset,
+                           long *out) {
     int i;
-    (void)adaptive; (void)force; (void)delay_ns; (void)reset;
-    for (i = 0; i < 10; i++) out[i] = 0;
+    (void)adaptive; (void)force; (void)force_pre; (void)delay_ns; (void)reset;
+    for (i = 0; i < 13; i++) out[i] = 0;
     out[3] = -1;
 }
 static long fo_pool_worker_blocks(void) { return 0; }

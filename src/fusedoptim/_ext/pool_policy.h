@@ -19,7 +19,22 @@
  * mode is kept when it is the faster on average).  After FO_GOOD_RUN
  * parallel jobs without falling back the level drops by one, so a machine
  * that became quiet gets its threads back within a few hundred jobs.
- * Whatever the policy decides, every block computes the same bits. */
+ * Whatever the policy decides, every block computes the same bits.
+ *
+ * Spinning under contention: the pool's threads spin for a while before they
+ * sleep (pool.h), which keeps back-to-back steps fast on a quiet machine,
+ * but on a busy one a spinning thread burns its share of the CPU: the
+ * scheduler (CFS, EEVDF) then gives it no wake-up preference over the
+ * competing process, so a worker waits a slice before it runs, or is
+ * descheduled while it holds a block.  So the policy looks, after each
+ * parallel job, whether a thread of the pool was descheduled while it could
+ * run (an involuntary context switch of the caller in the job, or of a
+ * worker since its previous job), and the threads spin only while fewer
+ * than FO_DESCHED_MAX of the last FO_WINDOW parallel jobs were; else they
+ * sleep at once.  With one competing busy process about half the jobs are
+ * descheduled (measured: 48-53%), so spinning stops within a few jobs; a
+ * quiet machine's stray switches (a kernel thread's wake-up) do not stop
+ * it. */
 #ifndef FO_POOL_POLICY_H
 #define FO_POOL_POLICY_H
 
@@ -41,6 +56,8 @@
 #define FO_MARGIN 1.25
 #define FO_SER_MIN 2
 #define FO_CLIP 4.0
+#define FO_WINDOW 16
+#define FO_DESCHED_MAX 2
 
 /* The policy's means for one kind of job (its key: the element function of
  * a step, else the block function), since a block's cost differs between
@@ -67,9 +84,38 @@ typedef struct {
     fo_kind_t *kind;             /* of the last job under the policy */
     long serial_left;            /* jobs still to run on the caller alone */
     long slow_jobs, serial_jobs; /* fallbacks and serial jobs (tests) */
+    unsigned desched;            /* the last FO_WINDOW parallel jobs, a bit
+                                    set for each descheduled one (newest:
+                                    bit 0) */
+    int force_pre;               /* test knob: -1 measure, 0/1 call every
+                                    parallel job calm/descheduled */
+    long iv_caller, iv_workers;  /* switch counts at the last look */
+    long pre_jobs;               /* descheduled parallel jobs (tests) */
 } fo_policy_t;
 
-static fo_policy_t fo_policy = {.adaptive = 1, .force = -1, .last = -1};
+static fo_policy_t fo_policy = {.adaptive = 1, .force = -1, .last = -1, .force_pre = -1};
+
+static int fo_policy_desched_recent(void) {
+    int n = 0;
+    unsigned m;
+    for (m = fo_policy.desched; m; m &= m - 1) n++;
+    return n;
+}
+
+/* After a parallel job under the policy: was a thread of the pool
+ * descheduled, and so do the pool's threads spin before they sleep. */
+static void fo_policy_spin(void) {
+    long mine = fo_thread_nivcsw();
+    long theirs = atomic_load_explicit(&fo_pool.preempts, memory_order_relaxed);
+    int pre = fo_policy.force_pre >= 0 ? fo_policy.force_pre
+        : mine != fo_policy.iv_caller || theirs != fo_policy.iv_workers;
+    fo_policy.iv_caller = mine;
+    fo_policy.iv_workers = theirs;
+    fo_policy.pre_jobs += pre;
+    fo_policy.desched = ((fo_policy.desched << 1) | (pre != 0)) & ((1u << FO_WINDOW) - 1);
+    atomic_store_explicit(&fo_pool.spin_on, fo_policy_desched_recent() < FO_DESCHED_MAX,
+                          memory_order_relaxed);
+}
 
 /* Add a job's ns per block to a mode's mean: the plain mean of the first
  * FO_EWMA samples, then an exponential average of weight 1/FO_EWMA. */
@@ -148,6 +194,7 @@ static void fo_policy_serial_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) {
 /* After a parallel job of kind kd (NULL: policy off) that took ns. */
 static void fo_policy_parallel_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) {
     if (kd == NULL) return;
+    fo_policy_spin();
     kd->since_sample++;
     if (!kd->warm) {
         /* Not a sample: the first job of a kind pays the workers' creation
@@ -161,14 +208,17 @@ static void fo_policy_parallel_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) 
     fo_pool_judge(kd);
 }
 
-/* The test hook: set adaptive (0/1; -1 leaves it), the forced verdict (-1
- * measure, 0 parallel is faster, 1 slower; -2 leaves it) and the worker
- * delay (ns; < 0 leaves it); reset (1) clears the level, stretch, means and
- * counts.  Fills out[0..9] = adaptive, level, serial_left, last, slow_jobs,
- * serial_jobs, good, the last job's kind's parallel and serial mean ns per
- * block (-1: no sample), the kinds seen, as they were before the call's
- * changes. */
-static void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long *out) {
+/* The test hook: set adaptive (0/1; -1 leaves it), the forced verdicts
+ * (force: -1 measure, 0 parallel is faster, 1 slower; force_pre: -1
+ * measure, 0 calm, 1 descheduled; -2 leaves each) and the worker delay (ns;
+ * < 0 leaves it); reset (1) clears the level, stretch, means, the
+ * descheduled window and counts.  Fills out[0..12] = adaptive, level,
+ * serial_left, last, slow_jobs, serial_jobs, good, the last job's kind's
+ * parallel and serial mean ns per block (-1: no sample), the kinds seen,
+ * the descheduled jobs in the window, descheduled jobs, whether the threads
+ * spin, as they were before the call's changes. */
+static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns, int reset,
+                           long *out) {
     pthread_mutex_lock(&fo_pool.run_mu);
     out[0] = fo_policy.adaptive;
     out[1] = fo_policy.level;
@@ -180,16 +230,25 @@ static void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, lo
     out[7] = fo_policy.kind && fo_policy.kind->par_n ? (long)fo_policy.kind->par_ns : -1;
     out[8] = fo_policy.kind && fo_policy.kind->ser_n ? (long)fo_policy.kind->ser_ns : -1;
     out[9] = fo_policy.nkinds;
+    out[10] = fo_policy_desched_recent();
+    out[11] = fo_policy.pre_jobs;
+    out[12] = atomic_load_explicit(&fo_pool.spin_on, memory_order_relaxed);
     if (adaptive >= 0) fo_policy.adaptive = adaptive != 0;
     if (force >= -1) fo_policy.force = force > 1 ? 1 : force;
+    if (force_pre >= -1) fo_policy.force_pre = force_pre > 1 ? 1 : force_pre;
     if (delay_ns >= 0) atomic_store_explicit(&fo_pool.worker_delay_ns, delay_ns, memory_order_relaxed);
     if (reset) {
         fo_policy.level = fo_policy.good = fo_policy.nkinds = fo_policy.evict = 0;
         fo_policy.kind = NULL;
         fo_policy.last = -1;
         fo_policy.serial_left = 0;
-        fo_policy.slow_jobs = fo_policy.serial_jobs = 0;
+        fo_policy.slow_jobs = fo_policy.serial_jobs = fo_policy.pre_jobs = 0;
+        fo_policy.desched = 0;
     }
+    /* The policy off is the pool as it was before it: always spinning. */
+    atomic_store_explicit(&fo_pool.spin_on,
+                          !fo_policy.adaptive || fo_policy_desched_recent() < FO_DESCHED_MAX,
+                          memory_order_relaxed);
     pthread_mutex_unlock(&fo_pool.run_mu);
 }
 
