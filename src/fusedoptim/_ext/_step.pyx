@@ -60,6 +60,8 @@ cdef extern from "pool.h" nogil:
     long fo_pool_worker_blocks()
     void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns, int reset,
                         long* out)
+    int fo_pool_judge_means(double par_ns, double ser_ns, int par_n, int ser_n,
+                            int desched_recent)
     int fo_ftz_daz(int on)
 
 cdef extern from "avx2.h" nogil:
@@ -222,6 +224,16 @@ def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=Fals
     d["spinning"] = bool(d["spinning"])
     d["last"] = _LAST.get(d["last"])
     return d
+
+
+def _pool_judge(double parallel_ns, double serial_ns, int parallel_n, int serial_n,
+                int descheduled_recent) -> bool:
+    """The policy's verdict (``pool_policy.h``) on these mean ns per block
+    of a kind's parallel and serial jobs (``*_n`` samples in each), with
+    ``descheduled_recent`` of the last 16 parallel jobs descheduled: whether
+    parallel jobs are the slower (tests)."""
+    return bool(fo_pool_judge_means(parallel_ns, serial_ns, parallel_n, serial_n,
+                                    descheduled_recent))
 
 
 def _set_ftz_daz(bint on):

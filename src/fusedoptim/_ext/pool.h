@@ -380,6 +380,11 @@ static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns
     out[3] = -1;
 }
 static long fo_pool_worker_blocks(void) { return 0; }
+static int fo_pool_judge_means(double par_ns, double ser_ns, int par_n, int ser_n,
+                               int desched_recent) {
+    (void)par_ns; (void)ser_ns; (void)par_n; (void)ser_n; (void)desched_recent;
+    return 0;
+}
 #endif
 
 #endif /* FO_POOL_H */
