@@ -7,10 +7,12 @@ and prints the median and 90th percentile of each configuration, and the
 2-thread / 1-thread ratios.  On builds with the pool's contention policy
 (``_step._pool_policy``), 2 threads are measured twice: with the policy
 ("2") and with it off ("2 fixed": every large step parallel, the pool as it
-was before the policy), and the share of steps the policy ran on the caller
-alone is printed.  "busy" starts one subprocess spinning in a
-Python loop for the duration of the configuration (on the 2-core development
-machine: three runnable threads for two cores).  Configurations are measured
+was before the policy), and the shares of steps the policy ran on the caller
+alone ("serial") and saw a thread of the pool descheduled in ("desched": the
+threads then stop spinning before they sleep) are printed.  "busy" starts one
+subprocess spinning in a Python loop for the duration of the configuration
+(on the 2-core development machine: three runnable threads for two cores;
+more when other processes run: the load average is printed).  Configurations are measured
 in interleaved rounds so that slow drifts of the machine hit all of them::
 
     python benchmarks/contention.py [--rounds 5] [--steps 300] [--json out.json]
@@ -57,8 +59,9 @@ def _policy():
 
 def measure(step, threads, busy, steps, warmup_s=0.3, adaptive=True):
     """Seconds of ``steps`` single steps at ``threads`` threads, with a busy
-    competing process when ``busy``, and the share of the timed steps the
-    pool's policy ran on the caller alone (None without the policy)."""
+    competing process when ``busy``, and the shares of the timed steps the
+    pool's policy ran on the caller alone and saw descheduled (None, None
+    without the policy; the second None on builds without that count)."""
     proc = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
     before = fusedoptim.get_num_threads()
     fusedoptim.set_num_threads(threads)
@@ -69,14 +72,18 @@ def measure(step, threads, busy, steps, warmup_s=0.3, adaptive=True):
         end = time.perf_counter() + warmup_s
         while time.perf_counter() < end:
             step()
-        serial0 = policy()["serial_jobs"] if policy is not None else 0
+        state0 = policy() if policy is not None else {}
         out = []
         for _ in range(steps):
             t0 = time.perf_counter()
             step()
             out.append(time.perf_counter() - t0)
-        serial = (policy()["serial_jobs"] - serial0) / steps if policy is not None else None
-        return out, serial
+        state = policy() if policy is not None else {}
+        serial = ((state["serial_jobs"] - state0["serial_jobs"]) / steps
+                  if policy is not None else None)
+        desched = ((state["descheduled_jobs"] - state0["descheduled_jobs"]) / steps
+                   if "descheduled_jobs" in state else None)
+        return out, serial, desched
     finally:
         if policy is not None:
             policy(adaptive=True)
@@ -113,20 +120,23 @@ def main(argv=None):
     configs = [(t, b, a) for b in (False, True) for t, a in kinds]
     times = {c: [] for c in configs}
     serial = {c: [] for c in configs}
+    desched = {c: [] for c in configs}
     loads = {c: [] for c in configs}
     for r in range(args.rounds):
         for c in (configs if r % 2 == 0 else configs[::-1]):
             loads[c].append(os.getloadavg()[0])
-            t, s = measure(step, c[0], c[1], args.steps, adaptive=c[2])
+            t, s, d = measure(step, c[0], c[1], args.steps, adaptive=c[2])
             times[c] += t
             if s is not None:
                 serial[c].append(s)
+            if d is not None:
+                desched[c].append(d)
     print(f"fusedoptim {fusedoptim.__file__}, backend {fusedoptim.get_backend()}; "
           f"Adam float32, mlp (50 x [(256,256),(256,)]), {args.rounds} rounds x "
           f"{args.steps} steps; load average {load0:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")
     print(f"{'competitor':>10} {'threads':>8} {'median ms':>10} {'p90 ms':>8} {'p10 ms':>8} "
-          f"{'serial':>7} {'load avg':>10}")
+          f"{'serial':>7} {'desched':>7} {'load avg':>10}")
     summary = {}
 
     def name(c):
@@ -136,11 +146,14 @@ def main(argv=None):
         med, q, lo = (statistics.median(times[c]) * 1e3, p90(times[c]) * 1e3,
                       p10(times[c]) * 1e3)
         ser = statistics.mean(serial[c]) if serial[c] and c[0] > 1 else None
+        des = statistics.mean(desched[c]) if desched[c] and c[0] > 1 and c[2] else None
         summary[name(c)] = {"median_ms": med, "p90_ms": q, "p10_ms": lo,
-                            "serial_share": ser, "load": [min(loads[c]), max(loads[c])]}
+                            "serial_share": ser, "descheduled_share": des,
+                            "load": [min(loads[c]), max(loads[c])]}
         label = f"{c[0]}{'' if c[2] else ' fixed'}"
         print(f"{'busy' if c[1] else 'none':>10} {label:>8} {med:>10.3f} {q:>8.3f} {lo:>8.3f} "
               f"{'' if ser is None else f'{ser:.0%}':>7} "
+              f"{'' if des is None else f'{des:.0%}':>7} "
               f"{min(loads[c]):>4.1f}-{max(loads[c]):<4.1f}")
     for b in (False, True):
         one = summary[f"1t{'-busy' if b else ''}"]

@@ -1,6 +1,8 @@
-"""The compiled pool's contention policy (``_ext/pool.h``): when parallel
-jobs become slower than the calling thread alone, the pool runs the next jobs
-on the caller alone for a stretch that grows while that lasts.
+"""The compiled pool's contention policy (``_ext/pool_policy.h``): when
+parallel jobs become slower than the calling thread alone, the pool runs the
+next jobs on the caller alone for a stretch that grows while that lasts; and
+its threads stop spinning before they sleep while recent parallel jobs had a
+thread of the pool descheduled.
 
 No test asserts a time: the policy's decisions are driven through its test
 knobs (a forced verdict, a worker that sleeps while it holds a block) and read
@@ -20,8 +22,10 @@ pytestmark = pytest.mark.skipif(
     "cython" not in AVAILABLE,
     reason="the cython backend is not under test (not built, or not in FUSEDOPTIM_TEST_BACKENDS)")
 
-# pool.h's constants.
+# pool_policy.h's constants.
 LEVEL_UP, LEVEL_MAX, GOOD_RUN, SAMPLE, FIRST_SAMPLE, SER_MIN = 1, 8, 8, 64, 2, 2
+WINDOW, DESCHED_MAX = 16, 2
+MARGIN, MARGIN_BUSY = 1.25, 1.10
 
 
 @pytest.fixture
@@ -51,19 +55,27 @@ def _gd_job(n=120_000):
 
 
 class Model:
-    """The policy's rules as ``pool.h`` states them, driven by forced
-    verdicts (True: the parallel job was the slower)."""
+    """The policy's rules as ``pool_policy.h`` states them, driven by forced
+    verdicts (``slower``: the parallel job was the slower; ``desched``: a
+    thread of the pool was descheduled in it)."""
 
     def __init__(self):
         self.level = self.good = self.serial_left = self.since = self.ser_n = 0
         self.warm = False
+        self.window = [False] * WINDOW
 
-    def job(self, slower):
+    @property
+    def spinning(self):
+        return sum(self.window) < DESCHED_MAX
+
+    def job(self, slower, desched=False):
         if self.serial_left > 0 or self.since >= (SAMPLE if self.ser_n >= SER_MIN else FIRST_SAMPLE):
             self.serial_left = max(self.serial_left - 1, 0)
             self.since = 0
             self.ser_n += 1
             return "serial"
+        # Every parallel job enters the window, a kind's first one too.
+        self.window = self.window[1:] + [desched]
         self.since += 1
         if not self.warm:
             # The kind's first parallel job is not a sample (the workers'
@@ -104,6 +116,71 @@ def test_policy_follows_its_rules(policy):
     # then back to always parallel, twice.
     assert policy()["fallbacks"] == seen.count("parallel-fallback") >= 10
     assert max(levels[:700]) == LEVEL_MAX and levels[999] == 0 and levels[-1] == 0
+
+
+def test_spinning_follows_descheduled_jobs(policy):
+    """The threads spin before sleeping while fewer than 2 of the last 16
+    parallel jobs were descheduled: a stray switch keeps the spinning, two
+    stop it until they leave the window; serial jobs do not enter it; the
+    policy off always spins."""
+    job = _gd_job()
+    model = Model()
+    script = ([False] * 20 + [True] + [False] * 20 + [True, True] + [False] * 20
+              + [True] * 40 + [False, True] * 20 + [False] * 30)
+    policy(force=False)
+    spins = []
+    for k, desched in enumerate(script):
+        if k == 0 or desched != script[k - 1]:
+            policy(descheduled=desched)
+        job()
+        state = policy()
+        expect = model.job(False, desched)
+        assert (state["last"], state["descheduled_recent"], state["spinning"]) == \
+            (expect, sum(model.window), model.spinning), k
+        spins.append(model.spinning)
+    assert policy()["descheduled_jobs"] == sum(script) - sum(
+        d for d, s in zip(script, _serial_marks(script)) if s)
+    # Every regime was reached: spinning, stopped, spinning again.
+    assert spins[30] and not spins[45] and not spins[100] and spins[-1]
+    policy(descheduled=True)
+    for _ in range(DESCHED_MAX + 2):  # at most one serial sample among them
+        job()
+    assert policy(adaptive=False)["spinning"] is False
+    assert policy()["spinning"] is True
+    assert policy(adaptive=True)["spinning"] is True
+    assert policy()["spinning"] is False
+
+
+def slower(par_ns, ser_ns, par_n, ser_n, desched_recent):
+    """The measured verdict as ``pool_policy.h`` states it: parallel is the
+    slower when its mean exceeds the serial one by the margin (1.25, but
+    1.10 while the pool's threads are being descheduled), once each mode has
+    2 samples."""
+    margin = MARGIN_BUSY if desched_recent >= DESCHED_MAX else MARGIN
+    return par_n >= 2 and ser_n >= SER_MIN and par_ns > margin * ser_ns
+
+
+def test_verdict_margin_depends_on_contention(policy):
+    """Parallel jobs 1.15x the serial cost stay parallel on a machine where
+    the threads are not descheduled (the bandwidth's noise), and fall back
+    when they are; 1.3x falls back either way; too few samples never do."""
+    from fusedoptim._ext import _step
+    cases = [(par, ser, pn, sn, d)
+             for par, ser in [(115.0, 100.0), (130.0, 100.0), (100.0, 100.0), (124.0, 100.0),
+                              (126.0, 100.0), (109.0, 100.0), (111.0, 100.0), (90.0, 100.0)]
+             for pn in (1, 2, 4) for sn in (1, 2, 4) for d in (0, 1, 2, 16)]
+    got = [_step._pool_judge(*c) for c in cases]
+    assert got == [slower(*c) for c in cases]
+    assert _step._pool_judge(115.0, 100.0, 4, 4, DESCHED_MAX)
+    assert not _step._pool_judge(115.0, 100.0, 4, 4, DESCHED_MAX - 1)
+    assert not _step._pool_judge(109.0, 100.0, 4, 4, DESCHED_MAX)
+
+
+def _serial_marks(script):
+    """Which jobs of a script of parallel-is-faster verdicts the policy runs
+    on the caller alone (the serial samples)."""
+    model = Model()
+    return [model.job(False) == "serial" for _ in script]
 
 
 def test_policy_off_always_parallel(policy):
@@ -158,8 +235,8 @@ def test_held_block_makes_the_policy_fall_back(policy):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bits_do_not_depend_on_the_policy(policy, dtype):
     """Adam with clipping (a norm job and a step job per step) gives the
-    reference's bits whether the policy runs steps in parallel, falls back,
-    or waits for a worker that holds a block."""
+    reference's bits whether the policy runs steps in parallel without
+    spinning, falls back, or waits for a worker that holds a block."""
     rng = np.random.default_rng(3)
     shapes = [(300, 200), (200,), (70_001,), (3,), (40_000,)]
     start = {f"w{i}": rng.standard_normal(s).astype(dtype) for i, s in enumerate(shapes)}
@@ -175,10 +252,15 @@ def test_bits_do_not_depend_on_the_policy(policy, dtype):
         return params
 
     with fusedoptim.use_backend("numpy"):
-        ref = run([lambda: None] * 24)
-    forced = run([lambda: policy(force=True)] * 8 + [lambda: policy(force=False)] * 8
+        ref = run([lambda: None] * 32)
+    # Descheduled (no spinning: workers and caller sleep at once), then
+    # fallbacks, then parallel, then a worker holding a block.
+    forced = run([lambda: policy(force=False, descheduled=True)] * 8
+                 + [lambda: policy(force=True, descheduled=None)] * 8
+                 + [lambda: policy(force=False)] * 8
                  + [lambda: policy(force=None, worker_delay_ns=2_000_000)] * 8)
     policy(worker_delay_ns=0, force=None)
+    assert policy()["descheduled_jobs"] >= DESCHED_MAX
     assert policy()["fallbacks"] >= 1 and policy()["serial_jobs"] >= 1
     for k in ref:
         assert_bitwise(forced[k], ref[k])

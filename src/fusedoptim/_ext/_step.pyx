@@ -58,7 +58,8 @@ cdef extern from "pool.h" nogil:
     long fo_pool_set_spin_ns(long ns)
     int fo_pool_workers()
     long fo_pool_worker_blocks()
-    void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long* out)
+    void fo_pool_policy(int adaptive, int force, int force_pre, long delay, int reset, long* out)
+    int fo_pool_judge_means(double par_ns, double ser_ns, int par_n, int ser_n, int desched)
     int fo_ftz_daz(int on)
 
 cdef extern from "avx2.h" nogil:
@@ -167,44 +168,54 @@ def _pool_workers():
 
 
 _POLICY_KEYS = ("adaptive", "level", "serial_left", "last", "fallbacks", "serial_jobs",
-                "good_run", "parallel_ns_per_block", "serial_ns_per_block", "kinds")
+                "good_run", "parallel_ns_per_block", "serial_ns_per_block", "kinds",
+                "descheduled_recent", "descheduled_jobs", "spinning")
 _LAST = {-1: None, 0: "parallel", 1: "parallel-fallback", 2: "serial"}
 
 
-def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=False):
-    """The pool's contention policy (``pool.h``), for tests and measurements.
+def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=False,
+                 descheduled=...):
+    """The pool's contention policy (``pool_policy.h``), for tests and measurements.
 
-    Returns its state before this call's changes: ``adaptive`` (bool),
-    ``level`` (fallback stretches last ``2**level`` jobs), ``serial_left``
-    (jobs of the current stretch still to run on the caller alone),
-    ``last`` (how the last job under the policy ran: ``"parallel"``,
-    ``"parallel-fallback"`` (parallel, after which the policy fell back to
-    the caller alone), ``"serial"``, or None), ``fallbacks``,
-    ``serial_jobs`` (counts since the last reset), ``good_run`` (parallel
-    jobs since the last fallback, modulo 8), the two modes' mean ns per
-    block for the last job's kind (-1: no sample yet; the means are kept per
-    kind of job: each family's element loop, the norm, LAMB's reduction) and
-    ``kinds``, how many kinds it has seen.
+    Returns its state before this call's changes: ``adaptive``, ``level``
+    (fallback stretches last ``2**level`` jobs), ``serial_left`` (of the
+    current stretch), ``last`` (how the last job under the policy ran:
+    ``"parallel"``, ``"parallel-fallback"`` (then fell back), ``"serial"``
+    or None), the counts ``fallbacks`` and ``serial_jobs``, ``good_run``
+    (parallel jobs since the last fallback, modulo 8), the last job's kind's
+    mean ns per block of each mode (-1: no sample; kinds: each family's
+    loop, the norm, LAMB's reduction), ``kinds`` seen,
+    ``descheduled_recent`` (of the last 16 parallel jobs, how many had a
+    thread of the pool descheduled), ``descheduled_jobs`` and ``spinning``
+    (the threads spin before they sleep: fewer than 2 recent ones, or off).
 
-    ``adaptive`` turns the policy on or off (off: every large job is
-    parallel; None keeps it); ``force`` (test knob) makes every parallel job
-    count as slower (True) or faster (False) than the caller alone instead
-    of comparing the measured means (None: compare them again; ``...``
-    keeps the setting); ``worker_delay_ns`` (test knob) makes a worker sleep
-    that long after its first claim of each job, as if descheduled while
-    holding a block (0: off; None keeps it).  ``reset`` first clears the
-    level, the stretch, the means, the counts, the forced verdict and the
-    worker delay."""
-    cdef long out[10]
+    ``adaptive`` turns the policy on or off (off: every large job parallel,
+    always spinning).  Test knobs: ``force`` makes every parallel job count
+    as slower (True) or faster (False) than the caller alone, and
+    ``descheduled`` as descheduled or not (None: measure again);
+    ``worker_delay_ns`` makes a worker sleep that long after its first claim
+    of each job, as if descheduled while holding a block (0: off).  None
+    (``...`` for the knobs) keeps a setting; ``reset`` first clears the
+    state, the counts, the knobs and the delay."""
+    cdef long out[13]
     if reset:
-        fo_pool_policy(-1, -1, 0, 1, out)
+        fo_pool_policy(-1, -1, -1, 0, 1, out)
     fo_pool_policy(-1 if adaptive is None else (1 if adaptive else 0),
                    -2 if force is Ellipsis else (-1 if force is None else (1 if force else 0)),
+                   -2 if descheduled is Ellipsis else (-1 if descheduled is None
+                                                       else (1 if descheduled else 0)),
                    -1 if worker_delay_ns is None else max(0, worker_delay_ns), 0, out)
-    d = dict(zip(_POLICY_KEYS, [out[i] for i in range(10)]))
-    d["adaptive"] = bool(d["adaptive"])
-    d["last"] = _LAST.get(d["last"])
+    d = dict(zip(_POLICY_KEYS, [out[i] for i in range(13)]))
+    d["adaptive"], d["spinning"], d["last"] = bool(out[0]), bool(out[12]), _LAST.get(out[3])
     return d
+
+
+def _pool_judge(double parallel_ns, double serial_ns, int parallel_n, int serial_n,
+                int descheduled_recent) -> bool:
+    """The policy's verdict on these means (ns per block, samples) with
+    ``descheduled_recent`` of 16 descheduled: parallel is the slower (tests)."""
+    return bool(fo_pool_judge_means(parallel_ns, serial_ns, parallel_n, serial_n,
+                                    descheduled_recent))
 
 
 def _set_ftz_daz(bint on):

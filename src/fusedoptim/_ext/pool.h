@@ -17,7 +17,8 @@
  *  - Workers wait passively: after a job they spin for at most
  *    FO_SPIN_NS (back-to-back steps), then sleep on a condition variable.
  *    The caller, out of blocks, spins at most FO_SPIN_NS for the claimed
- *    ones, then sleeps.
+ *    ones, then sleeps.  Neither spins while the policy sees contention
+ *    (pool_policy.h: a thread of the pool was descheduled in a recent job).
  *  - A worker runs a job's blocks in the caller's floating-point control
  *    state (MXCSR on x86: FTZ/DAZ, rounding; fegetenv/fesetenv elsewhere)
  *    and restores its own after the job.
@@ -25,7 +26,7 @@
  *    not exist in it) and creates fresh ones on its first parallel step.
  *  - One job at a time: a call made while another thread's job runs (or from
  *    inside a block) runs serially on its own thread instead of waiting.
- *  - Under contention, the caller alone (see "the adaptive policy" below):
+ *  - Under contention, the caller alone (the policy: pool_policy.h):
  *    a worker descheduled while it holds a block delays the end of the step
  *    by a scheduler slice (milliseconds), which no split can avoid since a
  *    started block cannot be taken over (the update is in place).  The pool
@@ -80,6 +81,7 @@ static int fo_ftz_daz(int on) { (void)on; return -1; }
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #define FO_MAX_WORKERS 255
@@ -88,55 +90,6 @@ static int fo_ftz_daz(int on) { (void)on; return -1; }
  * worker is awake for the next one, and bounds what an idle worker takes
  * from other processes to 100 us per step. */
 #define FO_SPIN_NS 100000
-
-/* The adaptive policy (under run_mu), a choice between two modes by their
- * measured cost: the mean time per block (an average of the last few jobs:
- * FO_EWMA) of parallel jobs, and of jobs the caller ran alone.  Parallel
- * jobs run, and after FO_FIRST_SAMPLE of them (the first time) then every
- * FO_SAMPLE, one job runs on the caller alone to measure the serial cost.
- * When the parallel mean exceeds the serial one (on a busy machine, a
- * worker descheduled while it holds a block makes the step wait a scheduler
- * slice, milliseconds), the level rises by FO_LEVEL_UP (at most
- * FO_LEVEL_MAX) and the next 2^level jobs run on the caller alone: 2, 4, 8,
- * ... 256 while contention lasts, so that only about one job in 256
- * pays a slice.  Then parallel jobs are tried again; their mean keeps its
- * history, so one fast job does not undo it (nor one slow job on a machine
- * that is busy for both modes alike, several competitors: there the caller
- * alone is descheduled too, and the parallel mode is kept when it is the
- * faster on average).  After FO_GOOD_RUN parallel jobs without falling back
- * the level drops by one, so a machine that became quiet gets its threads
- * back within a few hundred jobs.  Whatever the policy decides, every block
- * computes the same bits. */
-#define FO_LEVEL_UP 1
-#define FO_LEVEL_MAX 8
-#define FO_GOOD_RUN 8
-#define FO_SAMPLE 64
-#define FO_FIRST_SAMPLE 2
-#define FO_EWMA 4
-#define FO_KINDS 8
-/* Parallel counts as the slower only when its mean exceeds the serial one by
- * FO_MARGIN, and only once FO_SER_MIN serial samples were taken (the first
- * FO_SER_MIN of them FO_FIRST_SAMPLE jobs apart).  Why: on a quiet machine a
- * memory-bound step on 2 threads is only 1.1-1.3x faster than on one, and
- * this VM's memory bandwidth swings by up to 40% from one job to the next;
- * without the margin one lucky serial sample sent 53 of 60 quiet 2^24 Adam
- * steps to the caller alone (10.9 ms against 9.3 ms always parallel).  A
- * descheduled worker costs a scheduler slice, far above the margin. */
-#define FO_MARGIN 1.25
-#define FO_SER_MIN 2
-#define FO_CLIP 4.0
-
-/* The policy's means for one kind of job (its key: the element function of
- * a step, else the block function), since a block's cost differs between
- * kinds (a norm block is cheaper than an Adam block): a step with clipping
- * alternates two kinds, each compared with its own serial cost. */
-typedef struct {
-    const void *key;
-    int par_n, ser_n;            /* samples in the means (at most FO_EWMA) */
-    double par_ns, ser_ns;       /* mean ns per block of each mode */
-    long since_sample;           /* parallel jobs since a serial one */
-    int warm;                    /* the kind's first parallel job is done */
-} fo_kind_t;
 
 typedef struct {
     pthread_mutex_t mu;          /* guards gen, nworkers and the two waits */
@@ -148,24 +101,13 @@ typedef struct {
     _Atomic Py_ssize_t nblocks;
     _Atomic int wanted;          /* workers 0..wanted-1 take part */
     _Atomic long spin_ns;
+    _Atomic int spin_on;         /* the policy's say: 0, no spinning (contention) */
+    _Atomic long preempts;       /* involuntary switches workers saw, ever */
     _Atomic long worker_blocks;  /* blocks run by workers, ever (tests) */
     _Atomic long worker_delay_ns; /* test knob: a worker sleeps this long
                                      after its first claim of a job */
     uint32_t gen;                /* last announced job (under mu) */
     uint32_t next_gen;           /* caller side, under run_mu */
-    /* The adaptive policy's state, under run_mu. */
-    int adaptive;                /* 0: always parallel (measurements, tests) */
-    int force;                   /* test knob: -1 measure, 0/1 call every
-                                    parallel job faster/slower than serial */
-    int level;                   /* serial stretches last 2^level jobs */
-    int good;                    /* parallel jobs since the last fallback */
-    int last;                    /* last job under the policy: 0 parallel,
-                                    1 parallel then fallback, 2 serial */
-    fo_kind_t kinds[FO_KINDS];   /* the means, per kind of job */
-    int nkinds, evict;
-    fo_kind_t *kind;             /* of the last job under the policy */
-    long serial_left;            /* jobs still to run on the caller alone */
-    long slow_jobs, serial_jobs; /* fallbacks and serial jobs (tests) */
     int nworkers;
     fo_block_fn fn;              /* read only by a thread holding a claim */
     void *ctx;
@@ -175,7 +117,7 @@ typedef struct {
 static fo_pool_t fo_pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER, .work_cv = PTHREAD_COND_INITIALIZER,
     .done_cv = PTHREAD_COND_INITIALIZER, .run_mu = PTHREAD_MUTEX_INITIALIZER,
-    .spin_ns = FO_SPIN_NS, .adaptive = 1, .force = -1, .last = -1,
+    .spin_ns = FO_SPIN_NS, .spin_on = 1,
 };
 static pthread_once_t fo_pool_once = PTHREAD_ONCE_INIT;
 
@@ -183,6 +125,24 @@ static long fo_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Times the calling thread was descheduled while it could run (another
+ * thread took its CPU: an involuntary context switch); 0 where the system
+ * does not count them per thread. */
+static long fo_thread_nivcsw(void) {
+#ifdef RUSAGE_THREAD
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) return ru.ru_nivcsw;
+#endif
+    return 0;
+}
+
+/* How long to spin before sleeping: FO_SPIN_NS (or the tuning hook's), or
+ * not at all while the policy sees contention (pool_policy.h). */
+static inline long fo_spin_budget(void) {
+    return atomic_load_explicit(&fo_pool.spin_on, memory_order_relaxed)
+        ? atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed) : 0;
 }
 
 static inline void fo_cpu_relax(void) {
@@ -202,6 +162,8 @@ static void fo_pool_atfork_child(void) {
 }
 
 static void fo_pool_init(void) { pthread_atfork(NULL, NULL, fo_pool_atfork_child); }
+
+#include "pool_policy.h"
 
 /* Claim and run blocks of job g until none is left; a worker (swap_fp)
  * runs them in the caller's floating-point state. */
@@ -259,12 +221,19 @@ typedef struct { int w; uint32_t seen; } fo_worker_arg;
 static void *fo_worker(void *p) {
     int w = ((fo_worker_arg *)p)->w;
     uint32_t seen = ((fo_worker_arg *)p)->seen, g;
-    long until;
+    long until, iv, iv_seen = fo_thread_nivcsw();
     int i;
     free(p);
     for (;;) {
+        /* Descheduled since the last look (in the last job or the wait
+         * before it): tell the policy, which stops the spinning. */
+        iv = fo_thread_nivcsw();
+        if (iv != iv_seen) {
+            atomic_fetch_add_explicit(&fo_pool.preempts, iv - iv_seen, memory_order_relaxed);
+            iv_seen = iv;
+        }
         /* Bounded spin for the next job, then sleep. */
-        until = fo_now_ns() + atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+        until = fo_now_ns() + fo_spin_budget();
         g = seen;
         for (i = 1;; i++) {
             g = (uint32_t)(atomic_load_explicit(&fo_pool.ticket, memory_order_acquire) >> 32);
@@ -312,80 +281,23 @@ static int fo_pool_grow(int n) {
     return n;
 }
 
-/* Add a job's ns per block to a mode's mean: the plain mean of the first
- * FO_EWMA samples, then an exponential average of weight 1/FO_EWMA. */
-static void fo_pool_mean(double *mean, int *n, double sample) {
-    /* One outlier (a page fault storm, a stall) moves the mean by at most
-     * (FO_CLIP - 1) / FO_EWMA of itself; lasting contention still raises
-     * it within a few jobs. */
-    if (*n > 0 && sample > FO_CLIP * *mean) sample = FO_CLIP * *mean;
-    if (*n < FO_EWMA) ++*n;
-    *mean += (sample - *mean) / *n;
-}
-
-/* The means of jobs of this key (under run_mu); a new key takes a free
- * entry, or the oldest one's. */
-static fo_kind_t *fo_pool_kind(const void *key) {
-    fo_kind_t *k;
-    int i;
-    for (i = 0; i < fo_pool.nkinds; i++)
-        if (fo_pool.kinds[i].key == key) return &fo_pool.kinds[i];
-    if (fo_pool.nkinds < FO_KINDS) {
-        k = &fo_pool.kinds[fo_pool.nkinds++];
-    } else {
-        k = &fo_pool.kinds[fo_pool.evict];
-        fo_pool.evict = (fo_pool.evict + 1) % FO_KINDS;
-    }
-    memset(k, 0, sizeof *k);
-    k->key = key;
-    return k;
-}
-
-/* After a parallel job of kind kd (under run_mu): fall back to the caller
- * alone when parallel jobs of that kind have become the slower. */
-static void fo_pool_judge(const fo_kind_t *kd) {
-    int slow;
-    if (fo_pool.force >= 0)
-        slow = fo_pool.force;
-    else
-        slow = kd->par_n >= 2 && kd->ser_n >= FO_SER_MIN && kd->par_ns > FO_MARGIN * kd->ser_ns;
-    fo_pool.last = slow;
-    if (slow) {
-        fo_pool.slow_jobs++;
-        fo_pool.good = 0;
-        fo_pool.level += FO_LEVEL_UP;
-        if (fo_pool.level > FO_LEVEL_MAX) fo_pool.level = FO_LEVEL_MAX;
-        fo_pool.serial_left = 1L << fo_pool.level;
-    } else if (++fo_pool.good >= FO_GOOD_RUN) {
-        fo_pool.good = 0;
-        if (fo_pool.level > 0) fo_pool.level--;
-    }
-}
-
 /* key: what kind of job this is for the policy's means (see fo_kind_t). */
 static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks,
                               const void *key) {
     Py_ssize_t k;
     uint32_t g;
     long until, t0;
-    int i, nw;
-    fo_kind_t *kd = NULL;
+    int i, nw, serial;
+    fo_kind_t *kd;
     if (nt > 1 && nblocks > 1 && nblocks <= 0xffffffffL) {
         pthread_once(&fo_pool_once, fo_pool_init);
         if (pthread_mutex_trylock(&fo_pool.run_mu) == 0) {
-            if (fo_pool.adaptive) kd = fo_pool.kind = fo_pool_kind(key);
-            if (kd != NULL && (fo_pool.serial_left > 0 || kd->since_sample
-                               >= (kd->ser_n >= FO_SER_MIN ? FO_SAMPLE : FO_FIRST_SAMPLE))) {
-                /* The caller alone (a stretch after contention, or a sample
-                 * of the serial cost); the workers stay asleep. */
-                if (fo_pool.serial_left > 0) fo_pool.serial_left--;
-                kd->since_sample = 0;
-                fo_pool.serial_jobs++;
-                fo_pool.last = 2;
+            kd = fo_policy_begin(key, &serial);
+            if (serial) {
+                /* The caller alone; the workers stay asleep. */
                 t0 = fo_now_ns();
                 for (k = 0; k < nblocks; k++) fn(ctx, k);
-                fo_pool_mean(&kd->ser_ns, &kd->ser_n,
-                             (double)(fo_now_ns() - t0) / (double)nblocks);
+                fo_policy_serial_done(kd, fo_now_ns() - t0, nblocks);
                 pthread_mutex_unlock(&fo_pool.run_mu);
                 return;
             }
@@ -407,7 +319,7 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
                 pthread_mutex_unlock(&fo_pool.mu);
                 fo_pool_work(g, 0);
                 /* Out of blocks: wait for the claimed ones. */
-                until = fo_now_ns() + atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+                until = fo_now_ns() + fo_spin_budget();
                 for (i = 1; atomic_load_explicit(&fo_pool.done, memory_order_acquire) != nblocks; i++) {
                     fo_cpu_relax();
                     if ((i & 63) == 0 && fo_now_ns() > until) {
@@ -418,20 +330,7 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
                         break;
                     }
                 }
-                if (kd != NULL && !kd->warm) {
-                    /* Not a sample: the first job of a kind pays the
-                     * workers' creation and the first touch of state that
-                     * was just allocated (97 ms against 6.5 ms for the next
-                     * 2^24 Adam step). */
-                    kd->warm = 1;
-                    kd->since_sample++;
-                    fo_pool.last = 0;
-                } else if (kd != NULL) {
-                    kd->since_sample++;
-                    fo_pool_mean(&kd->par_ns, &kd->par_n,
-                                 (double)(fo_now_ns() - t0) / (double)nblocks);
-                    fo_pool_judge(kd);
-                }
+                fo_policy_parallel_done(kd, fo_now_ns() - t0, nblocks);
                 pthread_mutex_unlock(&fo_pool.run_mu);
                 return;
             }
@@ -459,38 +358,6 @@ static int fo_pool_workers(void) {
     pthread_mutex_unlock(&fo_pool.mu);
     return n;
 }
-/* The policy: set adaptive (0/1; -1 leaves it), the forced verdict (-1
- * measure, 0 parallel is faster, 1 slower; -2 leaves it) and the worker
- * delay (ns; < 0 leaves it); reset (1) clears the level, stretch, means and
- * counts.  Fills out[0..9] = adaptive, level, serial_left, last, slow_jobs,
- * serial_jobs, good, the last job's kind's parallel and serial mean ns per
- * block (-1: no sample), the kinds seen, as they were before the call's
- * changes. */
-static void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long *out) {
-    pthread_mutex_lock(&fo_pool.run_mu);
-    out[0] = fo_pool.adaptive;
-    out[1] = fo_pool.level;
-    out[2] = fo_pool.serial_left;
-    out[3] = fo_pool.last;
-    out[4] = fo_pool.slow_jobs;
-    out[5] = fo_pool.serial_jobs;
-    out[6] = fo_pool.good;
-    out[7] = fo_pool.kind && fo_pool.kind->par_n ? (long)fo_pool.kind->par_ns : -1;
-    out[8] = fo_pool.kind && fo_pool.kind->ser_n ? (long)fo_pool.kind->ser_ns : -1;
-    out[9] = fo_pool.nkinds;
-    if (adaptive >= 0) fo_pool.adaptive = adaptive != 0;
-    if (force >= -1) fo_pool.force = force > 1 ? 1 : force;
-    if (delay_ns >= 0) atomic_store_explicit(&fo_pool.worker_delay_ns, delay_ns, memory_order_relaxed);
-    if (reset) {
-        fo_pool.level = fo_pool.good = fo_pool.nkinds = fo_pool.evict = 0;
-        fo_pool.kind = NULL;
-        fo_pool.last = -1;
-        fo_pool.serial_left = 0;
-        fo_pool.slow_jobs = fo_pool.serial_jobs = 0;
-    }
-    pthread_mutex_unlock(&fo_pool.run_mu);
-}
-
 #else  /* serial build */
 #define FO_THREADS 0
 static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
@@ -505,13 +372,19 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
 }
 static long fo_pool_set_spin_ns(long ns) { (void)ns; return 0; }
 static int fo_pool_workers(void) { return 0; }
-static void fo_pool_policy(int adaptive, int force, long delay_ns, int reset, long *out) {
+static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns, int reset,
+                           long *out) {
     int i;
-    (void)adaptive; (void)force; (void)delay_ns; (void)reset;
-    for (i = 0; i < 10; i++) out[i] = 0;
+    (void)adaptive; (void)force; (void)force_pre; (void)delay_ns; (void)reset;
+    for (i = 0; i < 13; i++) out[i] = 0;
     out[3] = -1;
 }
 static long fo_pool_worker_blocks(void) { return 0; }
+static int fo_pool_judge_means(double par_ns, double ser_ns, int par_n, int ser_n,
+                               int desched_recent) {
+    (void)par_ns; (void)ser_ns; (void)par_n; (void)ser_n; (void)desched_recent;
+    return 0;
+}
 #endif
 
 #endif /* FO_POOL_H */
