@@ -2,7 +2,10 @@
  * first pass (moments, direction, the blocks' lane sums of squares) without
  * gradient prelude, and the second pass (direction again, parameter
  * update).  The direction is computed by the same operations in both and in
- * the Cython loops; m / c1 is adam_avx2.h's FO_DIV_C1 (correctly rounded). */
+ * the Cython loops; m / c1 is adam_avx2.h's FO_DIV_C1 (correctly rounded),
+ * or the division where that measured faster.  The float32 first pass is
+ * written with intrinsics (fo_lamb1_simd_f32, below); the C loops before it
+ * are the float64 one's. */
 #ifndef FUSEDOPTIM_LAMB_AVX2_H
 #define FUSEDOPTIM_LAMB_AVX2_H
 
@@ -218,29 +221,23 @@
  * per block: run after the update (FO_LAMB1_RANGE), the chains cost 0.2 ns
  * per element in cache (AVX2: 0.62 against 0.415 without them) and leave
  * memory idle meanwhile; run in chunks (FO_LAMB1_CHUNKED), the buffer's
- * stores and loads and the conversions keep the AVX-512 pass at 0.53
- * against 0.38 without sums.  Here each 8-element group's squares are added
- * to the lane sums as soon as its direction is known: element i of the
- * block to lane i % 8, each lane in element order (the AVX2 build holds
- * lanes 0-3 and 4-7 in two registers; the AVX-512 build adds a 16-element
- * group's low then high half to its one register), the same additions in
- * the same order as FO_LAMB_LANES and _loops._block_sumsq.  The arithmetic
- * of each element is FO_LAMB1_ELEMENT's, operation for operation. */
+ * stores and reloads and their conversions keep the AVX-512 pass at 0.53.
+ * Here each 8-element group's squares are added to the lane sums as soon
+ * as its direction is known: element i of the block to lane i % 8, each
+ * lane in element order (the AVX2 build holds lanes 0-3 and 4-7 in two
+ * registers; the AVX-512 build adds a 16-element group's low then high
+ * half to its one register), the same additions in the same order as
+ * FO_LAMB_LANES and _loops._block_sumsq.  The arithmetic of each element is
+ * FO_LAMB1_ELEMENT's, operation for operation, but m / c1 is the division
+ * itself (the same bits as FO_LAMB_DIV_C1_F32, see adam_avx2.h): this
+ * pass's conversions to double (the squares) already keep the conversion
+ * and addition pipes the busiest, and moving m / c1 there measured slower
+ * than leaving it to the divider (in L2, 2^13 elements, 1 thread, Zen4:
+ * AVX2 0.545 ns per element against 0.582, AVX-512 0.50-0.53 against
+ * 0.51-0.54); the second pass, which the divider limits, keeps the
+ * conversions.  Measured the same way: the old AVX2 shape 0.62, the old
+ * AVX-512 shape 0.53-0.54. */
 #include <immintrin.h>
-
-/* m / c1 of 4 floats through double (FO_LAMB_DIV_C1_F32). */
-#define FO_LAMB_DC1_128(x) _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(x), vrc1))
-
-#ifndef FO_LAMB1V_PLAIN
-#define FO_LAMB1V_PLAIN 1
-#endif
-#if FO_LAMB1V_PLAIN
-#define FO_LAMB1V_DIV_C1_256(mi) _mm256_div_ps(mi, vc1)
-#else
-#define FO_LAMB1V_DIV_C1_256(mi)                                               \
-    _mm256_set_m128(FO_LAMB_DC1_128(_mm256_extractf128_ps(mi, 1)),             \
-                    FO_LAMB_DC1_128(_mm256_castps256_ps128(mi)))
-#endif
 
 /* The last n % step elements of a block from element i: the scalar
  * element and the lane sums in ap, au (the tail of a tensor's last block,
@@ -258,8 +255,8 @@
             ui = FO_LAMB_DIR(FO_LAMB_DIV_C1_F32, sqrtf, DECAY, mi, vi, pi);    \
             y = (double)pi;                                                    \
             z = (double)ui;                                                    \
-            ap[k % 8] = ap[k % 8] + y * y;                                     \
-            au[k % 8] = au[k % 8] + z * z;                                     \
+            ap[k & 7] = ap[k & 7] + y * y;                                     \
+            au[k & 7] = au[k & 7] + z * z;                                     \
         }                                                                      \
     } while (0)
 
@@ -294,7 +291,7 @@
                            _mm256_mul_ps(vomb2, _mm256_mul_ps(gi, gi)));       \
         _mm256_storeu_ps(m + (i), mi);                                         \
         _mm256_storeu_ps(v + (i), vi);                                         \
-        a = FO_LAMB1V_DIV_C1_256(mi);                                          \
+        a = _mm256_div_ps(mi, vc1);                                            \
         u = _mm256_div_ps(a, _mm256_add_ps(                                    \
                 _mm256_sqrt_ps(_mm256_div_ps(vi, vc2)), ve));                  \
         if (DECAY)                                                             \
@@ -320,12 +317,10 @@ static FO_AVX2 inline __attribute__((always_inline)) void fo_lamb1v_f32_avx2_bod
     const __m256 vc2 = _mm256_set1_ps(c2), ve = _mm256_set1_ps(e);
     const __m256 vc1 = _mm256_set1_ps(c1);
     const __m256 vwd = _mm256_set1_ps(wd);
-    const __m256d vrc1 = _mm256_set1_pd(rc1);
     __m256d pl = _mm256_setzero_pd(), ph = _mm256_setzero_pd();
     __m256d ul = _mm256_setzero_pd(), uh = _mm256_setzero_pd();
     double ap[8], au[8];
     ptrdiff_t i;
-    (void)c1;
     for (i = 0; i + 16 <= n; i += 16) {
         FO_LAMB1V_PREFETCH(i);
         FO_LAMB1V_GROUP8(DECAY, i);
@@ -353,9 +348,6 @@ static FO_AVX2 void fo_lamb1v_f32_avx2(
                                 wd, 0, out, lim);
 }
 
-/* m / c1 of 8 floats through double. */
-#define FO_LAMB_DC1_256(x) _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(x), wrc1))
-
 /* The AVX-512 build: 16 elements from i, the low half's squares added to
  * the lane sums before the high half's. */
 static FO_AVX512 inline __attribute__((always_inline)) void fo_lamb1v_f32_avx512_body(
@@ -369,11 +361,9 @@ static FO_AVX512 inline __attribute__((always_inline)) void fo_lamb1v_f32_avx512
     const __m512 wc2 = _mm512_set1_ps(c2), we = _mm512_set1_ps(e);
     const __m512 wc1 = _mm512_set1_ps(c1);
     const __m512 wwd = _mm512_set1_ps(wd);
-    const __m512d wrc1 = _mm512_set1_pd(rc1);
     __m512d sp = _mm512_setzero_pd(), su = _mm512_setzero_pd(), y;
     double ap[8], au[8];
     ptrdiff_t i;
-    (void)c1;
     for (i = 0; i + 16 <= n; i += 16) {
         __m512 pi, m0, v0, gi, mi, vi, a, u;
         FO_LAMB1V_PREFETCH(i);
@@ -386,13 +376,7 @@ static FO_AVX512 inline __attribute__((always_inline)) void fo_lamb1v_f32_avx512
                            _mm512_mul_ps(womb2, _mm512_mul_ps(gi, gi)));
         _mm512_storeu_ps(m + i, mi);
         _mm512_storeu_ps(v + i, vi);
-#if FO_LAMB1V_PLAIN
         a = _mm512_div_ps(mi, wc1);
-#else
-        a = _mm512_insertf32x8(
-            _mm512_castps256_ps512(FO_LAMB_DC1_256(_mm512_castps512_ps256(mi))),
-            FO_LAMB_DC1_256(_mm512_extractf32x8_ps(mi, 1)), 1);
-#endif
         u = _mm512_div_ps(a, _mm512_add_ps(_mm512_sqrt_ps(_mm512_div_ps(vi, wc2)), we));
         if (DECAY)
             u = _mm512_add_ps(u, _mm512_mul_ps(wwd, pi));
