@@ -13,13 +13,13 @@
 
 #if FO_SIMD_AVX2
 
-/* The first pass prefetches its streams FO_LAMB_PREFETCH elements ahead
- * (the second FO_LAMB2_PREFETCH), as adam_avx2.h does and for the same
- * reason (their arithmetic, two divisions and a square root per element in
- * each pass, fills the out-of-order window); lim is the number of elements
- * of the tensor from the range's start, so that the addresses stay inside
- * the arrays and the first pass prefetches across its 4096-element
- * blocks. */
+/* The float64 first pass prefetches its streams FO_LAMB_PREFETCH elements
+ * ahead (the float32 one FO_LAMB1V_AHEAD, the second FO_LAMB2_PREFETCH),
+ * as adam_avx2.h does and for the same reason (their arithmetic, two
+ * divisions and a square root per element in each pass, fills the
+ * out-of-order window); lim is the number of elements of the tensor from
+ * the range's start, so that the addresses stay inside the arrays and the
+ * first pass prefetches across its 4096-element blocks. */
 #ifndef FO_LAMB_PREFETCH
 #define FO_LAMB_PREFETCH 256
 #endif
@@ -174,9 +174,9 @@
  * 2 threads (as benchmarks/loops_big.c measures, but with the four arrays
  * 1024 bytes apart modulo a page; median of 7, three interleaved runs,
  * load average 6), 4.2-4.3 ms against 4.9-5.1 at 256 in the AVX-512 build,
- * 4.2-4.5 against 5.0-5.4 in the AVX2 one; the first pass measured better
- * at 256 (AVX-512: 5.95-6.15 ms against 6.1-7.0), as Adam's loop did on
- * Zen1 (adam_avx2.h). */
+ * 4.2-4.5 against 5.0-5.4 in the AVX2 one; the first pass's old C loops
+ * measured better at 256 (AVX-512: 5.95-6.15 ms against 6.1-7.0), as
+ * Adam's loop did on Zen1 (adam_avx2.h). */
 #ifndef FO_LAMB2_PREFETCH
 #define FO_LAMB2_PREFETCH 128
 #endif
