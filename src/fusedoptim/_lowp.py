@@ -92,6 +92,9 @@ def configure(opt, args: dict) -> "LowpState | None":
 class LowpState:
     """The reduced-precision format of one optimizer's state."""
 
+    #: The ``numpy`` backend's kernels (set below, after their class).
+    _reference: type
+
     def __init__(self, dtype: str, rounding: str, seed: int) -> None:
         self.dtype = dtype
         self.rounding = rounding
@@ -109,19 +112,11 @@ class LowpState:
             state[_M_LABEL + _SCALE] = {}
             state[_V_LABEL + _SCALE] = {}
         for name, p in opt._params.items():
-            n = p.size
-            if self.dtype == "bfloat16":
-                state[_M_LABEL][name] = np.zeros(n, np.uint16)
-                state[_V_LABEL][name] = np.zeros(n, np.uint16)
-            elif n < _spec.QMIN_ELEMENTS:
-                state[_M_LABEL][name] = np.zeros(n, np.float32)
-                state[_V_LABEL][name] = np.zeros(n, np.float32)
-            else:
-                nb = -(-n // _spec.QBLOCK)
-                state[_M_LABEL][name] = np.zeros(n, np.uint8)
-                state[_V_LABEL][name] = np.zeros(n, np.uint8)
-                state[_M_LABEL + _SCALE][name] = np.zeros(nb, np.float32)
-                state[_V_LABEL + _SCALE][name] = np.zeros(nb, np.float32)
+            for label in (_M_LABEL, _V_LABEL):
+                a, sc = self.new_slot(p.size)
+                state[label][name] = a
+                if sc is not None:
+                    state[label + _SCALE][name] = sc
         opt._state = state
         opt._states = ()
 
@@ -148,12 +143,8 @@ class LowpState:
             else:
                 want, sizes = (np.uint16,) * 2, (n, n)
             for a, dt, size in zip(row, want, sizes):
-                if a is None:
-                    continue
-                if (type(a) is not np.ndarray or a.dtype != dt or a.shape != (size,)
-                        or not a.flags.c_contiguous or not a.flags.writeable):
-                    raise ValueError(f"the {self.dtype} state of parameter {name!r} was "
-                                     f"replaced by an array that does not fit it")
+                if a is not None:
+                    self.check_fits(name, a, dt, size)
             out.append(tuple(row))
         return out
 
@@ -163,10 +154,49 @@ class LowpState:
         if kw.pop("amsgrad"):
             raise ValueError(f"state_dtype={self.dtype!r} does not support amsgrad=True")
         kw.pop("torch_order", None)
+        return self.rounding_kw(kw, t, gscale)
+
+    def rounding_kw(self, kw: dict, t: int, gscale: float) -> dict:
+        """``kw`` (a copy, changed) with the clipping scale and the keywords
+        of step ``t``'s rounding (``stochastic``, ``key``)."""
         kw["gscale"] = gscale
         kw["stochastic"] = self.rounding == "stochastic"
         kw["key"] = _spec.step_key(self.seed, t) if kw["stochastic"] else 0
         return kw
+
+    def new_slot(self, n: int) -> tuple:
+        """Zeroed ``(codes, scale)`` of one state slot of ``n`` elements:
+        bfloat16 words, or int8 codes and block scales, or a float32 slot
+        (int8 mode under ``QMIN_ELEMENTS``); ``scale`` ``None`` but for codes.
+        Every code and scale 0 decodes to 0."""
+        if self.dtype == "bfloat16":
+            return np.zeros(n, np.uint16), None
+        if n < _spec.QMIN_ELEMENTS:
+            return np.zeros(n, np.float32), None
+        return np.zeros(n, np.uint8), np.zeros(-(-n // _spec.QBLOCK), np.float32)
+
+    def check_fits(self, name: str, a, dtype, size: int) -> None:
+        """Raise ``ValueError`` unless state array ``a`` of parameter
+        ``name`` is still a writeable C-contiguous ``dtype`` array of
+        ``size`` elements."""
+        if (type(a) is not np.ndarray or a.dtype != dtype or a.shape != (size,)
+                or not a.flags.c_contiguous or not a.flags.writeable):
+            raise ValueError(f"the {self.dtype} state of parameter {name!r} was "
+                             f"replaced by an array that does not fit it")
+
+    #: The compiled modules of the kernels, by backend module name; any other
+    #: backend runs ``_reference`` (``impl``).
+    _modules = {"_ext": "fusedoptim._ext.adam_lowp", "_numba": "fusedoptim._numba.adam_lowp"}
+
+    def impl(self, backend):
+        """The kernels' module (or the reference class) for ``backend``."""
+        mod = self._modules.get(backend.__name__.rsplit(".", 1)[-1])
+        if mod is None:
+            return self._reference
+        impl = _IMPLS.get(mod)
+        if impl is None:
+            impl = _IMPLS[mod] = importlib.import_module(mod)
+        return impl
 
     def step(self, opt, backend, grads: dict, kw: dict, gscale: float) -> None:
         """One fused step on ``backend`` (a backend module); ``kw``: the
@@ -175,20 +205,8 @@ class LowpState:
         params = opt._params
         names = _v.keys_of(params)
         arrays = self.arrays(opt, names)
-        name = backend.__name__.rsplit(".", 1)[-1]
-        impl = _IMPLS.get(name)
-        if impl is None:
-            impl = _IMPLS[name] = _load_impl(name)
-        getattr(impl, "adam_q8" if self.dtype == "int8" else "adam_bf16")(
+        getattr(self.impl(backend), "adam_q8" if self.dtype == "int8" else "adam_bf16")(
             params, grads, arrays, _v.NAMED, kw)
-
-
-def _load_impl(name):
-    if name == "_ext":
-        return importlib.import_module("fusedoptim._ext.adam_lowp")
-    if name == "_numba":
-        return importlib.import_module("fusedoptim._numba.adam_lowp")
-    return _Reference
 
 
 class _Reference:
@@ -204,6 +222,8 @@ class _Reference:
         groups = _v.gather(params, grads, (), mode)
         _spec.adam_q8([(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
 
+
+LowpState._reference = _Reference
 
 _IMPLS: dict = {}
 

@@ -12,8 +12,6 @@ block); tensors under ``QMIN_ELEMENTS`` elements keep a float32 slot
 (flat) and have no scale.
 """
 
-import importlib
-
 import numpy as np
 
 from . import _validate as _v
@@ -62,12 +60,7 @@ class OneStateLowp(LowpState):
         x0 = np.float32(opt.initial_value(label, opt._groups[0]))
         for name, p in opt._params.items():
             n = p.size
-            if self.dtype == "bfloat16":
-                a, sc = np.zeros(n, np.uint16), None
-            elif n < _c.QMIN_ELEMENTS:
-                a, sc = np.zeros(n, np.float32), None
-            else:
-                a, sc = np.zeros(n, np.uint8), np.zeros(-(-n // _c.QBLOCK), np.float32)
+            a, sc = self.new_slot(n)
             if x0 != 0:
                 _spec.encode(self.decl, np.full(n, x0, np.float32), a, sc)
             state[label][name] = a
@@ -94,10 +87,7 @@ class OneStateLowp(LowpState):
             if q8 and not small:
                 want.append((sc, np.float32, -(-n // _c.QBLOCK)))
             for arr, dt, size in want:
-                if (type(arr) is not np.ndarray or arr.dtype != dt or arr.shape != (size,)
-                        or not arr.flags.c_contiguous or not arr.flags.writeable):
-                    raise ValueError(f"the {self.dtype} state of parameter {name!r} was "
-                                     f"replaced by an array that does not fit it")
+                self.check_fits(name, arr, dt, size)
             out.append((a, sc))
         return out
 
@@ -107,30 +97,17 @@ class OneStateLowp(LowpState):
         why = _spec.refusal(self.decl, kw)
         if why is not None:
             raise ValueError(why)
-        kw = dict(kw)
-        kw["gscale"] = gscale
-        kw["stochastic"] = self.rounding == "stochastic"
-        kw["key"] = _c.step_key(self.seed, t) if kw["stochastic"] else 0
-        return kw
+        return self.rounding_kw(dict(kw), t, gscale)
 
     def step(self, opt, backend, grads: dict, kw: dict, gscale: float) -> None:
         """One fused step on ``backend``; ``kw``: the family's keywords."""
         kw = self.kwargs(kw, opt.t + 1, gscale)
         params = opt._params
         arrays = self.arrays(opt, _v.keys_of(params))
-        name = backend.__name__.rsplit(".", 1)[-1]
-        impl = _IMPLS.get(name)
-        if impl is None:
-            impl = _IMPLS[name] = _load_impl(name)
-        impl.onestate_step(self.decl, params, grads, arrays, _v.NAMED, kw)
+        self.impl(backend).onestate_step(self.decl, params, grads, arrays, _v.NAMED, kw)
 
-
-def _load_impl(name):
-    if name == "_ext":
-        return importlib.import_module("fusedoptim._ext.lowp_onestate")
-    if name == "_numba":
-        return importlib.import_module("fusedoptim._numba.lowp_onestate")
-    return _Reference
+    _modules = {"_ext": "fusedoptim._ext.lowp_onestate",
+                "_numba": "fusedoptim._numba.lowp_onestate"}
 
 
 class _Reference:
@@ -143,4 +120,4 @@ class _Reference:
         _spec.onestate_step(decl, [(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
 
 
-_IMPLS: dict = {}
+OneStateLowp._reference = _Reference

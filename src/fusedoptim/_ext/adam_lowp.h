@@ -26,7 +26,7 @@
 #include <string.h>
 #include <math.h>
 
-#define FO_QBLOCK 256
+#include "lowp_codec.h"  /* FO_QBLOCK, FO_INLINE, fo_f2u, fo_u2f, fo_mix32, fo_bf16_encode */
 
 typedef struct {
     float lr, b1, omb1, b2, omb2, eps, c1, c2, gs, wd, shrink;
@@ -36,22 +36,6 @@ typedef struct {
     uint32_t key;        /* step_key(seed, t) */
     int scale, maximize, l2, shrink_p, stochastic;
 } fo_lowp_args;
-
-#define FO_INLINE static inline __attribute__((always_inline))
-
-FO_INLINE uint32_t fo_f2u(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
-FO_INLINE float fo_u2f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
-
-/* lowbias32 (adam_lowp.mix32). */
-FO_INLINE uint32_t fo_mix32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7FEB352Du;
-    x ^= x >> 15;
-    x *= 0x846CA68Bu;
-    x ^= x >> 16;
-    return x;
-}
 
 /* families.adam_lowp._prelude for one element (p is shrunk in place). */
 #define FO_LOWP_PRELUDE(A, gi, pi)                                            \
@@ -67,15 +51,6 @@ FO_INLINE uint32_t fo_mix32(uint32_t x)
     const float f_gs = (A)->gs, f_wd = (A)->wd, f_shrinkv = (A)->shrink;
 #define FO_FLAG_ARGS const int f_scale, const int f_max, const int f_l2, const int f_shrink, \
     const int sto
-
-/* adam_lowp.bf16_encode: a NaN stored as the positive quiet NaN (its sign
- * is an accident of operand order). */
-FO_INLINE uint16_t fo_bf16_encode(float x, uint32_t r)
-{
-    uint32_t b = fo_f2u(x);
-    uint32_t w = (b + r) >> 16;
-    return (uint16_t)(x != x ? 0x7FC0u : w);
-}
 
 /* Adam on [0, n) with bfloat16 m, v; idx0 = index of element 0 in the step. */
 FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,

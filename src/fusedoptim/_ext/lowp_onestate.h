@@ -14,6 +14,20 @@
  * prefix, so that this module does not depend on that header's internals
  * while it is being tuned; families/adam_lowp.py is the spec of both.
  */
+/* Reduced-precision state for the one-state families: the element loops of
+ * families/lowp_onestate.py (the spec), for float32 parameters.
+ *
+ * A family is its element function below (fo1_<family>_elem: the family's
+ * float32 update of one element, in the reference's order, returning the new
+ * state) and one entry of FO1_FAMILIES; the codec (lowp_codec.h, shared with
+ * Adam's loops), blocking, rounding and dispatch are shared
+ * (lowp_onestate_body.h).  Every loop is compiled for the baseline ISA and,
+ * on x86-64 with GCC or Clang, with avx2.h's AVX2 and AVX-512 target
+ * attributes (the widest the CPU has runs: _step's simd_isa, as for the
+ * family loops).  No "fma" and -ffp-contract=off: nothing is contracted,
+ * and every operation is IEEE correctly rounded or exact integer arithmetic
+ * at any vector width, so every build gives the same bits.
+ */
 #ifndef FUSEDOPTIM_LOWP_ONESTATE_H
 #define FUSEDOPTIM_LOWP_ONESTATE_H
 
@@ -22,7 +36,10 @@
 #include <string.h>
 #include <math.h>
 
-#define FO1_QBLOCK 256
+#include "avx2.h"
+#include "lowp_codec.h"
+
+#define FO1_QBLOCK FO_QBLOCK
 #define FO1_NFAM 4
 
 typedef struct {
@@ -38,38 +55,13 @@ typedef struct {
 typedef void (*fo1_fn)(const fo1_args *A, float *p, const float *g, void *st,
                        float *sc, ptrdiff_t n, ptrdiff_t idx0);
 
-#define FO1_INLINE static inline __attribute__((always_inline))
+#define FO1_INLINE FO_INLINE
 
-FO1_INLINE uint32_t fo1_f2u(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
-FO1_INLINE float fo1_u2f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
-
-/* lowbias32 (adam_lowp.mix32). */
-FO1_INLINE uint32_t fo1_mix32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7FEB352Du;
-    x ^= x >> 15;
-    x *= 0x846CA68Bu;
-    x ^= x >> 16;
-    return x;
-}
-
-/* adam_lowp.bf16_encode with rounding bits r, a NaN stored as the positive
- * quiet NaN (lowp_onestate.encode: its sign is an accident of operand order). */
-FO1_INLINE uint16_t fo1_bf16_encode(float x, uint32_t r)
-{
-    uint32_t b = fo1_f2u(x);
-    uint32_t w = (b + r) >> 16;
-    return (uint16_t)(x != x ? 0x7FC0u : w);
-}
-
-/* adam_lowp.q8m_decode / q8v_decode (times the block's scale outside). */
-FO1_INLINE float fo1_q8m_decode(uint32_t c)
-{
-    uint32_t mag = c & 127u;
-    return fo1_u2f((mag == 0 ? 0u : (mag + 889u) << 20) | ((c >> 7) << 31));
-}
-FO1_INLINE float fo1_q8v_decode(uint32_t c) { return fo1_u2f((c + 1777u) << 19); }
+/* The families, in LowpDecl.index order: X(index, name, sqrt codec, ...),
+ * the trailing arguments passed through. */
+#define FO1_FAMILIES(X, ...)                                                   \
+    X(0, sgd, 0, __VA_ARGS__) X(1, rmsprop, 1, __VA_ARGS__)                    \
+    X(2, adagrad, 1, __VA_ARGS__) X(3, lion, 0, __VA_ARGS__)
 
 /* families._spec.prelude on one element (p is not changed by it). */
 FO1_INLINE float fo1_prelude(const fo1_args *A, float pi, float gi)
@@ -128,79 +120,62 @@ FO1_INLINE float fo1_lion_elem(const fo1_args *A, float *pi, float gi, float x0)
     return A->s[3] * x0 + A->s[4] * gi;
 }
 
-/* FO1_CALL(pre, sto) with literal flags: the loops without the prelude's
- * branches in the common case, and either rounding. */
-#define FO1_DISPATCH(A)                                                        \
-    do {                                                                       \
-        int pre_ = (A)->scale || (A)->maximize || (A)->l2;                     \
-        if (pre_) {                                                            \
-            if ((A)->stochastic) FO1_CALL(1, 1); else FO1_CALL(1, 0);          \
-        } else {                                                               \
-            if ((A)->stochastic) FO1_CALL(0, 1); else FO1_CALL(0, 0);          \
-        }                                                                      \
-    } while (0)
-
-/* --- instantiations: family x ISA ----------------------------------------- */
-
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) \
-    && !defined(FUSEDOPTIM_NO_SIMD)
-#define FO1_X86 1
-#else
-#define FO1_X86 0
-#endif
-
-#define FO1_ISA base
-#define FO1_ATTR
-#define FO1_FAM sgd
-#define FO1_SQRT 0
-#include "lowp_onestate_body.h"
-#define FO1_FAM rmsprop
-#define FO1_SQRT 1
-#include "lowp_onestate_body.h"
-#define FO1_FAM adagrad
-#define FO1_SQRT 1
-#include "lowp_onestate_body.h"
-#define FO1_FAM lion
-#define FO1_SQRT 0
-#include "lowp_onestate_body.h"
-#undef FO1_ISA
-#undef FO1_ATTR
-
-#if FO1_X86
-#define FO1_ISA avx2
-#define FO1_ATTR __attribute__((target("avx2")))
-#define FO1_FAM sgd
-#define FO1_SQRT 0
-#include "lowp_onestate_body.h"
-#define FO1_FAM rmsprop
-#define FO1_SQRT 1
-#include "lowp_onestate_body.h"
-#define FO1_FAM adagrad
-#define FO1_SQRT 1
-#include "lowp_onestate_body.h"
-#define FO1_FAM lion
-#define FO1_SQRT 0
-#include "lowp_onestate_body.h"
-#undef FO1_ISA
-#undef FO1_ATTR
-#define FO1_ROW(FAM) { { fo1_##FAM##_bf16_base, fo1_##FAM##_q8_base, fo1_##FAM##_f32_base }, \
-                       { fo1_##FAM##_bf16_avx2, fo1_##FAM##_q8_avx2, fo1_##FAM##_f32_avx2 } }
-/* 1: AVX2, 0: baseline loops. */
-static inline int fo1_isa(void)
+/* The element update of family fam (a literal: the switch folds away). */
+#define FO1_ELEM_CASE(I, FAM, SQ, ...) case I: return fo1_##FAM##_elem(A, pi, gi, x0);
+FO1_INLINE float fo1_elem(const int fam, const fo1_args *A, float *pi, float gi, float x0)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") ? 1 : 0;
+    switch (fam) { FO1_FAMILIES(FO1_ELEM_CASE, ) }
+    return x0;
 }
+#undef FO1_ELEM_CASE
+
+#include "lowp_onestate_body.h"
+
+/* --- instantiations: ISA x family x kind ----------------------------------- */
+
+/* fo1_<FAM>_<KIND>_<SUF>: the body with literal ISA, family and codec, and
+ * the prelude and rounding flags literal in each branch (the loops are then
+ * branch-free in the common cases). */
+#define FO1_ENTRY(KIND, I, SQ, FAM, SUF, ATTR, ISA)                            \
+    static ATTR void fo1_##FAM##_##KIND##_##SUF(const fo1_args *A, float *p,   \
+                                                 const float *g, void *st,     \
+                                                 float *sc, ptrdiff_t n,       \
+                                                 ptrdiff_t idx0)               \
+    {                                                                          \
+        if (A->scale || A->maximize || A->l2) {                                \
+            if (A->stochastic)                                                 \
+                fo1_##KIND##_body(ISA, I, SQ, A, p, g, st, sc, n, idx0, 1, 1); \
+            else                                                               \
+                fo1_##KIND##_body(ISA, I, SQ, A, p, g, st, sc, n, idx0, 1, 0); \
+        } else {                                                               \
+            if (A->stochastic)                                                 \
+                fo1_##KIND##_body(ISA, I, SQ, A, p, g, st, sc, n, idx0, 0, 1); \
+            else                                                               \
+                fo1_##KIND##_body(ISA, I, SQ, A, p, g, st, sc, n, idx0, 0, 0); \
+        }                                                                      \
+    }
+#define FO1_LOOPS(I, FAM, SQ, SUF, ATTR, ISA)                                  \
+    FO1_ENTRY(bf16, I, SQ, FAM, SUF, ATTR, ISA)                                \
+    FO1_ENTRY(q8, I, SQ, FAM, SUF, ATTR, ISA)                                  \
+    FO1_ENTRY(f32, I, SQ, FAM, SUF, ATTR, ISA)
+#define FO1_KINDS(FAM, SUF) { fo1_##FAM##_bf16_##SUF, fo1_##FAM##_q8_##SUF, fo1_##FAM##_f32_##SUF }
+
+FO1_FAMILIES(FO1_LOOPS, base, , FO_ISA_BASELINE)
+#if FO_SIMD_AVX2
+FO1_FAMILIES(FO1_LOOPS, avx2, FO_AVX2, FO_ISA_AVX2)
+FO1_FAMILIES(FO1_LOOPS, avx512, FO_AVX512, FO_ISA_AVX512)
+#define FO1_ROW(I, FAM, ...) { FO1_KINDS(FAM, base), FO1_KINDS(FAM, avx2), FO1_KINDS(FAM, avx512) },
 #else
-#define FO1_ROW(FAM) { { fo1_##FAM##_bf16_base, fo1_##FAM##_q8_base, fo1_##FAM##_f32_base }, \
-                       { fo1_##FAM##_bf16_base, fo1_##FAM##_q8_base, fo1_##FAM##_f32_base } }
-static inline int fo1_isa(void) { return 0; }
+#define FO1_ROW(I, FAM, ...) { FO1_KINDS(FAM, base), FO1_KINDS(FAM, base), FO1_KINDS(FAM, base) },
 #endif
 
-/* fo1_table[family (LowpDecl.index)][isa][kind: 0 bf16, 1 int8, 2 float32] */
-static const fo1_fn fo1_table[FO1_NFAM][2][3] = {
-    FO1_ROW(sgd), FO1_ROW(rmsprop), FO1_ROW(adagrad), FO1_ROW(lion)
-};
+/* fo1_table[family (LowpDecl.index)][isa (FO_ISA_*)][kind: 0 bf16, 1 int8, 2 float32] */
+static const fo1_fn fo1_table[FO1_NFAM][3][3] = { FO1_FAMILIES(FO1_ROW, ) };
+
+#undef FO1_ENTRY
+#undef FO1_LOOPS
+#undef FO1_KINDS
+#undef FO1_ROW
 
 FO1_INLINE fo1_fn fo1_get(int fam, int isa, int kind) { return fo1_table[fam][isa][kind]; }
 

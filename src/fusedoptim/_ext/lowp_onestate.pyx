@@ -17,7 +17,7 @@ from libc.stdint cimport uint8_t, uint32_t
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 cimport numpy as cnp
 
-from ._step cimport Tensor, Step, run_step, simd_enabled
+from ._step cimport Tensor, Step, run_step, simd_isa
 from ._gather cimport gather_step, step_init, step_free
 
 from fusedoptim import _tuning
@@ -38,7 +38,6 @@ cdef extern from "lowp_onestate.h" nogil:
     ctypedef void (*fo1_fn)(const fo1_args* A, float* p, const float* g, void* st,
                             float* sc, Py_ssize_t n, Py_ssize_t idx0) noexcept nogil
     fo1_fn fo1_get(int fam, int isa, int kind)
-    int fo1_isa()
 
 if FO1_QBLOCK != _PY_QBLOCK or _tuning.BLOCK_ELEMENTS % FO1_QBLOCK:
     raise ImportError("fusedoptim._ext.lowp_onestate: QBLOCK must match the reference "
@@ -46,13 +45,11 @@ if FO1_QBLOCK != _PY_QBLOCK or _tuning.BLOCK_ELEMENTS % FO1_QBLOCK:
 if FO1_NFAM != len(_DECLS) or sorted(d.index for d in _DECLS.values()) != list(range(FO1_NFAM)):
     raise ImportError("fusedoptim._ext.lowp_onestate: the loop table does not match DECLS")
 
-cdef int _isa_available = fo1_isa()
-
-
 def isa():
-    """Instruction set the loops run with now: ``"avx2"`` or ``"baseline"``
-    (``_step._set_simd(False)`` forces the baseline)."""
-    return ("baseline", "avx2")[_isa_available if simd_enabled() else 0]
+    """Instruction set the loops run with now: ``"avx512"``, ``"avx2"`` or
+    ``"baseline"``, the family loops' (``_step.simd()``; set with
+    ``_step._set_simd_isa`` or ``_step._set_simd``)."""
+    return ("baseline", "avx2", "avx512")[simd_isa()]
 
 
 cdef enum:
@@ -113,7 +110,7 @@ cdef int _run(object decl, params, grads, list arrays, int mode, dict kw) except
         J.n = J.base + nt
         J.item = J.n + nt
         J.fn = <fo1_fn*>(J.item + nt)
-        isa = _isa_available if simd_enabled() else 0
+        isa = simd_isa()
         for i in range(nt):
             if st.t[i].dbl:
                 raise TypeError("reduced-precision state needs float32 parameters")
