@@ -3,7 +3,7 @@
 Every ``src/fusedoptim/_ext/*.pyx`` becomes the extension module
 ``fusedoptim._ext.<name>`` (found by glob: a new family's ``.pyx`` needs no
 edit here), all with the same flags; ``EXTRA`` lists what one module needs
-beyond them (only ``_step``, which runs the thread pool, links pthreads).
+beyond them (only ``_pool``, the thread pool, links pthreads).
 
 Environment switches, read at build time:
 
@@ -154,7 +154,7 @@ EXT_DIR = "src/fusedoptim/_ext"
 
 #: What a module needs beyond the common flags (scikit-learn's table of
 #: extensions): only the step machinery runs threads.
-EXTRA = {"_step": {"threads": True}}
+EXTRA = {"_pool": {"threads": True}}
 
 
 def _extensions():

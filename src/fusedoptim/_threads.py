@@ -10,7 +10,7 @@ importing fusedoptim registers ``FusedOptimController`` so that
 ``threadpoolctl.threadpool_limits(1)`` (or ``user_api="fusedoptim"``) limits
 fusedoptim's threads, and ``threadpool_info()`` lists them.  threadpoolctl
 finds controllers through the shared libraries loaded in the process; this
-one matches the compiled backend's ``_step`` module (which exports the marker
+one matches the compiled backend's ``_pool`` module (which exports the marker
 symbol ``fusedoptim_thread_pool``), so it needs the compiled extension to be
 built, and then applies to every backend: it calls ``fusedoptim
 .set_num_threads``.
@@ -91,7 +91,7 @@ def register_threadpoolctl() -> bool:
     if not hasattr(threadpoolctl, "register"):
         return False
     try:  # the library the controller matches must be loaded
-        from ._ext import _step  # noqa: F401
+        from ._ext import _pool  # noqa: F401
     except ImportError:
         return False
 
@@ -100,7 +100,7 @@ def register_threadpoolctl() -> bool:
 
         user_api = "fusedoptim"
         internal_api = "fusedoptim"
-        filename_prefixes = ("_step",)
+        filename_prefixes = ("_pool",)
         check_symbols = ("fusedoptim_thread_pool",)
 
         def get_num_threads(self):

@@ -1,4 +1,5 @@
 # Type stub of the compiled module shared by every family's step.
+# (The pool hooks _set_spin_ns .. _set_ftz_daz are _pool's, re-exported.)
 from collections.abc import Mapping
 from types import EllipsisType
 from typing import Any

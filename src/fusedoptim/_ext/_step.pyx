@@ -7,7 +7,7 @@ collects data pointers and sizes into a C array of ``Tensor`` records), then
 ``run_step`` applies the family's chunk function over the concatenation of
 all tensors: when the step has at least ``PARALLEL_MIN_ELEMENTS`` elements,
 cut into fixed blocks of ``_tuning.BLOCK_ELEMENTS`` handed out dynamically to
-the calling thread and the library's own workers (``pool.h``: passive
+the calling thread and the library's own workers (``_pool``, ``pool.h``: passive
 waiting, the caller's floating-point mode, fork-safe, and the calling thread
 alone for a while when parallel steps have become the slower: contention),
 on the calling thread otherwise.  Only this module runs threads.
@@ -35,6 +35,9 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 from ._gather cimport gather_step, step_init, step_free
 from ._loops cimport _block_sumsq
+from ._pool cimport pool_run, pool_threads
+# The pool's hooks (tests, benchmarks) live with the pool in _pool.
+from ._pool import _pool_judge, _pool_policy, _pool_workers, _set_ftz_daz, _set_spin_ns
 
 from fusedoptim import _norm, _tuning
 
@@ -47,20 +50,6 @@ cdef extern from *:
     #endif
     """
     const bint FO_DEBUG
-
-cdef extern from "pool.h" nogil:
-    const bint FO_THREADS
-    const bint FO_HAVE_MXCSR
-    ctypedef void (*fo_block_fn)(void* ctx, Py_ssize_t k) noexcept nogil
-    void fo_pool_run(int nt, fo_block_fn fn, void* ctx, Py_ssize_t nblocks)
-    void fo_pool_run_keyed(int nt, fo_block_fn fn, void* ctx, Py_ssize_t nblocks,
-                           const void* key)
-    long fo_pool_set_spin_ns(long ns)
-    int fo_pool_workers()
-    long fo_pool_worker_blocks()
-    void fo_pool_policy(int adaptive, int force, int force_pre, long delay, int reset, long* out)
-    int fo_pool_judge_means(double par_ns, double ser_ns, int par_n, int ser_n, int desched)
-    int fo_ftz_daz(int on)
 
 cdef extern from "avx2.h" nogil:
     const bint FO_SIMD_AVX2
@@ -83,7 +72,8 @@ if (_norm.SUMSQ_BLOCK, _norm.SUMSQ_LANES) != (SUMSQ_BLOCK, SUMSQ_LANES):
 
 #: True when the module was built with its thread pool (else every step runs
 #: on one thread, whatever ``set_num_threads`` says).
-HAVE_THREADS = bool(FO_THREADS)
+cdef bint _have_threads = pool_threads()
+HAVE_THREADS = bool(_have_threads)
 #: True for the ``FUSEDOPTIM_DEBUG=1`` build (range checks in every chunk).
 DEBUG_BUILD = bool(FO_DEBUG)
 
@@ -153,78 +143,6 @@ def _set_parallel_min(Py_ssize_t n):
     old = _parallel_min
     _parallel_min = n
     return old
-
-
-def _set_spin_ns(long ns):
-    """Set how long idle workers and the waiting caller spin before they
-    sleep (tuning and tests); returns the previous value."""
-    return fo_pool_set_spin_ns(ns)
-
-
-def _pool_workers():
-    """Worker threads the pool has started in this process, and the blocks
-    they have run (tests, measurements)."""
-    return fo_pool_workers(), fo_pool_worker_blocks()
-
-
-_POLICY_KEYS = ("adaptive", "level", "serial_left", "last", "fallbacks", "serial_jobs",
-                "good_run", "parallel_ns_per_block", "serial_ns_per_block", "kinds",
-                "descheduled_recent", "descheduled_jobs", "spinning")
-_LAST = {-1: None, 0: "parallel", 1: "parallel-fallback", 2: "serial"}
-
-
-def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=False,
-                 descheduled=...):
-    """The pool's contention policy (``pool_policy.h``), for tests and measurements.
-
-    Returns its state before this call's changes: ``adaptive``, ``level``
-    (fallback stretches last ``2**level`` jobs), ``serial_left`` (of the
-    current stretch), ``last`` (how the last job under the policy ran:
-    ``"parallel"``, ``"parallel-fallback"`` (then fell back), ``"serial"``
-    or None), the counts ``fallbacks`` and ``serial_jobs``, ``good_run``
-    (parallel jobs since the last fallback, modulo 8), the last job's kind's
-    mean ns per block of each mode (-1: no sample; kinds: each family's
-    loop, the norm, LAMB's reduction), ``kinds`` seen,
-    ``descheduled_recent`` (of the last 16 parallel jobs, how many had a
-    thread of the pool descheduled), ``descheduled_jobs`` and ``spinning``
-    (the threads spin before they sleep: fewer than 2 recent ones, or off).
-
-    ``adaptive`` turns the policy on or off (off: every large job parallel,
-    always spinning).  Test knobs: ``force`` makes every parallel job count
-    as slower (True) or faster (False) than the caller alone, and
-    ``descheduled`` as descheduled or not (None: measure again);
-    ``worker_delay_ns`` makes a worker sleep that long after its first claim
-    of each job, as if descheduled while holding a block (0: off).  None
-    (``...`` for the knobs) keeps a setting; ``reset`` first clears the
-    state, the counts, the knobs and the delay."""
-    cdef long out[13]
-    if reset:
-        fo_pool_policy(-1, -1, -1, 0, 1, out)
-    fo_pool_policy(-1 if adaptive is None else (1 if adaptive else 0),
-                   -2 if force is Ellipsis else (-1 if force is None else (1 if force else 0)),
-                   -2 if descheduled is Ellipsis else (-1 if descheduled is None
-                                                       else (1 if descheduled else 0)),
-                   -1 if worker_delay_ns is None else max(0, worker_delay_ns), 0, out)
-    d = dict(zip(_POLICY_KEYS, [out[i] for i in range(13)]))
-    d["adaptive"], d["spinning"], d["last"] = bool(out[0]), bool(out[12]), _LAST.get(out[3])
-    return d
-
-
-def _pool_judge(double parallel_ns, double serial_ns, int parallel_n, int serial_n,
-                int descheduled_recent) -> bool:
-    """The policy's verdict on these means (ns per block, samples) with
-    ``descheduled_recent`` of 16 descheduled: parallel is the slower (tests)."""
-    return bool(fo_pool_judge_means(parallel_ns, serial_ns, parallel_n, serial_n,
-                                    descheduled_recent))
-
-
-def _set_ftz_daz(bint on):
-    """Set or clear flush-to-zero and denormals-are-zero in the calling
-    thread's MXCSR (tests: a caller in that mode); returns whether both were
-    set before.  x86 only (``NotImplementedError`` elsewhere)."""
-    if not FO_HAVE_MXCSR:
-        raise NotImplementedError("FTZ/DAZ control is x86 only")
-    return bool(fo_ftz_daz(on))
 
 
 cdef bint simd_enabled() noexcept nogil:
@@ -308,7 +226,7 @@ cdef void _run(const Step* st, chunk_fn fn, const void* args) noexcept nogil:
     cdef int nt = _num_threads
     cdef Py_ssize_t i, total = st.total
     cdef StepJob job
-    if not FO_THREADS or nt <= 1 or total < _parallel_min:
+    if not _have_threads or nt <= 1 or total < _parallel_min:
         for i in range(st.count):
             if st.t[i].n > 0:
                 fn(&st.t[i], 0, st.t[i].n, <const char*>args + st.t[i].group * st.stride)
@@ -317,7 +235,7 @@ cdef void _run(const Step* st, chunk_fn fn, const void* args) noexcept nogil:
     job.fn = fn
     job.args = args
     # The policy keeps its costs per element function (a family's loop).
-    fo_pool_run_keyed(nt, _step_block, &job, (total + _block - 1) // _block, <const void*>fn)
+    pool_run(nt, _step_block, &job, (total + _block - 1) // _block, <const void*>fn)
 
 
 cdef int run_step(const Step* st, chunk_fn fn, const void* args) except -1:
@@ -401,11 +319,11 @@ cdef int run_reduce(const Step* st, reduce_fn fn, const void* args, int nout,
         job.nout = nout
         job.nb = nb
         job.per = (_block + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
-        if not FO_THREADS or nt <= 1 or st.total < _parallel_min:
+        if not _have_threads or nt <= 1 or st.total < _parallel_min:
             _reduce_range(&job, 0, nb)
         else:
             with nogil:
-                fo_pool_run(nt, _reduce_block, &job, (nb + job.per - 1) // job.per)
+                pool_run(nt, _reduce_block, &job, (nb + job.per - 1) // job.per, NULL)
         k = 0
         for i in range(st.count):
             for r in range(nout):
@@ -479,7 +397,7 @@ def grad_sumsq(params, grads, int mode):
                 blocks[k].n = SUMSQ_BLOCK if st.t[i].n - j > SUMSQ_BLOCK else st.t[i].n - j
                 blocks[k].dbl = st.t[i].dbl
                 k += 1
-        if not FO_THREADS or nt <= 1 or st.total < _parallel_min:
+        if not _have_threads or nt <= 1 or st.total < _parallel_min:
             _block_sums(blocks, sums, 0, nb)
         else:
             # Fixed blocks, each sum in its own slot, added in order below:
@@ -489,7 +407,7 @@ def grad_sumsq(params, grads, int mode):
             job.nb = nb
             job.per = (_block + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
             with nogil:
-                fo_pool_run(nt, _norm_block, &job, (nb + job.per - 1) // job.per)
+                pool_run(nt, _norm_block, &job, (nb + job.per - 1) // job.per, NULL)
         for k in range(nb):
             total += sums[k]
         return total

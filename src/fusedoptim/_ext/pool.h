@@ -376,7 +376,7 @@ static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns
                            long *out) {
     int i;
     (void)adaptive; (void)force; (void)force_pre; (void)delay_ns; (void)reset;
-    for (i = 0; i < 13; i++) out[i] = 0;
+    for (i = 0; i < 19; i++) out[i] = 0;  /* FO_POLICY_OUT */
     out[3] = -1;
 }
 static long fo_pool_worker_blocks(void) { return 0; }

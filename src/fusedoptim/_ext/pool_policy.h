@@ -74,6 +74,7 @@
 #define FO_WINDOW 16
 #define FO_DESCHED_MAX 2
 #define FO_DESCHED_SLICE_NS 4000000L
+#define FO_POLICY_OUT 19
 
 /* The policy's means for one kind of job (its key: the element function of
  * a step, else the block function), since a block's cost differs between
@@ -107,6 +108,12 @@ typedef struct {
                                     parallel job calm/descheduled */
     long iv_caller, iv_workers;  /* switch counts at the last look */
     long pre_jobs;               /* descheduled parallel jobs (tests) */
+    /* Why jobs ran as they did (measurements): serial samples and stretch
+     * jobs, fallbacks judged with the busy margin, parallel jobs that ran
+     * without spinning, descheduled jobs in which the caller / a worker
+     * was switched out. */
+    long sample_jobs, stretch_jobs, busy_fallbacks, nospin_jobs;
+    long pre_caller, pre_workers;
 } fo_policy_t;
 
 static fo_policy_t fo_policy = {.adaptive = 1, .force = -1, .last = -1, .force_pre = -1};
@@ -126,6 +133,9 @@ static void fo_policy_spin(long ns) {
     long switches = (mine - fo_policy.iv_caller) + (theirs - fo_policy.iv_workers);
     int pre = fo_policy.force_pre >= 0 ? fo_policy.force_pre
         : switches > 0 && switches * FO_DESCHED_SLICE_NS >= ns;
+    if (pre && mine != fo_policy.iv_caller) fo_policy.pre_caller++;
+    if (pre && theirs != fo_policy.iv_workers) fo_policy.pre_workers++;
+    if (!atomic_load_explicit(&fo_pool.spin_on, memory_order_relaxed)) fo_policy.nospin_jobs++;
     fo_policy.iv_caller = mine;
     fo_policy.iv_workers = theirs;
     fo_policy.pre_jobs += pre;
@@ -173,7 +183,7 @@ static int fo_policy_slower(const fo_kind_t *kd, int desched_recent) {
 /* After a parallel job of kind kd: fall back to the caller alone when
  * parallel jobs of that kind have become the slower. */
 static void fo_pool_judge(const fo_kind_t *kd) {
-    int slow;
+    int slow, busy = fo_policy_desched_recent() >= FO_DESCHED_MAX;
     if (fo_policy.force >= 0)
         slow = fo_policy.force;
     else
@@ -181,6 +191,7 @@ static void fo_pool_judge(const fo_kind_t *kd) {
     fo_policy.last = slow;
     if (slow) {
         fo_policy.slow_jobs++;
+        fo_policy.busy_fallbacks += busy;
         fo_policy.good = 0;
         fo_policy.level += FO_LEVEL_UP;
         if (fo_policy.level > FO_LEVEL_MAX) fo_policy.level = FO_LEVEL_MAX;
@@ -201,7 +212,12 @@ static fo_kind_t *fo_policy_begin(const void *key, int *serial) {
     kd = fo_policy.kind = fo_pool_kind(key);
     if (fo_policy.serial_left > 0
             || kd->since_sample >= (kd->ser_n >= FO_SER_MIN ? FO_SAMPLE : FO_FIRST_SAMPLE)) {
-        if (fo_policy.serial_left > 0) fo_policy.serial_left--;
+        if (fo_policy.serial_left > 0) {
+            fo_policy.serial_left--;
+            fo_policy.stretch_jobs++;
+        } else {
+            fo_policy.sample_jobs++;
+        }
         kd->since_sample = 0;
         fo_policy.serial_jobs++;
         fo_policy.last = 2;
@@ -252,7 +268,10 @@ static int fo_pool_judge_means(double par_ns, double ser_ns, int par_n, int ser_
  * serial_left, last, slow_jobs, serial_jobs, good, the last job's kind's
  * parallel and serial mean ns per block (-1: no sample), the kinds seen,
  * the descheduled jobs in the window, descheduled jobs, whether the threads
- * spin, as they were before the call's changes. */
+ * spin, then (FO_POLICY_OUT in all) serial samples, stretch jobs,
+ * fallbacks with the busy margin, parallel jobs without spinning, and
+ * descheduled jobs that saw the caller / a worker switched out, as they
+ * were before the call's changes. */
 static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns, int reset,
                            long *out) {
     pthread_mutex_lock(&fo_pool.run_mu);
@@ -269,6 +288,12 @@ static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns
     out[10] = fo_policy_desched_recent();
     out[11] = fo_policy.pre_jobs;
     out[12] = atomic_load_explicit(&fo_pool.spin_on, memory_order_relaxed);
+    out[13] = fo_policy.sample_jobs;
+    out[14] = fo_policy.stretch_jobs;
+    out[15] = fo_policy.busy_fallbacks;
+    out[16] = fo_policy.nospin_jobs;
+    out[17] = fo_policy.pre_caller;
+    out[18] = fo_policy.pre_workers;
     if (adaptive >= 0) fo_policy.adaptive = adaptive != 0;
     if (force >= -1) fo_policy.force = force > 1 ? 1 : force;
     if (force_pre >= -1) fo_policy.force_pre = force_pre > 1 ? 1 : force_pre;
@@ -279,6 +304,8 @@ static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns
         fo_policy.last = -1;
         fo_policy.serial_left = 0;
         fo_policy.slow_jobs = fo_policy.serial_jobs = fo_policy.pre_jobs = 0;
+        fo_policy.sample_jobs = fo_policy.stretch_jobs = fo_policy.busy_fallbacks = 0;
+        fo_policy.nospin_jobs = fo_policy.pre_caller = fo_policy.pre_workers = 0;
         fo_policy.desched = 0;
     }
     /* The policy off is the pool as it was before it: always spinning. */
