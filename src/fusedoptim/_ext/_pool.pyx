@@ -54,7 +54,7 @@ _POLICY_KEYS = ("adaptive", "level", "serial_left", "last", "fallbacks", "serial
                 "good_run", "parallel_ns_per_block", "serial_ns_per_block", "kinds",
                 "descheduled_recent", "descheduled_jobs", "spinning", "sample_jobs",
                 "stretch_jobs", "busy_fallbacks", "nospin_jobs", "descheduled_caller",
-                "descheduled_workers")
+                "descheduled_workers", "last_lost_ns")
 _LAST = {-1: None, 0: "parallel", 1: "parallel-fallback", 2: "serial"}
 
 
@@ -78,7 +78,9 @@ def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=Fals
     fallback); ``busy_fallbacks`` (of ``fallbacks``, judged with the busy
     margin), ``nospin_jobs`` (parallel jobs run without spinning),
     ``descheduled_caller`` / ``descheduled_workers`` (descheduled jobs in
-    which the caller / a worker was switched out).
+    which the caller / the workers alone lost enough run time) and
+    ``last_lost_ns`` (run time the pool's threads lost in the last parallel
+    job: descheduled while they could run).
 
     ``adaptive`` turns the policy on or off (off: every large job parallel,
     always spinning).  Test knobs: ``force`` makes every parallel job count
@@ -88,7 +90,7 @@ def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=Fals
     of each job, as if descheduled while holding a block (0: off).  None
     (``...`` for the knobs) keeps a setting; ``reset`` first clears the
     state, the counts, the knobs and the delay."""
-    cdef long out[19]  # FO_POLICY_OUT
+    cdef long out[20]  # FO_POLICY_OUT
     if reset:
         fo_pool_policy(-1, -1, -1, 0, 1, out)
     fo_pool_policy(-1 if adaptive is None else (1 if adaptive else 0),

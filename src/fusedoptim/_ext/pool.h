@@ -18,7 +18,7 @@
  *    FO_SPIN_NS (back-to-back steps), then sleep on a condition variable.
  *    The caller, out of blocks, spins at most FO_SPIN_NS for the claimed
  *    ones, then sleeps.  Neither spins while the policy sees contention
- *    (pool_policy.h: a thread of the pool was descheduled in a recent job).
+ *    (pool_policy.h: threads of the pool lost run time in recent jobs).
  *  - A worker runs a job's blocks in the caller's floating-point control
  *    state (MXCSR on x86: FTZ/DAZ, rounding; fegetenv/fesetenv elsewhere)
  *    and restores its own after the job.
@@ -81,7 +81,6 @@ static int fo_ftz_daz(int on) { (void)on; return -1; }
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 #define FO_MAX_WORKERS 255
@@ -102,7 +101,7 @@ typedef struct {
     _Atomic int wanted;          /* workers 0..wanted-1 take part */
     _Atomic long spin_ns;
     _Atomic int spin_on;         /* the policy's say: 0, no spinning (contention) */
-    _Atomic long preempts;       /* involuntary switches workers saw, ever */
+    _Atomic long lost_ns;        /* run time workers lost, ever (below) */
     _Atomic long worker_blocks;  /* blocks run by workers, ever (tests) */
     _Atomic long worker_delay_ns; /* test knob: a worker sleeps this long
                                      after its first claim of a job */
@@ -127,15 +126,25 @@ static long fo_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Times the calling thread was descheduled while it could run (another
- * thread took its CPU: an involuntary context switch); 0 where the system
- * does not count them per thread. */
-static long fo_thread_nivcsw(void) {
-#ifdef RUSAGE_THREAD
-    struct rusage ru;
-    if (getrusage(RUSAGE_THREAD, &ru) == 0) return ru.ru_nivcsw;
+/* The calling thread's CPU time (ns), or -1 where the system has no
+ * per-thread CPU clock. */
+static long fo_thread_cpu_ns(void) {
+#ifdef CLOCK_THREAD_CPUTIME_ID
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+        return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 #endif
-    return 0;
+    return -1;
+}
+
+/* Time a thread could have run but did not (descheduled: another thread
+ * had its CPU) between (w0, c0) and now, from wall and CPU clocks: the
+ * policy's measure of contention (pool_policy.h).  0 without a CPU clock. */
+static long fo_lost_ns(long w0, long c0) {
+    long c = c0 < 0 ? -1 : fo_thread_cpu_ns(), lost;
+    if (c < 0) return 0;
+    lost = (fo_now_ns() - w0) - (c - c0);
+    return lost > 0 ? lost : 0;
 }
 
 /* How long to spin before sleeping: FO_SPIN_NS (or the tuning hook's), or
@@ -221,19 +230,16 @@ typedef struct { int w; uint32_t seen; } fo_worker_arg;
 static void *fo_worker(void *p) {
     int w = ((fo_worker_arg *)p)->w;
     uint32_t seen = ((fo_worker_arg *)p)->seen, g;
-    long until, iv, iv_seen = fo_thread_nivcsw();
+    long until, w0, c0;
     int i;
     free(p);
     for (;;) {
-        /* Descheduled since the last look (in the last job or the wait
-         * before it): tell the policy, which stops the spinning. */
-        iv = fo_thread_nivcsw();
-        if (iv != iv_seen) {
-            atomic_fetch_add_explicit(&fo_pool.preempts, iv - iv_seen, memory_order_relaxed);
-            iv_seen = iv;
-        }
+        /* Run time lost while spinning or running blocks (not while
+         * asleep: that is voluntary), told to the policy after the job. */
+        w0 = fo_now_ns();
+        c0 = fo_thread_cpu_ns();
         /* Bounded spin for the next job, then sleep. */
-        until = fo_now_ns() + fo_spin_budget();
+        until = w0 + fo_spin_budget();
         g = seen;
         for (i = 1;; i++) {
             g = (uint32_t)(atomic_load_explicit(&fo_pool.ticket, memory_order_acquire) >> 32);
@@ -242,14 +248,18 @@ static void *fo_worker(void *p) {
             if ((i & 63) == 0 && fo_now_ns() > until) break;
         }
         if (g == seen) {
+            atomic_fetch_add_explicit(&fo_pool.lost_ns, fo_lost_ns(w0, c0), memory_order_relaxed);
             pthread_mutex_lock(&fo_pool.mu);
             while (fo_pool.gen == seen) pthread_cond_wait(&fo_pool.work_cv, &fo_pool.mu);
             g = fo_pool.gen;
             pthread_mutex_unlock(&fo_pool.mu);
+            w0 = fo_now_ns();
+            c0 = fo_thread_cpu_ns();
         }
         seen = g;
         if (w < atomic_load_explicit(&fo_pool.wanted, memory_order_relaxed))
             fo_pool_work(g, 1);
+        atomic_fetch_add_explicit(&fo_pool.lost_ns, fo_lost_ns(w0, c0), memory_order_relaxed);
     }
     return NULL;
 }
@@ -286,7 +296,7 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
                               const void *key) {
     Py_ssize_t k;
     uint32_t g;
-    long until, t0;
+    long until, t0, c0, lost;
     int i, nw, serial;
     fo_kind_t *kd;
     if (nt > 1 && nblocks > 1 && nblocks <= 0xffffffffL) {
@@ -304,6 +314,7 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
             nw = fo_pool_grow(nt - 1);
             if (nw > 0) {
                 t0 = fo_now_ns();
+                c0 = fo_thread_cpu_ns();
                 fo_pool.fn = fn;
                 fo_pool.ctx = ctx;
                 fo_fp_get(&fo_pool.fp);
@@ -320,9 +331,11 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
                 fo_pool_work(g, 0);
                 /* Out of blocks: wait for the claimed ones. */
                 until = fo_now_ns() + fo_spin_budget();
+                lost = -1;
                 for (i = 1; atomic_load_explicit(&fo_pool.done, memory_order_acquire) != nblocks; i++) {
                     fo_cpu_relax();
                     if ((i & 63) == 0 && fo_now_ns() > until) {
+                        lost = fo_lost_ns(t0, c0);  /* before the voluntary sleep */
                         pthread_mutex_lock(&fo_pool.mu);
                         while (atomic_load_explicit(&fo_pool.done, memory_order_acquire) != nblocks)
                             pthread_cond_wait(&fo_pool.done_cv, &fo_pool.mu);
@@ -330,7 +343,8 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
                         break;
                     }
                 }
-                fo_policy_parallel_done(kd, fo_now_ns() - t0, nblocks);
+                if (lost < 0) lost = fo_lost_ns(t0, c0);
+                fo_policy_parallel_done(kd, fo_now_ns() - t0, nblocks, lost);
                 pthread_mutex_unlock(&fo_pool.run_mu);
                 return;
             }
@@ -376,7 +390,7 @@ static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns
                            long *out) {
     int i;
     (void)adaptive; (void)force; (void)force_pre; (void)delay_ns; (void)reset;
-    for (i = 0; i < 19; i++) out[i] = 0;  /* FO_POLICY_OUT */
+    for (i = 0; i < 20; i++) out[i] = 0;  /* FO_POLICY_OUT */
     out[3] = -1;
 }
 static long fo_pool_worker_blocks(void) { return 0; }

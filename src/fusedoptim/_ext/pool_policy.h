@@ -27,18 +27,22 @@
  * scheduler (CFS, EEVDF) then gives it no wake-up preference over the
  * competing process, so a worker waits a slice before it runs, or is
  * descheduled while it holds a block.  So the policy looks, after each
- * parallel job, whether a thread of the pool was descheduled while it could
- * run (an involuntary context switch of the caller in the job, or of a
- * worker since its previous job), and the threads spin only while fewer
- * than FO_DESCHED_MAX of the last FO_WINDOW parallel jobs were; else they
- * sleep at once.  With one competing busy process about half the jobs are
- * descheduled (measured: 48-53%), so spinning stops within a few jobs; a
- * quiet machine's stray switches (a kernel thread's wake-up) do not stop
- * it.  A job counts as descheduled only with at least one switch per
- * FO_DESCHED_SLICE_NS of its time: a quiet machine's long jobs (a 13 ms
- * ResNet-50 step) each saw a stray switch or two, which had stopped the
- * spinning there and cost 2-5% of the step (bench --size resnet50, 2
- * threads: 92-96% of the copy limit against 97-98% spinning). */
+ * parallel job, whether the pool's threads were descheduled while they
+ * could run, and the threads spin only while fewer than FO_DESCHED_MAX of
+ * the last FO_WINDOW parallel jobs were; else they sleep at once.  A job
+ * counts as descheduled when its threads lost at least FO_DESCHED_LOST_NS
+ * of run time in it: wall time minus the thread's CPU time
+ * (CLOCK_THREAD_CPUTIME_ID), for the caller from the job's start until it
+ * has run out of blocks and sleeps, for a worker from the end of its
+ * previous job while it spins and runs blocks (not while it sleeps: that is
+ * voluntary).  A competing process takes a CPU for a scheduler slice
+ * (0.75-3 ms) when it preempts one of them; a quiet machine's stray
+ * wake-up (a kernel thread) takes microseconds.  Counting switches instead
+ * (the rule before: one involuntary switch per 4 ms of the job) called a
+ * quiet machine's 1.2 ms mlp step descheduled on any stray switch, and two
+ * of them in 16 jobs stopped the spinning and set the busy margin (below):
+ * quiet runs had 2-16% of their steps on the caller alone, against the
+ * 1.5% of the serial samples. */
 #ifndef FO_POOL_POLICY_H
 #define FO_POOL_POLICY_H
 
@@ -73,8 +77,8 @@
 #define FO_CLIP 4.0
 #define FO_WINDOW 16
 #define FO_DESCHED_MAX 2
-#define FO_DESCHED_SLICE_NS 4000000L
-#define FO_POLICY_OUT 19
+#define FO_DESCHED_LOST_NS 200000L
+#define FO_POLICY_OUT 20
 
 /* The policy's means for one kind of job (its key: the element function of
  * a step, else the block function), since a block's cost differs between
@@ -106,7 +110,8 @@ typedef struct {
                                     bit 0) */
     int force_pre;               /* test knob: -1 measure, 0/1 call every
                                     parallel job calm/descheduled */
-    long iv_caller, iv_workers;  /* switch counts at the last look */
+    long lost_workers_seen;      /* fo_pool.lost_ns at the last look */
+    long last_lost;              /* run time lost in the last parallel job */
     long pre_jobs;               /* descheduled parallel jobs (tests) */
     /* Why jobs ran as they did (measurements): serial samples and stretch
      * jobs, fallbacks judged with the busy margin, parallel jobs that ran
@@ -125,19 +130,19 @@ static int fo_policy_desched_recent(void) {
     return n;
 }
 
-/* After a parallel job under the policy: was a thread of the pool
- * descheduled, and so do the pool's threads spin before they sleep. */
-static void fo_policy_spin(long ns) {
-    long mine = fo_thread_nivcsw();
-    long theirs = atomic_load_explicit(&fo_pool.preempts, memory_order_relaxed);
-    long switches = (mine - fo_policy.iv_caller) + (theirs - fo_policy.iv_workers);
+/* After a parallel job under the policy, in which the caller lost
+ * caller_lost ns of run time: was a thread of the pool descheduled, and so
+ * do the pool's threads spin before they sleep. */
+static void fo_policy_spin(long caller_lost) {
+    long theirs = atomic_load_explicit(&fo_pool.lost_ns, memory_order_relaxed);
+    long workers_lost = theirs - fo_policy.lost_workers_seen;
     int pre = fo_policy.force_pre >= 0 ? fo_policy.force_pre
-        : switches > 0 && switches * FO_DESCHED_SLICE_NS >= ns;
-    if (pre && mine != fo_policy.iv_caller) fo_policy.pre_caller++;
-    if (pre && theirs != fo_policy.iv_workers) fo_policy.pre_workers++;
+        : caller_lost + workers_lost >= FO_DESCHED_LOST_NS;
+    fo_policy.pre_caller += pre && caller_lost >= FO_DESCHED_LOST_NS;
+    fo_policy.pre_workers += pre && workers_lost >= FO_DESCHED_LOST_NS;
+    fo_policy.last_lost = caller_lost + workers_lost;
     if (!atomic_load_explicit(&fo_pool.spin_on, memory_order_relaxed)) fo_policy.nospin_jobs++;
-    fo_policy.iv_caller = mine;
-    fo_policy.iv_workers = theirs;
+    fo_policy.lost_workers_seen = theirs;
     fo_policy.pre_jobs += pre;
     fo_policy.desched = ((fo_policy.desched << 1) | (pre != 0)) & ((1u << FO_WINDOW) - 1);
     atomic_store_explicit(&fo_pool.spin_on, fo_policy_desched_recent() < FO_DESCHED_MAX,
@@ -231,10 +236,12 @@ static void fo_policy_serial_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) {
     fo_pool_mean(&kd->ser_ns, &kd->ser_n, (double)ns / (double)nblocks);
 }
 
-/* After a parallel job of kind kd (NULL: policy off) that took ns. */
-static void fo_policy_parallel_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) {
+/* After a parallel job of kind kd (NULL: policy off) that took ns, in
+ * which the caller lost caller_lost ns of run time. */
+static void fo_policy_parallel_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks,
+                                    long caller_lost) {
     if (kd == NULL) return;
-    fo_policy_spin(ns);
+    fo_policy_spin(caller_lost);
     kd->since_sample++;
     if (!kd->warm) {
         /* Not a sample: the first job of a kind pays the workers' creation
@@ -294,6 +301,7 @@ static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns
     out[16] = fo_policy.nospin_jobs;
     out[17] = fo_policy.pre_caller;
     out[18] = fo_policy.pre_workers;
+    out[19] = fo_policy.last_lost;
     if (adaptive >= 0) fo_policy.adaptive = adaptive != 0;
     if (force >= -1) fo_policy.force = force > 1 ? 1 : force;
     if (force_pre >= -1) fo_policy.force_pre = force_pre > 1 ? 1 : force_pre;
@@ -306,6 +314,7 @@ static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns
         fo_policy.slow_jobs = fo_policy.serial_jobs = fo_policy.pre_jobs = 0;
         fo_policy.sample_jobs = fo_policy.stretch_jobs = fo_policy.busy_fallbacks = 0;
         fo_policy.nospin_jobs = fo_policy.pre_caller = fo_policy.pre_workers = 0;
+        fo_policy.last_lost = 0;
         fo_policy.desched = 0;
     }
     /* The policy off is the pool as it was before it: always spinning. */
