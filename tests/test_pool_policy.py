@@ -63,6 +63,8 @@ class Model:
         self.level = self.good = self.serial_left = self.since = self.ser_n = 0
         self.warm = False
         self.window = [False] * WINDOW
+        # Why jobs ran as they did (the policy's counters).
+        self.samples = self.stretch = self.busy_fallbacks = self.nospin = 0
 
     @property
     def spinning(self):
@@ -70,11 +72,16 @@ class Model:
 
     def job(self, slower, desched=False):
         if self.serial_left > 0 or self.since >= (SAMPLE if self.ser_n >= SER_MIN else FIRST_SAMPLE):
+            if self.serial_left > 0:
+                self.stretch += 1
+            else:
+                self.samples += 1
             self.serial_left = max(self.serial_left - 1, 0)
             self.since = 0
             self.ser_n += 1
             return "serial"
         # Every parallel job enters the window, a kind's first one too.
+        self.nospin += not self.spinning
         self.window = self.window[1:] + [desched]
         self.since += 1
         if not self.warm:
@@ -83,6 +90,7 @@ class Model:
             self.warm = True
             return "parallel"
         if slower:
+            self.busy_fallbacks += not self.spinning
             self.good = 0
             self.level = min(self.level + LEVEL_UP, LEVEL_MAX)
             self.serial_left = 1 << self.level
@@ -102,6 +110,7 @@ def test_policy_follows_its_rules(policy):
     model = Model()
     script = [True] * 700 + [False] * 300 + [True] * 30 + [False] * 300
     seen, levels = [], []
+    policy(descheduled=False)
     for k, slower in enumerate(script):
         if k == 0 or slower != script[k - 1]:
             policy(force=slower)
@@ -110,6 +119,9 @@ def test_policy_follows_its_rules(policy):
         expect = model.job(slower)
         assert (state["last"], state["level"], state["serial_left"]) == \
             (expect, model.level, model.serial_left), k
+        # Why: serial samples and stretch jobs, no busy-margin fallback.
+        assert (state["sample_jobs"], state["stretch_jobs"], state["busy_fallbacks"]) == \
+            (model.samples, model.stretch, 0), k
         seen.append(expect)
         levels.append(model.level)
     # The script reached every regime it is meant to: the longest stretch,
@@ -137,6 +149,7 @@ def test_spinning_follows_descheduled_jobs(policy):
         expect = model.job(False, desched)
         assert (state["last"], state["descheduled_recent"], state["spinning"]) == \
             (expect, sum(model.window), model.spinning), k
+        assert (state["nospin_jobs"], state["sample_jobs"]) == (model.nospin, model.samples), k
         spins.append(model.spinning)
     assert policy()["descheduled_jobs"] == sum(script) - sum(
         d for d, s in zip(script, _serial_marks(script)) if s)
@@ -285,3 +298,23 @@ def test_costs_kept_per_kind_of_job(policy):
     # Jobs: (norm, adam) per step, both parallel for FIRST_SAMPLE steps, then
     # both sampled serially.
     assert state["serial_jobs"] == 2 and lasts == ["parallel"] * FIRST_SAMPLE + ["serial"]
+
+
+def test_fallback_reasons_counted(policy):
+    """Fallbacks judged while the threads are being descheduled (the busy
+    margin) are counted apart, and parallel jobs run without spinning."""
+    job = _gd_job()
+    model = Model()
+    script = [(False, False)] * 5 + [(True, True)] * 12 + [(True, False)] * 40
+    fallbacks = 0
+    for k, (slower, desched) in enumerate(script):
+        if k == 0 or script[k] != script[k - 1]:
+            policy(force=slower, descheduled=desched)
+        job()
+        fallbacks += model.job(slower, desched) == "parallel-fallback"
+        state = policy()
+        assert (state["fallbacks"], state["busy_fallbacks"], state["nospin_jobs"],
+                state["stretch_jobs"]) == \
+            (fallbacks, model.busy_fallbacks, model.nospin, model.stretch), k
+    # Both kinds of fallback happened.
+    assert 0 < model.busy_fallbacks < policy()["fallbacks"]
