@@ -30,14 +30,20 @@
  * parallel job, whether the pool's threads were descheduled while they
  * could run, and the threads spin only while fewer than FO_DESCHED_MAX of
  * the last FO_WINDOW parallel jobs were; else they sleep at once.  A job
- * counts as descheduled when its threads lost at least FO_DESCHED_LOST_NS
- * of run time in it: wall time minus the thread's CPU time
+ * counts as descheduled when its threads lost at least FO_DESCHED_LOST_NS,
+ * and at least 1/FO_DESCHED_SHARE of the job's time, of run time in it:
+ * wall time minus the thread's CPU time
  * (CLOCK_THREAD_CPUTIME_ID), for the caller from the job's start until it
  * has run out of blocks and sleeps, for a worker from the end of its
  * previous job while it spins and runs blocks (not while it sleeps: that is
  * voluntary).  A competing process takes a CPU for a scheduler slice
  * (0.75-3 ms) when it preempts one of them; a quiet machine's stray
- * wake-up (a kernel thread) takes microseconds.  Counting switches instead
+ * wake-up (a kernel thread) takes microseconds, and in a long job (a
+ * 13 ms ResNet-50 step) the other processes of a shared but not busy
+ * machine take a few hundred: there not spinning costs more (2-5% of the
+ * step: bench --size resnet50 at 2 threads ran at 92-96% of the copy limit
+ * against 97-98% spinning) than the spinning takes from them.  Counting
+ * switches instead
  * (the rule before: one involuntary switch per 4 ms of the job) called a
  * quiet machine's 1.2 ms mlp step descheduled on any stray switch, and two
  * of them in 16 jobs stopped the spinning and set the busy margin (below):
@@ -78,6 +84,7 @@
 #define FO_WINDOW 16
 #define FO_DESCHED_MAX 2
 #define FO_DESCHED_LOST_NS 200000L
+#define FO_DESCHED_SHARE 16
 #define FO_POLICY_OUT 20
 
 /* The policy's means for one kind of job (its key: the element function of
@@ -130,16 +137,18 @@ static int fo_policy_desched_recent(void) {
     return n;
 }
 
-/* After a parallel job under the policy, in which the caller lost
- * caller_lost ns of run time: was a thread of the pool descheduled, and so
+/* After a parallel job under the policy that took ns, in which the caller
+ * lost caller_lost ns of run time: was a thread of the pool descheduled, and so
  * do the pool's threads spin before they sleep. */
-static void fo_policy_spin(long caller_lost) {
+static void fo_policy_spin(long ns, long caller_lost) {
     long theirs = atomic_load_explicit(&fo_pool.lost_ns, memory_order_relaxed);
     long workers_lost = theirs - fo_policy.lost_workers_seen;
+    long enough = ns / FO_DESCHED_SHARE > FO_DESCHED_LOST_NS ? ns / FO_DESCHED_SHARE
+        : FO_DESCHED_LOST_NS;
     int pre = fo_policy.force_pre >= 0 ? fo_policy.force_pre
-        : caller_lost + workers_lost >= FO_DESCHED_LOST_NS;
-    fo_policy.pre_caller += pre && caller_lost >= FO_DESCHED_LOST_NS;
-    fo_policy.pre_workers += pre && workers_lost >= FO_DESCHED_LOST_NS;
+        : caller_lost + workers_lost >= enough;
+    fo_policy.pre_caller += pre && caller_lost >= enough;
+    fo_policy.pre_workers += pre && workers_lost >= enough;
     fo_policy.last_lost = caller_lost + workers_lost;
     if (!atomic_load_explicit(&fo_pool.spin_on, memory_order_relaxed)) fo_policy.nospin_jobs++;
     fo_policy.lost_workers_seen = theirs;
@@ -241,7 +250,7 @@ static void fo_policy_serial_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) {
 static void fo_policy_parallel_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks,
                                     long caller_lost) {
     if (kd == NULL) return;
-    fo_policy_spin(caller_lost);
+    fo_policy_spin(ns, caller_lost);
     kd->since_sample++;
     if (!kd->warm) {
         /* Not a sample: the first job of a kind pays the workers' creation
