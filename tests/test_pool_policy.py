@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
     reason="the cython backend is not under test (not built, or not in FUSEDOPTIM_TEST_BACKENDS)")
 
 # pool_policy.h's constants.
-LEVEL_UP, LEVEL_MAX, GOOD_RUN, SAMPLE, FIRST_SAMPLE, SER_MIN = 1, 8, 8, 64, 2, 2
+LEVEL_UP, LEVEL_MAX, GOOD_RUN, SAMPLE, FIRST_SAMPLE, SER_MIN, PAR_MIN = 1, 8, 8, 64, 2, 2, 3
 WINDOW, DESCHED_MAX = 16, 2
 MARGIN, MARGIN_BUSY = 1.25, 1.10
 
@@ -166,11 +166,11 @@ def test_spinning_follows_descheduled_jobs(policy):
 
 def slower(par_ns, ser_ns, par_n, ser_n, desched_recent):
     """The measured verdict as ``pool_policy.h`` states it: parallel is the
-    slower when its mean exceeds the serial one by the margin (1.25, but
-    1.10 while the pool's threads are being descheduled), once each mode has
-    2 samples."""
+    slower when its median exceeds the serial one by the margin (1.25, but
+    1.10 while the pool's threads are being descheduled), once there are
+    2 serial and 3 parallel samples."""
     margin = MARGIN_BUSY if desched_recent >= DESCHED_MAX else MARGIN
-    return par_n >= 2 and ser_n >= SER_MIN and par_ns > margin * ser_ns
+    return par_n >= PAR_MIN and ser_n >= SER_MIN and par_ns > margin * ser_ns
 
 
 def test_verdict_margin_depends_on_contention(policy):
@@ -181,7 +181,7 @@ def test_verdict_margin_depends_on_contention(policy):
     cases = [(par, ser, pn, sn, d)
              for par, ser in [(115.0, 100.0), (130.0, 100.0), (100.0, 100.0), (124.0, 100.0),
                               (126.0, 100.0), (109.0, 100.0), (111.0, 100.0), (90.0, 100.0)]
-             for pn in (1, 2, 4) for sn in (1, 2, 4) for d in (0, 1, 2, 16)]
+             for pn in (1, 2, 3, 4) for sn in (1, 2, 4) for d in (0, 1, 2, 16)]
     got = [_step._pool_judge(*c) for c in cases]
     assert got == [slower(*c) for c in cases]
     assert _step._pool_judge(115.0, 100.0, 4, 4, DESCHED_MAX)

@@ -28,7 +28,7 @@ cdef void pool_run(int nt, block_fn fn, void* ctx, Py_ssize_t nblocks,
                    const void* key) noexcept nogil:
     """Run ``fn(ctx, k)`` for every block ``k < nblocks`` on the caller and
     up to ``nt - 1`` workers (``pool.h``); ``key`` names the kind of job
-    for the policy's means (NULL: the block function)."""
+    for the policy's samples (NULL: the block function)."""
     fo_pool_run_keyed(nt, <fo_block_fn>fn, ctx, nblocks,
                       key if key != NULL else <const void*>fn)
 
@@ -68,7 +68,7 @@ def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=Fals
     ``"parallel"``, ``"parallel-fallback"`` (then fell back), ``"serial"``
     or None), the counts ``fallbacks`` and ``serial_jobs``, ``good_run``
     (parallel jobs since the last fallback, modulo 8), the last job's kind's
-    mean ns per block of each mode (-1: no sample; kinds: each family's
+    median ns per block of each mode (-1: no sample; kinds: each family's
     loop, the norm, LAMB's reduction), ``kinds`` seen,
     ``descheduled_recent`` (of the last 16 parallel jobs, how many had a
     thread of the pool descheduled), ``descheduled_jobs`` and ``spinning``
@@ -105,7 +105,7 @@ def _pool_policy(adaptive=None, force=..., worker_delay_ns=None, bint reset=Fals
 
 def _pool_judge(double parallel_ns, double serial_ns, int parallel_n, int serial_n,
                 int descheduled_recent) -> bool:
-    """The policy's verdict on these means (ns per block, samples) with
+    """The policy's verdict on these medians (ns per block, samples) with
     ``descheduled_recent`` of 16 descheduled: parallel is the slower (tests)."""
     return bool(fo_pool_judge_means(parallel_ns, serial_ns, parallel_n, serial_n,
                                     descheduled_recent))

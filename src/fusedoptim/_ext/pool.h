@@ -30,8 +30,8 @@
  *    a worker descheduled while it holds a block delays the end of the step
  *    by a scheduler slice (milliseconds), which no split can avoid since a
  *    started block cannot be taken over (the update is in place).  The pool
- *    keeps the recent time per block of parallel jobs and of jobs run by
- *    the caller alone; when parallel jobs become the slower, the next jobs
+ *    keeps the recent (median) time per block of parallel jobs and of jobs
+ *    run by the caller alone; when parallel jobs become the slower, the next jobs
  *    run on the caller alone for a stretch that grows while that lasts,
  *    then parallel jobs are tried again.
  * Without pthreads (Windows, or FUSEDOPTIM_NO_THREADS) every job is serial.
@@ -291,7 +291,7 @@ static int fo_pool_grow(int n) {
     return n;
 }
 
-/* key: what kind of job this is for the policy's means (see fo_kind_t). */
+/* key: what kind of job this is for the policy's samples (see fo_kind_t). */
 static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks,
                               const void *key) {
     Py_ssize_t k;

@@ -3,20 +3,17 @@
  * the pool's state: everything here runs under fo_pool.run_mu, held by the
  * caller of the running job.
  *
- * A choice between two modes by their measured cost: the mean time per
- * block (an average of the last few jobs: FO_EWMA) of parallel jobs, and of
- * jobs the caller ran alone.  Parallel jobs run, and after FO_FIRST_SAMPLE
- * of them (the first time) then every FO_SAMPLE, one job runs on the caller
- * alone to measure the serial cost.  When the parallel mean exceeds the
- * serial one (on a busy machine, a worker descheduled while it holds a
- * block makes the step wait a scheduler slice, milliseconds), the level
- * rises by FO_LEVEL_UP (at most FO_LEVEL_MAX) and the next 2^level jobs run
- * on the caller alone: 2, 4, 8, ... 256 while contention lasts, so that
- * only about one job in 256 pays a slice.  Then parallel jobs are tried
- * again; their mean keeps its history, so one fast job does not undo it (nor
- * one slow job on a machine that is busy for both modes alike, several
- * competitors: there the caller alone is descheduled too, and the parallel
- * mode is kept when it is the faster on average).  After FO_GOOD_RUN
+ * A choice between two modes by their measured cost: the median time per
+ * block of the last FO_HIST parallel jobs, and of the last FO_HIST jobs the
+ * caller ran alone.  Parallel jobs run, and after FO_FIRST_SAMPLE of them
+ * (the first time) then every FO_SAMPLE, one job runs on the caller alone
+ * to measure the serial cost.  When the parallel median exceeds the serial
+ * one (on a busy machine, a worker descheduled while it holds a block makes
+ * the step wait a scheduler slice, milliseconds), the level rises by
+ * FO_LEVEL_UP (at most FO_LEVEL_MAX) and the next 2^level jobs run on the
+ * caller alone: 2, 4, 8, ... 256 while contention lasts, so that only about
+ * one job in 256 pays a slice.  Then parallel jobs are tried again, judged
+ * on FO_PAR_MIN fresh samples (fo_policy_stretch_done).  After FO_GOOD_RUN
  * parallel jobs without falling back the level drops by one, so a machine
  * that became quiet gets its threads back within a few hundred jobs.
  * Whatever the policy decides, every block computes the same bits.
@@ -57,9 +54,9 @@
 #define FO_GOOD_RUN 8
 #define FO_SAMPLE 64
 #define FO_FIRST_SAMPLE 2
-#define FO_EWMA 4
+#define FO_HIST 5
 #define FO_KINDS 8
-/* Parallel counts as the slower only when its mean exceeds the serial one by
+/* Parallel counts as the slower only when its median exceeds the serial one by
  * FO_MARGIN, and only once FO_SER_MIN serial samples were taken (the first
  * FO_SER_MIN of them FO_FIRST_SAMPLE jobs apart).  Why: on a quiet machine a
  * memory-bound step on 2 threads is only 1.1-1.3x faster than on one, and
@@ -68,33 +65,35 @@
  * steps to the caller alone (10.9 ms against 9.3 ms always parallel).  A
  * descheduled worker costs a scheduler slice, far above the margin.  But
  * while the pool's threads are being descheduled (FO_DESCHED_MAX of the
- * last FO_WINDOW parallel jobs, below), a slower parallel mean is that
+ * last FO_WINDOW parallel jobs, below), a slower parallel median is that
  * contention, not the bandwidth's noise, and the margin is FO_MARGIN_BUSY:
  * with one competing busy process, parallel Adam steps on the mlp workload
  * were 1.13x the caller alone's (median), under FO_MARGIN, so they stayed
  * parallel.  Not 1.0: under heavier load (several competitors) the means
- * of both modes come close while parallel steps keep the better median
+ * of both modes came close while parallel steps kept the better median
  * (measured at load 4-8: 2 threads always parallel 8.6 ms median against
- * 14.4 ms on one), and a margin of 1.0 sent 81-99% of the steps to the
- * caller alone. */
+ * 14.4 ms on one), and a margin of 1.0 on means of 4 jobs sent 81-99% of
+ * the steps to the caller alone. */
 #define FO_MARGIN 1.25
 #define FO_MARGIN_BUSY 1.10
 #define FO_SER_MIN 2
-#define FO_CLIP 4.0
+#define FO_PAR_MIN 3
 #define FO_WINDOW 16
 #define FO_DESCHED_MAX 2
 #define FO_DESCHED_LOST_NS 200000L
 #define FO_DESCHED_SHARE 16
 #define FO_POLICY_OUT 20
 
-/* The policy's means for one kind of job (its key: the element function of
+/* The policy's samples for one kind of job (its key: the element function of
  * a step, else the block function), since a block's cost differs between
  * kinds (a norm block is cheaper than an Adam block): a step with clipping
  * alternates two kinds, each compared with its own serial cost. */
 typedef struct {
     const void *key;
-    int par_n, ser_n;            /* samples in the means (at most FO_EWMA) */
-    double par_ns, ser_ns;       /* mean ns per block of each mode */
+    int par_n, ser_n;            /* samples kept (at most FO_HIST) */
+    int par_i, ser_i;            /* where the next sample goes */
+    double par_hist[FO_HIST], ser_hist[FO_HIST];  /* ns per block, last jobs */
+    double par_ns, ser_ns;       /* median ns per block of each mode */
     long since_sample;           /* parallel jobs since a serial one */
     int warm;                    /* the kind's first parallel job is done */
 } fo_kind_t;
@@ -107,7 +106,7 @@ typedef struct {
     int good;                    /* parallel jobs since the last fallback */
     int last;                    /* last job under the policy: 0 parallel,
                                     1 parallel then fallback, 2 serial */
-    fo_kind_t kinds[FO_KINDS];   /* the means, per kind of job */
+    fo_kind_t kinds[FO_KINDS];   /* the samples, per kind of job */
     int nkinds, evict;
     fo_kind_t *kind;             /* of the last job under the policy */
     long serial_left;            /* jobs still to run on the caller alone */
@@ -158,18 +157,29 @@ static void fo_policy_spin(long ns, long caller_lost) {
                           memory_order_relaxed);
 }
 
-/* Add a job's ns per block to a mode's mean: the plain mean of the first
- * FO_EWMA samples, then an exponential average of weight 1/FO_EWMA. */
-static void fo_pool_mean(double *mean, int *n, double sample) {
-    /* One outlier (a page fault storm, a stall) moves the mean by at most
-     * (FO_CLIP - 1) / FO_EWMA of itself; lasting contention still raises
-     * it within a few jobs. */
-    if (*n > 0 && sample > FO_CLIP * *mean) sample = FO_CLIP * *mean;
-    if (*n < FO_EWMA) ++*n;
-    *mean += (sample - *mean) / *n;
+/* Add a job's ns per block to a mode's last FO_HIST samples, and return
+ * their median (of an even count, the mean of the middle two).  A median,
+ * not a mean: under heavy load (several competitors) both modes have long
+ * tails (a thread descheduled for a slice), and a mean of 4 parallel jobs
+ * (clipped at 4x) had the caller alone run 58-99% of the steps while
+ * parallel steps kept the better median (mlp, load 4-5: 8.2 ms against
+ * 11.0 ms); lasting contention (most jobs slow) still moves the median
+ * within FO_HIST / 2 + 1 jobs. */
+static double fo_pool_sample(double *hist, int *n, int *i, double sample) {
+    double v[FO_HIST], x;
+    int a, b;
+    hist[*i] = sample;
+    *i = (*i + 1) % FO_HIST;
+    if (*n < FO_HIST) ++*n;
+    for (a = 0; a < *n; a++) {          /* insertion sort of <= FO_HIST */
+        x = hist[a];
+        for (b = a; b > 0 && v[b - 1] > x; b--) v[b] = v[b - 1];
+        v[b] = x;
+    }
+    return *n % 2 ? v[*n / 2] : 0.5 * (v[*n / 2 - 1] + v[*n / 2]);
 }
 
-/* The means of jobs of this key; a new key takes a free entry, or the
+/* The samples of jobs of this key; a new key takes a free entry, or the
  * oldest one's. */
 static fo_kind_t *fo_pool_kind(const void *key) {
     fo_kind_t *k;
@@ -191,7 +201,7 @@ static fo_kind_t *fo_pool_kind(const void *key) {
  * last FO_WINDOW parallel jobs having been descheduled. */
 static int fo_policy_slower(const fo_kind_t *kd, int desched_recent) {
     double margin = desched_recent >= FO_DESCHED_MAX ? FO_MARGIN_BUSY : FO_MARGIN;
-    return kd->par_n >= 2 && kd->ser_n >= FO_SER_MIN && kd->par_ns > margin * kd->ser_ns;
+    return kd->par_n >= FO_PAR_MIN && kd->ser_n >= FO_SER_MIN && kd->par_ns > margin * kd->ser_ns;
 }
 
 /* After a parallel job of kind kd: fall back to the caller alone when
@@ -216,6 +226,19 @@ static void fo_pool_judge(const fo_kind_t *kd) {
     }
 }
 
+/* The last job of a stretch on the caller alone has run: the parallel
+ * samples of every kind are from before it, when contention made parallel
+ * the slower, and are dropped, so that parallel jobs are judged again on
+ * FO_PAR_MIN fresh ones against the serial samples the stretch just took
+ * (the load may have changed meanwhile: other processes come and go; with
+ * the old samples one fresh job was judged, and under a load that varies
+ * the caller alone ran 44% of the steps at 14.5 ms median against 8.0 ms
+ * for the parallel ones). */
+static void fo_policy_stretch_done(void) {
+    int i;
+    for (i = 0; i < fo_policy.nkinds; i++) fo_policy.kinds[i].par_n = fo_policy.kinds[i].par_i = 0;
+}
+
 /* Before a job of this key: its kind (NULL when the policy is off), and in
  * *serial whether the caller runs it alone (a stretch after contention, or
  * a sample of the serial cost). */
@@ -227,7 +250,7 @@ static fo_kind_t *fo_policy_begin(const void *key, int *serial) {
     if (fo_policy.serial_left > 0
             || kd->since_sample >= (kd->ser_n >= FO_SER_MIN ? FO_SAMPLE : FO_FIRST_SAMPLE)) {
         if (fo_policy.serial_left > 0) {
-            fo_policy.serial_left--;
+            if (--fo_policy.serial_left == 0) fo_policy_stretch_done();
             fo_policy.stretch_jobs++;
         } else {
             fo_policy.sample_jobs++;
@@ -242,7 +265,7 @@ static fo_kind_t *fo_policy_begin(const void *key, int *serial) {
 
 /* After a job of kind kd that the caller ran alone in ns for nblocks. */
 static void fo_policy_serial_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) {
-    fo_pool_mean(&kd->ser_ns, &kd->ser_n, (double)ns / (double)nblocks);
+    kd->ser_ns = fo_pool_sample(kd->ser_hist, &kd->ser_n, &kd->ser_i, (double)ns / (double)nblocks);
 }
 
 /* After a parallel job of kind kd (NULL: policy off) that took ns, in
@@ -260,11 +283,11 @@ static void fo_policy_parallel_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks,
         fo_policy.last = 0;
         return;
     }
-    fo_pool_mean(&kd->par_ns, &kd->par_n, (double)ns / (double)nblocks);
+    kd->par_ns = fo_pool_sample(kd->par_hist, &kd->par_n, &kd->par_i, (double)ns / (double)nblocks);
     fo_pool_judge(kd);
 }
 
-/* Test hook: fo_policy_slower's verdict on these means. */
+/* Test hook: fo_policy_slower's verdict on these medians. */
 static int fo_pool_judge_means(double par_ns, double ser_ns, int par_n, int ser_n,
                                int desched_recent) {
     fo_kind_t k;
@@ -279,10 +302,10 @@ static int fo_pool_judge_means(double par_ns, double ser_ns, int par_n, int ser_
 /* The test hook: set adaptive (0/1; -1 leaves it), the forced verdicts
  * (force: -1 measure, 0 parallel is faster, 1 slower; force_pre: -1
  * measure, 0 calm, 1 descheduled; -2 leaves each) and the worker delay (ns;
- * < 0 leaves it); reset (1) clears the level, stretch, means, the
+ * < 0 leaves it); reset (1) clears the level, stretch, samples, the
  * descheduled window and counts.  Fills out[0..12] = adaptive, level,
  * serial_left, last, slow_jobs, serial_jobs, good, the last job's kind's
- * parallel and serial mean ns per block (-1: no sample), the kinds seen,
+ * parallel and serial median ns per block (-1: no sample), the kinds seen,
  * the descheduled jobs in the window, descheduled jobs, whether the threads
  * spin, then (FO_POLICY_OUT in all) serial samples, stretch jobs,
  * fallbacks with the busy margin, parallel jobs without spinning, and
