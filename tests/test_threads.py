@@ -194,7 +194,7 @@ def test_default_threads_within_affinity():
 
 
 def test_threadpoolctl_limits_fusedoptim():
-    pytest.importorskip("fusedoptim._ext._step", reason="the controller matches the compiled module")
+    pytest.importorskip("fusedoptim._ext._pool", reason="the controller matches the compiled module")
     threadpoolctl = pytest.importorskip("threadpoolctl")
     if not hasattr(threadpoolctl, "register"):
         pytest.skip("threadpoolctl without register (< 3.0)")
@@ -216,3 +216,12 @@ def test_threadpoolctl_limits_fusedoptim():
         assert fusedoptim.get_num_threads() == 3
     finally:
         fusedoptim.set_num_threads(before)
+
+
+def test_pool_hooks_reexported_by_step():
+    """The pool's hooks live in ``_ext._pool`` (the one module compiling
+    ``pool.h``: one pool per process); ``_step`` re-exports them."""
+    _pool = pytest.importorskip("fusedoptim._ext._pool", reason="compiled module not built")
+    from fusedoptim._ext import _step
+    for name in ("_pool_policy", "_pool_judge", "_pool_workers", "_set_spin_ns", "_set_ftz_daz"):
+        assert getattr(_step, name) is getattr(_pool, name), name
