@@ -318,3 +318,25 @@ def test_fallback_reasons_counted(policy):
             (fallbacks, model.busy_fallbacks, model.nospin, model.stretch), k
     # Both kinds of fallback happened.
     assert 0 < model.busy_fallbacks < policy()["fallbacks"]
+
+
+def test_stretch_drops_parallel_samples(policy):
+    """After a stretch on the caller alone, parallel jobs are judged on fresh
+    samples: the last stretch job drops the parallel ones (taken while
+    contention made parallel the slower)."""
+    job = _gd_job()
+    policy(force=True, descheduled=False)
+    for _ in range(50):
+        job()
+        if policy()["last"] == "parallel-fallback":
+            break
+    state = policy(force=False)
+    assert state["last"] == "parallel-fallback" and state["parallel_ns_per_block"] > 0
+    for _ in range(state["serial_left"]):
+        job()
+        state = policy()
+        assert state["last"] == "serial"
+    assert state["serial_left"] == 0 and state["parallel_ns_per_block"] == -1
+    job()
+    state = policy()
+    assert state["last"] == "parallel" and state["parallel_ns_per_block"] > 0
