@@ -6,8 +6,9 @@
  * collapses when another process competes for the CPUs.
  *
  * The design:
- *  - fo_pool_run(nt, fn, ctx, nblocks) calls fn(ctx, k) once for every block
- *    k in [0, nblocks), on the calling thread and up to nt - 1 workers.
+ *  - fo_pool_run_keyed(nt, fn, ctx, nblocks, key) calls fn(ctx, k) once
+ *    for every block k in [0, nblocks), on the calling thread and up to
+ *    nt - 1 workers (key: the kind of job, for the policy).
  *    Blocks are handed out dynamically through one atomic "ticket" (job
  *    generation << 32 | next block): a thread that runs takes more blocks,
  *    and a worker that was not scheduled in time simply takes none (the
@@ -354,10 +355,6 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
     for (k = 0; k < nblocks; k++) fn(ctx, k);
 }
 
-static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
-    fo_pool_run_keyed(nt, fn, ctx, nblocks, (const void *)fn);
-}
-
 /* Test and tuning hooks. */
 static long fo_pool_set_spin_ns(long ns) {
     return atomic_exchange_explicit(&fo_pool.spin_ns, ns < 0 ? 0 : ns, memory_order_relaxed);
@@ -374,15 +371,11 @@ static int fo_pool_workers(void) {
 }
 #else  /* serial build */
 #define FO_THREADS 0
-static void fo_pool_run(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks) {
-    Py_ssize_t k;
-    (void)nt;
-    for (k = 0; k < nblocks; k++) fn(ctx, k);
-}
 static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblocks,
                               const void *key) {
-    (void)key;
-    fo_pool_run(nt, fn, ctx, nblocks);
+    Py_ssize_t k;
+    (void)nt; (void)key;
+    for (k = 0; k < nblocks; k++) fn(ctx, k);
 }
 static long fo_pool_set_spin_ns(long ns) { (void)ns; return 0; }
 static int fo_pool_workers(void) { return 0; }
