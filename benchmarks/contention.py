@@ -8,8 +8,10 @@ and prints the median and 90th percentile of each configuration, and the
 (``_step._pool_policy``), 2 threads are measured twice: with the policy
 ("2") and with it off ("2 fixed": every large step parallel, the pool as it
 was before the policy), and the shares of steps the policy ran on the caller
-alone ("serial") and saw a thread of the pool descheduled in ("desched": the
-threads then stop spinning before they sleep) are printed.  "busy" starts one
+alone ("serial"; of them "stretch": after a fallback, the rest are the
+periodic samples of the serial cost), saw a thread of the pool descheduled
+in ("desched") and ran without spinning ("nospin": the threads then sleep at
+once) are printed.  "busy" starts one
 subprocess spinning in a Python loop for the duration of the configuration
 (on the 2-core development machine: three runnable threads for two cores;
 more when other processes run: the load average is printed).  Configurations are measured
@@ -67,7 +69,10 @@ def measure(step, threads, busy, steps, warmup_s=0.3, adaptive=True):
     fusedoptim.set_num_threads(threads)
     policy = _policy()
     if policy is not None:
-        policy(adaptive=adaptive)
+        # A fresh policy per configuration: a stretch on the caller alone
+        # (up to 256 steps) begun under the previous configuration's
+        # competitor would otherwise spill into this one's timed steps.
+        policy(adaptive=adaptive, reset=True)
     try:
         end = time.perf_counter() + warmup_s
         while time.perf_counter() < end:
@@ -83,7 +88,11 @@ def measure(step, threads, busy, steps, warmup_s=0.3, adaptive=True):
                   if policy is not None else None)
         desched = ((state["descheduled_jobs"] - state0["descheduled_jobs"]) / steps
                    if "descheduled_jobs" in state else None)
-        return out, serial, desched
+        # Why (builds that count it): stretches after a fallback, as opposed
+        # to the periodic serial samples, and parallel steps without spinning.
+        why = ({k: (state[k] - state0[k]) / steps for k in ("stretch_jobs", "nospin_jobs")}
+               if "stretch_jobs" in state else None)
+        return out, serial, desched, why
     finally:
         if policy is not None:
             policy(adaptive=True)
@@ -121,12 +130,15 @@ def main(argv=None):
     times = {c: [] for c in configs}
     serial = {c: [] for c in configs}
     desched = {c: [] for c in configs}
+    why = {c: [] for c in configs}
     loads = {c: [] for c in configs}
     for r in range(args.rounds):
         for c in (configs if r % 2 == 0 else configs[::-1]):
             loads[c].append(os.getloadavg()[0])
-            t, s, d = measure(step, c[0], c[1], args.steps, adaptive=c[2])
+            t, s, d, w = measure(step, c[0], c[1], args.steps, adaptive=c[2])
             times[c] += t
+            if w is not None:
+                why[c].append(w)
             if s is not None:
                 serial[c].append(s)
             if d is not None:
@@ -136,7 +148,7 @@ def main(argv=None):
           f"{args.steps} steps; load average {load0:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")
     print(f"{'competitor':>10} {'threads':>8} {'median ms':>10} {'p90 ms':>8} {'p10 ms':>8} "
-          f"{'serial':>7} {'desched':>7} {'load avg':>10}")
+          f"{'serial':>7} {'desched':>7} {'stretch':>7} {'nospin':>7} {'load avg':>10}")
     summary = {}
 
     def name(c):
@@ -147,14 +159,20 @@ def main(argv=None):
                       p10(times[c]) * 1e3)
         ser = statistics.mean(serial[c]) if serial[c] and c[0] > 1 else None
         des = statistics.mean(desched[c]) if desched[c] and c[0] > 1 and c[2] else None
+        wy = ({k: statistics.mean(w[k] for w in why[c]) for k in why[c][0]}
+              if why[c] and c[0] > 1 and c[2] else {})
         summary[name(c)] = {"median_ms": med, "p90_ms": q, "p10_ms": lo,
                             "serial_share": ser, "descheduled_share": des,
+                            "stretch_share": wy.get("stretch_jobs"),
+                            "nospin_share": wy.get("nospin_jobs"),
                             "load": [min(loads[c]), max(loads[c])]}
         label = f"{c[0]}{'' if c[2] else ' fixed'}"
         print(f"{'busy' if c[1] else 'none':>10} {label:>8} {med:>10.3f} {q:>8.3f} {lo:>8.3f} "
               f"{'' if ser is None else f'{ser:.0%}':>7} "
               f"{'' if des is None else f'{des:.0%}':>7} "
-              f"{min(loads[c]):>4.1f}-{max(loads[c]):<4.1f}")
+              + "".join(f"{'' if k not in wy else f'{wy[k]:.0%}':>8}"
+                        for k in ("stretch_jobs", "nospin_jobs"))
+              + f" {min(loads[c]):>4.1f}-{max(loads[c]):<4.1f}")
     for b in (False, True):
         one = summary[f"1t{'-busy' if b else ''}"]
         for two_name in (f"2t{'-busy' if b else ''}", f"2t-fixed{'-busy' if b else ''}"):
