@@ -165,7 +165,8 @@ def test_schedule_fits_the_budget(first, every):
 
 def test_interleave_pairs_the_rounds():
     """Each round times one batch of every implementation in turn, in the
-    order given; every = k joins rounds 0, k, 2k, ...; a failing step
+    order given and reversed in odd rounds; every = k joins rounds 0, k,
+    2k, ...; a failing step
     leaves the rounds and is reported."""
     order = []
 
@@ -182,7 +183,8 @@ def test_interleave_pairs_the_rounds():
     out = B.interleave(steps, 4, warmup=1, number={"a": 1, "b": 1, "bad": 1},
                        every={"b": 2}, errors=errors)
     assert order[:3] == ["a", "b", "bad"]           # the warm-ups
-    assert order[3:] == ["a", "b", "bad", "a", "bad", "a", "b", "a"]
+    # Rounds alternate the order (even: as given, odd: reversed).
+    assert order[3:] == ["a", "b", "bad", "bad", "a", "a", "b", "a"]
     assert sorted(out["a"]) == [0, 1, 2, 3] and sorted(out["b"]) == [0, 2]
     assert sorted(out["bad"]) == [0] and str(errors["bad"]) == "boom"
     assert B.round_ratios({0: 2.0, 1: 4.0, 2: 6.0}, {0: 1.0, 2: 2.0}) == [2.0, 3.0]

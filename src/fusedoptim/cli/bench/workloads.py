@@ -388,7 +388,11 @@ def interleave(steps: "dict[str, Callable[[], object]]", rounds: int, warmup: in
     ``steps`` maps an implementation to its step.  Each is first warmed up
     (``warm_up``: ``warmup`` calls, then its batch is sized unless
     ``number[impl]`` gives it); then each of ``rounds`` rounds runs one timed
-    batch of every implementation in turn, in the order of ``steps``.  An
+    batch of every implementation in turn, in the order of ``steps`` in even
+    rounds and in the reverse order in odd ones (so that neither the
+    position in a round nor a drift within one favours an implementation:
+    the one timed after a plain-NumPy step, or first after a pause, is not
+    always the same).  An
     implementation with ``every[impl] = k`` joins rounds 0, k, 2k, ... only
     (a slow step that would take too long in every round).  A drift of the
     machine's speed (the memory bandwidth of a shared VM swings by tens of
@@ -418,7 +422,10 @@ def interleave(steps: "dict[str, Callable[[], object]]", rounds: int, warmup: in
     for r in range(rounds):
         if on_round is not None:
             on_round(r)
-        for impl, fn in list(live.items()):
+        order = list(live.items())
+        for impl, fn in (order if r % 2 == 0 else order[::-1]):
+            if impl not in live:
+                continue
             if r % every.get(impl, 1):
                 continue
             try:
