@@ -181,10 +181,14 @@ def test_interleave_pairs_the_rounds():
     errors = {}
     steps = {"a": step("a"), "b": step("b"), "bad": broken}
     out = B.interleave(steps, 4, warmup=1, number={"a": 1, "b": 1, "bad": 1},
-                       every={"b": 2}, errors=errors)
+                       every={"b": 2}, errors=errors, rewarm={"a": 0, "b": 0, "bad": 0})
     assert order[:3] == ["a", "b", "bad"]           # the warm-ups
     # Rounds alternate the order (even: as given, odd: reversed).
     assert order[3:] == ["a", "b", "bad", "bad", "a", "a", "b", "a"]
+    # By default each batch follows one untimed call.
+    order.clear()
+    B.interleave({"a": step("a"), "b": step("b")}, 2, warmup=0, number={"a": 2, "b": 1})
+    assert order == ["a", "a", "a", "b", "b", "b", "b", "a", "a", "a"]
     assert sorted(out["a"]) == [0, 1, 2, 3] and sorted(out["b"]) == [0, 2]
     assert sorted(out["bad"]) == [0] and str(errors["bad"]) == "boom"
     assert B.round_ratios({0: 2.0, 1: 4.0, 2: 6.0}, {0: 1.0, 2: 2.0}) == [2.0, 3.0]

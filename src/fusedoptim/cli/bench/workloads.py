@@ -345,9 +345,13 @@ def warm_up(fn: "Callable[[], object]", impl: "str | None" = None, warmup: int =
         return _batch_size(fn) if number is None else number
 
 
-def time_batch(fn: "Callable[[], object]", impl: "str | None", number: int) -> float:
-    """Seconds per call of one timed batch of ``number`` calls of ``fn``."""
+def time_batch(fn: "Callable[[], object]", impl: "str | None", number: int,
+               warmup: int = 0) -> float:
+    """Seconds per call of one timed batch of ``number`` calls of ``fn``,
+    after ``warmup`` untimed calls."""
     with _context(impl):
+        for _ in range(warmup):
+            fn()
         t0 = time.perf_counter()
         for _ in range(number):
             fn()
@@ -382,7 +386,8 @@ def settle() -> float:
 def interleave(steps: "dict[str, Callable[[], object]]", rounds: int, warmup: int = 1,
                number: "dict[str, int] | None" = None, every: "dict[str, int] | None" = None,
                errors: "dict[str, Exception] | None" = None,
-               on_round: "Callable[[int], None] | None" = None) -> "dict[str, dict[int, float]]":
+               on_round: "Callable[[int], None] | None" = None,
+               rewarm: "dict[str, int] | None" = None) -> "dict[str, dict[int, float]]":
     """Time the implementations of one case interleaved, round by round.
 
     ``steps`` maps an implementation to its step.  Each is first warmed up
@@ -397,9 +402,14 @@ def interleave(steps: "dict[str, Callable[[], object]]", rounds: int, warmup: in
     (a slow step that would take too long in every round).  A drift of the
     machine's speed (the memory bandwidth of a shared VM swings by tens of
     percent from minute to minute) then hits every implementation of a
-    round alike, and cancels out of :func:`round_ratios`.  After each batch
-    the process's threads are let go idle (:func:`settle`), so that one
-    implementation's spinning workers do not slow the next one's batch.
+    round alike, and cancels out of :func:`round_ratios`.
+
+    Each batch is preceded by ``rewarm[impl]`` untimed calls (default 1),
+    and followed by :func:`settle`: an implementation's first call after
+    another's batch finds its worker threads asleep and its arrays out of
+    the caches, so the batch starts after one call, in the steady state
+    that back-to-back batches measured; and its spinning workers must not
+    slow the next implementation's batch.
 
     Returns ``{impl: {round: seconds per call}}``.  With ``errors`` (a
     dict), an implementation that raises is recorded there and leaves the
@@ -408,6 +418,7 @@ def interleave(steps: "dict[str, Callable[[], object]]", rounds: int, warmup: in
     """
     number = dict(number or {})
     every = every or {}
+    rewarm = rewarm or {}
     live = {}
     for impl, fn in steps.items():
         try:
@@ -429,7 +440,7 @@ def interleave(steps: "dict[str, Callable[[], object]]", rounds: int, warmup: in
             if r % every.get(impl, 1):
                 continue
             try:
-                out[impl][r] = time_batch(fn, impl, number[impl])
+                out[impl][r] = time_batch(fn, impl, number[impl], rewarm.get(impl, 1))
                 if len(live) > 1:
                     settle()
             except Exception as exc:
