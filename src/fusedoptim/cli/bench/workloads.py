@@ -367,10 +367,11 @@ def settle() -> float:
     """Sleep until this process's threads stop spinning; returns the
     seconds waited.
 
-    PyTorch's OpenMP workers spin 5-10 ms after a step before they sleep
-    (measured: ~5 ms of CPU after a 2^24-element fused Adam): on 2 cores
-    the next implementation timed would lose a core to them for that long
-    (a copy batch right after torch's took 35 ms instead of 11).  Sleeps in
+    PyTorch's OpenMP workers keep spinning after a step before they sleep
+    (measured: 4-9 ms of CPU after a 2^24-element fused Adam): on 2 cores
+    the next implementation timed loses a core to them meanwhile (with
+    torch in the rounds, the copy's median was 35.6 ms against 10.8 ms
+    without it; 10.2 ms with this wait).  Sleeps in
     slices of ``SETTLE_SLICE_S`` while the process used more than
     ``SETTLE_BUSY`` of a CPU in the last one, at most ``SETTLE_MAX_S``.
     """
