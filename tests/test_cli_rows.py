@@ -139,28 +139,33 @@ def test_slow_step_budget(monkeypatch):
 
     monkeypatch.setattr(B, "make_step", lambda case, impl, threads=None: slow)
     case = B.Case("gd", "course", "float32")
-    fn, first, warmup, number, every = runner._prepare(case, "numpy", 1, 3, 15, budget=0.1)
-    assert first >= runner.QUICK_SLOW_CALL and warmup == 2 and number == 1
+    fn, first, warmup, number, every, rewarm = runner._prepare(case, "numpy", 1, 3, 15,
+                                                               budget=0.1)
+    assert first >= runner.QUICK_SLOW_CALL and warmup == 2 and number == 1 and rewarm == 0
     assert len(calls) == 2 and every == 15 // runner.SLOW_MIN_REPEAT
     assert len(range(0, 15, every)) == runner.SLOW_MIN_REPEAT
     # --quick: about the slow repeat count of the rounds; the warm-up is the
     # first call and the one that judges the step's speed.
     calls.clear()
-    fn, first, warmup, number, every = runner._prepare(case, "numpy", 1, 1, 5, slow_repeat=3)
+    fn, first, warmup, number, every, rewarm = runner._prepare(case, "numpy", 1, 1, 5,
+                                                               slow_repeat=3)
     assert warmup == 2 and number == 1 and len(range(0, 5, every)) == 3 and len(calls) == 2
-    # A fast step: a batch in every round, sized to about 2 ms.
-    assert runner._schedule(1e-4, 3, 15, budget=10.0) == (3, None, 1)
+    # A fast step: a batch in every round, sized to about 2 ms, each after
+    # an untimed call.
+    assert runner._schedule(1e-4, 3, 15, budget=10.0) == (3, None, 1, 1)
 
 
-@pytest.mark.parametrize("first, every", [(0.5, 1), (1.0, 2), (3.0, 3), (0.7, 2)])
+@pytest.mark.parametrize("first, every", [(0.25, 1), (0.5, 1), (1.0, 2), (3.0, 3), (0.7, 2)])
 def test_schedule_fits_the_budget(first, every):
-    """15 rounds, 10 s: the batches a slow step joins fit in the budget
-    with its warm-up (at least SLOW_MIN_REPEAT whatever the budget)."""
-    warmup, number, k = runner._schedule(first, 3, 15, budget=10.0)
-    assert number == 1 and k == every
+    """15 rounds, 10 s: the calls of a slow step (its warm-up, its batches
+    and the untimed call before each when it joins every round) fit in the
+    budget (at least SLOW_MIN_REPEAT batches whatever the budget)."""
+    warmup, number, k, rewarm = runner._schedule(first, 3, 15, budget=10.0)
+    assert number == 1 and k == every and rewarm == int(first * 33 <= 10.0)
     joined = len(range(0, 15, k))
     assert joined >= runner.SLOW_MIN_REPEAT
-    assert first * (warmup + joined) <= 10.0 or joined == runner.SLOW_MIN_REPEAT
+    calls = warmup + joined * (1 + rewarm)
+    assert first * calls <= 10.0 or joined == runner.SLOW_MIN_REPEAT
 
 
 def test_interleave_pairs_the_rounds():

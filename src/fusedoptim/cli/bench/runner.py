@@ -151,8 +151,9 @@ def _jit_warmup(optimizers, sizes, dtypes, progress):
 
 
 def _schedule(first, warmup, repeat, slow_repeat=None, budget=None):
-    """``(warm-up calls, calls per batch or None, every)`` of a step whose
-    call takes ``first`` seconds: it joins rounds 0, every, 2*every, ...
+    """``(warm-up calls, calls per batch or None, every, rewarm)`` of a step
+    whose call takes ``first`` seconds: it joins rounds 0, every, 2*every,
+    ..., each batch after ``rewarm`` untimed calls (``W.interleave``).
 
     A step slower than ``QUICK_SLOW_CALL`` runs once per batch and joins
     every k-th round only: about ``slow_repeat`` of the ``repeat`` rounds
@@ -162,23 +163,28 @@ def _schedule(first, warmup, repeat, slow_repeat=None, budget=None):
     fraction of a second: the fast ones keep a batch in every round, and
     the slow one still has each of its batches paired with the copy
     yardstick's batch of the same round (joining the first rounds only
-    would pair as well, but every k-th samples the whole run).
+    would pair as well, but every k-th samples the whole run).  The steps
+    that join fewer rounds (and every slow one under ``--quick``) get no
+    untimed call before their batches: beside a call of tens of
+    milliseconds or more, waking the worker threads is small, and the calls
+    are what the budget counts.
     """
     if first <= QUICK_SLOW_CALL:
-        return warmup, None, 1
+        return warmup, None, 1, 1
     if slow_repeat is not None:
-        return warmup, 1, -(-repeat // min(repeat, slow_repeat))
-    if budget is not None and first * (warmup + repeat) > budget:
+        return warmup, 1, -(-repeat // min(repeat, slow_repeat)), 0
+    if budget is not None and first * (warmup + 2 * repeat) > budget:
         # Its first call took the page faults: one more warm-up call is enough.
         warmup = min(warmup, 2)
         fit = max(SLOW_MIN_REPEAT, min(repeat, int(budget / first) - warmup))
         # At most `fit` batches (ceil), at least SLOW_MIN_REPEAT (floor).
-        return warmup, 1, max(1, min(-(-repeat // fit), repeat // SLOW_MIN_REPEAT))
-    return warmup, 1, 1
+        return warmup, 1, max(1, min(-(-repeat // fit), repeat // SLOW_MIN_REPEAT)), 0
+    return warmup, 1, 1, 1
 
 
 def _prepare(case, impl, threads, warmup, repeat, slow_repeat=None, budget=None):
-    """``(step, first_call_s, warm-up calls, calls per batch, every)``: the
+    """``(step, first_call_s, warm-up calls, calls per batch, every,
+    rewarm)``: the
     step built, its first call timed on its own (it holds first-touch page
     faults or a JIT compile), the rest of its warm-up run and its batch
     sized (``_schedule``, from the time of a call after the first)."""
@@ -190,9 +196,10 @@ def _prepare(case, impl, threads, warmup, repeat, slow_repeat=None, budget=None)
         # arrays (a 2^24-element Adam: ~0.3 s for ~10 ms steps): judge its
         # speed by a second call, one of its warm-up calls.
         call, done = W.time_batch(fn, impl, 1), 2
-    warmup, number, every = _schedule(call, max(warmup, done), repeat, slow_repeat, budget)
+    warmup, number, every, rewarm = _schedule(call, max(warmup, done), repeat, slow_repeat,
+                                              budget)
     number = W.warm_up(fn, impl, warmup - done, number)
-    return fn, first, warmup, number, every
+    return fn, first, warmup, number, every, rewarm
 
 
 def _ratio(times, other):
@@ -285,14 +292,14 @@ def _measure_case(case, n, impls, timing, progress, where):
     freed on return.  Returns ``(records, failures)``."""
     warmup, repeat, slow_repeat, budget = timing
     recs = {impl: _record(case, n, impl, warmup) for impl in impls}
-    steps, number, every, failures = {}, {}, {}, 0
+    steps, number, every, rewarm, failures = {}, {}, {}, {}, 0
     try:
         for impl in impls:
             progress.status(f"[{where} {progress.elapsed():5.1f} s] {case.name} {n} thr: "
                             f"warming up {impl} ...")
             rec = recs[impl]
             try:
-                fn, first, warm, number[impl], every[impl] = _prepare(
+                fn, first, warm, number[impl], every[impl], rewarm[impl] = _prepare(
                     case, impl, n, warmup, repeat, slow_repeat, budget)
             except Exception as exc:  # reported in the table, the run goes on
                 failures += 1
@@ -302,11 +309,6 @@ def _measure_case(case, n, impls, timing, progress, where):
             rec.update(first_call_s=first, warmup_calls=warm, calls_per_batch=number[impl],
                        every=every[impl])
         errors = {}
-        # One untimed call before each batch (it wakes the implementation's
-        # worker threads), but for the slow steps that join every k-th round
-        # only: for them the wake-up is small beside a call, and the call
-        # is what the budget counts.
-        rewarm = {impl: int(k == 1) for impl, k in every.items()}
         times = W.interleave(
             steps, repeat, warmup=0, number=number, every=every, errors=errors, rewarm=rewarm,
             on_round=lambda r: progress.status(
