@@ -36,10 +36,11 @@ how to read the table:
   timing      interleaved: every implementation of a case is warmed up,
               then each of {full} rounds ({quick_rounds} under --quick) times one batch of
               each implementation in turn (copy, cython, numba, numpy,
-              torch).  A batch runs the step enough times to last ~2 ms; a
-              step slower than 20 ms runs once per batch and joins every
-              k-th round only: {slow_min} to {full} rounds, as many as fit in ~{budget:.0f} s
-              with its warm-up, or about {quick_slow} under --quick.
+              torch; reversed in odd rounds), after one untimed call.  A
+              batch runs the step enough times to last ~2 ms; a step
+              slower than 20 ms runs once per batch and, when {full} rounds do
+              not fit in ~{budget:.0f} s, joins every k-th round only (at least
+              {slow_min}; about {quick_slow} under --quick), without the untimed call.
   time/step   median over its batches.  'spread' is (slowest - fastest
               batch) / median: above ~10% the machine was busy.
   ratios      'vs numpy', 'vs torch' and '% of limit' are medians of
