@@ -2,8 +2,9 @@
 
 Every implementation of a row is measured in the same run, interleaved round
 by round (so machine-load drift hits all of them alike), with
-``fusedoptim.cli.bench.measure``; the table quotes medians and the ratios the
-issue's goals are stated in::
+``fusedoptim.cli.bench.interleave``; the table quotes medians, and the ratios
+the issue's goals are stated in as medians of per-round ratios (``bench``'s
+definition: a swing of the memory bandwidth between rounds cancels out)::
 
     PYTHONPATH=src python benchmarks/targets.py [--threads 2] [--rounds 5] [--processes 1]
     PYTHONPATH=src python benchmarks/targets.py --shapes   # issue 16: real models' shapes
@@ -32,13 +33,23 @@ import fusedoptim
 from fusedoptim.cli import bench
 
 
+class Timed(dict):
+    """Median seconds per step of each implementation (the dict), and
+    ``ratio(a, b)``: the median over rounds of a's time / b's."""
+
+    def __init__(self, times):
+        super().__init__({impl: statistics.median(t.values()) for impl, t in times.items()})
+        self.times = times
+
+    def ratio(self, a, b):
+        return statistics.median(bench.round_ratios(self.times[a], self.times[b]))
+
+
 def _interleaved(steps, rounds, repeat):
-    """Median seconds per step of each implementation."""
-    times = {impl: [] for impl in steps}
-    for _ in range(rounds):
-        for impl, fn in steps.items():
-            times[impl] += bench.measure(fn, impl, warmup=1, repeat=repeat)
-    return {impl: statistics.median(t) for impl, t in times.items()}
+    """``Timed``: ``rounds * repeat`` interleaved rounds of one batch each
+    (``repeat`` kept from the older rounds-of-batches layout, so that the
+    callers' batch counts stay as they were)."""
+    return Timed(bench.interleave(steps, rounds * repeat, warmup=1))
 
 
 def _steps(case, impls, threads):
@@ -97,11 +108,12 @@ def measure_shape_goals(threads, rounds):
             values["adam tiny f32: cython ns per tensor"] = 1e9 * m["cython"] / n
             if "torch" in m:
                 values["adam tiny f32: torch fused ns per tensor"] = 1e9 * m["torch"] / n
-                values["adam tiny f32: cython / torch fused per tensor"] = m["cython"] / m["torch"]
+                values["adam tiny f32: cython / torch fused per tensor"] = m.ratio("cython",
+                                                                                  "torch")
             continue
         if "torch" in m:
-            values[f"adam {size} f32: cython / torch fused"] = m["cython"] / m["torch"]
-        values[f"adam {size} f32: % of copy limit"] = 100 * m["copy"] / m["cython"]
+            values[f"adam {size} f32: cython / torch fused"] = m.ratio("cython", "torch")
+        values[f"adam {size} f32: % of copy limit"] = 100 * m.ratio("copy", "cython")
     return values, medians
 
 
@@ -134,16 +146,16 @@ def measure_goals(threads, rounds):
 
     m = run(bench.Case("adam", "big", "float32"), ("cython", "torch", "copy", "numpy"), 3)
     if "torch" in m:
-        values["adam big f32: cython / torch fused"] = m["cython"] / m["torch"]
-    values["adam big f32: cython / copy"] = m["cython"] / m["copy"]
-    values["adam big f32: numpy / cython"] = m["numpy"] / m["cython"]
+        values["adam big f32: cython / torch fused"] = m.ratio("cython", "torch")
+    values["adam big f32: cython / copy"] = m.ratio("cython", "copy")
+    values["adam big f32: numpy / cython"] = m.ratio("numpy", "cython")
     for opt in ("momentum", "rmsprop"):
         m = run(bench.Case(opt, "big", "float32"), ("cython", "copy", "torch"), 3)
-        values[f"{opt} big f32: cython / copy"] = m["cython"] / m["copy"]
+        values[f"{opt} big f32: cython / copy"] = m.ratio("cython", "copy")
     m = run(bench.Case("adam", "mlp", "float32"), ("cython", "torch", "copy"), 5)
     if "torch" in m:
-        values["adam mlp f32: cython / torch fused"] = m["cython"] / m["torch"]
-    values["adam mlp f32: cython / copy"] = m["cython"] / m["copy"]
+        values["adam mlp f32: cython / torch fused"] = m.ratio("cython", "torch")
+    values["adam mlp f32: cython / copy"] = m.ratio("cython", "copy")
     m = run(bench.Case("adam", "course", "float64"), ("cython", "numpy", "torch"), 15)
     values["adam course f64: cython us per step"] = m["cython"] * 1e6
     values["memory: adam big step peak allocation / param bytes"] = _memory_ratio(threads)

@@ -1,6 +1,12 @@
 """The issue's target cases, and every registered optimizer, each
 implementation side by side in one group.
 
+pytest-benchmark times one test (one implementation) after another, so its
+groups compare times taken at different moments: on a machine whose memory
+bandwidth drifts, take the ratios from ``python -m fusedoptim bench``,
+which times the implementations of a case interleaved and quotes medians of
+per-round ratios (``bench.interleave``, ``bench.round_ratios``).
+
 Cases come from ``fusedoptim.cli.bench`` only (``Case``, ``make_step``), so
 this suite, ``benchmarks/targets.py`` and the ``bench`` command measure the
 same steps.  Implementations that are not available here (torch, numba, the

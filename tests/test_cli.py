@@ -68,18 +68,30 @@ def test_bench_quick_end_to_end(tmp_path, capsys, yardstick):
         assert r["case"] == case.name and r["bytes_moved"] == case.bytes_moved
         assert r["elements"] == case.elements and r["threads"] == m["threads"][0]
         assert r["error"] is None
-        # A course-size step is far below the slow-call cut: all 5 batches.
-        assert len(r["times_s"]) == bench_command.QUICK[1]
+        # A course-size step is far below the slow-call cut: a batch in
+        # each of the 5 rounds.
+        assert len(r["times_s"]) == bench_command.QUICK[1] and r["every"] == 1
+        assert r["rounds"] == list(range(bench_command.QUICK[1]))
         assert all(t > 0 for t in r["times_s"]) and r["first_call_s"] > 0
         assert r["median_s"] == statistics.median(r["times_s"])
         assert r["bandwidth_gb_s"] == pytest.approx(case.bytes_moved / r["median_s"] / 1e9)
+        # The ratios are medians of the per-round ratios, and the ratios of
+        # the medians are kept beside them.
+        per_round = [c / t for c, t in zip(by_impl["copy"]["times_s"], r["times_s"])]
+        assert r["round_ratios"]["copy"] == pytest.approx(per_round)
+        assert r["percent_of_limit"] == pytest.approx(100 * statistics.median(per_round))
+        assert r["of_medians"]["percent_of_limit"] == pytest.approx(
+            100 * by_impl["copy"]["median_s"] / r["median_s"])
         if impl == "copy":
-            assert r["speedup_vs_numpy"] is None
+            assert r["speedup_vs_numpy"] is None and r["speedup_vs_torch"] is None
             assert r["percent_of_limit"] == pytest.approx(100.0)
         else:
-            assert r["speedup_vs_numpy"] == pytest.approx(base / r["median_s"])
-            assert r["percent_of_limit"] == pytest.approx(
-                100 * by_impl["copy"]["median_s"] / r["median_s"])
+            assert r["speedup_vs_numpy"] == pytest.approx(statistics.median(
+                [b / t for b, t in zip(by_impl["numpy"]["times_s"], r["times_s"])]))
+            assert r["of_medians"]["speedup_vs_numpy"] == pytest.approx(base / r["median_s"])
+            if HAVE_TORCH:
+                assert r["speedup_vs_torch"] == pytest.approx(statistics.median(
+                    [b / t for b, t in zip(by_impl["torch"]["times_s"], r["times_s"])]))
         row = [line.split() for line in table.splitlines() if impl in line.split()
                and ("(limit)" in line or line.rstrip().endswith("%"))]
         assert len(row) == 1, (impl, table)
@@ -221,35 +233,61 @@ def test_bench_restores_threads(capsys):
     assert fusedoptim.get_num_threads() == before
 
 
-def _fake_doc(medians):
+def _fake_doc(times, rounds=None):
+    """Records of one big Adam case: ``times`` = {impl: seconds per batch,
+    one per round}; ``rounds`` = {impl: the rounds they were timed in}."""
     case = B.Case("adam", "big", "float32")
     recs = []
-    for impl, med in medians.items():
+    for impl, ts in times.items():
+        rs = (rounds or {}).get(impl, list(range(len(ts))))
         recs.append({"case": case.name, "optimizer": "adam", "size": "big", "dtype": "float32",
                      "tensors": 1, "elements": case.elements, "bytes_moved": case.bytes_moved,
-                     "threads": 2, "impl": impl, "warmup_calls": 1, "first_call_s": med,
-                     "times_s": [med * 0.9, med, med * 1.1], "median_s": med, "error": None})
+                     "threads": 2, "impl": impl, "warmup_calls": 1, "first_call_s": ts[0],
+                     "rounds": rs, "times_s": ts, "median_s": statistics.median(ts),
+                     "error": None})
     return recs
 
 
 def test_derived_columns():
-    recs = _fake_doc({"copy": 0.05, "cython": 0.0625, "numpy": 0.25})
+    # The machine halves its speed after round 0: the per-round ratios see
+    # through it (cython is always 0.8 of the copy's speed, 4x numpy's).
+    recs = _fake_doc({"copy": [0.05, 0.1, 0.1], "cython": [0.0625, 0.125, 0.125],
+                      "numpy": [0.25, 0.5, 0.5], "torch": [0.125, 0.25, 0.25]})
     runner._derive(recs)
     r = {x["impl"]: x for x in recs}
     assert r["cython"]["speedup_vs_numpy"] == pytest.approx(4.0)
+    assert r["cython"]["speedup_vs_torch"] == pytest.approx(2.0)
     assert r["cython"]["percent_of_limit"] == pytest.approx(80.0)
+    assert r["cython"]["round_ratios"]["copy"] == pytest.approx([0.8] * 3)
     assert r["numpy"]["speedup_vs_numpy"] == pytest.approx(1.0)
     assert r["numpy"]["percent_of_limit"] == pytest.approx(20.0)
+    assert r["torch"]["speedup_vs_torch"] == pytest.approx(1.0)
     assert r["copy"]["percent_of_limit"] == pytest.approx(100.0)
-    assert r["cython"]["bandwidth_gb_s"] == pytest.approx(7 * 4 * 2 ** 24 / 0.0625 / 1e9)
+    assert r["copy"]["speedup_vs_numpy"] is None and r["copy"]["speedup_vs_torch"] is None
+    assert r["cython"]["bandwidth_gb_s"] == pytest.approx(7 * 4 * 2 ** 24 / 0.125 / 1e9)
+    assert r["cython"]["per_tensor_above_limit_ns"] == pytest.approx(1e9 * 0.025)
+
+    # Times taken at different moments do not pair: numpy timed in rounds
+    # 0 and 2 only is compared with cython's batches of those rounds.
+    recs = _fake_doc({"copy": [0.1, 0.05, 0.1], "cython": [0.1, 0.05, 0.2],
+                      "numpy": [1.0, 0.4]}, rounds={"numpy": [0, 2]})
+    runner._derive(recs)
+    r = {x["impl"]: x for x in recs}
+    assert r["cython"]["round_ratios"]["numpy"] == pytest.approx([10.0, 2.0])
+    assert r["cython"]["speedup_vs_numpy"] == pytest.approx(6.0)
+    assert r["cython"]["of_medians"]["speedup_vs_numpy"] == pytest.approx(0.7 / 0.1)
+    assert r["cython"]["percent_of_limit"] == pytest.approx(100.0)
+    assert r["numpy"]["round_ratios"]["copy"] == pytest.approx([0.1, 0.25])
+    assert "torch" not in r["cython"]["round_ratios"] and r["cython"]["speedup_vs_torch"] is None
     # Without a yardstick there is no percentage, and the table says so.
-    recs = _fake_doc({"cython": 0.0625, "numpy": 0.25})
+    recs = _fake_doc({"cython": [0.0625], "numpy": [0.25]})
     runner._derive(recs)
     assert all(x["percent_of_limit"] is None for x in recs)
 
 
 def test_table_layout():
-    recs = _fake_doc({"copy": 0.05, "cython": 0.0625, "numpy": 0.25})
+    recs = _fake_doc({"copy": [0.05] * 3, "cython": [0.06, 0.0625, 0.065],
+                      "numpy": [0.25] * 3, "torch": [0.125] * 3})
     runner._derive(recs)
     doc = {"machine": machine.machine_info([2]), "results": recs, "skipped": {},
            "load_s": {}, "numba_jit_s": None, "elapsed_s": 1.5,
@@ -259,7 +297,8 @@ def test_table_layout():
     text = report.format_table(doc)
     lines = text.splitlines()
     row = next(line for line in lines if " cython " in line)
-    assert "62.50 ms" in row and "4.00x" in row and "80%" in row
+    assert "62.50 ms" in row and "4.00x" in row and "2.00x" in row and "80%" in row
+    assert "vs torch" in lines[3] and "interleaved rounds" in lines[1]
     assert "(limit)" in next(line for line in lines if " copy " in line and "GB/s" not in line)
     assert "cython: speedup vs numpy" in text and "big 4.00x (80% of limit)" in text
     assert "took 1.5 s" in text and "load average 0.50" in text

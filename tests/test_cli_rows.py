@@ -128,9 +128,9 @@ def test_torch_counterpart_on_tiny():
 
 
 def test_slow_step_budget(monkeypatch):
-    """A step slower than the slow-call cut gets the batches that fit in
-    the budget, at least SLOW_MIN_REPEAT, and one warm-up call after the
-    first."""
+    """A step slower than the slow-call cut runs once per batch and joins
+    every k-th round: as many rounds as fit in the budget, at least
+    SLOW_MIN_REPEAT, after one warm-up call besides the first."""
     calls = []
 
     def slow():
@@ -139,16 +139,67 @@ def test_slow_step_budget(monkeypatch):
 
     monkeypatch.setattr(B, "make_step", lambda case, impl, threads=None: slow)
     case = B.Case("gd", "course", "float32")
-    first, warmup, times = runner._time_one(case, "numpy", 1, 3, 15, budget=0.1)
-    assert first >= runner.QUICK_SLOW_CALL and warmup == 2
-    assert len(times) == runner.SLOW_MIN_REPEAT and len(calls) == 2 + runner.SLOW_MIN_REPEAT
-    # --quick: the slow repeat count, the warm-up as asked.
+    fn, first, warmup, number, every, rewarm = runner._prepare(case, "numpy", 1, 3, 15,
+                                                               budget=0.1)
+    assert first >= runner.QUICK_SLOW_CALL and warmup == 2 and number == 1 and rewarm == 0
+    assert len(calls) == 2 and every == 15 // runner.SLOW_MIN_REPEAT
+    assert len(range(0, 15, every)) == runner.SLOW_MIN_REPEAT
+    # --quick: about the slow repeat count of the rounds; the warm-up is the
+    # first call and the one that judges the step's speed.
     calls.clear()
-    first, warmup, times = runner._time_one(case, "numpy", 1, 1, 5, slow_repeat=3)
-    assert warmup == 1 and len(times) == 3 and len(calls) == 4
+    fn, first, warmup, number, every, rewarm = runner._prepare(case, "numpy", 1, 1, 5,
+                                                               slow_repeat=3)
+    assert warmup == 2 and number == 1 and len(range(0, 5, every)) == 3 and len(calls) == 2
+    # A fast step: a batch in every round, sized to about 2 ms, each after
+    # an untimed call.
+    assert runner._schedule(1e-4, 3, 15, budget=10.0) == (3, None, 1, 1)
 
 
-# --- bench rows: derived from the registry -------------------------------------
+@pytest.mark.parametrize("first, every", [(0.25, 1), (0.5, 1), (1.0, 2), (3.0, 3), (0.7, 2)])
+def test_schedule_fits_the_budget(first, every):
+    """15 rounds, 10 s: the calls of a slow step (its warm-up, its batches
+    and the untimed call before each when it joins every round) fit in the
+    budget (at least SLOW_MIN_REPEAT batches whatever the budget)."""
+    warmup, number, k, rewarm = runner._schedule(first, 3, 15, budget=10.0)
+    assert number == 1 and k == every and rewarm == int(first * 33 <= 10.0)
+    joined = len(range(0, 15, k))
+    assert joined >= runner.SLOW_MIN_REPEAT
+    calls = warmup + joined * (1 + rewarm)
+    assert first * calls <= 10.0 or joined == runner.SLOW_MIN_REPEAT
+
+
+def test_interleave_pairs_the_rounds():
+    """Each round times one batch of every implementation in turn, in the
+    order given and reversed in odd rounds; every = k joins rounds 0, k,
+    2k, ...; a failing step
+    leaves the rounds and is reported."""
+    order = []
+
+    def step(name):
+        return lambda: order.append(name)
+
+    def broken():
+        order.append("bad")
+        if order.count("bad") > 2:
+            raise RuntimeError("boom")
+
+    errors = {}
+    steps = {"a": step("a"), "b": step("b"), "bad": broken}
+    out = B.interleave(steps, 4, warmup=1, number={"a": 1, "b": 1, "bad": 1},
+                       every={"b": 2}, errors=errors, rewarm={"a": 0, "b": 0, "bad": 0})
+    assert order[:3] == ["a", "b", "bad"]           # the warm-ups
+    # Rounds alternate the order (even: as given, odd: reversed).
+    assert order[3:] == ["a", "b", "bad", "bad", "a", "a", "b", "a"]
+    # By default each batch follows one untimed call.
+    order.clear()
+    B.interleave({"a": step("a"), "b": step("b")}, 2, warmup=0, number={"a": 2, "b": 1})
+    assert order == ["a", "a", "a", "b", "b", "b", "b", "a", "a", "a"]
+    assert sorted(out["a"]) == [0, 1, 2, 3] and sorted(out["b"]) == [0, 2]
+    assert sorted(out["bad"]) == [0] and str(errors["bad"]) == "boom"
+    assert B.round_ratios({0: 2.0, 1: 4.0, 2: 6.0}, {0: 1.0, 2: 2.0}) == [2.0, 3.0]
+    with pytest.raises(RuntimeError):
+        B.interleave({"bad": broken}, 2)
+
 
 def test_rows_are_the_registered_classes():
     names = tuple(cls.__name__.lower() for cls in fusedoptim.OPTIMIZERS.values())

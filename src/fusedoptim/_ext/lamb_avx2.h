@@ -345,20 +345,6 @@ static FO_AVX2 inline __attribute__((always_inline)) void fo_lamb1v_f32_avx2_bod
     FO_LAMB1V_SUMS();
 }
 
-static FO_AVX2 void fo_lamb1v_f32_avx2(
-    const float *restrict p, const float *restrict g, float *restrict m,
-    float *restrict v, ptrdiff_t n, float b1, float omb1, float b2, float omb2,
-    float e, float c1, float c2, double rc1, float wd, int decay, double *out,
-    ptrdiff_t lim)
-{
-    if (decay)
-        fo_lamb1v_f32_avx2_body(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1,
-                                wd, 1, out, lim);
-    else
-        fo_lamb1v_f32_avx2_body(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1,
-                                wd, 0, out, lim);
-}
-
 /* The AVX-512 build: 16 elements from i, the low half's squares added to
  * the lane sums before the high half's. */
 static FO_AVX512 inline __attribute__((always_inline)) void fo_lamb1v_f32_avx512_body(
@@ -406,19 +392,25 @@ static FO_AVX512 inline __attribute__((always_inline)) void fo_lamb1v_f32_avx512
     FO_LAMB1V_SUMS();
 }
 
-static FO_AVX512 void fo_lamb1v_f32_avx512(
-    const float *restrict p, const float *restrict g, float *restrict m,
-    float *restrict v, ptrdiff_t n, float b1, float omb1, float b2, float omb2,
-    float e, float c1, float c2, double rc1, float wd, int decay, double *out,
-    ptrdiff_t lim)
-{
-    if (decay)
-        fo_lamb1v_f32_avx512_body(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1,
-                                  wd, 1, out, lim);
-    else
-        fo_lamb1v_f32_avx512_body(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1,
-                                  wd, 0, out, lim);
-}
+/* The entry of each ISA's float32 first pass: decay picked once per call,
+ * each body compiled with it constant (its test out of the loop). */
+#define FO_LAMB1V_ENTRY(ATTR, NAME)                                            \
+    static ATTR void NAME(const float *restrict p, const float *restrict g,    \
+                          float *restrict m, float *restrict v, ptrdiff_t n,   \
+                          float b1, float omb1, float b2, float omb2, float e, \
+                          float c1, float c2, double rc1, float wd, int decay, \
+                          double *out, ptrdiff_t lim)                          \
+    {                                                                          \
+        if (decay)                                                             \
+            NAME##_body(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, \
+                        1, out, lim);                                          \
+        else                                                                   \
+            NAME##_body(p, g, m, v, n, b1, omb1, b2, omb2, e, c1, c2, rc1, wd, \
+                        0, out, lim);                                          \
+    }
+
+FO_LAMB1V_ENTRY(FO_AVX2, fo_lamb1v_f32_avx2)
+FO_LAMB1V_ENTRY(FO_AVX512, fo_lamb1v_f32_avx512)
 
 static void fo_lamb1_simd_f32(int isa, const float *p, const float *g, float *m, float *v,
                               ptrdiff_t n, float b1, float omb1, float b2, float omb2,

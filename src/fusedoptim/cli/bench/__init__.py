@@ -3,7 +3,8 @@
 Measuring and reporting are apart:
 
 * :mod:`.workloads` -- the cases (rows derived from the optimizer registry,
-  model sizes, dtypes), the step of each implementation and ``measure``;
+  model sizes, dtypes), the step of each implementation, ``interleave`` (the
+  implementations of a case timed round by round) and ``measure``;
   shared with the pytest-benchmark suite in ``benchmarks/``;
 * :mod:`.shapes` -- the parameter shapes of real models (GPT-2 small,
   ResNet-50) and of the many-tiny-tensors case;
@@ -34,12 +35,15 @@ from .workloads import (
     NotMeasurable,
     cases,
     hyperparameters,
+    interleave,
     make_model,
     make_step,
     measure,
+    round_ratios,
     size_elements,
 )
 
 __all__ = ["BACKENDS", "BASELINE", "DTYPES", "IMPLS", "LIMIT", "LR", "MODEL_SIZES", "OPTIMIZERS",
            "PER_TENSOR_SIZES", "ROWS", "SIZES", "STATEFUL", "Case", "NotMeasurable", "cases",
-           "hyperparameters", "make_model", "make_step", "measure", "size_elements"]
+           "hyperparameters", "interleave", "make_model", "make_step", "measure", "round_ratios",
+           "size_elements"]

@@ -19,12 +19,13 @@ from .runner import (COMPARED, QUICK_SLOW_CALL, SLOW_BUDGET_S, SLOW_MIN_REPEAT,
 
 __all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "command"]
 
-#: (untimed calls, timed batches): the first untimed call is timed on its
-#: own and reported (it holds a JIT compile or first-touch page faults).
+#: (untimed calls, rounds): the first untimed call is timed on its own and
+#: reported (it holds a JIT compile or first-touch page faults); each round
+#: times one batch of every implementation of the case in turn.
 FULL = (3, 15)
 QUICK = (1, 5)
-#: --quick: a step whose first call takes longer than QUICK_SLOW_CALL gets
-#: only this many timed batches of one call each.
+#: --quick: a step whose first call takes longer than QUICK_SLOW_CALL joins
+#: about this many of the rounds (every k-th), with one call per batch.
 QUICK_SLOW_REPEAT = 3
 
 DESCRIPTION = ("Time one optimizer step per backend against plain NumPy and the "
@@ -32,13 +33,23 @@ DESCRIPTION = ("Time one optimizer step per backend against plain NumPy and the 
 
 EPILOG = """\
 how to read the table:
-  time/step   median over the timed batches, after warm-up (a batch runs the
-              step enough times to last ~2 ms; a step slower than 20 ms runs
-              once per batch, and gets {slow_min} to {full} batches, as many as fit
-              in ~{budget:.0f} s with its warm-up, or {quick_slow} under --quick);
-              'spread' is (slowest - fastest batch) / median: above ~10% the
-              machine was busy.
+  timing      interleaved: every implementation of a case is warmed up,
+              then each of {full} rounds ({quick_rounds} under --quick) times one batch of
+              each implementation in turn (copy, cython, numba, numpy,
+              torch; reversed in odd rounds), after one untimed call.  A
+              batch runs the step enough times to last ~2 ms; a step
+              slower than 20 ms runs once per batch and, when {full} rounds do
+              not fit in ~{budget:.0f} s, joins every k-th round only (at least
+              {slow_min}; about {quick_slow} under --quick), without the untimed call.
+  time/step   median over its batches.  'spread' is (slowest - fastest
+              batch) / median: above ~10% the machine was busy.
+  ratios      'vs numpy', 'vs torch' and '% of limit' are medians of
+              per-round ratios: the two times of a round are taken moments
+              apart, so a swing of the machine's memory bandwidth between
+              rounds cancels out (the JSON also has each per-round ratio and
+              the ratio of the medians, 'of_medians').
   vs numpy    speedup: time of the plain-NumPy backend / this time.
+  vs torch    time of PyTorch's counterpart / this time (above 1: faster).
   GB/s        effective bandwidth: the bytes the step must move at the least
               (the parameter, the gradient and each state the class uses;
               Adam reads p, g, m, v and writes p, m, v: 7 arrays) / time.
@@ -86,13 +97,14 @@ EPILOG = EPILOG.format(
     lr=W.LR, stateful="".join(f" ({c}: {', '.join(f'{k} {v:g}' for k, v in kw.items())})"
                              for c, kw in W.STATEFUL.items()),
     slow_min=SLOW_MIN_REPEAT, full=FULL[1], budget=SLOW_BUDGET_S, quick_slow=QUICK_SLOW_REPEAT,
+    quick_rounds=QUICK[1],
     model_sizes=" and ".join(W.MODEL_SIZES),
     **{name: _size_text(name) for name in W.SIZES})
 
 
 def add_arguments(p):
     p.add_argument("--quick", action="store_true",
-                   help=f"a first look: {QUICK[1]} timed batches ({QUICK_SLOW_REPEAT} for steps "
+                   help=f"a first look: {QUICK[1]} rounds (about {QUICK_SLOW_REPEAT} for steps "
                         f"over {QUICK_SLOW_CALL * 1e3:.0f} ms) after {QUICK[0]} warm-up call, "
                         f"instead of {FULL[1]} after {FULL[0]}")
     p.add_argument("--optimizer", action="extend", type=choice_list(W.OPTIMIZERS, "optimizer"),
@@ -116,7 +128,8 @@ def add_arguments(p):
                         "those available here).  numpy (the baseline) and copy (the limit) "
                         "are always measured")
     p.add_argument("--repeat", type=positive_int, metavar="N",
-                   help="timed batches per measurement (overrides --quick)")
+                   help="rounds: timed batches of each implementation, interleaved "
+                        "(overrides --quick)")
     p.add_argument("--warmup", type=positive_int, metavar="N",
                    help="untimed calls before timing, >= 1 (overrides --quick)")
     p.add_argument("--json", metavar="PATH", help="write every measurement and the machine "

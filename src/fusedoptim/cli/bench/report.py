@@ -14,7 +14,7 @@ __all__ = ["format_time", "format_table", "format_markdown", "threads_text", "bu
 BUSY_LOAD_PER_CPU = 0.5
 
 HEAD = ("optimizer", "size", "dtype", "thr", "impl", "time/step", "spread", "vs numpy",
-        "GB/s", "% of limit")
+        "vs torch", "GB/s", "% of limit")
 #: Left-aligned columns of ``HEAD``.
 _LEFT = {0, 1, 2, 4}
 
@@ -72,29 +72,29 @@ def _header(doc):
     versions = ", ".join(f"{k} {m[k]}" for k in ("numpy", "numba", "torch") if m.get(k))
     if m.get("kernel_isa"):
         cores += f" (cython loops: {m['kernel_isa']})"
-    batches = str(s["timed_batches"])
+    batches = f"{s['timed_batches']} interleaved rounds"
     if s.get("timed_batches_slow") and s["timed_batches_slow"] < s["timed_batches"]:
-        batches = (f"{batches} timed batches ({s['timed_batches_slow']} for steps over "
-                   f"{1e3 * s['slow_call_s']:.0f} ms)")
-    else:
-        batches += " timed batches"
+        batches += (f" (about {s['timed_batches_slow']} for steps over "
+                    f"{1e3 * s['slow_call_s']:.0f} ms)")
     return [
         f"fusedoptim {m['fusedoptim']} bench, {_date(doc)}: {m['cpu']}, {cores}, "
         f"{threads_text(m['threads'])}; {versions}; {m['os']}",
-        f"median of {batches} after {s['warmup_calls']} warm-up call(s); vs numpy = numpy "
-        f"time / time; GB/s = bytes the step moves / time; % of limit = copy time / time "
-        f"(see --help)",
+        f"median of {batches} after {s['warmup_calls']} warm-up call(s); ratios are medians "
+        f"of per-round ratios: vs numpy = numpy time / time, vs torch = torch time / time, "
+        f"% of limit = copy time / time; GB/s = bytes the step moves / time (see --help)",
         "",
     ]
 
 
 def _cells(r):
     if r["error"]:
-        return ["FAILED", "", "", "", ""]
+        return ["FAILED", "", "", "", "", ""]
     sp = r["speedup_vs_numpy"]
+    st = r.get("speedup_vs_torch")
     pct = r["percent_of_limit"]
     return [format_time(r["median_s"]), _spread(r["times_s"]),
-            f"{sp:.2f}x" if sp is not None else "", _gbs(r["bandwidth_gb_s"]),
+            f"{sp:.2f}x" if sp is not None else "", f"{st:.2f}x" if st is not None else "",
+            _gbs(r["bandwidth_gb_s"]),
             "(limit)" if r["impl"] == LIMIT else (f"{pct:.0f}%" if pct is not None else "")]
 
 

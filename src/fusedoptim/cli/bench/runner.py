@@ -1,21 +1,36 @@
 """Running a benchmark: which implementations load, warm-ups, the timings of
-every case side by side, and the derived columns.
+every case interleaved, and the derived columns.
 
 Every case is built and timed through :mod:`.workloads` (``Case``,
-``make_step``, ``measure``), which the pytest-benchmark suite uses too, so
-the two never disagree about what they measure.  For each case this module
-times every implementation side by side, then derives
+``make_step``, ``interleave``), which the scripts in ``benchmarks/`` use
+too, so they never disagree about what they measure.
 
-- speedup      = median time of ``numpy`` / median time,
-- bandwidth    = ``case.bytes_moved`` / median time,
-- % of limit   = median time of ``copy`` / median time * 100,
+The implementations of a case are timed interleaved: each is built (all
+their arrays live at once, and are freed before the next case), its first
+call timed, warmed up and its batch sized; then each of ``repeat`` rounds
+runs one timed batch of every implementation in turn (copy, cython, numba,
+numpy, torch).  The memory bandwidth of a shared VM swings by 10-40% from
+minute to minute; timed one after another, the implementations would be
+compared at different moments.  Interleaved, every ratio is the median
+of per-round ratios, which such a swing cancels out of:
 
-where ``copy`` is a kernel that reads and writes exactly the arrays of the
-step and computes nothing: the machine's practical limit for this traffic.
-The result is one JSON-ready document (:data:`SCHEMA`).
+- speedup vs numpy = numpy time / time, vs torch = torch time / time,
+- % of limit       = copy time / time * 100,
+
+each taken round by round and the median quoted; bandwidth = bytes moved /
+median time.  ``copy`` is a kernel that reads and writes exactly the arrays
+of the step and computes nothing: the machine's practical limit for this
+traffic.
+
+A step slower than ``QUICK_SLOW_CALL`` (a plain-NumPy step on GPT-2 takes
+seconds) runs once per batch and joins every k-th round only, so that the
+run stays within its budget (``_schedule``); its ratios are taken over the
+rounds it joined, each still paired with the other implementations' batches
+of that round.  The result is one JSON-ready document (:data:`SCHEMA`).
 """
 
 import datetime
+import gc
 import statistics
 import time
 
@@ -28,9 +43,9 @@ from .workloads import BASELINE, LIMIT
 #: Implementations compared against the baseline, in table order.
 COMPARED = ("cython", "numba", "numpy", "torch")
 
-#: With ``slow_repeat``: a step whose first call takes longer than this gets
-#: only that many timed batches of one call each (big steps are stable;
-#: their calls are what eats a quick run's time).
+#: A step whose first call takes longer than this runs once per batch and,
+#: with ``slow_repeat`` (``--quick``) or past the budget, joins every k-th
+#: round only (big steps are stable; their calls are what eats a run's time).
 QUICK_SLOW_CALL = 0.02
 
 #: Without ``slow_repeat``: the seconds a slow step's warm-up and timed
@@ -39,7 +54,10 @@ QUICK_SLOW_CALL = 0.02
 SLOW_BUDGET_S = 10.0
 SLOW_MIN_REPEAT = 5
 
-SCHEMA = "fusedoptim-bench/2"
+#: 3: interleaved rounds; per record ``rounds``, ``every``,
+#: ``calls_per_batch``, ``speedup_vs_torch``, ``round_ratios`` and
+#: ``of_medians``; the ratios are medians of per-round ratios.
+SCHEMA = "fusedoptim-bench/3"
 
 
 def _resolve(requested, explicit, optimizers, progress):
@@ -132,62 +150,112 @@ def _jit_warmup(optimizers, sizes, dtypes, progress):
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def _time_one(case, impl, threads, warmup, repeat, slow_repeat=None, budget=None):
-    """``(first_call_s, warm-up calls, [seconds per call, one per timed
-    batch])``.
+def _schedule(first, warmup, repeat, slow_repeat=None, budget=None):
+    """``(warm-up calls, calls per batch or None, every, rewarm)`` of a step
+    whose call takes ``first`` seconds: it joins rounds 0, every, 2*every,
+    ..., each batch after ``rewarm`` untimed calls (``W.interleave``).
 
-    A step whose first call exceeds ``QUICK_SLOW_CALL`` runs once per batch
-    and gets fewer batches: ``slow_repeat`` of them when given (``--quick``),
-    else, with ``budget`` (seconds), as many as fit in it with its warm-up
-    (at least ``SLOW_MIN_REPEAT``, at most ``repeat``): a plain-NumPy step
-    on GPT-2's shapes takes seconds, a fused one a fraction of a second.
+    A step slower than ``QUICK_SLOW_CALL`` runs once per batch and joins
+    every k-th round only: about ``slow_repeat`` of the ``repeat`` rounds
+    when given (``--quick``), else, with ``budget`` (seconds), as many as
+    fit in it with its warm-up, at least ``SLOW_MIN_REPEAT``.  A
+    plain-NumPy step on GPT-2's shapes takes seconds, a fused one a
+    fraction of a second: the fast ones keep a batch in every round, and
+    the slow one still has each of its batches paired with the copy
+    yardstick's batch of the same round (joining the first rounds only
+    would pair as well, but every k-th samples the whole run).  The steps
+    that join fewer rounds (and every slow one under ``--quick``) get no
+    untimed call before their batches: beside a call of tens of
+    milliseconds or more, waking the worker threads is small, and the calls
+    are what the budget counts.
     """
-    from contextlib import nullcontext
+    if first <= QUICK_SLOW_CALL:
+        return warmup, None, 1, 1
+    if slow_repeat is not None:
+        return warmup, 1, -(-repeat // min(repeat, slow_repeat)), 0
+    if budget is not None and first * (warmup + 2 * repeat) > budget:
+        # Its first call took the page faults: one more warm-up call is enough.
+        warmup = min(warmup, 2)
+        fit = max(SLOW_MIN_REPEAT, min(repeat, int(budget / first) - warmup))
+        # At most `fit` batches (ceil), at least SLOW_MIN_REPEAT (floor).
+        return warmup, 1, max(1, min(-(-repeat // fit), repeat // SLOW_MIN_REPEAT)), 0
+    return warmup, 1, 1, 1
 
-    from ...backend import use_backend
 
+def _prepare(case, impl, threads, warmup, repeat, slow_repeat=None, budget=None):
+    """``(step, first_call_s, warm-up calls, calls per batch, every,
+    rewarm)``: the
+    step built, its first call timed on its own (it holds first-touch page
+    faults or a JIT compile), the rest of its warm-up run and its batch
+    sized (``_schedule``, from the time of a call after the first)."""
     fn = W.make_step(case, impl, threads=threads)
-    ctx = use_backend(impl) if impl in W.BACKENDS else nullcontext()
-    with ctx:
-        t0 = time.perf_counter()
-        fn()
-        first = time.perf_counter() - t0
-    number = None
+    first = W.time_batch(fn, impl, 1)
+    call, done = first, 1
     if first > QUICK_SLOW_CALL:
-        if slow_repeat is not None:
-            repeat, number = min(repeat, slow_repeat), 1
-        elif budget is not None and first * (warmup + repeat) > budget:
-            # Its first call took the page faults: one more warm-up call is enough.
-            warmup = min(warmup, 2)
-            fit = int(budget / first) - warmup
-            repeat, number = max(SLOW_MIN_REPEAT, min(repeat, fit)), 1
-    times = W.measure(fn, impl, warmup=warmup - 1, repeat=repeat, number=number)
-    return first, warmup, times
+        # The first call of a big step takes the page faults of its fresh
+        # arrays (a 2^24-element Adam: ~0.3 s for ~10 ms steps): judge its
+        # speed by a second call, one of its warm-up calls.
+        call, done = W.time_batch(fn, impl, 1), 2
+    warmup, number, every, rewarm = _schedule(call, max(warmup, done), repeat, slow_repeat,
+                                              budget)
+    number = W.warm_up(fn, impl, warmup - done, number)
+    return fn, first, warmup, number, every, rewarm
+
+
+def _ratio(times, other):
+    """The median over the rounds timed in both of ``other``'s time /
+    this time, and those per-round ratios; ``(None, [])`` without a
+    common round."""
+    ratios = W.round_ratios(other, times)
+    return (statistics.median(ratios) if ratios else None), ratios
 
 
 def _derive(records):
-    """Fill speedup, bandwidth and % of limit from the medians of one run."""
+    """Fill the derived columns of one run's records.
+
+    The ratios are medians of per-round ratios (``W.round_ratios``): in
+    each round every implementation's batch is timed moments after the
+    others', so a drift of the machine's bandwidth between rounds cancels
+    out of it; the ratio of the medians (``of_medians``) does not and is
+    kept for comparison.
+
+    - speedup_vs_numpy = numpy time / time, speedup_vs_torch = torch time / time;
+    - percent_of_limit = 100 * copy time / time;
+    - bandwidth = bytes moved / median time;
+    - per_tensor_ns = median time / tensors, per_tensor_above_limit_ns =
+      the median over rounds of (time - copy time) / tensors.
+    """
     by_key = {}
     for r in records:
         by_key.setdefault((r["case"], r["threads"]), {})[r["impl"]] = r
     for group in by_key.values():
-        base = group.get(BASELINE)
-        limit = group.get(LIMIT)
+        by_round = {impl: dict(zip(r.get("rounds") or range(len(r["times_s"])), r["times_s"]))
+                    for impl, r in group.items() if r["median_s"]}
         for r in group.values():
             med = r["median_s"]
             ok = med is not None and med > 0
+            mine = by_round.get(r["impl"], {})
             r["bandwidth_gb_s"] = r["bytes_moved"] / med / 1e9 if ok else None
-            r["speedup_vs_numpy"] = (base["median_s"] / med
-                                     if ok and base and base["median_s"] and r["impl"] != LIMIT
-                                     else None)
-            r["percent_of_limit"] = (100.0 * limit["median_s"] / med
-                                     if ok and limit and limit["median_s"] else None)
-            # The cost per tensor: the whole step's, and what it costs
-            # above moving its bytes (the copy kernel moves them in one go).
             r["per_tensor_ns"] = 1e9 * med / r["tensors"] if ok else None
-            r["per_tensor_above_limit_ns"] = (
-                1e9 * (med - limit["median_s"]) / r["tensors"]
-                if ok and limit and limit["median_s"] and r["impl"] != LIMIT else None)
+            r["round_ratios"], r["of_medians"] = {}, {}
+            for field, other, scale in (("speedup_vs_numpy", BASELINE, 1.0),
+                                        ("speedup_vs_torch", "torch", 1.0),
+                                        ("percent_of_limit", LIMIT, 100.0)):
+                o = group.get(other)
+                if not ok or o is None or not o["median_s"] or (
+                        r["impl"] == LIMIT and other != LIMIT):
+                    r[field] = r["of_medians"][field] = None
+                    continue
+                ratio, ratios = _ratio(mine, by_round[other])
+                r[field] = None if ratio is None else scale * ratio
+                r["round_ratios"][other] = ratios
+                r["of_medians"][field] = scale * o["median_s"] / med
+            # What each tensor costs above moving its bytes (the copy
+            # kernel moves them in one go), per round.
+            diffs = ([1e9 * (mine[k] - by_round[LIMIT][k]) / r["tensors"]
+                      for k in sorted(mine.keys() & by_round[LIMIT].keys())]
+                     if ok and LIMIT in by_round and r["impl"] != LIMIT else [])
+            r["per_tensor_above_limit_ns"] = statistics.median(diffs) if diffs else None
 
 
 def _case_impls(case, impls, skipped):
@@ -209,42 +277,81 @@ def _record(case, n, impl, warmup):
             "tensors": len(case.shapes),
             "elements": case.elements, "arrays_moved": case.arrays_moved,
             "bytes_moved": case.bytes_moved, "threads": n, "impl": impl,
-            "warmup_calls": warmup, "first_call_s": None, "times_s": [], "median_s": None,
-            "error": None}
+            "warmup_calls": warmup, "first_call_s": None, "calls_per_batch": None,
+            "every": None, "rounds": [], "times_s": [], "median_s": None, "error": None}
+
+
+def _failed(rec, exc, label, progress):
+    rec["error"] = f"{type(exc).__name__}: {exc}"
+    progress.line(f"{label}: FAILED ({rec['error']})", always=True)
+
+
+def _measure_case(case, n, impls, timing, progress, where):
+    """The records of one (case, thread count), its implementations timed
+    interleaved (``W.interleave``); all their arrays live at once and are
+    freed on return.  Returns ``(records, failures)``."""
+    warmup, repeat, slow_repeat, budget = timing
+    recs = {impl: _record(case, n, impl, warmup) for impl in impls}
+    steps, number, every, rewarm, failures = {}, {}, {}, {}, 0
+    try:
+        for impl in impls:
+            progress.status(f"[{where} {progress.elapsed():5.1f} s] {case.name} {n} thr: "
+                            f"warming up {impl} ...")
+            rec = recs[impl]
+            try:
+                fn, first, warm, number[impl], every[impl], rewarm[impl] = _prepare(
+                    case, impl, n, warmup, repeat, slow_repeat, budget)
+            except Exception as exc:  # reported in the table, the run goes on
+                failures += 1
+                _failed(rec, exc, f"{case.name} {n} thr {impl}", progress)
+                continue
+            steps[impl] = fn
+            rec.update(first_call_s=first, warmup_calls=warm, calls_per_batch=number[impl],
+                       every=every[impl])
+        errors = {}
+        times = W.interleave(
+            steps, repeat, warmup=0, number=number, every=every, errors=errors, rewarm=rewarm,
+            on_round=lambda r: progress.status(
+                f"[{where} {progress.elapsed():5.1f} s] {case.name} {n} thr: "
+                f"round {r + 1}/{repeat} ..."))
+    finally:
+        # GPT-2 holds ~2 GB of arrays per implementation: free them before
+        # the next case builds its own.
+        steps.clear()
+        gc.collect()
+    for impl, exc in errors.items():
+        failures += 1
+        _failed(recs[impl], exc, f"{case.name} {n} thr {impl}", progress)
+    for impl, by_round in times.items():
+        rec = recs[impl]
+        if rec["error"] is None and by_round:
+            rec.update(rounds=sorted(by_round), times_s=[by_round[r] for r in sorted(by_round)])
+            rec["median_s"] = statistics.median(rec["times_s"])
+            msg = (f"[{where} {progress.elapsed():5.1f} s] {case.name} {n} thr {impl}: "
+                   f"{format_time(rec['median_s'])}")
+            if progress.tty:
+                progress.status(msg)
+            else:
+                progress.line(msg)
+    return list(recs.values()), failures
 
 
 def _measure_all(cases, threads, impls, timing, progress, skipped):
-    """Time every (case, thread count, implementation); returns the records
-    and the number of failed measurements (reported, the run goes on)."""
+    """Time every (case, thread count), its implementations interleaved;
+    returns the records and the number of failed measurements (reported,
+    the run goes on)."""
     import fusedoptim
 
-    warmup, repeat, slow_repeat, budget = timing
-    plan = [(case, n, impl) for case in cases for n in threads
-            for impl in _case_impls(case, impls, skipped)]
+    plan = [(case, n) for case in cases for n in threads]
     records, failures = [], 0
     before = fusedoptim.get_num_threads()
     try:
-        for k, (case, n, impl) in enumerate(plan, 1):
+        for k, (case, n) in enumerate(plan, 1):
             fusedoptim.set_num_threads(n)
-            label = f"{case.name} {n} thr {impl}"
-            progress.status(f"[{k}/{len(plan)} {progress.elapsed():5.1f} s] {label} ...")
-            rec = _record(case, n, impl, warmup)
-            try:
-                first, rec["warmup_calls"], times = _time_one(case, impl, n, warmup, repeat,
-                                                              slow_repeat, budget)
-            except Exception as exc:  # reported in the table, the run goes on
-                failures += 1
-                rec["error"] = f"{type(exc).__name__}: {exc}"
-                progress.line(f"{label}: FAILED ({rec['error']})", always=True)
-            else:
-                rec.update(first_call_s=first, times_s=times, median_s=statistics.median(times))
-                msg = (f"[{k}/{len(plan)} {progress.elapsed():5.1f} s] {label}: "
-                       f"{format_time(rec['median_s'])}")
-                if progress.tty:
-                    progress.status(msg)
-                else:
-                    progress.line(msg)
-            records.append(rec)
+            recs, failed = _measure_case(case, n, _case_impls(case, impls, skipped), timing,
+                                         progress, f"{k}/{len(plan)}")
+            records += recs
+            failures += failed
     finally:
         fusedoptim.set_num_threads(before)
         progress.clear()
@@ -255,9 +362,10 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
         slow_repeat=None, started=None, budget=None, states=("float32",)):
     """Run the benchmark; returns the JSON document (see ``SCHEMA``).
 
-    ``started`` (a ``time.perf_counter()`` value) is when the command
-    started, for ``elapsed_s``; ``slow_repeat`` and ``budget``: the timed
-    batches of slow steps (``_time_one``)."""
+    ``repeat`` is the number of rounds; ``started`` (a
+    ``time.perf_counter()`` value) is when the command started, for
+    ``elapsed_s``; ``slow_repeat`` and ``budget``: the rounds slow steps
+    join (``_schedule``)."""
     started = time.perf_counter() if started is None else started
     load0 = loadavg()
     impls, load_s, skipped = _resolve(backends, explicit, optimizers, progress)
@@ -277,12 +385,16 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
                      "states": list(states),
                      "threads": threads, "implementations": impls, "baseline": BASELINE,
                      "limit": LIMIT if LIMIT in impls else None,
-                     "warmup_calls": warmup, "timed_batches": repeat,
+                     "warmup_calls": warmup, "timed_batches": repeat, "rounds": repeat,
                      "timed_batches_slow": slow_repeat, "slow_call_s": QUICK_SLOW_CALL
                      if slow_repeat is not None or budget is not None else None,
                      "slow_budget_s": budget if slow_repeat is None else None,
                      "batch": "each timed batch repeats the step to last about 2 ms; "
-                              "times_s are seconds per step, one per batch"},
+                              "times_s are seconds per step, one per batch",
+                     "interleaved": "each round times one batch of every implementation of "
+                                    "a case in turn; an implementation with every = k joins "
+                                    "rounds 0, k, 2k, ... (rounds: the round of each batch); "
+                                    "the ratios are medians of per-round ratios"},
         "machine": machine_info(threads),
         "skipped": skipped,
         "load_s": load_s,

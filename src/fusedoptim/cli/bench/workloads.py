@@ -20,6 +20,7 @@ import functools
 import inspect
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -31,7 +32,8 @@ from .shapes import gpt2_shapes, resnet50_shapes, tiny_shapes
 __all__ = ["ROWS", "OPTIMIZERS", "SIZES", "MODEL_SIZES", "PER_TENSOR_SIZES", "DTYPES", "IMPLS",
            "BACKENDS", "BASELINE", "LIMIT", "LR", "STATEFUL", "STATES", "STATE_ROWS", "YARDSTICK_MAX_READ_WRITE",
            "NotMeasurable", "Case", "cases", "hyperparameters", "size_elements", "make_model",
-           "make_step", "measure", "yardstick"]
+           "make_step", "measure", "warm_up", "time_batch", "settle", "interleave", "round_ratios",
+           "yardstick"]
 
 #: Row name (lowercased class name) -> optimizer class, in registry order.
 ROWS = {cls.__name__.lower(): cls for cls in _REGISTERED.values()}
@@ -326,25 +328,145 @@ def _batch_size(fn, target=2e-3):
         n *= 2 if dt <= 0 else max(2, min(10, int(target / dt) + 1))
 
 
+def _context(impl):
+    from contextlib import nullcontext
+
+    return use_backend(impl) if impl in BACKENDS else nullcontext()
+
+
+def warm_up(fn: "Callable[[], object]", impl: "str | None" = None, warmup: int = 1,
+            number: "int | None" = None) -> int:
+    """Call ``fn`` ``warmup`` times (inside ``use_backend(impl)`` when
+    ``impl`` names a fusedoptim backend); return the calls per timed batch:
+    ``number``, or, when ``None``, as many as last about 2 ms."""
+    with _context(impl):
+        for _ in range(warmup):
+            fn()
+        return _batch_size(fn) if number is None else number
+
+
+def time_batch(fn: "Callable[[], object]", impl: "str | None", number: int,
+               warmup: int = 0) -> float:
+    """Seconds per call of one timed batch of ``number`` calls of ``fn``,
+    after ``warmup`` untimed calls."""
+    with _context(impl):
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return (time.perf_counter() - t0) / number
+
+
+#: ``settle``: the slice of sleep, the share of a CPU that counts as a
+#: thread still spinning, and the longest wait.
+SETTLE_SLICE_S, SETTLE_BUSY, SETTLE_MAX_S = 0.002, 0.25, 0.05
+
+
+def settle() -> float:
+    """Sleep until this process's threads stop spinning; returns the
+    seconds waited.
+
+    PyTorch's OpenMP workers keep spinning after a step before they sleep
+    (measured: 4-9 ms of CPU after a 2^24-element fused Adam): on 2 cores
+    the next implementation timed loses a core to them meanwhile (with
+    torch in the rounds, the copy's median was 35.6 ms against 10.8 ms
+    without it; 10.2 ms with this wait).  Sleeps in
+    slices of ``SETTLE_SLICE_S`` while the process used more than
+    ``SETTLE_BUSY`` of a CPU in the last one, at most ``SETTLE_MAX_S``.
+    """
+    t0 = time.perf_counter()
+    while True:
+        c0 = time.process_time()
+        time.sleep(SETTLE_SLICE_S)
+        waited = time.perf_counter() - t0
+        if time.process_time() - c0 <= SETTLE_BUSY * SETTLE_SLICE_S or waited >= SETTLE_MAX_S:
+            return waited
+
+
+def interleave(steps: "dict[str, Callable[[], object]]", rounds: int, warmup: int = 1,
+               number: "dict[str, int] | None" = None, every: "dict[str, int] | None" = None,
+               errors: "dict[str, Exception] | None" = None,
+               on_round: "Callable[[int], None] | None" = None,
+               rewarm: "dict[str, int] | None" = None) -> "dict[str, dict[int, float]]":
+    """Time the implementations of one case interleaved, round by round.
+
+    ``steps`` maps an implementation to its step.  Each is first warmed up
+    (``warm_up``: ``warmup`` calls, then its batch is sized unless
+    ``number[impl]`` gives it); then each of ``rounds`` rounds runs one timed
+    batch of every implementation in turn, in the order of ``steps`` in even
+    rounds and in the reverse order in odd ones (so that neither the
+    position in a round nor a drift within one favours an implementation:
+    the one timed after a plain-NumPy step, or first after a pause, is not
+    always the same).  An
+    implementation with ``every[impl] = k`` joins rounds 0, k, 2k, ... only
+    (a slow step that would take too long in every round).  A drift of the
+    machine's speed (the memory bandwidth of a shared VM swings by tens of
+    percent from minute to minute) then hits every implementation of a
+    round alike, and cancels out of :func:`round_ratios`.
+
+    Each batch is preceded by ``rewarm[impl]`` untimed calls (default 1),
+    and followed by :func:`settle`: an implementation's first call after
+    another's batch finds its worker threads asleep and its arrays out of
+    the caches, so the batch starts after one call, in the steady state
+    that back-to-back batches measured; and its spinning workers must not
+    slow the next implementation's batch.
+
+    Returns ``{impl: {round: seconds per call}}``.  With ``errors`` (a
+    dict), an implementation that raises is recorded there and leaves the
+    rounds; without it the exception propagates.  ``on_round(r)`` is called
+    before round ``r``.
+    """
+    number = dict(number or {})
+    every = every or {}
+    rewarm = rewarm or {}
+    live = {}
+    for impl, fn in steps.items():
+        try:
+            number[impl] = warm_up(fn, impl, warmup, number.get(impl))
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors[impl] = exc
+        else:
+            live[impl] = fn
+    out = {impl: {} for impl in steps}
+    for r in range(rounds):
+        if on_round is not None:
+            on_round(r)
+        order = list(live.items())
+        for impl, fn in (order if r % 2 == 0 else order[::-1]):
+            if impl not in live:
+                continue
+            if r % every.get(impl, 1):
+                continue
+            try:
+                out[impl][r] = time_batch(fn, impl, number[impl], rewarm.get(impl, 1))
+                if len(live) > 1:
+                    settle()
+            except Exception as exc:
+                if errors is None:
+                    raise
+                errors[impl] = exc
+                del live[impl]
+    return out
+
+
+def round_ratios(num: "dict[int, float]", den: "dict[int, float]") -> "list[float]":
+    """``num[r] / den[r]`` for every round ``r`` timed in both (in round
+    order): the ratio of two implementations' times, each pair measured
+    moments apart, so that a drift of the machine's speed between rounds
+    cancels out.  Take the median."""
+    return [num[r] / den[r] for r in sorted(num.keys() & den.keys()) if den[r] > 0]
+
+
 def measure(fn, impl=None, warmup=3, repeat=15, number=None):
     """Seconds per call of ``fn``: one float per timed batch, after warm-up.
 
     ``impl``, if it names a fusedoptim backend, is made active while timing.
     ``number`` calls per batch, or ``None`` to size batches to about 2 ms.
-    Take the median of the result.
+    Take the median of the result.  One implementation alone: to compare
+    implementations, time them together with :func:`interleave`.
     """
-    from contextlib import nullcontext
-
-    ctx = use_backend(impl) if impl in BACKENDS else nullcontext()
-    with ctx:
-        for _ in range(warmup):
-            fn()
-        if number is None:
-            number = _batch_size(fn)
-        out = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            out.append((time.perf_counter() - t0) / number)
-    return out
+    number = warm_up(fn, impl, warmup, number)
+    return [time_batch(fn, impl, number) for _ in range(repeat)]
