@@ -27,9 +27,11 @@
  * operations and a square root and a division); it is bound by its count of
  * vector operations, not by one unit: dropping the encoding's 16-bit code
  * arithmetic and packs (5.5 operations per 16 elements) took 15% off, the
- * square root and division 10%, one and-mask (VRANGEPS for |m|, not
- * bit-safe with NaNs) 2-5%, while removing 6 scalar-move broadcasts and 3
- * register copies per 64 elements changed nothing (+-1%).  At 2^24 with
+ * square root and division 10%, one and-mask (VRANGEPS for |m|, now in
+ * adam_lowp_isa.h) 2-3% (0.4854 -> 0.4728 ns nearest, 0.4668 -> 0.4535
+ * stochastic, medians of 301 alternating samples), while removing 6
+ * scalar-move broadcasts and 3 register copies per 64 elements changed
+ * nothing (+-1%).  At 2^24 with
  * huge pages, when the load left each running thread more bandwidth, the
  * int8 step took as long as float32 Adam (0.91-1.08x) against 0.68-0.71x
  * for the copy of its traffic: there it is compute-bound.  Prefetch
