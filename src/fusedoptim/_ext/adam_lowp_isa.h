@@ -139,7 +139,7 @@ V_INLINE __m256i fo_v8_pack2w(__m256i x, __m256i y)
 #define V_WORD_PERMUTE 1
 #define V_PIPELINE 1
 /* The running maximum of |m| in one instruction instead of an and and a
- * maximum (the loop is bound by its count of vector operations: 2-5% less
+ * maximum (the loop is bound by its count of vector operations: 2-3% less
  * time in cache, benchmarks/lowp_big.c): VRANGEPS, imm 0x0B = the operand
  * of larger magnitude with the sign cleared.  For acc >= +0 and x not a
  * NaN that is the larger bit pattern of |x| (|+0| = |-0| give +0, an
@@ -148,7 +148,8 @@ V_INLINE __m256i fo_v8_pack2w(__m256i x, __m256i y)
  * again: a NaN m = dm * (b1*ms) + (1-b1)*g (g after the prelude) needs a NaN
  * or infinite g (then v = ... + (1-b2)*(g*g) and s are NaN or infinite), an
  * old scale ms that is not finite (such blocks are sent off the fast path
- * outright: b1 <= 1, so b1*ms is finite otherwise), or an infinite sum of
+ * outright: beta1 is checked to be in [0, 1), so b1 <= 1 in float32 and
+ * b1*ms is finite otherwise), or an infinite sum of
  * finite terms, which needs (1-b1)*|g| >= 2^103, half an ulp of the largest
  * float (then g*g is infinite). */
 #define v_absmax(acc, x) _mm512_castps_si512(_mm512_range_ps(_mm512_castsi512_ps(acc), x, 0x0B))
