@@ -104,6 +104,41 @@ def test_extreme_blocks_give_the_reference_bits(isa, rounding):
     assert results[0] == results[1]
 
 
+@pytest.mark.parametrize("isa", _levels())
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+def test_non_finite_old_scales_give_the_reference_bits(isa, rounding):
+    """Blocks whose stored m scale is NaN or infinite beside a finite v scale
+    (no step stores that pair, a loaded state can hold it): every m of such
+    a block is NaN or infinite while every s is finite, which the AVX-512
+    maximum of |m| (VRANGEPS passes over NaNs) must send off the fast path;
+    and blocks with a non-finite v scale."""
+    rng = np.random.default_rng(11)
+    n = 20 * L.QBLOCK  # above QMIN_ELEMENTS: 8-bit moments
+    p0 = rng.standard_normal(n).astype(np.float32)
+    grads = [{"w": rng.standard_normal(n).astype(np.float32)} for _ in range(3)]
+    results = []
+    for backend, lv in (("numpy", None), ("cython", isa)):
+        params = {"w": p0.copy()}
+        before = lowp._set_isa(lv) if lv else None
+        try:
+            with fo.use_backend(backend):
+                opt = fo.Adam(params, lr=1e-3, state_dtype="int8", state_rounding=rounding,
+                              state_seed=6)
+                opt.step(grads[0])
+                ms = opt.state["exp_avg_scale"]["w"].view(np.uint32)
+                vs = opt.state["exp_avg_sq_scale"]["w"].view(np.uint32)
+                ms[1], ms[2], ms[3] = 0x7FC00000, 0x7F800000, 0xFFC00000  # NaN, inf, -NaN
+                vs[5], vs[6] = 0x7F800000, 0x7FC00000
+                for g in grads[1:]:
+                    opt.step(g)
+        finally:
+            if before:
+                lowp._set_isa(before)
+        results.append((params["w"].tobytes(),
+                        {k: v["w"].tobytes() for k, v in opt.state.items()}))
+    assert results[0] == results[1]
+
+
 def test_set_isa_refuses_unknown_names():
     with pytest.raises(ValueError, match="isa"):
         lowp._set_isa("sse9")

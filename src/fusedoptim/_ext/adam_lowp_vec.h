@@ -17,6 +17,10 @@
  *   - the block maximum of s = sqrt(v) is the unsigned maximum of the raw
  *     bit patterns: s >= +0 (v is never -0), so only a NaN has the sign
  *     bit, and then the maximum is taken again with the sign cleared;
+ *   - the block maximum of |m| is v_absmax's (one instruction with
+ *     AVX-512), exact for every block without a NaN m; the blocks off the
+ *     fast path, which include every block with a NaN m (and every block
+ *     whose old m scale is not finite), take it again;
  *   - fast path, for a block whose scales are 0 or normal numbers with
  *     normal reciprocals (every block but those with a NaN, an infinity or
  *     a scale out of [2^-126, 2^126]): then y = m * inv is finite, |y| =
@@ -150,7 +154,7 @@ V_INLINE void V_NAME(q8_update)(const V_NAME(q8_consts) *C, V_F b1ms, V_F b2vs,
     v_store(p, v_sub(pi, v_div(v_mul(C->alr, mi), d)));
     v_store(mb, mi);
     v_store(sb, si);
-    *mmax = v_maxu(*mmax, v_andi(v_asi(mi), v_set1i(0x7FFFFFFF)));
+    *mmax = v_absmax(*mmax, mi);
     *smax = v_maxu(*smax, v_asi(si));
 }
 
@@ -265,10 +269,22 @@ V_INLINE void V_NAME(q8_blocks)(const fo_lowp_args *A, float *restrict p,
         inv_s = fs == 0.0f ? 0.0f : 1.0f / fs;
         im = fo_f2u(inv_m);
         is = fo_f2u(inv_s);
+        /* (a block whose old m scale is infinite or NaN also leaves the
+         * fast path: see v_absmax in adam_lowp_isa.h) */
         if (!((amax_m == 0 || (amax_m - 0x00800000u < 0x7F000000u
                                && im - 0x00800000u < 0x7F000000u))
-              && amax_s < 0x7F800000u && is < 0x7F800000u)) {
-            /* off the fast path: encoded now, by the scalar code */
+              && amax_s < 0x7F800000u && is < 0x7F800000u
+              && (fo_f2u(fms) & 0x7FFFFFFFu) < 0x7F800000u)) {
+            /* off the fast path: encoded now, by the scalar code.  The
+             * maximum of |m| again, as the scalar body takes it: v_absmax
+             * may have passed over a NaN m (AVX-512), and a block with a
+             * NaN m is always here (see v_absmax in adam_lowp_isa.h). */
+            amax_m = 0;
+            for (i = 0; i < FO_QBLOCK; i++) {
+                uint32_t b = fo_f2u(mbc[i]) & 0x7FFFFFFFu;
+                amax_m = b > amax_m ? b : amax_m;
+            }
+            ms[a / FO_QBLOCK] = fm = fo_u2f(amax_m);
             if (amax_m > 0x7F800000u || amax_s > 0x7F800000u) {
                 fo_q8_nan_block(mbc, sbc, FO_QBLOCK, &amax_m, &amax_s);
                 ms[a / FO_QBLOCK] = fm = fo_u2f(amax_m);
