@@ -3,22 +3,6 @@
  *
  * A family is its element function below (fo1_<family>_elem: the family's
  * float32 update of one element, in the reference's order, returning the new
- * state) and one line of lowp_onestate_body.h instantiations; the codec,
- * blocking, rounding and dispatch are shared.  Each family is compiled for the
- * baseline ISA and with target("avx2") (no "fma": nothing is contracted, and
- * every operation is IEEE correctly rounded or exact integer arithmetic at
- * any vector width, so both builds give the same bits).
- *
- * The codec helpers are duplicates of adam_lowp.h's (fo_f2u, fo_u2f,
- * fo_mix32, fo_bf16_encode and the q8 m/v bit formulas) under the fo1_
- * prefix, so that this module does not depend on that header's internals
- * while it is being tuned; families/adam_lowp.py is the spec of both.
- */
-/* Reduced-precision state for the one-state families: the element loops of
- * families/lowp_onestate.py (the spec), for float32 parameters.
- *
- * A family is its element function below (fo1_<family>_elem: the family's
- * float32 update of one element, in the reference's order, returning the new
  * state) and one entry of FO1_FAMILIES; the codec (lowp_codec.h, shared with
  * Adam's loops), blocking, rounding and dispatch are shared
  * (lowp_onestate_body.h).  Every loop is compiled for the baseline ISA and,

@@ -85,18 +85,36 @@ fo1_q8_decode16(const int sq, const uint8_t *restrict c, float s0, float *restri
         __m512 x;
         if (sq) {
             __m512 s = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(
-                _mm512_add_epi32(ci, _mm512_set1_epi32(1777)), 19)), vs0);
+                _mm512_add_epi32(ci, _mm512_set1_epi32((int)FO_Q8V_LO)), FO_Q8V_SHIFT)), vs0);
             x = _mm512_mul_ps(s, s);
         } else {
-            /* sign << 31 | (mag + 889) << 20, or sign << 31 for mag 0 */
+            /* sign << 31 | (mag + LO) << SHIFT, or sign << 31 for mag 0 */
             __m512i u = _mm512_and_si512(_mm512_slli_epi32(ci, 24), _mm512_set1_epi32((int)0x80000000u));
             __m512i m = _mm512_and_si512(ci, _mm512_set1_epi32(127));
             u = _mm512_mask_or_epi32(u, _mm512_test_epi32_mask(m, m), u,
-                                     _mm512_slli_epi32(_mm512_add_epi32(m, _mm512_set1_epi32(889)), 20));
+                                     _mm512_slli_epi32(_mm512_add_epi32(m, _mm512_set1_epi32((int)FO_Q8M_LO)),
+                                                       FO_Q8M_SHIFT));
             x = _mm512_mul_ps(_mm512_castsi512_ps(u), vs0);
         }
         _mm512_store_ps(xb + i, x);
     }
+}
+
+/* fo_q8_code of 16 lanes: b the bit patterns, r their stochastic rounding
+ * bits (read only if sto, a literal: otherwise nearest even, and the
+ * caller's computation of r is dead code), the field at shift clamped to
+ * [lo, hi] and rebased.  Both codes take it, with their constants. */
+FO_INLINE FO_AVX512 __m512i
+fo1_q8_code16(__m512i b, __m512i r, const int sto, const int shift, uint32_t lo, uint32_t hi)
+{
+    __m512i cc;
+    if (!sto)
+        r = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(b, shift), _mm512_set1_epi32(1)),
+                             _mm512_set1_epi32((int)FO_Q8_HALF(shift)));
+    cc = _mm512_srli_epi32(_mm512_add_epi32(b, r), shift);
+    cc = _mm512_min_epu32(_mm512_max_epu32(cc, _mm512_set1_epi32((int)lo)),
+                          _mm512_set1_epi32((int)hi));
+    return _mm512_sub_epi32(cc, _mm512_set1_epi32((int)lo));
 }
 
 /* Encode: the codes of the values y (xb) at reciprocal scale inv; rounding
@@ -113,30 +131,19 @@ fo1_q8_encode16(const int sq, const int sto, const float *restrict xb, float inv
     int i;
     for (i = 0; i < FO_QBLOCK; i += 16) {
         __m512 y = _mm512_load_ps(xb + i);
-        __m512i b, r, cc;
+        __m512i cc;
         if (sq) {
-            b = _mm512_castps_si512(_mm512_mul_ps(y, vinv));
-            if (sto)
-                r = _mm512_srli_epi32(_mm512_mullo_epi32(h, _mm512_set1_epi32((int)0x85EBCA6Bu)), 13);
-            else
-                r = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 19), _mm512_set1_epi32(1)),
-                                     _mm512_set1_epi32(0x3FFFF));
-            cc = _mm512_srli_epi32(_mm512_add_epi32(b, r), 19);
-            cc = _mm512_min_epu32(_mm512_max_epu32(cc, _mm512_set1_epi32(1777)), _mm512_set1_epi32(2032));
-            cc = _mm512_sub_epi32(cc, _mm512_set1_epi32(1777));
+            __m512i b = _mm512_castps_si512(_mm512_mul_ps(y, vinv));
+            __m512i r = _mm512_srli_epi32(_mm512_mullo_epi32(h, _mm512_set1_epi32((int)0x85EBCA6Bu)),
+                                          13);
+            cc = fo1_q8_code16(b, r, sto, FO_Q8V_SHIFT, FO_Q8V_LO, FO_Q8V_HI);
         } else {
             __m512i yb = _mm512_castps_si512(y);
             __mmask16 ord = _mm512_cmp_ps_mask(y, y, _CMP_ORD_Q);
-            b = _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(
+            __m512i b = _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(
                 _mm512_and_si512(yb, _mm512_set1_epi32(0x7FFFFFFF))), vinv));
-            if (sto)
-                r = _mm512_srli_epi32(h, 12);
-            else
-                r = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 20), _mm512_set1_epi32(1)),
-                                     _mm512_set1_epi32(0x7FFFF));
-            cc = _mm512_srli_epi32(_mm512_add_epi32(b, r), 20);
-            cc = _mm512_min_epu32(_mm512_max_epu32(cc, _mm512_set1_epi32(889)), _mm512_set1_epi32(1016));
-            cc = _mm512_sub_epi32(cc, _mm512_set1_epi32(889));
+            cc = fo1_q8_code16(b, _mm512_srli_epi32(h, 12), sto, FO_Q8M_SHIFT, FO_Q8M_LO,
+                               FO_Q8M_HI);
             /* the sign as bit 7, a NaN's taken as 0 */
             cc = _mm512_mask_or_epi32(cc, ord, cc,
                                       _mm512_slli_epi32(_mm512_srli_epi32(yb, 31), 7));
@@ -208,11 +215,11 @@ FO1_INLINE void fo1_q8_block(const int isa, const int fam, const int sq, const f
         uint32_t r, ci = ctr + (uint32_t)i;
         if (sq) {
             uint32_t b = fo_f2u(y * inv);
-            r = sto ? fo_q8v_bits(L->key, ci) : 0x3FFFFu + ((b >> 19) & 1u);
+            r = sto ? fo_q8v_bits(L->key, ci) : fo_q8_nearest(b, FO_Q8V_SHIFT);
             c[i] = (uint8_t)fo_q8v_code(b, r);
         } else {
             uint32_t b = fo_f2u(fabsf(y) * inv);
-            r = sto ? fo_q8m_bits(L->key, ci) : 0x7FFFFu + ((b >> 20) & 1u);
+            r = sto ? fo_q8m_bits(L->key, ci) : fo_q8_nearest(b, FO_Q8M_SHIFT);
             /* a NaN takes sign 0 (lowp_onestate.encode) */
             c[i] = (uint8_t)(fo_q8m_mag(b, r) | ((y == y ? fo_f2u(y) >> 31 : 0u) << 7));
         }
