@@ -28,6 +28,12 @@ SETTINGS = {
     "rmsprop-torch-l2-clip": (fo.RMSProp, {"beta": 0.99, "eps_inside_sqrt": False,
                                            "weight_decay": 0.01, "max_grad_norm": 1.0},
                               "square_avg"),
+    # maximize: the negated gradient is squared and divided, and the loops
+    # take eps_inside as a literal (a compiler must not fold the negation
+    # into either formula: a NaN gradient's sign reaches the parameter)
+    "rmsprop-l2-max": (fo.RMSProp, {"weight_decay": 0.01, "maximize": True}, "square_avg"),
+    "rmsprop-torch-max": (fo.RMSProp, {"eps_inside_sqrt": False, "maximize": True},
+                          "square_avg"),
     "adagrad": (fo.Adagrad, {"lr_decay": 0.01, "weight_decay": 0.01,
                              "initial_accumulator_value": 0.1}, "sum"),
     "lion-wd-max": (fo.Lion, {"weight_decay": 0.1, "maximize": True}, "exp_avg"),
@@ -236,7 +242,8 @@ def test_failing_step_changes_nothing(variant):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("setting", ["sgd-nesterov-l2-max", "rmsprop", "rmsprop-torch-l2-clip",
-                                     "adagrad", "lion-wd-max"])
+                                     "rmsprop-l2-max", "rmsprop-torch-max", "adagrad",
+                                     "lion-wd-max"])
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 def test_nonfinite_gradients_bitwise(fmt, setting):
     # NaN, infinities, the largest floats, -0.0 and an all-zero block: the

@@ -47,11 +47,18 @@ typedef void (*fo1_fn)(const fo1_args *A, float *p, const float *g, void *st,
     X(0, sgd, 0, __VA_ARGS__) X(1, rmsprop, 1, __VA_ARGS__)                    \
     X(2, adagrad, 1, __VA_ARGS__) X(3, lion, 0, __VA_ARGS__)
 
-/* families._spec.prelude on one element (p is not changed by it). */
+/* families._spec.prelude on one element (p is not changed by it).
+ * maximize flips the sign bit by an integer xor with a mask the compiler
+ * cannot know, not by a branch on the flag: GCC unswitches the loop on a
+ * loop-invariant flag and then folds the negation into the update
+ * (p - (lr*(-g))/r as p + (lr*g)/r), exact for numbers but not for a NaN
+ * gradient, whose sign then reaches the parameter flipped (RMSProp with
+ * maximize, L2 and eps inside the root, int8 state; the reference and Numba
+ * keep the operation order). */
 FO1_INLINE float fo1_prelude(const fo1_args *A, float pi, float gi)
 {
     if (A->scale) gi = gi * A->gs;
-    if (A->maximize) gi = -gi;
+    gi = fo_u2f(fo_f2u(gi) ^ ((uint32_t)(A->maximize != 0) << 31));
     if (A->l2) gi = gi + A->wd * pi;
     return gi;
 }
