@@ -2,8 +2,11 @@
 one-state families')."""
 
 import numpy as np
+import pytest
 
 from fusedoptim import _tuning
+from conftest import backend_variant
+from helpers import assert_unchanged, snapshot
 
 
 def lowp_shapes():
@@ -28,3 +31,25 @@ def lowp_model(seed=0, steps=4):
                                     * 10.0 ** rng.uniform(-4, 1, v.shape), np.float32)
                       for k, v in params.items()})
     return params, grads
+
+
+def check_failing_step_changes_nothing(variant, make):
+    """A step whose gradients fail validation (a wrong shape in the last
+    parameter, a missing one) raises and leaves the parameters, the state
+    and the step count as they were; ``make(params)`` builds the
+    optimizer."""
+    params, grads = lowp_model(steps=1)
+    with backend_variant(variant):
+        opt = make(params)
+        opt.step(grads[0])
+        before = snapshot(params, *opt.state.values())
+        bad = dict(grads[0])
+        bad["p9"] = np.zeros(3, np.float32)  # wrong shape, last parameter
+        with pytest.raises(ValueError, match="p9"):
+            opt.step(bad)
+        bad = dict(grads[0])
+        del bad["p5"]
+        with pytest.raises(KeyError, match="p5"):
+            opt.step(bad)
+    assert_unchanged(before, params, *opt.state.values())
+    assert opt.t == 1

@@ -22,6 +22,8 @@ SETTINGS = {
     "rmsprop": (fo.RMSProp, {"lr": 0.01}),
     "rmsprop-l2-clip": (fo.RMSProp, {"lr": 0.01, "weight_decay": 0.01,
                                      "max_grad_norm": 1.0}),
+    "rmsprop-torch-max": (fo.RMSProp, {"lr": 0.01, "eps_inside_sqrt": False,
+                                       "maximize": True}),
     "adagrad": (fo.Adagrad, {"lr": 0.05}),
     "lion-wd-max": (fo.Lion, {"lr": 1e-3, "weight_decay": 0.1, "maximize": True}),
 }

@@ -16,6 +16,23 @@
 /* Elements per 8-bit quantization block (adam_lowp.QBLOCK). */
 #define FO_QBLOCK 256
 
+/* The two 8-bit codes as float32 bit fields (families/adam_lowp.py): the
+ * field of y = |x| / scale in [0, 1] is bits(y) >> SHIFT (the exponent and
+ * the top 3 (m) or 4 (v) mantissa bits), clamped to [LO, HI], and the code
+ * is field - LO.  HI is the field of 1.0 (m: code 127, v: 255); LO the
+ * field of 1.125 * 2^-16 (m: code 0, which decodes to zero) or 1.0625 *
+ * 2^-16 (v: code 0, decoded as that, never zero).  Named once here: the
+ * scalar helpers below and every vector encode/decode must agree to the
+ * bit.  FO_Q8_HALF(SHIFT) is the nearest-even bias (half a code step less
+ * one; the field's lsb is added to it). */
+#define FO_Q8M_SHIFT 20
+#define FO_Q8M_LO 889u
+#define FO_Q8M_HI 1016u
+#define FO_Q8V_SHIFT 19
+#define FO_Q8V_LO 1777u
+#define FO_Q8V_HI 2032u
+#define FO_Q8_HALF(shift) ((1u << ((shift) - 1)) - 1u)
+
 #define FO_INLINE static inline __attribute__((always_inline))
 
 FO_INLINE uint32_t fo_f2u(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
@@ -45,9 +62,9 @@ FO_INLINE uint16_t fo_bf16_encode(float x, uint32_t r)
 FO_INLINE float fo_q8m_decode(uint32_t c)
 {
     uint32_t mag = c & 127u;
-    return fo_u2f((mag == 0 ? 0u : (mag + 889u) << 20) | ((c >> 7) << 31));
+    return fo_u2f((mag == 0 ? 0u : (mag + FO_Q8M_LO) << FO_Q8M_SHIFT) | ((c >> 7) << 31));
 }
-FO_INLINE float fo_q8v_decode(uint32_t c) { return fo_u2f((c + 1777u) << 19); }
+FO_INLINE float fo_q8v_decode(uint32_t c) { return fo_u2f((c + FO_Q8V_LO) << FO_Q8V_SHIFT); }
 
 /* adam_lowp.q8_rounding_bits of element ctr (mod 2^32) under key: m's and
  * v's. */
@@ -62,20 +79,27 @@ FO_INLINE uint32_t fo_q8v_bits(uint32_t key, uint32_t ctr)
 
 /* adam_lowp.q8m_encode's magnitude and q8v_encode of one element: b is the
  * bit pattern of |y| * inv (m) or s * inv (v), r its rounding bits (the
- * above, or nearest even: 0x7FFFF / 0x3FFFF plus the kept lsb). */
+ * above, or fo_q8_nearest's).  One formula for both codes: add the rounding
+ * bits below the kept field, shift, clamp to [lo, hi] and rebase. */
+FO_INLINE uint32_t fo_q8_code(uint32_t b, uint32_t r, const int shift, uint32_t lo, uint32_t hi)
+{
+    uint32_t c = (b + r) >> shift;
+    c = c < lo ? lo : c;
+    c = c > hi ? hi : c;
+    return c - lo;
+}
+/* Nearest-even rounding bits of bit pattern b for a field at shift. */
+FO_INLINE uint32_t fo_q8_nearest(uint32_t b, const int shift)
+{
+    return FO_Q8_HALF(shift) + ((b >> shift) & 1u);
+}
 FO_INLINE uint32_t fo_q8m_mag(uint32_t b, uint32_t r)
 {
-    uint32_t c = (b + r) >> 20;
-    c = c < 889u ? 889u : c;
-    c = c > 1016u ? 1016u : c;
-    return c - 889u;
+    return fo_q8_code(b, r, FO_Q8M_SHIFT, FO_Q8M_LO, FO_Q8M_HI);
 }
 FO_INLINE uint32_t fo_q8v_code(uint32_t b, uint32_t r)
 {
-    uint32_t c = (b + r) >> 19;
-    c = c < 1777u ? 1777u : c;
-    c = c > 2032u ? 2032u : c;
-    return c - 1777u;
+    return fo_q8_code(b, r, FO_Q8V_SHIFT, FO_Q8V_LO, FO_Q8V_HI);
 }
 
 #endif

@@ -3,22 +3,6 @@
  *
  * A family is its element function below (fo1_<family>_elem: the family's
  * float32 update of one element, in the reference's order, returning the new
- * state) and one line of lowp_onestate_body.h instantiations; the codec,
- * blocking, rounding and dispatch are shared.  Each family is compiled for the
- * baseline ISA and with target("avx2") (no "fma": nothing is contracted, and
- * every operation is IEEE correctly rounded or exact integer arithmetic at
- * any vector width, so both builds give the same bits).
- *
- * The codec helpers are duplicates of adam_lowp.h's (fo_f2u, fo_u2f,
- * fo_mix32, fo_bf16_encode and the q8 m/v bit formulas) under the fo1_
- * prefix, so that this module does not depend on that header's internals
- * while it is being tuned; families/adam_lowp.py is the spec of both.
- */
-/* Reduced-precision state for the one-state families: the element loops of
- * families/lowp_onestate.py (the spec), for float32 parameters.
- *
- * A family is its element function below (fo1_<family>_elem: the family's
- * float32 update of one element, in the reference's order, returning the new
  * state) and one entry of FO1_FAMILIES; the codec (lowp_codec.h, shared with
  * Adam's loops), blocking, rounding and dispatch are shared
  * (lowp_onestate_body.h).  Every loop is compiled for the baseline ISA and,
@@ -63,11 +47,18 @@ typedef void (*fo1_fn)(const fo1_args *A, float *p, const float *g, void *st,
     X(0, sgd, 0, __VA_ARGS__) X(1, rmsprop, 1, __VA_ARGS__)                    \
     X(2, adagrad, 1, __VA_ARGS__) X(3, lion, 0, __VA_ARGS__)
 
-/* families._spec.prelude on one element (p is not changed by it). */
+/* families._spec.prelude on one element (p is not changed by it).
+ * maximize flips the sign bit by an integer xor with a mask the compiler
+ * cannot know, not by a branch on the flag: GCC unswitches the loop on a
+ * loop-invariant flag and then folds the negation into the update
+ * (p - (lr*(-g))/r as p + (lr*g)/r), exact for numbers but not for a NaN
+ * gradient, whose sign then reaches the parameter flipped (RMSProp with
+ * maximize, L2 and eps inside the root, int8 state; the reference and Numba
+ * keep the operation order). */
 FO1_INLINE float fo1_prelude(const fo1_args *A, float pi, float gi)
 {
     if (A->scale) gi = gi * A->gs;
-    if (A->maximize) gi = -gi;
+    gi = fo_u2f(fo_f2u(gi) ^ ((uint32_t)(A->maximize != 0) << 31));
     if (A->l2) gi = gi + A->wd * pi;
     return gi;
 }

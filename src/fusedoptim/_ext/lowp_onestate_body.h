@@ -7,10 +7,10 @@
  * (the counter of the rounding bits a uint32 induction variable), the
  * codecs integer operations on bit patterns, selects instead of branches.
  * The int8 block runs in three loops over an L1 buffer (decode; update and
- * block maximum; encode), the AVX-512 build's decode and encode of whole
- * blocks as explicit vectors, with a later block's data prefetched before
- * the encode (it reads no memory, and the hardware's streams would idle
- * through it, as in Adam's int8 loop).
+ * block maximum; encode), the AVX-512 and AVX2 builds' decode and encode
+ * of whole blocks as explicit vectors (lowp_onestate_vec.h), with a later
+ * block's data prefetched before the encode (it reads no memory, and the
+ * hardware's streams would idle through it, as in Adam's int8 loop).
  */
 
 /* Blocks ahead of the prefetch (2^24 elements, 2 threads, shared machine:
@@ -71,87 +71,22 @@ FO1_INLINE void fo1_f32_body(FO1_BODY_ARGS)
 
 #if FO_SIMD_AVX2
 #include <immintrin.h>
-/* The codec passes of a whole int8 block with AVX-512 (16 lanes; the scalar
- * passes below are their spec, operation for operation: GCC vectorized
- * those through 16-bit lanes and byte/word widenings, about twice the
- * instructions).  Decode: xb = the decoded state of codes c at scale s0. */
-static FO_AVX512 void
-fo1_q8_decode16(const int sq, const uint8_t *restrict c, float s0, float *restrict xb)
-{
-    const __m512 vs0 = _mm512_set1_ps(s0);
-    int i;
-    for (i = 0; i < FO_QBLOCK; i += 16) {
-        __m512i ci = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(c + i)));
-        __m512 x;
-        if (sq) {
-            __m512 s = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(
-                _mm512_add_epi32(ci, _mm512_set1_epi32(1777)), 19)), vs0);
-            x = _mm512_mul_ps(s, s);
-        } else {
-            /* sign << 31 | (mag + 889) << 20, or sign << 31 for mag 0 */
-            __m512i u = _mm512_and_si512(_mm512_slli_epi32(ci, 24), _mm512_set1_epi32((int)0x80000000u));
-            __m512i m = _mm512_and_si512(ci, _mm512_set1_epi32(127));
-            u = _mm512_mask_or_epi32(u, _mm512_test_epi32_mask(m, m), u,
-                                     _mm512_slli_epi32(_mm512_add_epi32(m, _mm512_set1_epi32(889)), 20));
-            x = _mm512_mul_ps(_mm512_castsi512_ps(u), vs0);
-        }
-        _mm512_store_ps(xb + i, x);
-    }
-}
-
-/* Encode: the codes of the values y (xb) at reciprocal scale inv; rounding
- * counter ctr of element 0. */
-static FO_AVX512 void
-fo1_q8_encode16(const int sq, const int sto, const float *restrict xb, float inv, uint32_t key,
-                uint32_t ctr, uint8_t *restrict c)
-{
-    const __m512 vinv = _mm512_set1_ps(inv);
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    __m512i h = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(key + ctr)), iota),
-                                   _mm512_set1_epi32((int)0x9E3779B1u));
-    const __m512i hstep = _mm512_set1_epi32((int)(16u * 0x9E3779B1u));
-    int i;
-    for (i = 0; i < FO_QBLOCK; i += 16) {
-        __m512 y = _mm512_load_ps(xb + i);
-        __m512i b, r, cc;
-        if (sq) {
-            b = _mm512_castps_si512(_mm512_mul_ps(y, vinv));
-            if (sto)
-                r = _mm512_srli_epi32(_mm512_mullo_epi32(h, _mm512_set1_epi32((int)0x85EBCA6Bu)), 13);
-            else
-                r = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 19), _mm512_set1_epi32(1)),
-                                     _mm512_set1_epi32(0x3FFFF));
-            cc = _mm512_srli_epi32(_mm512_add_epi32(b, r), 19);
-            cc = _mm512_min_epu32(_mm512_max_epu32(cc, _mm512_set1_epi32(1777)), _mm512_set1_epi32(2032));
-            cc = _mm512_sub_epi32(cc, _mm512_set1_epi32(1777));
-        } else {
-            __m512i yb = _mm512_castps_si512(y);
-            __mmask16 ord = _mm512_cmp_ps_mask(y, y, _CMP_ORD_Q);
-            b = _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(
-                _mm512_and_si512(yb, _mm512_set1_epi32(0x7FFFFFFF))), vinv));
-            if (sto)
-                r = _mm512_srli_epi32(h, 12);
-            else
-                r = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 20), _mm512_set1_epi32(1)),
-                                     _mm512_set1_epi32(0x7FFFF));
-            cc = _mm512_srli_epi32(_mm512_add_epi32(b, r), 20);
-            cc = _mm512_min_epu32(_mm512_max_epu32(cc, _mm512_set1_epi32(889)), _mm512_set1_epi32(1016));
-            cc = _mm512_sub_epi32(cc, _mm512_set1_epi32(889));
-            /* the sign as bit 7, a NaN's taken as 0 */
-            cc = _mm512_mask_or_epi32(cc, ord, cc,
-                                      _mm512_slli_epi32(_mm512_srli_epi32(yb, 31), 7));
-        }
-        h = _mm512_add_epi32(h, hstep);
-        _mm_storeu_si128((__m128i *)(c + i), _mm512_cvtepi32_epi8(cc));
-    }
-}
+/* fo1_q8_decode16/_encode16 (AVX-512) and fo1_q8_decode8/_encode8 (AVX2):
+ * one text, two widths. */
+#define FO1_W 16
+#include "lowp_onestate_vec.h"
+#undef FO1_W
+#define FO1_W 8
+#include "lowp_onestate_vec.h"
+#undef FO1_W
 #endif
 
 /* One block of k <= FO_QBLOCK elements with 8-bit codes, in three loops
  * over an L1 buffer: decode; update, write p and find the block's new
- * scale; encode.  In the AVX-512 build a whole block's decode and encode
- * are the explicit vectors above.  pf: prefetch the p, g and codes of the
- * block FO1_AHEAD on, before the encode (which reads no memory). */
+ * scale; encode.  In the AVX-512 and AVX2 builds a whole block's decode
+ * and encode are the explicit vectors above.  pf: prefetch the p, g and
+ * codes of the block FO1_AHEAD on, before the encode (which reads no
+ * memory). */
 FO1_INLINE void fo1_q8_block(const int isa, const int fam, const int sq, const fo1_args *L,
                              float *restrict p, const float *restrict g,
                              uint8_t *restrict c, float *restrict sc, ptrdiff_t k,
@@ -165,6 +100,8 @@ FO1_INLINE void fo1_q8_block(const int isa, const int fam, const int sq, const f
 #if FO_SIMD_AVX2
     if (isa == FO_ISA_AVX512 && k == FO_QBLOCK)
         fo1_q8_decode16(sq, c, s0, xb);
+    else if (isa == FO_ISA_AVX2 && k == FO_QBLOCK)
+        fo1_q8_decode8(sq, c, s0, xb);
     else
 #endif
     for (i = 0; i < k; i++) {
@@ -202,17 +139,21 @@ FO1_INLINE void fo1_q8_block(const int isa, const int fam, const int sq, const f
         fo1_q8_encode16(sq, sto, xb, inv, L->key, ctr, c);
         return;
     }
+    if (isa == FO_ISA_AVX2 && k == FO_QBLOCK) {
+        fo1_q8_encode8(sq, sto, xb, inv, L->key, ctr, c);
+        return;
+    }
 #endif
     for (i = 0; i < k; i++) {
         float y = xb[i];
         uint32_t r, ci = ctr + (uint32_t)i;
         if (sq) {
             uint32_t b = fo_f2u(y * inv);
-            r = sto ? fo_q8v_bits(L->key, ci) : 0x3FFFFu + ((b >> 19) & 1u);
+            r = sto ? fo_q8v_bits(L->key, ci) : fo_q8_nearest(b, FO_Q8V_SHIFT);
             c[i] = (uint8_t)fo_q8v_code(b, r);
         } else {
             uint32_t b = fo_f2u(fabsf(y) * inv);
-            r = sto ? fo_q8m_bits(L->key, ci) : 0x7FFFFu + ((b >> 20) & 1u);
+            r = sto ? fo_q8m_bits(L->key, ci) : fo_q8_nearest(b, FO_Q8M_SHIFT);
             /* a NaN takes sign 0 (lowp_onestate.encode) */
             c[i] = (uint8_t)(fo_q8m_mag(b, r) | ((y == y ? fo_f2u(y) >> 31 : 0u) << 7));
         }

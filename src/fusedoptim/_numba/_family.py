@@ -6,6 +6,15 @@ functions, see ``_step``) and its ``_args`` (one group's keywords to the
 span's scalars and flags); the two entry points around them are the same
 for every such family, so they are made here.  LAMB's two-pass step has its
 own.
+
+Why the three jitted wrappers are not made here too: a factory's wrapper is
+a closure over the family's span, and Numba keys a closure's cache entry on
+its pickled cell contents, in which a dispatcher carries a per-process
+UUID, so it never loads from the cache (measured with Numba 0.68.1: a
+closure wrapper compiled again in every process, adding one ``.nbc`` file
+each, while the module-level one loaded).  A wrapper built from a shared
+code object with the family's globals would cache, but under the shared
+file's timestamp, so an edited span would run stale code from the cache.
 """
 
 from typing import Callable

@@ -25,13 +25,41 @@ from .adam_lowp import _mix, _view
 __all__ = ["onestate_step"]
 
 _M32 = np.uint64(0xFFFFFFFF)
-_S16, _S15, _S19, _S20, _S13, _S12, _S31 = (np.uint64(k) for k in
-                                             (16, 15, 19, 20, 13, 12, 31))
+_S16, _S13, _S12, _S7, _S31 = (np.uint64(k) for k in (16, 13, 12, 7, 31))
 _GOLD = np.uint64(0x9E3779B1)
 _Q8V = np.uint64(0x85EBCA6B)
 _ONE = np.uint64(1)
+# The 8-bit codes' fields (lowp_codec.h's FO_Q8M_* and FO_Q8V_*, which say
+# what they are): shift, lowest and highest field.
+_Q8M_SHIFT, _Q8M_LO, _Q8M_HI = np.uint64(20), np.uint64(889), np.uint64(1016)
+_Q8V_SHIFT, _Q8V_LO, _Q8V_HI = np.uint64(19), np.uint64(1777), np.uint64(2032)
 KIND_BF16, KIND_Q8, KIND_F32 = 0, 1, 2
 _F1, _F0 = np.float32(1), np.float32(0)
+
+
+@njit(inline="always", **JIT)
+def _q8_code(b, r, shift, lo, hi):
+    """lowp_codec.h's fo_q8_code: bit pattern b plus rounding bits r, its
+    field at shift clamped to [lo, hi] and rebased."""
+    return min(max(((b + r) & _M32) >> shift, lo), hi) - lo
+
+
+@njit(inline="always", **JIT)
+def _q8m_bits(key, ctr):
+    """families.adam_lowp.q8_rounding_bits of m for element ctr."""
+    return ((((ctr + key) & _M32) * _GOLD) & _M32) >> _S12
+
+
+@njit(inline="always", **JIT)
+def _q8v_bits(key, ctr):
+    """families.adam_lowp.q8_rounding_bits of v for element ctr."""
+    return ((((((ctr + key) & _M32) * _GOLD) & _M32) * _Q8V) & _M32) >> _S13
+
+
+@njit(inline="always", **JIT)
+def _q8_nearest(b, shift):
+    """fo_q8_nearest: nearest-even rounding bits of b for a field at shift."""
+    return ((_ONE << (shift - _ONE)) - _ONE) + ((b >> shift) & _ONE)
 
 
 @njit(inline="always", **JIT)
@@ -134,11 +162,11 @@ def _q8_span(fam, sq, row, lo, hi, idx0, s, f, key):
         for i in range(k):
             c = np.uint64(C[a + i])
             if sq:
-                UX[i] = (c + np.uint64(1777)) << _S19
+                UX[i] = (c + _Q8V_LO) << _Q8V_SHIFT
             else:
                 mag = c & np.uint64(127)
-                UX[i] = (np.uint64(0) if mag == 0 else (mag + np.uint64(889)) << _S20) | \
-                    ((c >> np.uint64(7)) << _S31)
+                UX[i] = (np.uint64(0) if mag == 0 else (mag + _Q8M_LO) << _Q8M_SHIFT) | \
+                    ((c >> _S7) << _S31)
         amax = np.uint64(0)
         for i in range(k):
             x0 = FX[i] * s0
@@ -158,23 +186,13 @@ def _q8_span(fam, sq, row, lo, hi, idx0, s, f, key):
             sign = np.uint64(UX[i]) >> _S31 if FX[i] == FX[i] else np.uint64(0)
             FX[i] = FX[i] * inv if sq else abs(FX[i]) * inv
             b = np.uint64(UX[i])
+            ctr = np.uint64(idx0 + a + i)
             if sq:
-                if f[7]:  # families.adam_lowp.q8_rounding_bits, v's
-                    h = (((np.uint64(idx0 + a + i) + key) & _M32) * _GOLD) & _M32
-                    r = ((h * _Q8V) & _M32) >> _S13
-                else:
-                    r = np.uint64(0x3FFFF) + ((b >> _S19) & _ONE)
-                cc = ((b + r) & _M32) >> _S19
-                C[a + i] = min(max(cc, np.uint64(1777)), np.uint64(2032)) - np.uint64(1777)
+                r = _q8v_bits(key, ctr) if f[7] else _q8_nearest(b, _Q8V_SHIFT)
+                C[a + i] = _q8_code(b, r, _Q8V_SHIFT, _Q8V_LO, _Q8V_HI)
             else:
-                if f[7]:  # families.adam_lowp.q8_rounding_bits, m's
-                    h = (((np.uint64(idx0 + a + i) + key) & _M32) * _GOLD) & _M32
-                    r = h >> _S12
-                else:
-                    r = np.uint64(0x7FFFF) + ((b >> _S20) & _ONE)
-                cc = ((b + r) & _M32) >> _S20
-                cc = min(max(cc, np.uint64(889)), np.uint64(1016)) - np.uint64(889)
-                C[a + i] = cc | (sign << np.uint64(7))
+                r = _q8m_bits(key, ctr) if f[7] else _q8_nearest(b, _Q8M_SHIFT)
+                C[a + i] = _q8_code(b, r, _Q8M_SHIFT, _Q8M_LO, _Q8M_HI) | (sign << _S7)
         SC[blk] = fs
 
 
