@@ -3,6 +3,8 @@
 the NumPy reference's bits: the AVX2 build is run here even on an AVX-512
 CPU, which the dispatch would never choose."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -26,6 +28,26 @@ def _levels():
     return out
 
 
+@contextlib.contextmanager
+def _isa(isa):
+    """The compiled loops forced to build ``isa`` (None: the dispatch's)."""
+    before = lowp._set_isa(isa) if isa else None
+    try:
+        yield
+    finally:
+        if before:
+            lowp._set_isa(before)
+
+
+def _bits(backend, isa, p0, steps):
+    """Parameter and state bytes after ``steps(params)`` (which builds the
+    optimizer, steps it and returns it) on one backend and build."""
+    params = {"w": p0.copy()}
+    with _isa(isa), fo.use_backend(backend):
+        opt = steps(params)
+    return params["w"].tobytes(), {k: v["w"].tobytes() for k, v in opt.state.items()}
+
+
 def _run(backend, fmt, rounding, isa=None, steps=3):
     rng = np.random.default_rng(5)
     # whole blocks, a partial last block, a float32-state tensor, and element
@@ -34,16 +56,11 @@ def _run(backend, fmt, rounding, isa=None, steps=3):
     params = {f"p{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
     grads = [{k: (rng.standard_normal(v.shape) * 10.0 ** rng.uniform(-4, 1, v.shape))
               .astype(np.float32) for k, v in params.items()} for _ in range(steps)]
-    before = lowp._set_isa(isa) if isa else None
-    try:
-        with fo.use_backend(backend):
-            opt = fo.AdamW(params, lr=1e-2, weight_decay=0.05, state_dtype=fmt,
-                           state_rounding=rounding, state_seed=3)
-            for g in grads:
-                opt.step(g)
-    finally:
-        if before:
-            lowp._set_isa(before)
+    with _isa(isa), fo.use_backend(backend):
+        opt = fo.AdamW(params, lr=1e-2, weight_decay=0.05, state_dtype=fmt,
+                       state_rounding=rounding, state_seed=3)
+        for g in grads:
+            opt.step(g)
     return params, opt.state
 
 
@@ -86,22 +103,15 @@ def test_extreme_blocks_give_the_reference_bits(isa, rounding):
     n = 40 * L.QBLOCK + 33
     p0 = rng.standard_normal(n).astype(np.float32)
     grads = _extreme_grads(n, 4, rng)
-    results = []
-    for backend, lv in (("numpy", None), ("cython", isa)):
-        params = {"w": p0.copy()}
-        before = lowp._set_isa(lv) if lv else None
-        try:
-            with fo.use_backend(backend):
-                opt = fo.Adam(params, lr=1e-3, state_dtype="int8", state_rounding=rounding,
-                              state_seed=4)
-                for g in grads:
-                    opt.step(g)
-        finally:
-            if before:
-                lowp._set_isa(before)
-        results.append((params["w"].tobytes(),
-                        {k: v["w"].tobytes() for k, v in opt.state.items()}))
-    assert results[0] == results[1]
+
+    def steps(params):
+        opt = fo.Adam(params, lr=1e-3, state_dtype="int8", state_rounding=rounding,
+                      state_seed=4)
+        for g in grads:
+            opt.step(g)
+        return opt
+
+    assert _bits("numpy", None, p0, steps) == _bits("cython", isa, p0, steps)
 
 
 @pytest.mark.parametrize("isa", _levels())
@@ -116,27 +126,20 @@ def test_non_finite_old_scales_give_the_reference_bits(isa, rounding):
     n = 20 * L.QBLOCK  # above QMIN_ELEMENTS: 8-bit moments
     p0 = rng.standard_normal(n).astype(np.float32)
     grads = [{"w": rng.standard_normal(n).astype(np.float32)} for _ in range(3)]
-    results = []
-    for backend, lv in (("numpy", None), ("cython", isa)):
-        params = {"w": p0.copy()}
-        before = lowp._set_isa(lv) if lv else None
-        try:
-            with fo.use_backend(backend):
-                opt = fo.Adam(params, lr=1e-3, state_dtype="int8", state_rounding=rounding,
-                              state_seed=6)
-                opt.step(grads[0])
-                ms = opt.state["exp_avg_scale"]["w"].view(np.uint32)
-                vs = opt.state["exp_avg_sq_scale"]["w"].view(np.uint32)
-                ms[1], ms[2], ms[3] = 0x7FC00000, 0x7F800000, 0xFFC00000  # NaN, inf, -NaN
-                vs[5], vs[6] = 0x7F800000, 0x7FC00000
-                for g in grads[1:]:
-                    opt.step(g)
-        finally:
-            if before:
-                lowp._set_isa(before)
-        results.append((params["w"].tobytes(),
-                        {k: v["w"].tobytes() for k, v in opt.state.items()}))
-    assert results[0] == results[1]
+
+    def steps(params):
+        opt = fo.Adam(params, lr=1e-3, state_dtype="int8", state_rounding=rounding,
+                      state_seed=6)
+        opt.step(grads[0])
+        ms = opt.state["exp_avg_scale"]["w"].view(np.uint32)
+        vs = opt.state["exp_avg_sq_scale"]["w"].view(np.uint32)
+        ms[1], ms[2], ms[3] = 0x7FC00000, 0x7F800000, 0xFFC00000  # NaN, inf, -NaN
+        vs[5], vs[6] = 0x7F800000, 0x7FC00000
+        for g in grads[1:]:
+            opt.step(g)
+        return opt
+
+    assert _bits("numpy", None, p0, steps) == _bits("cython", isa, p0, steps)
 
 
 def test_set_isa_refuses_unknown_names():

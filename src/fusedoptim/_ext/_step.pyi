@@ -1,11 +1,17 @@
 # Type stub of the compiled module shared by every family's step.
-# (The pool hooks _set_spin_ns .. _set_ftz_daz are _pool's, re-exported.)
 from collections.abc import Mapping
-from types import EllipsisType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from ._pool import (  # the pool's hooks, re-exported
+    _pool_judge as _pool_judge,
+    _pool_policy as _pool_policy,
+    _pool_workers as _pool_workers,
+    _set_ftz_daz as _set_ftz_daz,
+    _set_spin_ns as _set_spin_ns,
+)
 
 DEBUG_BUILD: bool
 HAVE_THREADS: bool
@@ -16,20 +22,6 @@ def simd() -> str: ...
 def _set_simd(on: bool) -> bool: ...
 def _set_simd_isa(name: str) -> str: ...
 def _set_parallel_min(n: int) -> int: ...
-def _set_spin_ns(ns: int) -> int: ...
-def _pool_workers() -> tuple[int, int]: ...
-def _pool_policy(
-    adaptive: bool | None = None,
-    force: bool | None | EllipsisType = ...,
-    worker_delay_ns: int | None = None,
-    reset: bool = False,
-    descheduled: bool | None | EllipsisType = ...,
-) -> dict[str, Any]: ...
-def _pool_judge(
-    parallel_ns: float, serial_ns: float, parallel_n: int, serial_n: int,
-    descheduled_recent: int,
-) -> bool: ...
-def _set_ftz_daz(on: bool) -> bool: ...
 def _split_start(total: int, parts: int, k: int) -> int: ...
 def grad_sumsq(
     params: Mapping[str, npt.NDArray[np.floating[Any]]],

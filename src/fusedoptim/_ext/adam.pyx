@@ -20,11 +20,11 @@ cdef extern from "adam_avx2.h" nogil:
     void fo_adam_simd_f32(int isa, float* p, const float* g, float* m, float* v,
                           Py_ssize_t n, float lr, float b1, float omb1, float b2,
                           float omb2, float e, float c1, float c2, double rc1, float shrink,
-                          int shrink_p, int torch)
+                          float wd, int decay, int torch)
     void fo_adam_simd_f64(int isa, double* p, const double* g, double* m, double* v,
                           Py_ssize_t n, double lr, double b1, double omb1, double b2,
                           double omb2, double e, double c1, double c2, double rc1,
-                          double shrink, int shrink_p, int torch)
+                          double shrink, double wd, int decay, int torch)
 
 
 ctypedef struct AdamArgs:
@@ -86,16 +86,16 @@ cdef inline void _adam_typed(floating* p, const floating* g, floating* m, floati
     cdef bint scale = A.gscale != 1.0, mx = A.maximize
     cdef bint l2 = A.wd != 0.0 and not A.decoupled
     cdef bint shrink_p = A.wd != 0.0 and A.decoupled
-    if scale or mx or l2 or A.amsgrad:
+    if scale or mx or A.amsgrad or (l2 and not A.simd):
         _adam_loop(p, g, m, v, vmax, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1, gs, wd, shrink,
                    scale, mx, l2, shrink_p, A.amsgrad, A.torch)
     elif A.simd:
         if floating is float:
             fo_adam_simd_f32(A.simd, p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
-                             shrink, shrink_p, A.torch)
+                             shrink, wd, 1 if shrink_p else (2 if l2 else 0), A.torch)
         else:
             fo_adam_simd_f64(A.simd, p, g, m, v, n, lr, b1, omb1, b2, omb2, e, c1, c2, rc1,
-                             shrink, shrink_p, A.torch)
+                             shrink, wd, 1 if shrink_p else (2 if l2 else 0), A.torch)
     elif A.torch:
         # The classes: Adam, AdamW
         if shrink_p:

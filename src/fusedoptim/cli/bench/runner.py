@@ -319,9 +319,9 @@ def _measure_case(case, n, impls, timing, progress, where):
         # the next case builds its own.
         steps.clear()
         gc.collect()
-    for impl, exc in errors.items():
+    for impl, err in errors.items():
         failures += 1
-        _failed(recs[impl], exc, f"{case.name} {n} thr {impl}", progress)
+        _failed(recs[impl], err, f"{case.name} {n} thr {impl}", progress)
     for impl, by_round in times.items():
         rec = recs[impl]
         if rec["error"] is None and by_round:

@@ -430,7 +430,7 @@ def interleave(steps: "dict[str, Callable[[], object]]", rounds: int, warmup: in
             errors[impl] = exc
         else:
             live[impl] = fn
-    out = {impl: {} for impl in steps}
+    out: dict[str, dict[int, float]] = {impl: {} for impl in steps}
     for r in range(rounds):
         if on_round is not None:
             on_round(r)
