@@ -100,6 +100,9 @@ def run(size, threads, rounds, nsteps, impls):
         order = impls[r % len(impls):] + impls[:r % len(impls)]
         for impl in order:
             t, counts = time_turn(impl, steps[impl], nsteps)
+            # torch's OpenMP workers spin on after its steps: let them sleep
+            # before the next implementation's turn (bench's settle).
+            W.settle()
             times[impl] += t
             rmed[impl].append(statistics.median(t))
             if counts:

@@ -436,8 +436,6 @@ def interleave(steps: "dict[str, Callable[[], object]]", rounds: int, warmup: in
             on_round(r)
         order = list(live.items())
         for impl, fn in (order if r % 2 == 0 else order[::-1]):
-            if impl not in live:
-                continue
             if r % every.get(impl, 1):
                 continue
             try:
