@@ -13,6 +13,7 @@ Run from the repository root, on a quiet machine, before a release::
     python docs/update_readme.py            # both
     python docs/update_readme.py --only train
     python docs/update_readme.py --dry-run  # print the new blocks, write nothing
+    python docs/update_readme.py --no-charts  # the tables only (no matplotlib)
 
 ``--bench-args`` and ``--train-args`` replace the commands' arguments (the
 tests use them for a short run on a copy of the README).
@@ -72,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-args", default=TRAIN_ARGS)
     ap.add_argument("--charts", type=pathlib.Path, default=ROOT / "docs",
                     help="directory of bench.png and train.png (default: docs/)")
+    ap.add_argument("--no-charts", action="store_true",
+                    help="leave the charts alone (they need matplotlib)")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
     text = a.readme.read_text()
-    plot = [] if a.dry_run else ["--plot"]
+    plot = [] if a.dry_run or a.no_charts else ["--plot"]
     if a.only in (None, "bench"):
         args = ["bench", *shlex.split(a.bench_args), "-q"]
         args += plot + [str(a.charts / "bench.png")] if plot else []
