@@ -113,6 +113,12 @@ def main(argv=None):
               f"{med[f'{kind} AdamW8bit'] / med['adam int8']:.1f}x faster")
     print(f"bfloat16 / float32 = {med['adam bfloat16'] / f32:.3f} (goal <= 0.76), "
           f"int8 / float32 = {med['adam int8'] / f32:.3f} (goal <= 0.65)")
+    # the same ratios round by round (each round's steps ran back to back, so a
+    # load change between rounds cancels)
+    per_round = {k: statistics.median(a / b for a, b in zip(times[k], times["adam float32"]))
+                 for k in ("adam bfloat16", "adam int8")}
+    print(f"medians of per-round ratios: bfloat16 {per_round['adam bfloat16']:.3f}, "
+          f"int8 {per_round['adam int8']:.3f}")
 
 
 if __name__ == "__main__":

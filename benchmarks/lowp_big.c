@@ -14,7 +14,12 @@
  * are placed as _alloc places a step's and given transparent huge pages, as
  * NumPy asks for large arrays.  With -DVARIANT='"file.h"' a variant of the
  * AVX-512 loop (the AVX-512 block of adam_lowp_isa.h with names fo_x16_,
- * including a modified copy of adam_lowp_vec.h) runs beside the library's.
+ * including a modified copy of adam_lowp_vec.h) runs beside the library's;
+ * with -DVARIANT_BF16='"file.h"' a variant of the bfloat16 loop (a function
+ * fo_x16_bf16 with fo_adam_bf16_avx512's arguments).  The bfloat16 rows: the
+ * AVX-512 build (nearest, stochastic), a copy of the bfloat16 layout's
+ * traffic, and the AVX512_BF16 loop of adam_lowp_bf16.h (nearest; needs a
+ * CPU with AVX512_BF16).
  * Build and run from the repository root:
  *
  *   gcc -O3 -fopenmp -fno-math-errno -ffp-contract=off -fno-trapping-math \
@@ -66,6 +71,11 @@ static FO_AVX512_ATTR void fo_x16(const fo_lowp_args *A, float *p, const float *
         fo_x16_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, 0, 0, 0, 0, 0);
 }
 #endif
+#ifdef VARIANT_BF16
+/* a variant of the bfloat16 loop: defines fo_x16_bf16 with
+ * fo_adam_bf16_avx512's arguments */
+#include VARIANT_BF16
+#endif
 
 #define N (1L << 24)
 #ifndef CHUNK
@@ -74,7 +84,9 @@ static FO_AVX512_ATTR void fo_x16(const fo_lowp_args *A, float *p, const float *
 
 static float *p, *g, *m, *v, *ms, *vs;
 static uint8_t *mc, *vc;
+static uint16_t *mw, *vw;  /* bfloat16 m, v */
 static fo_lowp_args A_sto, A_near;
+static int has_bf16;  /* AVX512_BF16 (fo_lowp_isa() == 3) */
 
 /* reads p, g and both codes, writes p and both codes (and the scales): the
  * 8-bit layout's traffic with no arithmetic to speak of */
@@ -99,14 +111,40 @@ __attribute__((target("avx512f,avx512bw"))) static void copy8(float *p, const fl
     }
 }
 
+/* reads p, g and both bfloat16 moments, writes p and the moments */
+__attribute__((target("avx512f,avx512bw"))) static void copy16(float *p, const float *g,
+                                                              uint16_t *mw, uint16_t *vw, long n)
+{
+    long i, k;
+    const __m512 c = _mm512_set1_ps(1e-7f);
+    const __m512i x = _mm512_set1_epi16(1);
+    for (i = 0; i < n; i += 32) {
+        for (k = 0; k < 32; k += 16)
+            _mm512_storeu_ps(p + i + k, _mm512_add_ps(_mm512_loadu_ps(p + i + k),
+                             _mm512_mul_ps(c, _mm512_loadu_ps(g + i + k))));
+        _mm512_storeu_si512(mw + i, _mm512_xor_si512(_mm512_loadu_si512(mw + i), x));
+        _mm512_storeu_si512(vw + i, _mm512_xor_si512(_mm512_loadu_si512(vw + i), x));
+    }
+}
+
+enum { F32, COPY7, Q8S, Q8N, COPY8, BFN, BFS, COPY16, BFNB,
 #ifdef VARIANT
-enum { F32, COPY7, Q8S, Q8N, COPY8, Q8SX, Q8NX, NKINDS };
-#else
-enum { F32, COPY7, Q8S, Q8N, COPY8, NKINDS };
+       Q8SX, Q8NX,
 #endif
+#ifdef VARIANT_BF16
+       BFNX, BFSX,
+#endif
+       NKINDS };
 static const char *names[] = {"adam f32", "copy f32 (7 arr)", "adam int8 sto",
-                              "adam int8 nearest", "copy 8-bit layout", "variant int8 sto",
-                              "variant int8 nearest"};
+                              "adam int8 nearest", "copy 8-bit layout", "adam bf16 nearest",
+                              "adam bf16 sto", "copy bf16 layout", "adam bf16 near. BF16",
+#ifdef VARIANT
+                              "variant int8 sto", "variant int8 nearest",
+#endif
+#ifdef VARIANT_BF16
+                              "variant bf16 nearest", "variant bf16 sto",
+#endif
+};
 
 static void kernel(int kind, long a, long b)
 {
@@ -115,7 +153,7 @@ static void kernel(int kind, long a, long b)
         break;
     case F32:
         fo_adam_simd_f32(FO_ISA_AVX512, p + a, g + a, m + a, v + a, b - a, 1e-7f, 0.9f, 0.1f,
-                         0.999f, 0.001f, 1e-8f, 0.1f, 0.03f, 1.0 / (double)0.1f, 1.0f, 0, 1);
+                         0.999f, 0.001f, 1e-8f, 0.1f, 0.03f, 1.0 / (double)0.1f, 1.0f, 0.0f, 0, 1);
         break;
     case COPY7:
         fo_copy_simd_f32(FO_ISA_AVX512, p + a, m + a, v + a, g + a, NULL, b - a, 3, 1);
@@ -132,6 +170,24 @@ static void kernel(int kind, long a, long b)
                vs + a / 256, b - a, a);
         break;
 #endif
+    case BFN:
+    case BFS:
+        fo_adam_bf16_avx512(kind == BFS ? &A_sto : &A_near, p + a, g + a, mw + a, vw + a,
+                            b - a, a);
+        break;
+    case BFNB:  /* the AVX512_BF16 loop, nearest rounding (where the CPU has it) */
+        if (has_bf16)
+            fo_adam_bf16_avx512bf(&A_near, p + a, g + a, mw + a, vw + a, b - a, a);
+        break;
+#ifdef VARIANT_BF16
+    case BFNX:
+    case BFSX:
+        fo_x16_bf16(kind == BFSX ? &A_sto : &A_near, p + a, g + a, mw + a, vw + a, b - a, a);
+        break;
+#endif
+    case COPY16:
+        copy16(p + a, g + a, mw + a, vw + a, b - a);
+        break;
     case COPY8:
         copy8(p + a, g + a, mc + a, vc + a, ms + a / 256, vs + a / 256, b - a);
         break;
@@ -185,11 +241,12 @@ static double incache(int kind)
     static char *own[16];
     float *p0 = p, *g0 = g, *m0 = m, *v0 = v, *ms0 = ms, *vs0 = vs;
     uint8_t *mc0 = mc, *vc0 = vc;
+    uint16_t *mw0 = mw, *vw0 = vw;
     double t0, t1;
     int r;
     if (own[kind] == NULL) {
         /* the arrays 4096 + 1088 bytes apart, as in the big step */
-        own[kind] = aligned_alloc(4096, 20 * CHUNK + 8 * 5184);
+        own[kind] = aligned_alloc(4096, 24 * CHUNK + 10 * 5184);
         memcpy(own[kind], p, 4 * CHUNK);
         memcpy(own[kind] + 4 * CHUNK + 5184, g, 4 * CHUNK);
         memcpy(own[kind] + 8 * CHUNK + 2 * 5184, m, 4 * CHUNK);
@@ -198,6 +255,8 @@ static double incache(int kind)
         memcpy(own[kind] + 17 * CHUNK + 5 * 5184, vc, CHUNK);
         memcpy(own[kind] + 18 * CHUNK + 6 * 5184, ms, CHUNK / 64);
         memcpy(own[kind] + 19 * CHUNK + 7 * 5184, vs, CHUNK / 64);
+        memcpy(own[kind] + 20 * CHUNK + 8 * 5184, mw, 2 * CHUNK);
+        memcpy(own[kind] + 22 * CHUNK + 9 * 5184, vw, 2 * CHUNK);
     }
     p = (float *)own[kind];
     g = (float *)(own[kind] + 4 * CHUNK + 5184);
@@ -207,12 +266,14 @@ static double incache(int kind)
     vc = (uint8_t *)(own[kind] + 17 * CHUNK + 5 * 5184);
     ms = (float *)(own[kind] + 18 * CHUNK + 6 * 5184);
     vs = (float *)(own[kind] + 19 * CHUNK + 7 * 5184);
+    mw = (uint16_t *)(own[kind] + 20 * CHUNK + 8 * 5184);
+    vw = (uint16_t *)(own[kind] + 22 * CHUNK + 9 * 5184);
     kernel(kind, 0, CHUNK);
     t0 = cpu();
     for (r = 0; r < 100; r++)
         kernel(kind, 0, CHUNK);
     t1 = cpu();
-    p = p0; g = g0; m = m0; v = v0; ms = ms0; vs = vs0; mc = mc0; vc = vc0;
+    p = p0; g = g0; m = m0; v = v0; ms = ms0; vs = vs0; mc = mc0; vc = vc0; mw = mw0; vw = vw0;
     return (t1 - t0) / 100 / CHUNK * 1e9;
 }
 
@@ -234,11 +295,12 @@ int main(int argc, char **argv)
     static double t[NKINDS][4096], ic[NKINDS][64];
     int cnt[NKINDS] = {0};
     unsigned rng = 12345u;
-    char *base = aligned_alloc(4096, 4 * N * sizeof(float) + 2 * N + N / 32 + 16 * 4096);
+    size_t total = 4 * N * sizeof(float) + 2 * N + N / 32 + 4 * N + 16 * 4096;
+    char *base = aligned_alloc(4096, total);
     long i, c;
     int r, k;
     if (base != NULL)  /* as NumPy asks for its large arrays */
-        madvise(base, 4 * N * sizeof(float) + 2 * N + N / 32 + 16 * 4096, MADV_HUGEPAGE);
+        madvise(base, total, MADV_HUGEPAGE);
     if (base == NULL || rounds > 64 || rounds * (N / CHUNK) / NKINDS + 1 > 4096)
         return 1;
     p = (float *)base;
@@ -249,6 +311,9 @@ int main(int argc, char **argv)
     vc = (uint8_t *)(base + 4 * N * 4 + N + 5 * 4096 + 2176);
     ms = (float *)(base + 4 * N * 4 + 2 * N + 6 * 4096);
     vs = ms + N / 256 + 64;
+    mw = (uint16_t *)(base + 4 * N * 4 + 2 * N + N / 32 + 8 * 4096 + 1088);
+    vw = (uint16_t *)(base + 4 * N * 4 + 4 * N + N / 32 + 9 * 4096 + 2176);
+    has_bf16 = fo_lowp_isa() == 3;
     args(&A_sto, 1);
     args(&A_near, 0);
 #pragma omp parallel for schedule(static)
@@ -259,6 +324,8 @@ int main(int argc, char **argv)
         v[i] = 1e-3f;
         mc[i] = (uint8_t)(i * 7);
         vc[i] = (uint8_t)(100 + i % 100);
+        mw[i] = (uint16_t)(0x3C00u + i % 512);  /* about 0.0078-0.03 */
+        vw[i] = (uint16_t)(0x3A80u + i % 128);  /* about 0.001 */
         if (i % 256 == 0)
             ms[i / 256] = vs[i / 256] = 1e-2f;
     }

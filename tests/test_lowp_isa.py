@@ -12,7 +12,7 @@ import fusedoptim as fo
 from fusedoptim.families import adam_lowp as L
 
 lowp = pytest.importorskip("fusedoptim._ext.adam_lowp")
-LEVELS = ("baseline", "avx2", "avx512")
+LEVELS = ("baseline", "avx2", "avx512", "avx512bf16")
 
 
 def _levels():
@@ -145,3 +145,39 @@ def test_non_finite_old_scales_give_the_reference_bits(isa, rounding):
 def test_set_isa_refuses_unknown_names():
     with pytest.raises(ValueError, match="isa"):
         lowp._set_isa("sse9")
+
+
+@pytest.mark.parametrize("isa", _levels())
+@pytest.mark.parametrize("cls,kw", [(fo.Adam, {}), (fo.Adam, {"maximize": True}),
+                                    (fo.AdamW, {"weight_decay": 0.01})])
+def test_bf16_subnormal_moments_give_the_reference_bits(isa, cls, kw):
+    """bfloat16 moments that are or become subnormal: the AVX512_BF16 loop's
+    conversion flushes them, so a vector holding one takes the integer
+    encoding (adam_lowp_bf16.h).  Groups of 32 elements all normal, with one
+    subnormal lane, all subnormal, zero gradients (m decays through the
+    subnormals to zero), and a length that leaves a tail."""
+    rng = np.random.default_rng(13)
+    n = 64 * 32 + 19
+    p0 = rng.standard_normal(n).astype(np.float32)
+    grads = []
+    for t in range(12):
+        g = rng.standard_normal(n).astype(np.float32)
+        groups = g[: n // 32 * 32].reshape(-1, 32)
+        kind = np.arange(groups.shape[0]) % 5
+        groups[kind == 1, t % 32] *= np.float32(1e-39)  # one subnormal lane
+        groups[kind == 2] *= np.float32(1e-40)          # all subnormal
+        groups[kind == 3] *= np.float32(1e-36) if t < 2 else 0.0  # m decays into them
+        groups[kind == 4] *= np.float32(1e-20)          # v subnormal, m normal
+        grads.append({"w": g})
+
+    def steps(params):
+        opt = cls(params, lr=1e-3, betas=(0.5, 0.999), state_dtype="bfloat16",
+                      state_rounding="nearest", **kw)
+        for g in grads:
+            opt.step(g)
+        return opt
+
+    ref = _bits("numpy", None, p0, steps)
+    words = np.frombuffer(ref[1]["exp_avg"] + ref[1]["exp_avg_sq"], np.uint16)
+    assert np.any((words & 0x7F80 == 0) & (words & 0x7F != 0))  # subnormals stored
+    assert ref == _bits("cython", isa, p0, steps)

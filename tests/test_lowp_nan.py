@@ -91,7 +91,7 @@ def _isa_levels():
     except ImportError:
         return []
     out = []
-    for lv in ("baseline", "avx2", "avx512"):
+    for lv in ("baseline", "avx2", "avx512", "avx512bf16"):
         try:
             before = lowp._set_isa(lv)
         except ValueError:

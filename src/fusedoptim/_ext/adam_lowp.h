@@ -268,14 +268,16 @@ FO_LOWP_BUILD(base, )
 #include "adam_lowp_isa.h"
 FO_LOWP_BUILD(avx2, FO_AVX2_ATTR)
 FO_LOWP_BUILD(avx512, FO_AVX512_ATTR)
+#include "adam_lowp_bf16.h"
 
-/* 2: AVX-512 (F, BW, DQ, VL), 1: AVX2, 0: neither (baseline loops). */
+/* 3: AVX-512 (F, BW, DQ, VL) and AVX512_BF16, 2: AVX-512 without it, 1: AVX2,
+ * 0: neither (baseline loops). */
 static inline int fo_lowp_isa(void)
 {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-        return 2;
+        return __builtin_cpu_supports("avx512bf16") ? 3 : 2;
     return __builtin_cpu_supports("avx2") ? 1 : 0;
 }
 #else
@@ -284,6 +286,7 @@ static inline int fo_lowp_isa(void)
 #define fo_adam_f32_avx2 fo_adam_f32_base
 #define fo_adam_q8_avx2 fo_adam_q8_base
 #define fo_adam_bf16_avx512 fo_adam_bf16_base
+#define fo_adam_bf16_avx512bf fo_adam_bf16_base
 #define fo_adam_f32_avx512 fo_adam_f32_base
 #define fo_adam_q8_avx512 fo_adam_q8_base
 static inline int fo_lowp_isa(void) { return 0; }

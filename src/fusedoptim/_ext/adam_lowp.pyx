@@ -40,6 +40,8 @@ cdef extern from "adam_lowp.h" nogil:
                            uint16_t* v, Py_ssize_t n, Py_ssize_t idx0)
     void fo_adam_bf16_avx512(const fo_lowp_args* A, float* p, const float* g, uint16_t* m,
                              uint16_t* v, Py_ssize_t n, Py_ssize_t idx0)
+    void fo_adam_bf16_avx512bf(const fo_lowp_args* A, float* p, const float* g, uint16_t* m,
+                               uint16_t* v, Py_ssize_t n, Py_ssize_t idx0)
     void fo_adam_f32_base(const fo_lowp_args* A, float* p, const float* g, float* m,
                           float* v, Py_ssize_t n)
     void fo_adam_f32_avx2(const fo_lowp_args* A, float* p, const float* g, float* m,
@@ -58,17 +60,20 @@ if FO_QBLOCK != _PY_QBLOCK or _tuning.BLOCK_ELEMENTS % FO_QBLOCK:
     raise ImportError("fusedoptim._ext.adam_lowp: QBLOCK must match the reference and "
                       "divide _tuning.BLOCK_ELEMENTS")
 
+_LEVELS = ("baseline", "avx2", "avx512", "avx512bf16")
 cdef int _isa_cpu = fo_lowp_isa()
 cdef int _isa_available = _isa_cpu
 
 
 def _set_isa(name: str) -> str:
     """Run the low-precision loops with instruction set ``name``
-    (``"avx512"``, ``"avx2"``, ``"baseline"``; at most what the CPU has)
-    until the next call; returns the previous choice.  For tests: the AVX2
-    build is otherwise never run on an AVX-512 CPU."""
+    (``"avx512bf16"``, ``"avx512"``, ``"avx2"``, ``"baseline"``; at most
+    what the CPU has) until the next call; returns the previous choice.  For
+    tests: the AVX2 build is otherwise never run on an AVX-512 CPU.
+    ``"avx512bf16"`` differs from ``"avx512"`` in bfloat16 Adam with nearest
+    rounding only (``adam_lowp_bf16.h``)."""
     global _isa_available
-    levels = ("baseline", "avx2", "avx512")
+    levels = _LEVELS
     if name not in levels or levels.index(name) > _isa_cpu:
         raise ValueError(f"isa must be one of {levels[:_isa_cpu + 1]}, got {name!r}")
     before = levels[_isa_available]
@@ -77,10 +82,10 @@ def _set_isa(name: str) -> str:
 
 
 def isa():
-    """Instruction set the low-precision loops run with now: ``"avx512"``,
-    ``"avx2"`` or ``"baseline"`` (``_step._set_simd(False)`` forces the
-    baseline)."""
-    return ("baseline", "avx2", "avx512")[_isa_available if simd_enabled() else 0]
+    """Instruction set the low-precision loops run with now: ``"avx512bf16"``,
+    ``"avx512"``, ``"avx2"`` or ``"baseline"`` (``_step._set_simd(False)``
+    forces the baseline)."""
+    return _LEVELS[_isa_available if simd_enabled() else 0]
 
 
 cdef enum:
@@ -111,7 +116,10 @@ cdef void _chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
     if a >= b:
         return
     if k == KIND_BF16:
-        if J.isa == 2:
+        if J.isa == 3:
+            fo_adam_bf16_avx512bf(&J.A, p, g, <uint16_t*>s[0] + a, <uint16_t*>s[1] + a,
+                                  b - a, J.base[i] + a)
+        elif J.isa == 2:
             fo_adam_bf16_avx512(&J.A, p, g, <uint16_t*>s[0] + a, <uint16_t*>s[1] + a,
                                 b - a, J.base[i] + a)
         elif J.isa == 1:
@@ -122,7 +130,7 @@ cdef void _chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                               b - a, J.base[i] + a)
     elif k == KIND_Q8:
         # a is a multiple of FO_QBLOCK (padded split, see the module docstring)
-        if J.isa == 2:
+        if J.isa >= 2:
             fo_adam_q8_avx512(&J.A, p, g, <uint8_t*>s[0] + a, <uint8_t*>s[1] + a,
                               <float*>s[2] + a // FO_QBLOCK, <float*>s[3] + a // FO_QBLOCK,
                               b - a, J.base[i] + a)
@@ -135,7 +143,7 @@ cdef void _chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
                             <float*>s[2] + a // FO_QBLOCK, <float*>s[3] + a // FO_QBLOCK,
                             b - a, J.base[i] + a)
     else:
-        if J.isa == 2:
+        if J.isa >= 2:
             fo_adam_f32_avx512(&J.A, p, g, <float*>s[0] + a, <float*>s[1] + a, b - a)
         elif J.isa == 1:
             fo_adam_f32_avx2(&J.A, p, g, <float*>s[0] + a, <float*>s[1] + a, b - a)

@@ -53,6 +53,8 @@
 #define v_load_s8(a) _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a)))
 #define v_store_u8x4(a, x) _mm256_storeu_si256((__m256i *)(a), x)
 #define v_or_and(a, b, c) _mm256_or_si256(a, _mm256_and_si256(b, c))
+/* t + bit k of b (0 or 1) */
+#define v_add_bit(t, b, k) v_addi(t, v_andi(v_srli(b, k), v_set1i(1)))
 #define V_WORD_PERMUTE 0
 /* acc = max(acc, bits of |x|), unsigned (adam_lowp_vec.h's maximum of |m|) */
 #define v_absmax(acc, x) v_maxu(acc, v_andi(v_asi(x), v_set1i(0x7FFFFFFF)))
@@ -109,6 +111,7 @@ V_INLINE __m256i fo_v8_pack2w(__m256i x, __m256i y)
 #undef v_load_u8
 #undef v_load_s8
 #undef v_or_and
+#undef v_add_bit
 #undef v_hi16x2
 #undef V_WORD_PERMUTE
 #undef V_PIPELINE
@@ -136,6 +139,11 @@ V_INLINE __m256i fo_v8_pack2w(__m256i x, __m256i y)
 #define v_load_s8(a) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(a)))
 #define v_store_u8x4(a, x) _mm512_storeu_si512((void *)(a), x)
 #define v_or_and(a, b, c) _mm512_ternarylogic_epi32(a, b, c, 0xF8)
+/* t + bit k of b: one test into a mask and a masked add instead of a
+ * shift, an and and an add (int8 nearest rounding in cache, one thread, 16384
+ * elements: 0.450 against 0.467 ns per element, three runs alike) */
+#define v_add_bit(t, b, k) \
+    _mm512_mask_add_epi32(t, _mm512_test_epi32_mask(b, v_set1i(1 << (k))), t, v_set1i(1))
 #define V_WORD_PERMUTE 1
 #define V_PIPELINE 1
 /* The running maximum of |m| in one instruction instead of an and and a
@@ -194,6 +202,7 @@ V_INLINE __m512i fo_v16_pack2w(__m512i x, __m512i y)
 #undef v_load_u8
 #undef v_load_s8
 #undef v_or_and
+#undef v_add_bit
 #undef v_hi16x2
 #undef V_WORD_PERMUTE
 #undef V_PIPELINE

@@ -75,22 +75,22 @@ V_INLINE void V_NAME(q8_round)(const float *restrict mb, const float *restrict s
     const uint32_t c1 = 0x9E3779B1u, c12 = 0x9E3779B1u * 0x85EBCA6Bu;
     V_I bm = v_asi(v_mul(v_load(mb), vinv_m));
     V_I bs = v_asi(v_mul(v_load(sb), vinv_s));
-    V_I rm, rs;
+    V_I um, us;
     if (sto) {
-        rm = v_srli(h->hm, 12);
-        rs = v_srli(h->hs, 13);
+        um = v_addi(bm, v_srli(h->hm, 12));
+        us = v_addi(bs, v_srli(h->hs, 13));
         h->hm = v_addi(h->hm, v_set1i((int)(c1 * V_W)));
         h->hs = v_addi(h->hs, v_set1i((int)(c12 * V_W)));
-    } else {  /* 0x7FFFF + lsb (nearest even) */
-        rm = v_addi(v_andi(v_srli(bm, 20), v_set1i(1)), v_set1i(0x7FFFF));
-        rs = v_addi(v_andi(v_srli(bs, 19), v_set1i(1)), v_set1i(0x3FFFF));
+    } else {  /* bits + 0x7FFFF + lsb (nearest even), mod 2^32 */
+        um = v_add_bit(v_addi(bm, v_set1i(0x7FFFF)), bm, 20);
+        us = v_add_bit(v_addi(bs, v_set1i(0x3FFFF)), bs, 19);
     }
 #if V_WORD_PERMUTE
-    *tm = v_addi(bm, rm);
-    *ts = v_addi(bs, rs);
+    *tm = um;
+    *ts = us;
 #else
-    *tm = v_srli(v_addi(bm, rm), 20);
-    *ts = v_srli(v_addi(bs, rs), 19);
+    *tm = v_srli(um, 20);
+    *ts = v_srli(us, 19);
 #endif
 }
 
