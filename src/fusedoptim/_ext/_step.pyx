@@ -6,7 +6,7 @@ the step (``_gather``: the compiled twin of ``_validate.gather``, which
 collects data pointers and sizes into a C array of ``Tensor`` records), then
 ``run_step`` applies the family's chunk function over the concatenation of
 all tensors: when the step has at least ``PARALLEL_MIN_ELEMENTS`` elements,
-cut into fixed blocks of ``_tuning.BLOCK_ELEMENTS`` handed out dynamically to
+cut into fixed blocks (``_tuning.block_elements``) handed out dynamically to
 the calling thread and the library's own workers (``_pool``, ``pool.h``: passive
 waiting, the caller's floating-point mode, fork-safe, and the calling thread
 alone for a while when parallel steps have become the slower: contention),
@@ -192,8 +192,9 @@ cdef int simd_isa() noexcept nogil:
 
 # --- the split ---------------------------------------------------------------
 #
-# Steps run in blocks of ``_block`` elements of the concatenated index space
-# (block k: [k * _block, (k + 1) * _block), the last one shorter), which may
+# Steps run in blocks of ``b = _block_for(total, nt)`` elements of the
+# concatenated index space (block k: [k * b, (k + 1) * b), the last one
+# shorter; b a power-of-two multiple of ``_block``), which may
 # straddle tensors; starts are multiples of SPLIT_ALIGN, so two threads never
 # write the same cache line of a tensor.  ``_split`` (the static split of
 # ``_tuning.split_start``) is kept for the tests that compare the compiled
