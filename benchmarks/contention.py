@@ -15,9 +15,14 @@ once) are printed.  "busy" starts one
 subprocess spinning in a Python loop for the duration of the configuration
 (on the 2-core development machine: three runnable threads for two cores;
 more when other processes run: the load average is printed).  Configurations are measured
-in interleaved rounds so that slow drifts of the machine hit all of them::
+in interleaved rounds (every configuration once per round, in reversed order
+every other round), and the ratios are medians of per-round ratios, each of
+two configurations timed moments apart, so that slow drifts of the machine
+(its memory bandwidth swings by tens of percent from minute to minute) cancel
+out, as in bench's ``interleave`` and ``round_ratios``; the table's medians
+and percentiles pool every step of every round::
 
-    python benchmarks/contention.py [--rounds 5] [--steps 300] [--json out.json]
+    python benchmarks/contention.py [--rounds 15] [--steps 150] [--json out.json]
 
 Only the public API is used, so the script also measures older builds (run it
 with another environment's python).
@@ -110,10 +115,25 @@ def p10(xs):
     return statistics.quantiles(xs, n=10)[0]
 
 
+def round_ratios(rounds, configs, name, num, den):
+    """Medians of the per-round ratios of configuration ``num``'s median and
+    90th percentile to ``den``'s (names as ``name`` gives them): each
+    ratio of two batches timed in the same round."""
+    by = {name(c): rounds[c] for c in configs}
+    out = {}
+    for key, stat in (("median", statistics.median), ("p90", p90)):
+        out[key] = [stat(a) / stat(b) for a, b in zip(by[num], by[den])]
+    return out
+
+
+def _range(xs):
+    return f"{statistics.median(xs):.3f}x [{min(xs):.2f}-{max(xs):.2f}]"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=300, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=150, help="timed steps per round")
     ap.add_argument("--json", help="also write the raw summary here")
     ap.add_argument("--spin-us", type=float,
                     help="how long idle pool workers spin before sleeping (tuning; "
@@ -128,6 +148,7 @@ def main(argv=None):
     kinds = [(1, True), (2, True)] + ([(2, False)] if _policy() is not None else [])
     configs = [(t, b, a) for b in (False, True) for t, a in kinds]
     times = {c: [] for c in configs}
+    rounds = {c: [] for c in configs}      # each round's steps
     serial = {c: [] for c in configs}
     desched = {c: [] for c in configs}
     why = {c: [] for c in configs}
@@ -137,6 +158,7 @@ def main(argv=None):
             loads[c].append(os.getloadavg()[0])
             t, s, d, w = measure(step, c[0], c[1], args.steps, adaptive=c[2])
             times[c] += t
+            rounds[c].append(t)
             if w is not None:
                 why[c].append(w)
             if s is not None:
@@ -174,13 +196,16 @@ def main(argv=None):
                         for k in ("stretch_jobs", "nospin_jobs"))
               + f" {min(loads[c]):>4.1f}-{max(loads[c]):<4.1f}")
     for b in (False, True):
-        one = summary[f"1t{'-busy' if b else ''}"]
-        for two_name in (f"2t{'-busy' if b else ''}", f"2t-fixed{'-busy' if b else ''}"):
-            if two_name in summary:
-                two = summary[two_name]
-                print(f"{'busy' if b else 'quiet'}: {two_name.split('-busy')[0]} / 1t  median "
-                      f"{two['median_ms'] / one['median_ms']:.2f}x, p90 "
-                      f"{two['p90_ms'] / one['p90_ms']:.2f}x")
+        busy = "-busy" if b else ""
+        pairs = [(f"2t{busy}", f"1t{busy}")]
+        pairs += [(f"2t-fixed{busy}", f"1t{busy}"), (f"2t{busy}", f"2t-fixed{busy}")]
+        for num, den in pairs:
+            if num in summary and den in summary:
+                r = round_ratios(rounds, configs, name, num, den)
+                summary[f"{num} / {den}"] = {k: statistics.median(v) for k, v in r.items()}
+                print(f"{'busy' if b else 'quiet'}: {num.split('-busy')[0]} / "
+                      f"{den.split('-busy')[0]}  per-round median {_range(r['median'])}, "
+                      f"p90 {_range(r['p90'])}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)

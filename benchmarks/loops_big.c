@@ -61,7 +61,7 @@ static double run(int kind, int isa)
         switch (kind) {
         case ADAM:
             fo_adam_simd_f32(isa, p + a, g + a, m + a, v + a, b - a, 1e-7f, 0.9f, 0.1f,
-                             0.999f, 0.001f, 1e-8f, 0.1f, 0.03f, 1.0 / (double)0.1f, 1.0f,
+                             0.999f, 0.001f, 1e-8f, 0.1f, 0.03f, 1.0 / (double)0.1f, 1.0f, 0.0f,
                              0, 1);
             break;
         case NADAM:

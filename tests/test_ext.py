@@ -8,6 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
+import fusedoptim
+
 from fusedoptim import _reference
 from fusedoptim._validate import NAMED
 from fusedoptim.families import FAMILIES
@@ -95,6 +97,55 @@ def test_split_is_tunings():
         for parts in (1, 2, 3, 7):
             for k in range(parts + 1):
                 assert _split_start(total, parts, k) == split_start(total, parts, k)
+
+
+def test_block_is_tunings():
+    from fusedoptim._ext._step import _block_elements
+    from fusedoptim._tuning import BLOCK_ELEMENTS, BLOCK_MAX_ELEMENTS, block_elements
+    seen = set()
+    for total in (0, 1 << 15, 3_290_000, 1 << 22, (1 << 24) - 1, 1 << 24, 124_439_808, 1 << 40):
+        for threads in (1, 2, 3, 8):
+            b = _block_elements(total, threads)
+            assert b == block_elements(total, threads)
+            seen.add(b)
+    assert min(seen) == BLOCK_ELEMENTS and max(seen) == BLOCK_MAX_ELEMENTS
+
+
+def test_block_size_keeps_bits():
+    """Steps cut into the smallest and the largest blocks, and the copy
+    yardstick with every start in a cache line: the same bits."""
+    from fusedoptim._ext import _step
+    from fusedoptim._ext._yardstick import copy_like
+    rng = np.random.default_rng(3)
+    shapes = [(3, 1001), (40_000,), (17,), (70_001,)]
+    base = {f"w{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+    grads = {f"dw{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+    old = (ext.get_num_threads(), ext._set_parallel_min(0))
+    got = []
+    try:
+        ext.set_num_threads(2)
+        for blocks in ((16, 16), (16, 1 << 16), (1 << 14, 1 << 18)):
+            prev = _step._set_block_elements(*blocks)
+            try:
+                params = {k: v.copy() for k, v in base.items()}
+                with fusedoptim.use_backend("cython"):
+                    fusedoptim.Adam(params, lr=1e-3).step(grads)
+                got.append(params)
+            finally:
+                _step._set_block_elements(*prev)
+        for other in got[1:]:
+            for k in base:
+                assert np.array_equal(got[0][k].view(np.uint32), other[k].view(np.uint32))
+        # The copy's aligned and unaligned starts: every offset in a line.
+        for off in range(0, 64, 4):
+            buf = np.zeros(100_000 + 32, np.float32)
+            x = buf[off // 4:off // 4 + 100_000]
+            g = np.arange(100_000, dtype=np.float32)
+            copy_like([x], [g])
+            assert np.array_equal(x, g)
+    finally:
+        ext.set_num_threads(old[0])
+        ext._set_parallel_min(old[1])
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

@@ -27,6 +27,32 @@ SPLIT_ALIGN = 16
 #: operation, far below that.
 BLOCK_ELEMENTS = 1 << 14
 
+#: Large steps run in larger blocks, doubled from ``BLOCK_ELEMENTS`` up to
+#: this many while every thread still gets ``BLOCKS_PER_THREAD`` blocks or
+#: more (``block_elements``).  Why: every block starts its streams anew (the
+#: loop's software prefetches run only inside a block, and the claim's
+#: atomics move a cache line between cores), and on GPT-2's shapes (124M
+#: float32 elements, 2 threads, benchmarks/split_shapes.c: the slower
+#: thread's CPU time, median of 11-15 interleaved rounds, load 4 from other
+#: sessions) Adam took 45-50 ms in blocks of 2^14 against 38-40 ms in blocks
+#: of 2^16 to 2^20 or in torch's layout (each tensor halved between the
+#: threads), and the copy of its traffic 45-49 against 40-43 ms.  The
+#: bound keeps the end of a step balanced: at most one block (2^18 float32
+#: Adam elements, about 90 us) is left to one thread.
+BLOCK_MAX_ELEMENTS = 1 << 18
+BLOCKS_PER_THREAD = 32
+
+
+def block_elements(total, threads):
+    """Block size of a parallel step over ``total`` elements on ``threads``
+    threads: ``BLOCK_ELEMENTS`` doubled while below ``BLOCK_MAX_ELEMENTS``
+    and ``total`` holds at least ``2 * BLOCKS_PER_THREAD`` blocks of the
+    doubled size per thread.  Any block size gives the same bits."""
+    b = BLOCK_ELEMENTS
+    while b < BLOCK_MAX_ELEMENTS and total >= 2 * b * threads * BLOCKS_PER_THREAD:
+        b *= 2
+    return b
+
 
 def split_start(total, parts, k):
     """Start of thread ``k``'s range of ``[0, total)`` split ``parts`` ways:

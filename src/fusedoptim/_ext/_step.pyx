@@ -6,7 +6,7 @@ the step (``_gather``: the compiled twin of ``_validate.gather``, which
 collects data pointers and sizes into a C array of ``Tensor`` records), then
 ``run_step`` applies the family's chunk function over the concatenation of
 all tensors: when the step has at least ``PARALLEL_MIN_ELEMENTS`` elements,
-cut into fixed blocks of ``_tuning.BLOCK_ELEMENTS`` handed out dynamically to
+cut into fixed blocks (``_tuning.block_elements``) handed out dynamically to
 the calling thread and the library's own workers (``_pool``, ``pool.h``: passive
 waiting, the caller's floating-point mode, fork-safe, and the calling thread
 alone for a while when parallel steps have become the slower: contention),
@@ -87,9 +87,14 @@ cdef int _num_threads = 1
 cdef Py_ssize_t _parallel_min = _tuning.PARALLEL_MIN_ELEMENTS
 cdef Py_ssize_t _split_align = _tuning.SPLIT_ALIGN
 cdef Py_ssize_t _block = _tuning.BLOCK_ELEMENTS
+cdef Py_ssize_t _block_max = _tuning.BLOCK_MAX_ELEMENTS
+cdef Py_ssize_t _blocks_per_thread = _tuning.BLOCKS_PER_THREAD
 if _block <= 0 or _block % _split_align:
     raise ImportError("fusedoptim._tuning.BLOCK_ELEMENTS must be a positive "
                       "multiple of SPLIT_ALIGN")
+if _block_max < _block or _block_max % _block:
+    raise ImportError("fusedoptim._tuning.BLOCK_MAX_ELEMENTS must be a multiple of "
+                      "BLOCK_ELEMENTS")
 
 
 def set_num_threads(int n):
@@ -136,6 +141,35 @@ def _set_simd_isa(str name):
     return old
 
 
+def _set_block_elements(Py_ssize_t smallest, Py_ssize_t largest):
+    """Set the range of block sizes (``_tuning.BLOCK_ELEMENTS`` and
+    ``BLOCK_MAX_ELEMENTS``: measurements and tests; ``largest`` a multiple of
+    ``smallest``, ``smallest`` a multiple of ``SPLIT_ALIGN`` and of every
+    quantization block, which the caller checks); returns the previous pair."""
+    global _block, _block_max
+    if smallest <= 0 or smallest % _split_align or largest < smallest or largest % smallest:
+        raise ValueError("smallest must be a positive multiple of SPLIT_ALIGN and "
+                         "largest a multiple of smallest")
+    old = (_block, _block_max)
+    _block, _block_max = smallest, largest
+    return old
+
+
+cdef inline Py_ssize_t _block_for(Py_ssize_t total, int nt) noexcept nogil:
+    """Block size of a parallel job over ``total`` elements on ``nt``
+    threads: ``_tuning.block_elements``."""
+    cdef Py_ssize_t b = _block
+    while b < _block_max and total >= 2 * b * nt * _blocks_per_thread:
+        b *= 2
+    return b
+
+
+def _block_elements(Py_ssize_t total, int nt):
+    """The compiled block rule, for the tests' comparison with
+    ``_tuning.block_elements``."""
+    return _block_for(total, nt)
+
+
 def _set_parallel_min(Py_ssize_t n):
     """Set the serial/parallel threshold (tests and the measurement of
     ``PARALLEL_MIN_ELEMENTS`` only); returns the previous value."""
@@ -158,8 +192,9 @@ cdef int simd_isa() noexcept nogil:
 
 # --- the split ---------------------------------------------------------------
 #
-# Steps run in blocks of ``_block`` elements of the concatenated index space
-# (block k: [k * _block, (k + 1) * _block), the last one shorter), which may
+# Steps run in blocks of ``b = _block_for(total, nt)`` elements of the
+# concatenated index space (block k: [k * b, (k + 1) * b), the last one
+# shorter; b a power-of-two multiple of ``_block``), which may
 # straddle tensors; starts are multiples of SPLIT_ALIGN, so two threads never
 # write the same cache line of a tensor.  ``_split`` (the static split of
 # ``_tuning.split_start``) is kept for the tests that compare the compiled
@@ -212,11 +247,12 @@ ctypedef struct StepJob:
     const Step* st
     chunk_fn fn
     const void* args
+    Py_ssize_t block
 
 
 cdef void _step_block(void* ctx, Py_ssize_t k) noexcept nogil:
     cdef const StepJob* j = <const StepJob*>ctx
-    cdef Py_ssize_t a = k * _block, b = a + _block
+    cdef Py_ssize_t a = k * j.block, b = a + j.block
     _run_range(j.st, j.fn, j.args, a, b if b < j.st.total else j.st.total)
 
 
@@ -234,8 +270,9 @@ cdef void _run(const Step* st, chunk_fn fn, const void* args) noexcept nogil:
     job.st = st
     job.fn = fn
     job.args = args
+    job.block = _block_for(total, nt)
     # The policy keeps its costs per element function (a family's loop).
-    pool_run(nt, _step_block, &job, (total + _block - 1) // _block, <const void*>fn)
+    pool_run(nt, _step_block, &job, (total + job.block - 1) // job.block, <const void*>fn)
 
 
 cdef int run_step(const Step* st, chunk_fn fn, const void* args) except -1:
@@ -318,7 +355,7 @@ cdef int run_reduce(const Step* st, reduce_fn fn, const void* args, int nout,
         job.bs = bt + nb
         job.nout = nout
         job.nb = nb
-        job.per = (_block + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
+        job.per = (_block_for(st.total, nt) + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
         if not _have_threads or nt <= 1 or st.total < _parallel_min:
             _reduce_range(&job, 0, nb)
         else:
@@ -405,7 +442,7 @@ def grad_sumsq(params, grads, int mode):
             job.blocks = blocks
             job.sums = sums
             job.nb = nb
-            job.per = (_block + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
+            job.per = (_block_for(st.total, nt) + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
             with nogil:
                 pool_run(nt, _norm_block, &job, (nb + job.per - 1) // job.per, NULL)
         for k in range(nb):

@@ -81,8 +81,10 @@
 #define FO_PREFETCH 128
 #define FO_ADAM_RANGE(T, SQRT, DIV_C1, DECAY, TORCH)                           \
     do {                                                                       \
-        ptrdiff_t i, k;                                                        \
-        for (i = 0; i + 16 <= n; i += 16) {                                    \
+        ptrdiff_t i, k, i0 = FO_ALIGN_PEEL(p, T, n);                           \
+        for (k = 0; k < i0; k++)                                               \
+            FO_ADAM_ELEMENT(T, SQRT, DIV_C1, k, DECAY, TORCH);                 \
+        for (i = i0; i + 16 <= n; i += 16) {                                   \
             if (i + FO_PREFETCH < n) {                                         \
                 __builtin_prefetch(p + i + FO_PREFETCH, 1, 3);                 \
                 __builtin_prefetch(m + i + FO_PREFETCH, 1, 3);                 \

@@ -68,6 +68,18 @@ static inline int fo_simd_detect(void)
     return __builtin_cpu_supports("avx2") ? FO_ISA_AVX2 : FO_ISA_BASELINE;
 }
 
+/* Elements of type T from x to the next 64-byte boundary (0 when x is on
+ * one, or not aligned to its own type), at most n: a loop that runs these
+ * alone first has its 64-byte vector accesses to x (and to the arrays at
+ * the same offset in a cache line: the states _alloc places) each in one
+ * cache line instead of two (a load or store across two lines costs two
+ * accesses).  NumPy starts large arrays 16 bytes into a page, so without
+ * this every AVX-512 access of an optimizer step straddles two lines. */
+#define FO_ALIGN_PEEL(x, T, n)                                                 \
+    ((ptrdiff_t)(((((size_t)(x)) & 63) % sizeof(T)) ? 0 :                      \
+     (((64 - (((size_t)(x)) & 63)) & 63) / sizeof(T)) < (size_t)(n)            \
+     ? (((64 - (((size_t)(x)) & 63)) & 63) / sizeof(T)) : (size_t)(n)))
+
 #define FO_UNPAREN(...) __VA_ARGS__
 /* NAME(isa, PARAMS...): NAME##_body (an FO_BODY function taking PARAMS)
  * compiled for AVX-512 when isa is FO_ISA_AVX512, else for AVX2; PARAMS

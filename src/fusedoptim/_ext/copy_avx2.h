@@ -12,18 +12,18 @@
     do {                                                                       \
         ptrdiff_t i;                                                           \
         if (nrw == 1) {                                                        \
-            for (i = 0; i < n; i++) {                                          \
+            for (i = i0; i < n; i++) {                                         \
                 T gi = G, a0 = x0[i];                                          \
                 x0[i] = a0 + gi;                                               \
             }                                                                  \
         } else if (nrw == 2) {                                                 \
-            for (i = 0; i < n; i++) {                                          \
+            for (i = i0; i < n; i++) {                                         \
                 T gi = G, a0 = x0[i], a1 = x1[i];                              \
                 x0[i] = a0 + gi;                                               \
                 x1[i] = a1 + gi;                                               \
             }                                                                  \
         } else {                                                               \
-            for (i = 0; i < n; i++) {                                          \
+            for (i = i0; i < n; i++) {                                         \
                 T gi = G, a0 = x0[i], a1 = x1[i], a2 = x2[i];                  \
                 x0[i] = a0 + gi;                                               \
                 x1[i] = a1 + gi;                                               \
@@ -35,8 +35,17 @@
 #define FO_COPY_LOOP(NAME, T)                                                  \
     FO_BODY void NAME##_body(T *restrict x0, T *restrict x1, T *restrict x2,   \
                              const T *restrict g, const T *restrict g2,        \
-                             ptrdiff_t n, int nrw, int nro)                    \
+                             ptrdiff_t nall, int nrw, int nro)                 \
     {                                                                          \
+        /* The elements before x0's first 64-byte boundary alone first, as   \
+         * in Adam's loop (FO_ALIGN_PEEL). */                                 \
+        ptrdiff_t i0 = 0, n = FO_ALIGN_PEEL(x0, T, nall);                      \
+        if (nro == 2)                                                          \
+            FO_COPY_RANGE(T, g[i] + g2[i]);                                    \
+        else                                                                   \
+            FO_COPY_RANGE(T, g[i]);                                            \
+        i0 = n;                                                                \
+        n = nall;                                                              \
         if (nro == 2)                                                          \
             FO_COPY_RANGE(T, g[i] + g2[i]);                                    \
         else                                                                   \
