@@ -112,12 +112,14 @@ def test_block_is_tunings():
 
 
 def test_block_size_keeps_bits():
-    """Steps cut into the smallest and the largest blocks, and the copy
-    yardstick with every start in a cache line: the same bits."""
+    """Steps cut into the smallest and the largest blocks (Adam, and LAMB,
+    whose per-tensor norms are summed in 4096-element pieces in a fixed
+    order whatever the blocks), and the copy yardstick with every start in
+    a cache line: the same bits."""
     from fusedoptim._ext import _step
     from fusedoptim._ext._yardstick import copy_like
     rng = np.random.default_rng(3)
-    shapes = [(3, 1001), (40_000,), (17,), (70_001,)]
+    shapes = [(3, 1001), (40_000,), (17,), (270_001,)]
     base = {f"w{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
     grads = {f"dw{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
     old = (ext.get_num_threads(), ext._set_parallel_min(0))
@@ -128,13 +130,15 @@ def test_block_size_keeps_bits():
             prev = _step._set_block_elements(*blocks)
             try:
                 params = {k: v.copy() for k, v in base.items()}
+                lamb = {k: v.copy() for k, v in base.items()}
                 with fusedoptim.use_backend("cython"):
                     fusedoptim.Adam(params, lr=1e-3).step(grads)
-                got.append(params)
+                    fusedoptim.LAMB(lamb, lr=1e-2, weight_decay=0.1).step(grads)
+                got.append({**params, **{"lamb_" + k: v for k, v in lamb.items()}})
             finally:
                 _step._set_block_elements(*prev)
         for other in got[1:]:
-            for k in base:
+            for k in got[0]:
                 assert np.array_equal(got[0][k].view(np.uint32), other[k].view(np.uint32))
         # The copy's aligned and unaligned starts: every offset in a line.
         for off in range(0, 64, 4):
