@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fusedoptim as fo
-from fusedoptim._alloc import SKEW_MIN_BYTES, zeros_like_state
+from fusedoptim._alloc import SKEW_MIN_BYTES, zeros_beside, zeros_like_state
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -44,3 +44,28 @@ def test_library_states_use_it_and_stay_independent():
     assert offsets == {"exp_avg": 1088, "exp_avg_sq": 2176, "max_exp_avg_sq": 3264}
     v["dW1"][0, 0] = 1.0
     assert s["dW1"][0, 0] == 0.0 and params["W1"][0, 0] == 1.0
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_reduced_precision_states_start_apart(state_dtype):
+    """bfloat16 words and 8-bit codes are placed as float32 states are: each
+    moment at its own offset in a page, apart from the parameter's."""
+    p = np.ones(SKEW_MIN_BYTES, np.float32)  # its 8-bit codes: SKEW_MIN_BYTES
+    for opt, want in [(fo.Adam({"W": p}, state_dtype=state_dtype), {1088, 2176}),
+                      (fo.Lion({"W": p}, state_dtype=state_dtype), {1088})]:
+        codes = [d["W"] for d in opt._state.values() if d["W"].size == p.size]
+        assert {(a.ctypes.data - p.ctypes.data) % 4096 for a in codes} == want
+        assert all(not a.any() and a.flags.c_contiguous and a.flags.writeable for a in codes)
+    small = np.ones(1000, np.float32)
+    opt = fo.Adam({"b": small}, state_dtype=state_dtype)
+    small_states = [d["b"] for d in opt._state.values() if "b" in d]
+    assert len(small_states) == 2 and all(a.base is None for a in small_states)
+
+
+def test_zeros_beside_aligns_a_wider_dtype():
+    buf = np.zeros(SKEW_MIN_BYTES + 64, np.uint8)
+    off = (4 - buf.ctypes.data) % 8 + 8  # a float32 parameter at 4 mod 8
+    p = buf[off:off + SKEW_MIN_BYTES].view(np.float32)
+    s = zeros_beside(p, 0, SKEW_MIN_BYTES // 8, np.float64)
+    assert s.flags.aligned and s.dtype == np.float64 and s.shape == (SKEW_MIN_BYTES // 8,)
+    assert not s.any() and not np.shares_memory(s, p)

@@ -36,6 +36,7 @@ import numbers
 import numpy as np
 
 from . import _validate as _v
+from ._alloc import zeros_beside
 from .families import adam_lowp as _spec
 
 __all__ = ["SIGNATURE", "STATE_DTYPES", "configure", "LowpState", "bytes_moved", "state_nbytes"]
@@ -112,8 +113,8 @@ class LowpState:
             state[_M_LABEL + _SCALE] = {}
             state[_V_LABEL + _SCALE] = {}
         for name, p in opt._params.items():
-            for label in (_M_LABEL, _V_LABEL):
-                a, sc = self.new_slot(p.size)
+            for slot, label in enumerate((_M_LABEL, _V_LABEL)):
+                a, sc = self.new_slot(p, slot)
                 state[label][name] = a
                 if sc is not None:
                     state[label + _SCALE][name] = sc
@@ -164,16 +165,20 @@ class LowpState:
         kw["key"] = _spec.step_key(self.seed, t) if kw["stochastic"] else 0
         return kw
 
-    def new_slot(self, n: int) -> tuple:
-        """Zeroed ``(codes, scale)`` of one state slot of ``n`` elements:
-        bfloat16 words, or int8 codes and block scales, or a float32 slot
-        (int8 mode under ``QMIN_ELEMENTS``); ``scale`` ``None`` but for codes.
-        Every code and scale 0 decodes to 0."""
+    def new_slot(self, p, slot: int) -> tuple:
+        """Zeroed ``(codes, scale)`` of state slot ``slot`` (0 or 1) of
+        parameter ``p``: bfloat16 words, or int8 codes and block scales, or
+        a float32 slot (int8 mode under ``QMIN_ELEMENTS``); ``scale``
+        ``None`` but for codes.  Every code and scale 0 decodes to 0.  Large
+        slots are placed apart from ``p`` and from each other in memory
+        (``_alloc.zeros_beside``)."""
+        n = p.size
         if self.dtype == "bfloat16":
-            return np.zeros(n, np.uint16), None
+            return zeros_beside(p, slot, n, np.uint16), None
         if n < _spec.QMIN_ELEMENTS:
-            return np.zeros(n, np.float32), None
-        return np.zeros(n, np.uint8), np.zeros(-(-n // _spec.QBLOCK), np.float32)
+            return zeros_beside(p, slot, n, np.float32), None
+        return (zeros_beside(p, slot, n, np.uint8),
+                np.zeros(-(-n // _spec.QBLOCK), np.float32))
 
     def check_fits(self, name: str, a, dtype, size: int) -> None:
         """Raise ``ValueError`` unless state array ``a`` of parameter

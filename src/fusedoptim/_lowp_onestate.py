@@ -60,7 +60,7 @@ class OneStateLowp(LowpState):
         x0 = np.float32(opt.initial_value(label, opt._groups[0]))
         for name, p in opt._params.items():
             n = p.size
-            a, sc = self.new_slot(n)
+            a, sc = self.new_slot(p, 0)
             if x0 != 0:
                 _spec.encode(self.decl, np.full(n, x0, np.float32), a, sc)
             state[label][name] = a
