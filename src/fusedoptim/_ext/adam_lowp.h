@@ -242,7 +242,7 @@ FO_INLINE void fo_adam_q8_body(const fo_lowp_args *A, float *restrict p,
     static ATTR void fo_adam_bf16_##SUFFIX(const fo_lowp_args *A, float *p,              \
                                            const float *g, uint16_t *m, uint16_t *v,     \
                                            ptrdiff_t n, ptrdiff_t idx0)                  \
-    { FO_LOWP_DISPATCH(A, FO_BF16_CALL); }                                               \
+    { FO_LOWP_DISPATCH(A, FO_BF16_CALL_##SUFFIX); }                                      \
     static ATTR void fo_adam_f32_##SUFFIX(const fo_lowp_args *A, float *p,               \
                                           const float *g, float *m, float *v,            \
                                           ptrdiff_t n)                                   \
@@ -253,7 +253,9 @@ FO_INLINE void fo_adam_q8_body(const fo_lowp_args *A, float *restrict p,
                                          ptrdiff_t idx0)                                 \
     { FO_LOWP_DISPATCH(A, FO_Q8_CALL_##SUFFIX); }
 
-#define FO_BF16_CALL(...) fo_adam_bf16_body(A, p, g, m, v, n, idx0, __VA_ARGS__)
+#define FO_BF16_CALL_base(...) fo_adam_bf16_body(A, p, g, m, v, n, idx0, __VA_ARGS__)
+#define FO_BF16_CALL_avx2(...) fo_v8_bf16_body(A, p, g, m, v, n, idx0, __VA_ARGS__)
+#define FO_BF16_CALL_avx512 FO_BF16_CALL_base
 #define FO_F32_CALL(...) fo_adam_f32_body(A, p, g, m, v, n, __VA_ARGS__)
 #define FO_Q8_CALL_base(...) fo_adam_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
 #define FO_Q8_CALL_avx2(...) fo_v8_q8_body(A, p, g, mc, vc, ms, vs, n, idx0, __VA_ARGS__)
@@ -266,6 +268,7 @@ FO_LOWP_BUILD(base, )
 #define FO_LOWP_X86 1
 #include <immintrin.h>
 #include "adam_lowp_isa.h"
+#include "adam_lowp_bf16_avx2.h"
 FO_LOWP_BUILD(avx2, FO_AVX2_ATTR)
 FO_LOWP_BUILD(avx512, FO_AVX512_ATTR)
 #include "adam_lowp_bf16.h"
