@@ -80,8 +80,8 @@ FO_INLINE void fo_adam_bf16_body(const fo_lowp_args *A, float *restrict p,
             rm = h & 0xFFFFu;
             rv = h >> 16;
         } else {
-            rm = 0x7FFFu + ((fo_f2u(mi) >> 16) & 1u);
-            rv = 0x7FFFu + ((fo_f2u(vi) >> 16) & 1u);
+            rm = fo_bf16_nearest_bits(mi);
+            rv = fo_bf16_nearest_bits(vi);
         }
         m[i] = fo_bf16_encode(mi, rm);
         v[i] = fo_bf16_encode(vi, rv);

@@ -51,13 +51,9 @@ static FO_BF16_ATTR __attribute__((noinline)) void fo_bf_encode_slow(__m512 lo, 
                                                                    uint16_t *w)
 {
     float x[32];
-    int k;
     _mm512_storeu_ps(x, lo);
     _mm512_storeu_ps(x + 16, hi);
-    for (k = 0; k < 32; k++) {
-        uint32_t b = fo_f2u(x[k]);
-        w[k] = fo_bf16_encode(x[k], 0x7FFFu + ((b >> 16) & 1u));
-    }
+    fo_bf16_encode_nearest(x, w, 32);
 }
 
 /* One 16-lane half of an iteration: the update of m, v and p. */

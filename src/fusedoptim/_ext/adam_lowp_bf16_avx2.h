@@ -76,7 +76,7 @@ FO_V8BF_INLINE void fo_v8_bf16_body(const fo_lowp_args *A, float *restrict p,
                                     uint16_t *restrict v, ptrdiff_t n, ptrdiff_t idx0,
                                     FO_FLAG_ARGS)
 {
-    ptrdiff_t i, k;
+    ptrdiff_t i;
     if (sto) {
         fo_adam_bf16_body(A, p, g, m, v, n, idx0, f_scale, f_max, f_l2, f_shrink, 1);
         return;
@@ -98,10 +98,8 @@ FO_V8BF_INLINE void fo_v8_bf16_body(const fo_lowp_args *A, float *restrict p,
             _mm256_storeu_ps(t + 8, mb);
             _mm256_storeu_ps(t + 16, va);
             _mm256_storeu_ps(t + 24, vb);
-            for (k = 0; k < 16; k++) {
-                m[i + k] = fo_bf16_encode(t[k], 0x7FFFu + ((fo_f2u(t[k]) >> 16) & 1u));
-                v[i + k] = fo_bf16_encode(t[16 + k], 0x7FFFu + ((fo_f2u(t[16 + k]) >> 16) & 1u));
-            }
+            fo_bf16_encode_nearest(t, m + i, 16);
+            fo_bf16_encode_nearest(t + 16, v + i, 16);
         }
     }
     if (i < n)

@@ -58,6 +58,22 @@ FO_INLINE uint16_t fo_bf16_encode(float x, uint32_t r)
     return (uint16_t)(x != x ? 0x7FC0u : w);
 }
 
+/* fo_bf16_encode's rounding bits for round to nearest even: half an ulp
+ * of the bfloat16 word, less one when the word is even (ties to even). */
+FO_INLINE uint32_t fo_bf16_nearest_bits(float x)
+{
+    return 0x7FFFu + ((fo_f2u(x) >> 16) & 1u);
+}
+
+/* n words of x by fo_bf16_encode with nearest-even bits: the vector loops'
+ * rare path (a NaN, or for VCVTNE2PS2BF16 a subnormal, among the lanes). */
+FO_INLINE void fo_bf16_encode_nearest(const float *x, uint16_t *w, int n)
+{
+    int k;
+    for (k = 0; k < n; k++)
+        w[k] = fo_bf16_encode(x[k], fo_bf16_nearest_bits(x[k]));
+}
+
 /* adam_lowp.q8m_decode / q8v_decode (times the block's scale outside). */
 FO_INLINE float fo_q8m_decode(uint32_t c)
 {

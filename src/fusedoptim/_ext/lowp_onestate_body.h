@@ -43,7 +43,7 @@ FO1_INLINE void fo1_bf16_body(FO1_BODY_ARGS)
             uint32_t h = fo_mix32(L.key ^ ctr);
             r = sq ? h >> 16 : h & 0xFFFFu;
         } else {
-            r = 0x7FFFu + ((fo_f2u(x1) >> 16) & 1u);
+            r = fo_bf16_nearest_bits(x1);
         }
         w[i] = fo_bf16_encode(x1, r);
         ctr++;
