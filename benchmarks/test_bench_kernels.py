@@ -9,9 +9,9 @@ per-round ratios (``bench.interleave``, ``bench.round_ratios``).
 
 Cases come from ``fusedoptim.cli.bench`` only (``Case``, ``make_step``), so
 this suite, ``benchmarks/targets.py`` and the ``bench`` command measure the
-same steps.  Implementations that are not available here (torch, numba, the
-compiled extension), or that have no step for a row (a class without a torch
-counterpart), skip.
+same steps.  Implementations that are not available here (torch, DeepSpeed,
+numba, the compiled extension), or that have no step for a row (a class
+without a torch counterpart), skip.
 """
 
 import contextlib
@@ -23,15 +23,15 @@ from fusedoptim.cli import bench
 
 # (case, implementations): the rows of the issue's target table.
 TARGETS = [
-    (bench.Case("adam", "big", "float32"), ("cython", "torch", "copy", "numpy")),
+    (bench.Case("adam", "big", "float32"), ("cython", "torch", "deepspeed", "copy", "numpy")),
     (bench.Case("momentum", "big", "float32"), ("cython", "torch", "copy", "numpy")),
     (bench.Case("rmsprop", "big", "float32"), ("cython", "torch", "copy", "numpy")),
-    (bench.Case("adam", "mlp", "float32"), ("cython", "torch", "copy")),
+    (bench.Case("adam", "mlp", "float32"), ("cython", "torch", "deepspeed", "copy")),
     (bench.Case("adam", "course", "float64"), ("cython", "torch", "numpy")),
 ]
 # Real models' shapes and the many-tiny-tensors case (issue 16): Adam against
-# PyTorch's fused Adam and the copy limit.
-SHAPES = [(bench.Case("adam", size, "float32"), ("cython", "torch", "copy"))
+# PyTorch's fused Adam, DeepSpeed's CPU Adam and the copy limit.
+SHAPES = [(bench.Case("adam", size, "float32"), ("cython", "torch", "deepspeed", "copy"))
           for size in ("gpt2", "resnet50", "tiny")]
 # Every registered optimizer (a new one included, with nothing to add here)
 # on the MLP, against PyTorch and the copy limit.

@@ -14,7 +14,7 @@ from .._output import Progress, check_writable, require_matplotlib
 from . import workloads as W
 from .plot import plot
 from .report import format_markdown, format_table
-from .runner import (COMPARED, QUICK_SLOW_CALL, SLOW_BUDGET_S, SLOW_MIN_REPEAT,
+from .runner import (COMPARED, OPT_IN, QUICK_SLOW_CALL, SLOW_BUDGET_S, SLOW_MIN_REPEAT,
                      compiled_available, run)
 
 __all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "command"]
@@ -36,7 +36,7 @@ how to read the table:
   timing      interleaved: every implementation of a case is warmed up,
               then each of {full} rounds ({quick_rounds} under --quick) times one batch of
               each implementation in turn (copy, cython, numba, numpy,
-              torch; reversed in odd rounds), after one untimed call.  A
+              torch, deepspeed; reversed in odd rounds), after one untimed call.  A
               batch runs the step enough times to last ~2 ms; a step
               slower than 20 ms runs once per batch and, when {full} rounds do
               not fit in ~{budget:.0f} s, joins every k-th round only (at least
@@ -50,6 +50,9 @@ how to read the table:
               the ratio of the medians, 'of_medians').
   vs numpy    speedup: time of the plain-NumPy backend / this time.
   vs torch    time of PyTorch's counterpart / this time (above 1: faster).
+  vs deepspeed  (with --backend ...,deepspeed) time of DeepSpeed's CPU Adam
+              (DeepSpeedCPUAdam, adamw_mode for AdamW; its C++ kernel is
+              compiled at its first use) / this time.
   GB/s        effective bandwidth: the bytes the step must move at the least
               (the parameter, the gradient and each state the class uses;
               Adam reads p, g, m, v and writes p, m, v: 7 arrays) / time.
@@ -85,6 +88,8 @@ examples:
   python -m fusedoptim bench --quick
   python -m fusedoptim bench --size big --optimizer adam,gd --threads 1,2 --json out.json
   python -m fusedoptim bench --size gpt2,resnet50,tiny --optimizer adam
+  python -m fusedoptim bench --size big,gpt2 --optimizer adam,adamw \
+      --backend cython,torch,deepspeed
 """
 
 
@@ -124,9 +129,10 @@ def add_arguments(p):
                         "FUSEDOPTIM_NUM_THREADS or the usable CPUs)")
     p.add_argument("--backend", action="extend", type=choice_list(COMPARED, "backend"),
                    metavar="NAME[,NAME]",
-                   help="implementations to compare: cython, numba, numpy, torch (default: "
-                        "those available here).  numpy (the baseline) and copy (the limit) "
-                        "are always measured")
+                   help="implementations to compare: cython, numba, numpy, torch, deepspeed "
+                        "(default: those available here but deepspeed, which is measured "
+                        "only when named).  numpy (the baseline) and copy (the limit) are "
+                        "always measured")
     p.add_argument("--repeat", type=positive_int, metavar="N",
                    help="rounds: timed batches of each implementation, interleaved "
                         "(overrides --quick)")
@@ -162,7 +168,7 @@ def command(args):
     if args.repeat:
         repeat = args.repeat
     progress = Progress(enabled=not args.quiet)
-    backends = unique(args.backend or COMPARED)
+    backends = unique(args.backend or [b for b in COMPARED if b not in OPT_IN])
     if args.quick and not args.backend and compiled_available():
         # numba is the fallback for installs without the compiled extension;
         # its JIT warm-up (about 3 s of CPU for every optimizer at one dtype,

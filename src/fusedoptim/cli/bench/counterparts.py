@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ...families import OPTIMIZERS, Torch
 
-__all__ = ["COUNTERPARTS", "difference"]
+__all__ = ["COUNTERPARTS", "difference", "torch_params"]
 
 
 def _builder(spec: Torch) -> Callable[[Any, list, dict], Any]:
@@ -45,3 +45,18 @@ def difference(name: str, hp: dict) -> str:
     if spec is None:
         raise KeyError(f"{name} has no torch counterpart")
     return spec.difference(hp)
+
+
+def torch_params(params: dict, grads: dict, threads: int) -> list:
+    """Torch tensors sharing the memory of ``params`` (a dict of NumPy
+    arrays), each with ``.grad`` the matching array of ``grads``, after
+    ``torch.set_num_threads(threads)``: what a torch-based peer steps."""
+    import torch
+
+    torch.set_num_threads(threads)
+    ps = []
+    for name, a in params.items():
+        p = torch.from_numpy(a)
+        p.grad = torch.from_numpy(grads[name])
+        ps.append(p)
+    return ps

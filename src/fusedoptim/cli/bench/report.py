@@ -15,6 +15,11 @@ BUSY_LOAD_PER_CPU = 0.5
 
 HEAD = ("optimizer", "size", "dtype", "thr", "impl", "time/step", "spread", "vs numpy",
         "vs torch", "GB/s", "% of limit")
+#: Peers with a column of their own after "vs torch" when a run measured
+#: them (``bench --backend ...,deepspeed``).
+OPTIONAL_PEERS = ("deepspeed",)
+#: The packages whose versions the report names, where the machine record has them.
+VERSIONS = ("numpy", "numba", "torch", "deepspeed")
 #: Left-aligned columns of ``HEAD``.
 _LEFT = {0, 1, 2, 4}
 
@@ -69,7 +74,7 @@ def _header(doc):
     m = doc["machine"]
     s = doc["settings"]
     cores = f"{m['physical_cores']} cores" if m["physical_cores"] else f"{m['logical_cpus']} CPUs"
-    versions = ", ".join(f"{k} {m[k]}" for k in ("numpy", "numba", "torch") if m.get(k))
+    versions = ", ".join(f"{k} {m[k]}" for k in VERSIONS if m.get(k))
     if m.get("kernel_isa"):
         cores += f" (cython loops: {m['kernel_isa']})"
     batches = f"{s['timed_batches']} interleaved rounds"
@@ -81,21 +86,35 @@ def _header(doc):
         f"{threads_text(m['threads'])}; {versions}; {m['os']}",
         f"median of {batches} after {s['warmup_calls']} warm-up call(s); ratios are medians "
         f"of per-round ratios: vs numpy = numpy time / time, vs torch = torch time / time, "
-        f"% of limit = copy time / time; GB/s = bytes the step moves / time (see --help)",
+        + "".join(f"vs {p} = {p} time / time, " for p in _peers(doc["results"]))
+        + "% of limit = copy time / time; GB/s = bytes the step moves / time (see --help)",
         "",
     ]
 
 
-def _cells(r):
+def _peers(results):
+    """The optional peers measured in a run (their columns)."""
+    return [p for p in OPTIONAL_PEERS if any(r["impl"] == p for r in results)]
+
+
+def _head(results):
+    """``HEAD`` with a "vs <peer>" column after "vs torch" per optional peer."""
+    k = HEAD.index("vs torch") + 1
+    return HEAD[:k] + tuple(f"vs {p}" for p in _peers(results)) + HEAD[k:]
+
+
+def _x(ratio):
+    return f"{ratio:.2f}x" if ratio is not None else ""
+
+
+def _cells(r, peers=()):
     if r["error"]:
-        return ["FAILED", "", "", "", "", ""]
-    sp = r["speedup_vs_numpy"]
-    st = r.get("speedup_vs_torch")
+        return ["FAILED"] + [""] * (5 + len(peers))
     pct = r["percent_of_limit"]
-    return [format_time(r["median_s"]), _spread(r["times_s"]),
-            f"{sp:.2f}x" if sp is not None else "", f"{st:.2f}x" if st is not None else "",
-            _gbs(r["bandwidth_gb_s"]),
-            "(limit)" if r["impl"] == LIMIT else (f"{pct:.0f}%" if pct is not None else "")]
+    return ([format_time(r["median_s"]), _spread(r["times_s"]), _x(r["speedup_vs_numpy"]),
+             _x(r.get("speedup_vs_torch"))] + [_x(r.get(f"speedup_vs_{p}")) for p in peers]
+            + [_gbs(r["bandwidth_gb_s"]),
+               "(limit)" if r["impl"] == LIMIT else (f"{pct:.0f}%" if pct is not None else "")])
 
 
 #: How a reduced-precision state shows next to the row name (adam+bf16).
@@ -105,6 +124,7 @@ _STATE_TAG = {"bfloat16": "bf16", "int8": "int8"}
 def _rows(results):
     """Table rows (``None``: a blank line between sizes); the case's cells
     appear on its first implementation only."""
+    peers = _peers(results)
     rows, prev, prev_size = [], None, None
     for r in results:
         key = (r["case"], r["threads"])
@@ -116,20 +136,20 @@ def _rows(results):
         row = r["optimizer"] + ("" if state == "float32" else f"+{_STATE_TAG.get(state, state)}")
         case_cells = ([row, r["size"], r["dtype"], str(r["threads"])] if first
                       else ["", "", "", ""])
-        rows.append(tuple(case_cells + [r["impl"]] + _cells(r)))
+        rows.append(tuple(case_cells + [r["impl"]] + _cells(r, peers)))
     return rows
 
 
-def _grid(rows):
+def _grid(rows, head=HEAD):
     body = [row for row in rows if row is not None]
     widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h)
-              for i, h in enumerate(HEAD)]
+              for i, h in enumerate(head)]
 
     def fmt(cells):
         return "  ".join(c.ljust(w) if i in _LEFT else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    return [fmt(HEAD), fmt(["-" * w for w in widths])] + [
+    return [fmt(head), fmt(["-" * w for w in widths])] + [
         "" if row is None else fmt(row) for row in rows]
 
 
@@ -142,6 +162,8 @@ def _footer(doc):
                      f"{doc['load_s'].get('numba', 0.0) + doc['numba_jit_s']:.1f} s")
     if doc["load_s"].get("torch") is not None:
         extra.append(f"torch import and first steps {doc['load_s']['torch']:.1f} s")
+    if doc["load_s"].get("deepspeed") is not None:
+        extra.append(f"deepspeed import and kernel load {doc['load_s']['deepspeed']:.1f} s")
     if extra:
         took += f" (of which {', '.join(extra)})"
     la = doc["load_average"]
@@ -211,7 +233,8 @@ def _per_tensor(doc):
 
 def format_table(doc):
     """The human-readable report of a run (the stdout of ``bench``)."""
-    return "\n".join(_header(doc) + _grid(_rows(doc["results"])) + [""] + _summary(doc)
+    return "\n".join(_header(doc) + _grid(_rows(doc["results"]), _head(doc["results"])) + [""]
+                     + _summary(doc)
                      + _per_tensor(doc) + _footer(doc))
 
 
@@ -222,7 +245,7 @@ def format_markdown(doc: dict) -> str:
     m = doc["machine"]
     la = doc["load_average"]
     cores = f"{m['physical_cores']} cores" if m["physical_cores"] else f"{m['logical_cpus']} CPUs"
-    versions = ", ".join(f"{k} {m[k]}" for k in ("numpy", "numba", "torch") if m.get(k))
+    versions = ", ".join(f"{k} {m[k]}" for k in VERSIONS if m.get(k))
     load = ("load average not available" if la["start"] is None else
             f"load average {la['start']:.2f} at start, {la['end']:.2f} at end")
     b = busy(doc)
@@ -234,7 +257,7 @@ def format_markdown(doc: dict) -> str:
     if b is not None:
         lines += [f"**Busy machine** (load average up to {b[0]:.1f} on {b[1]} CPUs): the "
                   f"timings are noisy.", ""]
-    head = list(HEAD)
+    head = list(_head(doc["results"]))
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---" if i in _LEFT else "---:" for i in range(len(head))) + "|")
     for row in _rows(doc["results"]):

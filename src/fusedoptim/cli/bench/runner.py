@@ -35,13 +35,20 @@ import statistics
 import time
 
 from .. import CLIError
+from . import peers
 from . import workloads as W
 from .machine import loadavg, machine_info
 from .report import format_time
 from .workloads import BASELINE, LIMIT
 
 #: Implementations compared against the baseline, in table order.
-COMPARED = ("cython", "numba", "numpy", "torch")
+COMPARED = ("cython", "numba", "numpy", "torch", "deepspeed")
+#: Measured only when asked for with ``--backend``: DeepSpeed's first use
+#: compiles its kernel (about a minute), and its import takes seconds.
+OPT_IN = ("deepspeed",)
+#: Peers whose time every other implementation of a case is compared with
+#: (``speedup_vs_<peer>`` = the peer's time / this time), in column order.
+PEERS = ("torch", "deepspeed")
 
 #: A step whose first call takes longer than this runs once per batch and,
 #: with ``slow_repeat`` (``--quick``) or past the budget, joins every k-th
@@ -76,13 +83,17 @@ def _resolve(requested, explicit, optimizers, progress):
         try:
             if name == "torch":
                 _torch_warmup(optimizers)
+            elif name == "deepspeed":
+                peers.load()
             else:
                 _load(name)
         except Exception as exc:  # BackendUnavailable is an ImportError
             if isinstance(exc, BackendUnavailable):
                 why = str(exc)
             elif isinstance(exc, ImportError):
-                why = f"torch is not installed ({exc})"
+                why = f"{name} is not installed ({exc})"
+            elif name == "deepspeed":
+                why = str(exc)
             else:
                 why = f"torch failed to run a step ({type(exc).__name__}: {exc})"
             if explicit and name in requested:
@@ -219,7 +230,8 @@ def _derive(records):
     out of it; the ratio of the medians (``of_medians``) does not and is
     kept for comparison.
 
-    - speedup_vs_numpy = numpy time / time, speedup_vs_torch = torch time / time;
+    - speedup_vs_numpy = numpy time / time, speedup_vs_torch = torch time / time
+      (and speedup_vs_deepspeed where DeepSpeed ran);
     - percent_of_limit = 100 * copy time / time;
     - bandwidth = bytes moved / median time;
     - per_tensor_ns = median time / tensors, per_tensor_above_limit_ns =
@@ -238,9 +250,10 @@ def _derive(records):
             r["bandwidth_gb_s"] = r["bytes_moved"] / med / 1e9 if ok else None
             r["per_tensor_ns"] = 1e9 * med / r["tensors"] if ok else None
             r["round_ratios"], r["of_medians"] = {}, {}
-            for field, other, scale in (("speedup_vs_numpy", BASELINE, 1.0),
-                                        ("speedup_vs_torch", "torch", 1.0),
-                                        ("percent_of_limit", LIMIT, 100.0)):
+            compared = [("speedup_vs_numpy", BASELINE, 1.0)]
+            compared += [(f"speedup_vs_{peer}", peer, 1.0) for peer in PEERS
+                         if peer == "torch" or peer in group]
+            for field, other, scale in compared + [("percent_of_limit", LIMIT, 100.0)]:
                 o = group.get(other)
                 if not ok or o is None or not o["median_s"] or (
                         r["impl"] == LIMIT and other != LIMIT):

@@ -7,7 +7,8 @@ by its lowercased class name), a model size and a dtype; an
 *implementation* is a fusedoptim backend (``cython``, ``numba``, ``numpy``
 -- the plain-NumPy baseline) stepping the class through ``opt.step(grads)``,
 PyTorch's counterpart optimizer (``torch``, where installed and where the
-class has one, :mod:`.counterparts`), or ``copy`` -- a compiled kernel that
+class has one, :mod:`.counterparts`), DeepSpeed's CPU Adam (``deepspeed``,
+asked for by name, :mod:`.peers`), or ``copy`` -- a compiled kernel that
 moves the bytes of the step and does nothing else, the machine's practical
 limit.
 
@@ -26,7 +27,8 @@ import numpy as np
 
 from ...backend import use_backend
 from ...families import OPTIMIZERS as _REGISTERED
-from .counterparts import COUNTERPARTS
+from . import peers
+from .counterparts import COUNTERPARTS, torch_params
 from .shapes import gpt2_shapes, resnet50_shapes, tiny_shapes
 
 __all__ = ["ROWS", "OPTIMIZERS", "SIZES", "MODEL_SIZES", "PER_TENSOR_SIZES", "DTYPES", "IMPLS",
@@ -67,7 +69,7 @@ PER_TENSOR_SIZES = ("tiny",)
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
-IMPLS = ("cython", "numba", "numpy", "torch", "copy")
+IMPLS = ("cython", "numba", "numpy", "torch", "deepspeed", "copy")
 #: The fusedoptim backends among ``IMPLS``.
 BACKENDS = IMPLS[:3]
 #: What every time is compared with, and the memory-bandwidth yardstick.
@@ -197,6 +199,8 @@ class Case:
             return f"torch.optim has no {self.state} optimizer state"
         if impl == "torch" and self.cls.__name__ not in COUNTERPARTS:
             return f"{self.cls.__name__} has no torch counterpart"
+        if impl == "deepspeed":
+            return peers.unmeasurable(self)
         if impl == "copy" and self.read_write > YARDSTICK_MAX_READ_WRITE:
             return (f"{self.cls.__name__} reads and writes {self.read_write} arrays; the "
                     f"copy yardstick moves at most {YARDSTICK_MAX_READ_WRITE}: no % of limit")
@@ -241,12 +245,7 @@ def make_model(case, seed=0):
 def _torch_step(case, params, grads, threads):
     import torch
 
-    torch.set_num_threads(threads)
-    ps = []
-    for name, a in params.items():
-        p = torch.from_numpy(a)
-        p.grad = torch.from_numpy(grads[name])
-        ps.append(p)
+    ps = torch_params(params, grads, threads)
     return COUNTERPARTS[case.cls.__name__](torch.optim, ps, case.hyperparameters).step
 
 
@@ -309,6 +308,8 @@ def make_step(case, impl, threads=None, seed=0):
     params, grads = make_model(case, seed)
     if impl == "torch":
         return _torch_step(case, params, grads, threads or get_num_threads())
+    if impl == "deepspeed":
+        return peers.make_step(case, params, grads, threads or get_num_threads())
     _load(impl)
     opt = case.cls(params, **case.hyperparameters)
     return functools.partial(opt.step, grads)
