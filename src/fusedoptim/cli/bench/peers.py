@@ -75,6 +75,7 @@ def load():
     with DeepSpeed's console messages silenced.  Raises ``ImportError``
     when DeepSpeed is not installed, ``RuntimeError`` with the end of the
     build's output when the kernel does not build."""
+    # Without it DeepSpeed probes for GPUs and other accelerators at import.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     with _captured_output() as output:
         try:
