@@ -20,6 +20,7 @@ import numpy as np
 import fusedoptim as fo
 from fusedoptim import _lowp
 from fusedoptim._ext import adam_lowp
+from fusedoptim.cli.bench import peers
 from fusedoptim.cli.bench import workloads as W
 
 N = 1 << 24
@@ -42,18 +43,12 @@ def _copy(n):
     return lambda: copy_like(rw, ro)
 
 
-def _peer(kind, n, lr, threads):
-    import torch
-    torch.set_num_threads(threads)
-    p = torch.nn.Parameter(torch.randn(n))
-    p.grad = torch.randn(n)
-    if kind == "bitsandbytes":
-        import bitsandbytes as bnb
-        opt = bnb.optim.AdamW8bit([p], lr=lr)
-    else:
-        from torchao.optim import AdamW8bit
-        opt = AdamW8bit([p], lr=lr)
-    return opt.step
+def _peer(kind, threads):
+    """The step of a peer's 8-bit AdamW (fusedoptim.cli.bench.peers) on the
+    bench's ``big`` AdamW row: 2^24 float32 parameters, lr W.LR."""
+    case = W.Case("adamw", "big", "float32", "int8")
+    params, grads = W.make_model(case)
+    return peers.make_step(kind, case, params, grads, threads)
 
 
 def main(argv=None):
@@ -75,7 +70,7 @@ def main(argv=None):
     if args.peers:
         for kind in ("bitsandbytes", "torchao"):
             try:
-                fn = _peer(kind, N, lr, args.threads)
+                fn = _peer(kind, args.threads)
                 t0 = time.perf_counter()
                 fn()
                 first[kind] = time.perf_counter() - t0

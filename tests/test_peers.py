@@ -1,13 +1,16 @@
-"""DeepSpeed's CPU Adam, the bench's ``deepspeed`` implementation
-(``fusedoptim.cli.bench.peers``): that it computes what fusedoptim's Adam
-and AdamW compute (so that the bench compares like with like), and how the
-bench measures and reports it.
+"""The bench's peers of the Adam rows (``fusedoptim.cli.bench.peers``):
+that DeepSpeed's CPU Adam computes what fusedoptim's Adam and AdamW compute
+(so that the bench compares like with like), and how the bench measures and
+reports the peers (DeepSpeed on the float32 rows, bitsandbytes' and
+torchao's 8-bit AdamW on the ``--state int8`` rows).
 
-CI installs DeepSpeed (the ``compare`` extra); its kernel is compiled at
-the first use in a run (about a minute, then cached).  Without DeepSpeed
-the tests that need it skip; those of the bench's handling run anyway.
+CI installs all three (the ``compare`` extra); DeepSpeed's kernel is
+compiled at its first use in a run (about a minute, then cached), torchao's
+step at its first call.  Without them the tests that need them skip; those
+of the bench's handling run anyway.
 """
 
+import importlib.util
 import json
 import sys
 
@@ -20,13 +23,16 @@ from fusedoptim.cli import main
 from fusedoptim.cli.bench import peers
 from fusedoptim.cli.bench import workloads as B
 
-try:
-    import deepspeed  # noqa: F401
-    HAVE_DEEPSPEED = True
-except ImportError:
-    HAVE_DEEPSPEED = False
+def _installed(name):
+    # Not imported here: collecting the suite would pay for their imports.
+    return importlib.util.find_spec(name) is not None
 
-needs_deepspeed = pytest.mark.skipif(not HAVE_DEEPSPEED, reason="deepspeed not installed")
+
+needs_deepspeed = pytest.mark.skipif(not _installed("deepspeed"),
+                                     reason="deepspeed not installed")
+needs_8bit_peers = pytest.mark.skipif(
+    not (_installed("bitsandbytes") and _installed("torchao")),
+    reason="bitsandbytes or torchao not installed")
 
 STEPS = 500
 SHAPES = [(3, 4), (17,), (5, 6, 7), (64, 33), (1000,)]
@@ -61,8 +67,8 @@ def test_deepspeed_cpu_adam_matches_ours(case):
     exact = {k: v.astype(np.float64) for k, v in params.items()}
     theirs = {k: torch.from_numpy(v.copy()) for k, v in params.items()}
     ours, ours64 = getattr(fo, name)(params, **kw), getattr(fo, name)(exact, **kw)
-    ds = peers.load()(list(theirs.values()), bias_correction=True, amsgrad=False,
-                      adamw_mode=peers.ADAMW_MODE[name], **kw)
+    ds = peers.load("deepspeed")(list(theirs.values()), bias_correction=True, amsgrad=False,
+                                 adamw_mode=name == "AdamW", **kw)
     for _ in range(STEPS):
         grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
         for k, t in theirs.items():
@@ -90,35 +96,62 @@ def test_bench_measures_deepspeed_beside_the_others(tmp_path, capsys, yardstick)
              if (r["optimizer"], r["dtype"], r["impl"]) == ("adam", "float32", "numpy"))
     assert r["speedup_vs_deepspeed"] > 0 and len(r["round_ratios"]["deepspeed"]) == 2
     assert "vs deepspeed" in text.splitlines()[3]
-    assert "not measured: deepspeed for gd: DeepSpeed's CPU optimizer is Adam or AdamW" in text
+    assert "not measured: deepspeed for gd: DeepSpeed's CPU Adam is Adam or AdamW" in text
     assert "DeepSpeed's CPU Adam has no float64 step" in doc["skipped"]["deepspeed for adam"]
 
 
-def test_deepspeed_is_measured_only_when_named(tmp_path, capsys, yardstick):
+@needs_8bit_peers
+def test_bench_measures_the_8bit_peers_on_int8_rows(tmp_path, capsys, yardstick):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "course", "--optimizer", "adamw", "--state",
+                 "float32,int8", "--backend", "numpy,bitsandbytes,torchao", "--repeat", "2",
+                 "--warmup", "1", "--json", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    measured = {(r["state"], r["impl"]) for r in doc["results"] if r["impl"] in peers.PEERS}
+    assert measured == {("int8", "bitsandbytes"), ("int8", "torchao")}
+    assert doc["failures"] == 0 and doc["machine"]["bitsandbytes"] and doc["machine"]["torchao"]
+    r = next(r for r in doc["results"] if (r["state"], r["impl"]) == ("int8", "numpy"))
+    assert r["speedup_vs_bitsandbytes"] > 0 and r["speedup_vs_torchao"] > 0
+    assert "vs bitsandbytes" in text and "vs torchao" in text
+    assert "keeps int8 state for float32 parameters, not float32" in text
+
+
+def test_peers_are_measured_only_when_named(tmp_path, capsys, yardstick):
     out = tmp_path / "b.json"
     assert main(["bench", "--size", "course", "--optimizer", "adam", "--repeat", "1",
                  "--warmup", "1", "--json", str(out), "-q"]) == 0
     doc = json.loads(out.read_text())
-    assert "deepspeed" not in doc["settings"]["implementations"]
+    assert not set(peers.PEERS) & set(doc["settings"]["implementations"])
     assert "vs deepspeed" not in capsys.readouterr().out
 
 
-def test_deepspeed_missing_is_a_one_line_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "deepspeed", None)
-    monkeypatch.setitem(sys.modules, "deepspeed.ops.adam", None)
-    _one_line_error(capsys, ["bench", "--backend", "deepspeed"], "deepspeed is not installed")
+@pytest.mark.parametrize("name,module", [("deepspeed", "deepspeed.ops.adam"),
+                                         ("bitsandbytes", "bitsandbytes"),
+                                         ("torchao", "torchao.optim")])
+def test_a_missing_peer_is_a_one_line_error(monkeypatch, capsys, name, module):
+    monkeypatch.setattr(peers, "_loaded", {})
+    monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, module, None)
+    _one_line_error(capsys, ["bench", "--backend", name], f"{name} is not installed")
 
 
-@pytest.mark.parametrize("row,dtype,state,hp,why", [
-    ("sgd", "float32", "float32", {}, "Adam or AdamW, not SGD"),
-    ("adam", "float64", "float32", {}, "no float64 step"),
-    ("adam", "float32", "bfloat16", {}, "no bfloat16 state"),
-    ("adam", "float32", "float32", {"amsgrad": True}, "no amsgrad"),
-    ("adamw", "float32", "float32", {"maximize": True}, "no maximize"),
-    ("adamw", "float32", "float32", {}, None),
+@pytest.mark.parametrize("peer,row,dtype,state,hp,why", [
+    ("deepspeed", "sgd", "float32", "float32", {}, "Adam or AdamW, not SGD"),
+    ("deepspeed", "adam", "float64", "float32", {}, "no float64 step"),
+    ("deepspeed", "adam", "float32", "bfloat16", {}, "keeps float32 state"),
+    ("deepspeed", "adam", "float32", "float32", {"amsgrad": True}, "no amsgrad"),
+    ("deepspeed", "adamw", "float32", "float32", {"maximize": True}, "no maximize"),
+    ("deepspeed", "adam", "float32", "float32", {"weight_decay": 0.1}, None),
+    ("deepspeed", "adamw", "float32", "float32", {}, None),
+    ("bitsandbytes", "adamw", "float32", "float32", {}, "keeps int8 state"),
+    ("bitsandbytes", "adam", "float32", "int8", {"weight_decay": 0.1}, "no L2 weight decay"),
+    ("bitsandbytes", "adam", "float32", "int8", {}, None),
+    ("torchao", "lion", "float32", "int8", {}, "Adam or AdamW, not Lion"),
+    ("torchao", "adamw", "float32", "int8", {}, None),
 ])
-def test_what_deepspeed_cannot_step(monkeypatch, row, dtype, state, hp, why):
+def test_what_a_peer_cannot_step(monkeypatch, peer, row, dtype, state, hp, why):
     cls = B.ROWS[row].__name__
     monkeypatch.setitem(B.STATEFUL, cls, hp)
-    got = B.Case(row, "course", dtype, state).unmeasurable("deepspeed")
+    got = B.Case(row, "course", dtype, state).unmeasurable(peer)
     assert got is None if why is None else why in got

@@ -36,7 +36,7 @@ how to read the table:
   timing      interleaved: every implementation of a case is warmed up,
               then each of {full} rounds ({quick_rounds} under --quick) times one batch of
               each implementation in turn (copy, cython, numba, numpy,
-              torch, deepspeed; reversed in odd rounds), after one untimed call.  A
+              torch, then the peers; reversed in odd rounds), after one untimed call.  A
               batch runs the step enough times to last ~2 ms; a step
               slower than 20 ms runs once per batch and, when {full} rounds do
               not fit in ~{budget:.0f} s, joins every k-th round only (at least
@@ -50,9 +50,11 @@ how to read the table:
               the ratio of the medians, 'of_medians').
   vs numpy    speedup: time of the plain-NumPy backend / this time.
   vs torch    time of PyTorch's counterpart / this time (above 1: faster).
-  vs deepspeed  (with --backend ...,deepspeed) time of DeepSpeed's CPU Adam
-              (DeepSpeedCPUAdam, adamw_mode for AdamW; its C++ kernel is
-              compiled at its first use) / this time.
+  vs <peer>   with --backend ...,deepspeed (DeepSpeed's CPU Adam, float32
+              state) or ...,bitsandbytes,torchao (their 8-bit AdamW, on
+              the --state int8 rows): the peer's time / this time, for
+              the Adam and AdamW rows.  DeepSpeed compiles its kernel and
+              torchao its step at their first use.
   GB/s        effective bandwidth: the bytes the step must move at the least
               (the parameter, the gradient and each state the class uses;
               Adam reads p, g, m, v and writes p, m, v: 7 arrays) / time.
@@ -90,6 +92,8 @@ examples:
   python -m fusedoptim bench --size gpt2,resnet50,tiny --optimizer adam
   python -m fusedoptim bench --size big,gpt2 --optimizer adam,adamw \
       --backend cython,torch,deepspeed
+  python -m fusedoptim bench --size big --optimizer adamw --state int8 \
+      --backend cython,bitsandbytes,torchao
 """
 
 
@@ -129,10 +133,10 @@ def add_arguments(p):
                         "FUSEDOPTIM_NUM_THREADS or the usable CPUs)")
     p.add_argument("--backend", action="extend", type=choice_list(COMPARED, "backend"),
                    metavar="NAME[,NAME]",
-                   help="implementations to compare: cython, numba, numpy, torch, deepspeed "
-                        "(default: those available here but deepspeed, which is measured "
-                        "only when named).  numpy (the baseline) and copy (the limit) are "
-                        "always measured")
+                   help="implementations to compare: cython, numba, numpy, torch, and the "
+                        "peers deepspeed, bitsandbytes, torchao (default: those available "
+                        "here but the peers, which are measured only when named).  numpy "
+                        "(the baseline) and copy (the limit) are always measured")
     p.add_argument("--repeat", type=positive_int, metavar="N",
                    help="rounds: timed batches of each implementation, interleaved "
                         "(overrides --quick)")

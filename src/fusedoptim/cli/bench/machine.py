@@ -66,8 +66,9 @@ def machine_info(threads):
         "numpy": np.__version__,
         "numba": _version("numba"),
         "torch": torch.__version__ if torch is not None else _version("torch"),
-        # named only when a run imported it (``--backend ...,deepspeed``)
-        "deepspeed": _version("deepspeed") if "deepspeed" in sys.modules else None,
+        # the peers, named only when a run imported them (``--backend``)
+        **{peer: _version(peer) if peer in sys.modules else None
+           for peer in ("deepspeed", "bitsandbytes", "torchao")},
         "default_backend": get_backend(),
         "kernel_isa": _kernel_isa(),
     }

@@ -1,58 +1,62 @@
-"""DeepSpeed's CPU Adam as a bench implementation (``--backend deepspeed``).
+"""Peers of the Adam and AdamW rows beyond ``torch.optim``, measured when
+named (``bench --backend ...,deepspeed,bitsandbytes,torchao``).
 
-DeepSpeed (``pip install deepspeed``; in the ``compare`` extra, for the
-benchmark and the parity tests only, never a dependency of fusedoptim)
-ships ``deepspeed.ops.adam.DeepSpeedCPUAdam``, the CPU Adam and AdamW of
-its ZeRO-Offload: a C++ step with AVX2 or AVX-512 intrinsics, parallel with
-OpenMP inside each tensor, one call per tensor.  It is built at its first
-use by PyTorch's C++ extension loader (a C++ compiler and ninja: about a
-minute on two cores the first time, then loaded from
-``~/.cache/torch_extensions``).  The extension links PyTorch's OpenMP
-runtime, so ``torch.set_num_threads`` sets its threads, as for the torch
-rows.
+- ``deepspeed``: DeepSpeed's ``DeepSpeedCPUAdam``, the CPU Adam and AdamW of
+  its ZeRO-Offload (float32 state): a C++ step with AVX2 or AVX-512
+  intrinsics, parallel with OpenMP inside each tensor, one call per tensor.
+  It is built at its first use by PyTorch's C++ extension loader (a C++
+  compiler and ninja: about a minute on two cores the first time, then
+  loaded from ``~/.cache/torch_extensions``).  It computes Adam as
+  ``torch.optim.Adam`` does up to rounding (fused multiply-adds, another
+  order); ``adamw_mode`` gives AdamW's decoupled decay.
+- ``bitsandbytes``, ``torchao``: their 8-bit blockwise Adam
+  (``bitsandbytes.optim.Adam8bit`` / ``AdamW8bit``, ``torchao.optim.AdamW8bit``;
+  blocks of 256, tensors under 4096 elements kept in 32 bits), the peers of
+  the ``--state int8`` rows.  On the CPU both dequantize whole tensors, run
+  tensor operations and quantize again; torchao compiles its step with
+  ``torch.compile`` at the first call (tens of seconds).
 
-It computes Adam as ``torch.optim.Adam`` does (the bias-corrected square
-root plus eps; ``adamw_mode`` for AdamW's decoupled decay) up to rounding:
-fused multiply-adds and another order of operations
-(``tests/test_peers.py`` checks it against fusedoptim's classes).  It has
-no AMSGrad and no ``maximize``; its float32 rows are the ones measured.
+All come with the ``compare`` extra, for the benchmark and the parity tests
+only (never a dependency of fusedoptim).  Their OpenMP is PyTorch's, so
+``torch.set_num_threads`` sets their threads, as for the torch rows.  None
+has AMSGrad or ``maximize``; float32 parameters only.
+``tests/test_peers.py`` checks that DeepSpeed computes our update.
 """
 
 import contextlib
 import logging
 import os
 import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from .counterparts import torch_params
 
-__all__ = ["ADAMW_MODE", "unmeasurable", "load", "make_step"]
-
-#: fusedoptim class name -> DeepSpeedCPUAdam's ``adamw_mode`` (decoupled
-#: weight decay) for the classes it steps.
-ADAMW_MODE = {"Adam": False, "AdamW": True}
+__all__ = ["PEERS", "Peer", "unmeasurable", "load", "make_step"]
 
 
-def unmeasurable(case) -> "str | None":
-    """Why DeepSpeed's CPU Adam has no step for ``case``, or ``None``."""
-    name = case.cls.__name__
-    if name not in ADAMW_MODE:
-        return f"DeepSpeed's CPU optimizer is Adam or AdamW, not {name}"
-    if case.state != "float32":
-        return f"DeepSpeed's CPU Adam has no {case.state} state for float32 parameters"
-    if case.dtype != "float32":
-        return f"DeepSpeed's CPU Adam has no {case.dtype} step"
-    hp = case.hyperparameters
-    for flag in ("amsgrad", "maximize"):
-        if hp.get(flag):
-            return f"DeepSpeed's CPU Adam has no {flag}"
-    return None
+@dataclass(frozen=True)
+class Peer:
+    """A peer implementation: its ``--backend`` name, how messages name it,
+    the state it keeps for float32 parameters (the bench rows it steps), its
+    loader (returns what ``build`` needs; ``ImportError`` when not
+    installed) and ``build(loaded, case, tensors)``, the optimizer."""
+    name: str
+    what: str
+    state: str
+    loader: Callable[[], Any]
+    build: Callable[[Any, Any, list], Any]
+    #: whether it steps Adam's L2 weight decay (else Adam rows need 0)
+    l2: bool = False
 
 
 @contextlib.contextmanager
 def _captured_output():
     """Send the process's stdout and stderr (file descriptors 1 and 2: the
-    compiler and ninja write there, and DeepSpeed prints from C++) to a
-    temporary file; yields a function that returns its text."""
+    compiler and ninja write there, and DeepSpeed and torchao print from C++
+    and at import) to a temporary file; yields a function that returns its
+    text."""
     with tempfile.TemporaryFile(mode="w+b") as f:
         saved = [os.dup(1), os.dup(2)]
         try:
@@ -70,40 +74,106 @@ def _captured_output():
                 os.close(fd)
 
 
-def load():
-    """``DeepSpeedCPUAdam``, imported and its C++ kernel built and loaded,
-    with DeepSpeed's console messages silenced.  Raises ``ImportError``
-    when DeepSpeed is not installed, ``RuntimeError`` with the end of the
-    build's output when the kernel does not build."""
+def _load_deepspeed():
     # Without it DeepSpeed probes for GPUs and other accelerators at import.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    with _captured_output() as output:
-        try:
-            from deepspeed.ops.adam import DeepSpeedCPUAdam
-            from deepspeed.ops.op_builder import CPUAdamBuilder
-            from deepspeed.utils import logger
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+    from deepspeed.ops.op_builder import CPUAdamBuilder
+    from deepspeed.utils import logger
 
-            # Below WARNING, each optimizer built prints a line to stdout.
-            logger.setLevel(logging.WARNING)
-            CPUAdamBuilder().load()
-        except ImportError:
-            raise
-        except Exception as exc:
-            tail = output().strip().splitlines()[-5:]
-            raise RuntimeError(f"DeepSpeed's CPU Adam did not build ({type(exc).__name__}: "
-                               f"{exc}){': ' if tail else ''}{' / '.join(tail)}") from None
+    # Below WARNING, each optimizer built prints a line to stdout.
+    logger.setLevel(logging.WARNING)
+    CPUAdamBuilder().load()
     return DeepSpeedCPUAdam
 
 
-def make_step(case, params, grads, threads):
-    """``DeepSpeedCPUAdam(...).step`` over torch tensors sharing the memory
-    of ``params`` and ``grads`` (dicts of float32 NumPy arrays), with the
-    case's hyperparameters, on ``threads`` threads."""
-    cls = load()
-    ps = torch_params(params, grads, threads)
+def _build_deepspeed(cls, case, ps):
     hp = case.hyperparameters
-    opt = cls(ps, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
-              weight_decay=hp["weight_decay"], bias_correction=True, amsgrad=False,
-              adamw_mode=ADAMW_MODE[case.cls.__name__])
-    return opt.step
+    return cls(ps, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
+               weight_decay=hp["weight_decay"], bias_correction=True, amsgrad=False,
+               adamw_mode=case.cls.__name__ == "AdamW")
 
+
+def _load_bitsandbytes():
+    import bitsandbytes
+
+    return bitsandbytes.optim
+
+
+def _build_bitsandbytes(optim, case, ps):
+    hp = case.hyperparameters
+    cls = optim.AdamW8bit if case.cls.__name__ == "AdamW" else optim.Adam8bit
+    return cls(ps, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
+               weight_decay=hp["weight_decay"])
+
+
+def _load_torchao():
+    from torchao.optim import AdamW8bit
+
+    return AdamW8bit
+
+
+def _build_torchao(cls, case, ps):
+    hp = case.hyperparameters
+    return cls(ps, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
+               weight_decay=hp["weight_decay"])
+
+
+#: --backend name -> peer, in column order.
+PEERS = {p.name: p for p in (
+    Peer("deepspeed", "DeepSpeed's CPU Adam", "float32", _load_deepspeed, _build_deepspeed,
+         l2=True),
+    Peer("bitsandbytes", "bitsandbytes' 8-bit Adam", "int8", _load_bitsandbytes,
+         _build_bitsandbytes),
+    Peer("torchao", "torchao's AdamW8bit", "int8", _load_torchao, _build_torchao),
+)}
+
+_loaded: dict = {}
+
+
+def unmeasurable(name: str, case) -> "str | None":
+    """Why peer ``name`` has no step for ``case``, or ``None``."""
+    peer = PEERS[name]
+    cls = case.cls.__name__
+    if cls not in ("Adam", "AdamW"):
+        return f"{peer.what} is Adam or AdamW, not {cls}"
+    if case.dtype != "float32":
+        return f"{peer.what} has no {case.dtype} step"
+    if case.state != peer.state:
+        return (f"{peer.what} keeps {peer.state} state for float32 parameters, not "
+                f"{case.state} (--state {peer.state})")
+    hp = case.hyperparameters
+    for flag in ("amsgrad", "maximize"):
+        if hp.get(flag):
+            return f"{peer.what} has no {flag}"
+    if cls == "Adam" and hp["weight_decay"] and not peer.l2:
+        return f"{peer.what} has no L2 weight decay (Adam's weight_decay)"
+    return None
+
+
+def load(name: str) -> Any:
+    """Import peer ``name`` (and build DeepSpeed's kernel), once, with its
+    console messages silenced.  Raises ``ImportError`` when it is not
+    installed, ``RuntimeError`` with the end of its output when it fails
+    otherwise (a kernel that does not build)."""
+    if name not in _loaded:
+        # (their imports warn about their own use of deprecated torch APIs)
+        with _captured_output() as output, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                _loaded[name] = PEERS[name].loader()
+            except ImportError:
+                raise
+            except Exception as exc:
+                tail = output().strip().splitlines()[-5:]
+                raise RuntimeError(f"{PEERS[name].what} failed to load ({type(exc).__name__}: "
+                                   f"{exc}){': ' if tail else ''}{' / '.join(tail)}") from None
+    return _loaded[name]
+
+
+def make_step(name: str, case, params: dict, grads: dict, threads: int) -> Callable[[], Any]:
+    """The ``step`` of peer ``name``'s optimizer over torch tensors sharing
+    the memory of ``params`` and ``grads`` (dicts of float32 NumPy arrays),
+    with the case's hyperparameters, on ``threads`` threads."""
+    loaded = load(name)
+    return PEERS[name].build(loaded, case, torch_params(params, grads, threads)).step

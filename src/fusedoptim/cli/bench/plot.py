@@ -18,7 +18,8 @@ def plot(doc, path):
     labels = [f"{c} ({t} thr)" if multi else c for c, t in keys]
     impls = [i for i in doc["settings"]["implementations"] if i != LIMIT]
     colors = {"cython": "tab:blue", "numba": "tab:orange", "numpy": "tab:gray",
-              "torch": "tab:red", "deepspeed": "tab:purple"}
+              "torch": "tab:red", "deepspeed": "tab:purple", "bitsandbytes": "tab:brown",
+              "torchao": "tab:pink"}
     val = {(r["case"], r["threads"], r["impl"]): r for r in results}
     height = 0.8 / max(1, len(impls))
     fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.45 * len(keys) * max(1, len(impls)) / 2),

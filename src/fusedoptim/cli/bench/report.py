@@ -3,6 +3,7 @@
 import math
 import statistics
 
+from .peers import PEERS
 from .workloads import BASELINE, LIMIT, PER_TENSOR_SIZES
 
 __all__ = ["format_time", "format_table", "format_markdown", "threads_text", "busy",
@@ -17,9 +18,9 @@ HEAD = ("optimizer", "size", "dtype", "thr", "impl", "time/step", "spread", "vs 
         "vs torch", "GB/s", "% of limit")
 #: Peers with a column of their own after "vs torch" when a run measured
 #: them (``bench --backend ...,deepspeed``).
-OPTIONAL_PEERS = ("deepspeed",)
+OPTIONAL_PEERS = tuple(PEERS)
 #: The packages whose versions the report names, where the machine record has them.
-VERSIONS = ("numpy", "numba", "torch", "deepspeed")
+VERSIONS = ("numpy", "numba", "torch") + OPTIONAL_PEERS
 #: Left-aligned columns of ``HEAD``.
 _LEFT = {0, 1, 2, 4}
 
@@ -162,8 +163,9 @@ def _footer(doc):
                      f"{doc['load_s'].get('numba', 0.0) + doc['numba_jit_s']:.1f} s")
     if doc["load_s"].get("torch") is not None:
         extra.append(f"torch import and first steps {doc['load_s']['torch']:.1f} s")
-    if doc["load_s"].get("deepspeed") is not None:
-        extra.append(f"deepspeed import and kernel load {doc['load_s']['deepspeed']:.1f} s")
+    for peer in OPTIONAL_PEERS:
+        if doc["load_s"].get(peer) is not None:
+            extra.append(f"{peer} import {doc['load_s'][peer]:.1f} s")
     if extra:
         took += f" (of which {', '.join(extra)})"
     la = doc["load_average"]

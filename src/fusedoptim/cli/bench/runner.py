@@ -42,13 +42,14 @@ from .report import format_time
 from .workloads import BASELINE, LIMIT
 
 #: Implementations compared against the baseline, in table order.
-COMPARED = ("cython", "numba", "numpy", "torch", "deepspeed")
+COMPARED = ("cython", "numba", "numpy", "torch") + tuple(peers.PEERS)
 #: Measured only when asked for with ``--backend``: DeepSpeed's first use
-#: compiles its kernel (about a minute), and its import takes seconds.
-OPT_IN = ("deepspeed",)
+#: compiles its kernel (about a minute), torchao's first step compiles
+#: (tens of seconds), and their imports take seconds.
+OPT_IN = tuple(peers.PEERS)
 #: Peers whose time every other implementation of a case is compared with
 #: (``speedup_vs_<peer>`` = the peer's time / this time), in column order.
-PEERS = ("torch", "deepspeed")
+PEERS = ("torch",) + tuple(peers.PEERS)
 
 #: A step whose first call takes longer than this runs once per batch and,
 #: with ``slow_repeat`` (``--quick``) or past the budget, joins every k-th
@@ -83,8 +84,8 @@ def _resolve(requested, explicit, optimizers, progress):
         try:
             if name == "torch":
                 _torch_warmup(optimizers)
-            elif name == "deepspeed":
-                peers.load()
+            elif name in peers.PEERS:
+                peers.load(name)
             else:
                 _load(name)
         except Exception as exc:  # BackendUnavailable is an ImportError
@@ -92,7 +93,7 @@ def _resolve(requested, explicit, optimizers, progress):
                 why = str(exc)
             elif isinstance(exc, ImportError):
                 why = f"{name} is not installed ({exc})"
-            elif name == "deepspeed":
+            elif name in peers.PEERS:
                 why = str(exc)
             else:
                 why = f"torch failed to run a step ({type(exc).__name__}: {exc})"
@@ -231,7 +232,7 @@ def _derive(records):
     kept for comparison.
 
     - speedup_vs_numpy = numpy time / time, speedup_vs_torch = torch time / time
-      (and speedup_vs_deepspeed where DeepSpeed ran);
+      (and speedup_vs_<peer> where a peer of :mod:`.peers` ran);
     - percent_of_limit = 100 * copy time / time;
     - bandwidth = bytes moved / median time;
     - per_tensor_ns = median time / tensors, per_tensor_above_limit_ns =

@@ -7,8 +7,9 @@ by its lowercased class name), a model size and a dtype; an
 *implementation* is a fusedoptim backend (``cython``, ``numba``, ``numpy``
 -- the plain-NumPy baseline) stepping the class through ``opt.step(grads)``,
 PyTorch's counterpart optimizer (``torch``, where installed and where the
-class has one, :mod:`.counterparts`), DeepSpeed's CPU Adam (``deepspeed``,
-asked for by name, :mod:`.peers`), or ``copy`` -- a compiled kernel that
+class has one, :mod:`.counterparts`), the other peers of the Adam rows
+(``deepspeed``, ``bitsandbytes``, ``torchao``, asked for by name,
+:mod:`.peers`), or ``copy`` -- a compiled kernel that
 moves the bytes of the step and does nothing else, the machine's practical
 limit.
 
@@ -69,7 +70,7 @@ PER_TENSOR_SIZES = ("tiny",)
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
-IMPLS = ("cython", "numba", "numpy", "torch", "deepspeed", "copy")
+IMPLS = ("cython", "numba", "numpy", "torch") + tuple(peers.PEERS) + ("copy",)
 #: The fusedoptim backends among ``IMPLS``.
 BACKENDS = IMPLS[:3]
 #: What every time is compared with, and the memory-bandwidth yardstick.
@@ -199,8 +200,8 @@ class Case:
             return f"torch.optim has no {self.state} optimizer state"
         if impl == "torch" and self.cls.__name__ not in COUNTERPARTS:
             return f"{self.cls.__name__} has no torch counterpart"
-        if impl == "deepspeed":
-            return peers.unmeasurable(self)
+        if impl in peers.PEERS:
+            return peers.unmeasurable(impl, self)
         if impl == "copy" and self.read_write > YARDSTICK_MAX_READ_WRITE:
             return (f"{self.cls.__name__} reads and writes {self.read_write} arrays; the "
                     f"copy yardstick moves at most {YARDSTICK_MAX_READ_WRITE}: no % of limit")
@@ -308,8 +309,8 @@ def make_step(case, impl, threads=None, seed=0):
     params, grads = make_model(case, seed)
     if impl == "torch":
         return _torch_step(case, params, grads, threads or get_num_threads())
-    if impl == "deepspeed":
-        return peers.make_step(case, params, grads, threads or get_num_threads())
+    if impl in peers.PEERS:
+        return peers.make_step(impl, case, params, grads, threads or get_num_threads())
     _load(impl)
     opt = case.cls(params, **case.hyperparameters)
     return functools.partial(opt.step, grads)
