@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from .peers import PEERS
+
 __all__ = ["machine_info", "loadavg"]
 
 
@@ -67,8 +69,7 @@ def machine_info(threads):
         "numba": _version("numba"),
         "torch": torch.__version__ if torch is not None else _version("torch"),
         # the peers, named only when a run imported them (``--backend``)
-        **{peer: _version(peer) if peer in sys.modules else None
-           for peer in ("deepspeed", "bitsandbytes", "torchao")},
+        **{peer: _version(peer) if peer in sys.modules else None for peer in PEERS},
         "default_backend": get_backend(),
         "kernel_isa": _kernel_isa(),
     }
