@@ -81,14 +81,19 @@ def test_deepspeed_cpu_adam_matches_ours(case):
         assert e_ours <= 2e-5 and e_ds <= 2e-5, (k, e_ours, e_ds)
 
 
+def _bench(tmp_path, capsys, *args):
+    """``(stdout, JSON document)`` of a short ``bench`` run at the course
+    size with ``args``."""
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "course", *args, "--warmup", "1", "--json", str(out),
+                 "-q"]) == 0
+    return capsys.readouterr().out, json.loads(out.read_text())
+
+
 @needs_deepspeed
 def test_bench_measures_deepspeed_beside_the_others(tmp_path, capsys, yardstick):
-    out = tmp_path / "b.json"
-    assert main(["bench", "--size", "course", "--optimizer", "adam,adamw,gd", "--dtype",
-                 "float32,float64", "--backend", "numpy,deepspeed", "--repeat", "2",
-                 "--warmup", "1", "--json", str(out), "-q"]) == 0
-    text = capsys.readouterr().out
-    doc = json.loads(out.read_text())
+    text, doc = _bench(tmp_path, capsys, "--optimizer", "adam,adamw,gd", "--dtype",
+                       "float32,float64", "--backend", "numpy,deepspeed", "--repeat", "2")
     measured = {(r["optimizer"], r["dtype"]) for r in doc["results"] if r["impl"] == "deepspeed"}
     assert measured == {("adam", "float32"), ("adamw", "float32")}
     assert doc["failures"] == 0 and doc["machine"]["deepspeed"]
@@ -102,12 +107,8 @@ def test_bench_measures_deepspeed_beside_the_others(tmp_path, capsys, yardstick)
 
 @needs_8bit_peers
 def test_bench_measures_the_8bit_peers_on_int8_rows(tmp_path, capsys, yardstick):
-    out = tmp_path / "b.json"
-    assert main(["bench", "--size", "course", "--optimizer", "adamw", "--state",
-                 "float32,int8", "--backend", "numpy,bitsandbytes,torchao", "--repeat", "2",
-                 "--warmup", "1", "--json", str(out), "-q"]) == 0
-    text = capsys.readouterr().out
-    doc = json.loads(out.read_text())
+    text, doc = _bench(tmp_path, capsys, "--optimizer", "adamw", "--state", "float32,int8",
+                       "--backend", "numpy,bitsandbytes,torchao", "--repeat", "2")
     measured = {(r["state"], r["impl"]) for r in doc["results"] if r["impl"] in peers.PEERS}
     assert measured == {("int8", "bitsandbytes"), ("int8", "torchao")}
     assert doc["failures"] == 0 and doc["machine"]["bitsandbytes"] and doc["machine"]["torchao"]
@@ -118,12 +119,9 @@ def test_bench_measures_the_8bit_peers_on_int8_rows(tmp_path, capsys, yardstick)
 
 
 def test_peers_are_measured_only_when_named(tmp_path, capsys, yardstick):
-    out = tmp_path / "b.json"
-    assert main(["bench", "--size", "course", "--optimizer", "adam", "--repeat", "1",
-                 "--warmup", "1", "--json", str(out), "-q"]) == 0
-    doc = json.loads(out.read_text())
+    text, doc = _bench(tmp_path, capsys, "--optimizer", "adam", "--repeat", "1")
     assert not set(peers.PEERS) & set(doc["settings"]["implementations"])
-    assert "vs deepspeed" not in capsys.readouterr().out
+    assert "vs deepspeed" not in text
 
 
 @pytest.mark.parametrize("name,module", [("deepspeed", "deepspeed.ops.adam"),

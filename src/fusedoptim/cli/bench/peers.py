@@ -87,11 +87,17 @@ def _load_deepspeed():
     return DeepSpeedCPUAdam
 
 
-def _build_deepspeed(cls, case, ps):
+def _adam_kwargs(case) -> dict:
+    """The Adam hyperparameters every peer's constructor takes, from the
+    case's (the bench row's) hyperparameters."""
     hp = case.hyperparameters
-    return cls(ps, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
-               weight_decay=hp["weight_decay"], bias_correction=True, amsgrad=False,
-               adamw_mode=case.cls.__name__ == "AdamW")
+    return {"lr": hp["lr"], "betas": tuple(hp["betas"]), "eps": hp["eps"],
+            "weight_decay": hp["weight_decay"]}
+
+
+def _build_deepspeed(cls, case, ps):
+    return cls(ps, bias_correction=True, amsgrad=False,
+               adamw_mode=case.cls.__name__ == "AdamW", **_adam_kwargs(case))
 
 
 def _load_bitsandbytes():
@@ -101,10 +107,8 @@ def _load_bitsandbytes():
 
 
 def _build_bitsandbytes(optim, case, ps):
-    hp = case.hyperparameters
     cls = optim.AdamW8bit if case.cls.__name__ == "AdamW" else optim.Adam8bit
-    return cls(ps, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
-               weight_decay=hp["weight_decay"])
+    return cls(ps, **_adam_kwargs(case))
 
 
 def _load_torchao():
@@ -114,9 +118,7 @@ def _load_torchao():
 
 
 def _build_torchao(cls, case, ps):
-    hp = case.hyperparameters
-    return cls(ps, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
-               weight_decay=hp["weight_decay"])
+    return cls(ps, **_adam_kwargs(case))
 
 
 #: --backend name -> peer, in column order.
