@@ -246,3 +246,37 @@ def test_nonfinite_gradients_bitwise(fmt, setting):
                                              for a in d.values()]
     for variant in out:
         assert out[variant] == out["numpy"], variant
+
+
+@pytest.mark.parametrize("fmt", [("bfloat16", "stochastic"), ("int8", "stochastic")],
+                         ids=["bfloat16", "int8"])
+@pytest.mark.parametrize("cls", [fo.Adam, fo.Lion, fo.Momentum], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("variant", BACKEND_PARAMS)
+def test_shard_pieces_step_as_the_whole(variant, fmt, cls):
+    # distributed.ShardedOptimizer steps pieces of the whole step's tensors
+    # (cut 4096 elements in): as_shard (the kernels' index_base, int8 by the
+    # whole tensor's size) makes every piece round and code as the whole does.
+    rng = np.random.default_rng(3)
+    whole = {"a": rng.standard_normal(300).astype(np.float32),
+             "w": rng.standard_normal(6000).astype(np.float32)}
+    cuts = [("a", 0, 300, 0), ("w", 0, 4096, 0), ("w", 4096, 6000, 1)]
+    parts = [{n: whole[n][a:b].copy() for n, a, b, r in cuts if r == rank} for rank in (0, 1)]
+    with backend_variant(variant):
+        ref = cls(whole, lr=1e-2, state_dtype=fmt[0], state_rounding=fmt[1], state_seed=4)
+        opts = [cls(p, lr=1e-2, state_dtype=fmt[0], state_rounding=fmt[1], state_seed=4)
+                for p in parts]
+        for o, base in zip(opts, (0, 4396)):
+            o._lowp.as_shard(o, base, {n: whole[n].size for n in o.parameters})
+        for t in range(3):
+            g = {n: np.random.default_rng([t]).standard_normal(p.size).astype(np.float32)
+                 for n, p in whole.items()}
+            for rank, o in enumerate(opts):
+                o.step({n: g[n][a:b] for n, a, b, r in cuts if r == rank})
+            ref.step(g)
+    for label, d in ref.state.items():
+        for n, want in d.items():
+            got = np.concatenate([o.state[label][n] for o in opts if n in o.state[label]])
+            assert got.tobytes() == want.tobytes(), (label, n)
+    for n, want in whole.items():
+        got = np.concatenate([p[n] for p in parts if n in p])
+        assert got.tobytes() == want.tobytes(), n

@@ -3,7 +3,9 @@
 case of tests/mpi/check_distributed.py (Adam, AdamW, SGD with momentum,
 RMSProp, Adagrad, clipping and skipping; sharded and data-parallel; bitwise
 against the single-process optimizer and across ranks; resharded
-checkpoints; fault cases that must raise on every rank, not hang)."""
+checkpoints; fault cases that must raise on every rank, not hang;
+reduced-precision state: stochastic rounding across slices, int8 pieces
+under 4096 elements, full and resharded checkpoints)."""
 
 import os
 import signal
@@ -18,8 +20,9 @@ from conftest import AVAILABLE
 from fusedoptim.distributed import balanced_cuts, find_mpiexec, flat_parameters
 
 SCRIPT = Path(__file__).parent / "mpi" / "check_distributed.py"
-# Cases in the script (6 optimizer settings x 2 wrappers + 5).
-N_CASES = 17
+# Cases in the script (6 optimizer settings x 2 wrappers + 5, then 4
+# reduced-precision settings + their checkpoints).
+N_CASES = 22
 TIMEOUT = 300  # seconds for one world size; a hang fails instead of blocking CI
 
 

@@ -100,6 +100,27 @@ class LowpState:
         self.dtype = dtype
         self.rounding = rounding
         self.seed = seed
+        # A ZeRO shard (distributed.ShardedOptimizer, through ``as_shard``)
+        # steps pieces of the whole step's tensors: rounding counts from the
+        # slice's index in the whole step, and int8 keeps float32 state by
+        # the whole tensor's size, so every world size gives the same bits.
+        self.index_base = 0
+        self.full_sizes: dict = {}
+
+    def as_shard(self, opt, index_base: int, full_sizes: dict) -> None:
+        """Make optimizer ``opt`` (this state's, not yet stepped) the shard
+        of a larger step: its first element is element ``index_base`` of
+        the step and parameter ``name`` is a piece of a tensor of
+        ``full_sizes[name]`` elements (whose pieces start at multiples of
+        ``QBLOCK``).  Reallocates the state."""
+        self.index_base = int(index_base)
+        self.full_sizes = dict(full_sizes)
+        self.init_state(opt)
+
+    def small(self, name: str, n: int) -> bool:
+        """Whether parameter ``name`` (``n`` elements here) keeps float32
+        state in int8 mode: by the size of the whole tensor."""
+        return self.full_sizes.get(name, n) < _spec.QMIN_ELEMENTS
 
     def __repr__(self):
         return (f"state_dtype={self.dtype!r}, state_rounding={self.rounding!r}, "
@@ -114,7 +135,7 @@ class LowpState:
             state[_V_LABEL + _SCALE] = {}
         for name, p in opt._params.items():
             for slot, label in enumerate((_M_LABEL, _V_LABEL)):
-                a, sc = self.new_slot(p, slot)
+                a, sc = self.new_slot(p, slot, self.small(name, p.size))
                 state[label][name] = a
                 if sc is not None:
                     state[label + _SCALE][name] = sc
@@ -136,7 +157,7 @@ class LowpState:
             n = p.size
             row = [st[_M_LABEL][name], st[_V_LABEL][name]]
             if q8:
-                small = n < _spec.QMIN_ELEMENTS
+                small = self.small(name, n)
                 row += [None, None] if small else [st[_M_LABEL + _SCALE][name],
                                                    st[_V_LABEL + _SCALE][name]]
                 want: tuple = (np.float32 if small else np.uint8,) * 2 + (np.float32,) * 2
@@ -159,23 +180,25 @@ class LowpState:
 
     def rounding_kw(self, kw: dict, t: int, gscale: float) -> dict:
         """``kw`` (a copy, changed) with the clipping scale and the keywords
-        of step ``t``'s rounding (``stochastic``, ``key``)."""
+        of step ``t``'s rounding (``stochastic``, ``key``, ``index_base``)."""
         kw["gscale"] = gscale
         kw["stochastic"] = self.rounding == "stochastic"
         kw["key"] = _spec.step_key(self.seed, t) if kw["stochastic"] else 0
+        kw["index_base"] = self.index_base
         return kw
 
-    def new_slot(self, p, slot: int) -> tuple:
+    def new_slot(self, p, slot: int, small: "bool | None" = None) -> tuple:
         """Zeroed ``(codes, scale)`` of state slot ``slot`` (0 or 1) of
         parameter ``p``: bfloat16 words, or int8 codes and block scales, or
-        a float32 slot (int8 mode under ``QMIN_ELEMENTS``); ``scale``
+        a float32 slot (int8 mode, ``small``: by default under
+        ``QMIN_ELEMENTS``); ``scale``
         ``None`` but for codes.  Every code and scale 0 decodes to 0.  Large
         slots are placed apart from ``p`` and from each other in memory
         (``_alloc.zeros_beside``)."""
         n = p.size
         if self.dtype == "bfloat16":
             return zeros_beside(p, slot, n, np.uint16), None
-        if n < _spec.QMIN_ELEMENTS:
+        if n < _spec.QMIN_ELEMENTS if small is None else small:
             return zeros_beside(p, slot, n, np.float32), None
         return (zeros_beside(p, slot, n, np.uint8),
                 np.zeros(-(-n // _spec.QBLOCK), np.float32))
@@ -220,12 +243,14 @@ class _Reference:
     @staticmethod
     def adam_bf16(params, grads, arrays, mode, kw):
         groups = _v.gather(params, grads, (), mode)
-        _spec.adam_bf16([(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
+        with np.errstate(all="ignore"):  # silent as the compiled backends (_reference)
+            _spec.adam_bf16([(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
 
     @staticmethod
     def adam_q8(params, grads, arrays, mode, kw):
         groups = _v.gather(params, grads, (), mode)
-        _spec.adam_q8([(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
+        with np.errstate(all="ignore"):
+            _spec.adam_q8([(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
 
 
 LowpState._reference = _Reference

@@ -60,7 +60,7 @@ class OneStateLowp(LowpState):
         x0 = np.float32(opt.initial_value(label, opt._groups[0]))
         for name, p in opt._params.items():
             n = p.size
-            a, sc = self.new_slot(p, 0)
+            a, sc = self.new_slot(p, 0, self.small(name, n))
             if x0 != 0:
                 _spec.encode(self.decl, np.full(n, x0, np.float32), a, sc)
             state[label][name] = a
@@ -80,7 +80,7 @@ class OneStateLowp(LowpState):
             if name not in st[label]:
                 raise _v.missing_state(label, name, name)
             n = opt._params[name].size
-            small = q8 and n < _c.QMIN_ELEMENTS
+            small = q8 and self.small(name, n)
             a = st[label][name]
             sc = st[label + _SCALE].get(name) if q8 and not small else None
             want = [(a, np.float32 if small else (np.uint8 if q8 else np.uint16), n)]
@@ -117,7 +117,8 @@ class _Reference:
     def onestate_step(decl: "_spec.LowpDecl", params: dict, grads: dict, arrays: list,
                       mode: int, kw: dict) -> None:
         groups = _v.gather(params, grads, (), mode)
-        _spec.onestate_step(decl, [(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
+        with np.errstate(all="ignore"):  # silent as the compiled backends (_reference)
+            _spec.onestate_step(decl, [(p, g, *a) for (p, g), a in zip(groups, arrays)], kw)
 
 
 OneStateLowp._reference = _Reference

@@ -161,6 +161,7 @@ cdef int _run(params, grads, list arrays, int mode, bint q8, dict kw) except -1:
     cdef Step st
     cdef Job J
     cdef Py_ssize_t i, j, nt, off = 0, pad
+    cdef Py_ssize_t base0 = kw.get("index_base", 0)  # a shard's first element
     cdef char* block = NULL
     step_init(&st)
     try:
@@ -183,7 +184,7 @@ cdef int _run(params, grads, list arrays, int mode, bint q8, dict kw) except -1:
             for j in range(4):
                 J.s[4 * i + j] = _data(row[j]) if j < len(row) else NULL
             J.n[i] = st.t[i].n
-            J.base[i] = st.start[i]
+            J.base[i] = base0 + st.start[i]
             J.kind[i] = KIND_BF16 if not q8 else (KIND_Q8 if row[2] is not None else KIND_F32)
         if q8:
             # Every tensor starts on a QBLOCK boundary of the index space.

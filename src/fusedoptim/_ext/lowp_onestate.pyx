@@ -91,6 +91,7 @@ cdef int _run(object decl, params, grads, list arrays, int mode, dict kw) except
     cdef Step st
     cdef Job J
     cdef Py_ssize_t i, j, nt, off = 0, pad
+    cdef Py_ssize_t base0 = kw.get("index_base", 0)  # a shard's first element
     cdef char* block = NULL
     cdef int fam = decl.index, kind, isa
     cdef bint q8 = False
@@ -122,7 +123,7 @@ cdef int _run(object decl, params, grads, list arrays, int mode, dict kw) except
             q8 = q8 or kind != KIND_BF16
             J.fn[i] = fo1_get(fam, isa, kind)
             J.n[i] = st.t[i].n
-            J.base[i] = st.start[i]
+            J.base[i] = base0 + st.start[i]
         if q8:
             # Every tensor starts on a QBLOCK boundary of the split's index space.
             for i in range(nt):

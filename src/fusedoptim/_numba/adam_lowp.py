@@ -256,6 +256,7 @@ def _run(params, grads, arrays, mode, kw, q8):
         raise ValueError("the states do not match the parameters")
     rows, kinds, bases, tasks = [], [], [], []
     total = 0
+    base0 = kw.get("index_base", 0)  # a shard's first element in the whole step
     for t, ((p, g), row) in enumerate(zip(groups, arrays)):
         if p.dtype != np.float32:
             raise TypeError("reduced-precision state needs float32 parameters")
@@ -263,7 +264,7 @@ def _run(params, grads, arrays, mode, kw, q8):
         addrs = [pa, _addr(g)] + [pa if a is None else _addr(a) for a in row]
         rows.append(addrs + [pa] * (6 - len(addrs)))
         kinds.append(KIND_BF16 if not q8 else (KIND_Q8 if row[2] is not None else KIND_F32))
-        bases.append(total)
+        bases.append(base0 + total)
         n = p.size
         for lo in range(0, n, _tuning.BLOCK_ELEMENTS):
             tasks.append((t, lo, min(n, lo + _tuning.BLOCK_ELEMENTS)))

@@ -231,6 +231,7 @@ def onestate_step(decl: LowpDecl, params: dict, grads: dict, arrays: list, mode:
         raise ValueError("the states do not match the parameters")
     rows, kinds, bases, tasks = [], [], [], []
     total = 0
+    base0 = kw.get("index_base", 0)  # a shard's first element in the whole step
     for t, ((p, g), (state, scale)) in enumerate(zip(groups, arrays)):
         if p.dtype != np.float32:
             raise TypeError("reduced-precision state needs float32 parameters")
@@ -238,7 +239,7 @@ def onestate_step(decl: LowpDecl, params: dict, grads: dict, arrays: list, mode:
         rows.append([pa, _addr(g), _addr(state), pa if scale is None else _addr(scale)])
         kinds.append(KIND_BF16 if state.dtype == np.uint16 else
                      (KIND_F32 if scale is None else KIND_Q8))
-        bases.append(total)
+        bases.append(base0 + total)
         n = p.size
         for lo in range(0, n, _tuning.BLOCK_ELEMENTS):
             tasks.append((t, lo, min(n, lo + _tuning.BLOCK_ELEMENTS)))

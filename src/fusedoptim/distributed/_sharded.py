@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..families.adam_lowp import QBLOCK
 from ..optimizer import _CLIP_EPS
 from . import _comm
 from ._base import _CHECKED, Distributed
@@ -41,8 +42,12 @@ class ShardedOptimizer(Distributed):
     boundary or a multiple of 4096 elements into a tensor, so slices are
     balanced to 2048 elements).  A rank keeps the optimizer state of its
     slice only: the inner ``optimizer_class`` is built over flat 1-D views
-    of the pieces of the parameters in the slice, so any optimizer class
-    and state format works.
+    of the pieces of the parameters in the slice, so any elementwise update
+    works.  Reduced-precision state (``state_dtype``, float32 parameters:
+    one flat space) is told where its slice lies: stochastic rounding counts
+    each element at its index in the whole step, int8 keeps float32 state
+    by the whole tensor's size, and a piece's int8 blocks are the tensor's
+    (pieces start at multiples of 4096 elements, 16 blocks).
 
     A step (:meth:`step`): the rank-ordered mean of the gradients, each
     rank receiving its slice (a reduce-scatter); the fused update of the
@@ -99,7 +104,18 @@ class ShardedOptimizer(Distributed):
             # This rank owns no element: an empty piece keeps one code path.
             g = self._groups[0]
             local = {g.names[0]: g.views[0][0:0]}
-        return optimizer_class(local, **hyperparameters)
+        inner = optimizer_class(local, **hyperparameters)
+        if inner._lowp is not None:
+            # Reduced-precision state: float32 parameters only, so one group,
+            # whose flat space is the single-process step's concatenation.
+            # (A rank holding no piece of a non-float32 tensor would not see it.)
+            bad = [n for n, p in self._params.items() if p.dtype != np.float32]
+            if bad:
+                raise TypeError(f"state_dtype needs float32 parameters; "
+                                f"parameters[{bad[0]!r}] is {self._params[bad[0]].dtype}")
+            inner._lowp.as_shard(inner, self._groups[0].lo,
+                                 {n: self._params[n].size for n in local})
+        return inner
 
     def step(self, grads: dict) -> bool:
         """One step with this rank's local gradients (collective: every rank
@@ -161,7 +177,8 @@ class ShardedOptimizer(Distributed):
 
     def state_dict(self) -> dict:
         """This rank's shard: the inner optimizer's ``state_dict`` (its
-        ``"state/<slot>/<name>"`` arrays are the 1-D pieces of this rank)
+        ``"state/<slot>/<name>"`` arrays are the 1-D pieces of this rank;
+        int8 scales: the blocks of the piece)
         plus ``"shard/rank"``, ``"shard/world_size"`` and, per piece,
         ``"shard/offset/<name>"`` (where the piece starts in the tensor,
         counted in memory order).  Local: no communication.  The list of
@@ -183,12 +200,16 @@ class ShardedOptimizer(Distributed):
         (collective); ``None`` on the other ranks.
 
         It is exactly the ``state_dict()`` of the single-process optimizer
-        (same keys, full-shape state arrays in each parameter's layout): it
-        loads into a plain ``optimizer_class``, or into a ShardedOptimizer of
-        any world size.
+        (same keys; full-precision state arrays in each parameter's shape
+        and layout, reduced-precision ones flat as the single-process
+        optimizer keeps them): it loads into a plain ``optimizer_class``, or
+        into a ShardedOptimizer of any world size.  A failure raises on
+        every rank.
         """
         inner = self.inner
         sd = {k: v for k, v in inner.state_dict().items() if not k.startswith("state/")}
+        if inner._lowp is not None:
+            return self._full_lowp(sd, root)
         for label, d in inner.state.items():
             for g in self._groups:
                 parts = [d[name] for _i, name, gg, *_r in self._local if gg is g]
@@ -208,6 +229,80 @@ class ShardedOptimizer(Distributed):
                     sd[f"state/{label}/{name}"] = piece.reshape(p.shape, order=g.orders[k]).copy(
                         order=g.orders[k])
         return sd if self.rank == root else None
+
+    def _full_lowp(self, sd: dict, root: int) -> "dict | None":
+        """``full_state_dict`` of reduced-precision state: every array is
+        flat (codes or words per element, int8 scales per block), and one
+        label mixes dtypes (int8 codes, float32 slots of small tensors), so
+        each rank's pieces travel as bytes, described by a gathered list."""
+        rows, chunks, error = [], [], None
+        try:
+            for label, d in self.inner.state.items():
+                for _i, name, _g, a, _b, _o in self._local:
+                    if name in d:  # int8: a small tensor's slot has no scale
+                        arr = np.ascontiguousarray(d[name])
+                        rows.append((label, name, a, arr.dtype.str, arr.size))
+                        chunks.append(arr.view(np.uint8).reshape(-1))
+        except _CHECKED as exc:
+            error = exc
+        metas = _comm.agree(self.comm, error, rows)
+        local = np.concatenate(chunks) if chunks else np.empty(0, np.uint8)
+        counts = [sum(np.dtype(dt).itemsize * n for *_r, dt, n in m) for m in metas]
+        full: Any = np.empty(sum(counts), np.uint8) if self.rank == root else None
+        if self.world_size == 1:
+            full[...] = local
+        else:
+            displs = [int(x) for x in np.cumsum([0] + counts[:-1])]
+            recv = [full, counts, displs, _comm.mpi_type(np.dtype(np.uint8))] \
+                if self.rank == root else None
+            self.comm.Gatherv(local, recv, root=root)
+        error = None
+        if self.rank == root:
+            try:
+                sd.update(self._assemble_lowp(metas, full))
+            except _CHECKED as exc:
+                error = exc
+        _comm.agree(self.comm, error)
+        return sd if self.rank == root else None
+
+    def _assemble_lowp(self, metas: list, full: Any) -> dict:
+        """The whole state arrays from every rank's ``(label, name, start,
+        dtype, size)`` rows and their bytes ``full``, in the single-process
+        optimizer's key order."""
+        pieces: dict = {}
+        pos = 0
+        for rows in metas:
+            for label, name, a, dt, n in rows:
+                nbytes = np.dtype(dt).itemsize * n
+                pieces.setdefault((label, name), []).append(
+                    (a, full[pos:pos + nbytes].view(dt)))
+                pos += nbytes
+        out = {}
+        empty = np.uint16 if self.inner._lowp.dtype == "bfloat16" else np.float32
+        for label in self.inner.state:
+            for name, p in self._params.items():
+                key = f"state/{label}/{name}"
+                got = sorted(pieces.get((label, name), []), key=lambda e: e[0])
+                if not got:
+                    if p.size == 0 and not self._is_scale(label):
+                        out[key] = np.empty(0, empty)  # no rank holds an empty tensor
+                    continue
+                unit = QBLOCK if self._is_scale(label) else 1
+                nxt = 0
+                for a, x in got:
+                    if a // unit != nxt:
+                        break
+                    nxt += x.size
+                if nxt != -(-p.size // unit):
+                    raise ValueError(f"the ranks' pieces do not cover {key!r}")
+                out[key] = np.concatenate([x for _a, x in got])
+        return out
+
+    def _is_scale(self, label):
+        """Whether state ``label`` holds int8 block scales (one per QBLOCK
+        elements) rather than one entry per element."""
+        lowp = self.inner._lowp
+        return lowp is not None and lowp.dtype == "int8" and label.endswith("_scale")
 
     def load_state_dict(self, state_dict) -> None:
         """Load a checkpoint (collective: every rank passes it).
@@ -275,11 +370,28 @@ class ShardedOptimizer(Distributed):
                     raise ValueError(f"state_dict has an unexpected key {key!r}")
                 continue
             out[key] = base[key]
+        lowp = inner._lowp is not None
         for label in slots:
+            unit = QBLOCK if self._is_scale(label) else 1
             for name, piece in inner.state[label].items():
                 key = f"state/{label}/{name}"
-                g, a, b = self._where(name, piece.size)
-                if shards is None:
+                g, a, b = self._where(name, inner.parameters[name].size)
+                if lowp:
+                    # Flat arrays as the optimizer keeps them (no layout to
+                    # convert); int8 scales count blocks, and pieces start
+                    # on block boundaries.
+                    a, b = a // unit, -(-b // unit)
+                    if shards is None:
+                        full = _array(base, key)
+                        n = -(-self._params[name].size // unit)
+                        if full.shape != (n,):
+                            raise ValueError(f"state_dict[{key!r}] has shape {full.shape}, "
+                                             f"not ({n},)")
+                        out[key] = full[a:b]
+                    else:
+                        out[key] = self._assemble(shards, key, name, a, b, piece.dtype,
+                                                  None, None, unit)
+                elif shards is None:
                     full = _array(base, key)
                     p = self._params[name]
                     if full.shape != p.shape:
@@ -299,11 +411,13 @@ class ShardedOptimizer(Distributed):
         return self._groups[0], 0, size  # the empty piece of _build
 
     @classmethod
-    def _assemble(cls, shards, key, name, a, b, dtype, shape, order):
-        """Elements ``[a, b)`` (in ``order``) of state ``key`` from the shards."""
+    def _assemble(cls, shards, key, name, a, b, dtype, shape, order, unit=1):
+        """Entries ``[a, b)`` (in ``order``; ``None``: as stored) of state
+        ``key`` from the shards, one entry per ``unit`` elements."""
         saved = {str(np.asarray(s[f"shard/order/{name}"])) for s in shards
                  if f"shard/order/{name}" in s}
-        if saved - {order}:  # saved in another memory order: through the whole tensor
+        # saved in another memory order: through the whole tensor
+        if order is not None and saved - {order}:
             other = saved.pop()
             n = int(np.prod(shape))
             whole = cls._assemble(shards, key, name, 0, n, dtype, shape, other)
@@ -313,7 +427,9 @@ class ShardedOptimizer(Distributed):
         for s in shards:
             if f"shard/offset/{name}" not in s:
                 continue
-            off = _int(s, f"shard/offset/{name}")
+            off = _int(s, f"shard/offset/{name}") // unit
+            if key not in s and unit > 1:
+                continue  # int8: the piece of a tensor without scales (empty)
             piece = _array(s, key)
             if piece.dtype != dtype:
                 raise TypeError(f"state_dict[{key!r}] has dtype {piece.dtype} but the "

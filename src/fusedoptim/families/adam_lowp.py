@@ -78,7 +78,9 @@ Stochastic rounding
     memory bandwidth the 8-bit step is bound by its vector instructions,
     and the full hash was a fifth of them.
     Nothing depends on the backend, the thread count or the split: the same
-    bits everywhere.
+    bits everywhere.  The keyword ``index_base`` (default 0) is added to
+    every ``i``: a sharded optimizer's rank steps the slice of the step
+    that starts there.
     Why: with round-to-nearest, a second moment whose per-step change
     ``(1 - b2)(g^2 - v)`` is below half a code step never moves
     (stagnation); rounding up with probability equal to the remainder makes
@@ -102,9 +104,12 @@ QBLOCK = 256
 QMIN_ELEMENTS = 4096
 
 #: The keywords of both steps (every backend: ``adam_bf16(params, grads,
-#: states, mode, **kw)``).
+#: states, mode, **kw)``).  ``index_base`` (optional, default 0) is the
+#: index of the first tensor's element 0 in the step: a ZeRO shard's inner
+#: optimizer steps a slice of the whole step and must round its elements as
+#: the whole step does.
 LOWP_SCALARS = ("lr", "beta1", "beta2", "eps", "bc1", "bc2", "weight_decay", "gscale")
-LOWP_FLAGS = ("decoupled", "maximize", "stochastic", "key")
+LOWP_FLAGS = ("decoupled", "maximize", "stochastic", "key", "index_base")
 
 _M32 = 0xFFFFFFFF
 _U32 = np.uint32
@@ -319,7 +324,7 @@ def adam_bf16(tensors: list, kw: dict) -> None:
     """Reference step over ``tensors``: ``(p, g, m_words, v_words)`` tuples
     (p float32, dense; g in p's layout), computed into copies first and
     written only when every tensor is done."""
-    out, idx = [], 0
+    out, idx = [], kw.get("index_base", 0)
     for p, g, mw, vw in tensors:
         pf, mf, vf = _flat(p).copy(), mw.copy(), vw.copy()
         adam_bf16_tensor(pf, _flat(g), mf, vf, idx, **kw)
@@ -336,7 +341,7 @@ def adam_q8(tensors: list, kw: dict) -> None:
     tensor whose ``m_scale`` is ``None`` has float32 moments (under
     ``QMIN_ELEMENTS``) and takes Adam's float32 update."""
     from .adam import adam_tensor
-    out, idx = [], 0
+    out, idx = [], kw.get("index_base", 0)
     for p, g, m, v, ms, vs in tensors:
         new = [_flat(p).copy(), m.copy(), v.copy()]
         if ms is None:

@@ -186,7 +186,7 @@ def encode(decl: LowpDecl, x: np.ndarray, state: np.ndarray, scale: "np.ndarray 
 
 
 def _family_kw(kw):
-    return {k: v for k, v in kw.items() if k not in ("stochastic", "key")}
+    return {k: v for k, v in kw.items() if k not in ("stochastic", "key", "index_base")}
 
 
 def onestate_step(decl: LowpDecl, tensors: list, kw: dict) -> None:
@@ -194,10 +194,11 @@ def onestate_step(decl: LowpDecl, tensors: list, kw: dict) -> None:
     dense; g in p's layout; ``scale`` ``None`` for bfloat16 words or a
     float32 slot); ``kw``: the family's step keywords with ``gscale``,
     ``stochastic`` and ``key``.  Computed into copies first, written only
-    when every tensor is done."""
+    when every tensor is done; ``kw["index_base"]`` (default 0): the index
+    of the first tensor's element 0 in the step (``adam_lowp.LOWP_FLAGS``)."""
     fam = decl.family
     fkw = _family_kw(kw)
-    out, idx = [], 0
+    out, idx = [], kw.get("index_base", 0)
     for p, g, state, scale in tensors:
         pf = p.ravel(order="K").copy()
         x = decode(decl, state, scale)
