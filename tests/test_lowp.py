@@ -112,14 +112,46 @@ def test_checkpoint_resumes_bit_identically(fmt, tmp_path):
         assert whole[k].tobytes() == saved[k].tobytes(), k
 
 
-def test_checkpoint_of_another_precision_is_refused():
-    params, _ = lowp_model()
-    sd = fo.Adam(params, state_dtype="bfloat16").state_dict()
-    opt = fo.Adam(params, state_dtype="int8")
+# (saved with, loaded into, the message): every setting of the state's format
+# is checked by name, also where the state arrays alone could not tell (a
+# model of small tensors keeps float32 state under int8; a seed or a rounding
+# changes only the bits to come).
+_FORMAT_MISMATCHES = [
+    (dict(state_dtype="bfloat16"), dict(state_dtype="int8"),
+     "state_dtype is 'bfloat16' in state_dict but 'int8' here"),
+    (dict(state_dtype="int8"), dict(), "state_dtype is 'int8' in state_dict but None here"),
+    (dict(), dict(state_dtype="int8"), "state_dtype is None in state_dict but 'int8' here"),
+    (dict(state_dtype="int8", state_seed=1), dict(state_dtype="int8", state_seed=2),
+     "state_seed is 1 in state_dict but 2 here"),
+    (dict(state_dtype="int8"), dict(state_dtype="int8", state_rounding="nearest"),
+     "state_rounding is 'stochastic' in state_dict but 'nearest' here"),
+]
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["large", "small"])
+@pytest.mark.parametrize("saved_with, loaded_into, message", _FORMAT_MISMATCHES)
+def test_checkpoint_of_another_state_format_is_refused(saved_with, loaded_into, message, small):
+    params, grads = lowp_model(steps=1)
+    if small:  # every tensor under QMIN_ELEMENTS: float32 state either way
+        params = {k: v.ravel()[:100].copy() for k, v in params.items()}
+        grads = [{k: v.ravel()[:100].copy() for k, v in g.items()} for g in grads]
+    saved = fo.Adam({k: v.copy() for k, v in params.items()}, **saved_with)
+    saved.step(grads[0])
+    opt = fo.Adam(params, **loaded_into)
     before = snapshot(*opt.state.values())
-    with pytest.raises((TypeError, ValueError, KeyError)):
-        opt.load_state_dict(sd)
+    with pytest.raises(ValueError) as info:
+        opt.load_state_dict(saved.state_dict())
+    assert str(info.value) == message
     assert_unchanged(before, *opt.state.values())
+
+
+def test_checkpoint_names_the_state_format():
+    params, _ = lowp_model()
+    sd = fo.Adam(params, state_dtype="int8", state_seed=2**32 + 7).state_dict()
+    assert (sd["state_dtype"], sd["state_rounding"], sd["state_seed"]) == ("int8", "stochastic", 7)
+    assert not any(k.startswith("state_") for k in fo.Adam(params).state_dict())
+    # the seed is used modulo 2**32: an equivalent seed resumes
+    fo.Adam(params, state_dtype="int8", state_seed=7).load_state_dict(sd)
 
 
 def test_bad_arguments():

@@ -57,6 +57,13 @@ def _same_setting(saved, value):
 class Checkpointing:
     """``state_dict`` and the checks and copies behind ``load_state_dict``."""
 
+    def __reduce_ex__(self, protocol):
+        # pickle, copy.copy and copy.deepcopy all come here: a copy would
+        # share (copy) or detach (deepcopy) the parameters it updates in
+        # place; a checkpoint is the way to carry an optimizer over.
+        raise TypeError(f"{type(self).__name__} objects cannot be pickled or copied; save "
+                        f"opt.state_dict() and load it into a new optimizer")
+
     def _flat_hp(self, group=None):
         """Checkpoint keys and values of ``group``'s hyperparameters (``lr``
         aside), then of the optimizer's options; one group: its own."""
@@ -92,6 +99,11 @@ class Checkpointing:
             Every other hyperparameter (``max_grad_norm`` only when set).
         ``"state/<slot>/<parameter name>"``
             A copy of each state array, e.g. ``"state/exp_avg/W1"``.
+        ``"state_dtype"``, ``"state_rounding"``, ``"state_seed"``
+            With reduced-precision state only: its format, its rounding and
+            the seed of stochastic rounding (modulo 2**32, all the rounding
+            uses).  Loading checks them: the same codes decoded under another
+            format, or rounded under another seed, would continue another run.
 
         With several parameter groups, ``"lr"`` and the groups'
         hyperparameters are per group instead: ``"groups"`` (their number),
@@ -124,10 +136,41 @@ class Checkpointing:
         for name, value in hp:
             if value is not None:
                 sd["hp/" + name] = value
+        sd.update(self._state_format())
         for label, d in self._state.items():
             for name, a in d.items():
                 sd[f"state/{label}/{name}"] = a.copy(order="K")
         return sd
+
+    def _state_format(self):
+        """The checkpoint keys of the reduced-precision state's format
+        (none for full-precision state)."""
+        lowp = self._lowp
+        if lowp is None:
+            return {}
+        return {"state_dtype": lowp.dtype, "state_rounding": lowp.rounding,
+                "state_seed": lowp.seed % 2**32}
+
+    def _check_state_format(self, sd):
+        """Raise ``ValueError`` unless checkpoint ``sd`` holds state in this
+        optimizer's format, rounding and seed (before the state arrays are
+        compared, whose dtypes would only hint at it)."""
+        mine = self._state_format()
+        saved_dtype = _as_python(sd.get("state_dtype"))
+        if saved_dtype is not None and not isinstance(saved_dtype, str):
+            raise TypeError(f"state_dict['state_dtype'] must be a str, got "
+                            f"{type(saved_dtype).__name__}")
+        if saved_dtype != mine.get("state_dtype"):
+            raise ValueError(f"state_dtype is {saved_dtype!r} in state_dict but "
+                             f"{mine.get('state_dtype')!r} here")
+        for key in ("state_rounding", "state_seed"):
+            if key in mine:
+                saved = _as_python(sd.get(key))
+                if saved is None:
+                    raise KeyError(f"state_dict has no {key!r}")
+                if type(saved) is not type(mine[key]) or saved != mine[key]:
+                    raise ValueError(f"{key} is {saved!r} in state_dict but {mine[key]!r} here")
+        return set(mine)
 
     def _load_state_dict(self, state_dict):
         if not isinstance(state_dict, Mapping):
@@ -191,6 +234,7 @@ class Checkpointing:
                 label = key[3:] if key.startswith("hp/") else key
                 raise ValueError(f"{label} is {saved!r} in state_dict but {value!r} here")
             expected.add(key)
+        expected.update(self._check_state_format(sd))
         t = _count(get("t"), "t")
         skipped = _count(get("skipped_steps"), "skipped_steps")
         if any(t0 > t for t0 in t0s):
