@@ -104,10 +104,30 @@ def test_constructor_checks_groups():
         fo.Adam([{"params": {}}])
     with pytest.raises(ValueError, match="empty list of groups"):
         fo.Adam([])
+    with pytest.raises(TypeError, match=r"parameters is a parameter group, not a dict of "
+                                        r"arrays; pass a list of groups"):
+        fo.Adam({"params": {"W1": params["W1"]}, "lr": 0.1})
     with pytest.raises(ValueError, match=r"betas\[0\] must be in \[0, 1\)"):
         fo.Adam([{"params": {"W1": params["W1"]}, "betas": (1.0, 0.9)}])
     with pytest.raises(ValueError, match="nesterov needs momentum"):
         fo.SGD([{"params": {"W1": params["W1"]}, "nesterov": True}], lr=0.1)
+
+
+def test_parameters_sharing_memory_are_refused_when_given():
+    """One array under two names (or overlapping views) would be written
+    twice per step: refused by the constructor and add_param_group, as
+    torch refuses a tensor in two groups, not at every step."""
+    w = np.ones(8)
+    with pytest.raises(ValueError, match=r"parameters\['b'\] shares memory with "
+                                         r"parameters\['a'\]"):
+        fo.SGD({"a": w, "b": w}, lr=0.1)
+    with pytest.raises(ValueError, match="shares memory"):
+        fo.Adam([{"params": {"a": w[:5]}}, {"params": {"b": w[4:]}}])
+    opt = fo.SGD({"a": w}, lr=0.1)
+    with pytest.raises(ValueError, match="shares memory"):
+        opt.add_param_group({"params": {"b": w[2:6]}})
+    assert len(opt.param_groups) == 1 and list(opt.parameters) == ["a"]
+    fo.SGD({"a": w[:4], "b": w[4:]}, lr=0.1).step({"a": np.ones(4), "b": np.ones(4)})
 
 
 def test_param_groups_assignment_is_checked_and_changes_nothing_on_error():

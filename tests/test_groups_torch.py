@@ -47,6 +47,28 @@ def _schedule(t):
 
 
 @needs_torch
+@pytest.mark.parametrize("beta1, psi", [(0.9, 0.004), (0.0, 0.004), (0.5, 0.0), (0.99, 0.1)])
+def test_nadam_mu_product_stops_at_its_fixed_point(beta1, psi):
+    """The product stops multiplying where it no longer changes (0, or a
+    subnormal k * 2**-1074 once every factor exceeds 1 - 0.5 / k): the in-order product
+    bit for bit at every t, and a resume at a huge t costs no t factors."""
+    from fusedoptim.families import nadam
+    want = 1.0
+    n = 80_000 if beta1 > 0.9 else 3000  # past the fixed point (745 / -ln(beta1))
+    for t in range(1, n + 1):
+        want *= nadam._mu(beta1, psi, t)
+        if t % (n // 8) == 0 or t < 5:
+            assert fo.NAdam({"w": np.zeros(3)})._mu_product(beta1, psi, t) == want, t
+    assert want * nadam._mu(beta1, psi, n + 1) == want < 1e-300  # at the fixed point
+    params = {"w": np.ones(3)}
+    opt = fo.NAdam(params, betas=(beta1, 0.999), momentum_decay=psi)
+    sd = opt.state_dict()
+    sd["t"] = 2**62
+    opt.load_state_dict(sd)
+    opt.step({"w": np.ones(3)})  # was 2**62 Python multiplications
+    assert opt._mu_product(beta1, psi, 2**62 + 1) == want
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_adamw_two_groups_schedule_and_clipping_match_torch(backend, dtype):
     """Biases without weight decay, weights on their own schedule, clipping by

@@ -6,6 +6,7 @@ sign excepted: a NaN is a NaN at the same position).  Here: mappings that lie
 and array subclasses; the rest in ``test_hardening_bits.py``."""
 
 from collections import defaultdict
+import warnings
 
 import numpy as np
 import numpy.ma  # noqa: F401 - registers the subclasses NumPy ships
@@ -249,3 +250,31 @@ def test_matrix_reproducers(backend):
     with pytest.raises(TypeError, match=r"grads\['dW'\] is a numpy.matrix"):
         fo.update_parameters_with_adam(p, g, v, s, 1)
     assert_unchanged(before, p, v, s)
+
+
+def _nonfinite_cases():
+    for name, cls in fo.OPTIMIZERS.items():
+        yield pytest.param(cls, None, id=name)
+    for name in ("Adam", "SGD", "Lion"):  # the two reduced-precision kernels
+        for state in ("bfloat16", "int8"):
+            yield pytest.param(fo.OPTIMIZERS[name], state, id=f"{name}-{state}")
+
+
+@pytest.mark.parametrize("cls, state", list(_nonfinite_cases()))
+def test_nonfinite_steps_are_silent_on_every_backend(backend, cls, state):
+    """NaN and infinity are computed silently by every backend, as by the
+    compiled ones: under warnings-as-errors (pytest -W error) a
+    RuntimeWarning of the NumPy reference would make it alone refuse a step
+    the others take."""
+    dtype = np.float32 if state else np.float64
+    edge = np.array([np.inf, -np.inf, np.nan, np.finfo(dtype).max, 0.0], dtype)
+    params = {"w": np.ones(5000, dtype)}
+    kw = {"state_dtype": state} if state else {}
+    if cls is fo.SGD:
+        kw["momentum"] = 0.9
+    opt = cls(params, lr=0.1, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            opt.step({"w": np.tile(edge, 1000)})
+    assert opt.t == 2

@@ -268,3 +268,47 @@ def test_step_scaled_is_step_after_the_callers_norm(backend):
     assert (b.t, b.skipped_steps) == (1, 1) and np.isnan(b.last_grad_norm)
     for k in pb:
         assert pb[k].tobytes() == before[k].tobytes()
+
+
+@pytest.mark.parametrize("args, error, message", [
+    ((float("nan"), None), ValueError, "gscale must be finite"),
+    ((2.0, None), ValueError, r"gscale must be in \[0, 1\], got 2.0"),
+    ((-1.0, None), ValueError, "gscale must be in"),
+    (("0.5", None), TypeError, "gscale must be a real number"),
+    ((0.5, "1.0"), TypeError, "norm must be a real number or None, got str"),
+    ((0.5, -1.0), ValueError, "norm must be >= 0"),
+    ((0.5, True), TypeError, "norm must be a real number"),
+    ((0.5, 1.0, 1), TypeError, "skip must be True or False"),
+])
+def test_step_scaled_checks_the_callers_decision(args, error, message):
+    params = {"w": np.ones(4)}
+    opt = fo.Adam(params)
+    with pytest.raises(error, match=message):
+        opt.step_scaled({"w": np.ones(4)}, *args)
+    assert opt.t == 0 and opt.last_grad_norm is None and (params["w"] == 1.0).all()
+
+
+def test_step_count_stays_below_what_a_checkpoint_stores():
+    params = {"w": np.ones(3)}
+    opt = fo.Adam(params)
+    sd = opt.state_dict()
+    sd["t"] = 2**63 - 2
+    opt.load_state_dict(sd)
+    opt.step({"w": np.ones(3)})
+    after = params["w"].copy()
+    with pytest.raises(OverflowError, match="2\\*\\*63"):
+        opt.step({"w": np.ones(3)})
+    assert opt.t == 2**63 - 1 and (params["w"] == after).all()
+    fo.Adam({"w": np.ones(3)}).load_state_dict(opt.state_dict())
+
+
+def test_pickling_or_copying_points_to_state_dict():
+    """A copy would share (copy.copy) or detach (deepcopy, pickle) the
+    parameters the optimizer updates in place: refused, naming the way."""
+    import copy
+    import pickle
+    opt = fo.Adam({"w": np.ones(3)})
+    for f in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="Adam objects cannot be pickled or copied; "
+                                            "save opt.state_dict"):
+            f(opt)

@@ -165,6 +165,33 @@ def test_every_optimizer_is_in_the_table():
     assert len(CASES) == sum(len(r) for r in CASES_BY_CLASS.values())  # case ids are unique
 
 
+#: Classes whose positional order is not torch's counterpart's, and why.
+OWN_POSITIONAL_ORDER = {"RMSProp": "the course's order: eps_inside_sqrt fourth"}
+
+
+@needs_torch
+@pytest.mark.parametrize("cls", sorted(c for c in WITH_COUNTERPART if c not in OWN_POSITIONAL_ORDER
+                                        and fo.OPTIMIZERS[c].torch.same_when is not None))
+def test_positional_arguments_are_in_torchs_order(cls):
+    """A torch call with positional hyperparameters binds them to ours
+    (classes that can compute torch's steps): torch's positional arguments,
+    up to the first one we do not take (``foreach``), are ours in the same
+    places."""
+    spec = fo.OPTIMIZERS[cls].torch
+
+    def positional(f):
+        return [p.name for p in inspect.signature(f).parameters.values()
+                if p.kind == p.POSITIONAL_OR_KEYWORD][1:]
+
+    ours = positional(fo.OPTIMIZERS[cls])
+    theirs = []
+    for name in positional(getattr(torch.optim, spec.name)):
+        if name not in spec.keywords:
+            break
+        theirs.append(spec.keywords[name])
+    assert ours[:len(theirs)] == theirs
+
+
 @needs_torch
 @pytest.mark.parametrize("cls", WITH_COUNTERPART)
 def test_table_rows_name_torch_optimizers_and_map_to_our_arguments(cls):

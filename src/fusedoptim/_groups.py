@@ -29,6 +29,9 @@ def _check_parameters(parameters, label="parameters"):
     _v._check_dict(parameters, label)
     if not parameters:
         raise ValueError(f"{label} is empty")
+    if label == "parameters" and isinstance(parameters.get("params"), Mapping):
+        raise TypeError(f"{label} is a parameter group, not a dict of arrays; pass a "
+                        f"list of groups: [{{'params': ..., ...}}]")
     for name, p in parameters.items():
         if not isinstance(name, str):
             raise TypeError(f"parameter names must be str, got {name!r}")
@@ -41,6 +44,17 @@ def _check_parameters(parameters, label="parameters"):
         if not _v._is_dense(p):
             raise ValueError(f"{label} is not contiguous; fusedoptim updates arrays in "
                              f"place and never a copy")
+    return parameters
+
+
+def _check_disjoint(parameters):
+    """Raise ``ValueError`` if two parameters share memory (one array under
+    two names, or overlapping views): the step would write the same
+    elements twice, so it is refused here rather than at every step."""
+    pair = _v._find_overlap([(f"parameters[{name!r}]", p, True)
+                             for name, p in parameters.items()])
+    if pair is not None:
+        raise _v.overlap(*pair)
     return parameters
 
 
@@ -197,6 +211,7 @@ class GroupsMixin:
             group = self._new_group(param_group, "param_group")
             flat = dict(self._params)
             flat.update(group["params"])
+            _check_disjoint(flat)
             self._add_group(group)
             self._params = flat
         finally:

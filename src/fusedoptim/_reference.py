@@ -76,10 +76,14 @@ def _multi_tensor(family):
         # was.  The copies are same-dtype, same-layout np.copyto calls, which
         # allocate nothing.
         fresh = []
-        for (p, g, *st), kw in zip(groups, kws):
-            new = [_scratch(p)] + [None if a is None else _scratch(a) for a in st]
-            update(new[0], g, *new[1:], **kw)
-            fresh.append(new)
+        # The compiled backends compute NaN and infinity silently: so does
+        # this one (under warnings-as-errors a RuntimeWarning would make it
+        # alone refuse a step the others take).
+        with np.errstate(all="ignore"):
+            for (p, g, *st), kw in zip(groups, kws):
+                new = [_scratch(p)] + [None if a is None else _scratch(a) for a in st]
+                update(new[0], g, *new[1:], **kw)
+                fresh.append(new)
         for group, new in zip(groups, fresh):
             for a, b in zip(group[:1] + group[2:], new):
                 if a is not None:

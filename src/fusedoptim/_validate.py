@@ -424,6 +424,22 @@ def step(t, name="t"):
     return t
 
 
+def scaled_step(gscale, norm, skip):
+    """``Optimizer.step_scaled``'s decision, checked: ``(gscale, norm,
+    skip)`` with ``gscale`` in [0, 1], ``norm`` ``None`` or a real >= 0
+    (NaN and infinity allowed: the norm of a non-finite gradient)."""
+    gscale = real(gscale, "gscale")
+    if not 0.0 <= gscale <= 1.0:
+        raise ValueError(f"gscale must be in [0, 1], got {gscale}")
+    if norm is not None:
+        if isinstance(norm, (bool, np.bool_)) or not isinstance(norm, numbers.Real):
+            raise TypeError(f"norm must be a real number or None, got {_type_name(norm)}")
+        norm = float(norm)
+        if norm < 0.0:
+            raise ValueError(f"norm must be >= 0, got {norm}")
+    return gscale, norm, flag(skip, "skip")
+
+
 def flag(x, name):
     """``x`` as a bool; only ``True``/``False`` (and NumPy's) are accepted."""
     if not isinstance(x, (bool, np.bool_)):

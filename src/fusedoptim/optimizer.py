@@ -81,8 +81,8 @@ from typing import TYPE_CHECKING, Any
 from . import _lowp
 from . import _validate as _v
 from ._checkpoint import Checkpointing
-from ._groups import (GroupsMixin, ParamGroup, _check_parameters, _concurrent_use,
-                      group_params)
+from ._groups import (GroupsMixin, ParamGroup, _check_disjoint, _check_parameters,
+                      _concurrent_use, group_params)
 from ._norm import CLIP_EPS as _CLIP_EPS, overflow_safe_norm
 from .backend import active as _backend
 
@@ -240,9 +240,9 @@ class Optimizer(Checkpointing, GroupsMixin):
             for i, g in enumerate(parameters):
                 groups.append(self._new_group(g, f"parameters[{i}]", flat))
                 flat.update(groups[-1]["params"])
-            self._params = flat
+            self._params = _check_disjoint(flat)
         else:
-            self._params = _check_parameters(parameters)
+            self._params = _check_disjoint(_check_parameters(parameters))
             groups = [ParamGroup(self, {"params": group_params(parameters, "parameters"),
                                         **defaults})]
         for g in groups:
@@ -354,12 +354,15 @@ class Optimizer(Checkpointing, GroupsMixin):
         slice): the fused update with the gradients scaled by ``gscale``
         (``<= 1``), as :meth:`step` does after its own norm.  ``norm``
         becomes ``last_grad_norm``; ``skip=True`` counts a skipped step
-        (nothing else changes) and returns ``False``.
+        (nothing else changes) and returns ``False``.  ``gscale`` must be
+        in ``[0, 1]``, ``norm`` a real number >= 0 (NaN and infinity
+        included: a non-finite gradient's) or ``None``.
         """
+        decided = _v.scaled_step(gscale, norm, skip)
         if not self._busy.acquire(blocking=False):
             raise _concurrent_use()
         try:
-            return self._step(grads, (float(gscale), norm, bool(skip)))
+            return self._step(grads, decided)
         finally:
             self._busy.release()
 
@@ -373,6 +376,8 @@ class Optimizer(Checkpointing, GroupsMixin):
         # ParamGroup dict subclass in the per-step kernel_args.
         states, sizes, new_slots, hps = plan
         t = self._t + 1
+        if t >= 2**63:  # what a checkpoint stores (int64): refused before any write
+            raise OverflowError("the step count t would reach 2**63")
         if sizes is None:  # one group: the usual case, without the loops
             hp = hps[0]
             lr = hp["lr"]

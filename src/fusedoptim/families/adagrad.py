@@ -80,7 +80,9 @@ class Adagrad(Optimizer):
     weight_decay : float
         :math:`\lambda \ge 0`.
     initial_accumulator_value : float
-        Starting value of :math:`s` (``>= 0``).
+        Starting value of :math:`s` (``>= 0``); a parameter group's own
+        value counts for its parameters (torch 2.13 starts every group's
+        sum at the constructor's value).
     eps : float
         :math:`\epsilon \ge 0`.
     maximize : bool

@@ -94,7 +94,11 @@ class NAdam(Optimizer):
     product of the :math:`\mu_i` (torch's ``mu_product`` state) is computed
     in double from ``t``, one factor per step in step order, so a run
     resumed from a checkpoint (which restores ``t``) continues with the
-    same bits.  State slots: ``"exp_avg"``, ``"exp_avg_sq"``.
+    same bits.  It is a function of ``t`` and the current ``beta1`` and
+    ``momentum_decay``: changing either between steps recomputes the
+    factors of the past steps with the new values, where torch keeps the
+    running product (the two then differ by the ratio of the old and new
+    products).  State slots: ``"exp_avg"``, ``"exp_avg_sq"``.
 
     Parameters
     ----------
@@ -150,7 +154,15 @@ class NAdam(Optimizer):
         t0 = max([k for k in known if k <= t], default=0)
         prod = known.get(t0, 1.0)
         for i in range(t0 + 1, t + 1):
-            prod *= _mu(beta1, momentum_decay, i)
+            nxt = prod * _mu(beta1, momentum_decay, i)
+            if nxt == prod:
+                # A fixed point (0, or a subnormal k * 2**-1074 once
+                # mu > 1 - 0.5 / k; by default about 1600 steps in, at
+                # k = 1): mu_i never decreases with i and rounding is
+                # monotone, so every later factor leaves it too, and a
+                # resume at a huge t needs no t multiplications.
+                break
+            prod = nxt
         if t0 != t:
             # The group that was at t0 is now at t (another at t0 finds t).
             known.pop(t0, None)

@@ -170,10 +170,10 @@ class SGD(Optimizer):
         :math:`\mu \ge 0`.
     dampening : float
         :math:`\tau`.
-    nesterov : bool
-        Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
     weight_decay : float
         :math:`\lambda \ge 0`, L2 penalty added to the gradient.
+    nesterov : bool
+        Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
     maximize : bool
         Ascend the objective instead of descending.
     {Optimizer.COMMON_DOC}
@@ -194,8 +194,8 @@ class SGD(Optimizer):
     hyper = (
         Hyper("momentum", 0.0, nonneg, "Momentum factor"),
         Hyper("dampening", 0.0, real, "Dampening of the momentum"),
-        Hyper("nesterov", False, flag, "Whether Nesterov momentum is used"),
         Hyper("weight_decay", 0.0, nonneg, "L2 weight decay"),
+        Hyper("nesterov", False, flag, "Whether Nesterov momentum is used"),
         Hyper("maximize", False, flag, "Whether the objective is maximized"),
     )
     state_names = ("momentum_buffer",)
