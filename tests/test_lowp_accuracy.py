@@ -62,7 +62,8 @@ def _grads(p, X, Y, softmax):
         e = np.exp(Z - Z.max(axis=0))
         P = e / e.sum(axis=0)
     else:
-        P = 1.0 / (1.0 + np.exp(-Z))
+        with np.errstate(over="ignore"):  # exp(-Z) = inf for Z << 0: P = 0, as it should
+            P = 1.0 / (1.0 + np.exp(-Z))
     dZ = ((P - Y) / X.shape[1]).astype(np.float32)
     n = len(p) // 2
     g = {}
