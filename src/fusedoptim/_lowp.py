@@ -135,7 +135,7 @@ class LowpState:
             state[_V_LABEL + _SCALE] = {}
         for name, p in opt._params.items():
             for slot, label in enumerate((_M_LABEL, _V_LABEL)):
-                a, sc = self.new_slot(p, slot, self.small(name, p.size))
+                a, sc = self.new_slot(name, p, slot)
                 state[label][name] = a
                 if sc is not None:
                     state[label + _SCALE][name] = sc
@@ -187,18 +187,17 @@ class LowpState:
         kw["index_base"] = self.index_base
         return kw
 
-    def new_slot(self, p, slot: int, small: "bool | None" = None) -> tuple:
+    def new_slot(self, name: str, p, slot: int) -> tuple:
         """Zeroed ``(codes, scale)`` of state slot ``slot`` (0 or 1) of
-        parameter ``p``: bfloat16 words, or int8 codes and block scales, or
-        a float32 slot (int8 mode, ``small``: by default under
-        ``QMIN_ELEMENTS``); ``scale``
-        ``None`` but for codes.  Every code and scale 0 decodes to 0.  Large
-        slots are placed apart from ``p`` and from each other in memory
-        (``_alloc.zeros_beside``)."""
+        parameter ``name``, array ``p``: bfloat16 words, or int8 codes and
+        block scales, or a float32 slot (int8 mode, :meth:`small`);
+        ``scale`` ``None`` but for codes.  Every code and scale 0 decodes to
+        0.  Large slots are placed apart from ``p`` and from each other in
+        memory (``_alloc.zeros_beside``)."""
         n = p.size
         if self.dtype == "bfloat16":
             return zeros_beside(p, slot, n, np.uint16), None
-        if n < _spec.QMIN_ELEMENTS if small is None else small:
+        if self.small(name, n):
             return zeros_beside(p, slot, n, np.float32), None
         return (zeros_beside(p, slot, n, np.uint8),
                 np.zeros(-(-n // _spec.QBLOCK), np.float32))

@@ -15,13 +15,11 @@ block); tensors under ``QMIN_ELEMENTS`` elements keep a float32 slot
 import numpy as np
 
 from . import _validate as _v
-from ._lowp import LowpState
+from ._lowp import _SCALE, LowpState
 from .families import adam_lowp as _c
 from .families import lowp_onestate as _spec
 
 __all__ = ["OneStateLowp", "make"]
-
-_SCALE = "_scale"
 
 
 def make(opt, dtype: str, rounding: "str | None", seed: int) -> "OneStateLowp":
@@ -60,7 +58,7 @@ class OneStateLowp(LowpState):
         x0 = np.float32(opt.initial_value(label, opt._groups[0]))
         for name, p in opt._params.items():
             n = p.size
-            a, sc = self.new_slot(p, 0, self.small(name, n))
+            a, sc = self.new_slot(name, p, 0)
             if x0 != 0:
                 _spec.encode(self.decl, np.full(n, x0, np.float32), a, sc)
             state[label][name] = a

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._lowp import _SCALE
 from ..families.adam_lowp import QBLOCK
 from ..optimizer import _CLIP_EPS
 from . import _comm
@@ -302,7 +303,7 @@ class ShardedOptimizer(Distributed):
         """Whether state ``label`` holds int8 block scales (one per QBLOCK
         elements) rather than one entry per element."""
         lowp = self.inner._lowp
-        return lowp is not None and lowp.dtype == "int8" and label.endswith("_scale")
+        return lowp is not None and lowp.dtype == "int8" and label.endswith(_SCALE)
 
     def load_state_dict(self, state_dict) -> None:
         """Load a checkpoint (collective: every rank passes it).
