@@ -54,6 +54,23 @@ def _same_setting(saved, value):
             and float(saved) == value)
 
 
+def _entries(state_dict):
+    """The checkpoint's entries as a plain dict, each read once (an NpzFile
+    reads from disk on every access); keys must be str."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+    sd = {}
+    for key in state_dict:
+        if not isinstance(key, str):
+            raise TypeError(f"state_dict keys must be str, got {key!r}")
+        try:
+            sd[key] = state_dict[key]
+        except (ValueError, OSError, EOFError) as exc:
+            # e.g. an object array in an .npz loaded with allow_pickle=False
+            raise ValueError(f"state_dict[{key!r}] cannot be read: {exc}") from None
+    return sd
+
+
 class Checkpointing:
     """``state_dict`` and the checks and copies behind ``load_state_dict``."""
 
@@ -173,17 +190,7 @@ class Checkpointing:
         return set(mine)
 
     def _load_state_dict(self, state_dict):
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        sd = {}
-        for key in state_dict:
-            if not isinstance(key, str):
-                raise TypeError(f"state_dict keys must be str, got {key!r}")
-            try:
-                sd[key] = state_dict[key]  # an NpzFile reads from disk on each access
-            except (ValueError, OSError, EOFError) as exc:
-                # e.g. an object array in an .npz loaded with allow_pickle=False
-                raise ValueError(f"state_dict[{key!r}] cannot be read: {exc}") from None
+        sd = _entries(state_dict)
 
         def get(key):
             try:
@@ -241,6 +248,28 @@ class Checkpointing:
             raise ValueError("state_dict has a group added after its step count t")
         if not several:
             lrs = [_v.nonneg(_as_python(sd["lr"]), "state_dict['lr']") if "lr" in sd else None]
+        copies = self._state_copies(get, expected)
+        for key in sd:
+            if key not in expected:
+                raise ValueError(f"state_dict has an unexpected key {key!r}")
+        for live, a in copies:
+            np.copyto(live, a)
+        self._t = t
+        self._skipped_steps = skipped
+        self._last_grad_norm = None
+        self._last_lrs = None
+        if several:
+            self._group_t0[:] = t0s
+        for g, lr in zip(self._groups, lrs):
+            if lr is not None:
+                dict.__setitem__(g, "lr", lr)
+        self._plan = None
+
+    def _state_copies(self, get, expected):
+        """``(live state array, checkpoint array)`` pairs, every checkpoint
+        array checked against the live one (``get`` reads a key, raising
+        ``KeyError`` when it is missing); their keys are added to
+        ``expected``."""
         copies = []
         for label, d in self._state.items():
             for name, live in d.items():
@@ -257,21 +286,7 @@ class Checkpointing:
                     raise ValueError(f"state_dict[{key!r}] has shape {a.shape} but the "
                                      f"parameter has shape {live.shape}")
                 copies.append((live, a))
-        for key in sd:
-            if key not in expected:
-                raise ValueError(f"state_dict has an unexpected key {key!r}")
-        for live, a in copies:
-            np.copyto(live, a)
-        self._t = t
-        self._skipped_steps = skipped
-        self._last_grad_norm = None
-        self._last_lrs = None
-        if several:
-            self._group_t0[:] = t0s
-        for g, lr in zip(self._groups, lrs):
-            if lr is not None:
-                dict.__setitem__(g, "lr", lr)
-        self._plan = None
+        return copies
 
     def save(self, path: str | os.PathLike[str], parameters: bool = False) -> None:
         """Write a safetensors checkpoint: :func:`fusedoptim.save_checkpoint`."""
