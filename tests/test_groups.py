@@ -157,6 +157,49 @@ def test_param_groups_assignment_is_checked_and_changes_nothing_on_error():
     assert opt.step(grads[0]) and opt.t == 1
 
 
+def test_a_schedule_class_as_lr_is_refused_everywhere_and_changes_nothing():
+    """Classes are callable, so fo.StepLR given for fo.StepLR(...) would fail
+    only at the first step, with an error about StepLR's own arguments."""
+    params, grads = _data(np.float64, 1)
+    msg = r"lr is the class StepLR; pass an instance, e.g. StepLR\(\.\.\.\)"
+    with pytest.raises(TypeError, match=msg):
+        fo.SGD(params, lr=fo.StepLR)
+    with pytest.raises(TypeError, match=msg):
+        fo.SGD([{"params": {"W1": params["W1"]}, "lr": fo.StepLR}], lr=0.1)
+    opt = fo.SGD([{"params": {"W1": params["W1"]}}], lr=0.1, momentum=0.5)
+    pg = opt.param_groups
+    with pytest.raises(TypeError, match=msg):
+        opt.lr = fo.StepLR
+    with pytest.raises(TypeError, match=msg):
+        pg[0]["lr"] = fo.StepLR
+    with pytest.raises(TypeError, match=msg):
+        pg[0].update(momentum=0.9, lr=fo.StepLR)
+    with pytest.raises(TypeError, match="lr is the class CosineDecay"):
+        opt.add_param_group({"params": {"b1": params["b1"]}, "lr": fo.CosineDecay})
+    assert len(opt.param_groups) == 1 and all("b1" not in st for st in opt.state.values())
+    assert opt.lr == 0.1 and pg[0]["momentum"] == 0.5
+    opt.lr = fo.StepLR(0.2, 1, 0.5)  # an instance is a schedule
+    opt.step({"W1": grads[0]["W1"]})
+    assert opt.last_lr == 0.2 and opt.current_lr == 0.1
+
+
+def test_an_added_groups_schedule_gets_the_optimizers_step_count():
+    """Its bias corrections count its own steps, its lr schedule opt.t; the
+    docstring's lambda counts the schedule from the group's first step."""
+    params, grads = _data(np.float64, 5)
+    opt = fo.Adam({"W1": params["W1"]}, lr=0.1)
+    for g in grads[:3]:
+        opt.step({"W1": g["W1"]})
+    s = fo.StepLR(1.0, 1, 0.5)
+    opt.add_param_group({"params": {"b1": params["b1"]}, "lr": s})
+    opt.add_param_group({"params": {"b2": params["b2"]}, "lr": lambda t, t0=opt.t: s(t - t0)})
+    assert opt.current_lrs == [0.1, s(3), s(0)]
+    opt.step({k: grads[3][k] for k in ("W1", "b1", "b2")})
+    assert opt.last_lrs == [0.1, 0.125, 1.0] and opt.current_lrs == [0.1, s(4), s(1)]
+    doc = fo.Adam.add_param_group.__doc__
+    assert "opt.t" in doc and "lambda t, t0=opt.t: s(t - t0)" in doc
+
+
 def test_attributes_with_several_groups():
     params, grads = _data(np.float64, 2)
     opt = fo.Adam([{"params": {"W1": params["W1"]}},

@@ -159,6 +159,8 @@ def test_formulas_by_hand():
     (lambda: L.SequentialLR([], []), ValueError, "schedules is empty"),
     (lambda: L.SequentialLR([0.1, 0.2, 0.3], [5, 5]), ValueError, "increasing"),
     (lambda: L.SequentialLR([0.1, -0.2], [5]), ValueError, r"schedules\[1\] must be >= 0"),
+    (lambda: L.SequentialLR([0.1, L.StepLR], [5]), TypeError,
+     r"schedules\[1\] is the class StepLR; pass an instance, e.g. StepLR\(\.\.\.\)"),
 ])
 def test_bad_arguments(make, exc, match):
     with pytest.raises(exc, match=match):
@@ -166,8 +168,59 @@ def test_bad_arguments(make, exc, match):
 
 
 def test_degenerate_one_cycle_phase():
-    with pytest.raises(ValueError, match="phase of zero length"):
-        L.OneCycleLR(0.1, 10, pct_start=0.1)(0)
+    # A warmup of zero length: torch divides by zero at construction; refused there.
+    for kw in (dict(pct_start=0.1), dict(pct_start=0.25, total_steps=4, three_phase=True),
+               dict(pct_start=0.5, total_steps=None, epochs=2, steps_per_epoch=1)):
+        kw = {"total_steps": 10, **kw}
+        with pytest.raises(ValueError, match=r"pct_start \* total_steps must not be 1"):
+            L.OneCycleLR(0.1, **kw)
+    # An empty last phase is reached only at step total_steps (torch too divides
+    # by zero there): the steps before it work.
+    for kw in (dict(pct_start=1.0), dict(pct_start=0.55, three_phase=True)):
+        s = L.OneCycleLR(0.1, 10, **kw)
+        assert all(0.0 < s(t) <= 0.1 for t in range(10))
+        with pytest.raises(ValueError, match="phase of zero length"):
+            s(10)
+
+
+def test_growing_rates_overflow_to_inf_which_the_optimizer_refuses():
+    for make in (lambda lr: L.StepLR(lr, 1, 1e200), lambda lr: L.MultiStepLR(lr, [1, 2], 1e200),
+                 lambda lr: L.ExponentialLR(lr, 1e200)):
+        s = make(1.0)
+        assert [s(t) for t in range(3)] == [1.0, 1e200, math.inf], s
+        assert make(0.0)(3) == 0.0
+        opt = fo.SGD({"w": np.zeros(1)}, lr=s)
+        opt.step({"w": np.ones(1)})
+        opt.step({"w": np.ones(1)})
+        with pytest.raises(ValueError, match="lr schedule value at step 2 must be finite"):
+            opt.step({"w": np.ones(1)})
+
+
+def _described(doc):
+    """The numpydoc Parameters entries of ``doc`` without a description."""
+    lines = doc.expandtabs().splitlines()
+    start = lines.index("    Parameters") + 2
+    out = []
+    for k in range(start, len(lines)):
+        line = lines[k]
+        if not line.strip() or not line.startswith("    ") or line.strip().startswith("---"):
+            break
+        if not line.startswith("     ") and ":" in line:  # an entry "name : type"
+            nxt = lines[k + 1] if k + 1 < len(lines) else ""
+            if not nxt.startswith("        "):
+                out.append(line.strip())
+    return out
+
+
+@pytest.mark.parametrize("name", L.__all__)
+def test_every_parameter_is_described(name):
+    assert _described(getattr(L, name).__doc__) == []
+
+
+def test_one_cycle_doc_names_torchs_momentum_default():
+    doc = " ".join(L.OneCycleLR.__doc__.split())
+    assert "cycle_momentum=True" in doc and "cycle_momentum=False" in doc
+    assert "0.95" in doc and "0.85" in doc
 
 
 @pytest.mark.parametrize("s", [L.StepLR(0.1, 2), L.LinearLR(0.1), L.OneCycleLR(0.1, 10),

@@ -1,7 +1,10 @@
 """Learning-rate schedules: values against their formulas, the course
 functions, bad arguments, and use as an optimizer's ``lr``."""
 
+import inspect
 import math
+import re
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -27,6 +30,16 @@ def test_inverse_time_decay_hand_values():
     s = fo.InverseTimeDecay(1.0, 4, 1.0, staircase=True)
     assert [s(k) for k in (0, 3, 4, 7, 8)] == [1.0, 1.0, 0.5, 0.5, 1 / 3]
     assert fo.InverseTimeDecay(0.2, 1, 0.5)(2) == 0.1
+
+
+@pytest.mark.parametrize("fn", [update_lr, schedule_lr_decay])
+def test_course_functions_are_documented(fn):
+    doc = inspect.getdoc(fn)
+    for section in ("Parameters\n----------\n", "Returns\n-------\nfloat\n"):
+        assert section in doc, fn.__name__
+    assert ".. math::" in doc and "In words: ``learning_rate0 / (1 + decay_rate * " in doc
+    for name in inspect.signature(fn).parameters:
+        assert re.search(rf"^{name} : float\n    \S", doc, re.M), name
 
 
 @pytest.mark.parametrize("epoch", [0, 1, 2, 3, 7, 10, 999, 1000, 1001, 12345, 2.5])
@@ -198,6 +211,59 @@ def test_cosine_decay_restarts_peaks_at_every_restart():
     starts = [0, 10, 40, 130, 400, 1210, 3640]   # 10 * (3**i - 1) / 2
     assert [s(k) for k in starts] == [0.5 ** i for i in range(len(starts))]
     assert all(s(k - 1) < s(k) / 10 for k in starts[1:])  # a jump up at each restart
+
+
+def _restarts(n, t_mul, limit):
+    """The exact starts of SGDR's periods (index, step) up to ``limit`` that
+    a float holds exactly, for ``t_mul`` as written (Fraction("1.1") = 11/10)."""
+    t, start, length, out = Fraction(t_mul), Fraction(0), Fraction(n), []
+    for i in range(1, 200):
+        start, length = start + length, length * t
+        if start > limit:
+            return out
+        if float(start) == start:
+            out.append((i, float(start)))
+    return out
+
+
+@pytest.mark.parametrize("t_mul", ["1.1", "1.05", "1.01", "1.2", "1.25", "1.5", "1.75",
+                                   "2", "2.5", "3", "4/3", "5/3", "1.00001"])
+def test_cosine_decay_restarts_peak_exactly_at_every_exact_restart(t_mul):
+    """331 = 100 + 110 + 121 starts period 3 of (100, t_mul=1.1), but its start
+    computes as 331.00000000000006 from the float 1.1: the step must still get
+    the peak, and the steps around it their own periods' values."""
+    checked = 0
+    for n in list(range(1, 130)) + [200, 300, 1000, 3**8, 10**5, 2**20]:
+        t = float(Fraction(t_mul))
+        s = fo.CosineDecayRestarts(1.0, n, t, 0.5)
+        for i, start in _restarts(n, t_mul, 10**7):
+            checked += 1
+            assert s(start) == 0.5 ** i, (n, i, start)
+            for near in (start - 1, start - 0.5, start + 0.5, start + 1):
+                assert s(near) == pytest.approx(_sgdr(near, 1.0, n, t, 0.5, 0.0),
+                                                rel=1e-9, abs=1e-15), (n, i, near)
+    assert checked > 100
+
+
+def test_cosine_decay_restarts_review_cases():
+    for n in (100, 200, 300):
+        s = fo.CosineDecayRestarts(1.0, n, t_mul=1.1)
+        assert [s(3.31 * n - 1) < 1e-3, s(3.31 * n), s(3.31 * n + 1) > 0.999] == [True, 1.0, True]
+    # t_mul = 1 with a decimal first_decay_steps: the starts k * 0.1 are at the
+    # steps k / 10 too (0.3 / 0.1 is 2.9999999999999996).
+    s = fo.CosineDecayRestarts(1.0, 0.1, 1.0)
+    assert [s(k / 10) for k in range(1, 50)] == [1.0] * 49
+
+
+def test_cosine_decay_restarts_growing_peaks_overflow_to_inf():
+    # m_mul > 1: the peaks grow past float range; inf, which an optimizer
+    # refuses with its usual message, not a bare OverflowError.
+    s = fo.CosineDecayRestarts(1.0, 1, 1.0, 2.0)
+    assert s(5000) == math.inf
+    opt = fo.SGD({"w": np.zeros(2)}, lr=lambda t: s(5000))
+    with pytest.raises(ValueError, match="must be finite"):
+        opt.step({"w": np.ones(2)})
+    assert opt.t == 0 and not opt.parameters["w"].any()
 
 
 @pytest.mark.parametrize("make,exc,match", [

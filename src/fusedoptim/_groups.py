@@ -131,6 +131,9 @@ class GroupsMixin:
     def _check_group_value(self, key, value):
         """``value`` checked as hyperparameter ``key`` of a group."""
         if key == "lr":
+            if isinstance(value, type):  # callable, but calling it makes a schedule
+                raise TypeError(f"lr is the class {value.__name__}; pass an instance, "
+                                f"e.g. {value.__name__}(...)")
             return value if callable(value) else _v.nonneg(value, "lr")
         check = self._checks.get(key)
         if check is None:
@@ -201,7 +204,14 @@ class GroupsMixin:
         """Add a group ``{"params": {name: array}, hyperparameter: value,
         ...}``; missing hyperparameters take the constructor's values
         (``opt.defaults``).  Its names must be new; its bias corrections
-        and first-step behaviour count its own steps, as in PyTorch."""
+        and first-step behaviour count its own steps, as in PyTorch.
+
+        Its ``"lr"`` schedule, though, is called with the optimizer's count
+        ``opt.t``, as every group's is: added at ``opt.t == 100``, the group's
+        first step takes ``schedule(100)``.  For a schedule ``s`` counted from
+        the group's own first step, pass ``"lr": lambda t, t0=opt.t: s(t - t0)``
+        (``t0`` bound when the group is added: its first step takes
+        ``s(0)``)."""
         if not self._busy.acquire(blocking=False):
             raise _concurrent_use()
         try:

@@ -83,6 +83,7 @@ class ReduceLROnPlateau:
     threshold : float
         :math:`\theta \ge 0`, the least change that counts as improvement.
     threshold_mode : {"rel", "abs"}
+        Whether ``threshold`` is relative to the best metric or absolute.
     cooldown : int
         Calls after a reduction during which bad calls are not counted.
     min_lr : float, or list or tuple of float

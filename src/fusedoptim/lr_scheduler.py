@@ -130,7 +130,7 @@ class MultiStepLR(_Schedule):
         self.gamma = _v.nonneg(gamma, "gamma")
 
     def __call__(self, step: float) -> float:
-        return self.lr * self.gamma ** bisect.bisect_right(self.milestones, _step(step))
+        return _power(self.lr, self.gamma, bisect.bisect_right(self.milestones, _step(step)))
 
 
 class ExponentialLR(_Schedule):
@@ -279,8 +279,12 @@ class OneCycleLR(_Schedule):
     very small rate, with torch's phase ends (``pct_start * total_steps -
     1``, ``total_steps - 1``).
 
-    Torch's momentum cycling (``cycle_momentum``, ``base_momentum``,
-    ``max_momentum``) is not included; the arguments after
+    Torch's momentum cycling is not included, and torch has it on by
+    default: its ``cycle_momentum=True`` sets an SGD optimizer's momentum
+    (even one built without momentum) to ``max_momentum=0.95``, cycled down
+    to ``base_momentum=0.85`` and back (Adam's ``beta1`` likewise).  The
+    rates are the same either way, but the torch run this class matches is
+    ``OneCycleLR(..., cycle_momentum=False)``.  The arguments after
     ``anneal_strategy`` are keyword-only here.
 
     Parameters
@@ -294,13 +298,20 @@ class OneCycleLR(_Schedule):
         ``total_steps = epochs * steps_per_epoch`` when ``total_steps`` is
         ``None``.
     pct_start : float
-        Fraction of the cycle spent increasing, in ``[0, 1]``.
+        Fraction of the cycle spent increasing, in ``[0, 1]``;
+        ``pct_start * total_steps == 1`` is refused (a warmup of zero length,
+        as torch refuses it).
     anneal_strategy : {"cos", "linear"}
+        How each phase goes from its start rate to its end rate: along half
+        a cosine (``"cos"``) or a straight line (``"linear"``).
     div_factor : float, keyword-only
         :math:`d > 0`: the initial rate is ``max_lr / div_factor``.
     final_div_factor : float, keyword-only
         :math:`f > 0`: the final rate is the initial one over this.
     three_phase : bool, keyword-only
+        ``False``: up to ``max_lr``, then down to the final rate.  ``True``:
+        up to ``max_lr``, back down to the initial rate over as many steps,
+        then down to the final rate.
     """
 
     _args = ("max_lr", "total_steps", "pct_start", "anneal_strategy", "div_factor",
@@ -330,6 +341,12 @@ class OneCycleLR(_Schedule):
         initial = self.max_lr / self.div_factor
         low = initial / self.final_div_factor
         n = self.total_steps
+        if float(self.pct_start * n) == 1.0:
+            # Torch's first phase ends at pct_start * n - 1 = 0, and step 0
+            # divides by its zero length (torch raises at construction).
+            raise ValueError(f"pct_start * total_steps must not be 1 (the warmup phase "
+                             f"has zero length), got pct_start={self.pct_start}, "
+                             f"total_steps={n}")
         self._phases: tuple[tuple[float, float, float], ...]
         if self.three_phase:
             self._phases = ((float(self.pct_start * n) - 1, initial, self.max_lr),
@@ -349,8 +366,9 @@ class OneCycleLR(_Schedule):
         last = len(self._phases) - 1
         for i, (end_step, lo, hi) in enumerate(self._phases):
             if step <= end_step or i == last:
-                # torch's expression: a degenerate phase (pct_start * total_steps
-                # <= 1) divides by zero there too, so it is refused the same way.
+                # torch's expression: the last phase is empty with pct_start=1
+                # (or three_phase, 2 * pct_start * total_steps = total_steps + 1),
+                # which step total_steps reaches; torch divides by zero there too.
                 try:
                     pct = (step - start_step) / (end_step - start_step)
                 except ZeroDivisionError:
@@ -390,6 +408,9 @@ class SequentialLR(_Schedule):
                 raise TypeError(f"{label} must be a sequence, got {type(arg).__name__}")
         out = []
         for i, s in enumerate(schedules):
+            if isinstance(s, type):  # callable, but calling it makes a schedule
+                raise TypeError(f"schedules[{i}] is the class {s.__name__}; pass an "
+                                f"instance, e.g. {s.__name__}(...)")
             if not callable(s):
                 value = _v.nonneg(s, f"schedules[{i}]")
                 s = _Constant(value)

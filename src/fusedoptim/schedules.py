@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate as _v
+from ._course import schedule_lr_decay, update_lr
 
 __all__ = [
     "update_lr",
@@ -318,6 +319,13 @@ class CosineDecay(_Schedule):
         return self._decay(step - self.warmup_steps, self.warmup_target)
 
 
+# A step this close below a period start (relative) is at the start: the
+# computed starts are within about 10 ulps of the decimal ones (t_mul=1.1 as
+# 11/10), and Keras's float32 rounds at 2**-24.
+_SNAP = 1.0 - 2.0 ** -46
+_LN2 = math.log(2.0)
+
+
 class CosineDecayRestarts(_Schedule):
     r"""Cosine decay with warm restarts, SGDR (Keras's ``CosineDecayRestarts``).
 
@@ -334,9 +342,13 @@ class CosineDecayRestarts(_Schedule):
     :math:`m`.  In plain text: a cosine decay over ``first_decay_steps``,
     then restarted with periods ``t_mul`` times longer and peaks ``m_mul``
     times lower each time.  Keras finds :math:`i` as :math:`\lfloor
-    \log(1 + (s/n)(t - 1)) / \log t \rfloor`; here that estimate is
-    corrected by one where rounding puts it on the wrong side of a restart,
-    so a restart step gets the period's peak exactly.
+    \log(1 + (s/n)(t - 1)) / \log t \rfloor`, in float32.  Here :math:`i`
+    is the last period with :math:`S_i (1 - 2^{-46}) \le s`, :math:`S_i`
+    computed in double precision: a start is only known to rounding
+    (``t_mul=1.1`` is not 11/10, and :math:`S_3` for ``first_decay_steps=100``
+    comes out as 331.00000000000006), so a step that close below a start
+    (under a whole step up to step :math:`7 \cdot 10^{13}`) is at the start,
+    :math:`f = 0`, and gets the period's peak exactly.
 
     Parameters
     ----------
@@ -370,24 +382,35 @@ class CosineDecayRestarts(_Schedule):
         self.name = _name(name)
 
     def _start(self, i: int) -> float:
-        """Start of period ``i`` in units of ``first_decay_steps``."""
-        t = self.t_mul
-        return float(i) if t == 1.0 else (1.0 - t ** i) / (1.0 - t)
+        """Start of period ``i`` in steps, ``n (t**i - 1) / (t - 1)``, within
+        a few ulps: ``t**i - 1`` cancels below 2, so there by ``expm1``."""
+        t, n = self.t_mul, self.first_decay_steps
+        if t == 1.0:
+            return n * i
+        x = i * math.log1p(t - 1.0)
+        try:
+            return n * ((math.expm1(x) if x < _LN2 else t ** i - 1.0) / (t - 1.0))
+        except OverflowError:
+            return math.inf
 
     def __call__(self, step: float) -> float:
-        fraction = _step(step) / self.first_decay_steps
-        t = self.t_mul
-        if t == 1.0:
-            i = math.floor(fraction)
-        else:
-            i = math.floor(math.log(1.0 - fraction * (1.0 - t)) / math.log(t))
-            # The logarithm's rounding can land one period off at a restart.
-            if self._start(i + 1) <= fraction:
-                i += 1
-            elif i > 0 and self._start(i) > fraction:
-                i -= 1
-        fraction = (fraction - self._start(i)) / t ** i
-        m_fac = self.m_mul ** i
+        step = _step(step)
+        n, t = self.first_decay_steps, self.t_mul
+        p = step / n
+        i = math.floor(p if t == 1.0 else math.log1p(p * (t - 1.0)) / math.log1p(t - 1.0))
+        # The logarithm's estimate can be one off at a restart, so i is settled
+        # against the starts the fraction uses, with _SNAP's margin for their
+        # rounding: a restart step gets f = 0, the peak, exactly.
+        lo, hi = self._start(i), self._start(i + 1)
+        while step >= hi * _SNAP:
+            i, lo, hi = i + 1, hi, self._start(i + 2)
+        while i > 0 and step < lo * _SNAP:
+            i, lo, hi = i - 1, self._start(i - 1), lo
+        fraction = max(0.0, (step - lo) / (n * t ** i))
+        try:
+            m_fac = self.m_mul ** i
+        except OverflowError:  # m_mul > 1 at a huge step: inf, which an optimizer refuses
+            m_fac = math.inf
         cosine = 0.5 * m_fac * (1.0 + math.cos(math.pi * fraction))
         return self.initial_learning_rate * ((1 - self.alpha) * cosine + self.alpha)
 
@@ -444,29 +467,3 @@ class PolynomialDecay(_Schedule):
         p = step / n
         end = self.end_learning_rate
         return (self.initial_learning_rate - end) * (1 - p) ** self.power + end
-
-
-def update_lr(learning_rate0, epoch_num, decay_rate):
-    r"""Inverse-time decay on every epoch.
-
-    .. math:: \alpha = \frac{\alpha_0}{1 + \text{decay\_rate} \cdot \text{epoch\_num}}
-    """
-    lr0 = _v.nonneg(learning_rate0, "learning_rate0")
-    epoch = _v.nonneg(epoch_num, "epoch_num")
-    rate = _v.nonneg(decay_rate, "decay_rate")
-    return lr0 / (1 + rate * epoch)
-
-
-def schedule_lr_decay(learning_rate0, epoch_num, decay_rate, time_interval=1000):
-    r"""Inverse-time decay in steps of ``time_interval`` epochs.
-
-    .. math:: \alpha = \frac{\alpha_0}{1 + \text{decay\_rate} \cdot
-              \lfloor \text{epoch\_num} / \text{time\_interval} \rfloor}
-    """
-    lr0 = _v.nonneg(learning_rate0, "learning_rate0")
-    epoch = _v.nonneg(epoch_num, "epoch_num")
-    rate = _v.nonneg(decay_rate, "decay_rate")
-    interval = _v.real(time_interval, "time_interval")
-    if interval <= 0:
-        raise ValueError(f"time_interval must be > 0, got {interval}")
-    return lr0 / (1 + rate * math.floor(epoch / interval))
