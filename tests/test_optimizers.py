@@ -287,7 +287,9 @@ def test_bad_schedule_value_changes_nothing(backend):
 P = {"w": np.zeros(2)}
 
 BAD_ARGS = [
-    (fo.GD, dict(lr=0.1, max_grad_norm=0.0), ValueError, "max_grad_norm must be > 0"),
+    (fo.GD, dict(lr=0.1, max_grad_norm=-1.0), ValueError, "max_grad_norm must be >= 0"),
+    (fo.GD, dict(lr=0.1, max_grad_norm=float("inf")), ValueError,
+     "max_grad_norm must be finite"),
     (fo.GD, dict(lr=0.1, max_grad_norm="1"), TypeError, "max_grad_norm"),
     (fo.GD, dict(lr=0.1, skip_nonfinite=1), TypeError, "skip_nonfinite"),
     (fo.Momentum, dict(lr=0.1, beta=1.0), ValueError, r"beta must be in \[0, 1\)"),
@@ -364,3 +366,25 @@ def test_step_counters_are_read_only_properties():
     restored = fo.Adam({"w": np.ones(3)}, max_grad_norm=1.0, skip_nonfinite=True)
     restored.load_state_dict(opt.state_dict())
     assert restored.skipped_steps == 1 and restored.last_grad_norm is None
+
+
+def test_the_callers_dict_is_not_the_optimizers(backend):
+    # As torch keeps its own list of tensors: keys added to or removed from
+    # the caller's dict afterwards (or from opt.parameters) neither break the
+    # step nor change what it steps; the arrays stay shared and stepped.
+    rng = np.random.default_rng(0)
+    params = {"a": rng.standard_normal(50), "b": rng.standard_normal(7)}
+    grads = {"a": rng.standard_normal(50), "b": rng.standard_normal(7)}
+    mine, ref = fo.Adam(params, lr=0.1), fo.Adam({k: p.copy() for k, p in params.items()}, lr=0.1)
+    a, b = params["a"], params["b"]
+    params["c"] = np.zeros(3)
+    del params["b"]
+    params["a"] = a.copy()
+    mine.parameters["d"] = np.zeros(2)
+    for opt in (mine, ref):
+        opt.step(grads)
+    assert list(mine.parameters) == ["a", "b"]
+    assert mine.parameters["a"] is a and mine.parameters["b"] is b
+    for k in ("a", "b"):
+        assert_bitwise(mine.parameters[k], ref.parameters[k])
+    assert not params["c"].any() and not np.array_equal(params["a"], a)

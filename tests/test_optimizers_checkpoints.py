@@ -115,7 +115,7 @@ def _tamper(sd, how):
     ("kind", ValueError, r"state_dict is from 'AdamW', not 'Adam'"),
     ("hp", ValueError, r"beta2 is 0.99 in state_dict but 0.999 here"),
     ("flag", ValueError, r"amsgrad is False in state_dict but True here"),
-    ("no_clip", KeyError, r"state_dict has no 'hp/max_grad_norm'"),
+    ("no_clip", ValueError, r"max_grad_norm is None in state_dict but 5.0 here"),
     ("t_negative", ValueError, r"state_dict\['t'\] must be >= 0"),
     ("t_float", TypeError, r"state_dict\['t'\] must be an integer"),
     ("lr", ValueError, r"lr'\] must be >= 0"),
@@ -135,6 +135,58 @@ def test_load_state_dict_validates_first(backend, how, exc, match):
         opt.load_state_dict(_tamper(src.state_dict(), how))
     assert_unchanged(before, params, *opt.state.values())
     assert (opt.t, opt.skipped_steps, opt.lr, opt.last_grad_norm) == (1, 0, 0.02, norm)
+
+
+def _loaded_into(sd, opt):
+    """Load ``sd`` into ``opt``, which must raise and change nothing; the
+    error's message."""
+    params = opt.parameters
+    opt.step(make_grads(params, np.random.default_rng(1), prefix=""))
+    before = snapshot(params, *opt.state.values())
+    state = (opt.t, opt.skipped_steps, opt.last_grad_norm,
+             [g["lr"] for g in opt.param_groups])
+    with pytest.raises(ValueError) as info:
+        opt.load_state_dict(sd)
+    assert_unchanged(before, params, *opt.state.values())
+    assert (opt.t, opt.skipped_steps, opt.last_grad_norm,
+            [g["lr"] for g in opt.param_groups]) == state
+    return str(info.value)
+
+
+def _groups_of(params, n):
+    names = list(params)
+    return [{"params": {k: params[k] for k in names[i::n]}} for i in range(n)]
+
+
+@pytest.mark.parametrize("saved, here", [(1, 2), (2, 1), (2, 3), (3, 2)])
+def test_group_count_mismatch_is_one_sentence_both_ways(saved, here):
+    rng = np.random.default_rng(11)
+    sd = fo.Adam(_groups_of(make_params(rng), saved), lr=0.01).state_dict()
+    opt = fo.Adam(_groups_of(make_params(rng), here), lr=0.02)
+    plural = "" if saved == 1 else "s"
+    assert _loaded_into(sd, opt) == (f"state_dict has {saved} parameter group{plural} "
+                                     f"but this optimizer has {here}")
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("saved, here", [(None, 5.0), (5.0, None), (5.0, 0.5)])
+def test_max_grad_norm_mismatch_is_one_sentence_both_ways(groups, saved, here):
+    """state_dict leaves max_grad_norm out when it is None: a missing key
+    reads as None, refused like any other difference."""
+    rng = np.random.default_rng(12)
+    sd = fo.Adam(_groups_of(make_params(rng), groups), lr=0.01,
+                 max_grad_norm=saved).state_dict()
+    assert ("hp/max_grad_norm" in sd) is (saved is not None)
+    opt = fo.Adam(_groups_of(make_params(rng), groups), lr=0.02, max_grad_norm=here)
+    assert _loaded_into(sd, opt) == f"max_grad_norm is {saved!r} in state_dict but {here!r} here"
+
+
+def test_a_missing_hyperparameter_is_still_a_missing_key():
+    # Only the settings state_dict leaves out when None may be absent.
+    sd = fo.Adam({"w": np.ones(2)}).state_dict()
+    del sd["hp/beta2"]
+    with pytest.raises(KeyError, match="state_dict has no 'hp/beta2'"):
+        fo.Adam({"w": np.ones(2)}).load_state_dict(sd)
 
 
 def test_trainer_example_runs(backend, capsys):

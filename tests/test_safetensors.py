@@ -2,8 +2,12 @@
 backend; a tampered file raises naming the key and changes nothing."""
 
 import json
+import os
+import re
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -106,7 +110,7 @@ def _rewrite(path, tensors=None, metadata=None, crc=True):
     t = tensors(t) if tensors else t
     m = metadata(m) if metadata else m
     if crc:
-        m["__crc32__"] = S._crc(t)
+        m["__crc32__"] = S._crc(t, m)
     save_file(t, path, metadata=m)
 
 
@@ -153,8 +157,13 @@ TAMPER = [
      ValueError, "beta2 is 0.99 in state_dict but 0.999 here"),
     ("not ours", dict(metadata=lambda m: _drop(m, "__fusedoptim__")), ValueError,
      "is not a fusedoptim checkpoint"),
+    ("other format", dict(metadata=lambda m: _set(m, "__fusedoptim__", "3")), ValueError,
+     "is a fusedoptim checkpoint of format '3'; this version of fusedoptim reads "
+     "format '2' only"),
     ("bad checksum", dict(tensors=lambda t: _set(t, "state/exp_avg/W1",
                                                  t["state/exp_avg/W1"] + 1.0), crc=False),
+     ValueError, "is corrupt"),
+    ("metadata changed", dict(metadata=lambda m: _set(m, "t", "7"), crc=False),
      ValueError, "is corrupt"),
 ]
 
@@ -211,6 +220,142 @@ def test_truncated_or_damaged_file(tmp_path, keep):
     _assert_same(before, target)
 
 
+def _header(path):
+    """``(header length, header dict, the bytes after it)`` of a safetensors file."""
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return n, json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def _with_header(path, header, data):
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-len(hb) % 8)
+    path.write_bytes(struct.pack("<Q", len(hb)) + hb + data)
+
+
+def _changed(text):
+    """``text`` with one bit of one character flipped: of its first digit,
+    to another digit (a plausible number: "3" -> "7"), else of its last
+    character."""
+    for i, c in enumerate(text):
+        if c.isdigit():
+            return text[:i] + chr(ord(c) ^ (4 if c < "6" else 1)) + text[i + 1:]
+    return text[:-1] + chr(ord(text[-1]) ^ 1)
+
+
+def _metadata_edits(meta):
+    """Every kind of edit of the metadata: each value changed by one bit,
+    each key dropped and renamed, a key added."""
+    for key, value in meta.items():
+        if key == "__crc32__":
+            continue
+        yield f"{key} value", _set(meta, key, _changed(value))
+        yield f"{key} dropped", _drop(meta, key)
+        yield f"{key} renamed", {(_changed(k) if k == key else k): v for k, v in meta.items()}
+    yield "key added", _set(meta, "hp/extra", "1.0")
+
+
+def test_any_metadata_change_is_refused(tmp_path):
+    """The checksum covers the metadata (t, lr, skipped_steps, the
+    hyperparameters, the format), not only the tensors: a changed header
+    is refused as corrupt, naming the file, before anything changes."""
+    path, target = _victim(tmp_path)
+    _, header, data = _header(path)
+    assert {"t", "lr", "skipped_steps", "optimizer", "hp/beta1", "hp/eps",
+            "__fusedoptim__"} <= header["__metadata__"].keys()
+    before = _snapshot(target)
+    edits = list(_metadata_edits(header["__metadata__"]))
+    assert len(edits) > 30
+    for what, meta in edits:
+        _with_header(path, dict(header, __metadata__=meta), data)
+        with pytest.raises(ValueError, match=re.escape(str(path))) as info:
+            target.load(path)
+        msg = str(info.value)
+        if what.startswith("__fusedoptim__"):
+            assert "fusedoptim checkpoint" in msg, what  # its format, named
+        else:
+            assert msg == (f"{path} is corrupt: its metadata and tensors do not match "
+                           f"their checksum"), what
+        _assert_same(before, target)
+    # The unchanged header still loads.
+    _with_header(path, header, data)
+    target.load(path)
+    assert target.t == 3
+
+
+def test_a_bit_flip_anywhere_in_the_header_is_refused(tmp_path):
+    """One flipped bit in any byte of the header (its length, tensor
+    offsets, names, dtypes, metadata) is refused, with nothing changed:
+    every bit of the bytes of t's value, one bit (in turn) of the others."""
+    path, target = _victim(tmp_path)
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    t_at = raw.index(b'"t":"3"') + 5
+    before = _snapshot(target)
+    flipped = tmp_path / "flipped.safetensors"
+    for i in range(8 + n):
+        for bit in range(8) if i == t_at else [i % 8]:
+            flipped.write_bytes(raw[:i] + bytes([raw[i] ^ (1 << bit)]) + raw[i + 1:])
+            try:
+                target.load(flipped)
+            except ValueError:
+                continue
+            raise AssertionError(f"byte {i} bit {bit} ({raw[i:i + 1]!r}) loaded")
+    _assert_same(before, target)
+
+
+def test_format_1_file_is_refused_naming_its_format(tmp_path):
+    """Format 1 (checksum over the tensors only) is not read."""
+    path, target = _victim(tmp_path)
+    with safe_open(path, framework="np") as f:
+        t = {k: f.get_tensor(k) for k in f.keys()}
+        m = dict(f.metadata())
+    crc = 0  # format 1's checksum, as it was computed
+    for key in sorted(t):
+        a = t[key]
+        crc = zlib.crc32(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode(), crc)
+        if a.size:
+            crc = zlib.crc32(np.ascontiguousarray(a).tobytes(), crc)
+    save_file(t, path, metadata=dict(m, __fusedoptim__="1", __crc32__=f"{crc:08x}"))
+    before = _snapshot(target)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path} is a fusedoptim checkpoint of format '1'; this version of fusedoptim "
+            f"reads format '2' only")):
+        target.load(path)
+    _assert_same(before, target)
+
+
+def test_unreadable_paths_are_named(tmp_path, monkeypatch):
+    path, target = _victim(tmp_path)
+    before = _snapshot(target)
+    with pytest.raises(IsADirectoryError, match="Is a directory") as info:
+        target.load(tmp_path)
+    assert info.value.filename == str(tmp_path)
+    missing = tmp_path / "nope" / "x.safetensors"
+    with pytest.raises(FileNotFoundError) as info:
+        target.load(missing)
+    assert info.value.filename == str(missing)
+    if hasattr(os, "mkfifo"):  # opening a FIFO would wait for a writer
+        os.mkfifo(tmp_path / "fifo")
+        with pytest.raises(ValueError, match=re.escape(
+                f"{tmp_path / 'fifo'} is not a regular file")):
+            target.load(tmp_path / "fifo")
+    # An OSError of safetensors' own (no errno, no path) gets the path.
+    real = S._safetensors
+
+    def failing():
+        save_file, _open, error = real()
+
+        def safe_open(p, framework):
+            raise PermissionError("Permission denied (os error 13)")
+        return save_file, safe_open, error
+    monkeypatch.setattr(S, "_safetensors", failing)
+    with pytest.raises(PermissionError, match=re.escape(
+            f"cannot read {path}: Permission denied")):
+        target.load(path)
+    _assert_same(before, target)
+
+
 def test_missing_file_and_saving_over(tmp_path):
     path, target = _victim(tmp_path)
     with pytest.raises(FileNotFoundError):
@@ -221,6 +366,27 @@ def test_missing_file_and_saving_over(tmp_path):
     (tmp_path / "text.safetensors").unlink()
     target.save(path)  # replaces the file, leaves no temporary behind
     assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]
+
+
+def test_unwritable_paths_are_named(tmp_path, monkeypatch):
+    path, target = _victim(tmp_path)
+    folder = tmp_path / "no such folder"
+    with pytest.raises(FileNotFoundError, match="No such directory") as info:
+        target.save(folder / "x.safetensors")
+    assert info.value.filename == str(folder)
+    # safetensors' own write error (no errno) is an OSError naming the file.
+    real = S._safetensors
+
+    def failing():
+        save_file, safe_open, error = real()
+
+        def broken_save(tensors, filename, metadata=None):
+            raise error("Error while serializing: I/O error: disk full")
+        return broken_save, safe_open, error
+    monkeypatch.setattr(S, "_safetensors", failing)
+    with pytest.raises(OSError, match=re.escape(f"cannot write {path}: Error while")):
+        target.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors"]
 
 
 def test_import_without_safetensors(monkeypatch, tmp_path):

@@ -29,7 +29,7 @@ from .backend import (
     set_num_threads,
     use_backend,
 )
-from .clipping import clip_grad_norm_, global_norm
+from .clipping import clip_grad_norm_, clip_grad_value_, global_norm
 from .data import random_mini_batches
 from .functional import (
     BiasCorrected,
@@ -110,6 +110,7 @@ __all__ = [
     "FusedOptimWarning",
     "available_backends",
     "clip_grad_norm_",
+    "clip_grad_value_",
     "exclude_from_weight_decay",
     "get_backend",
     "get_num_threads",

@@ -47,6 +47,17 @@ def _count(x, key):
     return int(x)
 
 
+#: Settings that ``state_dict`` leaves out when they are ``None``: there a
+#: missing key is the value ``None``, not a damaged checkpoint.
+_ABSENT_WHEN_NONE = frozenset({"hp/max_grad_norm"})
+
+
+def _groups_mismatch(saved, mine):
+    plural = "" if saved == 1 else "s"
+    return ValueError(f"state_dict has {saved} parameter group{plural} but this "
+                      f"optimizer has {mine}")
+
+
 def _same_setting(saved, value):
     if value is None or isinstance(value, bool):
         return type(saved) is type(value) and saved == value
@@ -206,15 +217,15 @@ class Checkpointing:
         if several:
             hp = [("hp/" + k, v) for name, value in self._opts.items()
                   for k, v in _flat_keys(name, value)]
-            ngroups = _count(get("groups"), "groups")
+            # No "groups" key: the one-group layout (state_dict writes it
+            # for several groups only).
+            ngroups = _count(sd["groups"], "groups") if "groups" in sd else 1
             if ngroups != len(self._groups):
-                raise ValueError(f"state_dict has {ngroups} parameter groups but this "
-                                 f"optimizer has {len(self._groups)}")
+                raise _groups_mismatch(ngroups, len(self._groups))
             expected.add("groups")
         else:
             if "groups" in sd:
-                raise ValueError(f"state_dict has {_count(sd['groups'], 'groups')} parameter "
-                                 f"groups but this optimizer has 1")
+                raise _groups_mismatch(_count(sd["groups"], "groups"), 1)
             hp = [("hp/" + name, value) for name, value in self._flat_hp()]
             expected.add("lr")
         lrs, t0s = [], []
@@ -235,6 +246,8 @@ class Checkpointing:
                 saved = _as_python(sd[key])
             elif value is None:
                 continue
+            elif key in _ABSENT_WHEN_NONE:
+                saved = None  # unset when saved: a difference like any other
             else:
                 get(key)
             if not _same_setting(saved, value):

@@ -8,16 +8,20 @@ key, JSON-encoded so that its type comes back (``int``, ``float``, ``bool``,
 ``str``, ``None``, lists of those; an array of text, which safetensors has
 no dtype for, comes back as that array).  Optionally the parameters too, as
 tensors ``"parameters/<name>"``.  Two metadata entries describe the file:
-``"__fusedoptim__"`` (the format version) and ``"__crc32__"`` (a checksum of
-every tensor's name, dtype, shape and bytes, so that a corrupted file is
-refused, not loaded).
+``"__fusedoptim__"`` (the format version, ``"2"``) and ``"__crc32__"`` (a
+CRC-32 of every other metadata entry, key and text, and of every tensor's
+name, dtype, shape and bytes, so that a corrupted file is refused, not
+loaded).  A file of format ``"1"``, whose checksum covered the tensors
+only, is refused naming its format.
 
 The ``safetensors`` package is optional (``pip install
 'fusedoptim[safetensors]'``): only saving and loading import it.
 """
 
+import errno
 import json
 import os
+import stat
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +30,8 @@ import numpy as np
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 
-FORMAT = "1"
+# "2": the checksum covers the metadata too (format "1" checked the tensors only).
+FORMAT = "2"
 _FORMAT_KEY = "__fusedoptim__"
 _CRC_KEY = "__crc32__"
 _PARAM = "parameters/"
@@ -61,11 +66,16 @@ def _c_order(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.array(a, order="C")
 
 
-def _crc(tensors: Mapping) -> str:
-    crc = 0
+def _crc(tensors: Mapping, metadata: Mapping) -> str:
+    """CRC-32 of a file's content, as 8 hex digits: the metadata entries but
+    the checksum's own, then every tensor's name, dtype, shape and bytes,
+    each in sorted key order.  Names and texts go in as JSON, so that two
+    different contents never give the same input (a key may hold any text)."""
+    entries = sorted((k, v) for k, v in metadata.items() if k != _CRC_KEY)
+    crc = zlib.crc32(json.dumps(entries).encode())
     for key in sorted(tensors):
         a = tensors[key]
-        crc = zlib.crc32(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode(), crc)
+        crc = zlib.crc32(json.dumps([key, a.dtype.str, list(a.shape)]).encode(), crc)
         if a.size:
             crc = zlib.crc32(_c_order(a).reshape(-1).data.cast("B"), crc)
     return f"{crc:08x}"
@@ -107,11 +117,17 @@ def save_checkpoint(optimizer: Any, path: str | os.PathLike, parameters: bool = 
     if parameters:
         for name, p in optimizer.parameters.items():
             tensors[_PARAM + name] = _c_order(p)
-    metadata[_CRC_KEY] = _crc(tensors)
+    metadata[_CRC_KEY] = _crc(tensors, metadata)
     path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):  # else safetensors' error names its temporary file
+        raise FileNotFoundError(errno.ENOENT, "No such directory for the checkpoint", folder)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except _err as exc:  # safetensors' I/O errors carry no errno
+            raise OSError(f"cannot write {path}: {exc}") from None
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -128,11 +144,28 @@ def _decode(key: str, text: str) -> Any:
     return value
 
 
+def _check_regular_file(path: str) -> None:
+    """Raise unless ``path`` names a regular file (symbolic links followed).
+
+    Checked before safetensors opens it: it reports a directory as
+    ``OSError: No such device (os error 19)`` (its memory map's error,
+    without the path) and would wait forever for a writer on a FIFO.
+    ``os.stat``'s own errors (``FileNotFoundError``, ``PermissionError``,
+    ...) carry the errno and the path.
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory, not a checkpoint file", path)
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} is not a regular file, so not a checkpoint")
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     """``(state_dict, parameters)`` read from a checkpoint file and checked
     against its format marker and checksum; nothing else is validated."""
     _save, safe_open, SafetensorError = _safetensors()
     path = os.fspath(path)
+    _check_regular_file(path)
     try:
         with safe_open(path, framework="np") as f:
             metadata = dict(f.metadata() or {})
@@ -140,13 +173,23 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     except SafetensorError as exc:
         raise ValueError(f"{path} is not a readable safetensors file "
                          f"(truncated or corrupt?): {exc}") from None
-    if metadata.get(_FORMAT_KEY) != FORMAT:
-        raise ValueError(f"{path} is not a fusedoptim checkpoint of format {FORMAT} "
-                         f"(metadata {_FORMAT_KEY!r} is {metadata.get(_FORMAT_KEY)!r})")
+    except OSError as exc:
+        # safetensors' OS errors carry no errno and seldom the path.
+        if path in str(exc):
+            raise
+        raise type(exc)(f"cannot read {path}: {exc}") from None
+    fmt = metadata.get(_FORMAT_KEY)
+    if fmt is None:
+        raise ValueError(f"{path} is not a fusedoptim checkpoint (no {_FORMAT_KEY!r} "
+                         f"metadata)")
+    if fmt != FORMAT:
+        raise ValueError(f"{path} is a fusedoptim checkpoint of format {fmt!r}; this "
+                         f"version of fusedoptim reads format {FORMAT!r} only")
     if _CRC_KEY not in metadata:
         raise ValueError(f"{path} has no {_CRC_KEY!r} metadata")
-    if metadata[_CRC_KEY] != _crc(tensors):
-        raise ValueError(f"{path} is corrupt: its tensors do not match their checksum")
+    if metadata[_CRC_KEY] != _crc(tensors, metadata):
+        raise ValueError(f"{path} is corrupt: its metadata and tensors do not match "
+                         f"their checksum")
     sd, params = {}, {}
     for key, value in metadata.items():
         if key not in (_FORMAT_KEY, _CRC_KEY):
@@ -190,8 +233,10 @@ def load_checkpoint(optimizer: Any, path: str | os.PathLike, parameters: bool = 
     """Restore a :func:`save_checkpoint` file into ``optimizer``.
 
     ``opt.load(path)`` is the same call.  Everything is checked first: the
-    file's format and checksum (``ValueError`` for a truncated or corrupt
-    file), then every key, dtype, shape and hyperparameter, as
+    file itself (an ``OSError`` naming the path when it cannot be read:
+    ``FileNotFoundError``, ``IsADirectoryError``, ...), its format and its
+    checksum over metadata and tensors (``ValueError`` for a truncated or
+    corrupt file), then every key, dtype, shape and hyperparameter, as
     :meth:`~fusedoptim.Optimizer.load_state_dict` does, and the parameters
     when the file holds them; on any mismatch it raises (``KeyError``,
     ``TypeError`` or ``ValueError``) naming the key, with nothing changed.

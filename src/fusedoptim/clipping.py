@@ -1,4 +1,5 @@
-"""Gradient clipping outside an optimizer: ``clip_grad_norm_`` and ``global_norm``.
+"""Gradient clipping outside an optimizer: ``clip_grad_norm_``, ``clip_grad_value_``
+and ``global_norm``.
 
 The norm is the one an optimizer's ``max_grad_norm`` uses: a float64 sum of
 squares in the fixed block order of :mod:`fusedoptim._norm`, computed by the
@@ -20,7 +21,8 @@ from . import _validate as _v
 from ._norm import CLIP_EPS, overflow_safe_norm
 from .backend import active as _backend
 
-__all__ = ["clip_grad_norm_", "global_norm"]
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "global_norm"]
+
 
 def _arrays(grads: dict, written: bool) -> list[np.ndarray]:
     """The checked gradient arrays of ``grads`` (any keys), in dict order."""
@@ -136,12 +138,12 @@ def clip_grad_norm_(grads: dict, max_norm: float, norm_type: float = 2.0,
     In plain text: ``coef = min(1, max_norm / (norm + 1e-6))`` and every
     gradient is multiplied by ``coef`` (``torch.nn.utils.clip_grad_norm_``'s
     formula).  ``coef`` is computed in double precision and rounded once to
-    the gradient's dtype; each element is multiplied once in that dtype, the
-    bits PyTorch gives for the same norm.  The norm is :func:`global_norm`'s
-    (float64 for float32 gradients too, where PyTorch sums in float32).
+    the gradients' dtype; each element is multiplied once in that dtype.
+    The norm is :func:`global_norm`'s (float64 for float32 gradients too).
     Scaling ``grads`` and then stepping an optimizer without
     ``max_grad_norm`` gives the same bits as stepping it with
-    ``max_grad_norm=max_norm``.
+    ``max_grad_norm=max_norm``.  The results are close to PyTorch's, not
+    its bits (see Notes).
 
     Parameters
     ----------
@@ -149,7 +151,8 @@ def clip_grad_norm_(grads: dict, max_norm: float, norm_type: float = 2.0,
         float32 or float64 arrays under any keys, writeable, none sharing
         memory with another (each is scaled once, in place; any layout).
     max_norm : float
-        ``> 0``.
+        ``>= 0`` and finite; ``0`` zeroes every finite gradient, as in
+        PyTorch.
     norm_type : float
         ``2.0`` (default) or ``math.inf``.
     error_if_nonfinite : bool
@@ -161,10 +164,23 @@ def clip_grad_norm_(grads: dict, max_norm: float, norm_type: float = 2.0,
     -------
     float
         The global norm of the gradients before scaling.
+
+    Notes
+    -----
+    PyTorch rounds more often: it computes ``coef`` as
+    ``max_norm * (1 / (norm + 1e-6))``, each operation rounded in the
+    gradients' dtype, from a norm summed in another order (for float32
+    gradients in float32; the float64 norm here is the more accurate one).
+    With ``k`` the relative difference between the two norms in units of
+    the dtype's machine epsilon, each clipped element is within ``2 k + 7``
+    ulp (units in the last place) of PyTorch's: a bound from the roundings;
+    in our measurements at most ``2 k + 4``, and 2 ulp (float64) or 3 ulp
+    (float32) when the norms are equal.  ``k`` grows with the number of
+    elements: for random normal gradients it stayed below 3 up to a
+    thousand elements, and reached 10 to 14 at 10**5, and about 60
+    (float64) and 120 (float32) at 10**6.
     """
-    max_norm = _v.real(max_norm, "max_norm")
-    if max_norm <= 0.0:
-        raise ValueError(f"max_norm must be > 0, got {max_norm}")
+    max_norm = _v.nonneg(max_norm, "max_norm")
     norm_type = _norm_type(norm_type)
     error_if_nonfinite = _v.flag(error_if_nonfinite, "error_if_nonfinite")
     gs = _arrays(grads, written=True)
@@ -184,3 +200,51 @@ def clip_grad_norm_(grads: dict, max_norm: float, norm_type: float = 2.0,
             for g in gs:
                 np.multiply(g, g.dtype.type(coef), out=g)
     return norm
+
+
+def clip_grad_value_(grads: dict, clip_value: float) -> None:
+    r"""Clamp every element of a dict of gradients, in place, to
+    ``[-clip_value, clip_value]``.
+
+    .. math:: g \leftarrow \min(\max(g, -c), c)
+
+    In plain text: each element below ``-clip_value`` becomes
+    ``-clip_value``, each above ``clip_value`` becomes ``clip_value``, the
+    others (NaN included) stay as they are, bit for bit (the sign of a zero
+    too); ``torch.nn.utils.clip_grad_value_``'s results.  ``clip_value`` is
+    rounded to each gradient's dtype first, as PyTorch does (above
+    float32's range it rounds to infinity and float32 gradients are left as
+    they are, where PyTorch raises).
+
+    Parameters
+    ----------
+    grads : dict of ndarray
+        float32 or float64 arrays under any keys, writeable, none sharing
+        memory with another (any layout).
+    clip_value : float
+        ``>= 0`` and finite (PyTorch also takes a negative value, which
+        sets every element to it, and infinity or NaN).
+
+    Returns
+    -------
+    None
+        As PyTorch's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fusedoptim as fo
+    >>> grads = {"dW1": np.array([-3.0, 0.5, np.nan, 7.0])}
+    >>> fo.clip_grad_value_(grads, 1.0)
+    >>> grads["dW1"]
+    array([-1. ,  0.5,  nan,  1. ])
+    """
+    clip_value = _v.nonneg(clip_value, "clip_value")
+    for g in _arrays(grads, written=True):
+        with np.errstate(over="ignore"):  # beyond float32: an infinite bound
+            hi = g.dtype.type(clip_value)
+        # Replace only the elements strictly outside, as PyTorch's clamp
+        # does: np.clip and np.maximum may swap a zero for the bound's -0.0,
+        # and comparisons with NaN are false, so NaN stays NaN.
+        np.copyto(g, -hi, where=g < -hi)
+        np.copyto(g, hi, where=g > hi)

@@ -150,11 +150,16 @@ class Optimizer(Checkpointing, GroupsMixin):
     PARAMETERS_DOC = """parameters : dict of str to ndarray, or list of dict
         float32/float64 arrays, updated in place; or parameter groups as in
         PyTorch, ``[{"params": {name: array}, "lr": ..., ...}, ...]``, each
-        overriding the other arguments (see ``param_groups``)."""
+        overriding the other arguments (see ``param_groups``).  The
+        optimizer keeps the arrays in a dict of its own
+        (``opt.parameters``): a key added to or removed from the caller's
+        dict later, or an array replaced there, does not change what it
+        steps (``add_param_group`` adds parameters)."""
 
     COMMON_DOC = """max_grad_norm : float or None, keyword-only
         Clip the global L2 norm of all gradients (of every group) to this
-        value (``> 0``).
+        value (``>= 0``; ``0`` zeroes the gradients of every step whose
+        gradients are finite, as ``clip_grad_norm_(grads, 0)`` does).
     skip_nonfinite : bool, keyword-only
         Skip the whole step when a gradient holds NaN or infinity.
     state_dtype : {None, "bfloat16", "int8"}, keyword-only
@@ -215,9 +220,7 @@ class Optimizer(Checkpointing, GroupsMixin):
         self.check(defaults)
         max_grad_norm = a["max_grad_norm"]
         if max_grad_norm is not None:
-            max_grad_norm = _v.real(max_grad_norm, "max_grad_norm")
-            if max_grad_norm <= 0.0:
-                raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+            max_grad_norm = _v.nonneg(max_grad_norm, "max_grad_norm")
         self._opts = {"max_grad_norm": max_grad_norm,
                       "skip_nonfinite": _v.flag(a["skip_nonfinite"], "skip_nonfinite")}
         #: The constructor's hyperparameters: each group's unless it overrides them.
@@ -242,7 +245,9 @@ class Optimizer(Checkpointing, GroupsMixin):
                 flat.update(groups[-1]["params"])
             self._params = _check_disjoint(flat)
         else:
-            self._params = _check_disjoint(_check_parameters(parameters))
+            # Its own dict, as with groups (and torch's own list): a key the
+            # caller adds or removes later is not a half-registered parameter.
+            self._params = _check_disjoint(dict(_check_parameters(parameters)))
             groups = [ParamGroup(self, {"params": group_params(parameters, "parameters"),
                                         **defaults})]
         for g in groups:
@@ -260,8 +265,10 @@ class Optimizer(Checkpointing, GroupsMixin):
 
     @property
     def parameters(self) -> dict:
-        """The dict of parameters this optimizer updates in place (every group's)."""
-        return self._params
+        """The parameters this optimizer updates in place, every group's, by
+        name: the arrays are the ones it steps; the dict is a fresh copy, so
+        changing it does not change what the optimizer steps."""
+        return dict(self._params)
 
     @property
     def state_nbytes(self) -> int:
