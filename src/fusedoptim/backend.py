@@ -111,8 +111,21 @@ def get_backend() -> str:
 
 def set_backend(name: str) -> None:
     """Make ``name`` the active backend for the functional API and every
-    optimizer.  ``ValueError`` for an unknown name, ``BackendUnavailable``
-    (an ``ImportError``) when it cannot be loaded here."""
+    optimizer.
+
+    Parameters
+    ----------
+    name : {"cython", "numba", "numpy"}
+        The backend.  It is imported on first use.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a backend.
+    BackendUnavailable
+        The backend cannot be loaded here (an ``ImportError``; the message
+        says why).  The active backend is then unchanged.
+    """
     global _active_name, _active
     mod = _load(name)
     with _lock:
@@ -122,7 +135,19 @@ def set_backend(name: str) -> None:
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[ModuleType | None]:
     """Context manager: run the block on backend ``name``, then restore the
-    previous one."""
+    previous one.
+
+    Parameters
+    ----------
+    name : {"cython", "numba", "numpy"}
+        The backend for the block, as in :func:`set_backend` (same errors).
+
+    Yields
+    ------
+    module
+        The backend's module.  The previous backend is restored on exit,
+        also when the block raises.
+    """
     global _active_name, _active
     # Restore the module itself: the previous backend was loaded already and
     # putting it back must not depend on importing anything again.
@@ -146,9 +171,23 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (``1 <= n <= MAX_THREADS``) in every backend.  Results do not
-    depend on it: every backend splits work so that each element is computed
-    the same way on any number of threads."""
+    """Use ``n`` threads in every backend.
+
+    Results do not depend on it: every backend splits work so that each
+    element is computed the same way on any number of threads.
+
+    Parameters
+    ----------
+    n : int
+        From 1 to 4096 (``fusedoptim.backend.MAX_THREADS``).
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an integer (a bool or a float included).
+    ValueError
+        ``n`` is below 1 or above 4096.  The thread count is then unchanged.
+    """
     global _num_threads
     from ._validate import positive_int
     n = positive_int(n, "n")

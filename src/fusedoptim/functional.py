@@ -89,9 +89,16 @@ def initialize_velocity(parameters: Arrays) -> dict[str, Array]:
     """Zero velocity ``v["d" + name]`` for each parameter (same shape, dtype
     and layout).
 
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32 or float64 arrays; only read.
+
     Returns
     -------
     v : dict of str to ndarray
+        A new dict: ``v["d" + name]`` is a new zero array for each
+        ``parameters[name]``.
     """
     return _zeros_like_each(parameters)
 
@@ -130,11 +137,19 @@ def update_parameters_with_momentum(parameters: P, grads: Arrays, v: V, beta: fl
 
 
 def initialize_rmsprop(parameters: Arrays) -> dict[str, Array]:
-    """Zero mean-square state ``s["d" + name]`` for each parameter.
+    """Zero mean-square state ``s["d" + name]`` for each parameter (same
+    shape, dtype and layout).
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32 or float64 arrays; only read.
 
     Returns
     -------
     s : dict of str to ndarray
+        A new dict: ``s["d" + name]`` is a new zero array for each
+        ``parameters[name]``.
     """
     return _zeros_like_each(parameters)
 
@@ -149,8 +164,24 @@ def update_parameters_with_rmsprop(parameters: P, grads: Arrays, s: S, beta: flo
         s &\leftarrow \beta s + (1 - \beta)\, dp^2 \\
         p &\leftarrow p - \alpha\, dp / \sqrt{s + \epsilon}
 
+    In words: s = beta*s + (1-beta)*(g*g); p = p - (lr*g) / sqrt(s + epsilon),
+    with ``g = grads["d" + name]``.
+
     The course notes print a product; the update divides.  ``epsilon`` sits
     inside the square root, as in the notes, Keras and TensorFlow.
+
+    Parameters
+    ----------
+    parameters, grads : dict of str to ndarray
+        As in :func:`update_parameters_with_gd`.
+    s : dict of str to ndarray
+        Mean-square state from :func:`initialize_rmsprop`, updated in place.
+    beta : float
+        Decay of the mean square, in ``[0, 1)``.
+    learning_rate : float
+        :math:`\alpha \ge 0`.
+    epsilon : float
+        :math:`\epsilon \ge 0`, added to ``s`` under the square root.
 
     Returns
     -------
@@ -168,11 +199,18 @@ def update_parameters_with_rmsprop(parameters: P, grads: Arrays, s: S, beta: flo
 
 
 def initialize_adam(parameters: Arrays) -> tuple[dict[str, Array], dict[str, Array]]:
-    """Zero first and second moments ``v["d" + name]``, ``s["d" + name]``.
+    """Zero first and second moments ``v["d" + name]``, ``s["d" + name]``
+    (same shape, dtype and layout as ``parameters[name]``).
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        float32 or float64 arrays; only read.
 
     Returns
     -------
     v, s : dict of str to ndarray
+        Two new dicts of new zero arrays, keyed ``"d" + name``.
     """
     return _zeros_like_each(parameters, 0), _zeros_like_each(parameters, 1)
 
@@ -184,6 +222,16 @@ class BiasCorrected(Mapping[str, Array]):
     computing ``v_corrected`` and ``s_corrected`` eagerly, so the fused step
     pays nothing for them.  An entry reflects the state at the time it is
     read: read it before the next step if you want that step's value.
+    ``view[key]`` is a new array, ``state[key] / correction``; the keys are
+    those of ``state``.
+
+    Parameters
+    ----------
+    state : dict of str to ndarray
+        The moments (``v`` or ``s``), kept by reference, not copied.
+    correction : float
+        The divisor ``1 - beta ** t``.  It is rounded to each array's dtype
+        when an entry is read.
 
     Examples
     --------

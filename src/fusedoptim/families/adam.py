@@ -201,7 +201,17 @@ class AdamW(Adam):
     double, rounded once), then the Adam update of :class:`Adam` without an
     L2 term in the gradient:
     {_ADAM_MATH}
-    Parameters are those of :class:`Adam`; ``weight_decay`` defaults to 0.01.
+    Parameters
+    ----------
+    {Optimizer.PARAMETERS_DOC}
+    {ADAM_DOC}
+    weight_decay : float
+        :math:`\lambda \ge 0` (default 0.01), decoupled: it scales ``p``
+        (above), not the gradient.
+    amsgrad : bool
+        Use the running maximum of :math:`v`.
+    {MAXIMIZE_DOC}
+    {Optimizer.COMMON_DOC}
 
     Examples
     --------
