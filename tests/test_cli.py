@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import fusedoptim
-from fusedoptim.cli import main
+from fusedoptim.cli import CLIError, main
 from fusedoptim.cli.bench import command as bench_command
 from fusedoptim.cli.bench import machine, report, runner
 from fusedoptim.cli.bench import workloads as B
@@ -169,6 +169,48 @@ def test_plot_without_matplotlib(monkeypatch, tmp_path, capsys, command):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ["bench", "--size", "course", "--optimizer", "gd", "--backend", "numpy", "--repeat", "1",
+     "--warmup", "1", "-q"],
+    ["train", "--epochs", "1", "--optimizer", "gd", "--decay", "none", "-q"]])
+def test_plot_format_is_checked_before_the_run(monkeypatch, tmp_path, capsys, command):
+    pytest.importorskip("matplotlib")
+    from fusedoptim.cli.bench import runner as bench_runner
+    from fusedoptim.cli.train import command as train_command
+
+    def never(*args, **kwargs):
+        raise AssertionError("ran before checking --plot")
+
+    monkeypatch.setattr(bench_runner, "_resolve", never)
+    monkeypatch.setattr(train_command, "_train_all", never)
+    out = tmp_path / "x.txt"
+    line = _one_line_error(capsys, command + ["--plot", str(out)], f"--plot {out}:")
+    assert "'txt'" in line and "png" in line and "svg" in line
+    assert not out.exists()
+
+
+def test_plot_format_follows_savefig():
+    pytest.importorskip("matplotlib")
+    from fusedoptim.cli._output import check_plot_format, require_matplotlib
+
+    require_matplotlib()
+    for ok in ("x.png", "x.PDF", "dir.d/x.svg", "x"):  # no extension: matplotlib's png
+        check_plot_format(ok)
+    with pytest.raises(CLIError, match="--plot x.tx: .*'tx'"):
+        check_plot_format("x.tx")
+
+
+def test_threads_bounded_by_the_library_maximum(monkeypatch, capsys):
+    from fusedoptim.backend import MAX_THREADS
+
+    monkeypatch.setattr(runner, "_resolve", lambda *a: pytest.fail("ran the bench"))
+    for bad in (str(MAX_THREADS + 1), f"1,{MAX_THREADS * 25}"):
+        _one_line_error(capsys, ["bench", "--size", "course", "--optimizer", "gd",
+                                 "--backend", "numpy", "--threads", bad],
+                        f"argument --threads: must be <= {MAX_THREADS}")
+    assert bench_command._thread_counts(f"1,{MAX_THREADS}") == [1, MAX_THREADS]
+
+
 def test_quick_leaves_out_numba_unless_asked(tmp_path, capsys):
     pytest.importorskip("numba")
     if "cython" not in fusedoptim.available_backends():
@@ -300,9 +342,71 @@ def test_table_layout():
     assert "62.50 ms" in row and "4.00x" in row and "2.00x" in row and "80%" in row
     assert "vs torch" in lines[3] and "interleaved rounds" in lines[1]
     assert "(limit)" in next(line for line in lines if " copy " in line and "GB/s" not in line)
-    assert "cython: speedup vs numpy" in text and "big 4.00x (80% of limit)" in text
+    assert "cython: speedup vs numpy" in text and "big 4.00x (median 80% of limit)" in text
     assert "took 1.5 s" in text and "load average 0.50" in text
     assert "busy" not in text
     cpus = doc["machine"]["usable_cpus"]
     doc["load_average"]["end"] = cpus * 1.5
     assert "warning: the machine was busy" in report.format_table(doc)
+
+
+def test_summary_says_its_percent_is_a_median():
+    # Three optimizers at 50, 80 and 100% of their limit: the median is 80,
+    # the geometric mean 73.7; the line must say which it quotes.
+    recs = [{"impl": "cython", "size": "big", "speedup_vs_numpy": x, "percent_of_limit": p}
+            for x, p in ((2.0, 50.0), (4.0, 80.0), (8.0, 100.0))]
+    line, = report._summary({"results": recs})
+    assert "(geometric mean over optimizers)" in line
+    assert "big 4.00x (median 80% of limit)" in line
+
+
+# --- the peers' loading ---------------------------------------------------------------
+
+def test_stale_torch_extension_lock_is_found(monkeypatch, tmp_path):
+    # Torch's own lookup of the build directory, pointed at a temporary one
+    # (nothing is built: DeepSpeed's kernel takes a minute to compile).
+    pytest.importorskip("torch")
+    from fusedoptim.cli.bench import peers
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert peers.build_lock("cpu_adam") is None
+    lock = tmp_path / "cpu_adam" / "lock"
+    lock.touch()
+    assert peers.build_lock("cpu_adam") == str(lock)
+    assert peers.build_lock("other") is None
+
+
+def test_captured_loader_can_still_say_a_line(capfd):
+    from fusedoptim.cli.bench import peers
+
+    with peers._captured_output() as (text, say):
+        os.write(1, b"compiler noise\n")
+        say("note: waiting")
+        captured = text()
+    out, err = capfd.readouterr()
+    assert "compiler noise" in captured and "compiler noise" not in out + err
+    assert err == "note: waiting\n"
+
+
+def test_deepspeed_loader_notes_a_stale_lock(monkeypatch, capfd):
+    # The loader's note goes out before the build that waits on the lock
+    # (DeepSpeed replaced by stand-ins: its build takes a minute).
+    import types
+    from fusedoptim.cli.bench import peers
+
+    built = []
+    fake = types.SimpleNamespace(name="cpu_adam", load=lambda: built.append(True))
+    modules = {"deepspeed": types.ModuleType("deepspeed"),
+               "deepspeed.ops": types.ModuleType("deepspeed.ops"),
+               "deepspeed.ops.adam": types.SimpleNamespace(DeepSpeedCPUAdam="cls"),
+               "deepspeed.ops.op_builder": types.SimpleNamespace(CPUAdamBuilder=lambda: fake),
+               "deepspeed.utils": types.SimpleNamespace(logger=types.SimpleNamespace(
+                   setLevel=lambda level: None))}
+    for name, mod in modules.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(peers, "build_lock", lambda name: f"/cache/{name}/lock")
+    monkeypatch.setattr(peers, "_loaded", {})
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    assert peers.load("deepspeed") == "cls" and built == [True]
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "/cache/cpu_adam/lock" in err and "delete it" in err

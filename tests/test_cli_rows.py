@@ -338,6 +338,9 @@ def test_help_explains_percent_of_limit(capsys):
     assert main(["bench", "--help"]) == 0
     out = capsys.readouterr().out
     assert "% of limit" in out and "copy" in out and "bandwidth" in out
+    # The copy of a --state row, the 8-bit peers' classes, LAMB's second pass.
+    assert "float32-state step's" in out and "Adam8bit on Adam rows" in out
+    assert "second pass too" in out and "their 8-bit AdamW" not in out
     assert main(["--version"]) == 0
     assert fusedoptim.__version__ in capsys.readouterr().out
 

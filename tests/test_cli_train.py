@@ -166,3 +166,41 @@ def test_jit_warmup_before_timing(monkeypatch, tmp_path, capsys, yardstick):
     assert sorted(calls[:first_timed]) == sorted(
         (s, "numba") for s in ("course", "mlp") for _ in ("gd", "adam"))
     assert {r["impl"] for r in doc["results"]} >= {"numba", "numpy"}
+
+
+# --- train's argument checks ------------------------------------------------------
+
+# A short run, so that an option that slipped through fails fast.
+_SHORT = ["train", "--epochs", "1", "--optimizer", "gd", "--decay", "none", "-q"]
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--lr", "inf"), ("--lr", "nan"), ("--decay-rate", "inf"), ("--decay-rate", "1e309"),
+    ("--epsilon", "inf"), ("--noise", "inf"), ("--noise=-inf", None), ("--beta", "nan"),
+])
+def test_train_float_options_refuse_non_finite(capsys, option, value):
+    argv = _SHORT + ([option] if value is None else [option, value])
+    line = _one_line_error(capsys, argv, f"argument {option.split('=')[0]}:")
+    assert "must be a finite number" in line
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "99999999999"])
+def test_train_seed_out_of_range_is_a_usage_error(capsys, seed):
+    _one_line_error(capsys, _SHORT + ["--seed", seed], "argument --seed: must be in [0, 2**32 - 1]")
+
+
+def test_train_largest_seed_runs(capsys):
+    assert main(_SHORT + ["--seed", str(2**32 - 1)]) == 0
+
+
+@pytest.mark.parametrize("decay", ["none", "inverse-time"])
+@pytest.mark.parametrize("option", ["--decay-interval", "--time-interval"])
+def test_train_decay_interval_only_with_staircase(capsys, decay, option):
+    argv = ["train", "--epochs", "1", "--optimizer", "gd", "-q", "--decay", decay, option, "5"]
+    _one_line_error(capsys, argv, f"--decay-interval is for --decay staircase, not --decay {decay}")
+
+
+def test_train_help_does_not_hardcode_the_samples(capsys):
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'train acc' is measured on the --samples training points" in text

@@ -50,20 +50,23 @@ def choice_list(choices, what):
     return parse
 
 
-def positive_int(text):
-    """An argparse ``type``: an integer ``>= 1``."""
+def positive_int(text, most=None):
+    """An argparse ``type``: an integer ``>= 1`` (and ``<= most``)."""
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    if most is not None and n > most:
+        raise argparse.ArgumentTypeError(f"must be <= {most}, got {n}")
     return n
 
 
-def positive_int_list(text):
-    """An argparse ``type``: comma-separated integers ``>= 1``."""
-    out = [positive_int(t.strip()) for t in text.split(",") if t.strip()]
+def positive_int_list(text, most=None):
+    """An argparse ``type``: comma-separated integers ``>= 1`` (and
+    ``<= most``: wrap it to set ``most``)."""
+    out = [positive_int(t.strip(), most) for t in text.split(",") if t.strip()]
     if not out:
         raise argparse.ArgumentTypeError("empty list")
     return out

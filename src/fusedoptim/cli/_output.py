@@ -37,6 +37,21 @@ def require_matplotlib(option="--plot"):
                        f"pip install 'fusedoptim[plot]' (or pip install matplotlib)") from None
 
 
+def check_plot_format(path, option="--plot"):
+    """Fail now, not when the chart is saved after the run, if matplotlib
+    cannot write ``path``'s format.  Call after :func:`require_matplotlib`.
+
+    The format is the extension, lower-cased, as ``savefig`` takes it; no
+    extension is matplotlib's default (png)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    ext = os.path.splitext(path)[1][1:].lower()
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if ext and ext not in supported:
+        raise CLIError(f"{option} {path}: matplotlib cannot write {ext!r} files "
+                       f"(extensions: {', '.join(sorted(supported))})")
+
+
 class Progress:
     """Progress on a stream (stderr): one line rewritten in place when the
     stream is a terminal, nothing but the permanent lines otherwise (so that

@@ -9,8 +9,9 @@ see :mod:`.workloads`); :mod:`.runner` measures, :mod:`.report` and
 import json
 import time
 
+from ...backend import MAX_THREADS
 from .. import CLIError, choice_list, positive_int, positive_int_list, unique
-from .._output import Progress, check_writable, require_matplotlib
+from .._output import Progress, check_plot_format, check_writable, require_matplotlib
 from . import workloads as W
 from .plot import plot
 from .report import format_markdown, format_table
@@ -51,19 +52,26 @@ how to read the table:
   vs numpy    speedup: time of the plain-NumPy backend / this time.
   vs torch    time of PyTorch's counterpart / this time (above 1: faster).
   vs <peer>   with --backend ...,deepspeed (DeepSpeed's CPU Adam, float32
-              state) or ...,bitsandbytes,torchao (their 8-bit AdamW, on
-              the --state int8 rows): the peer's time / this time, for
-              the Adam and AdamW rows.  DeepSpeed compiles its kernel and
-              torchao its step at their first use.
+              state) or ...,bitsandbytes,torchao (8-bit state, on the
+              --state int8 rows: bitsandbytes' Adam8bit on Adam rows and
+              AdamW8bit on AdamW rows; torchao's AdamW8bit on both, with
+              Adam's weight decay of 0 on Adam rows): the peer's time /
+              this time, for the Adam and AdamW rows.  DeepSpeed compiles
+              its kernel and torchao its step at their first use.
   GB/s        effective bandwidth: the bytes the step must move at the least
-              (the parameter, the gradient and each state the class uses;
-              Adam reads p, g, m, v and writes p, m, v: 7 arrays) / time.
+              (the parameter, the gradient and each state the class uses,
+              at its --state size; Adam reads p, g, m, v and writes p, m, v:
+              7 arrays; a two-pass family counts its second pass too: LAMB
+              reads p, m, v once more, 10 arrays) / time.
   % of limit  time of 'copy' / this time.  'copy' is a compiled kernel that
               reads and writes the same arrays as the step and computes
               nothing, measured in the same run: the practical memory limit
               of this machine for this traffic.  100% means the update costs
               no more than moving its data; an optimizer step cannot go much
-              faster than that, whatever the arithmetic.  For the tiny
+              faster than that, whatever the arithmetic.  For the --state
+              bfloat16 and int8 rows 'copy' is the float32-state step's
+              copy (and its GB/s counts float32 states), so above 100%
+              means faster than any float32-state step can be.  For the tiny
               'course' size the times are call overheads, not memory
               traffic, so there the percentage compares overheads; it can
               exceed 100% within noise, or when a library moves the bytes
@@ -111,6 +119,12 @@ EPILOG = EPILOG.format(
     **{name: _size_text(name) for name in W.SIZES})
 
 
+def _thread_counts(text):
+    # set_num_threads refuses more than MAX_THREADS: say so now, not after
+    # the backends have loaded.
+    return positive_int_list(text, most=MAX_THREADS)
+
+
 def add_arguments(p):
     p.add_argument("--quick", action="store_true",
                    help=f"a first look: {QUICK[1]} rounds (about {QUICK_SLOW_REPEAT} for steps "
@@ -128,9 +142,9 @@ def add_arguments(p):
                    help="optimizer state precision: float32 (the parameter's dtype), bfloat16, "
                         "int8 (8-bit blockwise); the reduced ones for the "
                         f"{', '.join(W.STATE_ROWS)} rows (default: float32)")
-    p.add_argument("--threads", action="extend", type=positive_int_list, metavar="N[,N]",
-                   help="thread counts to run each case with (default: fusedoptim's, "
-                        "FUSEDOPTIM_NUM_THREADS or the usable CPUs)")
+    p.add_argument("--threads", action="extend", type=_thread_counts, metavar="N[,N]",
+                   help=f"thread counts to run each case with, at most {MAX_THREADS} "
+                        f"(default: fusedoptim's, FUSEDOPTIM_NUM_THREADS or the usable CPUs)")
     p.add_argument("--backend", action="extend", type=choice_list(COMPARED, "backend"),
                    metavar="NAME[,NAME]",
                    help="implementations to compare: cython, numba, numpy, torch, and the "
@@ -160,6 +174,7 @@ def command(args):
     started = time.perf_counter()
     if args.plot:
         require_matplotlib()
+        check_plot_format(args.plot)
         check_writable(args.plot, "--plot")
     if args.json:
         check_writable(args.json, "--json")

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from .counterparts import torch_params
 
-__all__ = ["PEERS", "Peer", "unmeasurable", "load", "make_step"]
+__all__ = ["PEERS", "Peer", "unmeasurable", "load", "make_step", "build_lock"]
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,12 @@ class Peer:
     """A peer implementation: its ``--backend`` name, how messages name it,
     the state it keeps for float32 parameters (the bench rows it steps), its
     loader (returns what ``build`` needs; ``ImportError`` when not
-    installed) and ``build(loaded, case, tensors)``, the optimizer."""
+    installed; it takes ``say``, which prints a line while the loader's output
+    is captured) and ``build(loaded, case, tensors)``, the optimizer."""
     name: str
     what: str
     state: str
-    loader: Callable[[], Any]
+    loader: Callable[[Callable[[str], None]], Any]
     build: Callable[[Any, Any, list], Any]
     #: whether it steps Adam's L2 weight decay (else Adam rows need 0)
     l2: bool = False
@@ -55,8 +56,9 @@ class Peer:
 def _captured_output():
     """Send the process's stdout and stderr (file descriptors 1 and 2: the
     compiler and ninja write there, and DeepSpeed and torchao print from C++
-    and at import) to a temporary file; yields a function that returns its
-    text."""
+    and at import) to a temporary file; yields ``(text, say)``: ``text()``
+    returns what was captured, ``say(line)`` writes a line to the real
+    stderr meanwhile."""
     with tempfile.TemporaryFile(mode="w+b") as f:
         saved = [os.dup(1), os.dup(2)]
         try:
@@ -66,7 +68,12 @@ def _captured_output():
             def text():
                 f.seek(0)
                 return f.read().decode(errors="replace")
-            yield text
+
+            def say(line):
+                # On a terminal, over the progress display's live line.
+                erase = "\r\x1b[K" if os.isatty(saved[1]) else ""
+                os.write(saved[1], f"{erase}{line}\n".encode())
+            yield text, say
         finally:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
@@ -74,7 +81,24 @@ def _captured_output():
                 os.close(fd)
 
 
-def _load_deepspeed():
+def build_lock(name: str) -> "str | None":
+    """The lock file of torch's C++ extension build ``name`` if it exists.
+
+    Torch's loader creates it for the build and deletes it after; a build
+    that was killed leaves it behind, and the next load waits for it to go
+    away, for ever.  The directory is torch's own (``TORCH_EXTENSIONS_DIR``
+    or ``~/.cache/torch_extensions/<python>_<accelerator>``, then ``name``);
+    asking torch creates it, as the build would next.  ``None`` also when
+    this torch has no such function (the check is only advice)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+        lock = os.path.join(_get_build_directory(name, verbose=False), "lock")
+    except (ImportError, AttributeError, TypeError, OSError):
+        return None
+    return lock if os.path.exists(lock) else None
+
+
+def _load_deepspeed(say):
     # Without it DeepSpeed probes for GPUs and other accelerators at import.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -83,7 +107,12 @@ def _load_deepspeed():
 
     # Below WARNING, each optimizer built prints a line to stdout.
     logger.setLevel(logging.WARNING)
-    CPUAdamBuilder().load()
+    builder = CPUAdamBuilder()
+    lock = build_lock(builder.name)
+    if lock is not None:  # the build waits on it without a word (its output is captured)
+        say(f"note: {PEERS['deepspeed'].what}: waiting for the lock file {lock}; if no other "
+            f"build is running (an earlier one was killed), delete it")
+    builder.load()
     return DeepSpeedCPUAdam
 
 
@@ -100,7 +129,7 @@ def _build_deepspeed(cls, case, ps):
                adamw_mode=case.cls.__name__ == "AdamW", **_adam_kwargs(case))
 
 
-def _load_bitsandbytes():
+def _load_bitsandbytes(say):
     import bitsandbytes
 
     return bitsandbytes.optim
@@ -111,7 +140,7 @@ def _build_bitsandbytes(optim, case, ps):
     return cls(ps, **_adam_kwargs(case))
 
 
-def _load_torchao():
+def _load_torchao(say):
     from torchao.optim import AdamW8bit
 
     return AdamW8bit
@@ -160,10 +189,10 @@ def load(name: str) -> Any:
     otherwise (a kernel that does not build)."""
     if name not in _loaded:
         # (their imports warn about their own use of deprecated torch APIs)
-        with _captured_output() as output, warnings.catch_warnings():
+        with _captured_output() as (output, say), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                _loaded[name] = PEERS[name].loader()
+                _loaded[name] = PEERS[name].loader(say)
             except ImportError:
                 raise
             except Exception as exc:

@@ -198,8 +198,8 @@ def _summary(doc):
         for size, (sp, pct) in by_size.items():
             g = math.exp(sum(math.log(x) for x in sp) / len(sp))
             part = f"{size} {g:.2f}x"
-            if pct:
-                part += f" ({statistics.median(pct):.0f}% of limit)"
+            if pct:  # a median, not a mean: the label says so
+                part += f" (median {statistics.median(pct):.0f}% of limit)"
             parts.append(part)
         out.append(f"{impl}: speedup vs numpy (geometric mean over optimizers): "
                    + ", ".join(parts))

@@ -20,7 +20,8 @@ of per-round ratios, which such a swing cancels out of:
 each taken round by round and the median quoted; bandwidth = bytes moved /
 median time.  ``copy`` is a kernel that reads and writes exactly the arrays
 of the step and computes nothing: the machine's practical limit for this
-traffic.
+traffic.  For a reduced ``--state`` it is the float32-state step's copy
+(``W.STATES``), and its record counts the bytes it moves (``_bytes_moved``).
 
 A step slower than ``QUICK_SLOW_CALL`` (a plain-NumPy step on GPT-2 takes
 seconds) runs once per batch and joins every k-th round only, so that the
@@ -29,6 +30,7 @@ rounds it joined, each still paired with the other implementations' batches
 of that round.  The result is one JSON-ready document (:data:`SCHEMA`).
 """
 
+import dataclasses
 import datetime
 import gc
 import statistics
@@ -274,15 +276,31 @@ def _derive(records):
 
 def _case_impls(case, impls, skipped):
     """The implementations that have a step for ``case``; the others are
-    noted once per row in ``skipped``."""
+    noted in ``skipped``, once per row and reason."""
     out = []
     for impl in impls:
         why = case.unmeasurable(impl)
         if why is None:
             out.append(impl)
-        else:
-            skipped.setdefault(f"{impl} for {case.optimizer}", why)
+            continue
+        # The reason may name the state (torch has no bfloat16 state, a peer
+        # keeps int8): a key per reduced state, so that an int8 case does not
+        # get the bfloat16 case's reason; a reason the row already has (Lion
+        # is no Adam, whatever its state) is not repeated.
+        row = f"{impl} for {case.optimizer}"
+        if why not in (v for k, v in skipped.items() if k.split(" --state ")[0] == row):
+            skipped.setdefault(row if case.state == "float32" else f"{row} --state {case.state}",
+                               why)
     return out
+
+
+def _bytes_moved(case, impl):
+    """The bytes one call of ``impl``'s step moves: the case's, but for the
+    copy of a reduced-state case.  That copy is the float32-state step's
+    (``W.STATES``): it moves float32 states, so its GB/s must count them."""
+    if impl == LIMIT and case.state != "float32":
+        return dataclasses.replace(case, state="float32").bytes_moved
+    return case.bytes_moved
 
 
 def _record(case, n, impl, warmup):
@@ -290,7 +308,7 @@ def _record(case, n, impl, warmup):
             "size": case.size, "dtype": case.dtype, "state": case.state,
             "tensors": len(case.shapes),
             "elements": case.elements, "arrays_moved": case.arrays_moved,
-            "bytes_moved": case.bytes_moved, "threads": n, "impl": impl,
+            "bytes_moved": _bytes_moved(case, impl), "threads": n, "impl": impl,
             "warmup_calls": warmup, "first_call_s": None, "calls_per_batch": None,
             "every": None, "rounds": [], "times_s": [], "median_s": None, "error": None}
 
@@ -372,6 +390,18 @@ def _measure_all(cases, threads, impls, timing, progress, skipped):
     return records, failures
 
 
+def _nothing_to_measure(optimizers, dtypes, states):
+    """Why no case is left (``W.cases``): only a reduced ``--state`` leaves
+    cases out."""
+    asked = ",".join(s for s in states if s != "float32")
+    if not set(optimizers) & set(W.STATE_ROWS):
+        why = (f"only the {', '.join(W.STATE_ROWS)} rows take it, not --optimizer "
+               f"{','.join(optimizers)}")
+    else:
+        why = f"it needs float32 parameters, not --dtype {','.join(dtypes)}"
+    return f"--state {asked}: nothing to measure: {why}"
+
+
 def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, progress,
         slow_repeat=None, started=None, budget=None, states=("float32",)):
     """Run the benchmark; returns the JSON document (see ``SCHEMA``).
@@ -379,15 +409,21 @@ def run(optimizers, sizes, dtypes, threads, backends, explicit, warmup, repeat, 
     ``repeat`` is the number of rounds; ``started`` (a
     ``time.perf_counter()`` value) is when the command started, for
     ``elapsed_s``; ``slow_repeat`` and ``budget``: the rounds slow steps
-    join (``_schedule``)."""
+    join (``_schedule``).  Raises :class:`CLIError`, before loading
+    anything, when ``--state`` leaves no case to measure."""
     started = time.perf_counter() if started is None else started
+    left_out: dict = {}
+    todo = W.cases(optimizers, sizes, dtypes, states, skipped=left_out)
+    if not todo:  # the options alone are at fault: say so before loading anything
+        raise CLIError(_nothing_to_measure(optimizers, dtypes, states))
     load0 = loadavg()
     impls, load_s, skipped = _resolve(backends, explicit, optimizers, progress)
+    skipped.update(left_out)
     jit_s = jit_cpu_s = None
     if "numba" in impls:
         jit_s, jit_cpu_s = _jit_warmup(optimizers, sizes, dtypes, progress)
         progress.line(f"numba JIT warm-up: {jit_s:.1f} s ({jit_cpu_s:.1f} s of CPU)")
-    records, failures = _measure_all(W.cases(optimizers, sizes, dtypes, states), threads, impls,
+    records, failures = _measure_all(todo, threads, impls,
                                      (warmup, repeat, slow_repeat, budget), progress, skipped)
     _derive(records)
     rows = {o: {"class": W.ROWS[o].__name__, "family": W.ROWS[o].family.name,

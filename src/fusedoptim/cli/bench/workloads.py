@@ -20,6 +20,7 @@ wrapper; they are not rows of their own.
 
 import functools
 import inspect
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -196,10 +197,10 @@ class Case:
 
     def unmeasurable(self, impl):
         """Why ``impl`` has no step for this case, or ``None``."""
-        if impl == "torch" and self.state != "float32":
-            return f"torch.optim has no {self.state} optimizer state"
         if impl == "torch" and self.cls.__name__ not in COUNTERPARTS:
             return f"{self.cls.__name__} has no torch counterpart"
+        if impl == "torch" and self.state != "float32":
+            return f"torch.optim has no {self.state} optimizer state"
         if impl in peers.PEERS:
             return peers.unmeasurable(impl, self)
         if impl == "copy" and self.read_write > YARDSTICK_MAX_READ_WRITE:
@@ -208,13 +209,29 @@ class Case:
         return None
 
 
+def _no_state_step(row, dtype, state):
+    """``(what, why)`` when ``row`` has no step with ``state`` at ``dtype``."""
+    if state != "float32" and row not in STATE_ROWS:
+        return (f"{row} --state {state}", f"{ROWS[row].__name__} takes no state_dtype (--state "
+                                          f"is for the {', '.join(STATE_ROWS)} rows)")
+    if state != "float32" and dtype != "float32":
+        return f"{row} {dtype} --state {state}", "a reduced state needs float32 parameters"
+    return None
+
+
 def cases(optimizers=OPTIMIZERS, sizes=tuple(SIZES), dtypes=("float32",),
-          states=("float32",)) -> "list[Case]":
+          states=("float32",), skipped=None) -> "list[Case]":
     """Every case, size by size; a reduced-precision state only for
-    :data:`STATE_ROWS` and float32 parameters."""
-    return [Case(o, s, d, st) for s in sizes for o in optimizers for d in dtypes
-            for st in states
-            if st == "float32" or (o in STATE_ROWS and d == "float32")]
+    :data:`STATE_ROWS` and float32 parameters (``skipped``, a dict, gets
+    why the others are left out)."""
+    out = []
+    for s, o, d, st in itertools.product(sizes, optimizers, dtypes, states):
+        no = _no_state_step(o, d, st)
+        if no is None:
+            out.append(Case(o, s, d, st))
+        elif skipped is not None:
+            skipped.setdefault(*no)
+    return out
 
 
 @functools.lru_cache(maxsize=1)

@@ -2,11 +2,12 @@
 
 import argparse
 import contextlib
+import math
 
 import numpy as np
 
 from .. import CLIError, choice_list, positive_int, unique
-from .._output import Progress, check_writable, require_matplotlib
+from .._output import Progress, check_plot_format, check_writable, require_matplotlib
 from .network import LAYERS, OPTIMIZERS, make_moons, predict, train
 
 __all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "command"]
@@ -25,8 +26,8 @@ Each optimizer runs once at a constant rate and once with --decay:
 decay_interval is the course's 1000 epochs when --epochs is above 1000; a
 shorter run steps every --epochs / 5 epochs instead (the course's interval
 would never fire and the decayed runs would equal the constant-rate ones).
-'train acc' is measured on the 300 training points, 'test acc' on 1000 fresh
-points from the same distribution; 'in update' is the time spent in the
+'train acc' is measured on the --samples training points, 'test acc' on 1000
+fresh points from the same distribution; 'in update' is the time spent in the
 optimizer steps (the rest is forward and backward passes in NumPy).
 examples:
   python -m fusedoptim train
@@ -35,12 +36,16 @@ examples:
 
 
 def _float_in(lo, hi=None, hi_open=True, what="value"):
-    """An argparse ``type``: a float ``>= lo`` (and below ``hi``)."""
+    """An argparse ``type``: a finite float ``>= lo`` (and below ``hi``)."""
     def parse(text):
         try:
             x = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        # float() takes "inf", "nan" and 1e309 (inf); the range check
+        # alone would pass inf and call nan out of range.
+        if not math.isfinite(x):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {text}")
         if not (x >= lo and (hi is None or (x < hi if hi_open else x <= hi))):
             rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}{')' if hi_open else ']'}"
             raise argparse.ArgumentTypeError(f"{what} must be {rng}, got {text}")
@@ -66,6 +71,21 @@ def decay_interval(epochs: int, asked: int | None = None) -> int:
     return max(1, epochs // SHORT_RUN_STEPS)
 
 
+#: The largest seed: the initialization seeds ``np.random.RandomState``,
+#: which takes 0 to 2**32 - 1 (the data's ``default_rng``: any seed >= 0).
+SEED_MAX = 2**32 - 1
+
+
+def _seed(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= n <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32 - 1], got {n}")
+    return n
+
+
 def _at_least_2(text):
     n = positive_int(text)
     if n < 2:
@@ -83,7 +103,7 @@ def add_arguments(p):
                    help="decay_rate of the schedule (default: 1, the course's)")
     p.add_argument("--decay-interval", "--time-interval", dest="time_interval",
                    type=positive_int, default=None, metavar="EPOCHS",
-                   help=f"epochs per step of the staircase schedule (default: the course's "
+                   help=f"epochs per step of --decay staircase (default: the course's "
                         f"{COURSE_INTERVAL} when --epochs is above {COURSE_INTERVAL}; else "
                         f"--epochs / {SHORT_RUN_STEPS}, so that a short run still decays: "
                         f"with {COURSE_INTERVAL} it would never step)")
@@ -103,8 +123,8 @@ def add_arguments(p):
                    help="training points, >= 2 (default: 300)")
     p.add_argument("--noise", type=_float_in(0.0, what="noise"), default=0.2,
                    help="standard deviation of the moons' noise (default: 0.2)")
-    p.add_argument("--seed", type=int, default=3, help="seed of the data and the "
-                                                       "initialization (default: 3)")
+    p.add_argument("--seed", type=_seed, default=3,
+                   help="seed of the data and the initialization, 0 to 2**32 - 1 (default: 3)")
     p.add_argument("--print-every", type=positive_int, default=1000, metavar="EPOCHS",
                    help="print the cost every this many epochs (default: 1000)")
     p.add_argument("--backend", choices=("cython", "numba", "numpy"),
@@ -124,8 +144,13 @@ def command(args):
     """Run ``fusedoptim train``; returns the exit status."""
     from ...backend import BackendUnavailable, use_backend
 
+    # Only the staircase schedule has an interval: elsewhere it would be
+    # silently ignored.
+    if args.time_interval is not None and args.decay != "staircase":
+        raise CLIError(f"--decay-interval is for --decay staircase, not --decay {args.decay}")
     if args.plot:
         require_matplotlib()
+        check_plot_format(args.plot)
         check_writable(args.plot, "--plot")
     with contextlib.ExitStack() as stack:
         if args.backend:
