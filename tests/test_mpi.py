@@ -20,9 +20,9 @@ from conftest import AVAILABLE
 from fusedoptim.distributed import balanced_cuts, find_mpiexec, flat_parameters
 
 SCRIPT = Path(__file__).parent / "mpi" / "check_distributed.py"
-# Cases in the script (6 optimizer settings x 2 wrappers + 5, then 4
+# Cases in the script (6 optimizer settings x 2 wrappers + 8, then 4
 # reduced-precision settings + their checkpoints).
-N_CASES = 22
+N_CASES = 25
 TIMEOUT = 300  # seconds for one world size; a hang fails instead of blocking CI
 
 

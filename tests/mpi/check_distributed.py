@@ -18,8 +18,9 @@ from mpi4py import MPI
 import fusedoptim as fo
 from fusedoptim.distributed import DataParallelOptimizer, ShardedOptimizer, flat_parameters
 
-COMM = MPI.COMM_WORLD
-W, RANK = COMM.Get_size(), COMM.Get_rank()
+from agreement import case_arguments, case_load_agreement, case_schedules
+from helpers import (COMM, RANK, W, assert_bitwise, check_params, expect_error, same_float,
+                     same_everywhere)
 
 # Several dtypes and layouts; W1 straddles ranks, W2 is Fortran-ordered, z is empty.
 SHAPES = {"W1": ((37, 300), np.float32, "C"), "b1": ((37, 1), np.float32, "C"),
@@ -69,26 +70,6 @@ def ordered_mean(step, world, case="", ranks=None):
             acc = acc + g[name]
         out[name] = acc / acc.dtype.type(world)
     return out
-
-
-def same_float(a, b):
-    return a == b or (a is not None and b is not None and np.isnan(a) and np.isnan(b))
-
-
-def same_everywhere(params, comm=COMM):
-    blob = b"".join(np.ascontiguousarray(p).tobytes() for p in params.values())
-    return len(set(comm.allgather(blob))) == 1
-
-
-def assert_bitwise(a, b, what):
-    assert a.dtype == b.dtype and a.shape == b.shape, f"{what}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
-    assert a.tobytes() == b.tobytes(), f"{what}: differs"
-
-
-def check_params(got, want, what):
-    for name in want:
-        assert_bitwise(np.ascontiguousarray(got[name]), np.ascontiguousarray(want[name]),
-                       f"{what} {name}")
 
 
 # --- cases -----------------------------------------------------------------------
@@ -238,15 +219,6 @@ def case_reshard():
     plain = cls(make_params(), **hp)
     plain.load_state_dict(full)
     assert plain.t == 3
-
-
-def expect_error(kind, fn, needle):
-    try:
-        fn()
-    except kind as exc:
-        assert needle in str(exc), f"{kind.__name__} without {needle!r}: {exc}"
-        return
-    raise AssertionError(f"no {kind.__name__} ({needle})")
 
 
 def case_faults():
@@ -445,7 +417,8 @@ def main():
     cases += [("flat_parameters", case_flat_buffers), ("equal slices", case_equal_slices),
               ("tiny", case_tiny),
               ("reshard", case_reshard),
-              ("faults", case_faults)]
+              ("faults", case_faults), ("schedules", case_schedules),
+              ("load agreement", case_load_agreement), ("arguments", case_arguments)]
     cases += [(f"lowp {label}", lambda label=label: case_lowp(label)) for label in LOWP_CASES]
     cases.append(("lowp checkpoints", case_lowp_checkpoints))
     only = sys.argv[1:]

@@ -2,12 +2,14 @@
 checks of the construction and of each step, and the ordered reduce-scatter
 of the gradients."""
 
+import numbers
 import time
 from typing import Any, Optional
 
 import numpy as np
 
 from .. import _validate as _v
+from .._groups import _check_disjoint
 from ..optimizer import Optimizer, _check_parameters
 from . import _comm
 from ._layout import Group, _contiguous_run, order_of
@@ -17,22 +19,58 @@ __all__ = ["Distributed"]
 _CHECKED = (KeyError, TypeError, ValueError)
 
 
-def _hp_token(value):
-    # A schedule is code: its repr holds an address that differs per process.
-    return f"<{type(value).__name__}>" if callable(value) else repr(value)
+class _Schedule(str):
+    """A schedule as the ranks compare it: by its type's name (its repr may
+    hold an address that differs per process; its values are compared at
+    each step)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<{self}>"
 
 
-def _signature(optimizer_class, params, hyperparameters):
+def _settings(inner):
+    """``(label, value, value)`` rows of every setting of the inner
+    optimizer: its group's hyperparameters (``lr`` included), its options
+    and its state format, as it normalized them (floats, tuples), so that
+    ``0.01`` and ``np.float64(0.01)``, or a list and a tuple, are alike."""
+    rows = []
+    for items in (inner.param_groups[0].items(), inner._opts.items(),
+                  inner._state_format().items()):
+        for k, v in items:
+            if k != "params":
+                if callable(v):
+                    v = _Schedule(type(v).__name__)
+                rows.append((f"hyperparameter {k!r}", v, v))
+    return rows
+
+
+def _difference(tables):
+    """The first difference between a rank's ``(label, key, shown)`` rows
+    and rank 0's (keys compared, ``repr(shown)`` in the message); ``None``
+    when every rank has rank 0's."""
+    first = {label: (key, shown) for label, key, shown in tables[0]}
+    for r, rows in enumerate(tables[1:], 1):
+        mine = {label: (key, shown) for label, key, shown in rows}
+        for label in list(first) + [k for k in mine if k not in first]:
+            a, b = first.get(label), mine.get(label)
+            if a is None or b is None or a[0] != b[0]:
+                return (f"{label} is {'unset' if b is None else repr(b[1])} on rank {r} but "
+                        f"{'unset' if a is None else repr(a[1])} on rank 0")
+    return None
+
+
+def _signature(optimizer_class, params):
     return (optimizer_class.__name__,
             [(name, tuple(p.shape), np.dtype(p.dtype).str, order_of(p))
-             for name, p in params.items()],
-            sorted((k, _hp_token(v)) for k, v in hyperparameters.items()))
+             for name, p in params.items()])
 
 
 def _mismatch(sigs):
     """The first difference between a rank's signature and rank 0's."""
-    cls0, params0, hp0 = sigs[0]
-    for r, (cls, params, hp) in enumerate(sigs[1:], 1):
+    cls0, params0 = sigs[0]
+    for r, (cls, params) in enumerate(sigs[1:], 1):
         if cls != cls0:
             return f"optimizer class is {cls} on rank {r} but {cls0} on rank 0"
         names0, names = [n for n, *_ in params0], [n for n, *_ in params]
@@ -53,10 +91,23 @@ def _mismatch(sigs):
             if o != o0:  # the flat spaces would list the elements in different orders
                 return (f"parameter {n!r} is {o}-ordered on rank {r} but {o0}-ordered "
                         f"on rank 0")
-        if hp != hp0:
-            diff = sorted(set(hp) ^ set(hp0))[0][0]
-            return f"hyperparameter {diff!r} differs between rank {r} and rank 0"
     return None
+
+
+def _communicator(MPI, comm):
+    """``comm`` checked (``MPI.COMM_WORLD`` for ``None``)."""
+    if comm is None:
+        return MPI.COMM_WORLD
+    if isinstance(comm, MPI.Comm):
+        if comm == MPI.COMM_NULL:
+            raise ValueError("comm is MPI.COMM_NULL: this rank is not in that communicator")
+        return comm
+    if not (hasattr(comm, "Get_size") and hasattr(comm, "Get_rank")):
+        hint = (" (pass hyperparameters by keyword: lr=...)"
+                if isinstance(comm, numbers.Number) or callable(comm) else "")
+        raise TypeError(f"comm must be an mpi4py communicator, got "
+                        f"{type(comm).__name__}{hint}")
+    return comm
 
 
 class _GroupView(dict):
@@ -95,7 +146,7 @@ class Distributed:
     def __init__(self, optimizer_class: type, params: dict, comm=None,
                  **hyperparameters) -> None:
         MPI = _comm.mpi()
-        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.comm = _communicator(MPI, comm)
         self.world_size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
         error, sig = None, None
         try:
@@ -108,8 +159,11 @@ class Distributed:
                 # tensor would not be the single-process update.
                 raise TypeError(f"{optimizer_class.__name__} needs whole tensors (a per-tensor "
                                 f"norm) and cannot be sharded; use DataParallelOptimizer")
-            _check_parameters(params)
-            sig = _signature(optimizer_class, params, hyperparameters)
+            if isinstance(params, (list, tuple)):
+                raise TypeError("params must be a dict of arrays: parameter groups are not "
+                                "supported by the distributed optimizers")
+            _check_disjoint(_check_parameters(params))
+            sig = _signature(optimizer_class, params)
         except _CHECKED as exc:
             error = exc
         # Every rank learns every rank's signature: a mismatch raises the same
@@ -133,12 +187,18 @@ class Distributed:
             g.send = None if len(g.sizes) == 1 else np.empty(g.n, g.dtype)
         self.last_times: Optional[dict] = None
         self.inner: Any = None
-        error = None
+        error, rows = None, None
         try:
             self.inner = self._build(optimizer_class, hyperparameters)
-        except _CHECKED as exc:  # bad hyperparameters: the same on every rank
+            rows = _settings(self.inner)
+        except _CHECKED as exc:  # bad hyperparameters
             error = exc
-        _comm.agree(self.comm, error)
+        # The settings as the inner optimizer normalized them: 0.01 and
+        # np.float64(0.01), a list and a tuple, an omitted default and the
+        # default given, are alike.
+        problem = _difference(_comm.agree(self.comm, error, rows))
+        if problem is not None:
+            raise ValueError(problem)
 
     # --- attributes of the inner optimizer ------------------------------------
 
@@ -164,8 +224,12 @@ class Distributed:
 
     @property
     def lr(self):
-        """Learning rate, a float or a schedule (set it alike on every rank:
-        each step checks that the ranks agree)."""
+        """Learning rate, a float or a schedule.  Set it alike on every rank:
+        before each step the ranks compare ``lr`` (a float by its exact
+        value, a schedule by its type) and a schedule's value for that step
+        (bitwise), with ``t`` and the other hyperparameters; a difference, or
+        a schedule that raises or gives an invalid value on any rank, raises
+        ``ValueError`` on every rank before anything changes."""
         return self.inner.lr
 
     @lr.setter
@@ -204,19 +268,76 @@ class Distributed:
     # --- the step's collective part --------------------------------------------
 
     def _check_step(self, grads):
-        """Each rank's gradients checked, then the verdicts exchanged; returns
-        the gradients in the parameters' order and layouts."""
-        error, pairs = None, None
+        """Each rank's gradients checked and the coming step's settings
+        taken (a schedule's value included), then both exchanged: an error
+        or a difference raises on every rank before any buffer moves.
+        Returns the gradients in the parameters' order and layouts."""
+        error, pairs, rows = None, None, None
         try:
             pairs = _v.gather(self._params, grads, (), _v.NAMED)
+            rows = self._step_rows()
+        except Exception as exc:  # noqa: BLE001 - a schedule's own error too
+            error = exc
+        problem = _difference(_comm.agree(self.comm, error, rows))
+        if problem is not None:
+            raise ValueError(problem)
+        return [g for _p, g in pairs]
+
+    def _step_rows(self):
+        """What every rank must agree on before a step: ``t``, the settings
+        and the value a schedule gives ``lr`` for this step (checked as the
+        step checks it)."""
+        inner = self.inner
+        t = inner.t
+        rows = [("t", t, t), *_settings(inner)]
+        if callable(inner.lr):
+            lr = float(inner.current_lrs[0])
+            rows.append((f"lr schedule value at step {t}", lr.hex(), lr))  # bitwise
+        return rows
+
+    def _load_agreed(self, local) -> None:
+        """``inner.load_state_dict(local)`` on every rank or on none: the
+        ranks then agree on ``t``, ``skipped_steps`` and the settings
+        (``lr`` included); an error or a difference anywhere puts back what
+        every rank had (its ``lr`` schedule too) and raises on every rank."""
+        inner = self.inner
+        backup = (inner.state_dict(), inner.lr, inner._last_grad_norm, inner._last_lrs)
+        error, rows = None, None
+        try:
+            inner.load_state_dict(local)
+            rows = [("t", inner.t, inner.t),
+                    ("skipped_steps", inner.skipped_steps, inner.skipped_steps),
+                    *_settings(inner)]
         except _CHECKED as exc:
             error = exc
-        lr = self.inner.lr
-        tokens = _comm.agree(self.comm, error, _hp_token(lr) if callable(lr) else lr)
-        for r, tok in enumerate(tokens):
-            if tok != tokens[0]:
-                raise ValueError(f"lr is {tok!r} on rank {r} but {tokens[0]!r} on rank 0")
-        return [g for _p, g in pairs]
+        try:
+            problem = _difference(_comm.agree(self.comm, error, rows))
+            if problem is not None:
+                raise ValueError(f"the ranks loaded different checkpoints: {problem}")
+        except _CHECKED + (_comm.DistributedError,):
+            if error is None:  # this rank loaded: put it back
+                sd, lr, norm, lrs = backup
+                inner.load_state_dict(sd)
+                inner.lr = lr  # a schedule is not in a state_dict
+                inner._last_grad_norm, inner._last_lrs = norm, lrs
+            raise
+
+    def _agreed_root(self, root) -> int:
+        """``root`` checked on every rank and the same on every rank."""
+        error = None
+        try:
+            if isinstance(root, (bool, np.bool_)) or not isinstance(root, numbers.Integral):
+                raise TypeError(f"root must be an int, got {type(root).__name__}")
+            root = int(root)
+            if not 0 <= root < self.world_size:
+                raise ValueError(f"root must be in [0, {self.world_size}), got {root}")
+        except _CHECKED as exc:
+            error = exc
+        roots = _comm.agree(self.comm, error, root)
+        for r, x in enumerate(roots):
+            if x != roots[0]:
+                raise ValueError(f"root is {x} on rank {r} but {roots[0]} on rank 0")
+        return root
 
     def _reduce_scatter(self, grads):
         """The rank-ordered mean of every rank's ``grads`` (full size), this

@@ -94,13 +94,16 @@ def ordered_mean_slice(comm, group, send, recv, out):
     part = [mine if r == me else recv[rdispls[r]:rdispls[r] + L] for r in range(W)]
     w = out.dtype.type(W)
     # Chunk by chunk, so the running sum stays in cache while the W parts
-    # stream through once (each element's order is unchanged).
-    for c in range(0, L, _SUM_CHUNK):
-        o = out[c:c + _SUM_CHUNK]
-        np.add(part[0][c:c + _SUM_CHUNK], part[1][c:c + _SUM_CHUNK], out=o)
-        for r in range(2, W):
-            np.add(o, part[r][c:c + _SUM_CHUNK], out=o)
-        np.divide(o, w, out=o)
+    # stream through once (each element's order is unchanged).  Silent on
+    # inf - inf and overflow, as the single-process step is: the norm
+    # (clipping, skip_nonfinite) looks at the result.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for c in range(0, L, _SUM_CHUNK):
+            o = out[c:c + _SUM_CHUNK]
+            np.add(part[0][c:c + _SUM_CHUNK], part[1][c:c + _SUM_CHUNK], out=o)
+            for r in range(2, W):
+                np.add(o, part[r][c:c + _SUM_CHUNK], out=o)
+            np.divide(o, w, out=o)
 
 
 def allgather_flat(comm, group, flat):

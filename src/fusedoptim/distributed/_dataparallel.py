@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from . import _comm
-from ._base import _CHECKED, Distributed
+from ._base import Distributed
 
 __all__ = ["DataParallelOptimizer"]
 
@@ -19,6 +19,22 @@ class DataParallelOptimizer(Distributed):
     all-gather of the mean, i.e. an allreduce whose sum order is fixed) and
     then runs the ordinary ``optimizer_class`` over all the parameters on
     every rank: every rank holds and updates the full state.
+
+    Parameters
+    ----------
+    optimizer_class : type
+        A fusedoptim optimizer class, e.g. ``fusedoptim.Adam``.  Any
+        registered class works, ``LAMB`` included (the inner optimizer sees
+        whole tensors).
+    params : dict of str to ndarray
+        The parameters, the same names, order, shapes and dtypes on every
+        rank (checked collectively: a mismatch raises ``ValueError`` on
+        every rank).
+    comm : mpi4py.MPI.Comm, optional
+        Defaults to ``MPI.COMM_WORLD``.
+    **hyperparameters
+        Passed to ``optimizer_class`` (``lr``, ``betas``, ``max_grad_norm``,
+        ``skip_nonfinite``, ...), identical on every rank.
     """
 
     def _build(self, optimizer_class, hyperparameters):
@@ -61,21 +77,29 @@ class DataParallelOptimizer(Distributed):
         return super().buffer_nbytes + sum(g.full.nbytes for g in self._groups)
 
     def state_dict(self) -> dict:
-        """The optimizer's ``state_dict`` (the same on every rank)."""
+        """The optimizer's checkpoint.  Local: no communication.
+
+        Returns
+        -------
+        dict
+            The inner optimizer's ``state_dict``, the same on every rank:
+            the single-process optimizer's.
+        """
         return self.inner.state_dict()
 
     def load_state_dict(self, state_dict) -> None:
-        """Load a full checkpoint (collective; every rank passes it).  A
-        failure on any rank raises on every rank and changes nothing."""
-        backup = self.inner.state_dict()
-        error = None
-        try:
-            self.inner.load_state_dict(state_dict)
-        except _CHECKED as exc:
-            error = exc
-        try:
-            _comm.agree(self.comm, error)
-        except _CHECKED + (_comm.DistributedError,):
-            if error is None:
-                self.inner.load_state_dict(backup)
-            raise
+        """Load a full checkpoint (collective: every rank passes it).
+
+        Parameters
+        ----------
+        state_dict : mapping
+            A single-process optimizer's ``state_dict`` (a dict or an
+            ``NpzFile``), :meth:`state_dict`, or a
+            :meth:`ShardedOptimizer.full_state_dict`.  A failure on any
+            rank raises on every rank and changes nothing (``lr``, a
+            schedule too, stays as it was); after loading, the ranks must
+            agree on ``t``, ``skipped_steps`` and the hyperparameters
+            (``lr`` from the checkpoint included), else every rank is put
+            back and raises ``ValueError``.
+        """
+        self._load_agreed(state_dict)

@@ -41,6 +41,24 @@ def balanced_cuts(sizes: list, world: int, block: int = SUMSQ_BLOCK) -> list:
     Cut ``r`` is the allowed point (a tensor boundary, or a multiple of
     ``block`` from a tensor's start) nearest to ``r * n // world`` (the lower
     one on a tie), and no lower than the previous cut.
+
+    Parameters
+    ----------
+    sizes : list of int
+        The number of elements of each tensor, in flat order (at least one
+        tensor).
+    world : int
+        The number of ranks.
+    block : int, optional
+        Cuts inside a tensor fall on multiples of ``block`` from its start.
+        The default, 4096, is the block of the gradient norm's float64 sums,
+        so that no rank splits a block.
+
+    Returns
+    -------
+    list of int
+        ``world + 1`` cut points, from 0 to ``sum(sizes)``.  Two equal cuts
+        give a rank no element.
     """
     starts = [0]
     for s in sizes:
@@ -152,6 +170,17 @@ def flat_parameters(parameters: dict) -> dict:
     :class:`~fusedoptim.distributed.ShardedOptimizer` sends them without
     copying them into a staging buffer first.  Train with the returned
     arrays (they are the parameters the optimizer updates).
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        The parameters; only read.
+
+    Returns
+    -------
+    dict of str to ndarray
+        New arrays, by the same names in the same order; ``parameters`` is
+        not changed and shares no memory with them.
     """
     total: dict = {}
     for p in parameters.values():

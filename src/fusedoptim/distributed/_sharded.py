@@ -2,10 +2,11 @@
 
 import time
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from .._checkpoint import _as_python
 from .._lowp import _SCALE
 from ..families.adam_lowp import QBLOCK
 from ..optimizer import _CLIP_EPS
@@ -15,22 +16,24 @@ from ._base import _CHECKED, Distributed
 __all__ = ["ShardedOptimizer"]
 
 
-def _array(sd, key):
+def _get(sd, key):
     try:
-        a = sd[key]
+        return sd[key]
     except KeyError:
         raise KeyError(f"state_dict has no {key!r}") from None
+
+
+def _array(sd, key, dtype):
+    a = _get(sd, key)
     if not isinstance(a, np.ndarray):
         raise TypeError(f"state_dict[{key!r}] must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:  # as the inner optimizer would, but before any rank loads
+        raise TypeError(f"state_dict[{key!r}] has dtype {a.dtype} but the parameter has {dtype}")
     return a
 
 
 def _int(sd, key):
-    try:
-        v = sd[key]
-    except KeyError:
-        raise KeyError(f"state_dict has no {key!r}") from None
-    return int(np.asarray(v))
+    return int(np.asarray(_get(sd, key)))
 
 
 class ShardedOptimizer(Distributed):
@@ -58,7 +61,10 @@ class ShardedOptimizer(Distributed):
     ----------
     optimizer_class : type
         A fusedoptim optimizer class, e.g. ``fusedoptim.Adam``, whose update
-        is elementwise (every registered family).
+        is elementwise: every registered class except ``LAMB``.  LAMB's
+        trust ratio is a per-tensor norm, which needs whole tensors, so
+        ``ShardedOptimizer(fusedoptim.LAMB, ...)`` raises ``TypeError`` on
+        every rank; use :class:`DataParallelOptimizer` for it.
     params : dict of str to ndarray
         The parameters, the same names, order, shapes and dtypes on every
         rank (checked collectively: a mismatch raises ``ValueError`` on
@@ -177,13 +183,19 @@ class ShardedOptimizer(Distributed):
     # --- checkpoints ---------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """This rank's shard: the inner optimizer's ``state_dict`` (its
-        ``"state/<slot>/<name>"`` arrays are the 1-D pieces of this rank;
-        int8 scales: the blocks of the piece)
-        plus ``"shard/rank"``, ``"shard/world_size"`` and, per piece,
-        ``"shard/offset/<name>"`` (where the piece starts in the tensor,
-        counted in memory order).  Local: no communication.  The list of
-        every rank's shard loads into any world size (:meth:`load_state_dict`).
+        """This rank's shard of the checkpoint.  Local: no communication.
+
+        Returns
+        -------
+        dict
+            The inner optimizer's ``state_dict`` (its
+            ``"state/<slot>/<name>"`` arrays are the 1-D pieces of this
+            rank; int8 scales: the blocks of the piece) plus
+            ``"shard/rank"``, ``"shard/world_size"`` and, per piece,
+            ``"shard/offset/<name>"`` (where the piece starts in the tensor,
+            counted in memory order) and ``"shard/order/<name>"`` (that
+            memory order: ``"C"`` or ``"F"``).  The list of every rank's
+            shard loads into any world size (:meth:`load_state_dict`).
         """
         sd = self.inner.state_dict()
         sd["shard/rank"] = self.rank
@@ -206,7 +218,21 @@ class ShardedOptimizer(Distributed):
         optimizer keeps them): it loads into a plain ``optimizer_class``, or
         into a ShardedOptimizer of any world size.  A failure raises on
         every rank.
+
+        Parameters
+        ----------
+        root : int, optional
+            The rank that receives the checkpoint, in ``[0, world_size)``
+            and the same on every rank (checked collectively first: a bad or
+            differing ``root`` raises on every rank).
+
+        Returns
+        -------
+        dict or None
+            The single-process ``state_dict`` on rank ``root``, ``None`` on
+            the others.
         """
+        root = self._agreed_root(root)
         inner = self.inner
         sd = {k: v for k, v in inner.state_dict().items() if not k.startswith("state/")}
         if inner._lowp is not None:
@@ -308,11 +334,20 @@ class ShardedOptimizer(Distributed):
     def load_state_dict(self, state_dict) -> None:
         """Load a checkpoint (collective: every rank passes it).
 
-        ``state_dict`` is either a full checkpoint (:meth:`full_state_dict`,
-        or a single-process optimizer's ``state_dict``), or the sequence of
-        every rank's :meth:`state_dict` shard saved at any world size.  Each
-        rank takes the part of its slice.  Checked on every rank first; any
-        failure raises on every rank and changes nothing anywhere.
+        Each rank takes the part of its slice.  Checked on every rank first;
+        any failure raises on every rank and changes nothing anywhere
+        (``lr``, a schedule too, stays as it was).
+
+        Parameters
+        ----------
+        state_dict : mapping or sequence of mappings
+            A full checkpoint (:meth:`full_state_dict`, or a single-process
+            optimizer's ``state_dict``; a dict or an ``NpzFile``), or the
+            sequence of every rank's :meth:`state_dict` shard saved at any
+            world size.  After loading, the ranks must agree on ``t``,
+            ``skipped_steps`` and the hyperparameters (``lr`` from the
+            checkpoint included): ranks that loaded different checkpoints
+            raise ``ValueError``, and every rank is put back.
         """
         error, local = None, None
         try:
@@ -320,18 +355,7 @@ class ShardedOptimizer(Distributed):
         except _CHECKED as exc:
             error = exc
         _comm.agree(self.comm, error)
-        backup = self.inner.state_dict()
-        error = None
-        try:
-            self.inner.load_state_dict(local)
-        except _CHECKED as exc:
-            error = exc
-        try:
-            _comm.agree(self.comm, error)
-        except _CHECKED + (_comm.DistributedError,):
-            if error is None:  # this rank loaded, another failed: put it back
-                self.inner.load_state_dict(backup)
-            raise
+        self._load_agreed(local)
 
     def _local_state_dict(self, state_dict):
         """The inner optimizer's state dict for this rank's pieces."""
@@ -339,6 +363,9 @@ class ShardedOptimizer(Distributed):
         shards = None
         if isinstance(state_dict, Mapping) and "shard/world_size" in state_dict:
             state_dict = [state_dict]  # one shard: a whole checkpoint only at world size 1
+        if isinstance(state_dict, (str, bytes)) or not isinstance(state_dict, (Mapping, Iterable)):
+            raise TypeError(f"state_dict must be a mapping or a sequence of shard mappings, "
+                            f"got {type(state_dict).__name__}")
         if not isinstance(state_dict, Mapping):
             shards = list(state_dict)
             if not shards or not all(isinstance(s, Mapping) for s in shards):
@@ -358,6 +385,9 @@ class ShardedOptimizer(Distributed):
                         raise ValueError(f"shard {i} and shard 0 differ in {key!r}")
         else:
             base = state_dict
+        kind = _as_python(_get(base, "optimizer"))
+        if kind != type(inner).__name__:  # before its state keys look unexpected
+            raise ValueError(f"state_dict is from {kind!r}, not {type(inner).__name__!r}")
         out = {}
         slots = list(inner.state)
         for key in base:
@@ -365,12 +395,11 @@ class ShardedOptimizer(Distributed):
                 raise TypeError(f"state_dict keys must be str, got {key!r}")
             if key.startswith("shard/"):
                 continue
-            if key.startswith("state/"):
-                _s, label, name = key.split("/", 2)
-                if label not in slots or name not in self._params:
-                    raise ValueError(f"state_dict has an unexpected key {key!r}")
+            parts = key.split("/", 2)
+            if parts[0] == "state" and len(parts) == 3 and parts[1] in slots \
+                    and parts[2] in self._params:
                 continue
-            out[key] = base[key]
+            out[key] = base[key]  # an unexpected key: the inner optimizer names it
         lowp = inner._lowp is not None
         for label in slots:
             unit = QBLOCK if self._is_scale(label) else 1
@@ -383,7 +412,7 @@ class ShardedOptimizer(Distributed):
                     # on block boundaries.
                     a, b = a // unit, -(-b // unit)
                     if shards is None:
-                        full = _array(base, key)
+                        full = _array(base, key, piece.dtype)
                         n = -(-self._params[name].size // unit)
                         if full.shape != (n,):
                             raise ValueError(f"state_dict[{key!r}] has shape {full.shape}, "
@@ -393,7 +422,7 @@ class ShardedOptimizer(Distributed):
                         out[key] = self._assemble(shards, key, name, a, b, piece.dtype,
                                                   None, None, unit)
                 elif shards is None:
-                    full = _array(base, key)
+                    full = _array(base, key, piece.dtype)
                     p = self._params[name]
                     if full.shape != p.shape:
                         raise ValueError(f"state_dict[{key!r}] has shape {full.shape} but the "
@@ -431,10 +460,7 @@ class ShardedOptimizer(Distributed):
             off = _int(s, f"shard/offset/{name}") // unit
             if key not in s and unit > 1:
                 continue  # int8: the piece of a tensor without scales (empty)
-            piece = _array(s, key)
-            if piece.dtype != dtype:
-                raise TypeError(f"state_dict[{key!r}] has dtype {piece.dtype} but the "
-                                f"parameter has {dtype}")
+            piece = _array(s, key, dtype)
             lo, hi = max(a, off), min(b, off + piece.size)
             if lo < hi:
                 out[lo - a:hi - a] = piece[lo - off:hi - off]
