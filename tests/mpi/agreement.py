@@ -53,6 +53,13 @@ def case_schedules():
         assert opt.step(g) and opt.t == 1 and same_everywhere(params)
 
 
+class _Broken(dict):
+    """A checkpoint whose entries cannot be read (a damaged lazy file)."""
+
+    def __getitem__(self, key):
+        raise RuntimeError("unreadable checkpoint")
+
+
 def case_load_agreement():
     """A failed load puts back every rank's lr schedule; ranks that load
     different valid checkpoints raise and are put back; a full checkpoint
@@ -93,6 +100,12 @@ def case_load_agreement():
                          "['state/exp_avg/b'] has dtype float32 but the parameter has float64")
             del opt.inner.load_state_dict
             assert not any(COMM.allgather(calls)), "a rank loaded a checkpoint bound to fail"
+        # Any exception on one rank, not only the checked kinds: every rank
+        # raises (the others used to wait in the agreement for ever).
+        broken = _Broken(ckpts[0]) if RANK == last else ckpts[0]
+        expect_error(DistributedError, lambda: opt.load_state_dict(broken),
+                     f"rank {last}: unreadable checkpoint")
+        assert opt.lr is sched and opt.t == 1
         opt.load_state_dict(ckpts[1])  # the same everywhere: lr from the checkpoint
         assert opt.t == 2 and opt.lr == 1e-2
         opt.step(small_grads(RANK, 2))

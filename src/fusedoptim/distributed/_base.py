@@ -164,7 +164,7 @@ class Distributed:
                                 "supported by the distributed optimizers")
             _check_disjoint(_check_parameters(params))
             sig = _signature(optimizer_class, params)
-        except _CHECKED as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
         # Every rank learns every rank's signature: a mismatch raises the same
         # error everywhere before any buffer is exchanged.
@@ -191,7 +191,7 @@ class Distributed:
         try:
             self.inner = self._build(optimizer_class, hyperparameters)
             rows = _settings(self.inner)
-        except _CHECKED as exc:  # bad hyperparameters
+        except Exception as exc:  # noqa: BLE001 - bad hyperparameters, or any failure
             error = exc
         # The settings as the inner optimizer normalized them: 0.01 and
         # np.float64(0.01), a list and a tuple, an omitted default and the
@@ -308,7 +308,7 @@ class Distributed:
             rows = [("t", inner.t, inner.t),
                     ("skipped_steps", inner.skipped_steps, inner.skipped_steps),
                     *_settings(inner)]
-        except _CHECKED as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
         try:
             problem = _difference(_comm.agree(self.comm, error, rows))
@@ -331,7 +331,7 @@ class Distributed:
             root = int(root)
             if not 0 <= root < self.world_size:
                 raise ValueError(f"root must be in [0, {self.world_size}), got {root}")
-        except _CHECKED as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
         roots = _comm.agree(self.comm, error, root)
         for r, x in enumerate(roots):

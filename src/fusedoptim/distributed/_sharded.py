@@ -11,7 +11,7 @@ from .._lowp import _SCALE
 from ..families.adam_lowp import QBLOCK
 from ..optimizer import _CLIP_EPS
 from . import _comm
-from ._base import _CHECKED, Distributed
+from ._base import Distributed
 
 __all__ = ["ShardedOptimizer"]
 
@@ -270,7 +270,7 @@ class ShardedOptimizer(Distributed):
                         arr = np.ascontiguousarray(d[name])
                         rows.append((label, name, a, arr.dtype.str, arr.size))
                         chunks.append(arr.view(np.uint8).reshape(-1))
-        except _CHECKED as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
         metas = _comm.agree(self.comm, error, rows)
         local = np.concatenate(chunks) if chunks else np.empty(0, np.uint8)
@@ -287,7 +287,7 @@ class ShardedOptimizer(Distributed):
         if self.rank == root:
             try:
                 sd.update(self._assemble_lowp(metas, full))
-            except _CHECKED as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
                 error = exc
         _comm.agree(self.comm, error)
         return sd if self.rank == root else None
@@ -352,7 +352,7 @@ class ShardedOptimizer(Distributed):
         error, local = None, None
         try:
             local = self._local_state_dict(state_dict)
-        except _CHECKED as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
         _comm.agree(self.comm, error)
         self._load_agreed(local)
