@@ -7,6 +7,7 @@ before ``import fusedoptim`` hides the compiled extension and/or Numba.
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -45,7 +46,8 @@ HIDE = {hide!r}
 class Hide(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if any(name == h or name.startswith(h + ".") for h in HIDE):
-            raise ImportError(f"No module named {{name!r}} (hidden by the test)")
+            raise ModuleNotFoundError(f"No module named {{name!r}} (hidden by the test)",
+                                      name=name)
 
 sys.meta_path.insert(0, Hide())
 out = {{}}
@@ -141,6 +143,26 @@ def test_env_unavailable_backend_names_what_is_missing():
     kind, msg, is_import_error = out["error"]
     assert kind == "BackendUnavailable" and is_import_error
     assert "numba did not import" in msg
+
+
+@pytest.mark.parametrize("error,advice", [
+    (ModuleNotFoundError("No module named 'numba'", name="numba"),
+     "optional: pip install 'fusedoptim[numba]'"),
+    (ImportError("Numba needs NumPy 2.3 or less. Got NumPy 2.4."),
+     "numba is installed but did not import (ImportError: Numba needs NumPy 2.3"),
+])
+def test_numba_missing_or_broken_gets_the_right_advice(monkeypatch, error, advice):
+    # pip install would say "already satisfied" to a broken install.
+    from fusedoptim import backend
+
+    def fail(name, *a, **k):
+        raise error
+    monkeypatch.delitem(backend._loaded, "numba", raising=False)
+    monkeypatch.delitem(backend._errors, "numba", raising=False)
+    monkeypatch.setattr(backend.importlib, "import_module", fail)
+    with pytest.raises(BackendUnavailable, match=re.escape(advice)):
+        _load("numba")
+    monkeypatch.delitem(backend._errors, "numba")
 
 
 def test_explicit_choice_of_a_missing_backend_raises_and_keeps_the_active_one():

@@ -66,6 +66,48 @@ def test_fork_after_parallel_step(name, tmp_path):
     assert "fork ok" in r.stdout
 
 
+USER_PRANGE_FORK = textwrap.dedent("""
+    import os
+    import numpy as np
+    from numba import njit, prange
+    import fusedoptim as fo
+
+    @njit(parallel=True)
+    def user_kernel(a):             # the caller's own parallel Numba code
+        for i in prange(a.size):
+            a[i] += 1.0
+
+    fo.set_backend("numba")
+    fo.set_num_threads(2)
+    user_kernel(np.zeros(100_000))  # starts Numba's pool; no fusedoptim step yet
+    pid = os.fork()
+    if pid == 0:
+        p = {"a": np.ones(100_000, np.float32)}
+        g = {"da": np.full(100_000, 0.5, np.float32)}
+        q = {k: v.copy() for k, v in p.items()}
+        fo.update_parameters_with_gd(p, g, 0.1)
+        with fo.use_backend("numpy"):
+            fo.update_parameters_with_gd(q, g, 0.1)
+        os._exit(0 if np.array_equal(p["a"].view(np.uint32), q["a"].view(np.uint32)) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    print("fork ok")
+""")
+
+
+@pytest.mark.skipif("numba" not in AVAILABLE, reason="the numba backend is not under test")
+def test_fork_after_the_callers_own_numba_parallel_code(tmp_path):
+    """A child forked after the caller's own ``prange`` (Numba's pool started,
+    fusedoptim's never ran) steps serially: with GNU OpenMP as Numba's
+    threading layer, a parallel step there was killed ("fork() called from a
+    process already using GNU OpenMP")."""
+    script = tmp_path / "user_prange_fork.py"
+    script.write_text(USER_PRANGE_FORK)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and "fork ok" in r.stdout, (r.stdout + r.stderr)[-3000:]
+
+
 def _ftz_hook():
     # The hook lives in the compiled module, also when only numba is tested.
     if platform.machine().lower() not in ("x86_64", "amd64"):

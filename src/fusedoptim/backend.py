@@ -80,9 +80,12 @@ def _load(name: str) -> ModuleType:
                 why = (f"the compiled extension fusedoptim._ext did not import ({exc}); "
                        f"the build is broken or missing: reinstall with a C compiler "
                        f"(pip install --force-reinstall --no-binary fusedoptim fusedoptim)")
-            elif name == "numba":
+            elif name == "numba" and (getattr(exc, "name", None) or "") in ("numba", "llvmlite"):
                 why = (f"numba did not import ({exc}); the numba backend is optional: "
                        f"pip install 'fusedoptim[numba]'")
+            elif name == "numba":  # installed, but broken (e.g. built for another NumPy)
+                why = (f"numba is installed but did not import ({type(exc).__name__}: {exc}); "
+                       f"reinstall a numba that supports this NumPy and Python")
             else:
                 why = f"fusedoptim._reference did not import ({exc})"
             _errors[name] = why

@@ -99,6 +99,7 @@ import numpy as np
 from numba import njit, prange
 from llvmlite import ir
 from numba.core import cgutils, types
+from numba.np.ufunc import parallel as _numba_parallel
 from numba.extending import intrinsic
 
 from .. import _tuning
@@ -132,9 +133,12 @@ _forked_child = False
 
 
 def _after_fork_in_child():
+    # Serial from now on if Numba's pool ran here, by our steps or any other
+    # parallel Numba code (GNU OpenMP kills a forked child that goes
+    # parallel).  Numba's flag is private: True (serial) if it is renamed.
     global _parallel_lock, _forked_child
     _parallel_lock = threading.Lock()
-    if _parallel_ran:
+    if _parallel_ran or getattr(_numba_parallel, "_is_initialized", True):
         _forked_child = True
 
 
