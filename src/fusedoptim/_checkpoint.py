@@ -52,6 +52,21 @@ def _count(x, key):
 _ABSENT_WHEN_NONE = frozenset({"hp/max_grad_norm"})
 
 
+def _entry(sd, key):
+    """``sd[key]``, or ``KeyError`` naming the missing key."""
+    try:
+        return sd[key]
+    except KeyError:
+        raise KeyError(f"state_dict has no {key!r}") from None
+
+
+def _check_class(optimizer, sd):
+    """Raise unless ``sd`` is a checkpoint of ``optimizer``'s class."""
+    kind = _as_python(_entry(sd, "optimizer"))
+    if kind != type(optimizer).__name__:
+        raise ValueError(f"state_dict is from {kind!r}, not {type(optimizer).__name__!r}")
+
+
 def _groups_mismatch(saved, mine):
     plural = "" if saved == 1 else "s"
     return ValueError(f"state_dict has {saved} parameter group{plural} but this "
@@ -204,14 +219,9 @@ class Checkpointing:
         sd = _entries(state_dict)
 
         def get(key):
-            try:
-                return sd[key]
-            except KeyError:
-                raise KeyError(f"state_dict has no {key!r}") from None
+            return _entry(sd, key)
 
-        kind = _as_python(get("optimizer"))
-        if kind != type(self).__name__:
-            raise ValueError(f"state_dict is from {kind!r}, not {type(self).__name__!r}")
+        _check_class(self, sd)
         several = len(self._groups) > 1
         expected = {"optimizer", "t", "skipped_steps"}
         if several:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _validate as _v
-from .schedules import _Schedule, _positive, _step
+from .schedules import _Schedule, _positive, _power, _step
 
 __all__ = [
     "StepLR",
@@ -54,14 +54,6 @@ def _count(x: Any, name: str, minimum: int = 1) -> int:
     if x < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {x}")
     return int(x)
-
-
-def _power(lr: float, gamma: float, k: float) -> float:
-    """``lr * gamma ** k`` (torch's expression); ``inf`` past float range."""
-    try:
-        return lr * gamma ** k
-    except OverflowError:  # gamma > 1 at a huge step; an optimizer refuses inf
-        return math.inf if lr != 0.0 else 0.0
 
 
 def _factor(x: Any, name: str, lo_open: bool) -> float:

@@ -58,6 +58,16 @@ def _flag(x, name):
     return bool(x)
 
 
+def _power(lr: float, rate: float, k: float) -> float:
+    """``lr * rate ** k``; past float range ``inf`` (0 when ``lr`` is 0),
+    which an optimizer refuses with an error naming the step, where
+    Python's power would raise ``OverflowError``."""
+    try:
+        return lr * rate ** k
+    except OverflowError:  # rate > 1 at a huge step
+        return math.inf if lr != 0.0 else 0.0
+
+
 def _step(step):
     # An optimizer passes a Python int: skip the general check's ABC lookups.
     if type(step) is int and step >= 0:
@@ -172,15 +182,7 @@ class ExponentialDecay(_PeriodDecay):
         self._set(initial_learning_rate, decay_steps, decay_rate, staircase, name, _positive)
 
     def __call__(self, step: float) -> float:
-        p = self._periods(step)
-        try:
-            factor = self.decay_rate ** p
-        except OverflowError:
-            # decay_rate > 1 grows past float range: the rate is infinite,
-            # which an optimizer refuses with an error naming the step.
-            factor = math.inf
-        lr0 = self.initial_learning_rate
-        return lr0 * factor if lr0 != 0.0 else 0.0
+        return _power(self.initial_learning_rate, self.decay_rate, self._periods(step))
 
 
 class PiecewiseConstantDecay(_Schedule):
@@ -407,10 +409,7 @@ class CosineDecayRestarts(_Schedule):
         while i > 0 and step < lo * _SNAP:
             i, lo, hi = i - 1, self._start(i - 1), lo
         fraction = max(0.0, (step - lo) / (n * t ** i))
-        try:
-            m_fac = self.m_mul ** i
-        except OverflowError:  # m_mul > 1 at a huge step: inf, which an optimizer refuses
-            m_fac = math.inf
+        m_fac = _power(1.0, self.m_mul, i)
         cosine = 0.5 * m_fac * (1.0 + math.cos(math.pi * fraction))
         return self.initial_learning_rate * ((1 - self.alpha) * cosine + self.alpha)
 

@@ -19,7 +19,7 @@ imports it.
 import argparse
 import sys
 
-__all__ = ["main", "build_parser", "CLIError", "Parser", "choice_list", "positive_int",
+__all__ = ["main", "build_parser", "CLIError", "Parser", "choice_list", "integer", "positive_int",
            "positive_int_list", "unique"]
 
 
@@ -50,12 +50,17 @@ def choice_list(choices, what):
     return parse
 
 
-def positive_int(text, most=None):
-    """An argparse ``type``: an integer ``>= 1`` (and ``<= most``)."""
+def integer(text):
+    """An argparse ``type``: an integer."""
     try:
-        n = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def positive_int(text, most=None):
+    """An argparse ``type``: an integer ``>= 1`` (and ``<= most``)."""
+    n = integer(text)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     if most is not None and n > most:

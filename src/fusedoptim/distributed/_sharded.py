@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .._checkpoint import _as_python
+from .._checkpoint import _check_class, _entry
 from .._lowp import _SCALE
 from ..families.adam_lowp import QBLOCK
 from ..optimizer import _CLIP_EPS
@@ -16,15 +16,8 @@ from ._base import Distributed
 __all__ = ["ShardedOptimizer"]
 
 
-def _get(sd, key):
-    try:
-        return sd[key]
-    except KeyError:
-        raise KeyError(f"state_dict has no {key!r}") from None
-
-
 def _array(sd, key, dtype):
-    a = _get(sd, key)
+    a = _entry(sd, key)
     if not isinstance(a, np.ndarray):
         raise TypeError(f"state_dict[{key!r}] must be a numpy.ndarray, got {type(a).__name__}")
     if a.dtype != dtype:  # as the inner optimizer would, but before any rank loads
@@ -33,7 +26,7 @@ def _array(sd, key, dtype):
 
 
 def _int(sd, key):
-    return int(np.asarray(_get(sd, key)))
+    return int(np.asarray(_entry(sd, key)))
 
 
 class ShardedOptimizer(Distributed):
@@ -385,9 +378,7 @@ class ShardedOptimizer(Distributed):
                         raise ValueError(f"shard {i} and shard 0 differ in {key!r}")
         else:
             base = state_dict
-        kind = _as_python(_get(base, "optimizer"))
-        if kind != type(inner).__name__:  # before its state keys look unexpected
-            raise ValueError(f"state_dict is from {kind!r}, not {type(inner).__name__!r}")
+        _check_class(inner, base)  # before its state keys look unexpected
         out = {}
         slots = list(inner.state)
         for key in base:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .. import CLIError, choice_list, positive_int, unique
+from .. import CLIError, choice_list, integer, positive_int, unique
 from .._output import Progress, check_plot_format, check_writable, require_matplotlib
 from .network import LAYERS, OPTIMIZERS, make_moons, predict, train
 
@@ -77,10 +77,7 @@ SEED_MAX = 2**32 - 1
 
 
 def _seed(text):
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    n = integer(text)
     if not 0 <= n <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"must be in [0, 2**32 - 1], got {n}")
     return n
