@@ -225,10 +225,10 @@ class LowpState:
             impl = _IMPLS[mod] = importlib.import_module(mod)
         return impl
 
-    def step(self, opt, backend, grads: dict, kw: dict, gscale: float) -> None:
+    def step(self, opt, backend, grads: dict, kw: dict, gscale: float, t: int) -> None:
         """One fused step on ``backend`` (a backend module); ``kw``: the
-        family's keywords for this step (``opt.kernel_args``)."""
-        kw = self.kwargs(kw, opt.t + 1, gscale)
+        family's keywords for this step (``opt.kernel_args``), ``t`` its count."""
+        kw = self.kwargs(kw, t, gscale)
         params = opt._params
         names = _v.keys_of(params)
         arrays = self.arrays(opt, names)

@@ -97,9 +97,10 @@ class OneStateLowp(LowpState):
             raise ValueError(why)
         return self.rounding_kw(dict(kw), t, gscale)
 
-    def step(self, opt, backend, grads: dict, kw: dict, gscale: float) -> None:
-        """One fused step on ``backend``; ``kw``: the family's keywords."""
-        kw = self.kwargs(kw, opt.t + 1, gscale)
+    def step(self, opt, backend, grads: dict, kw: dict, gscale: float, t: int) -> None:
+        """One fused step on ``backend``; ``kw``: the family's keywords, ``t``
+        the step's count."""
+        kw = self.kwargs(kw, t, gscale)
         params = opt._params
         arrays = self.arrays(opt, _v.keys_of(params))
         self.impl(backend).onestate_step(self.decl, params, grads, arrays, _v.NAMED, kw)

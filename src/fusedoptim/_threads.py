@@ -1,9 +1,9 @@
 """The default thread count, and fusedoptim's ``threadpoolctl`` controller.
 
 Default threads: the CPUs this process may run on (its affinity mask), capped
-by its cgroup's CPU quota (``cpu.max`` of cgroup v2, ``cpu.cfs_quota_us`` /
-``cpu.cfs_period_us`` of v1), rounded up: a container limited to 1.5 CPUs on
-a 64-core host gets 2 threads, not 64.
+by its cgroup's CPU quota or an ancestor cgroup's (``cpu.max`` of cgroup v2,
+``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` of v1), rounded up: a container
+limited to 1.5 CPUs on a 64-core host gets 2 threads, not 64.
 
 threadpoolctl: when it is installed (it is optional, never a dependency),
 importing fusedoptim registers ``FusedOptimController`` so that
@@ -41,17 +41,40 @@ def _quota_cpus(quota: str | None, period: str | None) -> int | None:
     return max(1, math.ceil(q / p))
 
 
+def _ancestors(path: str) -> list[str]:
+    """A cgroup's path (from ``/proc/self/cgroup``) and its parents' below
+    the root; none for a path outside this cgroup namespace (``..``), which
+    is not mounted here."""
+    parts = [p for p in path.split("/") if p]
+    if ".." in parts:
+        return []
+    return ["/" + "/".join(parts[:k]) for k in range(len(parts), 0, -1)]
+
+
 def cgroup_cpu_limit(root: str = CGROUP_ROOT,
                      proc_cgroup: str = "/proc/self/cgroup") -> int | None:
     """CPUs the cgroup CPU quota allows this process (rounded up), or
-    ``None`` without a quota.  Looks at the cgroup root and at the process's
-    own cgroup (from ``proc_cgroup``), and takes the smallest limit."""
+    ``None`` without a quota.  Looks at the cgroup root, and at the
+    process's own cgroup (from ``proc_cgroup``) and every ancestor of it (a
+    quota on a parent, such as a systemd slice's, limits every cgroup below
+    it), in the v2 layout (``<root>/<path>``) and the v1 one
+    (``<root>/cpu/<path>``, ``<root>/cpu,cpuacct/<path>``); takes the
+    smallest limit."""
     dirs = [root]
     own = _read(proc_cgroup) or ""
     for line in own.splitlines():
         parts = line.split(":", 2)
-        if len(parts) == 3 and parts[2] not in ("", "/"):
-            dirs.append(root + parts[2])
+        if len(parts) != 3 or parts[2] in ("", "/"):
+            continue
+        path = parts[2]
+        if parts[1] == "":  # v2: <root>/<path>, and its parents
+            more = [root + a for a in _ancestors(path)]
+        elif "cpu" in parts[1].split(","):  # v1: <root>/<controllers>/<path>, ...
+            more = [root + c + a for a in _ancestors(path)
+                    for c in ("", "/" + parts[1], "/cpu", "/cpu,cpuacct")]
+        else:  # another v1 controller's cgroup
+            more = [root + path]
+        dirs += [d for d in more if d not in dirs]
     limits = []
     for d in dirs:
         v2 = _read(os.path.join(d, "cpu.max"))
@@ -108,8 +131,12 @@ def register_threadpoolctl() -> bool:
             return get_num_threads()
 
         def set_num_threads(self, num_threads):
-            from .backend import set_num_threads
-            set_num_threads(num_threads)
+            # Clamped, not refused: threadpoolctl sets each library's count
+            # in turn and restores none when one raises, so a refusal of
+            # threadpool_limits(0) or (10**6) left the libraries set before
+            # this one (OpenBLAS) changed for good.
+            from .backend import MAX_THREADS, set_num_threads
+            set_num_threads(max(1, min(int(num_threads), MAX_THREADS)))
 
         def get_version(self):
             from importlib.metadata import PackageNotFoundError, version

@@ -27,27 +27,23 @@ Parameter groups
     per-group hyperparameters); clipping and non-finite skipping use the
     one norm of all gradients.  The hyperparameter attributes
     (``opt.weight_decay``, ``opt.betas``, ``opt.lr``, ...) are the value
-    every group shares: with one group its value, as before groups existed;
-    when the groups differ, reading one raises ``ValueError`` (read
-    ``param_groups`` instead).  Setting ``opt.lr`` sets every group's.
+    every group shares; when the groups differ, reading one raises
+    ``ValueError`` (read ``param_groups``).  Setting ``opt.lr`` sets all.
 Gradients
     ``opt.step(grads)`` takes ``grads[name]`` or, as in the course notes,
     ``grads["d" + name]`` for each parameter ``name`` (other keys are
     ignored).  A parameter with neither raises ``KeyError``; one with both
     raises ``ValueError``.  A key that is another parameter's name is that
-    parameter's gradient (with parameters ``ecoder`` and ``decoder``,
-    ``grads["decoder"]`` is never ``ecoder``'s).  The caller's gradients
-    are never written, and a ``defaultdict`` of them gains no key.
+    parameter's gradient (``grads["decoder"]`` is never ``ecoder``'s).  The
+    caller's gradients are never written (a ``defaultdict`` gains no key).
 Learning rate
-    ``opt.lr`` is a float or a schedule, a callable ``schedule(step) ->
-    float`` such as those of :mod:`fusedoptim.schedules`.  A schedule is
-    called once per step with ``opt.t``, the number of steps taken so far
-    (0 on the first step), as optax and Keras do, so ``schedule(0)`` is the
-    rate of the first update.  ``opt.lr`` may be reassigned between steps
-    (how per-epoch schedules are driven); the value is checked when set, and
-    a schedule's value when it is used.  ``opt.current_lr`` is the rate of
-    the next step, ``opt.last_lr`` that of the last one (``current_lrs`` and
-    ``last_lrs``: per group).
+    ``opt.lr`` is a float or a schedule ``schedule(step) -> float`` (see
+    :mod:`fusedoptim.schedules`), called once per step with ``opt.t``, the
+    steps taken so far, as optax and Keras do: ``schedule(0)`` is the first
+    update's rate.  ``opt.lr`` may be reassigned between steps (checked when
+    set; a schedule's value when used).  ``opt.current_lr`` is the next
+    step's rate, ``opt.last_lr`` the last one's (per group: ``current_lrs``,
+    ``last_lrs``).
 Clipping (``max_grad_norm``)
     The global L2 norm of all gradients is computed in float64 in a fixed,
     thread-independent order (``backend.grad_sumsq``); the gradients are
@@ -57,29 +53,31 @@ Clipping (``max_grad_norm``)
     ``skip_nonfinite``).
 Bad steps (``skip_nonfinite``)
     When a gradient holds NaN or infinity the whole step is skipped:
-    parameters, state and ``opt.t`` are untouched (so a schedule does not
-    advance either), ``opt.skipped_steps`` grows by one and ``step`` returns
-    ``False``.  Without ``skip_nonfinite`` such a step runs unclipped and the
-    NaN or infinity reaches the parameters, as it would with PyTorch.
+    parameters, state and ``opt.t`` (so the schedule) are untouched,
+    ``opt.skipped_steps`` grows by one and ``step`` returns ``False``.
+    Without it such a step runs unclipped and NaN or infinity reaches the
+    parameters, as it would with PyTorch.
 Errors
-    A step that raises (bad key, shape, dtype, a schedule returning a bad
-    value, ...) changes nothing: not the parameters, not the state, not
-    ``t``, ``skipped_steps`` or ``last_grad_norm``.
+    A step that raises (bad key, shape, dtype, a schedule's bad value, ...)
+    changes nothing: not the parameters, the state, ``t``, ``skipped_steps``
+    or ``last_grad_norm``.  Ctrl-C during a compiled step lands after it:
+    the step is done and counted.
 Checkpoints
-    :meth:`Optimizer.state_dict` / :meth:`Optimizer.load_state_dict`; see
-    there.  ``max_grad_norm`` and ``skip_nonfinite`` are fixed at
-    construction; every other hyperparameter is a group's, changed through
-    ``param_groups`` (the attributes are read-only).
+    :meth:`Optimizer.state_dict` / :meth:`Optimizer.load_state_dict`.
+    ``max_grad_norm`` and ``skip_nonfinite`` are fixed at construction;
+    the groups' hyperparameters change through ``param_groups`` only.
 """
 
 import inspect
 import math
 from dataclasses import replace
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _lowp
-from . import _validate as _v
+import numpy as np
+
+from . import _lowp, _validate as _v
 from ._checkpoint import Checkpointing
 from ._groups import (GroupsMixin, ParamGroup, _check_disjoint, _check_parameters,
                       _concurrent_use, group_params)
@@ -135,10 +133,8 @@ class Optimizer(Checkpointing, GroupsMixin):
         The starting value of a state slot (default 0) for a group.
 
     Threads: the kernels release the GIL on large steps, so independent
-    optimizers step in parallel from different threads.  One optimizer is
-    stepped from one thread at a time; a ``step`` or ``load_state_dict``
-    that finds it busy in another thread raises ``RuntimeError`` (a
-    non-blocking lock, so the check costs nothing measurable).
+    optimizers step in parallel; a ``step`` or ``load_state_dict`` finding
+    one busy in another thread raises ``RuntimeError``.
     """
 
     family: "Family | None" = None
@@ -176,7 +172,11 @@ class Optimizer(Checkpointing, GroupsMixin):
         P = inspect.Parameter
         params = [P("parameters", P.POSITIONAL_OR_KEYWORD),
                   P("lr", P.POSITIONAL_OR_KEYWORD, default=cls.lr_default)]
-        params += [P(h.name, P.POSITIONAL_OR_KEYWORD, default=h.default) for h in cls.hyper]
+        # maximize keyword-only, as torch's: torch code passing foreach by position
+        # (Adagrad, Adamax, Adadelta) would bind it to maximize, and ascend
+        params += sorted((P(h.name, P.KEYWORD_ONLY if h.name == "maximize" else
+                            P.POSITIONAL_OR_KEYWORD, default=h.default) for h in cls.hyper),
+                         key=lambda p: p.kind)
         params += [P("max_grad_norm", P.KEYWORD_ONLY, default=None),
                    P("skip_nonfinite", P.KEYWORD_ONLY, default=False)]
         params += _lowp.SIGNATURE  # state_dtype, state_rounding, state_seed
@@ -218,10 +218,8 @@ class Optimizer(Checkpointing, GroupsMixin):
         defaults = {"lr": self._check_group_value("lr", a["lr"])}
         defaults.update((h.name, h.check(a[h.name], h.name)) for h in self.hyper)
         self.check(defaults)
-        max_grad_norm = a["max_grad_norm"]
-        if max_grad_norm is not None:
-            max_grad_norm = _v.nonneg(max_grad_norm, "max_grad_norm")
-        self._opts = {"max_grad_norm": max_grad_norm,
+        mgn = a["max_grad_norm"]
+        self._opts = {"max_grad_norm": None if mgn is None else _v.nonneg(mgn, "max_grad_norm"),
                       "skip_nonfinite": _v.flag(a["skip_nonfinite"], "skip_nonfinite")}
         #: The constructor's hyperparameters: each group's unless it overrides them.
         self.defaults = defaults
@@ -310,7 +308,8 @@ class Optimizer(Checkpointing, GroupsMixin):
         if len(self._groups) > 1:
             return (f"{type(self).__name__}({len(self._params)} parameters in "
                     f"{len(self._groups)} groups, t={self._t})")
-        hp = ", ".join(f"{k}={v!r}" for k, v in self._flat_hp())
+        hp = ", ".join([f"{h.name}={self._groups[0][h.name]!r}" for h in self.hyper]
+                       + [f"{k}={v!r}" for k, v in self._opts.items()])
         if self._lowp is not None:
             hp += f", {self._lowp!r}"
         return (f"{type(self).__name__}({len(self._params)} parameters, "
@@ -318,19 +317,7 @@ class Optimizer(Checkpointing, GroupsMixin):
 
     # --- stepping -----------------------------------------------------------
 
-    def _norm_slow(self, grads, sumsq):
-        """The sum of squares is not finite: find out why.
-
-        Returns ``(norm, finite, scale_of)`` where ``scale_of(max_norm)`` is
-        the clipping factor.  float64 gradients above about 1e154 overflow
-        the sum of squares while being finite; their norm is then computed
-        from the gradients divided by their largest magnitude (exact in
-        order, so still reproducible).
-        """
-        groups = _v.gather(self._params, grads, (), _v.NAMED)
-        return overflow_safe_norm([g for _p, g in groups], sumsq)
-
-    def step(self, grads):
+    def step(self, grads: dict[str, np.ndarray]) -> bool:
         """One optimizer step, in place.
 
         Parameters
@@ -414,7 +401,10 @@ class Optimizer(Checkpointing, GroupsMixin):
                 norm = math.sqrt(sumsq)
                 scale = None if max_norm is None else max_norm / (norm + _CLIP_EPS)
             else:
-                norm, finite, scale_of = self._norm_slow(grads, sumsq)
+                # why: NaN or inf, or finite float64 gradients above about 1e154
+                # whose squares overflow (_norm.overflow_safe_norm)
+                groups = _v.gather(self._params, grads, (), _v.NAMED)
+                norm, finite, scale_of = overflow_safe_norm([g for _p, g in groups], sumsq)
                 scale = None if (max_norm is None or not finite) else scale_of(max_norm)
             if not finite and self._opts["skip_nonfinite"]:
                 self._skipped_steps += 1
@@ -423,24 +413,30 @@ class Optimizer(Checkpointing, GroupsMixin):
             if scale is not None and scale < 1.0:
                 gscale = scale
         name = self.family.name
-        if self._lowp is not None:  # one group (checked when groups are added)
-            self._lowp.step(self, backend, grads, kw, gscale)
-        elif sizes is None:
-            getattr(backend, name)(self._params, grads, states, _v.NAMED, gscale=gscale, **kw)
-        else:
-            fn = getattr(backend, name + "_groups", None)
-            if fn is None:
-                raise NotImplementedError(f"the {backend.__name__} backend's {name} family "
-                                          f"has no step over several parameter groups")
-            # The whole step, every group, in one fused call of the backend.
-            fn(self._params, grads, states, _v.NAMED, kws, sizes, gscale=gscale)
-        if fresh:
-            # Slots a new setting switched on are kept once a step used them.
+        # Counted before the kernel, uncounted if it raises: Ctrl-C reaches Python after a
+        # compiled kernel returns, the arrays written; a handler's checkpoint must count it.
+        undo = self._t, self._last_grad_norm, self._last_lrs, self._plan
+        self._t, self._last_grad_norm, self._last_lrs = t, norm, lrs
+        if fresh:  # slots a new setting switched on are kept once a step used them
             self._state.update(new_slots)
             self._plan = (states, sizes, None, hps)
-        self._t = t
-        self._last_grad_norm = norm
-        self._last_lrs = lrs
+        try:
+            if self._lowp is not None:  # one group (checked when groups are added)
+                self._lowp.step(self, backend, grads, kw, gscale, t)
+            elif sizes is None:
+                getattr(backend, name)(self._params, grads, states, _v.NAMED, gscale=gscale, **kw)
+            else:
+                fn = getattr(backend, name + "_groups", None)
+                if fn is None:
+                    raise NotImplementedError(f"the {backend.__name__} backend's {name} family "
+                                              f"has no step over several parameter groups")
+                # The whole step, every group, in one fused call of the backend.
+                fn(self._params, grads, states, _v.NAMED, kws, sizes, gscale=gscale)
+        except Exception:
+            self._t, self._last_grad_norm, self._last_lrs, self._plan = undo
+            for label in new_slots or ():
+                del self._state[label]
+            raise
         return True
 
     def _make_plan(self):
@@ -474,7 +470,7 @@ class Optimizer(Checkpointing, GroupsMixin):
 
     # --- checkpoints --------------------------------------------------------
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` snapshot (a dict, or the ``NpzFile``
         of ``np.load``) into this optimizer.
 

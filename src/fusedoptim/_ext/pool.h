@@ -162,12 +162,18 @@ static inline void fo_cpu_relax(void) {
 }
 
 /* In a child after fork: the parent's workers do not exist here, and the
- * locks may have been held by threads that do not exist either. */
+ * locks may have been held by threads that do not exist either.  A job that
+ * another thread was announcing (its ticket out, its generation not yet
+ * published under mu) is the parent's: the workers started here take it as
+ * seen.  Else the first one claimed its blocks (on the parent caller's
+ * copy of the job) and counted them into the child's first job, which then
+ * waited forever for a count it had passed. */
 static void fo_pool_atfork_child(void) {
     pthread_mutex_init(&fo_pool.mu, NULL);
     pthread_mutex_init(&fo_pool.run_mu, NULL);
     pthread_cond_init(&fo_pool.work_cv, NULL);
     pthread_cond_init(&fo_pool.done_cv, NULL);
+    fo_pool.gen = (uint32_t)(atomic_load_explicit(&fo_pool.ticket, memory_order_relaxed) >> 32);
     fo_pool.nworkers = 0;
 }
 

@@ -12,6 +12,7 @@ from numba import njit, prange
 from .._norm import SUMSQ_BLOCK, SUMSQ_LANES
 from .._validate import gather
 from . import _step
+from ._fpmode import fp_enter, fp_leave
 from ._step import JIT, ZERO, _view
 
 __all__ = ["grad_sumsq"]
@@ -97,10 +98,12 @@ def _sumsq_parallel(ptrs, sizes, bofs, out, z):
             bs[j] = start
             j += 1
     for b in prange(nb):
+        mode = fp_enter()  # the caller's floating-point mode (_fpmode)
         k = bt[b]
         start = bs[b]
         out[bofs[k] + start // SUMSQ_BLOCK] = _sumsq_block(
             ptrs[k, 0], start, min(sizes[k], start + SUMSQ_BLOCK), z)
+        fp_leave(mode)
     return _in_order(out)
 
 

@@ -57,15 +57,18 @@ Fork: a child process forked after this backend ran a parallel step (e.g.
 ``multiprocessing`` with the ``fork`` start method) runs every step with the
 serial driver, since the parent's Numba thread pool does not exist in it
 (the GNU OpenMP layer would terminate such a child, others may hang); the
-lock is re-created in the child.  This package never changes Numba's global
+lock is re-created in the child.  A fork waits for a compilation running in
+another thread to end (Numba's compiler lock: a child forked during one
+hung on its first step).  This package never changes Numba's global
 configuration itself, since that would also change the user's own Numba code.
 
 Floating-point mode: Numba's worker threads keep their own MXCSR, not the
 caller's.  When the calling thread's MXCSR has flush-to-zero, denormals-are-
 zero or a non-default rounding mode (what a library built with ``-ffast-math``
 sets when it loads), the step runs on the calling thread with the serial
-driver, so that its bits are those of one thread in the caller's mode.  (x86
-only; elsewhere the parallel path always runs.)
+driver, so that its bits are those of one thread in the caller's mode.  Else
+each parallel task runs in that default mode whatever the worker's own
+(``_fpmode``).  (x86 only; elsewhere the parallel path always runs.)
 
 Compilation and caching
 -----------------------
@@ -91,20 +94,20 @@ lives where Numba puts it (``NUMBA_CACHE_DIR`` to move it).
 """
 
 import os
-import platform
 import threading
 
 import numba
 import numpy as np
 from numba import njit, prange
-from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
+from numba.core.compiler_lock import global_compiler_lock
 from numba.np.ufunc import parallel as _numba_parallel
 from numba.extending import intrinsic
 
 from .. import _tuning
 from .._norm import SUMSQ_BLOCK
 from .._tuning import SPLIT_ALIGN
+from ._fpmode import MXCSR_MODE, X86, fp_enter, fp_leave, stmxcsr
 
 __all__ = ["JIT", "ZERO", "set_num_threads", "run_groups", "run_reduce", "work",
            "group_of", "parallel_threads", "in_parallel", "drive_serial_groups",
@@ -137,13 +140,20 @@ def _after_fork_in_child():
     # parallel Numba code (GNU OpenMP kills a forked child that goes
     # parallel).  Numba's flag is private: True (serial) if it is renamed.
     global _parallel_lock, _forked_child
+    global_compiler_lock.release()
     _parallel_lock = threading.Lock()
     if _parallel_ran or getattr(_numba_parallel, "_is_initialized", True):
         _forked_child = True
 
 
+# A fork waits until no thread compiles: a thread compiling a kernel (the
+# first step of a family and dtype) holds Numba's compiler lock, and a child
+# forked meanwhile inherited it held by a thread that does not exist there,
+# so its first compilation (of any step) waited forever.
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=global_compiler_lock.acquire,
+                        after_in_parent=global_compiler_lock.release,
+                        after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):
@@ -213,35 +223,15 @@ def _addr(a):
     return a.ctypes.data
 
 
-@intrinsic
-def _stmxcsr(typingctx):
-    """The calling thread's MXCSR (x86 ``stmxcsr``)."""
-    sig = types.uint32()
-
-    def codegen(context, builder, signature, args):
-        slot = cgutils.alloca_once(builder, ir.IntType(32))
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.stmxcsr")
-        builder.call(fn, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
-        return builder.load(slot)
-
-    return sig, codegen
-
-
 @njit(**JIT)
 def _mxcsr():
-    return _stmxcsr()
-
-
-#: MXCSR bits whose non-default value changes results: FTZ, DAZ, rounding.
-_MXCSR_MODE = 0x8000 | 0x0040 | 0x6000
-_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    return stmxcsr()
 
 
 def _default_fp_mode():
     """Whether the calling thread computes in the default floating-point
-    mode, the one Numba's workers have."""
-    return not _X86 or (_mxcsr() & _MXCSR_MODE) == 0
+    mode, the one a parallel step's tasks run in (``_fpmode``)."""
+    return not X86 or (_mxcsr() & MXCSR_MODE) == 0
 
 
 # --- the drivers --------------------------------------------------------------
@@ -322,10 +312,12 @@ def drive_reduce_parallel_groups(block, unpack, ptrs, sizes, grp, out, s, f, z):
             bs[j] = lo
             j += 1
     for b in prange(nb):
+        mode = fp_enter()  # the caller's floating-point mode (_fpmode)
         k = bt[b]
         lo = bs[b]
         sk, fk = unpack(s[grp[k]], f[grp[k]])
         block(ptrs[k], lo, min(sizes[k], lo + SUMSQ_BLOCK), out[b], sk, fk, z)
+        fp_leave(mode)
 
 
 @njit(**JIT)
@@ -373,8 +365,10 @@ def drive_parallel_groups(span, unpack, ptrs, sizes, grp, nthreads, s, f, z):
     for k in range(sizes.size):
         total += sizes[k]
     for t in prange(nthreads):
+        mode = fp_enter()  # the caller's floating-point mode (_fpmode)
         _run_range_groups(span, unpack, ptrs, sizes, grp, _split_start(total, nthreads, t),
                    _split_start(total, nthreads, t + 1), s, f, z)
+        fp_leave(mode)
 
 
 # --- Python side: the work list -------------------------------------------------

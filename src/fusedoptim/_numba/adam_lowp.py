@@ -19,6 +19,7 @@ from numba.extending import intrinsic
 from .. import _tuning
 from .._validate import gather
 from ..families.adam_lowp import QBLOCK
+from ._fpmode import fp_enter, fp_leave
 from ._step import JIT, in_parallel, parallel_threads, _addr
 
 __all__ = ["adam_bf16", "adam_q8"]
@@ -247,7 +248,9 @@ def _serial(ptrs, kinds, bases, tasks, s, f, key):
 @njit(parallel=True, **JIT)
 def _parallel(ptrs, kinds, bases, tasks, s, f, key):
     for j in prange(tasks.shape[0]):
+        mode = fp_enter()  # the caller's floating-point mode (_fpmode)
         _task(ptrs, kinds, bases, tasks, j, s, f, key)
+        fp_leave(mode)
 
 
 def _run(params, grads, arrays, mode, kw, q8):

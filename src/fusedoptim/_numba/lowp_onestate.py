@@ -19,6 +19,7 @@ from .. import _tuning
 from .._validate import gather
 from ..families.adam_lowp import QBLOCK
 from ..families.lowp_onestate import LowpDecl
+from ._fpmode import fp_enter, fp_leave
 from ._step import JIT, in_parallel, parallel_threads, _addr
 from .adam_lowp import _mix, _view
 
@@ -219,7 +220,9 @@ def _serial(fam, sq, ptrs, kinds, bases, tasks, s, f, key):
 @njit(parallel=True, **JIT)
 def _parallel(fam, sq, ptrs, kinds, bases, tasks, s, f, key):
     for j in prange(tasks.shape[0]):
+        mode = fp_enter()  # the caller's floating-point mode (_fpmode)
         _task(fam, sq, ptrs, kinds, bases, tasks, j, s, f, key)
+        fp_leave(mode)
 
 
 def onestate_step(decl: LowpDecl, params: dict, grads: dict, arrays: list, mode: int,
