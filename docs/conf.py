@@ -38,7 +38,10 @@ intersphinx_mapping: dict = {}  # no network at build time: no cross-project lin
 # api_optimizers.rst is written below and included by api.rst (so it is not a
 # document of its own); autosummary is told to scan it for stub pages.
 autosummary_generate = ["api", "getting-started", "api_optimizers"]
-autodoc_default_options = {"members": True, "show-inheritance": True}
+# inherited members: each optimizer's page lists Optimizer's state_dict, save,
+# load, add_param_group, lr...; not those of the builtins some classes extend
+autodoc_default_options = {"members": True, "show-inheritance": True,
+                           "inherited-members": "dict,str,BaseException"}
 autodoc_member_order = "bysource"
 autoclass_content = "class"
 napoleon_google_docstring = False

@@ -350,6 +350,18 @@ def test_hyperparameters_are_read_only():
     assert "AdamW" in repr(opt)
 
 
+@pytest.mark.parametrize("name", sorted(fo.OPTIMIZERS))
+def test_repr_spells_the_constructors_keywords(name):
+    """``repr`` names every hyperparameter as the constructor takes it
+    (``betas=(0.8, 0.9)``, not the checkpoint's ``beta1=0.8``)."""
+    cls = fo.OPTIMIZERS[name]
+    opt = cls({"w": np.ones(3)}, lr=0.5)
+    text = repr(opt)
+    for h in cls.hyper:
+        assert f"{h.name}={getattr(opt, h.name)!r}" in text, h.name
+    assert "beta1=" not in text and "lr=0.5" in text
+
+
 def test_step_counters_are_read_only_properties():
     params = {"w": np.ones(3)}
     opt = fo.Adam(params, max_grad_norm=1.0, skip_nonfinite=True)

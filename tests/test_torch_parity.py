@@ -190,6 +190,12 @@ def test_positional_arguments_are_in_torchs_order(cls):
             break
         theirs.append(spec.keywords[name])
     assert ours[:len(theirs)] == theirs
+    # and nothing after them: torch's next positional argument (foreach)
+    # must not bind to one of ours (it did to maximize: an ascent)
+    assert ours == theirs or cls == "RMSProp", ours[len(theirs):]
+    ours_all = inspect.signature(fo.OPTIMIZERS[cls]).parameters
+    assert "maximize" not in ours_all \
+        or ours_all["maximize"].kind == inspect.Parameter.KEYWORD_ONLY
 
 
 @needs_torch

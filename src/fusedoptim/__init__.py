@@ -73,16 +73,20 @@ globals().update(OPTIMIZERS)
 if TYPE_CHECKING:
     # The same names, spelled out for type checkers (which cannot follow the
     # registry); tests/test_typing.py checks this list against OPTIMIZERS.
-    from .families.adadelta import Adadelta
-    from .families.adagrad import Adagrad
-    from .families.adam import Adam, AdamW
-    from .families.adamax import Adamax
-    from .families.lamb import LAMB
-    from .families.lion import Lion
-    from .families.nadam import NAdam
-    from .families.radam import RAdam
-    from .families.rmsprop import RMSProp
-    from .families.sgd import GD, SGD, Momentum
+    # ``X as X`` marks each as a re-export: type checkers cannot read the
+    # ``*OPTIMIZERS`` of ``__all__``, and under ``mypy --strict``
+    # (no_implicit_reexport) or pyright a plain import is private, so
+    # ``fusedoptim.Adam`` would be an error.
+    from .families.adadelta import Adadelta as Adadelta
+    from .families.adagrad import Adagrad as Adagrad
+    from .families.adam import Adam as Adam, AdamW as AdamW
+    from .families.adamax import Adamax as Adamax
+    from .families.lamb import LAMB as LAMB
+    from .families.lion import Lion as Lion
+    from .families.nadam import NAdam as NAdam
+    from .families.radam import RAdam as RAdam
+    from .families.rmsprop import RMSProp as RMSProp
+    from .families.sgd import GD as GD, SGD as SGD, Momentum as Momentum
 
 __version__: str = "0.1.0"
 

@@ -10,6 +10,7 @@ parameter groups), ``_group_t0``, ``_opts`` (``max_grad_norm``,
 import numbers
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -100,6 +101,16 @@ def _entries(state_dict):
 class Checkpointing:
     """``state_dict`` and the checks and copies behind ``load_state_dict``."""
 
+    # Declared for type checkers only (set by Optimizer.__init__).
+    _groups: list
+    _group_t0: list
+    _opts: dict
+    _state: dict
+
+    if TYPE_CHECKING:
+        @property
+        def skipped_steps(self) -> int: ...
+
     def __reduce_ex__(self, protocol):
         # pickle, copy.copy and copy.deepcopy all come here: a copy would
         # share (copy) or detach (deepcopy) the parameters it updates in
@@ -122,10 +133,15 @@ class Checkpointing:
                                  for kv in _flat_keys(h.name, g[h.name])])
                 for i, g in enumerate(self._groups)]
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """A snapshot of the optimizer, as a flat dict of NumPy arrays and
         Python scalars (``np.savez(path, **sd)`` saves it; ``np.load(path,
         allow_pickle=False)`` reads it back).
+
+        Returns
+        -------
+        dict of str to ndarray or scalar
+            A fresh dict (the state arrays are copies), with the keys below.
 
         Keys
         ----
@@ -312,11 +328,29 @@ class Checkpointing:
         return copies
 
     def save(self, path: str | os.PathLike[str], parameters: bool = False) -> None:
-        """Write a safetensors checkpoint: :func:`fusedoptim.save_checkpoint`."""
+        """Write a safetensors checkpoint: :func:`fusedoptim.save_checkpoint`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced; an interrupted save leaves the old one).
+        parameters : bool
+            Also store the parameters, as ``"parameters/<name>"``.
+        """
         from ._safetensors import save_checkpoint
         save_checkpoint(self, path, parameters)
 
     def load(self, path: str | os.PathLike[str], parameters: bool = True) -> None:
-        """Restore a safetensors checkpoint: :func:`fusedoptim.load_checkpoint`."""
+        """Restore a safetensors checkpoint: :func:`fusedoptim.load_checkpoint`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A file written by :meth:`save`; everything is checked before
+            anything is written, and a mismatch raises with nothing changed.
+        parameters : bool
+            Copy the saved parameters into the parameter arrays (in place)
+            when the file holds them.
+        """
         from ._safetensors import load_checkpoint
         load_checkpoint(self, path, parameters)

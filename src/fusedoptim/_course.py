@@ -9,13 +9,14 @@ from . import _validate as _v
 __all__ = ["update_lr", "schedule_lr_decay"]
 
 
-def _checked(learning_rate0, epoch_num, decay_rate):
+def _checked(learning_rate0: float, epoch_num: float,
+             decay_rate: float) -> tuple[float, float, float]:
     """The three arguments both functions share, each checked ``>= 0``."""
     return (_v.nonneg(learning_rate0, "learning_rate0"), _v.nonneg(epoch_num, "epoch_num"),
             _v.nonneg(decay_rate, "decay_rate"))
 
 
-def update_lr(learning_rate0, epoch_num, decay_rate):
+def update_lr(learning_rate0: float, epoch_num: float, decay_rate: float) -> float:
     r"""Inverse-time decay on every epoch (the course's ``update_lr``).
 
     .. math:: \alpha = \frac{\alpha_0}{1 + r\, e}
@@ -41,7 +42,8 @@ def update_lr(learning_rate0, epoch_num, decay_rate):
     return lr0 / (1 + rate * epoch)
 
 
-def schedule_lr_decay(learning_rate0, epoch_num, decay_rate, time_interval=1000):
+def schedule_lr_decay(learning_rate0: float, epoch_num: float, decay_rate: float,
+                      time_interval: float = 1000) -> float:
     r"""Inverse-time decay in steps of ``time_interval`` epochs (the course's
     ``schedule_lr_decay``).
 

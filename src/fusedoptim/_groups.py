@@ -201,17 +201,24 @@ class GroupsMixin:
         return list(self._groups)
 
     def add_param_group(self, param_group: dict) -> None:
-        """Add a group ``{"params": {name: array}, hyperparameter: value,
-        ...}``; missing hyperparameters take the constructor's values
-        (``opt.defaults``).  Its names must be new; its bias corrections
-        and first-step behaviour count its own steps, as in PyTorch.
+        """Add a parameter group, as ``torch.optim``'s ``add_param_group``.
 
-        Its ``"lr"`` schedule, though, is called with the optimizer's count
-        ``opt.t``, as every group's is: added at ``opt.t == 100``, the group's
-        first step takes ``schedule(100)``.  For a schedule ``s`` counted from
-        the group's own first step, pass ``"lr": lambda t, t0=opt.t: s(t - t0)``
-        (``t0`` bound when the group is added: its first step takes
-        ``s(0)``)."""
+        Its bias corrections and first-step behaviour count its own steps,
+        as in PyTorch.  Its ``"lr"`` schedule, though, is called with the
+        optimizer's count ``opt.t``, as every group's is: added at ``opt.t ==
+        100``, the group's first step takes ``schedule(100)``.  For a
+        schedule ``s`` counted from the group's own first step, pass ``"lr":
+        lambda t, t0=opt.t: s(t - t0)`` (``t0`` bound when the group is
+        added: its first step takes ``s(0)``).
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": {name: array}, hyperparameter: value, ...}``: new
+            parameter names (in no other group); the hyperparameters it
+            leaves out take the constructor's values (``opt.defaults``).
+            Checked first: a bad group raises and adds nothing.
+        """
         if not self._busy.acquire(blocking=False):
             raise _concurrent_use()
         try:
@@ -245,7 +252,7 @@ class GroupsMixin:
         return self._common("lr")
 
     @lr.setter
-    def lr(self, value) -> None:
+    def lr(self, value: float | Callable[[int], float]) -> None:
         value = self._check_group_value("lr", value)
         for g in self._groups:
             dict.__setitem__(g, "lr", value)
@@ -295,7 +302,7 @@ class GroupsMixin:
         return lrs[0]
 
 
-def exclude_from_weight_decay(parameters: Mapping[str, np.ndarray],
+def exclude_from_weight_decay(parameters: dict[str, np.ndarray],
                               predicate: Callable[[str, np.ndarray], bool] | None = None,
                               *, var_names: Iterable[str] | None = None) -> list[dict]:
     r"""Split parameters into a group that decays and one that does not.

@@ -147,7 +147,13 @@ class ReduceLROnPlateau:
             self.optimizer.lr = value
 
     def get_last_lr(self) -> list[Any]:
-        """The rates after the last :meth:`step` (as torch's)."""
+        """The rates after the last :meth:`step` (as torch's).
+
+        Returns
+        -------
+        list
+            One rate per parameter group (a float, or the group's schedule).
+        """
         return list(self._last_lr)
 
     @property
@@ -156,7 +162,21 @@ class ReduceLROnPlateau:
         return self.cooldown_counter > 0
 
     def is_better(self, a: float, best: float) -> bool:
-        """Whether metric ``a`` improves on ``best`` (torch's test)."""
+        """Whether metric ``a`` improves on ``best`` (torch's test).
+
+        Parameters
+        ----------
+        a : float
+            A value of the metric.
+        best : float
+            The best value so far.
+
+        Returns
+        -------
+        bool
+            ``True`` when ``a`` beats ``best`` by more than ``threshold``
+            in the direction of ``mode`` (never for NaN).
+        """
         rel = self.threshold_mode == "rel"
         if self.mode == "min":
             return a < best * (1.0 - self.threshold) if rel else a < best - self.threshold
@@ -185,9 +205,15 @@ class ReduceLROnPlateau:
 
     def step(self, metrics: float) -> None:
         """Record one value of the metric (once per epoch, usually), and
-        lower the rate(s) when it has stalled.  A metric that is NaN counts
-        as no improvement.  Raises before changing anything on a bad
-        metric or a rate that is a schedule."""
+        lower the rate(s) when it has stalled.
+
+        Parameters
+        ----------
+        metrics : float
+            The metric's value, e.g. the validation loss (a real number;
+            NaN counts as no improvement).  A bad metric, or a rate that is
+            a schedule when a reduction is due, raises with nothing changed.
+        """
         if isinstance(metrics, (str, bytes, bool)):
             raise TypeError(f"metrics must be a real number, got {type(metrics).__name__}")
         try:
@@ -224,6 +250,11 @@ class ReduceLROnPlateau:
         schedule is ``None`` in ``_last_lr``.  ``torch``'s
         ``ReduceLROnPlateau.load_state_dict`` takes it, and
         :meth:`load_state_dict` takes torch's.
+
+        Returns
+        -------
+        dict
+            A fresh dict of the keys above.
         """
         return {
             "factor": self.factor, "default_min_lr": self._default_min_lr,
@@ -240,8 +271,14 @@ class ReduceLROnPlateau:
         """Resume from :meth:`state_dict` (ours or torch's): every key is
         checked before any is set, and a failing call changes nothing.  The
         arguments saved (``mode``, ``factor``, ...) replace the
-        constructor's, as in torch.  A ``None`` in ``_last_lr`` reads the
-        optimizer's current rate."""
+        constructor's, as in torch.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            A :meth:`state_dict`, or torch's ``ReduceLROnPlateau``'s; a
+            ``None`` in its ``_last_lr`` reads the optimizer's current rate.
+        """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         missing = [k for k in _STATE_KEYS if k not in state_dict]

@@ -27,8 +27,9 @@ from .backend import active as _backend
 
 #: An array fusedoptim updates or reads: float32 or float64.
 Array = npt.NDArray[Any]
-#: The parameters, gradients or a state: arrays by name.
-Arrays = Mapping[str, Array]
+#: The parameters, gradients or a state: arrays by name, in a ``dict`` (the
+#: functions refuse other mappings with ``TypeError``).
+Arrays = dict[str, Array]
 # The dicts the update functions return are the ones they were given.
 P = TypeVar("P", bound=Arrays)
 V = TypeVar("V", bound=Arrays)
@@ -247,7 +248,7 @@ class BiasCorrected(Mapping[str, Array]):
 
     __slots__ = ("_state", "_correction")
 
-    def __init__(self, state: Arrays, correction: float) -> None:
+    def __init__(self, state: Mapping[str, Array], correction: float) -> None:
         self._state = state
         self._correction = correction
 

@@ -89,6 +89,7 @@ class StepLR(_Schedule):
         self.gamma = _v.nonneg(gamma, "gamma")
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
         return _power(self.lr, self.gamma, _step(step) // self.step_size)
 
 
@@ -122,6 +123,7 @@ class MultiStepLR(_Schedule):
         self.gamma = _v.nonneg(gamma, "gamma")
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
         return _power(self.lr, self.gamma, bisect.bisect_right(self.milestones, _step(step)))
 
 
@@ -148,6 +150,7 @@ class ExponentialLR(_Schedule):
         self.gamma = _v.nonneg(gamma, "gamma")
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
         return _power(self.lr, self.gamma, _step(step))
 
 
@@ -182,6 +185,7 @@ class LinearLR(_Schedule):
         self.total_iters = _count(total_iters, "total_iters")
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
         a, b, n = self.start_factor, self.end_factor, self.total_iters
         return self.lr * (a + (b - a) * min(n, _step(step)) / n)
 
@@ -215,6 +219,7 @@ class CosineAnnealingLR(_Schedule):
         self.eta_min = _v.nonneg(eta_min, "eta_min")
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
         lo = self.eta_min
         return lo + (self.lr - lo) * (1 + math.cos(math.pi * _step(step) / self.T_max)) / 2
 
@@ -244,6 +249,7 @@ class LambdaLR(_Schedule):
         self.lr_lambda = lr_lambda
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
         if not (type(step) is int and step >= 0):
             _step(step)
         return self.lr * self.lr_lambda(step)
@@ -349,6 +355,7 @@ class OneCycleLR(_Schedule):
                             (n - 1, self.max_lr, low))
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
         step = _step(step)
         if step > self.total_steps:
             raise ValueError(f"OneCycleLR was asked for step {step:g} of a cycle of "
@@ -420,6 +427,7 @@ class SequentialLR(_Schedule):
                                  f"{self.milestones[i]} follows {self.milestones[i - 1]}")
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
         s = step if type(step) is int and step >= 0 else _step(step)
         i = bisect.bisect_right(self.milestones, s)
         return self.schedules[i](s - self.milestones[i - 1] if i else s)
@@ -433,6 +441,10 @@ class _Constant(_Schedule):
 
     def __call__(self, step: float) -> float:
         return self.value
+
+    def __repr__(self) -> str:
+        # SequentialLR's repr shows the float the user passed, not this wrapper
+        return repr(self.value)
 
 
 from ._plateau import ReduceLROnPlateau  # noqa: E402  (its own module: a different kind)

@@ -144,6 +144,7 @@ class InverseTimeDecay(_PeriodDecay):
         self._set(initial_learning_rate, decay_steps, decay_rate, staircase, name, _v.nonneg)
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), or epochs."""
         p = self._periods(step)
         return self.initial_learning_rate / (1 + self.decay_rate * p)
 
@@ -182,6 +183,7 @@ class ExponentialDecay(_PeriodDecay):
         self._set(initial_learning_rate, decay_steps, decay_rate, staircase, name, _positive)
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), or epochs."""
         return _power(self.initial_learning_rate, self.decay_rate, self._periods(step))
 
 
@@ -229,6 +231,7 @@ class PiecewiseConstantDecay(_Schedule):
         self.name = _name(name)
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), or epochs."""
         # bisect_left counts the boundaries strictly below step, so a step
         # equal to a boundary still gets the value before it.
         return self.values[bisect.bisect_left(self.boundaries, _step(step))]
@@ -311,6 +314,7 @@ class CosineDecay(_Schedule):
         return peak * _cosine(step / self.decay_steps, self.alpha)
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), or epochs."""
         step = _step(step)
         if self.warmup_target is None:
             return self._decay(min(step, self.decay_steps), self.initial_learning_rate)
@@ -396,6 +400,7 @@ class CosineDecayRestarts(_Schedule):
             return math.inf
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), or epochs."""
         step = _step(step)
         n, t = self.first_decay_steps, self.t_mul
         p = step / n
@@ -457,6 +462,7 @@ class PolynomialDecay(_Schedule):
         self.name = _name(name)
 
     def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), or epochs."""
         step = _step(step)
         n = self.decay_steps
         if self.cycle:

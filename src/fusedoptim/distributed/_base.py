@@ -4,7 +4,8 @@ of the gradients."""
 
 import numbers
 import time
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from .._groups import _check_disjoint
 from ..optimizer import Optimizer, _check_parameters
 from . import _comm
 from ._layout import Group, _contiguous_run, order_of
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 __all__ = ["Distributed"]
 
@@ -142,9 +146,11 @@ class Distributed:
 
     #: Whether the inner optimizer sees slices of the tensors (ZeRO-1).
     _slices_tensors = False
+    #: The communicator the ranks step over.
+    comm: "MPI.Comm"
 
-    def __init__(self, optimizer_class: type, params: dict, comm=None,
-                 **hyperparameters) -> None:
+    def __init__(self, optimizer_class: type[Optimizer], params: dict[str, np.ndarray],
+                 comm: "MPI.Comm | None" = None, **hyperparameters: Any) -> None:
         MPI = _comm.mpi()
         self.comm = _communicator(MPI, comm)
         self.world_size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
@@ -171,7 +177,7 @@ class Distributed:
         problem = _mismatch(_comm.agree(self.comm, error, sig))
         if problem is not None:
             raise ValueError(problem)
-        self.optimizer_class: Any = optimizer_class
+        self.optimizer_class: type[Optimizer] = optimizer_class
         self._params = params
         self._names = list(params)
         by_dtype: dict = {}
@@ -218,12 +224,12 @@ class Distributed:
         return self.inner.skipped_steps
 
     @property
-    def last_grad_norm(self):
+    def last_grad_norm(self) -> float | None:
         """The global norm of the last mean gradient, or ``None``."""
         return self.inner.last_grad_norm
 
     @property
-    def lr(self):
+    def lr(self) -> float | Callable[[int], float]:
         """Learning rate, a float or a schedule.  Set it alike on every rank:
         before each step the ranks compare ``lr`` (a float by its exact
         value, a schedule by its type) and a schedule's value for that step
@@ -233,7 +239,7 @@ class Distributed:
         return self.inner.lr
 
     @lr.setter
-    def lr(self, value) -> None:
+    def lr(self, value: float | Callable[[int], float]) -> None:
         self.inner.lr = value
 
     @property

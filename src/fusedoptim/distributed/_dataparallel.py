@@ -1,6 +1,8 @@
 """Plain data parallelism over MPI: every rank holds the whole optimizer."""
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +44,7 @@ class DataParallelOptimizer(Distributed):
             g.full = np.empty(g.n, g.dtype)
         return optimizer_class(self._params, **hyperparameters)
 
-    def step(self, grads: dict) -> bool:
+    def step(self, grads: dict[str, np.ndarray]) -> bool:
         """One step with this rank's local gradients (collective).
 
         Parameters
@@ -87,7 +89,7 @@ class DataParallelOptimizer(Distributed):
         """
         return self.inner.state_dict()
 
-    def load_state_dict(self, state_dict) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a full checkpoint (collective: every rank passes it).
 
         Parameters

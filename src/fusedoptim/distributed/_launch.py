@@ -34,6 +34,12 @@ def find_mpiexec() -> Optional[str]:
     (so that it matches the MPI library mpi4py loads from that wheel); the
     scripts directory of this Python (``venv/bin``); the directory of
     ``sys.executable``; ``mpiexec`` on ``PATH``.
+
+    Returns
+    -------
+    str or None
+        The first found, or ``None`` when there is none (``$MPIEXEC`` set
+        to a program that is not found gives ``None`` too).
     """
     env = os.environ.get("MPIEXEC")
     if env:

@@ -117,7 +117,7 @@ class ShardedOptimizer(Distributed):
                                  {n: self._params[n].size for n in local})
         return inner
 
-    def step(self, grads: dict) -> bool:
+    def step(self, grads: dict[str, np.ndarray]) -> bool:
         """One step with this rank's local gradients (collective: every rank
         calls it).
 
@@ -201,7 +201,7 @@ class ShardedOptimizer(Distributed):
                 sd[f"shard/offset/{name}"] = 0
         return sd
 
-    def full_state_dict(self, root: int = 0):
+    def full_state_dict(self, root: int = 0) -> dict[str, Any] | None:
         """The whole optimizer's checkpoint gathered on rank ``root``
         (collective); ``None`` on the other ranks.
 
@@ -324,7 +324,8 @@ class ShardedOptimizer(Distributed):
         lowp = self.inner._lowp
         return lowp is not None and lowp.dtype == "int8" and label.endswith(_SCALE)
 
-    def load_state_dict(self, state_dict) -> None:
+    def load_state_dict(self,
+                        state_dict: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> None:
         """Load a checkpoint (collective: every rank passes it).
 
         Each rank takes the part of its slice.  Checked on every rank first;

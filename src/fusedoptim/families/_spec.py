@@ -28,9 +28,19 @@ or raises and writes nothing.
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import _validate as _v
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import numpy as np
+
+    # The types of the classes' TYPE_CHECKING constructors (their runtime
+    # __init__ takes *args and binds the __signature__ built from ``hyper``).
+    Params: TypeAlias = dict[str, np.ndarray] | list[dict[str, Any]] | tuple[dict[str, Any], ...]
+    LR: TypeAlias = float | Callable[[int], float]
 
 __all__ = ["Family", "Hyper", "Torch", "same", "check_call", "check_groups", "prelude", "flag", "betas",
            "real", "nonneg", "beta"]

@@ -6,10 +6,15 @@ The family's step (every backend, keyword-only)::
              maximize, gscale)
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, flag, nonneg, real, prelude, same, Torch
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "Adadelta", "adadelta_tensor"]
 
@@ -112,6 +117,22 @@ class Adadelta(Optimizer):
     )
     state_names = ("square_avg", "acc_delta")
     torch = Torch("Adadelta", same("lr", "rho", "eps", "weight_decay", "maximize"))
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                     weight_decay: float = 0.0, *, maximize: bool = False,
+                     max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                     state_dtype: str | None = None, state_rounding: str | None = None,
+                     state_seed: int = 0) -> None: ...
+
+        @property
+        def rho(self) -> float: ...
+        @property
+        def eps(self) -> float: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def maximize(self) -> bool: ...
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         return dict(lr=lr, rho=hp["rho"], eps=hp["eps"], weight_decay=hp["weight_decay"],

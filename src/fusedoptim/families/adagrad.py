@@ -8,10 +8,15 @@ The family's step (every backend, keyword-only)::
 by the caller in double precision.
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, flag, nonneg, prelude, same, Torch
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "Adagrad", "adagrad_tensor"]
 
@@ -112,6 +117,25 @@ class Adagrad(Optimizer):
     state_names = ("sum",)
     torch = Torch("Adagrad", same("lr", "lr_decay", "weight_decay", "initial_accumulator_value",
                                  "eps", "maximize"), fused=True)
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 0.01, lr_decay: float = 0.0,
+                     weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                     eps: float = 1e-10, *, maximize: bool = False,
+                     max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                     state_dtype: str | None = None, state_rounding: str | None = None,
+                     state_seed: int = 0) -> None: ...
+
+        @property
+        def lr_decay(self) -> float: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def initial_accumulator_value(self) -> float: ...
+        @property
+        def eps(self) -> float: ...
+        @property
+        def maximize(self) -> bool: ...
 
     def initial_value(self, slot, hp):
         return hp["initial_accumulator_value"]

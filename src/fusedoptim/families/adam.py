@@ -13,12 +13,16 @@ see :func:`adam_tensor`.
 """
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
 from ._spec import ADAM_DOC, DECAY_DOC, MAXIMIZE_DOC
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "Adam", "AdamW", "adam_tensor"]
 
@@ -184,6 +188,25 @@ class Adam(Optimizer):
                   fused=True)
     decoupled = False
 
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 0.001,
+                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                     weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                     max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                     state_dtype: str | None = None, state_rounding: str | None = None,
+                     state_seed: int = 0) -> None: ...
+
+        @property
+        def betas(self) -> tuple[float, float]: ...
+        @property
+        def eps(self) -> float: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def amsgrad(self) -> bool: ...
+        @property
+        def maximize(self) -> bool: ...
+
     def kernel_args(self, hp, lr, t):
         b1, b2 = hp["betas"]
         return dict(lr=lr, beta1=b1, beta2=b2, eps=hp["eps"], bc1=1.0 - b1 ** t,
@@ -227,3 +250,11 @@ class AdamW(Adam):
     hyper = Adam.override(weight_decay=0.01)
     torch = Torch("AdamW", Adam.torch.keywords, fused=True)
     decoupled = True
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 0.001,
+                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                     weight_decay: float = 0.01, amsgrad: bool = False, *, maximize: bool = False,
+                     max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                     state_dtype: str | None = None, state_rounding: str | None = None,
+                     state_seed: int = 0) -> None: ...

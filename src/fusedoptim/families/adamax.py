@@ -10,11 +10,16 @@ step size ``lr / bc1`` is computed from it in double and rounded once to the
 dtype, as ``torch.optim.Adamax`` computes its ``clr``.
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
 from ._spec import ADAM_DOC, DECAY_DOC, MAXIMIZE_DOC
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "Adamax", "adamax_tensor"]
 
@@ -102,6 +107,23 @@ class Adamax(Optimizer):
     )
     state_names = ("exp_avg", "exp_inf")
     torch = Torch("Adamax", same("lr", "betas", "eps", "weight_decay", "maximize"))
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 0.002,
+                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                     weight_decay: float = 0.0, *, maximize: bool = False,
+                     max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                     state_dtype: str | None = None, state_rounding: str | None = None,
+                     state_seed: int = 0) -> None: ...
+
+        @property
+        def betas(self) -> tuple[float, float]: ...
+        @property
+        def eps(self) -> float: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def maximize(self) -> bool: ...
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         b1, b2 = hp["betas"]

@@ -18,12 +18,16 @@ the traffic: 10 arrays per element instead of Adam's 7.
 """
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._norm import sumsq_blocks
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, betas, flag, nonneg, prelude
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "LAMB", "lamb_tensor", "trust_ratio"]
 
@@ -149,6 +153,23 @@ class LAMB(Optimizer):
     )
     state_names = ("exp_avg", "exp_avg_sq")
     torch = None  # torch.optim has no LAMB
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 0.001,
+                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                     weight_decay: float = 0.0, *, maximize: bool = False,
+                     max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                     state_dtype: str | None = None, state_rounding: str | None = None,
+                     state_seed: int = 0) -> None: ...
+
+        @property
+        def betas(self) -> tuple[float, float]: ...
+        @property
+        def eps(self) -> float: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def maximize(self) -> bool: ...
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         b1, b2 = hp["betas"]

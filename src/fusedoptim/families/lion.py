@@ -5,10 +5,15 @@ The family's step (every backend, keyword-only)::
     lion(params, grads, (m,), mode, *, lr, beta1, beta2, weight_decay, maximize, gscale)
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, betas, flag, nonneg, prelude
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "Lion", "lion_tensor"]
 
@@ -101,6 +106,20 @@ class Lion(Optimizer):
     )
     state_names = ("exp_avg",)
     torch = None  # torch.optim has no Lion
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 1e-4,
+                     betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
+                     maximize: bool = False, max_grad_norm: float | None = None,
+                     skip_nonfinite: bool = False, state_dtype: str | None = None,
+                     state_rounding: str | None = None, state_seed: int = 0) -> None: ...
+
+        @property
+        def betas(self) -> tuple[float, float]: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def maximize(self) -> bool: ...
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         b1, b2 = hp["betas"]

@@ -12,11 +12,16 @@ The per-step scalars are computed by the class in double precision, as
 schedule ``mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))``.
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
 from ._spec import ADAM_DOC, DECAY_DOC, MAXIMIZE_DOC
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "NAdam", "nadam_tensor"]
 
@@ -146,6 +151,28 @@ class NAdam(Optimizer):
     # fails leaves values that are still right for their t.
     _mu_products: "dict | None" = None
     _MU_ENTRIES = 8
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 0.002,
+                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                     weight_decay: float = 0.0, momentum_decay: float = 0.004,
+                     decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                     max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                     state_dtype: str | None = None, state_rounding: str | None = None,
+                     state_seed: int = 0) -> None: ...
+
+        @property
+        def betas(self) -> tuple[float, float]: ...
+        @property
+        def eps(self) -> float: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def momentum_decay(self) -> float: ...
+        @property
+        def decoupled_weight_decay(self) -> bool: ...
+        @property
+        def maximize(self) -> bool: ...
 
     def _mu_product(self, beta1: float, momentum_decay: float, t: int) -> float:
         if self._mu_products is None:

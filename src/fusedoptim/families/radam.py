@@ -11,11 +11,16 @@ The per-step scalars are computed by the class in double precision, as
 ``rectified = rho_t > 5`` (one branch for the whole step, not per element).
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, betas, flag, nonneg, prelude, same, Torch
 from ._spec import ADAM_DOC, DECAY_DOC, MAXIMIZE_DOC
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "RAdam", "radam_tensor"]
 
@@ -130,6 +135,25 @@ class RAdam(Optimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     torch = Torch("RAdam", same("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay",
                                "maximize"))
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 0.001,
+                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                     weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
+                     maximize: bool = False, max_grad_norm: float | None = None,
+                     skip_nonfinite: bool = False, state_dtype: str | None = None,
+                     state_rounding: str | None = None, state_seed: int = 0) -> None: ...
+
+        @property
+        def betas(self) -> tuple[float, float]: ...
+        @property
+        def eps(self) -> float: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def decoupled_weight_decay(self) -> bool: ...
+        @property
+        def maximize(self) -> bool: ...
 
     def kernel_args(self, hp: dict, lr: float, t: int) -> dict:
         b1, b2 = hp["betas"]

@@ -12,10 +12,15 @@ The family's step (every backend, keyword-only)::
 (and Keras's) in the course's; see :func:`rmsprop_tensor`.
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, beta, flag, nonneg, prelude, same, Torch
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "RMSProp", "rmsprop_tensor"]
 
@@ -164,6 +169,29 @@ class RMSProp(Optimizer):
                                                        "weight_decay", "maximize")},
                   same_when={"eps_inside_sqrt": False},
                   differs="PyTorch adds eps outside the root, the course's RMSProp inside")
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR = 0.01, beta: float = 0.9, eps: float = 1e-8,
+                     eps_inside_sqrt: bool = True, centered: bool = False, momentum: float = 0.0,
+                     weight_decay: float = 0.0, *, maximize: bool = False,
+                     max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                     state_dtype: str | None = None, state_rounding: str | None = None,
+                     state_seed: int = 0) -> None: ...
+
+        @property
+        def beta(self) -> float: ...
+        @property
+        def eps(self) -> float: ...
+        @property
+        def eps_inside_sqrt(self) -> bool: ...
+        @property
+        def centered(self) -> bool: ...
+        @property
+        def momentum(self) -> float: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def maximize(self) -> bool: ...
 
     def kernel_args(self, hp, lr, t):
         return dict(lr=lr, alpha=hp["beta"], eps=hp["eps"], momentum=hp["momentum"],

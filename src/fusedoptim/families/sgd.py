@@ -10,8 +10,13 @@ The family's step (every backend, keyword-only)::
 (PyTorch's buffer then takes the gradient itself).
 """
 
+from typing import TYPE_CHECKING
+
 from ..optimizer import Optimizer
 from ._spec import Family, Hyper, beta, flag, nonneg, prelude, real, same, Torch
+
+if TYPE_CHECKING:
+    from ._spec import LR, Params
 
 __all__ = ["FAMILY", "GD", "Momentum", "SGD", "sgd_tensor"]
 
@@ -92,6 +97,11 @@ class GD(Optimizer):
     state_names = ("momentum_buffer",)
     torch = Torch("SGD", same("lr"), fused=True)
 
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR, *, max_grad_norm: float | None = None,
+                     skip_nonfinite: bool = False, state_dtype: str | None = None,
+                     state_rounding: str | None = None, state_seed: int = 0) -> None: ...
+
     def kernel_args(self, hp, lr, t):
         return _sgd_args(lr)
 
@@ -137,6 +147,15 @@ class Momentum(Optimizer):
                   same_when=None,
                   differs="the course's EMA momentum is PyTorch's SGD with dampening = "
                           "momentum, whose buffer starts at the first gradient")
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR, beta: float = 0.9, *,
+                     max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                     state_dtype: str | None = None, state_rounding: str | None = None,
+                     state_seed: int = 0) -> None: ...
+
+        @property
+        def beta(self) -> float: ...
 
     def kernel_args(self, hp, lr, t):
         b = hp["beta"]
@@ -201,6 +220,24 @@ class SGD(Optimizer):
     state_names = ("momentum_buffer",)
     torch = Torch("SGD", same("lr", "momentum", "dampening", "nesterov", "weight_decay",
                                  "maximize"), fused=True)
+
+    if TYPE_CHECKING:  # __signature__, spelled out (tests/test_typing.py keeps them equal)
+        def __init__(self, parameters: Params, lr: LR, momentum: float = 0.0,
+                     dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
+                     maximize: bool = False, max_grad_norm: float | None = None,
+                     skip_nonfinite: bool = False, state_dtype: str | None = None,
+                     state_rounding: str | None = None, state_seed: int = 0) -> None: ...
+
+        @property
+        def momentum(self) -> float: ...
+        @property
+        def dampening(self) -> float: ...
+        @property
+        def weight_decay(self) -> float: ...
+        @property
+        def nesterov(self) -> bool: ...
+        @property
+        def maximize(self) -> bool: ...
 
     @classmethod
     def check(cls, hp):
