@@ -35,6 +35,9 @@ CONFIGS = [
     (fo.Adadelta, dict()),
     (fo.Adadelta, dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.01, maximize=True)),
 ]
+# every other class (one added later, Lion, LAMB) with its defaults and lr
+CONFIGS += [(cls, dict(lr=0.01)) for cls in fo.OPTIMIZERS.values()
+            if cls not in {c for c, _kw in CONFIGS}]
 CONFIG_IDS = [f"{cls.__name__}-{i}" for i, (cls, _kw) in enumerate(CONFIGS)]
 
 

@@ -200,6 +200,16 @@ def test_plot_format_follows_savefig():
         check_plot_format("x.tx")
 
 
+def test_bench_plot_without_extension_writes_that_path(tmp_path, capsys):
+    """As train's: PNG at the very path checked and reported, not '<path>.png'."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "speed"
+    assert main(["bench", "--size", "course", "--optimizer", "gd", "--backend", "numpy",
+                 "--threads", "1", "--repeat", "1", "--warmup", "1", "-q",
+                 "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == PNG and not (tmp_path / "speed.png").exists()
+
+
 def test_threads_bounded_by_the_library_maximum(monkeypatch, capsys):
     from fusedoptim.backend import MAX_THREADS
 

@@ -43,6 +43,18 @@ def test_train_few_epochs(tmp_path, capsys):
         assert png.read_bytes()[:8] == PNG
 
 
+def test_train_plot_without_extension_writes_that_path(tmp_path, capsys):
+    """A --plot path without an extension is written as PNG to that very
+    path (the one checked and reported), not to '<path>.png'."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "moons"
+    assert main(["train", "--epochs", "1", "--optimizer", "gd", "--decay", "none", "-q",
+                 "--plot", str(path)]) == 0
+    assert f"wrote {path}" in capsys.readouterr().err
+    assert path.read_bytes()[:8] == PNG
+    assert not (tmp_path / "moons.png").exists()
+
+
 def test_train_quiet_prints_no_cost_lines(capsys):
     assert main(["train", "--epochs", "3", "--print-every", "1", "--optimizer", "gd",
                  "--decay", "none", "-q"]) == 0
@@ -182,6 +194,25 @@ def test_train_float_options_refuse_non_finite(capsys, option, value):
     argv = _SHORT + ([option] if value is None else [option, value])
     line = _one_line_error(capsys, argv, f"argument {option.split('=')[0]}:")
     assert "must be a finite number" in line
+
+
+@pytest.mark.parametrize("value", ["0", "-0.0", "-1e-8"])
+def test_train_epsilon_must_be_positive(capsys, value):
+    """With epsilon 0 a dead ReLU unit's 0 / (sqrt(0) + 0) turned RMSProp
+    and Adam into NaN on the first step."""
+    _one_line_error(capsys, _SHORT + [f"--epsilon={value}"], "argument --epsilon: epsilon must be > 0.0")
+
+
+def test_train_out_of_memory_names_its_own_option(monkeypatch, capsys):
+    from fusedoptim.cli.train import command
+
+    def exhausted(args):
+        raise MemoryError
+
+    monkeypatch.setattr(command, "_train_all", exhausted)
+    assert main(_SHORT) == 1
+    assert capsys.readouterr().err.strip() == \
+        "fusedoptim train: error: out of memory (try fewer --samples)"
 
 
 @pytest.mark.parametrize("seed", ["-1", "4294967296", "99999999999"])

@@ -89,6 +89,19 @@ def test_make_moons_geometry_and_seed():
     assert np.std(Xn - Xc) == pytest.approx(0.2, rel=0.05)
 
 
+@pytest.mark.parametrize("n, noise, seed", [(300, 0.2, 3), (1000, 0.2, 4), (301, 0.1, 7),
+                                             (2, 0.2, 0), (300, 0.0, 3)])
+def test_make_moons_is_the_notes_data_set(n, noise, seed):
+    """The notes' load_dataset: ``np.random.seed(3)`` then scikit-learn's
+    ``make_moons(300, noise=.2)``, examples as columns; bit for bit."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    np.random.seed(seed)
+    want_x, want_y = datasets.make_moons(n_samples=n, noise=noise)
+    X, Y = demo.make_moons(n, noise, seed)
+    assert np.array_equal(X, want_x.T) and np.array_equal(Y, want_y[None, :])
+    assert X.flags.c_contiguous and X.dtype == Y.dtype == np.float64
+
+
 def test_he_initialization():
     params = demo.initialize_parameters((2, 5, 2, 1), seed=3)
     rng = np.random.RandomState(3)

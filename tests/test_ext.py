@@ -13,6 +13,7 @@ import fusedoptim
 from fusedoptim import _reference
 from fusedoptim._validate import NAMED
 from fusedoptim.families import FAMILIES
+from helpers import GENERIC
 
 ext = pytest.importorskip("fusedoptim._ext")
 
@@ -60,7 +61,9 @@ def _bits(model):
 def _keywords(family):
     for flags in itertools.product((False, True), repeat=len(family.flags)):
         for wd, gscale in ((0.0, 1.0), (0.01, 1.0), (0.0, 0.5)):
-            kw = {k: SCALARS[k] for k in family.scalars if k != "weight_decay"}
+            # a family's scalar not named here (a new family's) takes the
+            # parity tests' generic value
+            kw = {k: SCALARS.get(k, GENERIC) for k in family.scalars if k != "weight_decay"}
             kw.update(dict(zip(family.flags, flags)), weight_decay=wd, gscale=gscale)
             yield kw
 

@@ -35,8 +35,7 @@ class _Counting:
         return counted
 
 
-@pytest.mark.parametrize("cls", ["SGD", "Adam", "AdamW", "RMSProp", "Adagrad", "Adamax", "NAdam",
-                                 "RAdam", "Adadelta", "Lion", "LAMB"])
+@pytest.mark.parametrize("cls", sorted(fo.OPTIMIZERS))
 def test_a_grouped_step_is_one_backend_call(backend, monkeypatch, cls):
     """Every group, one call of ``<family>_groups``, whatever the number of
     groups; one group keeps the one-group ``<family>`` step."""

@@ -146,5 +146,7 @@ def main(argv: "list[str] | None" = None) -> int:
         print("\nfusedoptim: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print("fusedoptim: error: out of memory (try a smaller --size)", file=sys.stderr)
+        hint = {"fusedoptim bench": " (try a smaller --size)",
+                "fusedoptim train": " (try fewer --samples)"}.get(prog, "")
+        print(f"{prog}: error: out of memory{hint}", file=sys.stderr)
         return 1

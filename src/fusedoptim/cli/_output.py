@@ -37,15 +37,21 @@ def require_matplotlib(option="--plot"):
                        f"pip install 'fusedoptim[plot]' (or pip install matplotlib)") from None
 
 
+def plot_format(path):
+    """The format a chart is saved in at ``path``: its extension,
+    lower-cased, or png without one.  Passed to ``savefig`` as ``format``:
+    left to itself, ``savefig`` would write ``<path>.png`` instead of the
+    path checked and reported as written."""
+    return os.path.splitext(path)[1][1:].lower() or "png"
+
+
 def check_plot_format(path, option="--plot"):
     """Fail now, not when the chart is saved after the run, if matplotlib
-    cannot write ``path``'s format.  Call after :func:`require_matplotlib`.
-
-    The format is the extension, lower-cased, as ``savefig`` takes it; no
-    extension is matplotlib's default (png)."""
+    cannot write ``path``'s format (:func:`plot_format`).  Call after
+    :func:`require_matplotlib`."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    ext = os.path.splitext(path)[1][1:].lower()
+    ext = plot_format(path)
     supported = FigureCanvasBase.get_supported_filetypes()
     if ext and ext not in supported:
         raise CLIError(f"{option} {path}: matplotlib cannot write {ext!r} files "

@@ -9,13 +9,14 @@ state names, and the mapping to the step's keywords).
 To add an optimizer ``foo``:
 
 1. ``families/foo.py``: its reference update, ``FAMILY = Family(name="foo",
-   ...)`` and its class (see ``adagrad.py``, the smallest), with its PyTorch
+   ...)`` and its class (see ``lion.py``, the shortest), with its PyTorch
    counterpart ``torch = Torch(...)`` (:class:`Torch`) or ``torch = None``;
 2. ``_ext/foo.pyx``: its compiled element loop, with a ``step`` function of
    the family's keyword-only signature and ``step_groups`` (several
    parameter groups in one call; see ``adagrad.pyx``);
 3. ``_numba/foo.py``: its Numba element loop, ``step`` and ``step_groups``;
-4. ``"foo"`` in ``MODULES`` below.
+4. ``"foo"`` in ``MODULES`` below (the README's "Where things are, and
+   adding an optimizer" lists the rest: type-checker lines, torch cases).
 
 The backends, the class's constructor and attributes, ``fusedoptim.OPTIMIZERS``,
 the bitwise tests against the reference, the torch-parity table (where a

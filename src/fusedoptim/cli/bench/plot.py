@@ -1,6 +1,7 @@
 """The ``bench --plot`` chart: speedup vs NumPy and % of the copy limit."""
 
 from .. import unique
+from .._output import plot_format
 from .report import busy
 from .workloads import BASELINE, LIMIT
 
@@ -63,5 +64,5 @@ def plot(doc, path):
                  f"timings are noisy", ha="center", va="bottom", color="tab:red",
                  fontsize=10, fontweight="bold")
     fig.tight_layout(rect=(0, 0.03 if b is not None else 0, 1, 1))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=plot_format(path))
     plt.close(fig)

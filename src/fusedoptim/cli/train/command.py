@@ -35,8 +35,9 @@ examples:
 """
 
 
-def _float_in(lo, hi=None, hi_open=True, what="value"):
-    """An argparse ``type``: a finite float ``>= lo`` (and below ``hi``)."""
+def _float_in(lo, hi=None, hi_open=True, what="value", lo_open=False):
+    """An argparse ``type``: a finite float ``>= lo`` (``> lo`` with
+    ``lo_open``; and below ``hi``)."""
     def parse(text):
         try:
             x = float(text)
@@ -46,8 +47,10 @@ def _float_in(lo, hi=None, hi_open=True, what="value"):
         # alone would pass inf and call nan out of range.
         if not math.isfinite(x):
             raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {text}")
-        if not (x >= lo and (hi is None or (x < hi if hi_open else x <= hi))):
-            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}{')' if hi_open else ']'}"
+        if not ((x > lo if lo_open else x >= lo)
+                and (hi is None or (x < hi if hi_open else x <= hi))):
+            rng = (f"{'>' if lo_open else '>='} {lo}" if hi is None
+                   else f"in [{lo}, {hi}{')' if hi_open else ']'}")
             raise argparse.ArgumentTypeError(f"{what} must be {rng}, got {text}")
         return x
     return parse
@@ -71,8 +74,9 @@ def decay_interval(epochs: int, asked: int | None = None) -> int:
     return max(1, epochs // SHORT_RUN_STEPS)
 
 
-#: The largest seed: the initialization seeds ``np.random.RandomState``,
-#: which takes 0 to 2**32 - 1 (the data's ``default_rng``: any seed >= 0).
+#: The largest seed: the data and the initialization seed
+#: ``np.random.RandomState``, which takes 0 to 2**32 - 1 (the test points:
+#: the next seed, modulo 2**32).
 SEED_MAX = 2**32 - 1
 
 
@@ -113,8 +117,10 @@ def add_arguments(p):
                    help="default: 0.9")
     p.add_argument("--beta2", type=_float_in(0.0, 1.0, what="beta2"), default=0.999,
                    help="default: 0.999")
-    p.add_argument("--epsilon", type=_float_in(0.0, what="epsilon"), default=1e-8,
-                   help="default: 1e-8")
+    # > 0: a ReLU unit dead on a whole mini-batch has g = 0, and RMSProp's
+    # and Adam's 0 / (sqrt(0) + 0) would turn the network into NaN
+    p.add_argument("--epsilon", type=_float_in(0.0, what="epsilon", lo_open=True),
+                   default=1e-8, help="> 0 (default: 1e-8)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
     p.add_argument("--samples", type=_at_least_2, default=300,
                    help="training points, >= 2 (default: 300)")
@@ -216,7 +222,7 @@ def _train_all(args):
         interval_note = (f", staircase decay every "
                          f"{decay_interval(args.epochs, args.time_interval)} epochs")
     X, Y = make_moons(args.samples, args.noise, args.seed)
-    data = (X, Y) + make_moons(1000, args.noise, args.seed + 1)
+    data = (X, Y) + make_moons(1000, args.noise, (args.seed + 1) % (SEED_MAX + 1))
     print(f"fusedoptim train: {X.shape[1]} two-moons points (noise {args.noise}), network "
           f"{'-'.join(map(str, LAYERS))}, {args.epochs} epochs, mini-batches of "
           f"{args.batch_size}, lr {args.lr:g}, backend {get_backend()}{interval_note}",

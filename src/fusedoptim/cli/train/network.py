@@ -29,13 +29,16 @@ DECAYS = {"inverse-time": update_lr, "staircase": schedule_lr_decay}
 
 
 def make_moons(n_samples=300, noise=0.2, seed=3):
-    """Two interleaving half circles (the "two moons"), with Gaussian noise.
+    """Two interleaving half circles (the "two moons"), with Gaussian noise:
+    the notes' data set.
 
     The upper moon is the half circle of radius 1 centred at (0, 0), label
     0; the lower one is centred at (1, 0.5) and opens upwards, label 1.
     Points are evenly spaced in angle, shuffled, then each coordinate gets
-    ``N(0, noise**2)`` noise.  NumPy only; the same ``seed`` gives the same
-    data.
+    ``N(0, noise**2)`` noise.  NumPy only, drawn as the notes'
+    ``load_dataset`` draws it (``np.random.seed(3)`` then
+    ``sklearn.datasets.make_moons(300, noise=.2)``): the same seed gives
+    scikit-learn's points bit for bit, so the default data are the notes'.
 
     Returns
     -------
@@ -46,17 +49,21 @@ def make_moons(n_samples=300, noise=0.2, seed=3):
     """
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2, got {n_samples}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.RandomState(seed)
     n_upper = n_samples // 2
     n_lower = n_samples - n_upper
     a = np.linspace(0.0, np.pi, n_upper)
     b = np.linspace(0.0, np.pi, n_lower)
-    X = np.concatenate([np.stack([np.cos(a), np.sin(a)]),
-                        np.stack([1.0 - np.cos(b), 0.5 - np.sin(b)])], axis=1)
-    Y = np.concatenate([np.zeros(n_upper), np.ones(n_lower)])[None, :]
-    order = rng.permutation(n_samples)
-    X = X[:, order] + rng.normal(scale=noise, size=X.shape)
-    return X, Y[:, order]
+    # scikit-learn's expressions and draws, in its order: a shuffle of the
+    # indices, then the noise of the (n, 2) points in row-major order
+    X = np.vstack([np.append(np.cos(a), 1 - np.cos(b)),
+                   np.append(np.sin(a), 1 - np.sin(b) - 0.5)]).T
+    Y = np.hstack([np.zeros(n_upper), np.ones(n_lower)])
+    order = np.arange(n_samples)
+    rng.shuffle(order)
+    X = X[order] + rng.normal(scale=noise, size=X.shape)
+    Y = Y[order]
+    return np.ascontiguousarray(X.T), Y[None, :]
 
 
 def initialize_parameters(layers=LAYERS, seed=3):

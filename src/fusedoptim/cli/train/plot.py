@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .._output import plot_format
 from .network import OPTIMIZERS, predict
 
 __all__ = ["plot"]
@@ -46,5 +47,5 @@ def plot(runs, X, Y, path, title):
         a.set_xticks([])
         a.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format=plot_format(path))
     plt.close(fig)
