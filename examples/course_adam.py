@@ -1,4 +1,6 @@
-"""The course notes' Adam loop on a 2-5-2-1 model, with fusedoptim."""
+"""The course notes' Adam calls on the parameters of a 2-5-2-1 network, with
+fusedoptim: three steps with random gradients standing in for backprop's
+(``python -m fusedoptim train`` trains the network itself)."""
 
 import numpy as np
 

@@ -236,23 +236,27 @@ def test_independent_optimizers_in_threads_equal_sequential(backend):
 
 # --- Ctrl-C during a step ---------------------------------------------------------
 
-def _interrupted_after(fn):
-    """``fn``, raising KeyboardInterrupt once it has run: where CPython
-    delivers Ctrl-C pressed during a compiled step (at the first bytecode
-    after the call returns)."""
-    def then_interrupted(*args, **kwargs):
-        fn(*args, **kwargs)
+def _interrupted(fn, after):
+    """``fn``, raising KeyboardInterrupt once it has run (``after``: where
+    CPython delivers Ctrl-C pressed during a compiled step, at the first
+    bytecode after the call returns) or before it writes anything (where it
+    lands in the numpy backend's Python step, computing)."""
+    def interrupted(*args, **kwargs):
+        if after:
+            fn(*args, **kwargs)
         raise KeyboardInterrupt
-    return then_interrupted
+    return interrupted
 
 
 @pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.9, state_dtype="int8")],
                          ids=["float32", "int8"])
 def test_ctrl_c_after_the_kernel_finds_the_step_counted(backend, monkeypatch, kw):
-    """A KeyboardInterrupt that lands after the kernel wrote the arrays finds
-    the step counted (t, the state a first step creates): a handler saving a
-    checkpoint saves what the arrays hold, and a resumed run equals an
-    uninterrupted one.  (Before, t stayed behind the arrays.)"""
+    """A KeyboardInterrupt that lands after a compiled kernel wrote the
+    arrays finds the step counted (t, the state a first step creates); one
+    inside the numpy backend's step, before it writes, finds it not counted.
+    Either way a handler's checkpoint holds what the arrays hold, and a
+    resumed run equals an uninterrupted one.  (Before, t stayed behind the
+    arrays of a compiled step.)"""
     from fusedoptim import optimizer as _optimizer
     rng = np.random.default_rng(5)
     p0 = rng.standard_normal(5000).astype(np.float32)
@@ -261,15 +265,21 @@ def test_ctrl_c_after_the_kernel_finds_the_step_counted(backend, monkeypatch, kw
     for g in grads:
         want.step(g)
     got = fo.SGD({"w": p0.copy()}, 0.1, **kw)
+    after = backend != "numpy"
     for t in (1, 2):
+        before = got.parameters["w"].copy()
         with monkeypatch.context() as m:
             if got._lowp is not None:  # its step calls the backend's lowp kernels
-                m.setattr(type(got._lowp), "step", _interrupted_after(type(got._lowp).step))
+                m.setattr(type(got._lowp), "step", _interrupted(type(got._lowp).step, after))
             else:
                 kernel = getattr(_optimizer._backend(), "sgd")
-                m.setattr(_optimizer._backend(), "sgd", _interrupted_after(kernel))
+                m.setattr(_optimizer._backend(), "sgd", _interrupted(kernel, after))
             with pytest.raises(KeyboardInterrupt):
                 got.step(grads[t - 1])
+        if not after:
+            assert got.t == t - 1
+            assert_bitwise(got.parameters["w"], before)
+            got.step(grads[t - 1])
         assert got.t == t
     resumed = fo.SGD({"w": got.parameters["w"].copy()}, 0.1, **kw)
     resumed.load_state_dict(got.state_dict())

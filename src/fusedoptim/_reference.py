@@ -36,6 +36,11 @@ import numpy as np
 
 from ._norm import SUMSQ_BLOCK, SUMSQ_LANES, grad_sumsq, sumsq_blocks
 from ._validate import gather
+
+#: A step here is Python code: Ctrl-C lands inside it (mostly while it
+#: computes, before it writes anything), not after it as after a compiled
+#: kernel; ``Optimizer`` then does not count the step.
+INTERRUPTIBLE = True
 from .families import FAMILIES, check_call, check_groups
 
 __all__ = ["grad_sumsq", "set_num_threads", "sumsq_blocks", "SUMSQ_BLOCK",

@@ -432,7 +432,9 @@ class Optimizer(Checkpointing, GroupsMixin):
                                               f"has no step over several parameter groups")
                 # The whole step, every group, in one fused call of the backend.
                 fn(self._params, grads, states, _v.NAMED, kws, sizes, gscale=gscale)
-        except Exception:
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not getattr(backend, "INTERRUPTIBLE", False):
+                raise  # Ctrl-C after a compiled kernel: the step is done
             self._t, self._last_grad_norm, self._last_lrs, self._plan = undo
             for label in new_slots or ():
                 del self._state[label]
