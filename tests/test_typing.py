@@ -176,11 +176,7 @@ def test_a_user_script_type_checks_under_mypy_strict(tmp_path):
 
 def test_mypy_strict_flags_wrong_calls(tmp_path):
     errors, output = _mypy_strict(tmp_path, BAD_SCRIPT)
-    found = {}
-    for line in errors:
-        m = re.search(r":(\d+): error: .*\[([\w-]+)\]$", line)
-        assert m, line
-        found.setdefault(int(m.group(1)), set()).add(m.group(2))
+    found = _flagged(errors)
     unexpected = {k: v for k, v in found.items() if k not in BAD_LINES}
     assert not unexpected, output
     for lineno, code in BAD_LINES.items():
