@@ -9,12 +9,14 @@ parameter groups), ``_group_t0``, ``_opts`` (``max_grad_norm``,
 
 import numbers
 import os
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _validate as _v
+from ._groups import _concurrent_use
 
 __all__ = ["Checkpointing"]
 
@@ -99,13 +101,14 @@ def _entries(state_dict):
 
 
 class Checkpointing:
-    """``state_dict`` and the checks and copies behind ``load_state_dict``."""
+    """``state_dict``, ``load_state_dict`` and the checks and copies behind it."""
 
     # Declared for type checkers only (set by Optimizer.__init__).
     _groups: list
     _group_t0: list
     _opts: dict
     _state: dict
+    _busy: threading.Lock
 
     if TYPE_CHECKING:
         @property
@@ -230,6 +233,41 @@ class Checkpointing:
                 if type(saved) is not type(mine[key]) or saved != mine[key]:
                     raise ValueError(f"{key} is {saved!r} in state_dict but {mine[key]!r} here")
         return set(mine)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` snapshot into this optimizer.
+
+        The optimizer must have been built over parameters with the same
+        names, shapes and dtypes and with the same hyperparameters (``lr``
+        excepted).  The state arrays are copied into the optimizer's own
+        arrays; ``t`` and ``skipped_steps`` are restored, and so is ``lr``
+        when the checkpoint holds a float one (it then replaces this
+        optimizer's ``lr``, schedule or not, as ``torch.optim`` restores its
+        param groups' ``lr``); ``last_grad_norm`` is reset to ``None``.
+        Everything is checked before anything is written: after a raise the
+        optimizer is unchanged.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            A dict from :meth:`state_dict`, or the ``NpzFile`` of
+            ``np.load`` of one saved with ``np.savez``.
+
+        Raises
+        ------
+        KeyError
+            A key is missing.
+        TypeError
+            A value has the wrong type or dtype.
+        ValueError
+            Any other mismatch (class, shape, hyperparameter, groups).
+        """
+        if not self._busy.acquire(blocking=False):
+            raise _concurrent_use()
+        try:
+            self._load_state_dict(state_dict)
+        finally:
+            self._busy.release()
 
     def _load_state_dict(self, state_dict):
         sd = _entries(state_dict)

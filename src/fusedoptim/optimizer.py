@@ -72,7 +72,6 @@ import inspect
 import math
 from dataclasses import replace
 import threading
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -345,12 +344,26 @@ class Optimizer(Checkpointing, GroupsMixin):
 
         For wrappers that compute the gradient norm elsewhere (e.g.
         :class:`fusedoptim.distributed.ShardedOptimizer`, over every rank's
-        slice): the fused update with the gradients scaled by ``gscale``
-        (``<= 1``), as :meth:`step` does after its own norm.  ``norm``
-        becomes ``last_grad_norm``; ``skip=True`` counts a skipped step
-        (nothing else changes) and returns ``False``.  ``gscale`` must be
-        in ``[0, 1]``, ``norm`` a real number >= 0 (NaN and infinity
-        included: a non-finite gradient's) or ``None``.
+        slice): the fused update with the gradients scaled by ``gscale``, as
+        :meth:`step` does after its own norm.
+
+        Parameters
+        ----------
+        grads : dict of str to ndarray
+            As for :meth:`step`.
+        gscale : float
+            The factor in ``[0, 1]`` applied to every gradient (clipping).
+        norm : float or None
+            The gradient norm, ``>= 0`` (NaN and infinity included: a
+            non-finite gradient's); it becomes ``last_grad_norm``.
+        skip : bool
+            Skip the step: it is counted in ``skipped_steps``, nothing else
+            changes.
+
+        Returns
+        -------
+        bool
+            ``False`` if skipped, else ``True``.
         """
         decided = _v.scaled_step(gscale, norm, skip)
         if not self._busy.acquire(blocking=False):
@@ -469,27 +482,3 @@ class Optimizer(Checkpointing, GroupsMixin):
             states.append((label, d))
         sizes = None if len(groups) == 1 else tuple(len(g["params"]) for g in groups)
         return tuple(states), sizes, new_slots, [dict(g) for g in groups]
-
-    # --- checkpoints --------------------------------------------------------
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` snapshot (a dict, or the ``NpzFile``
-        of ``np.load``) into this optimizer.
-
-        The optimizer must have been built over parameters with the same
-        names, shapes and dtypes and with the same hyperparameters (``lr``
-        excepted); everything is checked before anything is written, and a
-        mismatch raises (``KeyError`` for a missing key, ``TypeError`` for a
-        wrong type or dtype, ``ValueError`` otherwise) with nothing changed.
-        The state arrays are copied into the optimizer's own arrays; ``t``
-        and ``skipped_steps`` are restored, and so is ``lr`` when the
-        checkpoint holds a float one (it then replaces this optimizer's
-        ``lr``, schedule or not, as ``torch.optim`` restores its param
-        groups' ``lr``); ``last_grad_norm`` is reset to ``None``.
-        """
-        if not self._busy.acquire(blocking=False):
-            raise _concurrent_use()
-        try:
-            self._load_state_dict(state_dict)
-        finally:
-            self._busy.release()
