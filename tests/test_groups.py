@@ -144,6 +144,10 @@ def test_param_groups_assignment_is_checked_and_changes_nothing_on_error():
         del pg[0]["lr"]
     with pytest.raises(ValueError, match="lr must be >= 0"):
         pg[1].update(momentum=0.5, lr=-2.0)
+    group = pg[1]
+    with pytest.raises(KeyError, match="no hyperparameter 'betas'"):
+        group |= {"momentum": 0.5, "betas": (0.9, 0.9)}  # dict's |= would skip the checks
+    assert group is pg[1] and "betas" not in group
     assert pg[0]["lr"] == 0.1 and pg[1]["momentum"] == 0.9
     # A setting that conflicts with another raises at the next step, which writes nothing.
     pg[1]["momentum"] = 0.0
@@ -191,12 +195,13 @@ def test_an_added_groups_schedule_gets_the_optimizers_step_count():
         opt.step({"W1": g["W1"]})
     s = fo.StepLR(1.0, 1, 0.5)
     opt.add_param_group({"params": {"b1": params["b1"]}, "lr": s})
-    opt.add_param_group({"params": {"b2": params["b2"]}, "lr": lambda t, t0=opt.t: s(t - t0)})
-    assert opt.current_lrs == [0.1, s(3), s(0)]
+    opt.add_param_group({"params": {"b2": params["b2"]},
+                         "lr": lambda t, i=len(opt.param_groups): s(t - opt.group_starts[i])})
+    assert opt.current_lrs == [0.1, s(3), s(0)] and opt.group_starts == [0, 3, 3]
     opt.step({k: grads[3][k] for k in ("W1", "b1", "b2")})
     assert opt.last_lrs == [0.1, 0.125, 1.0] and opt.current_lrs == [0.1, s(4), s(1)]
     doc = fo.Adam.add_param_group.__doc__
-    assert "opt.t" in doc and "lambda t, t0=opt.t: s(t - t0)" in doc
+    assert "opt.t" in doc and "s(t - opt.group_starts[i])" in doc
 
 
 def test_attributes_with_several_groups():

@@ -110,7 +110,7 @@ def _tamper(sd, how):
     ("missing", KeyError, r"state_dict has no 'state/exp_avg_sq/b1'"),
     ("extra", ValueError, r"unexpected key 'state/exp_avg/zzz'"),
     ("shape", ValueError, r"state_dict\['state/exp_avg/W1'\] has shape \(3, 4\)"),
-    ("dtype", TypeError, r"has dtype float32 but the parameter has float64"),
+    ("dtype", TypeError, r"has dtype float32 but this optimizer's state array has float64"),
     ("not_array", TypeError, r"must be a numpy.ndarray"),
     ("kind", ValueError, r"state_dict is from 'AdamW', not 'Adam'"),
     ("hp", ValueError, r"beta2 is 0.99 in state_dict but 0.999 here"),

@@ -221,3 +221,32 @@ def test_state_dict_must_be_a_mapping():
     other = L.ReduceLROnPlateau(Grouped([0.1]))
     other.load_state_dict(types.MappingProxyType(saved))  # any mapping
     assert other.state_dict() == saved
+
+
+def test_per_group_min_lrs_of_another_group_count_are_refused_at_load():
+    """Refused when loaded, not at the first reduction epochs later; with
+    one ``min_lr`` for all groups the count may differ (it follows the
+    optimizer's groups)."""
+    two = L.ReduceLROnPlateau(Grouped([0.1, 0.2]), min_lr=[1e-4, 1e-5])
+    two.step(1.0)
+    s = L.ReduceLROnPlateau(fo.AdamW({"w": np.zeros(3, np.float32)}, lr=0.01))
+    before = s.state_dict()
+    with pytest.raises(ValueError, match=r"^state_dict\['min_lrs'\] has 2 entries but the "
+                                         r"optimizer has 1 parameter group$"):
+        s.load_state_dict(two.state_dict())
+    assert s.state_dict() == before
+    shared = L.ReduceLROnPlateau(Grouped([0.1, 0.2]), min_lr=1e-4, patience=0)
+    shared.step(1.0)
+    s.load_state_dict(shared.state_dict())
+    s.step(2.0)  # a reduction: the shared floor serves one group
+    assert s.optimizer.lr == pytest.approx(0.001)
+
+
+def test_state_dict_goes_through_json_but_not_strict_json():
+    s = L.ReduceLROnPlateau(Grouped([0.1]))
+    sd = s.state_dict()
+    assert math.isinf(sd["best"]) and math.isinf(sd["mode_worse"])
+    assert json.loads(json.dumps(sd)) == sd
+    with pytest.raises(ValueError):
+        json.dumps(sd, allow_nan=False)
+    assert "safetensors" not in L.ReduceLROnPlateau.state_dict.__doc__

@@ -4,7 +4,9 @@
 writes and reads that dict; the optimizer supplies ``_groups`` (its
 parameter groups), ``_group_t0``, ``_opts`` (``max_grad_norm``,
 ``skip_nonfinite``), ``_state`` (``{slot: {name: array}}``), ``_t``,
-``skipped_steps`` and ``last_grad_norm``.
+``skipped_steps``, ``last_grad_norm``, ``_params``, ``_plan``, ``_lowp``
+(the reduced-precision state's format, or ``None``), ``_busy``,
+``family``, ``state_names``, ``kernel_args`` and ``_slot_arrays``.
 """
 
 import numbers
@@ -160,12 +162,23 @@ class Checkpointing:
         ``"hp/<name>"``
             Every other hyperparameter (``max_grad_norm`` only when set).
         ``"state/<slot>/<parameter name>"``
-            A copy of each state array, e.g. ``"state/exp_avg/W1"``.
+            A copy of each state array, e.g. ``"state/exp_avg/W1"``; a slot
+            that a setting switched on since the last step is included at
+            its initial value (an optimizer built with the settings saved
+            has it), and one switched on and off again is kept.
         ``"state_dtype"``, ``"state_rounding"``, ``"state_seed"``
             With reduced-precision state only: its format, its rounding and
             the seed of stochastic rounding (modulo 2**32, all the rounding
             uses).  Loading checks them: the same codes decoded under another
             format, or rounded under another seed, would continue another run.
+        ``"params"``, ``"shape/<name>"``, ``"order/<name>"``
+            With reduced-precision state only, whose arrays are flat: the
+            parameter names in order (a NumPy string array), and each
+            parameter's shape (int64) and memory order (``"C"`` or ``"F"``).
+            Loading refuses another shape, or another memory order of a
+            parameter with two axes longer than 1 (the flat state would go
+            to other elements), and, with stochastic rounding, which counts
+            elements in parameter order, another order of the names.
 
         With several parameter groups, ``"lr"`` and the groups'
         hyperparameters are per group instead: ``"groups"`` (their number),
@@ -176,7 +189,21 @@ class Checkpointing:
         global.  A one-group checkpoint keeps the keys above.
 
         The parameters themselves are not included: save them next to it.
+
+        Raises
+        ------
+        RuntimeError
+            The optimizer is stepping, loading or being saved in another
+            thread (a snapshot then would mix two steps).
         """
+        if not self._busy.acquire(blocking=False):
+            raise _concurrent_use()
+        try:
+            return self._state_dict()
+        finally:
+            self._busy.release()
+
+    def _state_dict(self):
         sd = {"optimizer": type(self).__name__, "t": self._t,
               "skipped_steps": self.skipped_steps}
         if len(self._groups) == 1:
@@ -199,10 +226,38 @@ class Checkpointing:
             if value is not None:
                 sd["hp/" + name] = value
         sd.update(self._state_format())
-        for label, d in self._state.items():
+        if self._lowp is not None:
+            sd.update(self._lowp.records(self))
+        for label, d in list(self._state.items()) + list(self._pending_slots().items()):
             for name, a in d.items():
                 sd[f"state/{label}/{name}"] = a.copy(order="K")
         return sd
+
+    def _slots_on(self):
+        """Labels of the state slots the groups' current settings switch on
+        (the flags depend on the settings only, not on ``t``)."""
+        fam = self.family
+        if not fam.optional:
+            return set(self.state_names)
+        on = set()
+        for g, t0 in zip(self._groups, self._group_t0):
+            flags = fam.active_slots(self.kernel_args(g, 0.0, self._t + 1 - t0))
+            on.update(label for label, x in zip(self.state_names, flags) if x)
+        return on
+
+    def _pending_slots(self):
+        """The slots a setting switched on since the last step, at their
+        initial values: the next step would add them, and an optimizer
+        constructed with these settings has them (as ``_make_plan``)."""
+        if self._plan is not None or self._lowp is not None:
+            return {}
+        on = self._slots_on()
+        return {label: self._fresh_slot(label) for label in self.state_names
+                if label in on and label not in self._state}
+
+    def _fresh_slot(self, label):
+        """Slot ``label``'s arrays for every group, at its initial value."""
+        return {name: a for g in self._groups for name, a in self._slot_arrays(label, g).items()}
 
     def _state_format(self):
         """The checkpoint keys of the reduced-precision state's format
@@ -232,6 +287,8 @@ class Checkpointing:
                     raise KeyError(f"state_dict has no {key!r}")
                 if type(saved) is not type(mine[key]) or saved != mine[key]:
                     raise ValueError(f"{key} is {saved!r} in state_dict but {mine[key]!r} here")
+        if self._lowp is not None:
+            return set(mine) | self._lowp.check_records(self, sd)
         return set(mine)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -244,6 +301,15 @@ class Checkpointing:
         when the checkpoint holds a float one (it then replaces this
         optimizer's ``lr``, schedule or not, as ``torch.optim`` restores its
         param groups' ``lr``); ``last_grad_norm`` is reset to ``None``.
+        A state slot that the settings leave off is taken from the
+        checkpoint when it holds one (kept after a setting switched it on
+        and off), and dropped when it does not, so that switching it on
+        again resumes as the saved optimizer would.  Reduced-precision
+        state must also find the parameters' shapes, memory orders and
+        (with stochastic rounding) order as saved (see :meth:`state_dict`);
+        full-precision state loads over either memory order, but clipping
+        and LAMB sum their norms in memory order, so a run resumed over
+        another order differs from the saved one in the last bits.
         Everything is checked before anything is written: after a raise the
         optimizer is unchanged.
 
@@ -261,6 +327,8 @@ class Checkpointing:
             A value has the wrong type or dtype.
         ValueError
             Any other mismatch (class, shape, hyperparameter, groups).
+        RuntimeError
+            The optimizer is in use in another thread.
         """
         if not self._busy.acquire(blocking=False):
             raise _concurrent_use()
@@ -325,10 +393,11 @@ class Checkpointing:
             raise ValueError("state_dict has a group added after its step count t")
         if not several:
             lrs = [_v.nonneg(_as_python(sd["lr"]), "state_dict['lr']") if "lr" in sd else None]
-        copies = self._state_copies(get, expected)
+        copies, slots = self._state_copies(sd, expected)
         for key in sd:
             if key not in expected:
                 raise ValueError(f"state_dict has an unexpected key {key!r}")
+        self._state = slots
         for live, a in copies:
             np.copyto(live, a)
         self._t = t
@@ -342,28 +411,39 @@ class Checkpointing:
                 dict.__setitem__(g, "lr", lr)
         self._plan = None
 
-    def _state_copies(self, get, expected):
+    def _state_copies(self, sd, expected):
         """``(live state array, checkpoint array)`` pairs, every checkpoint
-        array checked against the live one (``get`` reads a key, raising
-        ``KeyError`` when it is missing); their keys are added to
-        ``expected``."""
+        array checked against the live one, and the state slots after the
+        load; their keys are added to ``expected``.  A slot that settings
+        switched on and then off is kept (``_make_plan``): the checkpoint's
+        is taken, and one it lacks is dropped, so a later switch resumes as
+        the saved optimizer would."""
+        slots = dict(self._state)
+        if self._lowp is None:
+            on = self._slots_on()
+            for label in self.state_names:
+                saved = any(f"state/{label}/{name}" in sd for name in self._params)
+                if label not in slots and saved:
+                    slots[label] = self._fresh_slot(label)
+                elif label in slots and not saved and label not in on:
+                    del slots[label]
         copies = []
-        for label, d in self._state.items():
+        for label, d in slots.items():
             for name, live in d.items():
                 key = f"state/{label}/{name}"
                 expected.add(key)
-                a = get(key)
+                a = _entry(sd, key)
                 if not isinstance(a, np.ndarray):
                     raise TypeError(f"state_dict[{key!r}] must be a numpy.ndarray, "
                                     f"got {type(a).__name__}")
                 if a.dtype != live.dtype:
-                    raise TypeError(f"state_dict[{key!r}] has dtype {a.dtype} but the "
-                                    f"parameter has {live.dtype}")
+                    raise TypeError(f"state_dict[{key!r}] has dtype {a.dtype} but this "
+                                    f"optimizer's state array has {live.dtype}")
                 if a.shape != live.shape:
-                    raise ValueError(f"state_dict[{key!r}] has shape {a.shape} but the "
-                                     f"parameter has shape {live.shape}")
+                    raise ValueError(f"state_dict[{key!r}] has shape {a.shape} but this "
+                                     f"optimizer's state array has shape {live.shape}")
                 copies.append((live, a))
-        return copies
+        return copies, slots
 
     def save(self, path: str | os.PathLike[str], parameters: bool = False) -> None:
         """Write a safetensors checkpoint: :func:`fusedoptim.save_checkpoint`.

@@ -69,7 +69,7 @@ class ParamGroup(dict):
     """One parameter group of an optimizer (see the module docstring).
 
     Reading works as for any dict.  ``group[key] = value`` (and ``update``,
-    ``setdefault``) checks ``value`` as the constructor would and raises
+    ``setdefault``, ``|=``) checks ``value`` as the constructor would and raises
     ``KeyError`` for a key that is not a hyperparameter of the optimizer;
     ``"params"`` cannot be replaced (use ``add_param_group``) and no key can
     be removed.
@@ -95,6 +95,10 @@ class ParamGroup(dict):
         if key not in self:
             self[key] = default
         return self[key]
+
+    def __ior__(self, other: Any) -> "ParamGroup":  # type: ignore[misc]
+        self.update(other)  # dict's own |= would skip the checks
+        return self
 
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("a parameter group's keys cannot be removed")
@@ -208,8 +212,11 @@ class GroupsMixin:
         optimizer's count ``opt.t``, as every group's is: added at ``opt.t ==
         100``, the group's first step takes ``schedule(100)``.  For a
         schedule ``s`` counted from the group's own first step, pass ``"lr":
-        lambda t, t0=opt.t: s(t - t0)`` (``t0`` bound when the group is
-        added: its first step takes ``s(0)``).
+        lambda t, i=len(opt.param_groups): s(t - opt.group_starts[i])``: its
+        first step takes ``s(0)``, and an optimizer rebuilt the same way
+        resumes it, as ``load_state_dict`` restores :attr:`group_starts`.
+        (``lambda t, t0=opt.t: s(t - t0)`` starts alike but does not resume:
+        rebuilt before the load, it binds the new optimizer's ``t``.)
 
         Parameters
         ----------
@@ -233,6 +240,13 @@ class GroupsMixin:
             self._params = flat
         finally:
             self._busy.release()
+
+    @property
+    def group_starts(self) -> list[int]:
+        """``opt.t`` when each parameter group was added (0 for the
+        constructor's): a group's own steps are ``opt.t -
+        opt.group_starts[i]``.  Read-only; restored by ``load_state_dict``."""
+        return list(self._group_t0)
 
     def _common(self, key):
         """The value of ``key`` in every group (one group: its value)."""

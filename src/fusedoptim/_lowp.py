@@ -1,9 +1,10 @@
 """Reduced-precision optimizer state (``state_dtype``): the optimizer's side.
 
 :class:`fusedoptim.Optimizer` takes three keyword-only arguments, declared
-here (``SIGNATURE``) and used only through four hooks of the base class
+here (``SIGNATURE``) and used only through these hooks of the base class
 (``configure``, ``LowpState.init_state``, ``LowpState.step``,
-``state_nbytes``):
+``state_nbytes``, and for checkpoints ``LowpState.records`` and
+``LowpState.check_records``):
 
 ``state_dtype``
     ``None`` (the parameter's dtype), ``"bfloat16"`` or ``"int8"`` (8-bit
@@ -21,7 +22,8 @@ here (``SIGNATURE``) and used only through four hooks of the base class
     depends only on it, ``t`` and the element's position, so a resumed
     run with the same seed continues bit for bit.
 
-State arrays (``opt.state``; checkpoints store them as they are):
+State arrays (``opt.state``; checkpoints store them as they are, with what
+ties them to the parameters: ``LowpState.records``):
 bfloat16: ``exp_avg``, ``exp_avg_sq`` as uint16 words, one per element in the
 parameter's memory order.  int8: ``exp_avg``, ``exp_avg_sq`` as uint8 codes
 and ``exp_avg_scale``, ``exp_avg_sq_scale`` as float32 (one per 256-element
@@ -39,7 +41,8 @@ from . import _validate as _v
 from ._alloc import zeros_beside
 from .families import adam_lowp as _spec
 
-__all__ = ["SIGNATURE", "STATE_DTYPES", "configure", "LowpState", "bytes_moved", "state_nbytes"]
+__all__ = ["SIGNATURE", "STATE_DTYPES", "configure", "LowpState", "bytes_moved", "state_nbytes",
+           "order_of"]
 
 STATE_DTYPES = (None, "bfloat16", "int8")
 _ROUNDINGS = ("nearest", "stochastic")
@@ -54,6 +57,53 @@ _M_LABEL, _V_LABEL = "exp_avg", "exp_avg_sq"
 #: Families whose one state slot can be reduced (families/lowp_onestate.py).
 _ONESTATE = ("sgd", "rmsprop", "adagrad", "lion")
 _SCALE = "_scale"
+
+
+def order_of(p) -> str:
+    """``"F"`` for a Fortran-ordered array that is not also C-ordered, else
+    ``"C"``: the order in which flat state follows ``p``'s elements (an
+    array with at most one axis longer than 1 is both, and says ``"C"``)."""
+    return "F" if p.flags.f_contiguous and not p.flags.c_contiguous else "C"
+
+
+def _axes(p) -> int:
+    """Axes of ``p`` longer than 1: with two or more, its memory order and
+    shape decide which element each flat state entry belongs to."""
+    return sum(n > 1 for n in p.shape)
+
+
+def _check_layout(sd, name: str, p) -> set:
+    """Raise unless checkpoint ``sd`` saved the flat state of parameter
+    ``name`` over an array of ``p``'s shape and memory order; the keys read."""
+    skey, okey = "shape/" + name, "order/" + name
+    if skey not in sd and okey not in sd:
+        if _axes(p) > 1:
+            raise KeyError(f"state_dict has no {skey!r} (an older checkpoint?): the flat "
+                           f"reduced-precision state of a matrix needs its saved shape")
+        return set()  # a vector's flat state fits any array of its size
+    for key in (skey, okey):
+        if key not in sd:
+            raise KeyError(f"state_dict has no {key!r}")
+    saved = np.asarray(sd[skey])
+    if saved.ndim != 1 or saved.dtype.kind not in "iu":
+        raise TypeError(f"state_dict[{skey!r}] must be a 1-d integer array")
+    shape = tuple(int(n) for n in saved.tolist())
+    if shape != p.shape:
+        raise ValueError(f"state_dict[{skey!r}] is {shape} but parameters[{name!r}] has "
+                         f"shape {p.shape}; its reduced-precision state is flat and fits "
+                         f"the saved shape only")
+    order = sd[okey]
+    if isinstance(order, (np.ndarray, np.generic)) and order.ndim == 0:
+        order = order.item()
+    if not isinstance(order, str) or order not in ("C", "F"):
+        raise ValueError(f"state_dict[{okey!r}] must be 'C' or 'F', got {order!r}")
+    mine = order_of(p)
+    if _axes(p) > 1 and order != mine:
+        fix = "np.asfortranarray" if order == "F" else "np.ascontiguousarray"
+        raise ValueError(f"state_dict[{okey!r}] is {order!r} but parameters[{name!r}] is in "
+                         f"{mine} order; its reduced-precision state follows the saved memory "
+                         f"order: rebuild it with {fix}")
+    return {skey, okey}
 
 
 def configure(opt, args: dict) -> "LowpState | None":
@@ -106,15 +156,21 @@ class LowpState:
         # the whole tensor's size, so every world size gives the same bits.
         self.index_base = 0
         self.full_sizes: dict = {}
+        # A shard's checkpoint records the whole step's parameters (records).
+        self.whole: "dict | None" = None
 
-    def as_shard(self, opt, index_base: int, full_sizes: dict) -> None:
+    def as_shard(self, opt, index_base: int, full_sizes: dict,
+                 whole: "dict | None" = None) -> None:
         """Make optimizer ``opt`` (this state's, not yet stepped) the shard
         of a larger step: its first element is element ``index_base`` of
         the step and parameter ``name`` is a piece of a tensor of
         ``full_sizes[name]`` elements (whose pieces start at multiples of
-        ``QBLOCK``).  Reallocates the state."""
+        ``QBLOCK``).  ``whole``: the whole step's parameters, in order,
+        which its checkpoints then record and check (:meth:`records`)
+        instead of its pieces.  Reallocates the state."""
         self.index_base = int(index_base)
         self.full_sizes = dict(full_sizes)
+        self.whole = None if whole is None else dict(whole)
         self.init_state(opt)
 
     def small(self, name: str, n: int) -> bool:
@@ -141,6 +197,45 @@ class LowpState:
                     state[label + _SCALE][name] = sc
         opt._state = state
         opt._states = ()
+
+    def records(self, opt) -> dict:
+        """Checkpoint entries that tie the flat state to the parameters:
+        ``"params"`` (their names in order, which stochastic rounding counts
+        elements in) and per parameter ``"shape/<name>"`` (int64) and
+        ``"order/<name>"`` (``"C"`` or ``"F"``, :func:`order_of`: the
+        memory order its flat state follows)."""
+        params = opt._params if self.whole is None else self.whole
+        out: dict = {"params": np.array(list(params), dtype=str)}
+        for name, p in params.items():
+            out["shape/" + name] = np.array(p.shape, dtype=np.int64)
+            out["order/" + name] = order_of(p)
+        return out
+
+    def check_records(self, opt, sd) -> set:
+        """Raise unless checkpoint ``sd`` (a dict) saved this state over
+        parameters of the same shapes and memory orders, and, where
+        stochastic rounding counts on it, in the same order; the keys read.
+        A checkpoint without the records (older) is taken where they cannot
+        matter: no matrix, nearest rounding or a single parameter."""
+        params = opt._params if self.whole is None else self.whole
+        keys = set()
+        if "params" in sd:
+            names = np.asarray(sd["params"])
+            if names.ndim != 1 or names.dtype.kind != "U" or \
+                    sorted(names.tolist()) != sorted(params):
+                raise ValueError("state_dict['params'] does not name this optimizer's "
+                                 "parameters")
+            if self.rounding == "stochastic" and names.tolist() != list(params):
+                raise ValueError(f"state_dict['params'] is {names.tolist()}: stochastic "
+                                 f"rounding counts elements in that order; build the "
+                                 f"optimizer over the parameters in it")
+            keys.add("params")
+        elif self.rounding == "stochastic" and len(params) > 1:
+            raise KeyError("state_dict has no 'params' (an older checkpoint?): stochastic "
+                           "rounding needs the saved order of the parameters")
+        for name, p in params.items():
+            keys |= _check_layout(sd, name, p)
+        return keys
 
     def arrays(self, opt, names: list) -> list:
         """The state arrays of each parameter in ``names``, checked: the one

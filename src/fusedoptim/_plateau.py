@@ -240,8 +240,13 @@ class ReduceLROnPlateau:
 
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state, under torch's keys, as plain Python numbers,
-        strings, ``None`` and lists (``json.dumps`` writes it; a safetensors
-        checkpoint can carry it as metadata): ``factor``, ``default_min_lr``
+        strings, ``None`` and lists: ``json.dumps`` writes it and
+        ``json.loads`` reads it back (``mode_worse`` is infinite, as torch's,
+        and so is ``best`` before the first metric: written ``Infinity``,
+        which Python's ``json`` reads but strict JSON, ``allow_nan=False``,
+        refuses).  Save it beside the optimizer's checkpoint, which holds
+        the optimizer only (``opt.save`` has no room for it).  The keys:
+        ``factor``, ``default_min_lr``
         (``None`` when ``min_lr`` was given per group), ``min_lrs``,
         ``patience``, ``cooldown``, ``eps``, ``last_epoch``, ``_last_lr``,
         ``mode_worse``, ``mode``, ``threshold``, ``threshold_mode``,
@@ -278,6 +283,8 @@ class ReduceLROnPlateau:
         state_dict : mapping
             A :meth:`state_dict`, or torch's ``ReduceLROnPlateau``'s; a
             ``None`` in its ``_last_lr`` reads the optimizer's current rate.
+            Its ``min_lrs``, when given per group (``default_min_lr`` is
+            ``None``), must be one per parameter group of the optimizer.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
@@ -303,6 +310,11 @@ class ReduceLROnPlateau:
         best = _real(sd["best"], "best")
         _real(sd["mode_worse"], "mode_worse")  # torch's; derived from mode here
         rates = self._rates()
+        if default is None and len(min_lrs) != len(rates):
+            # else the first reduction would raise, epochs after the load
+            raise ValueError(f"state_dict['min_lrs'] has {len(min_lrs)} entries but the "
+                             f"optimizer has {len(rates)} parameter group"
+                             f"{'' if len(rates) == 1 else 's'}")
         last = _list(sd, "_last_lr")
         last_lr = [rates[i] if x is None and i < len(rates) else _real(x, f"_last_lr[{i}]")
                    for i, x in enumerate(last)]

@@ -100,6 +100,9 @@ def save_checkpoint(optimizer: Any, path: str | os.PathLike, parameters: bool = 
     parameters : bool
         Also store the parameters, as ``"parameters/<name>"``.
     """
+    if getattr(optimizer, "_collective_checkpoints", False):
+        optimizer.save(path, parameters)  # a distributed wrapper: its collective save
+        return
     save_file, _open, _err = _safetensors()
     parameters = bool(parameters)
     sd = optimizer.state_dict()
@@ -255,6 +258,9 @@ def load_checkpoint(optimizer: Any, path: str | os.PathLike, parameters: bool = 
         Copy the saved parameters into the optimizer's parameter arrays (in
         place) when the file holds them.
     """
+    if getattr(optimizer, "_collective_checkpoints", False):
+        optimizer.load(path, parameters)  # a distributed wrapper: its collective load
+        return
     sd, params = read_checkpoint(path)
     pairs = _check_parameters(optimizer, params) if params and parameters else []
     optimizer.load_state_dict(sd)  # checks everything before writing the state

@@ -132,8 +132,9 @@ class Optimizer(Checkpointing, GroupsMixin):
         The starting value of a state slot (default 0) for a group.
 
     Threads: the kernels release the GIL on large steps, so independent
-    optimizers step in parallel; a ``step`` or ``load_state_dict`` finding
-    one busy in another thread raises ``RuntimeError``.
+    optimizers step in parallel; a ``step``, ``state_dict``, ``save`` or
+    ``load_state_dict`` finding one busy in another thread raises
+    ``RuntimeError``.
     """
 
     family: "Family | None" = None

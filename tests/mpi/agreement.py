@@ -97,7 +97,8 @@ def case_load_agreement():
             inner_load = opt.inner.load_state_dict
             opt.inner.load_state_dict = lambda sd: (calls.append(1), inner_load(sd))
             expect_error(TypeError, lambda: opt.load_state_dict(bad),
-                         "['state/exp_avg/b'] has dtype float32 but the parameter has float64")
+                         "['state/exp_avg/b'] has dtype float32 but this optimizer's state "
+                         "array has float64")
             del opt.inner.load_state_dict
             assert not any(COMM.allgather(calls)), "a rank loaded a checkpoint bound to fail"
         # Any exception on one rank, not only the checked kinds: every rank

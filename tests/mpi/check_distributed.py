@@ -19,6 +19,8 @@ import fusedoptim as fo
 from fusedoptim.distributed import DataParallelOptimizer, ShardedOptimizer, flat_parameters
 
 from agreement import case_arguments, case_load_agreement, case_schedules
+from consistency import (case_construction_agreement, case_files, case_load_digest,
+                         case_schedule_once, case_shard_checks, case_toggled_slot)
 from helpers import (COMM, RANK, W, assert_bitwise, check_params, expect_error, same_float,
                      same_everywhere)
 
@@ -418,7 +420,11 @@ def main():
               ("tiny", case_tiny),
               ("reshard", case_reshard),
               ("faults", case_faults), ("schedules", case_schedules),
-              ("load agreement", case_load_agreement), ("arguments", case_arguments)]
+              ("load agreement", case_load_agreement), ("arguments", case_arguments),
+              ("shard checks", case_shard_checks), ("load digest", case_load_digest),
+              ("construction agreement", case_construction_agreement),
+              ("schedule once", case_schedule_once), ("files", case_files),
+              ("toggled slot", case_toggled_slot)]
     cases += [(f"lowp {label}", lambda label=label: case_lowp(label)) for label in LOWP_CASES]
     cases.append(("lowp checkpoints", case_lowp_checkpoints))
     only = sys.argv[1:]

@@ -4,7 +4,7 @@ of the gradients."""
 
 import numbers
 import time
-from collections.abc import Callable
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -12,7 +12,9 @@ import numpy as np
 from .. import _validate as _v
 from .._groups import _check_disjoint
 from ..optimizer import Optimizer, _check_parameters
-from . import _comm
+from . import _comm, _digest
+from ._attrs import InnerAttributes
+from ._files import CollectiveFiles
 from ._layout import Group, _contiguous_run, order_of
 
 if TYPE_CHECKING:
@@ -65,16 +67,22 @@ def _difference(tables):
     return None
 
 
-def _signature(optimizer_class, params):
-    return (optimizer_class.__name__,
+def _signature(kind, optimizer_class, params):
+    # The values' digests last: compared once the layouts agree.
+    return (kind, optimizer_class.__name__,
             [(name, tuple(p.shape), np.dtype(p.dtype).str, order_of(p))
-             for name, p in params.items()])
+             for name, p in params.items()],
+            [_digest.parameter_digest(p) for p in params.values()])
 
 
 def _mismatch(sigs):
     """The first difference between a rank's signature and rank 0's."""
-    cls0, params0 = sigs[0]
-    for r, (cls, params) in enumerate(sigs[1:], 1):
+    kind0, cls0, params0, _values0 = sigs[0]
+    for r, (kind, cls, params, _values) in enumerate(sigs[1:], 1):
+        if kind != kind0:
+            # The two wrappers exchange different buffers: mixed, MPI would
+            # abort or the ranks would silently diverge.
+            return f"the wrapper is {kind} on rank {r} but {kind0} on rank 0"
         if cls != cls0:
             return f"optimizer class is {cls} on rank {r} but {cls0} on rank 0"
         names0, names = [n for n, *_ in params0], [n for n, *_ in params]
@@ -95,6 +103,13 @@ def _mismatch(sigs):
             if o != o0:  # the flat spaces would list the elements in different orders
                 return (f"parameter {n!r} is {o}-ordered on rank {r} but {o0}-ordered "
                         f"on rank 0")
+    for r, (_k, _c, _p, values) in enumerate(sigs[1:], 1):
+        for (n, *_rest), v0, v in zip(sigs[0][2], sigs[0][3], values):
+            if v != v0:
+                # Every step keeps a difference: data-parallel ranks would
+                # differ for ever, sharded ones agree on a patchwork.
+                return (f"parameter {n!r} differs between ranks 0 and {r}: initialize every "
+                        f"rank from the same seed, or broadcast rank 0's values")
     return None
 
 
@@ -114,38 +129,13 @@ def _communicator(MPI, comm):
     return comm
 
 
-class _GroupView(dict):
-    """The one group of a distributed optimizer: the inner optimizer's group
-    with the full parameters' names; assignments go to the inner group."""
-
-    __slots__ = ("_inner",)
-
-    def __init__(self, inner: Any, names: list) -> None:
-        super().__init__(inner.param_groups[0])
-        dict.__setitem__(self, "params", names)
-        self._inner = inner
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key == "params":
-            raise TypeError("a distributed optimizer's params cannot be replaced")
-        group = self._inner.param_groups[0]
-        group[key] = value  # checked (and refused for an unknown key) there
-        dict.__setitem__(self, key, group[key])
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        new = dict(*args, **kwargs)
-        if "params" in new:
-            raise TypeError("a distributed optimizer's params cannot be replaced")
-        group = self._inner.param_groups[0]
-        group.update(new)  # every value checked before any is set
-        dict.update(self, {k: group[k] for k in new})
-
-
-class Distributed:
+class Distributed(InnerAttributes, CollectiveFiles):
     """Base of :class:`ShardedOptimizer` and :class:`DataParallelOptimizer`."""
 
     #: Whether the inner optimizer sees slices of the tensors (ZeRO-1).
     _slices_tensors = False
+    #: The wrapper's name in the ranks' comparison (a subclass keeps its base's).
+    _kind = "Distributed"
     #: The communicator the ranks step over.
     comm: "MPI.Comm"
 
@@ -169,7 +159,7 @@ class Distributed:
                 raise TypeError("params must be a dict of arrays: parameter groups are not "
                                 "supported by the distributed optimizers")
             _check_disjoint(_check_parameters(params))
-            sig = _signature(optimizer_class, params)
+            sig = _signature(self._kind, optimizer_class, params)
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
         # Every rank learns every rank's signature: a mismatch raises the same
@@ -206,59 +196,6 @@ class Distributed:
         if problem is not None:
             raise ValueError(problem)
 
-    # --- attributes of the inner optimizer ------------------------------------
-
-    @property
-    def parameters(self) -> dict:
-        """The dict of parameters updated in place (the full tensors)."""
-        return self._params
-
-    @property
-    def t(self) -> int:
-        """Steps taken (skipped steps not counted)."""
-        return self.inner.t
-
-    @property
-    def skipped_steps(self) -> int:
-        """Steps skipped for a non-finite gradient."""
-        return self.inner.skipped_steps
-
-    @property
-    def last_grad_norm(self) -> float | None:
-        """The global norm of the last mean gradient, or ``None``."""
-        return self.inner.last_grad_norm
-
-    @property
-    def lr(self) -> float | Callable[[int], float]:
-        """Learning rate, a float or a schedule.  Set it alike on every rank:
-        before each step the ranks compare ``lr`` (a float by its exact
-        value, a schedule by its type) and a schedule's value for that step
-        (bitwise), with ``t`` and the other hyperparameters; a difference, or
-        a schedule that raises or gives an invalid value on any rank, raises
-        ``ValueError`` on every rank before anything changes."""
-        return self.inner.lr
-
-    @lr.setter
-    def lr(self, value: float | Callable[[int], float]) -> None:
-        self.inner.lr = value
-
-    @property
-    def param_groups(self) -> list:
-        """One parameter group (``params`` must be a dict: groups are not
-        supported across ranks), ``torch.optim``-style: ``{"params": names,
-        "lr": ..., <hyperparameter>: value, ...}``.  Assigning a
-        hyperparameter sets the inner optimizer's group (checked as there), so
-        :class:`~fusedoptim.lr_scheduler.ReduceLROnPlateau` and other
-        schedulers drive it; set it alike on every rank."""
-        return [_GroupView(self.inner, list(self._names))]
-
-    def __getattr__(self, name):
-        # Hyperparameters (betas, momentum, ...) read through to the inner optimizer.
-        inner = self.__dict__.get("inner")
-        if inner is not None and any(h.name == name for h in self.optimizer_class.hyper):
-            return getattr(inner, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     @property
     def state_nbytes(self) -> int:
         """Bytes of optimizer state held by this rank."""
@@ -277,39 +214,66 @@ class Distributed:
         """Each rank's gradients checked and the coming step's settings
         taken (a schedule's value included), then both exchanged: an error
         or a difference raises on every rank before any buffer moves.
-        Returns the gradients in the parameters' order and layouts."""
-        error, pairs, rows = None, None, None
+        Returns the gradients in the parameters' order and layouts, and the
+        schedule's value (``None`` for a float ``lr``)."""
+        error, pairs, rows, lr = None, None, None, None
         try:
             pairs = _v.gather(self._params, grads, (), _v.NAMED)
-            rows = self._step_rows()
+            rows, lr = self._step_rows()
         except Exception as exc:  # noqa: BLE001 - a schedule's own error too
             error = exc
         problem = _difference(_comm.agree(self.comm, error, rows))
         if problem is not None:
             raise ValueError(problem)
-        return [g for _p, g in pairs]
+        return [g for _p, g in pairs], lr
 
     def _step_rows(self):
         """What every rank must agree on before a step: ``t``, the settings
         and the value a schedule gives ``lr`` for this step (checked as the
-        step checks it)."""
+        step checks it); and that value."""
         inner = self.inner
         t = inner.t
         rows = [("t", t, t), *_settings(inner)]
+        lr = None
         if callable(inner.lr):
-            lr = float(inner.current_lrs[0])
-            rows.append((f"lr schedule value at step {t}", lr.hex(), lr))  # bitwise
-        return rows
+            lr = inner.current_lrs[0]  # what the step would compute
+            rows.append((f"lr schedule value at step {t}", float(lr).hex(), lr))  # bitwise
+        return rows, lr
 
-    def _load_agreed(self, local) -> None:
+    @contextmanager
+    def _agreed_lr(self, lr):
+        """The inner optimizer steps with ``lr``, the schedule's value the
+        ranks agreed on, in place of its schedule: calling it again could
+        raise on one rank only (leaving the others in a collective) or, for
+        a schedule that is not a function of ``t`` alone, give another value
+        than the single-process step's one call."""
+        if lr is None:
+            yield
+            return
+        group = self.inner.param_groups[0]
+        schedule = group["lr"]
+        # As ParamGroup stores a checked value, without a second check that
+        # could round it (-0.0): the very value the schedule gave.
+        dict.__setitem__(group, "lr", lr)
+        self.inner._groups_changed()
+        try:
+            yield
+        finally:
+            dict.__setitem__(group, "lr", schedule)
+            self.inner._groups_changed()
+
+    def _load_agreed(self, local, source) -> None:
         """``inner.load_state_dict(local)`` on every rank or on none: the
         ranks then agree on ``t``, ``skipped_steps`` and the settings
-        (``lr`` included); an error or a difference anywhere puts back what
-        every rank had (its ``lr`` schedule too) and raises on every rank."""
+        (``lr`` included), and on a digest of the checkpoint ``source`` each
+        was given (``local`` is what this rank takes of it); an error or a
+        difference anywhere puts back what every rank had (its ``lr``
+        schedule too) and raises on every rank."""
         inner = self.inner
         backup = (inner.state_dict(), inner.lr, inner._last_grad_norm, inner._last_lrs)
-        error, rows = None, None
+        error, rows, digests = None, None, None
         try:
+            digests = _digest.checkpoint_digests(source)
             inner.load_state_dict(local)
             rows = [("t", inner.t, inner.t),
                     ("skipped_steps", inner.skipped_steps, inner.skipped_steps),
@@ -317,7 +281,12 @@ class Distributed:
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
         try:
-            problem = _difference(_comm.agree(self.comm, error, rows))
+            got = _comm.agree(self.comm, error, (rows, _digest.combined(digests or [])))
+            problem = _difference([r for r, _d in got])
+            if problem is None and any(d != got[0][1] for _r, d in got):
+                # Every rank sees the difference, so every rank joins this
+                # second exchange, of the entries' digests.
+                problem = _digest.first_difference(self.comm.allgather(digests))
             if problem is not None:
                 raise ValueError(f"the ranks loaded different checkpoints: {problem}")
         except _CHECKED + (_comm.DistributedError,):
@@ -347,8 +316,9 @@ class Distributed:
 
     def _reduce_scatter(self, grads):
         """The rank-ordered mean of every rank's ``grads`` (full size), this
-        rank's slice of it in each group's ``mean``."""
-        gs = self._check_step(grads)
+        rank's slice of it in each group's ``mean``; returns the seconds it
+        took and the step's agreed schedule value (see :meth:`_check_step`)."""
+        gs, lr = self._check_step(grads)
         t0 = time.perf_counter()
         for g in self._groups:
             views = [np.ravel(gs[i], order=o) for i, o in zip(g.index, g.orders)]
@@ -358,4 +328,4 @@ class Distributed:
                 for v, s in zip(views, g.starts):
                     send[s:s + v.size] = v
             _comm.ordered_mean_slice(self.comm, g, send, g.recv, g.mean)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, lr

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checkpoint import _entries
 from . import _comm
 from ._base import Distributed
 
@@ -29,15 +30,19 @@ class DataParallelOptimizer(Distributed):
         registered class works, ``LAMB`` included (the inner optimizer sees
         whole tensors).
     params : dict of str to ndarray
-        The parameters, the same names, order, shapes and dtypes on every
-        rank (checked collectively: a mismatch raises ``ValueError`` on
-        every rank).
+        The parameters, the same names, order, shapes, dtypes and values
+        on every rank (checked collectively, the values by a 64-bit digest
+        of their bytes: a mismatch raises ``ValueError`` on every rank,
+        naming the first parameter that differs; initialize every rank
+        from the same seed, or broadcast rank 0's values before).
     comm : mpi4py.MPI.Comm, optional
         Defaults to ``MPI.COMM_WORLD``.
     **hyperparameters
         Passed to ``optimizer_class`` (``lr``, ``betas``, ``max_grad_norm``,
         ``skip_nonfinite``, ...), identical on every rank.
     """
+
+    _kind = "DataParallelOptimizer"
 
     def _build(self, optimizer_class, hyperparameters):
         for g in self._groups:
@@ -57,7 +62,7 @@ class DataParallelOptimizer(Distributed):
         bool
             ``False`` when the step was skipped (``skip_nonfinite``).
         """
-        rs = self._reduce_scatter(grads)
+        rs, lr = self._reduce_scatter(grads)
         t0 = time.perf_counter()
         mean = {}
         for g in self._groups:
@@ -68,7 +73,8 @@ class DataParallelOptimizer(Distributed):
                 mean[name] = g.full[g.starts[k]:g.starts[k + 1]].reshape(p.shape,
                                                                            order=g.orders[k])
         t1 = time.perf_counter()
-        applied = self.inner.step(mean)
+        with self._agreed_lr(lr):
+            applied = self.inner.step(mean)
         self.last_times = {"reduce_scatter": rs, "all_gather": t1 - t0,
                            "update": time.perf_counter() - t1}
         return applied
@@ -89,6 +95,9 @@ class DataParallelOptimizer(Distributed):
         """
         return self.inner.state_dict()
 
+    def _whole_on_root(self, root: int) -> "dict | None":
+        return self.inner.state_dict() if self.rank == root else None
+
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a full checkpoint (collective: every rank passes it).
 
@@ -102,6 +111,14 @@ class DataParallelOptimizer(Distributed):
             schedule too, stays as it was); after loading, the ranks must
             agree on ``t``, ``skipped_steps`` and the hyperparameters
             (``lr`` from the checkpoint included), else every rank is put
-            back and raises ``ValueError``.
+            back and raises ``ValueError``.  The ranks also compare a digest
+            of every entry they were given: ranks given different
+            checkpoints raise ``ValueError`` naming the first differing key.
         """
-        self._load_agreed(state_dict)
+        error, sd = None, None
+        try:
+            sd = _entries(state_dict)  # each entry read once (an NpzFile reads on access)
+        except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
+            error = exc
+        _comm.agree(self.comm, error)
+        self._load_agreed(sd, sd)

@@ -6,27 +6,14 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .._checkpoint import _check_class, _entry
+from .._checkpoint import _check_class
 from .._lowp import _SCALE
 from ..families.adam_lowp import QBLOCK
 from ..optimizer import _CLIP_EPS
-from . import _comm
+from . import _comm, _shards
 from ._base import Distributed
 
 __all__ = ["ShardedOptimizer"]
-
-
-def _array(sd, key, dtype):
-    a = _entry(sd, key)
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"state_dict[{key!r}] must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype != dtype:  # as the inner optimizer would, but before any rank loads
-        raise TypeError(f"state_dict[{key!r}] has dtype {a.dtype} but the parameter has {dtype}")
-    return a
-
-
-def _int(sd, key):
-    return int(np.asarray(_entry(sd, key)))
 
 
 class ShardedOptimizer(Distributed):
@@ -59,10 +46,13 @@ class ShardedOptimizer(Distributed):
         ``ShardedOptimizer(fusedoptim.LAMB, ...)`` raises ``TypeError`` on
         every rank; use :class:`DataParallelOptimizer` for it.
     params : dict of str to ndarray
-        The parameters, the same names, order, shapes and dtypes on every
-        rank (checked collectively: a mismatch raises ``ValueError`` on
-        every rank).  :func:`flat_parameters` lays them out so that no
-        staging copy is needed.
+        The parameters, the same names, order, shapes, dtypes and values
+        on every rank (checked collectively, the values by a 64-bit digest
+        of their bytes: a mismatch raises ``ValueError`` on every rank,
+        naming the first parameter that differs; initialize every rank
+        from the same seed, or broadcast rank 0's values before).
+        :func:`flat_parameters` lays them out so that no staging copy is
+        needed.
     comm : mpi4py.MPI.Comm, optional
         Defaults to ``MPI.COMM_WORLD``.
     **hyperparameters
@@ -83,11 +73,14 @@ class ShardedOptimizer(Distributed):
     ``max_grad_norm`` and ``skip_nonfinite`` use the global norm of the
     mean, bitwise the single-process norm, and decide alike on every rank.
 
-    :meth:`step`, :meth:`full_state_dict` and :meth:`load_state_dict` are
-    collective: every rank calls them, in the same order, from one thread.
+    :meth:`step`, :meth:`full_state_dict`, :meth:`load_state_dict`,
+    :meth:`save` and :meth:`load` are collective: every rank calls them, in
+    the same order, from one thread.  Mixing the two wrappers across ranks
+    raises ``ValueError`` on every rank at construction.
     """
 
     _slices_tensors = True
+    _kind = "ShardedOptimizer"
 
     def _build(self, optimizer_class, hyperparameters):
         local = {}
@@ -113,8 +106,10 @@ class ShardedOptimizer(Distributed):
             if bad:
                 raise TypeError(f"state_dtype needs float32 parameters; "
                                 f"parameters[{bad[0]!r}] is {self._params[bad[0]].dtype}")
+            # whole: its checkpoints record (and loads check) the model's
+            # names, shapes and orders, not this rank's pieces.
             inner._lowp.as_shard(inner, self._groups[0].lo,
-                                 {n: self._params[n].size for n in local})
+                                 {n: self._params[n].size for n in local}, whole=self._params)
         return inner
 
     def step(self, grads: dict[str, np.ndarray]) -> bool:
@@ -134,7 +129,7 @@ class ShardedOptimizer(Distributed):
             ``False`` when the step was skipped (``skip_nonfinite`` and a
             non-finite mean gradient), on every rank alike.
         """
-        rs = self._reduce_scatter(grads)
+        rs, lr = self._reduce_scatter(grads)
         t0 = time.perf_counter()
         inner = self.inner
         mine = {name: g.mean[o:o + b - a] for _i, name, g, a, b, o in self._local}
@@ -147,13 +142,15 @@ class ShardedOptimizer(Distributed):
             norm, finite, scale = _comm.clip_decision(self.comm, len(self._names), pieces,
                                                       max_norm, _CLIP_EPS)
             if not finite and inner.skip_nonfinite:
-                inner.step_scaled(mine, 1.0, norm, skip=True)
+                with self._agreed_lr(lr):
+                    inner.step_scaled(mine, 1.0, norm, skip=True)
                 self.last_times = {"reduce_scatter": rs, "update": time.perf_counter() - t0,
                                    "all_gather": 0.0}
                 return False
             if scale is not None and scale < 1.0:
                 gscale = scale
-        inner.step_scaled(mine, gscale, norm)
+        with self._agreed_lr(lr):
+            inner.step_scaled(mine, gscale, norm)
         t1 = time.perf_counter()
         self._all_gather()
         self.last_times = {"reduce_scatter": rs, "update": t1 - t0,
@@ -184,18 +181,20 @@ class ShardedOptimizer(Distributed):
             The inner optimizer's ``state_dict`` (its
             ``"state/<slot>/<name>"`` arrays are the 1-D pieces of this
             rank; int8 scales: the blocks of the piece) plus
-            ``"shard/rank"``, ``"shard/world_size"`` and, per piece,
-            ``"shard/offset/<name>"`` (where the piece starts in the tensor,
-            counted in memory order) and ``"shard/order/<name>"`` (that
-            memory order: ``"C"`` or ``"F"``).  The list of every rank's
-            shard loads into any world size (:meth:`load_state_dict`).
+            ``"shard/format"`` (2), ``"shard/rank"``,
+            ``"shard/world_size"``, for every parameter
+            ``"shard/shape/<name>"`` (its shape, an int64 array) and
+            ``"shard/order/<name>"`` (its memory order, ``"C"`` or ``"F"``),
+            and per piece ``"shard/offset/<name>"`` (where the piece starts
+            in the tensor, counted in memory order).  The list of every
+            rank's shard loads into any world size
+            (:meth:`load_state_dict`), which checks the model's shapes
+            against the recorded ones.
         """
         sd = self.inner.state_dict()
-        sd["shard/rank"] = self.rank
-        sd["shard/world_size"] = self.world_size
-        for _i, name, g, a, _b, _o in self._local:
+        sd.update(_shards.describe(self._params, self.rank, self.world_size))
+        for _i, name, _g, a, _b, _o in self._local:
             sd[f"shard/offset/{name}"] = a
-            sd[f"shard/order/{name}"] = g.orders[g.names.index(name)]
         if not self._local:
             for name in self.inner.parameters:
                 sd[f"shard/offset/{name}"] = 0
@@ -227,12 +226,17 @@ class ShardedOptimizer(Distributed):
         """
         root = self._agreed_root(root)
         inner = self.inner
-        sd = {k: v for k, v in inner.state_dict().items() if not k.startswith("state/")}
+        inner_sd = inner.state_dict()
+        sd = {k: v for k, v in inner_sd.items() if not k.startswith("state/")}
         if inner._lowp is not None:
             return self._full_lowp(sd, root)
-        for label, d in inner.state.items():
+        # The slots of the inner state_dict (every rank's inner has a parameter, an empty
+        # piece if need be): with those a setting switched on since the last step.
+        first = next(iter(inner.parameters))
+        for label in [x for x in inner.state_names if f"state/{x}/{first}" in inner_sd]:
             for g in self._groups:
-                parts = [d[name] for _i, name, gg, *_r in self._local if gg is g]
+                parts = [inner_sd[f"state/{label}/{name}"]
+                         for _i, name, gg, *_r in self._local if gg is g]
                 local = np.concatenate(parts) if parts else np.empty(0, g.dtype)
                 full: Any = np.empty(g.n, g.dtype) if self.rank == root else None
                 if self.world_size == 1:
@@ -249,6 +253,9 @@ class ShardedOptimizer(Distributed):
                     sd[f"state/{label}/{name}"] = piece.reshape(p.shape, order=g.orders[k]).copy(
                         order=g.orders[k])
         return sd if self.rank == root else None
+
+    def _whole_on_root(self, root: int) -> "dict | None":
+        return self.full_state_dict(root)
 
     def _full_lowp(self, sd: dict, root: int) -> "dict | None":
         """``full_state_dict`` of reduced-precision state: every array is
@@ -338,21 +345,29 @@ class ShardedOptimizer(Distributed):
             A full checkpoint (:meth:`full_state_dict`, or a single-process
             optimizer's ``state_dict``; a dict or an ``NpzFile``), or the
             sequence of every rank's :meth:`state_dict` shard saved at any
-            world size.  After loading, the ranks must agree on ``t``,
-            ``skipped_steps`` and the hyperparameters (``lr`` from the
-            checkpoint included): ranks that loaded different checkpoints
-            raise ``ValueError``, and every rank is put back.
+            world size (in any order; the shards' recorded shapes are
+            checked against the parameters', with the single-process
+            optimizer's messages, and every shard's keys too).  After
+            loading, the ranks must agree on ``t``, ``skipped_steps``, the
+            hyperparameters (``lr`` from the checkpoint included) and a
+            digest of every entry they were given: ranks given different
+            checkpoints raise ``ValueError`` naming the first differing
+            entry, and every rank is put back.
         """
-        error, local = None, None
+        error, local, source = None, None, None
         try:
-            local = self._local_state_dict(state_dict)
+            local, source = self._local_state_dict(state_dict)
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
         _comm.agree(self.comm, error)
-        self._load_agreed(local)
+        self._load_agreed(local, source)
 
     def _local_state_dict(self, state_dict):
-        """The inner optimizer's state dict for this rank's pieces."""
+        """The inner optimizer's state dict for this rank's pieces, after
+        the checks of the checkpoint against the model (every rank runs them
+        all: a mismatch raises the same error everywhere), and the
+        checkpoint as the ranks compare it (the list of shards, or the
+        mapping)."""
         inner = self.inner
         shards = None
         if isinstance(state_dict, Mapping) and "shard/world_size" in state_dict:
@@ -364,24 +379,19 @@ class ShardedOptimizer(Distributed):
             shards = list(state_dict)
             if not shards or not all(isinstance(s, Mapping) for s in shards):
                 raise TypeError("state_dict must be a mapping or a sequence of shard mappings")
-            ranks = sorted(_int(s, "shard/rank") for s in shards)
-            sizes = {_int(s, "shard/world_size") for s in shards}
-            if sizes != {len(shards)} or ranks != list(range(len(shards))):
-                raise ValueError(f"state_dict holds shards of ranks {ranks}, not every rank "
-                                 f"of one checkpoint")
+            _shards.check_set(shards)
             base = shards[0]
-            for i, shard in enumerate(shards[1:], 1):
-                for key in set(base) | set(shard):
-                    if key.startswith(("state/", "shard/")):
-                        continue
-                    if key not in base or key not in shard or \
-                            str(np.asarray(base[key])) != str(np.asarray(shard[key])):
-                        raise ValueError(f"shard {i} and shard 0 differ in {key!r}")
         else:
             base = state_dict
         _check_class(inner, base)  # before its state keys look unexpected
-        out = {}
+        # The state format before the state arrays, whose dtypes would only
+        # hint at it (the single-process optimizer's order and message).
+        inner._check_state_format(base)
         slots = list(inner.state)
+        lowp = inner._lowp is not None
+        if shards is not None:
+            _shards.check_model(shards, self._params, slots, lowp)
+        out = {}
         for key in base:
             if not isinstance(key, str):
                 raise TypeError(f"state_dict keys must be str, got {key!r}")
@@ -392,7 +402,6 @@ class ShardedOptimizer(Distributed):
                     and parts[2] in self._params:
                 continue
             out[key] = base[key]  # an unexpected key: the inner optimizer names it
-        lowp = inner._lowp is not None
         for label in slots:
             unit = QBLOCK if self._is_scale(label) else 1
             for name, piece in inner.state[label].items():
@@ -404,59 +413,30 @@ class ShardedOptimizer(Distributed):
                     # on block boundaries.
                     a, b = a // unit, -(-b // unit)
                     if shards is None:
-                        full = _array(base, key, piece.dtype)
+                        full = _shards.array_of(base, key, piece.dtype)
                         n = -(-self._params[name].size // unit)
                         if full.shape != (n,):
                             raise ValueError(f"state_dict[{key!r}] has shape {full.shape}, "
                                              f"not ({n},)")
                         out[key] = full[a:b]
                     else:
-                        out[key] = self._assemble(shards, key, name, a, b, piece.dtype,
-                                                  None, None, unit)
+                        out[key] = _shards.assemble(shards, key, name, a, b, piece.dtype,
+                                                    None, None, unit)
                 elif shards is None:
-                    full = _array(base, key, piece.dtype)
+                    full = _shards.array_of(base, key, piece.dtype)
                     p = self._params[name]
                     if full.shape != p.shape:
-                        raise ValueError(f"state_dict[{key!r}] has shape {full.shape} but the "
-                                         f"parameter has shape {p.shape}")
+                        raise ValueError(f"state_dict[{key!r}] has shape {full.shape} but this "
+                                         f"optimizer's state array has shape {p.shape}")
                     out[key] = np.ravel(full, order=g.orders[g.names.index(name)])[a:b]
                 else:
                     order = g.orders[g.names.index(name)] if self._local else "C"
-                    out[key] = self._assemble(shards, key, name, a, b, piece.dtype,
-                                              self._params[name].shape, order)
-        return out
+                    out[key] = _shards.assemble(shards, key, name, a, b, piece.dtype,
+                                                self._params[name].shape, order)
+        return out, (base if shards is None else shards)
 
     def _where(self, name, size):
         for _i, n, g, a, b, _o in self._local:
             if n == name:
                 return g, a, b
         return self._groups[0], 0, size  # the empty piece of _build
-
-    @classmethod
-    def _assemble(cls, shards, key, name, a, b, dtype, shape, order, unit=1):
-        """Entries ``[a, b)`` (in ``order``; ``None``: as stored) of state
-        ``key`` from the shards, one entry per ``unit`` elements."""
-        saved = {str(np.asarray(s[f"shard/order/{name}"])) for s in shards
-                 if f"shard/order/{name}" in s}
-        # saved in another memory order: through the whole tensor
-        if order is not None and saved - {order}:
-            other = saved.pop()
-            n = int(np.prod(shape))
-            whole = cls._assemble(shards, key, name, 0, n, dtype, shape, other)
-            return np.ravel(whole.reshape(shape, order=other), order=order)[a:b]
-        out = np.empty(b - a, dtype)
-        covered = 0
-        for s in shards:
-            if f"shard/offset/{name}" not in s:
-                continue
-            off = _int(s, f"shard/offset/{name}") // unit
-            if key not in s and unit > 1:
-                continue  # int8: the piece of a tensor without scales (empty)
-            piece = _array(s, key, dtype)
-            lo, hi = max(a, off), min(b, off + piece.size)
-            if lo < hi:
-                out[lo - a:hi - a] = piece[lo - off:hi - off]
-                covered += hi - lo
-        if covered != b - a:
-            raise ValueError(f"the shards do not cover {key!r} (elements {a} to {b})")
-        return out
