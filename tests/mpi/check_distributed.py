@@ -21,8 +21,8 @@ from fusedoptim.distributed import DataParallelOptimizer, ShardedOptimizer, flat
 from agreement import case_arguments, case_load_agreement, case_schedules
 from consistency import (case_construction_agreement, case_files, case_load_digest,
                          case_schedule_once, case_shard_checks, case_toggled_slot)
-from helpers import (COMM, RANK, W, assert_bitwise, check_params, expect_error, same_float,
-                     same_everywhere)
+from helpers import (COMM, RANK, W, assert_bitwise, check_params, expect_error, mean_of,
+                     same_float, same_everywhere)
 
 # Several dtypes and layouts; W1 straddles ranks, W2 is Fortran-ordered, z is empty.
 SHAPES = {"W1": ((37, 300), np.float32, "C"), "b1": ((37, 1), np.float32, "C"),
@@ -64,14 +64,7 @@ def grads_of(rank, step, case=""):
 def ordered_mean(step, world, case="", ranks=None):
     """The rank-ordered mean, as the docs define it."""
     ranks = range(world) if ranks is None else ranks
-    gs = [grads_of(r, step, case) for r in ranks]
-    out = {}
-    for name in gs[0]:
-        acc = gs[0][name].copy()
-        for g in gs[1:]:
-            acc = acc + g[name]
-        out[name] = acc / acc.dtype.type(world)
-    return out
+    return mean_of([grads_of(r, step, case) for r in ranks], world)
 
 
 # --- cases -----------------------------------------------------------------------

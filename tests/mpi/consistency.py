@@ -11,7 +11,8 @@ import numpy as np
 
 import fusedoptim as fo
 from fusedoptim.distributed import DataParallelOptimizer, DistributedError, ShardedOptimizer
-from helpers import COMM, RANK, W, assert_bitwise, check_params, expect_error, same_everywhere
+from helpers import (COMM, RANK, W, assert_bitwise, check_params, expect_error, mean_of,
+                     same_everywhere)
 
 KINDS = (ShardedOptimizer, DataParallelOptimizer)
 
@@ -33,14 +34,7 @@ def model_grads(p, rank, step):
 
 
 def ordered_mean(p, step, ranks=W):
-    gs = [model_grads(p, r, step) for r in range(ranks)]
-    out = {}
-    for k in gs[0]:
-        acc = gs[0][k].copy()
-        for g in gs[1:]:
-            acc = acc + g[k]
-        out[k] = acc / acc.dtype.type(ranks)
-    return out
+    return mean_of([model_grads(p, r, step) for r in range(ranks)], ranks)
 
 
 def expect_all(kind, fn, *needles):

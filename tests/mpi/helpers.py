@@ -35,3 +35,15 @@ def expect_error(kind, fn, needle):
         assert needle in str(exc), f"{kind.__name__} without {needle!r}: {exc}"
         return
     raise AssertionError(f"no {kind.__name__} ({needle})")
+
+
+def mean_of(gs, world):
+    """The rank-ordered mean of gradient dicts ``gs`` (rank 0's first), as
+    the docs define it: summed in rank order, divided by ``world``."""
+    out = {}
+    for name in gs[0]:
+        acc = gs[0][name].copy()
+        for g in gs[1:]:
+            acc = acc + g[name]
+        out[name] = acc / acc.dtype.type(world)
+    return out
