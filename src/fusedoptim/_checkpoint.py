@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _validate as _v
-from ._groups import _concurrent_use
+from ._groups import exclusive
 
 __all__ = ["Checkpointing"]
 
@@ -111,6 +111,7 @@ class Checkpointing:
     _opts: dict
     _state: dict
     _busy: threading.Lock
+    _lowp: Any
 
     if TYPE_CHECKING:
         @property
@@ -138,6 +139,7 @@ class Checkpointing:
                                  for kv in _flat_keys(h.name, g[h.name])])
                 for i, g in enumerate(self._groups)]
 
+    @exclusive
     def state_dict(self) -> dict[str, Any]:
         """A snapshot of the optimizer, as a flat dict of NumPy arrays and
         Python scalars (``np.savez(path, **sd)`` saves it; ``np.load(path,
@@ -193,17 +195,10 @@ class Checkpointing:
         Raises
         ------
         RuntimeError
-            The optimizer is stepping, loading or being saved in another
-            thread (a snapshot then would mix two steps).
+            The optimizer is in use in another thread, or this is called
+            from within its step (a schedule or signal handler): a snapshot
+            then would mix two steps.
         """
-        if not self._busy.acquire(blocking=False):
-            raise _concurrent_use()
-        try:
-            return self._state_dict()
-        finally:
-            self._busy.release()
-
-    def _state_dict(self):
         sd = {"optimizer": type(self).__name__, "t": self._t,
               "skipped_steps": self.skipped_steps}
         if len(self._groups) == 1:
@@ -291,6 +286,7 @@ class Checkpointing:
             return set(mine) | self._lowp.check_records(self, sd)
         return set(mine)
 
+    @exclusive
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` snapshot into this optimizer.
 
@@ -328,14 +324,9 @@ class Checkpointing:
         ValueError
             Any other mismatch (class, shape, hyperparameter, groups).
         RuntimeError
-            The optimizer is in use in another thread.
+            The optimizer is in use in another thread, or within its step.
         """
-        if not self._busy.acquire(blocking=False):
-            raise _concurrent_use()
-        try:
-            self._load_state_dict(state_dict)
-        finally:
-            self._busy.release()
+        self._load_state_dict(state_dict)
 
     def _load_state_dict(self, state_dict):
         sd = _entries(state_dict)

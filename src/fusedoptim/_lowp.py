@@ -320,15 +320,16 @@ class LowpState:
             impl = _IMPLS[mod] = importlib.import_module(mod)
         return impl
 
-    def step(self, opt, backend, grads: dict, kw: dict, gscale: float, t: int) -> None:
-        """One fused step on ``backend`` (a backend module); ``kw``: the
-        family's keywords for this step (``opt.kernel_args``), ``t`` its count."""
+    def step(self, opt, backend, grads: dict, kw: dict, gscale: float, t: int) -> tuple:
+        """One fused step on ``backend`` (a backend module), as ``(kernel,
+        arguments)`` for the optimizer to call; ``kw``: the family's keywords
+        for this step (``opt.kernel_args``), ``t`` its count."""
         kw = self.kwargs(kw, t, gscale)
         params = opt._params
         names = _v.keys_of(params)
         arrays = self.arrays(opt, names)
-        getattr(self.impl(backend), "adam_q8" if self.dtype == "int8" else "adam_bf16")(
-            params, grads, arrays, _v.NAMED, kw)
+        kernel = getattr(self.impl(backend), "adam_q8" if self.dtype == "int8" else "adam_bf16")
+        return kernel, (params, grads, arrays, _v.NAMED, kw)
 
 
 class _Reference:

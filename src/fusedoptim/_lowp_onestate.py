@@ -97,13 +97,14 @@ class OneStateLowp(LowpState):
             raise ValueError(why)
         return self.rounding_kw(dict(kw), t, gscale)
 
-    def step(self, opt, backend, grads: dict, kw: dict, gscale: float, t: int) -> None:
-        """One fused step on ``backend``; ``kw``: the family's keywords, ``t``
-        the step's count."""
+    def step(self, opt, backend, grads: dict, kw: dict, gscale: float, t: int) -> tuple:
+        """One fused step on ``backend``, as ``(kernel, arguments)``; ``kw``:
+        the family's keywords, ``t`` the step's count."""
         kw = self.kwargs(kw, t, gscale)
         params = opt._params
         arrays = self.arrays(opt, _v.keys_of(params))
-        self.impl(backend).onestate_step(self.decl, params, grads, arrays, _v.NAMED, kw)
+        return (self.impl(backend).onestate_step,
+                (self.decl, params, grads, arrays, _v.NAMED, kw))
 
     _modules = {"_ext": "fusedoptim._ext.lowp_onestate",
                 "_numba": "fusedoptim._numba.lowp_onestate"}

@@ -79,7 +79,7 @@ import numpy as np
 from . import _lowp, _validate as _v
 from ._checkpoint import Checkpointing
 from ._groups import (GroupsMixin, ParamGroup, _check_disjoint, _check_parameters,
-                      _concurrent_use, group_params)
+                      exclusive, group_params)
 from ._norm import CLIP_EPS as _CLIP_EPS, overflow_safe_norm
 from .backend import active as _backend
 
@@ -132,9 +132,10 @@ class Optimizer(Checkpointing, GroupsMixin):
         The starting value of a state slot (default 0) for a group.
 
     Threads: the kernels release the GIL on large steps, so independent
-    optimizers step in parallel; a ``step``, ``state_dict``, ``save`` or
-    ``load_state_dict`` finding one busy in another thread raises
-    ``RuntimeError``.
+    optimizers step in parallel; a ``step``, ``state_dict``, ``save``,
+    ``load_state_dict`` or ``add_param_group`` finding one in use (in
+    another thread, or called from within its own step by a schedule or a
+    signal handler) raises ``RuntimeError``.
     """
 
     family: "Family | None" = None
@@ -258,6 +259,7 @@ class Optimizer(Checkpointing, GroupsMixin):
         self._plan = (states, sizes, None, hps)
         # Held for the length of a step or a state load; never waited on.
         self._busy: threading.Lock = threading.Lock()
+        self._busy_thread: int | None = None  # the thread holding _busy (its messages)
 
     # --- public attributes --------------------------------------------------
 
@@ -317,6 +319,7 @@ class Optimizer(Checkpointing, GroupsMixin):
 
     # --- stepping -----------------------------------------------------------
 
+    @exclusive
     def step(self, grads: dict[str, np.ndarray]) -> bool:
         """One optimizer step, in place.
 
@@ -332,13 +335,9 @@ class Optimizer(Checkpointing, GroupsMixin):
             ``True`` if the step was applied, ``False`` if it was skipped
             (``skip_nonfinite`` and a non-finite gradient).
         """
-        if not self._busy.acquire(blocking=False):
-            raise _concurrent_use()
-        try:
-            return self._step(grads)
-        finally:
-            self._busy.release()
+        return self._step(grads)
 
+    @exclusive
     def step_scaled(self, grads: dict, gscale: float, norm: float | None,
                     skip: bool = False) -> bool:
         """A step whose clipping and skipping were decided by the caller.
@@ -366,13 +365,7 @@ class Optimizer(Checkpointing, GroupsMixin):
         bool
             ``False`` if skipped, else ``True``.
         """
-        decided = _v.scaled_step(gscale, norm, skip)
-        if not self._busy.acquire(blocking=False):
-            raise _concurrent_use()
-        try:
-            return self._step(grads, decided)
-        finally:
-            self._busy.release()
+        return self._step(grads, _v.scaled_step(gscale, norm, skip))
 
     def _step(self, grads, decided=None):
         plan = self._plan
@@ -427,31 +420,40 @@ class Optimizer(Checkpointing, GroupsMixin):
             if scale is not None and scale < 1.0:
                 gscale = scale
         name = self.family.name
-        # Counted before the kernel, uncounted if it raises: Ctrl-C reaches Python after a
-        # compiled kernel returns, the arrays written; a handler's checkpoint must count it.
+        # The kernel and its arguments first: between counting the step and
+        # calling its kernel nothing is called, because a pending Ctrl-C (any
+        # signal's handler) runs as a call returns: it then lands before the
+        # count, or in or after the kernel (compiled: the step is done and
+        # counted, as a handler's checkpoint must see it).  An Exception from
+        # the kernel uncounts it.
+        kwargs = {"gscale": gscale}
+        if self._lowp is not None:  # one group (checked when groups are added)
+            kernel, args = self._lowp.step(self, backend, grads, kw, gscale, t)
+            kwargs = {}
+        elif sizes is None:
+            kernel, args = getattr(backend, name), (self._params, grads, states, _v.NAMED)
+            kwargs.update(kw)
+        else:
+            kernel = getattr(backend, name + "_groups", None)
+            if kernel is None:
+                raise NotImplementedError(f"the {backend.__name__} backend's {name} family "
+                                          f"has no step over several parameter groups")
+            # The whole step, every group, in one fused call of the backend.
+            args = (self._params, grads, states, _v.NAMED, kws, sizes)
         undo = self._t, self._last_grad_norm, self._last_lrs, self._plan
-        self._t, self._last_grad_norm, self._last_lrs = t, norm, lrs
-        if fresh:  # slots a new setting switched on are kept once a step used them
-            self._state.update(new_slots)
-            self._plan = (states, sizes, None, hps)
         try:
-            if self._lowp is not None:  # one group (checked when groups are added)
-                self._lowp.step(self, backend, grads, kw, gscale, t)
-            elif sizes is None:
-                getattr(backend, name)(self._params, grads, states, _v.NAMED, gscale=gscale, **kw)
-            else:
-                fn = getattr(backend, name + "_groups", None)
-                if fn is None:
-                    raise NotImplementedError(f"the {backend.__name__} backend's {name} family "
-                                              f"has no step over several parameter groups")
-                # The whole step, every group, in one fused call of the backend.
-                fn(self._params, grads, states, _v.NAMED, kws, sizes, gscale=gscale)
+            if fresh:  # slots a new setting switched on are kept once a step used them
+                self._state.update(new_slots)
+                self._plan = (states, sizes, None, hps)
+            self._t, self._last_grad_norm, self._last_lrs = t, norm, lrs
+            kernel(*args, **kwargs)
         except BaseException as exc:
-            if not isinstance(exc, Exception) and not getattr(backend, "INTERRUPTIBLE", False):
-                raise  # Ctrl-C after a compiled kernel: the step is done
+            if (not isinstance(exc, Exception) and self._t == t
+                    and not getattr(backend, "INTERRUPTIBLE", False)):
+                raise  # Ctrl-C after the count: the compiled kernel has run
             self._t, self._last_grad_norm, self._last_lrs, self._plan = undo
             for label in new_slots or ():
-                del self._state[label]
+                self._state.pop(label, None)
             raise
         return True
 

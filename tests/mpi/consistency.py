@@ -271,39 +271,51 @@ def case_files():
 
 
 def case_toggled_slot():
-    """A slot switched on through param_groups and saved before the next
-    step (AMSGrad's maximum) is in every checkpoint of both wrappers, at its
-    initial value: shards, full_state_dict and a file load into a wrapper
-    built with the new setting and resume bit for bit (full_state_dict used
-    to leave it out: KeyError at load)."""
+    """A slot switched through param_groups (AMSGrad's maximum) is in every
+    checkpoint of both wrappers: switched on before the save (pending, at
+    its initial value), or on for a step and off again (kept); shards,
+    full_state_dict and a file load into a wrapper built with the saved
+    setting and resume bit for bit, the kept maximum included when the
+    setting comes back on.  (full_state_dict left a pending slot out, and a
+    sharded load refused a kept one.)"""
     tmp = COMM.bcast(tempfile.mkdtemp() if RANK == 0 else None, root=0)
     path = os.path.join(tmp, "toggled.safetensors")
-    rp = model()
-    ref = fo.Adam(rp, lr=1e-2)
-    for step in range(4):
-        if step == 2:
-            ref.param_groups[0]["amsgrad"] = True
-        ref.step(ordered_mean(rp, step))
-    for kind in KINDS:
-        for how in ("state_dict", "full", "file"):
-            p = model()
-            opt = kind(fo.Adam, p, lr=1e-2)
-            for step in range(2):
-                opt.step(model_grads(p, RANK, step))
-            opt.param_groups[0]["amsgrad"] = True
-            q = {k: v.copy() for k, v in p.items()}
-            new = kind(fo.Adam, q, lr=1e-2, amsgrad=True)
-            if how == "file":
-                opt.save(path)
-                new.load(path)
-            elif how == "full" and kind is ShardedOptimizer:
-                new.load_state_dict(COMM.bcast(opt.full_state_dict(), root=0))
-            else:
-                sd = opt.state_dict()
-                new.load_state_dict(COMM.allgather(sd) if kind is ShardedOptimizer else sd)
-            for step in range(2, 4):
-                new.step(model_grads(q, RANK, step))
-            check_params(q, rp, f"{kind.__name__} {how} after a toggled slot")
+    # pattern: the amsgrad setting before each of steps 0-4 (None: unchanged); the save
+    # comes after step 3's setting, before step 3, into an optimizer built with it
+    patterns = {"pending": (False, None, None, True, None),
+                "kept": (False, True, False, None, True)}
+    for label, settings in patterns.items():
+        rp = model()
+        ref = fo.Adam(rp, lr=1e-2)
+        for step, on in enumerate(settings):
+            if on is not None:
+                ref.param_groups[0]["amsgrad"] = on
+            ref.step(ordered_mean(rp, step))
+        for kind in KINDS:
+            for how in ("state_dict", "full", "file"):
+                p = model()
+                opt = kind(fo.Adam, p, lr=1e-2)
+                for step, on in enumerate(settings[:4]):
+                    if on is not None:
+                        opt.param_groups[0]["amsgrad"] = on
+                    if step < 3:
+                        opt.step(model_grads(p, RANK, step))
+                saved_on = [x for x in settings[:4] if x is not None][-1]
+                q = {k: v.copy() for k, v in p.items()}
+                new = kind(fo.Adam, q, lr=1e-2, amsgrad=saved_on)
+                if how == "file":
+                    opt.save(path)
+                    new.load(path)
+                elif how == "full" and kind is ShardedOptimizer:
+                    new.load_state_dict(COMM.bcast(opt.full_state_dict(), root=0))
+                else:
+                    sd = opt.state_dict()
+                    new.load_state_dict(COMM.allgather(sd) if kind is ShardedOptimizer else sd)
+                for step in range(3, 5):
+                    if step > 3 and settings[step] is not None:
+                        new.param_groups[0]["amsgrad"] = settings[step]
+                    new.step(model_grads(q, RANK, step))
+                check_params(q, rp, f"{kind.__name__} {how}, {label} slot")
     COMM.Barrier()
     if RANK == 0:
         shutil.rmtree(tmp)

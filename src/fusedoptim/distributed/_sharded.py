@@ -387,8 +387,16 @@ class ShardedOptimizer(Distributed):
         # The state format before the state arrays, whose dtypes would only
         # hint at it (the single-process optimizer's order and message).
         inner._check_state_format(base)
-        slots = list(inner.state)
         lowp = inner._lowp is not None
+        if lowp:
+            slots = list(inner.state)
+        else:
+            # As the single-process load (_state_copies): a slot the checkpoint holds is
+            # taken, kept or not; one it lacks that the settings leave off is dropped.
+            held, on = set(inner.state), inner._slots_on()
+            saved = {k.split("/", 2)[1] for k in base
+                     if isinstance(k, str) and k.startswith("state/") and k.count("/") >= 2}
+            slots = [x for x in inner.state_names if x in saved or (x in held and x in on)]
         if shards is not None:
             _shards.check_model(shards, self._params, slots, lowp)
         out = {}
@@ -404,7 +412,8 @@ class ShardedOptimizer(Distributed):
             out[key] = base[key]  # an unexpected key: the inner optimizer names it
         for label in slots:
             unit = QBLOCK if self._is_scale(label) else 1
-            for name, piece in inner.state[label].items():
+            # (a full-precision slot the inner optimizer lacks: its pieces are the parameters')
+            for name, piece in inner.state.get(label, inner.parameters).items():
                 key = f"state/{label}/{name}"
                 g, a, b = self._where(name, inner.parameters[name].size)
                 if lowp:
