@@ -43,9 +43,9 @@ def main():
     args = ap.parse_args()
     fo.set_num_threads(args.threads)
     n = 2 ** args.size
-    rng = np.random.default_rng(rank)
-    start = rng.standard_normal(n).astype(np.float32)
-    grads = {"w": rng.standard_normal(n).astype(np.float32)}
+    # the same parameters on every rank (the wrappers check it), each its own gradients
+    start = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    grads = {"w": np.random.default_rng(1 + rank).standard_normal(n).astype(np.float32)}
 
     sharded = ShardedOptimizer(fo.Adam, {"w": start.copy()}, lr=1e-4)
     dp = DataParallelOptimizer(fo.Adam, {"w": start.copy()}, lr=1e-4)
