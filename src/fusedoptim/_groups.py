@@ -98,7 +98,31 @@ def exclusive(method: _F) -> _F:
 
 
 
-class ParamGroup(dict):
+class CheckedGroup(dict):
+    """A group dict whose writes go through ``__setitem__`` and ``update``
+    (which subclasses define to check them): dict's own ``setdefault`` and
+    ``|=`` would store a value unchecked, and no key can be removed.  The
+    base of :class:`ParamGroup` and of the distributed optimizers' view of
+    their one group."""
+
+    __slots__ = ()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def __ior__(self, other: Any) -> "CheckedGroup":  # type: ignore[misc]
+        self.update(other)  # dict's own |= would skip the checks
+        return self
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a parameter group's keys cannot be removed")
+
+    __delitem__ = pop = popitem = clear = _refuse  # type: ignore[assignment]
+
+
+class ParamGroup(CheckedGroup):
     """One parameter group of an optimizer (see the module docstring).
 
     Reading works as for any dict.  ``group[key] = value`` (and ``update``,
@@ -123,20 +147,6 @@ class ParamGroup(dict):
         checked = {k: self._owner._check_group_value(k, v) for k, v in new.items()}
         dict.update(self, checked)  # all checked first: a bad value changes nothing
         self._owner._groups_changed()
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def __ior__(self, other: Any) -> "ParamGroup":  # type: ignore[misc]
-        self.update(other)  # dict's own |= would skip the checks
-        return self
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("a parameter group's keys cannot be removed")
-
-    __delitem__ = pop = popitem = clear = _refuse  # type: ignore[assignment]
 
 
 def group_params(params: Any, label: str) -> Mapping:

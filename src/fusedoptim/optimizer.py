@@ -257,7 +257,8 @@ class Optimizer(Checkpointing, GroupsMixin):
         states, sizes, new_slots, hps = self._make_plan()
         self._state.update(new_slots)
         self._plan = (states, sizes, None, hps)
-        # Held for the length of a step or a state load; never waited on.
+        # Held by step, state_dict, load_state_dict and add_param_group
+        # (_groups.exclusive): one at a time, none from within another.
         self._busy: threading.Lock = threading.Lock()
         self._busy_thread: int | None = None  # the thread holding _busy (its messages)
 

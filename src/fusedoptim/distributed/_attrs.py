@@ -5,14 +5,12 @@ its ``repr``."""
 from collections.abc import Callable
 from typing import Any
 
+from .._groups import CheckedGroup
+
 __all__ = ["InnerAttributes"]
 
 
-def _refuse_removal(*args: Any, **kwargs: Any) -> None:
-    raise TypeError("a parameter group's keys cannot be removed")
-
-
-class _GroupView(dict):
+class _GroupView(CheckedGroup):
     """The one group of a distributed optimizer: the inner optimizer's group
     with the full parameters' names; assignments go to the inner group,
     which checks them (an unknown key raises ``KeyError``), and no key can
@@ -39,19 +37,6 @@ class _GroupView(dict):
         group = self._inner.param_groups[0]
         group.update(new)  # every value checked before any is set
         dict.update(self, {k: group[k] for k in new})
-
-    def __ior__(self, other: Any) -> "_GroupView":  # type: ignore[misc]
-        # dict's |= would store the values without the checks of update
-        self.update(other)
-        return self
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        # dict's setdefault would store an unknown key without __setitem__
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    __delitem__ = pop = popitem = clear = _refuse_removal  # type: ignore[assignment]
 
 
 class InnerAttributes:
