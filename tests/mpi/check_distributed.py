@@ -20,7 +20,8 @@ from fusedoptim.distributed import DataParallelOptimizer, ShardedOptimizer, flat
 
 from agreement import case_arguments, case_load_agreement, case_schedules
 from consistency import (case_construction_agreement, case_files, case_load_digest,
-                         case_schedule_once, case_shard_checks, case_toggled_slot)
+                         case_mixed_calls, case_schedule_once, case_shard_checks,
+                         case_toggled_slot)
 from helpers import (COMM, RANK, W, assert_bitwise, check_params, expect_error, mean_of,
                      same_float, same_everywhere)
 
@@ -417,7 +418,7 @@ def main():
               ("shard checks", case_shard_checks), ("load digest", case_load_digest),
               ("construction agreement", case_construction_agreement),
               ("schedule once", case_schedule_once), ("files", case_files),
-              ("toggled slot", case_toggled_slot)]
+              ("toggled slot", case_toggled_slot), ("mixed calls", case_mixed_calls)]
     cases += [(f"lowp {label}", lambda label=label: case_lowp(label)) for label in LOWP_CASES]
     cases.append(("lowp checkpoints", case_lowp_checkpoints))
     only = sys.argv[1:]

@@ -1,7 +1,7 @@
 """Cases of check_distributed.py on what must be the same everywhere: a
 sharded checkpoint against the model it loads into, the checkpoints and
 initial parameters of the ranks, the wrapper kind, a schedule's one call per
-step, and checkpoint files."""
+step, checkpoint files, and ranks in different collective methods."""
 
 import os
 import shutil
@@ -319,3 +319,35 @@ def case_toggled_slot():
     COMM.Barrier()
     if RANK == 0:
         shutil.rmtree(tmp)
+
+
+def case_mixed_calls():
+    """Ranks in different collective methods (the last rank saves, or takes
+    a state_dict, while the others step) get one DistributedError naming
+    both methods on every rank, with nothing changed: the same step then
+    runs on every rank as on one process."""
+    if W == 1:
+        return
+    last = W - 1
+    tmp = COMM.bcast(tempfile.mkdtemp() if RANK == 0 else None, root=0)
+    try:
+        path = os.path.join(tmp, "ckpt.safetensors")
+        for kind in KINDS:
+            p, rp = model(), model()
+            opt, ref = kind(fo.Adam, p, lr=1e-2), fo.Adam(rp, lr=1e-2)
+            opt.save(path)
+            g = model_grads(p, RANK, 0)
+            other = {"save": lambda: opt.save(path), "load": lambda: opt.load(path),
+                     "load_state_dict": lambda: opt.load_state_dict(opt.state_dict())}
+            if kind is ShardedOptimizer:
+                other["full_state_dict"] = opt.full_state_dict
+            for name, call in other.items():
+                expect_all(DistributedError, call if RANK == last else lambda: opt.step(g),
+                           f"rank {last} called {name}() while rank 0 called step()")
+                unchanged(opt, 0)
+            assert opt.step(g) and ref.step(ordered_mean(p, 0))
+            check_params(p, rp, f"{kind.__name__} after the mixed calls")
+    finally:
+        COMM.Barrier()
+        if RANK == 0:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -164,7 +164,7 @@ class Distributed(InnerAttributes, CollectiveFiles):
             error = exc
         # Every rank learns every rank's signature: a mismatch raises the same
         # error everywhere before any buffer is exchanged.
-        problem = _mismatch(_comm.agree(self.comm, error, sig))
+        problem = _mismatch(_comm.agree(self.comm, error, sig, op="__init__"))
         if problem is not None:
             raise ValueError(problem)
         self.optimizer_class: type[Optimizer] = optimizer_class
@@ -192,7 +192,7 @@ class Distributed(InnerAttributes, CollectiveFiles):
         # The settings as the inner optimizer normalized them: 0.01 and
         # np.float64(0.01), a list and a tuple, an omitted default and the
         # default given, are alike.
-        problem = _difference(_comm.agree(self.comm, error, rows))
+        problem = _difference(_comm.agree(self.comm, error, rows, op="__init__"))
         if problem is not None:
             raise ValueError(problem)
 
@@ -222,7 +222,7 @@ class Distributed(InnerAttributes, CollectiveFiles):
             rows, lr = self._step_rows()
         except Exception as exc:  # noqa: BLE001 - a schedule's own error too
             error = exc
-        problem = _difference(_comm.agree(self.comm, error, rows))
+        problem = _difference(_comm.agree(self.comm, error, rows, op="step"))
         if problem is not None:
             raise ValueError(problem)
         return [g for _p, g in pairs], lr
@@ -281,7 +281,8 @@ class Distributed(InnerAttributes, CollectiveFiles):
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
         try:
-            got = _comm.agree(self.comm, error, (rows, _digest.combined(digests or [])))
+            got = _comm.agree(self.comm, error, (rows, _digest.combined(digests or [])),
+                              op="load_state_dict")
             problem = _difference([r for r, _d in got])
             if problem is None and any(d != got[0][1] for _r, d in got):
                 # Every rank sees the difference, so every rank joins this
@@ -308,7 +309,7 @@ class Distributed(InnerAttributes, CollectiveFiles):
                 raise ValueError(f"root must be in [0, {self.world_size}), got {root}")
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
-        roots = _comm.agree(self.comm, error, root)
+        roots = _comm.agree(self.comm, error, root, op="full_state_dict")
         for r, x in enumerate(roots):
             if x != roots[0]:
                 raise ValueError(f"root is {x} on rank {r} but {roots[0]} on rank 0")

@@ -44,24 +44,33 @@ def mpi_type(dtype: np.dtype):
         if np.dtype(dtype).kind == "f" else MPI.BYTE
 
 
-def agree(comm, error, extra=None):
+def agree(comm, error, extra=None, *, op):
     """Collective check: every rank passes ``error`` (an exception or
-    ``None``) and ``extra`` (any small picklable value).
+    ``None``) and ``extra`` (any small picklable value) from the public
+    method ``op``.
 
-    Raises, on EVERY rank, the first failing rank's error (same type for
-    ``KeyError``, ``TypeError`` and ``ValueError``, else
-    :class:`DistributedError`), prefixed with that rank's number.  Returns
-    the list of every rank's ``extra`` otherwise.  One ``allgather`` of a
-    few bytes: a failing rank never leaves the others waiting in a
-    collective that it does not join.
+    Raises, on EVERY rank, a :class:`DistributedError` naming the methods
+    when the ranks are in different ones (each public collective starts
+    with this exchange, so a rank in ``step`` and one in ``save`` meet here
+    and leave unchanged, instead of reading each other's messages); else
+    the first failing rank's error (same type for ``KeyError``,
+    ``TypeError`` and ``ValueError``, else :class:`DistributedError`),
+    prefixed with that rank's number.  Returns the list of every rank's
+    ``extra`` otherwise.  One ``allgather`` of a few bytes: a failing rank
+    never leaves the others waiting in a collective that it does not join.
     """
     mine = None if error is None else (type(error).__name__, _message(error))
-    got = comm.allgather((mine, extra))
-    for r, (err, _x) in enumerate(got):
+    got = comm.allgather((op, mine, extra))
+    for r, (other, _e, _x) in enumerate(got):
+        if other != got[0][0]:
+            raise DistributedError(f"rank {r} called {other}() while rank 0 called "
+                                   f"{got[0][0]}(): every rank must call the same collective "
+                                   f"methods in the same order")
+    for r, (_o, err, _x) in enumerate(got):
         if err is not None:
             kind, text = err
             raise _ERROR_TYPES.get(kind, DistributedError)(f"rank {r}: {text}")
-    return [x for _e, x in got]
+    return [x for _o, _e, x in got]
 
 
 def _message(exc):

@@ -120,5 +120,5 @@ class DataParallelOptimizer(Distributed):
             sd = _entries(state_dict)  # each entry read once (an NpzFile reads on access)
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
-        _comm.agree(self.comm, error)
+        _comm.agree(self.comm, error, op="load_state_dict")
         self._load_agreed(sd, sd)

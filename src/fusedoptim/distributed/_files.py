@@ -65,7 +65,7 @@ class CollectiveFiles:
             args = (os.fspath(path), bool(parameters))
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
-        got = _comm.agree(self.comm, error, args)
+        got = _comm.agree(self.comm, error, args, op="save")
         for i, label in enumerate(("path", "parameters")):
             for r, x in enumerate(got):
                 if x[i] != got[0][i]:
@@ -78,7 +78,7 @@ class CollectiveFiles:
                 save_checkpoint(_Whole(sd, self._params), path, parameters)
             except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
                 error = exc
-        _comm.agree(self.comm, error)  # also: no rank goes on before the file is written
+        _comm.agree(self.comm, error, op="save")  # also: no rank goes on before the file is written
 
     def load(self, path: "str | os.PathLike[str]", parameters: bool = True) -> None:
         """Restore a checkpoint file (collective): every rank reads ``path``.
@@ -113,7 +113,7 @@ class CollectiveFiles:
                                  for n, a in saved.items()] if parameters else [])
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
-        got = _comm.agree(self.comm, error, mine)
+        got = _comm.agree(self.comm, error, mine, op="load")
         for r, (flag, _d) in enumerate(got):
             if flag != got[0][0]:
                 raise ValueError(f"parameters is {flag} on rank {r} but {got[0][0]} on rank 0")

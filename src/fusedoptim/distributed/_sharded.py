@@ -272,7 +272,7 @@ class ShardedOptimizer(Distributed):
                         chunks.append(arr.view(np.uint8).reshape(-1))
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
-        metas = _comm.agree(self.comm, error, rows)
+        metas = _comm.agree(self.comm, error, rows, op="full_state_dict")
         local = np.concatenate(chunks) if chunks else np.empty(0, np.uint8)
         counts = [sum(np.dtype(dt).itemsize * n for *_r, dt, n in m) for m in metas]
         full: Any = np.empty(sum(counts), np.uint8) if self.rank == root else None
@@ -289,7 +289,7 @@ class ShardedOptimizer(Distributed):
                 sd.update(self._assemble_lowp(metas, full))
             except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
                 error = exc
-        _comm.agree(self.comm, error)
+        _comm.agree(self.comm, error, op="full_state_dict")
         return sd if self.rank == root else None
 
     def _assemble_lowp(self, metas: list, full: Any) -> dict:
@@ -359,7 +359,7 @@ class ShardedOptimizer(Distributed):
             local, source = self._local_state_dict(state_dict)
         except Exception as exc:  # noqa: BLE001 - any failure: the others must not wait
             error = exc
-        _comm.agree(self.comm, error)
+        _comm.agree(self.comm, error, op="load_state_dict")
         self._load_agreed(local, source)
 
     def _local_state_dict(self, state_dict):
