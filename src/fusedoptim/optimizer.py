@@ -391,56 +391,24 @@ class Optimizer(Checkpointing, GroupsMixin):
             lrs = tuple([self._lr_of(hp) for hp in hps])
             kws = tuple([self.kernel_args(hp, lr, t - t0)
                          for hp, lr, t0 in zip(hps, lrs, self._group_t0)])
-        max_norm = self._opts["max_grad_norm"]
-        gscale, norm = 1.0, None
         backend = _backend()
-        if decided is not None:  # step_scaled: the caller's norm and verdict
-            gscale, norm, skip = decided
-            if skip:
-                self._skipped_steps += 1
-                self._last_grad_norm = norm
-                return False
-        elif max_norm is not None or self._opts["skip_nonfinite"]:
-            # One read-only pass: the norm for clipping doubles as a cheap
-            # non-finite detector (NaN or inf anywhere makes it non-finite).
-            sumsq = backend.grad_sumsq(self._params, grads, _v.NAMED)
-            finite = math.isfinite(sumsq)
-            if finite:
-                norm = math.sqrt(sumsq)
-                scale = None if max_norm is None else max_norm / (norm + _CLIP_EPS)
-            else:
-                # why: NaN or inf, or finite float64 gradients above about 1e154
-                # whose squares overflow (_norm.overflow_safe_norm)
-                groups = _v.gather(self._params, grads, (), _v.NAMED)
-                norm, finite, scale_of = overflow_safe_norm([g for _p, g in groups], sumsq)
-                scale = None if (max_norm is None or not finite) else scale_of(max_norm)
-            if not finite and self._opts["skip_nonfinite"]:
-                self._skipped_steps += 1
-                self._last_grad_norm = norm
-                return False
-            if scale is not None and scale < 1.0:
-                gscale = scale
-        name = self.family.name
+        gscale, norm, skip = self._decide(backend, grads) if decided is None else decided
+        if skip:
+            self._skipped_steps += 1
+            self._last_grad_norm = norm
+            return False
         # The kernel and its arguments first: between counting the step and
         # calling its kernel nothing is called, because a pending Ctrl-C (any
         # signal's handler) runs as a call returns: it then lands before the
         # count, or in or after the kernel (compiled: the step is done and
         # counted, as a handler's checkpoint must see it).  An Exception from
         # the kernel uncounts it.
-        kwargs = {"gscale": gscale}
         if self._lowp is not None:  # one group (checked when groups are added)
             kernel, args = self._lowp.step(self, backend, grads, kw, gscale, t)
             kwargs = {}
-        elif sizes is None:
-            kernel, args = getattr(backend, name), (self._params, grads, states, _v.NAMED)
-            kwargs.update(kw)
         else:
-            kernel = getattr(backend, name + "_groups", None)
-            if kernel is None:
-                raise NotImplementedError(f"the {backend.__name__} backend's {name} family "
-                                          f"has no step over several parameter groups")
-            # The whole step, every group, in one fused call of the backend.
-            args = (self._params, grads, states, _v.NAMED, kws, sizes)
+            kernel, args, kwargs = self._kernel(backend, grads, states, sizes,
+                                                kw if sizes is None else kws, gscale)
         undo = self._t, self._last_grad_norm, self._last_lrs, self._plan
         try:
             if fresh:  # slots a new setting switched on are kept once a step used them
@@ -457,6 +425,43 @@ class Optimizer(Checkpointing, GroupsMixin):
                 self._state.pop(label, None)
             raise
         return True
+
+    def _decide(self, backend, grads):
+        """``(gscale, norm, skip)`` of the step's gradients: the clipping
+        factor, the global norm (``None`` when neither clipping nor skipping
+        asks for it) and whether ``skip_nonfinite`` skips the step."""
+        max_norm = self._opts["max_grad_norm"]
+        if max_norm is None and not self._opts["skip_nonfinite"]:
+            return 1.0, None, False
+        # One read-only pass: the norm for clipping doubles as a cheap
+        # non-finite detector (NaN or inf anywhere makes it non-finite).
+        sumsq = backend.grad_sumsq(self._params, grads, _v.NAMED)
+        finite = math.isfinite(sumsq)
+        if finite:
+            norm = math.sqrt(sumsq)
+            scale = None if max_norm is None else max_norm / (norm + _CLIP_EPS)
+        else:
+            # why: NaN or inf, or finite float64 gradients above about 1e154
+            # whose squares overflow (_norm.overflow_safe_norm)
+            groups = _v.gather(self._params, grads, (), _v.NAMED)
+            norm, finite, scale_of = overflow_safe_norm([g for _p, g in groups], sumsq)
+            scale = None if (max_norm is None or not finite) else scale_of(max_norm)
+        skip = not finite and self._opts["skip_nonfinite"]
+        return (scale if scale is not None and scale < 1.0 else 1.0), norm, skip
+
+    def _kernel(self, backend, grads, states, sizes, kw, gscale):
+        """The backend's step for one group (``sizes`` None, ``kw`` its
+        keywords) or for several in one fused call (``kw`` per group), with
+        its arguments and keywords."""
+        name = self.family.name
+        args = (self._params, grads, states, _v.NAMED)
+        if sizes is None:
+            return getattr(backend, name), args, {**kw, "gscale": gscale}
+        kernel = getattr(backend, name + "_groups", None)
+        if kernel is None:
+            raise NotImplementedError(f"the {backend.__name__} backend's {name} family "
+                                      f"has no step over several parameter groups")
+        return kernel, args + (kw, sizes), {"gscale": gscale}
 
     def _make_plan(self):
         """The states, group sizes, new state slots and plain copies of the
