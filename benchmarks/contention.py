@@ -41,7 +41,11 @@ import numpy as np
 import fusedoptim
 
 SHAPES = [(256, 256), (256,)] * 50
-BUSY = "while True: pass"
+# The competitor exits by itself once the script is gone (SIGKILL, a crash, a
+# parent harness's timeout): it checks about every 20 ms that its parent is
+# still the script whose pid it was given.
+BUSY = ("import os, sys\nparent = int(sys.argv[1])\nwhile os.getppid() == parent:\n"
+        "    for _ in range(1_000_000): pass\n")
 
 
 def make_step():
@@ -69,16 +73,18 @@ def measure(step, threads, busy, steps, warmup_s=0.3, adaptive=True):
     competing process when ``busy``, and the shares of the timed steps the
     pool's policy ran on the caller alone and saw descheduled (None, None
     without the policy; the second None on builds without that count)."""
-    proc = subprocess.Popen([sys.executable, "-c", BUSY]) if busy else None
+    proc = None
     before = fusedoptim.get_num_threads()
-    fusedoptim.set_num_threads(threads)
     policy = _policy()
-    if policy is not None:
-        # A fresh policy per configuration: a stretch on the caller alone
-        # (up to 256 steps) begun under the previous configuration's
-        # competitor would otherwise spill into this one's timed steps.
-        policy(adaptive=adaptive, reset=True)
     try:
+        if busy:
+            proc = subprocess.Popen([sys.executable, "-c", BUSY, str(os.getpid())])
+        fusedoptim.set_num_threads(threads)
+        if policy is not None:
+            # A fresh policy per configuration: a stretch on the caller alone
+            # (up to 256 steps) begun under the previous configuration's
+            # competitor would otherwise spill into this one's timed steps.
+            policy(adaptive=adaptive, reset=True)
         end = time.perf_counter() + warmup_s
         while time.perf_counter() < end:
             step()
@@ -211,5 +217,14 @@ def main(argv=None):
             json.dump(summary, f, indent=1)
 
 
+def _exit_on(signum, frame):
+    # SIGTERM / SIGHUP end the script through SystemExit, so that measure()'s
+    # finally stops the competitor (by default they end Python at once).
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    import signal
+    for _sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_sig, _exit_on)
     main()

@@ -195,7 +195,7 @@ static void fo_pool_work(uint32_t g, int swap_fp) {
         for (;;) {
             if ((uint32_t)(t >> 32) != g) goto out;
             idx = (Py_ssize_t)(t & 0xffffffffu);
-            if (idx >= atomic_load_explicit(&fo_pool.nblocks, memory_order_relaxed)) goto out;
+            if (idx >= atomic_load_explicit(&fo_pool.nblocks, memory_order_acquire)) goto out;
             if (atomic_compare_exchange_weak_explicit(&fo_pool.ticket, &t, t + 1,
                                                       memory_order_acq_rel,
                                                       memory_order_acquire))
@@ -306,7 +306,7 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
     long until, t0, c0, lost;
     int i, nw, serial;
     fo_kind_t *kd;
-    if (nt > 1 && nblocks > 1 && nblocks <= 0xffffffffL) {
+    if (nt > 1 && nblocks > 1 && nblocks < 0xffffffffL) {
         pthread_once(&fo_pool_once, fo_pool_init);
         if (pthread_mutex_trylock(&fo_pool.run_mu) == 0) {
             kd = fo_policy_begin(key, &serial);
@@ -322,10 +322,17 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
             if (nw > 0) {
                 t0 = fo_now_ns();
                 c0 = fo_thread_cpu_ns();
+                /* Close the previous job's ticket before describing this
+                 * one: a worker that read it (every block claimed) and was
+                 * descheduled before its bound check must not find this
+                 * job's larger nblocks and claim past the old job's end. */
+                atomic_store_explicit(&fo_pool.ticket,
+                    atomic_load_explicit(&fo_pool.ticket, memory_order_relaxed) | 0xffffffffu,
+                    memory_order_relaxed);
                 fo_pool.fn = fn;
                 fo_pool.ctx = ctx;
                 fo_fp_get(&fo_pool.fp);
-                atomic_store_explicit(&fo_pool.nblocks, nblocks, memory_order_relaxed);
+                atomic_store_explicit(&fo_pool.nblocks, nblocks, memory_order_release);
                 atomic_store_explicit(&fo_pool.wanted, nt - 1, memory_order_relaxed);
                 atomic_store_explicit(&fo_pool.done, 0, memory_order_relaxed);
                 g = ++fo_pool.next_gen;

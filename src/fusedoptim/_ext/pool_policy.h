@@ -272,7 +272,12 @@ static void fo_policy_serial_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks) {
  * which the caller lost caller_lost ns of run time. */
 static void fo_policy_parallel_done(fo_kind_t *kd, long ns, Py_ssize_t nblocks,
                                     long caller_lost) {
-    if (kd == NULL) return;
+    if (kd == NULL) {
+        /* Policy off: what the workers lose now is not the next job's. */
+        fo_policy.lost_workers_seen = atomic_load_explicit(&fo_pool.lost_ns,
+                                                           memory_order_relaxed);
+        return;
+    }
     fo_policy_spin(ns, caller_lost);
     kd->since_sample++;
     if (!kd->warm) {
@@ -348,6 +353,9 @@ static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns
         fo_policy.nospin_jobs = fo_policy.pre_caller = fo_policy.pre_workers = 0;
         fo_policy.last_lost = 0;
         fo_policy.desched = 0;
+        /* Run time the workers lost before the reset is not the next job's. */
+        fo_policy.lost_workers_seen = atomic_load_explicit(&fo_pool.lost_ns,
+                                                           memory_order_relaxed);
     }
     /* The policy off is the pool as it was before it: always spinning. */
     atomic_store_explicit(&fo_pool.spin_on,
