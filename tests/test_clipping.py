@@ -294,6 +294,38 @@ def test_max_grad_norm_zero_is_clip_grad_norm_zero(backend, cls_name, dtype):
     cls({k: v.copy() for k, v in p1.items()}, lr=0.01, max_grad_norm=0).load_state_dict(sd)
 
 
+@pytest.mark.parametrize("cls_name, state_dtype",
+                         [(c, None) for c in sorted(fo.OPTIMIZERS)]
+                         + [("Adam", "bfloat16"), ("Adam", "int8")])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_nonfinite_gradient_is_clipped_as_clip_grad_norm_does(backend, cls_name, state_dtype,
+                                                              bad):
+    """Without skip_nonfinite, max_grad_norm scales a non-finite gradient as
+    clip_grad_norm_ (and torch) do, by 0 for an infinite norm and NaN for a
+    NaN one, with the same bits as clipping first (it used to step the
+    finite gradients unclipped)."""
+    cls = fo.OPTIMIZERS[cls_name]
+    rng = np.random.default_rng(17)
+    p1 = {"W": rng.standard_normal((6, 5)).astype(np.float32),
+          "b": rng.standard_normal(5).astype(np.float32)}
+    p2 = snapshot(p1)[0]
+    kw = dict(lr=0.01) if state_dtype is None else dict(lr=0.01, state_dtype=state_dtype)
+    a, b = cls(p1, max_grad_norm=1.0, **kw), cls(p2, **kw)
+    for step in range(3):
+        grads = {"W": rng.standard_normal((6, 5)).astype(np.float32) * 4,
+                 "b": rng.standard_normal(5).astype(np.float32)}
+        if step == 1:
+            grads["W"][2, 3] = bad
+        with np.errstate(invalid="ignore"):
+            assert a.step({k: g.copy() for k, g in grads.items()})
+            norm = fo.clip_grad_norm_(grads, 1.0)
+            b.step(grads)
+        assert np.isnan(norm) == np.isnan(a.last_grad_norm) and (np.isnan(norm) or
+                                                                  norm == a.last_grad_norm)
+    for k in p1:
+        assert_bitwise(p1[k], p2[k])
+
+
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
 def test_max_grad_norm_zero_with_reduced_precision_state(backend, state_dtype):
     rng = np.random.default_rng(13)

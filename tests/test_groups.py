@@ -129,6 +129,44 @@ def test_parameters_sharing_memory_are_refused_when_given():
     fo.SGD({"a": w[:4], "b": w[4:]}, lr=0.1).step({"a": np.ones(4), "b": np.ones(4)})
 
 
+def test_the_first_group_is_not_a_view_of_the_callers_dict():
+    """A layer added to the model dict for add_param_group is in one group,
+    and a key removed from it stays in the optimizer (the group was a view
+    of the caller's dict: every later step raised, and the checkpoint named
+    the layer twice)."""
+    model = {"W": np.ones((2, 2))}
+    opt = fo.Adam(model, lr=0.1)
+    opt.step({"W": np.ones((2, 2))})
+    model["head"] = np.zeros(3)
+    assert list(opt.param_groups[0]["params"]) == ["W"]
+    opt.add_param_group({"params": {"head": model["head"]}, "lr": 0.01})
+    assert opt.step({"W": np.ones((2, 2)), "head": np.ones(3)}) and opt.t == 2
+    sd = opt.state_dict()
+    assert list(sd["group/0/params"]) == ["W"] and list(sd["group/1/params"]) == ["head"]
+    del model["W"]
+    assert list(opt.param_groups[0]["params"]) == ["W"] == list(opt.parameters)[:1]
+
+
+def test_copies_of_groups_are_plain_dicts():
+    """copy, deepcopy and pickle of a group give plain dicts detached from
+    the optimizer (copy.copy said "'params' cannot be replaced", deepcopy
+    tried to pickle the optimizer)."""
+    import copy
+    import pickle
+    p = {"W": np.ones((3, 2)), "b": np.zeros(2)}
+    opt = fo.AdamW(fo.exclude_from_weight_decay(p), lr=0.1, weight_decay=0.01)
+    shallow = copy.copy(opt.param_groups[0])
+    assert type(shallow) is dict and shallow == opt.param_groups[0]
+    for snap in (copy.deepcopy(opt.param_groups),
+                 pickle.loads(pickle.dumps(opt.param_groups))):
+        assert [type(g) for g in snap] == [dict, dict]
+        assert [list(g["params"]) for g in snap] == [["W"], ["b"]]
+        assert snap[0]["params"]["W"] is not p["W"]
+        snap[0]["lr"] = 5.0
+        snap[0]["params"]["W"][:] = 7.0
+    assert opt.param_groups[0]["lr"] == 0.1 and (p["W"] == 1.0).all()
+
+
 def test_param_groups_assignment_is_checked_and_changes_nothing_on_error():
     params, grads = _data(np.float64, 2)
     opt = fo.SGD([{"params": {"W1": params["W1"]}}, {"params": {"b1": params["b1"]}}],

@@ -320,11 +320,19 @@ def test_step_scaled_is_step_after_the_callers_norm(backend):
     assert (b.t, b.skipped_steps) == (1, 1) and np.isnan(b.last_grad_norm)
     for k in pb:
         assert pb[k].tobytes() == before[k].tobytes()
+    # A skipped step's gradients are checked as a step's: a typo is not a skip.
+    with pytest.raises(KeyError, match="grads has no 'b' or 'db'"):
+        b.step_scaled({"w": g["w"], "bb": g["b"]}, 1.0, None, skip=True)
+    assert (b.t, b.skipped_steps) == (1, 1)
+    # NaN: a NaN norm's clipping factor (clip_grad_norm_'s), every gradient NaN.
+    with np.errstate(invalid="ignore"):
+        assert b.step_scaled(g, float("nan"), float("nan"))
+    assert b.t == 2 and all(np.isnan(pb[k]).all() for k in pb)
 
 
 @pytest.mark.parametrize("args, error, message", [
-    ((float("nan"), None), ValueError, "gscale must be finite"),
-    ((2.0, None), ValueError, r"gscale must be in \[0, 1\], got 2.0"),
+    ((float("inf"), None), ValueError, "gscale must be finite"),
+    ((2.0, None), ValueError, r"gscale must be in \[0, 1\] or NaN, got 2.0"),
     ((-1.0, None), ValueError, "gscale must be in"),
     (("0.5", None), TypeError, "gscale must be a real number"),
     ((0.5, "1.0"), TypeError, "norm must be a real number or None, got str"),

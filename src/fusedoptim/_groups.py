@@ -11,6 +11,7 @@ are checked at the next step, before anything is written.
 reaches for: the parameters that decay, and those that do not.
 """
 
+import copy
 import functools
 import math
 import re
@@ -120,6 +121,21 @@ class CheckedGroup(dict):
         raise TypeError("a parameter group's keys cannot be removed")
 
     __delitem__ = pop = popitem = clear = _refuse  # type: ignore[assignment]
+
+    # Copies (a logger's snapshot, an LR-range test's) are plain dicts, with
+    # "params" a dict: detached from the optimizer, as torch's groups copy.
+    # Rebuilding this class would go through the checked __setitem__.
+    def _plain(self) -> dict:
+        return {k: dict(v) if k == "params" else v for k, v in self.items()}
+
+    def __copy__(self) -> dict:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        return copy.deepcopy(self._plain(), memo)
+
+    def __reduce__(self) -> tuple:
+        return dict, (self._plain(),)
 
 
 class ParamGroup(CheckedGroup):

@@ -426,11 +426,15 @@ def step(t, name="t"):
 
 def scaled_step(gscale, norm, skip):
     """``Optimizer.step_scaled``'s decision, checked: ``(gscale, norm,
-    skip)`` with ``gscale`` in [0, 1], ``norm`` ``None`` or a real >= 0
-    (NaN and infinity allowed: the norm of a non-finite gradient)."""
-    gscale = real(gscale, "gscale")
-    if not 0.0 <= gscale <= 1.0:
-        raise ValueError(f"gscale must be in [0, 1], got {gscale}")
+    skip)`` with ``gscale`` in [0, 1] or NaN (the clipping factor of a NaN
+    norm), ``norm`` ``None`` or a real >= 0 (NaN and infinity allowed: the
+    norm of a non-finite gradient)."""
+    if isinstance(gscale, (float, np.floating)) and math.isnan(gscale):
+        gscale = math.nan
+    else:
+        gscale = real(gscale, "gscale")
+        if not 0.0 <= gscale <= 1.0:
+            raise ValueError(f"gscale must be in [0, 1] or NaN, got {gscale}")
     if norm is not None:
         if isinstance(norm, (bool, np.bool_)) or not isinstance(norm, numbers.Real):
             raise TypeError(f"norm must be a real number or None, got {_type_name(norm)}")

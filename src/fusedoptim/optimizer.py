@@ -55,8 +55,10 @@ Bad steps (``skip_nonfinite``)
     When a gradient holds NaN or infinity the whole step is skipped:
     parameters, state and ``opt.t`` (so the schedule) are untouched,
     ``opt.skipped_steps`` grows by one and ``step`` returns ``False``.
-    Without it such a step runs unclipped and NaN or infinity reaches the
-    parameters, as it would with PyTorch.
+    Without it such a step runs, clipped as ``clip_grad_norm_`` clips it:
+    with ``max_grad_norm`` an infinite norm scales every gradient by 0 (an
+    infinite element becomes NaN, the finite ones 0) and a NaN norm by NaN;
+    NaN reaches the parameters, as it would with PyTorch.
 Errors
     A step that raises (bad key, shape, dtype, a schedule's bad value, ...)
     changes nothing: not the parameters, the state, ``t``, ``skipped_steps``
@@ -244,10 +246,13 @@ class Optimizer(Checkpointing, GroupsMixin):
                 flat.update(groups[-1]["params"])
             self._params = _check_disjoint(flat)
         else:
-            # Its own dict, as with groups (and torch's own list): a key the
-            # caller adds or removes later is not a half-registered parameter.
+            # Its own dicts, as with groups (and torch's own list): a key the
+            # caller adds or removes later is not a half-registered parameter,
+            # in the optimizer or in its group (a view of the caller's dict
+            # showed a layer added for add_param_group in two groups).
             self._params = _check_disjoint(dict(_check_parameters(parameters)))
-            groups = [ParamGroup(self, {"params": group_params(parameters, "parameters"),
+            groups = [ParamGroup(self, {"params": group_params(dict(self._params),
+                                                               "parameters"),
                                         **defaults})]
         for g in groups:
             self._add_group(g)
@@ -353,7 +358,8 @@ class Optimizer(Checkpointing, GroupsMixin):
         grads : dict of str to ndarray
             As for :meth:`step`.
         gscale : float
-            The factor in ``[0, 1]`` applied to every gradient (clipping).
+            The factor in ``[0, 1]`` applied to every gradient (clipping), or
+            NaN (a NaN norm's clipping factor, as ``clip_grad_norm_``'s).
         norm : float or None
             The gradient norm, ``>= 0`` (NaN and infinity included: a
             non-finite gradient's); it becomes ``last_grad_norm``.
@@ -394,6 +400,8 @@ class Optimizer(Checkpointing, GroupsMixin):
         backend = _backend()
         gscale, norm, skip = self._decide(backend, grads) if decided is None else decided
         if skip:
+            if decided is not None:  # checked as a step's (_decide's norm checked them)
+                _v.gather(self._params, grads, (), _v.NAMED)
             self._skipped_steps += 1
             self._last_grad_norm = norm
             return False
@@ -445,9 +453,17 @@ class Optimizer(Checkpointing, GroupsMixin):
             # whose squares overflow (_norm.overflow_safe_norm)
             groups = _v.gather(self._params, grads, (), _v.NAMED)
             norm, finite, scale_of = overflow_safe_norm([g for _p, g in groups], sumsq)
-            scale = None if (max_norm is None or not finite) else scale_of(max_norm)
+            if max_norm is None:
+                scale = None
+            elif finite:
+                scale = scale_of(max_norm)
+            else:
+                # clip_grad_norm_'s (and torch's) factor: 0 for an infinite
+                # norm (inf * 0 is NaN, finite gradients 0), NaN for a NaN one.
+                scale = max_norm / (norm + _CLIP_EPS)
         skip = not finite and self._opts["skip_nonfinite"]
-        return (scale if scale is not None and scale < 1.0 else 1.0), norm, skip
+        # not >= (rather than <): a NaN factor is applied, as torch.clamp keeps it.
+        return (scale if scale is not None and not scale >= 1.0 else 1.0), norm, skip
 
     def _kernel(self, backend, grads, states, sizes, kw, gscale):
         """The backend's step for one group (``sizes`` None, ``kw`` its

@@ -183,15 +183,16 @@ def global_amax(comm, pieces):
 def clip_decision(comm, nparams, pieces, max_norm, eps):
     """``(norm, finite, scale)`` of the global gradient norm, the same on
     every rank, as ``Optimizer._step`` computes them on one process:
-    ``scale`` is ``max_norm / (norm + eps)`` (``None`` without
-    ``max_norm`` or when not finite)."""
+    ``scale`` is ``max_norm / (norm + eps)`` (0 or NaN when not finite;
+    ``None`` without ``max_norm``)."""
     sumsq = global_sumsq(comm, nparams, pieces)
     if math.isfinite(sumsq):
         norm = math.sqrt(sumsq)
         return norm, True, None if max_norm is None else max_norm / (norm + eps)
     finite, amax = global_amax(comm, pieces)
     if not finite:
-        return math.sqrt(sumsq), False, None
+        norm = math.sqrt(sumsq)  # clip_grad_norm_'s factor: 0 (inf) or NaN
+        return norm, False, None if max_norm is None else max_norm / (norm + eps)
     # Finite float64 gradients whose squares overflow: the norm of g / amax.
     root = math.sqrt(global_sumsq(comm, nparams, pieces, scale=amax))
     norm = amax * root

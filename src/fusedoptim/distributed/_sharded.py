@@ -147,7 +147,7 @@ class ShardedOptimizer(Distributed):
                 self.last_times = {"reduce_scatter": rs, "update": time.perf_counter() - t0,
                                    "all_gather": 0.0}
                 return False
-            if scale is not None and scale < 1.0:
+            if scale is not None and not scale >= 1.0:  # NaN too, as on one process
                 gscale = scale
         with self._agreed_lr(lr):
             inner.step_scaled(mine, gscale, norm)
