@@ -2,6 +2,7 @@
 stepping test runs on every available backend.  Clipping and bad steps:
 ``test_optimizers_steps.py``; checkpoints: ``test_optimizers_checkpoints.py``."""
 
+import inspect
 import math
 
 import numpy as np
@@ -360,6 +361,29 @@ def test_repr_spells_the_constructors_keywords(name):
     for h in cls.hyper:
         assert f"{h.name}={getattr(opt, h.name)!r}" in text, h.name
     assert "beta1=" not in text and "lr=0.5" in text
+
+
+@pytest.mark.parametrize("cls,kw", CONFIGS, ids=CONFIG_IDS)
+def test_get_config_rebuilds_the_same_optimizer(cls, kw):
+    """type(opt)(params, **opt.get_config()) has every setting of opt, the
+    options (clipping, skipping, reduced-precision state) included, and
+    steps with the same bits."""
+    rng = np.random.default_rng(4)
+    p1 = {"w": rng.standard_normal((4, 3)).astype(np.float32)}
+    p2 = snapshot(p1)[0]
+    opts = dict(max_grad_norm=0.5, skip_nonfinite=True)
+    if cls in (fo.Adam, fo.AdamW, fo.Lion) and not kw.get("amsgrad"):
+        opts.update(state_dtype="bfloat16", state_rounding="stochastic", state_seed=7)
+    a = cls(p1, **kw, **opts)
+    config = a.get_config()
+    assert set(config) == set(inspect.signature(cls).parameters) - {"parameters"}
+    b = cls(p2, **config)
+    assert b.get_config() == config and repr(b) == repr(a)
+    for _ in range(3):
+        g = {"w": rng.standard_normal((4, 3)).astype(np.float32)}
+        assert a.step(g) == b.step(g)
+    assert_bitwise(p1["w"], p2["w"])
+    assert repr(cls({"w": np.ones(2)}, lr=0.1)).startswith(f"{cls.__name__}(1 parameter, ")
 
 
 def test_step_counters_are_read_only_properties():

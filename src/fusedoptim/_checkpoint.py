@@ -124,6 +124,26 @@ class Checkpointing:
         raise TypeError(f"{type(self).__name__} objects cannot be pickled or copied; save "
                         f"opt.state_dict() and load it into a new optimizer")
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments but the parameters, so that
+        ``type(opt)(params, **opt.get_config())`` builds an optimizer with
+        the same settings (Keras' ``get_config``; ``opt.defaults`` holds the
+        hyperparameters only).
+
+        Returns
+        -------
+        dict
+            ``lr`` and every hyperparameter as given to the constructor (the
+            groups' own values are in ``param_groups``), ``max_grad_norm``,
+            ``skip_nonfinite``, ``state_dtype``, ``state_rounding`` and
+            ``state_seed``.
+        """
+        lowp = self._lowp
+        return {**self.defaults, **self._opts,  # type: ignore[attr-defined]
+                "state_dtype": None if lowp is None else lowp.dtype,
+                "state_rounding": None if lowp is None else lowp.rounding,
+                "state_seed": 0 if lowp is None else lowp.seed}
+
     def _flat_hp(self, group=None):
         """Checkpoint keys and values of ``group``'s hyperparameters (``lr``
         aside), then of the optimizer's options; one group: its own."""

@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ._validate import gather
+from ._validate import NAMED, gather
 
 __all__ = ["SUMSQ_BLOCK", "SUMSQ_LANES", "CLIP_EPS", "sumsq_blocks", "grad_sumsq",
-           "overflow_safe_norm"]
+           "overflow_safe_norm", "clip_decision"]
 
 #: Elements per block of the float64 sum of squares, and interleaved lanes
 #: per block (see ``sumsq_blocks``).
@@ -94,3 +94,39 @@ def overflow_safe_norm(gs: Sequence[np.ndarray],
         return max_norm / amax / root
 
     return norm, True, scale_of
+
+
+def clip_decision(backend, params, grads, max_norm, skip_nonfinite):
+    """``(gscale, norm, skip)`` of an optimizer step's gradients: the factor
+    they are scaled by inside the step (``min(1, max_norm / (norm +
+    CLIP_EPS))``, ``clip_grad_norm_``'s), their global norm (``None`` when
+    neither ``max_norm`` nor ``skip_nonfinite`` asks for it) and whether
+    ``skip_nonfinite`` skips the step.
+
+    A non-finite norm gets ``clip_grad_norm_``'s (and torch's) factor when
+    the step is not skipped: 0 for an infinite norm (an infinite element
+    becomes NaN, the finite ones 0), NaN for a NaN one.
+    """
+    if max_norm is None and not skip_nonfinite:
+        return 1.0, None, False
+    # One read-only pass: the norm for clipping doubles as a cheap
+    # non-finite detector (NaN or inf anywhere makes it non-finite).
+    sumsq = backend.grad_sumsq(params, grads, NAMED)
+    finite = math.isfinite(sumsq)
+    if finite:
+        norm = math.sqrt(sumsq)
+        scale = None if max_norm is None else max_norm / (norm + CLIP_EPS)
+    else:
+        # NaN or inf, or finite float64 gradients above about 1e154 whose
+        # squares overflow.
+        norm, finite, scale_of = overflow_safe_norm(
+            [g for _p, g in gather(params, grads, (), NAMED)], sumsq)
+        if max_norm is None:
+            scale = None
+        elif finite:
+            scale = scale_of(max_norm)
+        else:
+            scale = max_norm / (norm + CLIP_EPS)
+    # not >= (rather than <): a NaN factor is applied, as torch.clamp keeps it.
+    gscale = scale if scale is not None and not scale >= 1.0 else 1.0
+    return gscale, norm, not finite and skip_nonfinite

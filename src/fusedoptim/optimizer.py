@@ -71,7 +71,6 @@ Checkpoints
 """
 
 import inspect
-import math
 from dataclasses import replace
 import threading
 from typing import TYPE_CHECKING, Any
@@ -82,7 +81,7 @@ from . import _lowp, _validate as _v
 from ._checkpoint import Checkpointing
 from ._groups import (GroupsMixin, ParamGroup, _check_disjoint, _check_parameters,
                       exclusive, group_params)
-from ._norm import CLIP_EPS as _CLIP_EPS, overflow_safe_norm
+from ._norm import clip_decision
 from .backend import active as _backend
 
 if TYPE_CHECKING:
@@ -320,7 +319,8 @@ class Optimizer(Checkpointing, GroupsMixin):
                        + [f"{k}={v!r}" for k, v in self._opts.items()])
         if self._lowp is not None:
             hp += f", {self._lowp!r}"
-        return (f"{type(self).__name__}({len(self._params)} parameters, "
+        n = len(self._params)
+        return (f"{type(self).__name__}({n} parameter{'s' if n != 1 else ''}, "
                 f"lr={self._groups[0]['lr']!r}, {hp}, t={self._t})")
 
     # --- stepping -----------------------------------------------------------
@@ -398,10 +398,13 @@ class Optimizer(Checkpointing, GroupsMixin):
             kws = tuple([self.kernel_args(hp, lr, t - t0)
                          for hp, lr, t0 in zip(hps, lrs, self._group_t0)])
         backend = _backend()
-        gscale, norm, skip = self._decide(backend, grads) if decided is None else decided
+        if decided is None:
+            decided = clip_decision(backend, self._params, grads, self._opts["max_grad_norm"],
+                                    self._opts["skip_nonfinite"])
+        gscale, norm, skip = decided
         if skip:
-            if decided is not None:  # checked as a step's (_decide's norm checked them)
-                _v.gather(self._params, grads, (), _v.NAMED)
+            # Checked as a step's: step_scaled's caller decided without them.
+            _v.gather(self._params, grads, (), _v.NAMED)
             self._skipped_steps += 1
             self._last_grad_norm = norm
             return False
@@ -433,37 +436,6 @@ class Optimizer(Checkpointing, GroupsMixin):
                 self._state.pop(label, None)
             raise
         return True
-
-    def _decide(self, backend, grads):
-        """``(gscale, norm, skip)`` of the step's gradients: the clipping
-        factor, the global norm (``None`` when neither clipping nor skipping
-        asks for it) and whether ``skip_nonfinite`` skips the step."""
-        max_norm = self._opts["max_grad_norm"]
-        if max_norm is None and not self._opts["skip_nonfinite"]:
-            return 1.0, None, False
-        # One read-only pass: the norm for clipping doubles as a cheap
-        # non-finite detector (NaN or inf anywhere makes it non-finite).
-        sumsq = backend.grad_sumsq(self._params, grads, _v.NAMED)
-        finite = math.isfinite(sumsq)
-        if finite:
-            norm = math.sqrt(sumsq)
-            scale = None if max_norm is None else max_norm / (norm + _CLIP_EPS)
-        else:
-            # why: NaN or inf, or finite float64 gradients above about 1e154
-            # whose squares overflow (_norm.overflow_safe_norm)
-            groups = _v.gather(self._params, grads, (), _v.NAMED)
-            norm, finite, scale_of = overflow_safe_norm([g for _p, g in groups], sumsq)
-            if max_norm is None:
-                scale = None
-            elif finite:
-                scale = scale_of(max_norm)
-            else:
-                # clip_grad_norm_'s (and torch's) factor: 0 for an infinite
-                # norm (inf * 0 is NaN, finite gradients 0), NaN for a NaN one.
-                scale = max_norm / (norm + _CLIP_EPS)
-        skip = not finite and self._opts["skip_nonfinite"]
-        # not >= (rather than <): a NaN factor is applied, as torch.clamp keeps it.
-        return (scale if scale is not None and not scale >= 1.0 else 1.0), norm, skip
 
     def _kernel(self, backend, grads, states, sizes, kw, gscale):
         """The backend's step for one group (``sizes`` None, ``kw`` its

@@ -9,7 +9,7 @@ import numpy as np
 from .._checkpoint import _check_class
 from .._lowp import _SCALE
 from ..families.adam_lowp import QBLOCK
-from ..optimizer import _CLIP_EPS
+from .._norm import CLIP_EPS as _CLIP_EPS
 from . import _comm, _shards
 from ._base import Distributed
 
