@@ -55,6 +55,9 @@ BAD = [
      "parameters['b2'] must be a numpy.ndarray, got float"),
     ("grad-list", lambda p, g, v, s: _put(g, "db2", [[1.0]]), TypeError,
      "grads['db2'] must be a numpy.ndarray, got list"),
+    ("grad-numpy-scalar", lambda p, g, v, s: _put(g, "db2", np.float64(1.0)), TypeError,
+     "grads['db2'] must be a numpy.ndarray, got a numpy.float64 scalar (np.asarray makes it "
+     "a 0-d array)"),
     ("param-readonly", lambda p, g, v, s: p["W2"].setflags(write=False), ValueError,
      "parameters['W2'] is read-only"),
     ("state-readonly", lambda p, g, v, s: s["b2" and "db2"].setflags(write=False), ValueError,
@@ -148,3 +151,16 @@ def test_momentum_beta_range(backend, beta):
 def test_numpy_integer_step_accepted(backend):
     p, g, v, s = model()
     adam(p, g, v, s, t=np.int64(4))
+
+
+def test_a_misspelled_gradient_key_is_named(backend):
+    """The missing gradient's message names the keys that match no
+    parameter (a typo), and nothing changes."""
+    p = {"head": np.ones(2), "W": np.ones(3)}
+    opt = fo.Adam(p, lr=0.1)
+    with pytest.raises(KeyError, match=r"grads has no 'head' or 'dhead' \(gradient of parameter "
+                                       r"'head'\); grads has 'haed', which names no parameter"):
+        opt.step({"haed": np.ones(2), "dW": np.ones(3)})
+    with pytest.raises(KeyError, match=r"'head'\)\Z|'head'\)\"\Z"):
+        opt.step({"W": np.ones(3)})
+    assert opt.t == 0 and (p["head"] == 1).all()

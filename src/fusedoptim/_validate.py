@@ -130,6 +130,9 @@ def _check_dict(obj, label):
 
 def _check_array(a, label):
     if not isinstance(a, np.ndarray):
+        if isinstance(a, np.generic):  # what NumPy returns for a 0-d result
+            raise TypeError(f"{label} must be a numpy.ndarray, got a numpy.{_type_name(a)} "
+                            f"scalar (np.asarray makes it a 0-d array)")
         raise TypeError(f"{label} must be a numpy.ndarray, got {_type_name(a)}")
     if type(a) is not np.ndarray and type(a) not in PLAIN_SUBCLASSES:
         raise subclass_refused(a, label)
@@ -283,7 +286,12 @@ def _grad_of(grads, name, mode, params):
     if has_plain or has_d:
         key = name if has_plain else dkey
         return key, grads[key]
-    raise KeyError(f"grads has no {name!r} or {dkey!r} (gradient of parameter {name!r})")
+    # A misspelled key is the usual cause: name the keys that match no parameter.
+    stray = [k for k in keys_of(grads)
+             if not (k in params or (isinstance(k, str) and k[:1] == "d" and k[1:] in params))]
+    extra = (f"; grads has {', '.join(map(repr, stray[:3]))}, which name"
+             f"{'s' if len(stray) == 1 else ''} no parameter") if stray else ""
+    raise KeyError(f"grads has no {name!r} or {dkey!r} (gradient of parameter {name!r}){extra}")
 
 
 def gather(params, grads, states, mode):
