@@ -41,7 +41,7 @@ cdef inline void _adadelta_loop(floating* p, const floating* g, floating* sq,
         a0 = acc[i]
         gi = _prelude(g[i], pi, gs, scale, maximize, wd, l2)
         si = rho * s0 + (omr * gi) * gi
-        d = (_sqrt(a0 + e) / _sqrt(si + e)) * gi
+        d = _sqrt((a0 + e) / (si + e)) * gi
         sq[i] = si
         acc[i] = rho * a0 + (omr * d) * d
         p[i] = pi - lr * d

@@ -13,7 +13,7 @@
         /* Every load before any store (_LOADS_FIRST). */                      \
         T pi = p[k], s0 = sq[k], a0 = acc[k], gi = g[k], si, d;                \
         si = rho * s0 + (omr * gi) * gi;                                       \
-        d = (SQRT(a0 + e) / SQRT(si + e)) * gi;                                \
+        d = SQRT((a0 + e) / (si + e)) * gi;                                    \
         sq[k] = si;                                                            \
         acc[k] = rho * a0 + (omr * d) * d;                                     \
         p[k] = pi - lr * d;                                                    \

@@ -52,7 +52,7 @@ cdef inline void _nadam_loop(floating* p, const floating* g, floating* m, floati
         m[i] = mi
         v[i] = vi
         d = _sqrt(vi / c2) + e
-        p[i] = (pi - (lrg * gi) / d) - (lrm * mi) / d
+        p[i] = pi - (lrg * gi + lrm * mi) / d
 
 
 cdef inline void _nadam_typed(floating* p, const floating* g, floating* m, floating* v,

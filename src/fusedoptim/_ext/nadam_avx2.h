@@ -20,7 +20,7 @@
         m[k] = mi;                                                             \
         v[k] = vi;                                                             \
         d = SQRT(vi / c2) + e;                                                 \
-        p[k] = (pi - (lrg * gi) / d) - (lrm * mi) / d;                         \
+        p[k] = pi - (lrg * gi + lrm * mi) / d;                                 \
     } while (0)
 
 /* The distance of adam_avx2.h's FO_PREFETCH (measured there). */

@@ -37,7 +37,7 @@ def span(row, lo, hi, s, f, z):
         a0 = A[i]
         si = rho * S[i] + (omr * g) * g
         S[i] = si
-        d = (np.sqrt(a0 + eps) / np.sqrt(si + eps)) * g
+        d = np.sqrt((a0 + eps) / (si + eps)) * g
         A[i] = rho * a0 + (omr * d) * d
         P[i] = p - lr * d
 

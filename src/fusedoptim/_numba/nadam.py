@@ -44,7 +44,7 @@ def span(row, lo, hi, s, f, z):
         vi = b2 * V[i] + (omb2 * g) * g
         V[i] = vi
         d = np.sqrt(vi / c2) + eps
-        P[i] = (p - (lrg * g) / d) - (lrm * mi) / d
+        P[i] = p - (lrg * g + lrm * mi) / d
 
 
 # The drivers of this span (why per family, and why matrices of scalars and

@@ -27,23 +27,26 @@ def adadelta_tensor(p: np.ndarray, g: np.ndarray, sq: np.ndarray, acc: np.ndarra
     .. math::
 
         s &\leftarrow \rho s + ((1 - \rho) g) g, \qquad
-        \delta = \bigl(\sqrt{a + \epsilon} / \sqrt{s + \epsilon}\bigr)\, g \\
+        \delta = \sqrt{(a + \epsilon) / (s + \epsilon)}\, g \\
         a &\leftarrow \rho a + ((1 - \rho) \delta) \delta, \qquad
         p \leftarrow p - \eta \delta
 
     In words: sq = rho*sq + ((1-rho)*g)*g;
-    delta = (sqrt(acc + eps) / sqrt(sq + eps)) * g;
+    delta = sqrt((acc + eps) / (sq + eps)) * g;
     acc = rho*acc + ((1-rho)*delta)*delta; p = p - lr*delta, after the
     gradient prelude (maximize, then L2 weight decay), in the order of
     ``torch.optim.Adadelta`` (``addcmul_(g, g, value=1-rho)`` rounds
     ``value * g`` first, so a gradient whose square overflows still gives a
-    finite average where torch's does).
+    finite average where torch's does), except that the ratio of the two
+    roots is the root of the ratio: one square root per element instead of
+    torch's two (the loop is bound by its arithmetic on AVX2, and it is one
+    rounding fewer).
     """
     T = p.dtype.type
     g = prelude(p, g, T, gscale, maximize, weight_decay)
     omr = T(1.0 - rho)
     sq[...] = T(rho) * sq + (omr * g) * g
-    delta = (np.sqrt(acc + T(eps)) / np.sqrt(sq + T(eps))) * g
+    delta = np.sqrt((acc + T(eps)) / (sq + T(eps))) * g
     acc[...] = T(rho) * acc + (omr * delta) * delta
     p[...] = p - T(lr) * delta
 
@@ -71,12 +74,12 @@ class Adadelta(Optimizer):
     .. math::
 
         s \leftarrow \rho s + (1 - \rho) g^2, \qquad
-        \delta = \frac{{\sqrt{{a + \epsilon}}}}{{\sqrt{{s + \epsilon}}}}\, g, \qquad
+        \delta = \sqrt{{\frac{{a + \epsilon}}{{s + \epsilon}}}}\, g, \qquad
         a \leftarrow \rho a + (1 - \rho) \delta^2, \qquad
         p \leftarrow p - \eta \delta
 
-    In words: ``sq = rho*sq + (1-rho)*g*g; delta = sqrt(acc + eps) /
-    sqrt(sq + eps) * g; acc = rho*acc + (1-rho)*delta*delta;
+    In words: ``sq = rho*sq + (1-rho)*g*g; delta = sqrt((acc + eps) /
+    (sq + eps)) * g; acc = rho*acc + (1-rho)*delta*delta;
     p -= lr * delta``, after the gradient prelude (maximize:
     :math:`g \leftarrow -g`; L2 weight decay: :math:`g \leftarrow g +
     \lambda p`).  State slots: ``"square_avg"``, ``"acc_delta"``.
