@@ -53,6 +53,12 @@ CASES = [
     ("LinearLR-default", lambda: L.LinearLR(0.2), lambda o: TL.LinearLR(o)),
     ("CosineAnnealingLR", lambda: L.CosineAnnealingLR(0.1, 50, eta_min=0.001),
      lambda o: TL.CosineAnnealingLR(o, 50, eta_min=0.001)),
+    ("ConstantLR", lambda: L.ConstantLR(0.1, factor=0.25, total_iters=17),
+     lambda o: TL.ConstantLR(o, factor=0.25, total_iters=17)),
+    ("ConstantLR-default", lambda: L.ConstantLR(0.3), lambda o: TL.ConstantLR(o)),
+    ("PolynomialLR", lambda: L.PolynomialLR(0.1, total_iters=90, power=2.5),
+     lambda o: TL.PolynomialLR(o, total_iters=90, power=2.5)),
+    ("PolynomialLR-default", lambda: L.PolynomialLR(0.2), lambda o: TL.PolynomialLR(o)),
 ]
 
 
@@ -75,6 +81,40 @@ def test_lambda_lr_matches_torch():
     s = L.LambdaLR(0.2, f)
     rates, _ = _torch_rates(lambda o: TL.LambdaLR(o, f), 0.2, N)
     assert [s(t) for t in range(N)] == rates
+
+
+def test_multiplicative_lr_matches_torch_bit_for_bit():
+    f = lambda e: 0.97 if e % 3 else 1.01  # noqa: E731
+    s = L.MultiplicativeLR(0.2, f)
+    rates, _ = _torch_rates(lambda o: TL.MultiplicativeLR(o, f), 0.2, N)
+    assert [s(t) for t in range(N)] == rates
+    # Any order of calls (a resume, a plot): the same values.
+    assert [s(t) for t in (50, 3, 3, 119, 0)] == [rates[t] for t in (50, 3, 3, 119, 0)]
+
+
+@pytest.mark.parametrize("T_0, T_mult", [(10, 1), (7, 2), (1, 3), (5, 5)])
+def test_cosine_warm_restarts_matches_torch_stepping(T_0, T_mult):
+    """Torch's stepped values (its T_cur counts whole steps), bit for bit,
+    across restarts; at T_mult > 1 torch's step(epoch) takes a log, which
+    the stepped values do not."""
+    s = L.CosineAnnealingWarmRestarts(0.1, T_0, T_mult=T_mult, eta_min=0.002)
+    rates, _ = _torch_rates(lambda o: TL.CosineAnnealingWarmRestarts(
+        o, T_0, T_mult=T_mult, eta_min=0.002), 0.1, 400)
+    assert [s(t) for t in range(400)] == rates
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: L.ConstantLR(0.1, factor=1.5), ValueError, r"factor must be in \[0, 1\]"),
+    (lambda: L.ConstantLR(0.1, total_iters=-1), ValueError, "total_iters must be >= 0"),
+    (lambda: L.PolynomialLR(0.1, total_iters=0), ValueError, "total_iters must be >= 1"),
+    (lambda: L.PolynomialLR(0.1, power=-1.0), ValueError, "power must be >= 0"),
+    (lambda: L.CosineAnnealingWarmRestarts(0.1, 0), ValueError, "T_0 must be >= 1"),
+    (lambda: L.CosineAnnealingWarmRestarts(0.1, 5, T_mult=1.5), TypeError, "T_mult must be an int"),
+    (lambda: L.MultiplicativeLR(0.1, 0.9), TypeError, "lr_lambda must be callable"),
+])
+def test_new_schedulers_check_their_arguments(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(anneal_strategy="linear"),

@@ -27,12 +27,11 @@ object whose ``step(metric)`` lowers an optimizer's learning rate(s).
 
 import bisect
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _validate as _v
-from .schedules import _Schedule, _positive, _power, _step
+from .schedules import _Schedule, _count, _factor, _power, _step
 
 __all__ = [
     "StepLR",
@@ -41,27 +40,14 @@ __all__ = [
     "LinearLR",
     "CosineAnnealingLR",
     "LambdaLR",
+    "MultiplicativeLR",
+    "ConstantLR",
+    "PolynomialLR",
+    "CosineAnnealingWarmRestarts",
     "OneCycleLR",
     "SequentialLR",
     "ReduceLROnPlateau",
 ]
-
-
-def _count(x: Any, name: str, minimum: int = 1) -> int:
-    """A step count: an int ``>= minimum`` (bool refused)."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    if x < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {x}")
-    return int(x)
-
-
-def _factor(x: Any, name: str, lo_open: bool) -> float:
-    """A factor in ``(0, 1]`` (``lo_open``) or ``[0, 1]``."""
-    x = _v.real(x, name)
-    if x > 1.0 or x < 0.0 or (lo_open and x == 0.0):
-        raise ValueError(f"{name} must be in {'(' if lo_open else '['}0, 1], got {x}")
-    return x
 
 
 class StepLR(_Schedule):
@@ -255,128 +241,159 @@ class LambdaLR(_Schedule):
         return self.lr * self.lr_lambda(step)
 
 
-def _anneal_cos(start: float, end: float, pct: float) -> float:
-    cos_out = math.cos(math.pi * pct) + 1
-    return end + (start - end) / 2.0 * cos_out
+class MultiplicativeLR(_Schedule):
+    r"""The rate multiplied by a function of the step at every step (torch's
+    ``MultiplicativeLR``).
 
+    .. math:: \eta(s) = \eta_0 \prod_{i=1}^{s} \lambda(i)
 
-def _anneal_linear(start: float, end: float, pct: float) -> float:
-    return (end - start) * pct + start
-
-
-class OneCycleLR(_Schedule):
-    r"""The 1cycle policy (torch's ``OneCycleLR``, learning rate only).
-
-    From :math:`\eta_{max} / d` up to :math:`\eta_{max}` over the first
-    ``pct_start`` of ``total_steps``, then down to :math:`\eta_{max} / (d
-    f)`, each phase annealed by cosine, :math:`e + (b - e)(1 + \cos \pi
-    p)/2`, or linearly, :math:`(e - b) p + b`, for a phase from :math:`b`
-    to :math:`e` at fraction :math:`p`.  With ``three_phase`` the rate goes
-    back down to :math:`\eta_{max}/d` symmetrically before the final
-    annihilation.  In plain text: warm up to ``max_lr``, then anneal to a
-    very small rate, with torch's phase ends (``pct_start * total_steps -
-    1``, ``total_steps - 1``).
-
-    Torch's momentum cycling is not included, and torch has it on by
-    default: its ``cycle_momentum=True`` sets an SGD optimizer's momentum
-    (even one built without momentum) to ``max_momentum=0.95``, cycled down
-    to ``base_momentum=0.85`` and back (Adam's ``beta1`` likewise).  The
-    rates are the same either way, but the torch run this class matches is
-    ``OneCycleLR(..., cycle_momentum=False)``.  The arguments after
-    ``anneal_strategy`` are keyword-only here.
+    In plain text: ``lr * lr_lambda(1) * ... * lr_lambda(step)``, multiplied
+    in that order (torch's stepped values, bit for bit, for an
+    ``lr_lambda`` that depends only on its argument).  The last product is
+    kept, so consecutive steps cost one call of ``lr_lambda``.
 
     Parameters
     ----------
-    max_lr : float
-        :math:`\eta_{max} \ge 0`.
-    total_steps : int or None
-        Steps in the cycle; or give ``epochs`` and ``steps_per_epoch``.
-        A step beyond ``total_steps`` raises ``ValueError``, as in torch.
-    epochs, steps_per_epoch : int or None
-        ``total_steps = epochs * steps_per_epoch`` when ``total_steps`` is
-        ``None``.
-    pct_start : float
-        Fraction of the cycle spent increasing, in ``[0, 1]``;
-        ``pct_start * total_steps == 1`` is refused (a warmup of zero length,
-        as torch refuses it).
-    anneal_strategy : {"cos", "linear"}
-        How each phase goes from its start rate to its end rate: along half
-        a cosine (``"cos"``) or a straight line (``"linear"``).
-    div_factor : float, keyword-only
-        :math:`d > 0`: the initial rate is ``max_lr / div_factor``.
-    final_div_factor : float, keyword-only
-        :math:`f > 0`: the final rate is the initial one over this.
-    three_phase : bool, keyword-only
-        ``False``: up to ``max_lr``, then down to the final rate.  ``True``:
-        up to ``max_lr``, back down to the initial rate over as many steps,
-        then down to the final rate.
+    lr : float
+        :math:`\eta_0 \ge 0`.
+    lr_lambda : callable
+        ``step -> float``, called with ints ``>= 1``.
     """
 
-    _args = ("max_lr", "total_steps", "pct_start", "anneal_strategy", "div_factor",
-             "final_div_factor", "three_phase")
+    _args = ("lr", "lr_lambda")
 
-    def __init__(self, max_lr: float, total_steps: int | None = None,
-                 epochs: int | None = None, steps_per_epoch: int | None = None,
-                 pct_start: float = 0.3, anneal_strategy: str = "cos", *,
-                 div_factor: float = 25.0, final_div_factor: float = 1e4,
-                 three_phase: bool = False) -> None:
-        self.max_lr = _v.nonneg(max_lr, "max_lr")
-        if total_steps is not None:
-            self.total_steps = _count(total_steps, "total_steps")
-        elif epochs is not None and steps_per_epoch is not None:
-            self.total_steps = (_count(epochs, "epochs")
-                                * _count(steps_per_epoch, "steps_per_epoch"))
-        else:
-            raise ValueError("OneCycleLR needs total_steps, or epochs and steps_per_epoch")
-        self.pct_start = _factor(pct_start, "pct_start", lo_open=False)
-        if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(f"anneal_strategy must be 'cos' or 'linear', "
-                             f"got {anneal_strategy!r}")
-        self.anneal_strategy = anneal_strategy
-        self.div_factor = _positive(div_factor, "div_factor")
-        self.final_div_factor = _positive(final_div_factor, "final_div_factor")
-        self.three_phase = _v.flag(three_phase, "three_phase")
-        initial = self.max_lr / self.div_factor
-        low = initial / self.final_div_factor
-        n = self.total_steps
-        if float(self.pct_start * n) == 1.0:
-            # Torch's first phase ends at pct_start * n - 1 = 0, and step 0
-            # divides by its zero length (torch raises at construction).
-            raise ValueError(f"pct_start * total_steps must not be 1 (the warmup phase "
-                             f"has zero length), got pct_start={self.pct_start}, "
-                             f"total_steps={n}")
-        self._phases: tuple[tuple[float, float, float], ...]
-        if self.three_phase:
-            self._phases = ((float(self.pct_start * n) - 1, initial, self.max_lr),
-                            (float(2 * self.pct_start * n) - 2, self.max_lr, initial),
-                            (n - 1, initial, low))
-        else:
-            self._phases = ((float(self.pct_start * n) - 1, initial, self.max_lr),
-                            (n - 1, self.max_lr, low))
+    def __init__(self, lr: float, lr_lambda: Callable[[int], float]) -> None:
+        self.lr = _v.nonneg(lr, "lr")
+        if not callable(lr_lambda):
+            raise TypeError(f"lr_lambda must be callable, got {type(lr_lambda).__name__}")
+        self.lr_lambda = lr_lambda
+        self._last = (0, self.lr)  # (step, rate at that step)
 
     def __call__(self, step: float) -> float:
         """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
-        step = _step(step)
-        if step > self.total_steps:
-            raise ValueError(f"OneCycleLR was asked for step {step:g} of a cycle of "
-                             f"{self.total_steps} total_steps")
-        anneal = _anneal_cos if self.anneal_strategy == "cos" else _anneal_linear
-        start_step = 0.0
-        last = len(self._phases) - 1
-        for i, (end_step, lo, hi) in enumerate(self._phases):
-            if step <= end_step or i == last:
-                # torch's expression: the last phase is empty with pct_start=1
-                # (or three_phase, 2 * pct_start * total_steps = total_steps + 1),
-                # which step total_steps reaches; torch divides by zero there too.
-                try:
-                    pct = (step - start_step) / (end_step - start_step)
-                except ZeroDivisionError:
-                    raise ValueError(f"OneCycleLR: a phase of zero length (pct_start="
-                                     f"{self.pct_start}, total_steps={self.total_steps})"
-                                     ) from None
-                return anneal(lo, hi, pct)
-            start_step = end_step
-        raise AssertionError("unreachable")
+        n = _step(step)
+        if n != int(n):
+            raise ValueError(f"MultiplicativeLR needs a whole step, got {step}")
+        k, rate = self._last if self._last[0] <= n else (0, self.lr)
+        for i in range(k + 1, int(n) + 1):
+            rate = rate * self.lr_lambda(i)
+        self._last = (int(n), rate)
+        return rate
+
+
+class ConstantLR(_Schedule):
+    r"""The rate times a constant factor until a step (torch's ``ConstantLR``).
+
+    .. math:: \eta(s) = \eta_0 \, (f \text{ if } s < T \text{ else } 1)
+
+    In plain text: ``lr * factor`` for the first ``total_iters`` steps, then
+    ``lr`` (usually a warmup).
+
+    Parameters
+    ----------
+    lr : float
+        :math:`\eta_0 \ge 0`.
+    factor : float
+        :math:`f \in [0, 1]`.
+    total_iters : int
+        :math:`T \ge 0`.
+    """
+
+    _args = ("lr", "factor", "total_iters")
+
+    def __init__(self, lr: float, factor: float = 1.0 / 3, total_iters: int = 5) -> None:
+        self.lr = _v.nonneg(lr, "lr")
+        self.factor = _factor(factor, "factor", lo_open=False)
+        self.total_iters = _count(total_iters, "total_iters", minimum=0)
+
+    def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
+        f = self.factor
+        return self.lr * (f + (_step(step) >= self.total_iters) * (1 - f))
+
+
+class PolynomialLR(_Schedule):
+    r"""Polynomial decay to 0 over a number of steps (torch's ``PolynomialLR``).
+
+    .. math:: \eta(s) = \eta_0 \left(1 - \frac{\min(T, s)}{T}\right)^{p}
+
+    In plain text: ``lr * (1 - min(total_iters, step) / total_iters) **
+    power``; 0 from ``total_iters`` on.  Keras's
+    :class:`~fusedoptim.schedules.PolynomialDecay` ends at a floor instead.
+
+    Parameters
+    ----------
+    lr : float
+        :math:`\eta_0 \ge 0`.
+    total_iters : int
+        :math:`T \ge 1`.
+    power : float
+        :math:`p \ge 0`.
+    """
+
+    _args = ("lr", "total_iters", "power")
+
+    def __init__(self, lr: float, total_iters: int = 5, power: float = 1.0) -> None:
+        self.lr = _v.nonneg(lr, "lr")
+        self.total_iters = _count(total_iters, "total_iters")
+        self.power = _v.nonneg(power, "power")
+
+    def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
+        n = self.total_iters
+        return self.lr * (1.0 - min(n, _step(step)) / n) ** self.power
+
+
+class CosineAnnealingWarmRestarts(_Schedule):
+    r"""Cosine annealing with warm restarts, SGDR (torch's
+    ``CosineAnnealingWarmRestarts``).
+
+    .. math:: \eta(s) = \eta_{min} + (\eta_0 - \eta_{min})
+              \frac{1 + \cos(\pi s_c / T_c)}{2}
+
+    In plain text: a half cosine from ``lr`` to ``eta_min`` over ``T_0``
+    steps, then again from ``lr`` over ``T_0 * T_mult`` steps, and so on;
+    :math:`s_c` is the step within the current cycle of length :math:`T_c`.
+    The cycle is found by whole-number arithmetic, as torch's stepping
+    finds it (its ``step(epoch)`` takes a logarithm, which can put an exact
+    restart one step off).  Keras's
+    :class:`~fusedoptim.schedules.CosineDecayRestarts` is the same idea with
+    Keras's arguments.
+
+    Parameters
+    ----------
+    lr : float
+        :math:`\eta_0 \ge 0`.
+    T_0 : int
+        Steps of the first cycle, ``>= 1``.
+    T_mult : int
+        Growth of each cycle, ``>= 1``.
+    eta_min : float
+        :math:`\eta_{min} \ge 0`.
+    """
+
+    _args = ("lr", "T_0", "T_mult", "eta_min")
+
+    def __init__(self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0) -> None:
+        self.lr = _v.nonneg(lr, "lr")
+        self.T_0 = _count(T_0, "T_0")
+        self.T_mult = _count(T_mult, "T_mult")
+        self.eta_min = _v.nonneg(eta_min, "eta_min")
+
+    def __call__(self, step: float) -> float:
+        """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
+        s = _step(step)
+        whole = math.floor(s)
+        cycle = self.T_0
+        if self.T_mult == 1:
+            whole %= cycle
+        else:
+            while whole >= cycle:  # about log(step) / log(T_mult) cycles
+                whole -= cycle
+                cycle *= self.T_mult
+        lo = self.eta_min
+        cur = whole + (s - math.floor(s))
+        return lo + (self.lr - lo) * (1 + math.cos(math.pi * cur / cycle)) / 2
 
 
 class SequentialLR(_Schedule):
@@ -447,4 +464,5 @@ class _Constant(_Schedule):
         return repr(self.value)
 
 
+from ._onecycle import OneCycleLR  # noqa: E402  (its own module: the longest)
 from ._plateau import ReduceLROnPlateau  # noqa: E402  (its own module: a different kind)

@@ -19,6 +19,7 @@ PyTorch's schedulers, as callables of the step count, are in
 
 import bisect
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,6 +57,23 @@ def _flag(x, name):
     if not isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {type(x).__name__}")
     return bool(x)
+
+
+def _count(x: Any, name: str, minimum: int = 1) -> int:
+    """A step count: an int ``>= minimum`` (bool refused)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
+    if x < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    return int(x)
+
+
+def _factor(x: Any, name: str, lo_open: bool) -> float:
+    """A factor in ``(0, 1]`` (``lo_open``) or ``[0, 1]``."""
+    x = _v.real(x, name)
+    if x > 1.0 or x < 0.0 or (lo_open and x == 0.0):
+        raise ValueError(f"{name} must be in {'(' if lo_open else '['}0, 1], got {x}")
+    return x
 
 
 def _power(lr: float, rate: float, k: float) -> float:
