@@ -321,6 +321,12 @@ def test_plateau_per_group_min_lr_and_errors():
         L.ReduceLROnPlateau(object())
     with pytest.raises(TypeError, match="metrics must be a real number"):
         s.step("0.5")
+    with pytest.raises(TypeError, match="metrics must be a real number, got ndarray"):
+        s.step(np.array([0.5, 0.4]))
+    # A one-element array is its value, as torch takes a one-element tensor.
+    epoch = s.last_epoch
+    s.step(np.array([0.5]))
+    assert s.last_epoch == epoch + 1
 
 
 def test_plateau_refuses_a_schedule_and_changes_nothing():

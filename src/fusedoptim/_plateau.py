@@ -6,6 +6,8 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from . import _validate as _v
 
 __all__ = ["ReduceLROnPlateau"]
@@ -210,10 +212,13 @@ class ReduceLROnPlateau:
         Parameters
         ----------
         metrics : float
-            The metric's value, e.g. the validation loss (a real number;
-            NaN counts as no improvement).  A bad metric, or a rate that is
-            a schedule when a reduction is due, raises with nothing changed.
+            The metric's value, e.g. the validation loss (a real number, or
+            an array of one, as torch takes a one-element tensor; NaN counts
+            as no improvement).  A bad metric, or a rate that is a schedule
+            when a reduction is due, raises with nothing changed.
         """
+        if isinstance(metrics, np.ndarray) and metrics.size == 1:
+            metrics = metrics.reshape(()).item()
         if isinstance(metrics, (str, bytes, bool)):
             raise TypeError(f"metrics must be a real number, got {type(metrics).__name__}")
         try:
