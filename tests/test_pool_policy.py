@@ -364,3 +364,53 @@ def test_stretch_drops_parallel_samples(policy):
     job()
     state = policy()
     assert state["last"] == "parallel" and state["parallel_ns_per_block"] > 0
+
+
+_STALE = """
+import sys
+import numpy as np
+import fusedoptim as fo
+from fusedoptim._ext import _pool, _step
+
+fo.set_num_threads(2)
+_step._pool_policy(adaptive=False)  # every job parallel
+# 4 and 8 blocks of 2**14 elements (_tuning.block_elements): the stale
+# ticket of a 4-block job has index 4, a block of the 8-block job.
+small = ({"a": np.ones(4 << 14, np.float32)}, {"da": np.ones(4 << 14, np.float32)})
+big = ({"b": np.ones(8 << 14, np.float32)}, {"db": np.ones(8 << 14, np.float32)})
+for p, g in (small, big):
+    fo.update_parameters_with_gd(p, g, 0.5)  # the worker exists and is warm
+_pool._set_stale_probe(20_000_000, 60_000_000)
+for k in range(2, 8):
+    for p, g in (small, big):
+        fo.update_parameters_with_gd(p, g, 0.5)
+_pool._set_stale_probe(0, 0)
+for p, _g in (small, big):
+    x = next(iter(p.values()))
+    # 7 steps of 0.5 from 1: -2.5 everywhere, once each (a block run twice is -3)
+    if not (x == -2.5).all():
+        sys.exit(f"wrong values: {np.unique(x)}")
+print("ok", _step._pool_workers()[1])
+"""
+
+
+def test_a_stale_ticket_claims_nothing_of_the_next_job(tmp_path):
+    """A worker that read a job's exhausted ticket and was descheduled until
+    the caller had described the next, larger job (not yet published) claims
+    nothing of it: it used to take the next job's blocks on the old ticket,
+    so a block ran twice and the caller waited for ever for a count it had
+    passed.  The two delays are the pool's test knobs (a subprocess: a hang
+    fails by its timeout)."""
+    from fusedoptim import _ext
+    if not _ext.HAVE_THREADS:
+        pytest.skip("serial build")
+    import subprocess
+    import sys
+    script = tmp_path / "stale.py"
+    script.write_text(_STALE)
+    try:
+        r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the caller waited for ever (a block counted twice)")
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout + r.stderr

@@ -17,6 +17,7 @@ cdef extern from "pool.h" nogil:
     void fo_pool_run_keyed(int nt, fo_block_fn fn, void* ctx, Py_ssize_t nblocks,
                            const void* key)
     long fo_pool_set_spin_ns(long ns)
+    void fo_pool_set_stale_probe(long stale_ns, long describe_ns)
     int fo_pool_workers()
     long fo_pool_worker_blocks()
     void fo_pool_policy(int adaptive, int force, int force_pre, long delay, int reset, long* out)
@@ -42,6 +43,15 @@ def _set_spin_ns(long ns):
     """Set how long idle workers and the waiting caller spin before they
     sleep (tuning and tests); returns the previous value."""
     return fo_pool_set_spin_ns(ns)
+
+
+def _set_stale_probe(long stale_ns, long describe_ns):
+    """Test knobs of the claim race (``pool.h``): a worker that finds every
+    block of its job claimed sleeps ``stale_ns`` (once per job) before it
+    checks again with the ticket it read, and the caller of a job sleeps
+    ``describe_ns`` between describing the job and publishing its ticket
+    (0, 0: off)."""
+    fo_pool_set_stale_probe(stale_ns, describe_ns)
 
 
 def _pool_workers():

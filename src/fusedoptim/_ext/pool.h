@@ -106,6 +106,12 @@ typedef struct {
     _Atomic long worker_blocks;  /* blocks run by workers, ever (tests) */
     _Atomic long worker_delay_ns; /* test knob: a worker sleeps this long
                                      after its first claim of a job */
+    _Atomic long stale_delay_ns;  /* test knobs: a worker that finds every block
+                                     claimed sleeps this long before it looks
+                                     again, with the ticket it read ... */
+    _Atomic long describe_delay_ns; /* ... while the caller of the next job
+                                     sleeps this long between describing the
+                                     job and publishing its ticket */
     uint32_t gen;                /* last announced job (under mu) */
     uint32_t next_gen;           /* caller side, under run_mu */
     int nworkers;
@@ -125,6 +131,13 @@ static long fo_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void fo_sleep_ns(long ns) {  /* the test knobs' */
+    struct timespec ts;
+    ts.tv_sec = ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    nanosleep(&ts, NULL);
 }
 
 /* The calling thread's CPU time (ns), or -1 where the system has no
@@ -189,13 +202,23 @@ static void fo_pool_work(uint32_t g, int swap_fp) {
     void *ctx = NULL;
     Py_ssize_t nb = 0, idx;
     long delay;
-    struct timespec ts;
+    int probed = 0;
     uint64_t t = atomic_load_explicit(&fo_pool.ticket, memory_order_acquire);
     for (;;) {
         for (;;) {
             if ((uint32_t)(t >> 32) != g) goto out;
             idx = (Py_ssize_t)(t & 0xffffffffu);
-            if (idx >= atomic_load_explicit(&fo_pool.nblocks, memory_order_acquire)) goto out;
+            if (idx >= atomic_load_explicit(&fo_pool.nblocks, memory_order_acquire)) {
+                /* Test knob: descheduled between reading the ticket and this
+                 * bound check, then checking again with the same ticket. */
+                delay = atomic_load_explicit(&fo_pool.stale_delay_ns, memory_order_relaxed);
+                if (delay > 0 && swap_fp && !probed) {
+                    probed = 1;
+                    fo_sleep_ns(delay);
+                    continue;
+                }
+                goto out;
+            }
             if (atomic_compare_exchange_weak_explicit(&fo_pool.ticket, &t, t + 1,
                                                       memory_order_acq_rel,
                                                       memory_order_acquire))
@@ -212,11 +235,7 @@ static void fo_pool_work(uint32_t g, int swap_fp) {
                 fo_fp_set(&fo_pool.fp);
                 /* Test knob: a worker descheduled while it holds a block. */
                 delay = atomic_load_explicit(&fo_pool.worker_delay_ns, memory_order_relaxed);
-                if (delay > 0) {
-                    ts.tv_sec = delay / 1000000000L;
-                    ts.tv_nsec = delay % 1000000000L;
-                    nanosleep(&ts, NULL);
-                }
+                if (delay > 0) fo_sleep_ns(delay);
             }
         }
         fn(ctx, idx);
@@ -303,7 +322,7 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
                               const void *key) {
     Py_ssize_t k;
     uint32_t g;
-    long until, t0, c0, lost;
+    long until, t0, c0, lost, delay;
     int i, nw, serial;
     fo_kind_t *kd;
     if (nt > 1 && nblocks > 1 && nblocks < 0xffffffffL) {
@@ -335,6 +354,9 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
                 atomic_store_explicit(&fo_pool.nblocks, nblocks, memory_order_release);
                 atomic_store_explicit(&fo_pool.wanted, nt - 1, memory_order_relaxed);
                 atomic_store_explicit(&fo_pool.done, 0, memory_order_relaxed);
+                /* Test knob: the caller preempted before it publishes the job. */
+                delay = atomic_load_explicit(&fo_pool.describe_delay_ns, memory_order_relaxed);
+                if (delay > 0) fo_sleep_ns(delay);
                 g = ++fo_pool.next_gen;
                 if (g == 0) g = ++fo_pool.next_gen;
                 atomic_store_explicit(&fo_pool.ticket, (uint64_t)g << 32, memory_order_release);
@@ -369,6 +391,10 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
 }
 
 /* Test and tuning hooks. */
+static void fo_pool_set_stale_probe(long stale_ns, long describe_ns) {
+    atomic_store_explicit(&fo_pool.stale_delay_ns, stale_ns, memory_order_relaxed);
+    atomic_store_explicit(&fo_pool.describe_delay_ns, describe_ns, memory_order_relaxed);
+}
 static long fo_pool_set_spin_ns(long ns) {
     return atomic_exchange_explicit(&fo_pool.spin_ns, ns < 0 ? 0 : ns, memory_order_relaxed);
 }
@@ -391,6 +417,9 @@ static void fo_pool_run_keyed(int nt, fo_block_fn fn, void *ctx, Py_ssize_t nblo
     for (k = 0; k < nblocks; k++) fn(ctx, k);
 }
 static long fo_pool_set_spin_ns(long ns) { (void)ns; return 0; }
+static void fo_pool_set_stale_probe(long stale_ns, long describe_ns) {
+    (void)stale_ns; (void)describe_ns;
+}
 static int fo_pool_workers(void) { return 0; }
 static void fo_pool_policy(int adaptive, int force, int force_pre, long delay_ns, int reset,
                            long *out) {
