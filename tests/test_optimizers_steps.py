@@ -126,9 +126,15 @@ def test_skipped_first_step_keeps_sgd_first(backend):
 
 
 def test_nonfinite_without_skip_reaches_parameters(backend):
+    # Clipped as clip_grad_norm_ (and torch) clip: by NaN for a NaN norm ...
     p = {"w": np.zeros(3)}
     opt = fo.GD(p, lr=0.1, max_grad_norm=1.0)
     assert opt.step({"w": np.array([np.nan, 1.0, 2.0])}) is True
+    assert np.isnan(p["w"]).all() and opt.t == 1
+    # ... and by 0 for an infinite one: the infinite entry NaN, the others unmoved.
+    p = {"w": np.zeros(3)}
+    opt = fo.GD(p, lr=0.1, max_grad_norm=1.0)
+    with np.errstate(invalid="ignore"):
+        assert opt.step({"w": np.array([np.inf, 1.0, 2.0])}) is True
     assert np.isnan(p["w"][0]) and opt.t == 1
-    # the step was not clipped (the norm is not finite): other entries move by lr * g
-    assert_bitwise(p["w"][1:], np.array([-0.1, -0.2]))
+    assert_bitwise(p["w"][1:], np.array([0.0, 0.0]))
