@@ -22,9 +22,9 @@ from fusedoptim.distributed import balanced_cuts, find_mpiexec, flat_parameters
 
 SCRIPT = Path(__file__).parent / "mpi" / "check_distributed.py"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "mpi_train.py"
-# Cases in the script (6 optimizer settings x 2 wrappers + 14, then 4
+# Cases in the script (7 optimizer settings x 2 wrappers + 14, then 4
 # reduced-precision settings + their checkpoints).
-N_CASES = 32
+N_CASES = 34
 TIMEOUT = 300  # seconds for one world size; a hang fails instead of blocking CI
 
 

@@ -38,6 +38,8 @@ CASES = {
     "RMSProp-centered": (fo.RMSProp, dict(lr=1e-3, centered=True, momentum=0.5)),
     "Adagrad": (fo.Adagrad, dict(lr=0.1, initial_accumulator_value=0.1)),
     "Adam-clip-skip": (fo.Adam, dict(lr=1e-2, max_grad_norm=0.5, skip_nonfinite=True)),
+    # Not skipped: clipped as clip_grad_norm_ clips (by 0 for inf, NaN for NaN).
+    "Adam-clip-nonfinite": (fo.Adam, dict(lr=1e-2, max_grad_norm=0.5)),
 }
 
 
@@ -54,6 +56,11 @@ def grads_of(rank, step, case=""):
     rng = np.random.default_rng([rank, step, len(case)])
     g = {name: rng.standard_normal(shape).astype(dt)
          for name, (shape, dt, _o) in SHAPES.items()}
+    if case == "Adam-clip-nonfinite" and rank == W - 1:
+        if step == 2:
+            g["W1"][3, 4] = np.inf
+        if step == 3:
+            g["emb"][7] = np.nan
     if case == "Adam-clip-skip":
         if step == 2 and rank == W - 1:
             g["W1"][3, 4] = np.nan  # every rank must skip
