@@ -395,9 +395,10 @@ class _GroupSteps:
 
     A compiled kernel's Ctrl-C lands after it, as the call returns: the
     remaining groups are stepped before it is raised, so that the step is
-    whole, as one call's (the checks of ``step_groups`` leave a kernel
-    nothing else to raise).  An interpreted step (``writes``: its groups
-    computed into copies) writes them back once every group is done."""
+    whole, as one call's.  An Exception would leave the groups before it
+    stepped, but ``step_groups`` has checked everything a kernel checks.
+    An interpreted step (``writes``: its groups computed into copies)
+    writes them back once every group is done."""
 
     __slots__ = ("calls", "writes")
 
