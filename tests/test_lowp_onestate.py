@@ -191,12 +191,13 @@ def test_refusals():
         fo.Adadelta(p, state_dtype="int8")
     with pytest.raises(TypeError, match="float32"):
         fo.Momentum({"w": np.zeros(10)}, lr=0.1, state_dtype="int8")
-    with pytest.raises(ValueError, match="single parameter group"):
-        fo.Momentum([{"params": {"a": np.zeros(3, np.float32)}},
-                     {"params": {"b": np.zeros(3, np.float32)}}], lr=0.1, state_dtype="int8")
-    opt = fo.Momentum(dict(p), lr=0.1, state_dtype="int8")
-    with pytest.raises(ValueError, match="single parameter group"):
-        opt.add_param_group({"params": {"c": np.zeros(3, np.float32)}})
+    # every group's settings (several groups: tests/test_lowp_groups.py)
+    with pytest.raises(ValueError, match="momentum > 0"):
+        fo.SGD([{"params": {"a": np.zeros(3, np.float32)}, "momentum": 0.9},
+                {"params": {"b": np.zeros(3, np.float32)}}], lr=0.1, state_dtype="int8")
+    opt = fo.SGD(dict(p), lr=0.1, momentum=0.9, state_dtype="int8")
+    with pytest.raises(ValueError, match="momentum > 0"):
+        opt.add_param_group({"params": {"c": np.zeros(3, np.float32)}, "momentum": 0.0})
 
 
 @pytest.mark.parametrize("variant", BACKEND_PARAMS)

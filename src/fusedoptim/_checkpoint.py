@@ -195,7 +195,8 @@ class Checkpointing:
             format, or rounded under another seed, would continue another run.
         ``"params"``, ``"shape/<name>"``, ``"order/<name>"``
             With reduced-precision state only, whose arrays are flat: the
-            parameter names in order (a NumPy string array), and each
+            parameter names in order (every group's, in group order; a NumPy
+            string array), and each
             parameter's shape (int64) and memory order (``"C"`` or ``"F"``).
             Loading refuses another shape, or another memory order of a
             parameter with two axes longer than 1 (the flat state would go

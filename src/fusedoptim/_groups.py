@@ -233,9 +233,13 @@ class GroupsMixin:
 
     def _add_group(self, group):
         """Append ``group`` and allocate its parameters' state for every
-        slot that is on."""
-        for label in self._state:
-            self._state[label].update(self._slot_arrays(label, group))
+        slot that is on (in the reduced-precision format, if any)."""
+        lowp = getattr(self, "_lowp", None)  # (set after the constructor's groups)
+        if lowp is not None:
+            lowp.add_group(self, group)
+        else:
+            for label in self._state:
+                self._state[label].update(self._slot_arrays(label, group))
         self._groups.append(group)
         self._group_t0.append(self._t)
         self._plan = None
@@ -287,13 +291,13 @@ class GroupsMixin:
             leaves out take the constructor's values (``opt.defaults``).
             Checked first: a bad group raises and adds nothing.
         """
-        if getattr(self, "_lowp", None) is not None:
-            raise ValueError("an optimizer with reduced-precision state (state_dtype) "
-                             "has a single parameter group")
         group = self._new_group(param_group, "param_group")
         flat = dict(self._params)
         flat.update(group["params"])
         _check_disjoint(flat)
+        lowp = getattr(self, "_lowp", None)
+        if lowp is not None:
+            lowp.check_group(self, group)
         self._add_group(group)
         self._params = flat
 

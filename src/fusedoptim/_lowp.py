@@ -10,7 +10,8 @@ here (``SIGNATURE``) and used only through these hooks of the base class
     ``None`` (the parameter's dtype), ``"bfloat16"`` or ``"int8"`` (8-bit
     blockwise).  Adam and AdamW (no AMSGrad), and the one-state families of
     ``_lowp_onestate`` (Momentum, SGD with momentum, RMSProp without
-    centering or momentum, Adagrad, Lion); float32 parameters, one group.
+    centering or momentum, Adagrad, Lion); float32 parameters.  Several
+    parameter groups step in one kernel call each (``step_groups``).
 ``state_rounding``
     ``"nearest"`` (round to nearest even) or ``"stochastic"``; the default
     is ``"nearest"`` for bfloat16 and ``"stochastic"`` for int8 (whose
@@ -124,20 +125,17 @@ def configure(opt, args: dict) -> "LowpState | None":
     if fam != "adam" and fam not in _ONESTATE:
         raise ValueError(f"state_dtype={dtype!r} is supported by Adam, AdamW, Momentum, SGD, "
                          f"RMSProp, Adagrad and Lion, not {type(opt).__name__}")
-    if len(opt._groups) > 1:
-        raise ValueError(f"state_dtype={dtype!r} needs a single parameter group")
-    if fam == "adam" and opt._groups[0].get("amsgrad"):
-        raise ValueError(f"state_dtype={dtype!r} does not support amsgrad=True")
-    for name, p in opt._params.items():
-        if p.dtype != np.float32:
-            raise TypeError(f"state_dtype={dtype!r} needs float32 parameters; "
-                            f"parameters[{name!r}] is {p.dtype}")
+    state: LowpState
     if fam != "adam":  # one state slot (_lowp_onestate: imported here, after the families)
-        return importlib.import_module("fusedoptim._lowp_onestate").make(
+        state = importlib.import_module("fusedoptim._lowp_onestate").make(
             opt, dtype, rounding, int(seed))
-    if rounding is None:
-        rounding = "nearest" if dtype == "bfloat16" else "stochastic"
-    return LowpState(dtype, rounding, int(seed))
+    else:
+        if rounding is None:
+            rounding = "nearest" if dtype == "bfloat16" else "stochastic"
+        state = LowpState(dtype, rounding, int(seed))
+    for group in opt._groups:
+        state.check_group(opt, group)
+    return state
 
 
 class LowpState:
@@ -178,32 +176,52 @@ class LowpState:
         state in int8 mode: by the size of the whole tensor."""
         return self.full_sizes.get(name, n) < _spec.QMIN_ELEMENTS
 
+    def check_group(self, opt, group) -> None:
+        """Raise unless parameter group ``group`` of optimizer ``opt`` can
+        keep this state (before it is added: nothing is allocated)."""
+        if group.get("amsgrad"):
+            raise ValueError(f"state_dtype={self.dtype!r} does not support amsgrad=True")
+        for name, p in group["params"].items():
+            if p.dtype != np.float32:
+                raise TypeError(f"state_dtype={self.dtype!r} needs float32 parameters; "
+                                f"parameters[{name!r}] is {p.dtype}")
+
     def __repr__(self):
         return (f"state_dtype={self.dtype!r}, state_rounding={self.rounding!r}, "
                 f"state_seed={self.seed}")
 
     def init_state(self, opt) -> None:
-        """Allocate ``opt._state`` and ``opt._states`` (zeros: every code
-        and scale 0 decodes to 0)."""
-        state: dict = {_M_LABEL: {}, _V_LABEL: {}}
+        """Allocate ``opt._state`` for every group and set ``opt._states``."""
+        labels = self.labels(opt)
+        opt._state = {label: {} for label in labels}
         if self.dtype == "int8":
-            state[_M_LABEL + _SCALE] = {}
-            state[_V_LABEL + _SCALE] = {}
-        for name, p in opt._params.items():
+            opt._state.update((label + _SCALE, {}) for label in labels)
+        for group in opt._groups:
+            self.add_group(opt, group)
+        opt._states = ()
+
+    def labels(self, opt) -> tuple:
+        """The labels of the slots kept in this format."""
+        return (_M_LABEL, _V_LABEL)
+
+    def add_group(self, opt, group) -> None:
+        """Allocate the state of ``group``'s parameters in ``opt._state``
+        (zeros: every code and scale 0 decodes to 0)."""
+        state = opt._state
+        for name, p in group["params"].items():
             for slot, label in enumerate((_M_LABEL, _V_LABEL)):
                 a, sc = self.new_slot(name, p, slot)
                 state[label][name] = a
                 if sc is not None:
                     state[label + _SCALE][name] = sc
-        opt._state = state
-        opt._states = ()
 
     def records(self, opt) -> dict:
         """Checkpoint entries that tie the flat state to the parameters:
-        ``"params"`` (their names in order, which stochastic rounding counts
-        elements in) and per parameter ``"shape/<name>"`` (int64) and
-        ``"order/<name>"`` (``"C"`` or ``"F"``, :func:`order_of`: the
-        memory order its flat state follows)."""
+        ``"params"`` (their names in order, every group's in group order,
+        which stochastic rounding counts elements in) and per parameter
+        ``"shape/<name>"`` (int64) and ``"order/<name>"`` (``"C"`` or
+        ``"F"``, :func:`order_of`: the memory order its flat state
+        follows)."""
         params = opt._params if self.whole is None else self.whole
         out: dict = {"params": np.array(list(params), dtype=str)}
         for name, p in params.items():
@@ -330,6 +348,82 @@ class LowpState:
         arrays = self.arrays(opt, names)
         kernel = getattr(self.impl(backend), "adam_q8" if self.dtype == "int8" else "adam_bf16")
         return kernel, (params, grads, arrays, _v.NAMED, kw)
+
+    def group_call(self, backend, params: dict, grads: dict, arrays: list, kw: dict) -> tuple:
+        """``(kernel, arguments)`` of one group's call (:meth:`step_groups`)."""
+        kernel = getattr(self.impl(backend), "adam_q8" if self.dtype == "int8" else "adam_bf16")
+        return kernel, (params, grads, arrays, _v.NAMED, kw)
+
+    def step_groups(self, opt, backend, grads: dict, kws: tuple, gscale: float,
+                    t: int) -> tuple:
+        """A step over several parameter groups (``kws``: each group's
+        keywords at its own step count), as ``(callable, ())``: one kernel
+        call per group, whose elements are counted from the total of the
+        groups before it, so that groups of equal settings round as one
+        group over the same parameters would."""
+        kws = tuple([self.kwargs(kw, t, gscale) for kw in kws])
+        params = opt._params
+        # The whole step checked before the first call writes (each call
+        # checks its own group only), with each gradient looked up among
+        # every parameter's names: grads["decoder"] is never ecoder's.
+        pairs = dict(zip(_v.keys_of(params), _v.gather(params, grads, (), _v.NAMED)))
+        writes: "list | None" = [] if getattr(backend, "INTERRUPTIBLE", False) else None
+        calls, base = [], self.index_base
+        for group, kw in zip(opt._groups, kws):
+            names = list(group["params"])
+            gp = {n: params[n] for n in names}
+            arrays = self.arrays(opt, names)
+            if writes is not None:
+                # Ctrl-C lands inside an interpreted step: every group is
+                # computed into copies first, so that it finds nothing written.
+                live = gp
+                gp = {n: np.array(a, copy=True, order="K") for n, a in live.items()}
+                writes += [(live[n], gp[n]) for n in names]
+                new = [tuple(None if a is None else a.copy() for a in row) for row in arrays]
+                writes += [(a, b) for row, crow in zip(arrays, new)
+                           for a, b in zip(row, crow) if a is not None]
+                arrays = new
+            kw["index_base"] = base
+            calls.append(self.group_call(backend, gp, {n: pairs[n][1] for n in names},
+                                         arrays, kw))
+            base += sum(a.size for a in gp.values())
+        return _GroupSteps(calls, writes), ()
+
+
+class _GroupSteps:
+    """The kernel calls of a step over several groups, as one call.
+
+    A compiled kernel's Ctrl-C lands after it, as the call returns: the
+    remaining groups are stepped before it is raised, so that the step is
+    whole, as one call's.  An Exception would leave the groups before it
+    stepped, but ``step_groups`` has checked everything a kernel checks.
+    An interpreted step (``writes``: its groups computed into copies)
+    writes them back once every group is done."""
+
+    __slots__ = ("calls", "writes")
+
+    def __init__(self, calls: list, writes: "list | None") -> None:
+        self.calls = calls
+        self.writes = writes
+
+    def __call__(self) -> None:
+        if self.writes is not None:
+            for kernel, args in self.calls:
+                kernel(*args)
+            for live, new in self.writes:
+                np.copyto(live, new)
+            return
+        stop = None
+        for kernel, args in self.calls:
+            try:
+                kernel(*args)
+            except Exception:
+                raise
+            except BaseException as exc:
+                if stop is None:
+                    stop = exc
+        if stop is not None:
+            raise stop
 
 
 class _Reference:

@@ -24,12 +24,10 @@ __all__ = ["OneStateLowp", "make"]
 
 def make(opt, dtype: str, rounding: "str | None", seed: int) -> "OneStateLowp":
     """The state format of optimizer ``opt`` (a one-state family, already
-    checked by ``_lowp.configure``), after the family's own refusals;
-    ``rounding`` ``None`` takes the family's default for ``dtype``."""
+    checked by ``_lowp.configure``, which then checks each group:
+    ``OneStateLowp.check_group``); ``rounding`` ``None`` takes the family's
+    default for ``dtype``."""
     decl = _spec.DECLS[opt.family.name]
-    why = _spec.refusal(decl, opt.kernel_args(dict(opt._groups[0]), 0.0, 1))
-    if why is not None:
-        raise ValueError(f"{type(opt).__name__}: {why}")
     if rounding is None:
         rounding = decl.bf16_rounding if dtype == "bfloat16" else "stochastic"
     return OneStateLowp(dtype, rounding, seed, decl)
@@ -47,16 +45,26 @@ class OneStateLowp(LowpState):
         super().__init__(dtype, rounding, seed)
         self.decl = decl
 
-    def init_state(self, opt) -> None:
-        """Allocate ``opt._state``: the class's initial value of the slot
-        (0 except Adagrad's ``initial_accumulator_value``) encoded with
-        round to nearest."""
+    def check_group(self, opt, group) -> None:
+        """Raise unless ``group`` can keep this state: float32 parameters,
+        settings the family's reduced form supports."""
+        super().check_group(opt, group)
+        why = _spec.refusal(self.decl, opt.kernel_args(dict(group), 0.0, 1))
+        if why is not None:
+            raise ValueError(f"{type(opt).__name__}: {why}")
+
+    def labels(self, opt) -> tuple:
+        """The class's label of the slot."""
+        return (_label(opt, self.decl),)
+
+    def add_group(self, opt, group) -> None:
+        """Allocate the slot of ``group``'s parameters in ``opt._state``:
+        the group's initial value of the slot (0 except Adagrad's
+        ``initial_accumulator_value``) encoded with round to nearest."""
         label = _label(opt, self.decl)
-        state: dict = {label: {}}
-        if self.dtype == "int8":
-            state[label + _SCALE] = {}
-        x0 = np.float32(opt.initial_value(label, opt._groups[0]))
-        for name, p in opt._params.items():
+        state = opt._state
+        x0 = np.float32(opt.initial_value(label, group))
+        for name, p in group["params"].items():
             n = p.size
             a, sc = self.new_slot(name, p, 0)
             if x0 != 0:
@@ -64,8 +72,6 @@ class OneStateLowp(LowpState):
             state[label][name] = a
             if sc is not None:
                 state[label + _SCALE][name] = sc
-        opt._state = state
-        opt._states = ()
 
     def arrays(self, opt, names: list) -> list:
         """``(state, scale)`` of each parameter in ``names``, checked (the
@@ -103,6 +109,11 @@ class OneStateLowp(LowpState):
         kw = self.kwargs(kw, t, gscale)
         params = opt._params
         arrays = self.arrays(opt, _v.keys_of(params))
+        return (self.impl(backend).onestate_step,
+                (self.decl, params, grads, arrays, _v.NAMED, kw))
+
+    def group_call(self, backend, params: dict, grads: dict, arrays: list, kw: dict) -> tuple:
+        """``(kernel, arguments)`` of one group's call (``step_groups``)."""
         return (self.impl(backend).onestate_step,
                 (self.decl, params, grads, arrays, _v.NAMED, kw))
 

@@ -24,8 +24,9 @@ Parameter groups
     ``opt.add_param_group`` adds one; :func:`fusedoptim.exclude_from_weight_decay`
     builds the usual two.  ``step`` takes one gradient dict for all groups
     and runs them all in ONE fused call of the backend (its kernels take
-    per-group hyperparameters); clipping and non-finite skipping use the
-    one norm of all gradients.  The hyperparameter attributes
+    per-group hyperparameters; reduced-precision state: one call per group,
+    after one check of the whole step); clipping and non-finite skipping
+    use the one norm of all gradients.  The hyperparameter attributes
     (``opt.weight_decay``, ``opt.betas``, ``opt.lr``, ...) are the value
     every group shares; when the groups differ, reading one raises
     ``ValueError`` (read ``param_groups``).  Setting ``opt.lr`` sets all.
@@ -162,8 +163,8 @@ class Optimizer(Checkpointing, GroupsMixin):
         Skip the whole step when a gradient holds NaN or infinity.
     state_dtype : {None, "bfloat16", "int8"}, keyword-only
         Precision of the moments (Adam, AdamW, Momentum, SGD with momentum,
-        RMSProp not centered without momentum, Adagrad, Lion; one parameter
-        group; see the README's "Reduced-precision state").
+        RMSProp not centered without momentum, Adagrad, Lion; float32
+        parameters; see the README's "Reduced-precision state").
     state_rounding : {None, "nearest", "stochastic"}, keyword-only
         Rounding of reduced-precision moments on store.
     state_seed : int, keyword-only
@@ -313,8 +314,9 @@ class Optimizer(Checkpointing, GroupsMixin):
 
     def __repr__(self):
         if len(self._groups) > 1:
+            lowp = "" if self._lowp is None else f", {self._lowp!r}"
             return (f"{type(self).__name__}({len(self._params)} parameters in "
-                    f"{len(self._groups)} groups, t={self._t})")
+                    f"{len(self._groups)} groups{lowp}, t={self._t})")
         hp = ", ".join([f"{h.name}={self._groups[0][h.name]!r}" for h in self.hyper]
                        + [f"{k}={v!r}" for k, v in self._opts.items()])
         if self._lowp is not None:
@@ -414,8 +416,11 @@ class Optimizer(Checkpointing, GroupsMixin):
         # count, or in or after the kernel (compiled: the step is done and
         # counted, as a handler's checkpoint must see it).  An Exception from
         # the kernel uncounts it.
-        if self._lowp is not None:  # one group (checked when groups are added)
-            kernel, args = self._lowp.step(self, backend, grads, kw, gscale, t)
+        if self._lowp is not None:
+            if sizes is None:
+                kernel, args = self._lowp.step(self, backend, grads, kw, gscale, t)
+            else:  # one call per group, run by one callable
+                kernel, args = self._lowp.step_groups(self, backend, grads, kws, gscale, t)
             kwargs = {}
         else:
             kernel, args, kwargs = self._kernel(backend, grads, states, sizes,

@@ -1,7 +1,7 @@
 """Reduced-precision state for the one-state families: the reference (the spec).
 
 ``state_dtype="bfloat16"`` or ``"int8"`` on the classes of four families
-(float32 parameters, one parameter group), each storing one state slot in
+(float32 parameters), each storing one state slot in
 the codec of :mod:`fusedoptim.families.adam_lowp`:
 
 =========  =====================================  ===========  =============
