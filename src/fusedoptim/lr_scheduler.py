@@ -50,6 +50,12 @@ __all__ = [
 ]
 
 
+def _callable(f: Any, name: str) -> Any:
+    if not callable(f):
+        raise TypeError(f"{name} must be callable, got {type(f).__name__}")
+    return f
+
+
 class StepLR(_Schedule):
     r"""Decay by ``gamma`` every ``step_size`` steps (torch's ``StepLR``).
 
@@ -230,9 +236,7 @@ class LambdaLR(_Schedule):
 
     def __init__(self, lr: float, lr_lambda: Callable[[Any], float]) -> None:
         self.lr = _v.nonneg(lr, "lr")
-        if not callable(lr_lambda):
-            raise TypeError(f"lr_lambda must be callable, got {type(lr_lambda).__name__}")
-        self.lr_lambda = lr_lambda
+        self.lr_lambda = _callable(lr_lambda, "lr_lambda")
 
     def __call__(self, step: float) -> float:
         """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
@@ -264,9 +268,7 @@ class MultiplicativeLR(_Schedule):
 
     def __init__(self, lr: float, lr_lambda: Callable[[int], float]) -> None:
         self.lr = _v.nonneg(lr, "lr")
-        if not callable(lr_lambda):
-            raise TypeError(f"lr_lambda must be callable, got {type(lr_lambda).__name__}")
-        self.lr_lambda = lr_lambda
+        self.lr_lambda = _callable(lr_lambda, "lr_lambda")
         self._last = (0, self.lr)  # (step, rate at that step)
 
     def __call__(self, step: float) -> float:
