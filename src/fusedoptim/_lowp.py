@@ -393,18 +393,22 @@ class LowpState:
 class _GroupSteps:
     """The kernel calls of a step over several groups, as one call.
 
-    A compiled kernel's Ctrl-C lands after it, as the call returns: the
-    remaining groups are stepped before it is raised, so that the step is
-    whole, as one call's.  An Exception would leave the groups before it
-    stepped, but ``step_groups`` has checked everything a kernel checks.
-    An interpreted step (``writes``: its groups computed into copies)
-    writes them back once every group is done."""
+    A compiled kernel's Ctrl-C lands after it, as the call returns, and an
+    interrupt may also land in this interpreted loop before or between the
+    calls: the optimizer, which has counted the step, then calls
+    :meth:`finish`, which runs the calls not yet made, so that the step is
+    whole, as one call's (``done`` advances just before each call: no check
+    for signals lies between the two).  An Exception would leave the groups
+    before it stepped, but ``step_groups`` has checked everything a kernel
+    checks.  An interpreted step (``writes``: its groups computed into
+    copies) writes them back once every group is done."""
 
-    __slots__ = ("calls", "writes")
+    __slots__ = ("calls", "writes", "done")
 
     def __init__(self, calls: list, writes: "list | None") -> None:
         self.calls = calls
         self.writes = writes
+        self.done = 0
 
     def __call__(self) -> None:
         if self.writes is not None:
@@ -413,17 +417,24 @@ class _GroupSteps:
             for live, new in self.writes:
                 np.copyto(live, new)
             return
-        stop = None
-        for kernel, args in self.calls:
+        calls = self.calls
+        while self.done < len(calls):
+            kernel, args = calls[self.done]
+            self.done += 1
+            kernel(*args)
+
+    def finish(self) -> None:
+        """The calls not yet made, after an interrupt (a further one waits)."""
+        calls = self.calls
+        while self.done < len(calls):
             try:
+                kernel, args = calls[self.done]
+                self.done += 1
                 kernel(*args)
             except Exception:
                 raise
-            except BaseException as exc:
-                if stop is None:
-                    stop = exc
-        if stop is not None:
-            raise stop
+            except BaseException:  # already interrupting: the step first
+                pass
 
 
 class _Reference:

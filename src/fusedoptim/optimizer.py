@@ -105,6 +105,10 @@ def _option(name, doc):
     return property(lambda self: self._opts[name], doc=f"{doc} (fixed at construction).")
 
 
+def _nothing() -> None:
+    pass
+
+
 class Optimizer(Checkpointing, GroupsMixin):
     """Base class: parameter groups, state, learning rate, clipping,
     skipping, checkpoints.
@@ -435,7 +439,10 @@ class Optimizer(Checkpointing, GroupsMixin):
         except BaseException as exc:
             if (not isinstance(exc, Exception) and self._t == t
                     and not getattr(backend, "INTERRUPTIBLE", False)):
-                raise  # Ctrl-C after the count: the compiled kernel has run
+                # Ctrl-C after the count: the compiled kernel has run, and
+                # a step of one call per group runs the calls not yet made.
+                getattr(kernel, "finish", _nothing)()
+                raise
             self._t, self._last_grad_norm, self._last_lrs, self._plan = undo
             for label in new_slots or ():
                 self._state.pop(label, None)
