@@ -90,6 +90,8 @@ def test_multiplicative_lr_matches_torch_bit_for_bit():
     assert [s(t) for t in range(N)] == rates
     # Any order of calls (a resume, a plot): the same values.
     assert [s(t) for t in (50, 3, 3, 119, 0)] == [rates[t] for t in (50, 3, 3, 119, 0)]
+    s.lr = 0.4  # the kept product is of the old rate: computed again
+    assert s(3) == ((0.4 * f(1)) * f(2)) * f(3)
 
 
 @pytest.mark.parametrize("T_0, T_mult", [(10, 1), (7, 2), (1, 3), (5, 5)])

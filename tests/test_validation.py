@@ -161,6 +161,8 @@ def test_a_misspelled_gradient_key_is_named(backend):
     with pytest.raises(KeyError, match=r"grads has no 'head' or 'dhead' \(gradient of parameter "
                                        r"'head'\); grads has 'haed', which names no parameter"):
         opt.step({"haed": np.ones(2), "dW": np.ones(3)})
+    with pytest.raises(KeyError, match=r"; grads has 'haed', 'dA0', 'dA1', which name no"):
+        opt.step({"dA0": np.ones(2), "dA1": np.ones(2), "haed": np.ones(2), "dW": np.ones(3)})
     with pytest.raises(KeyError, match=r"'head'\)\Z|'head'\)\"\Z"):
         opt.step({"W": np.ones(3)})
     assert opt.t == 0 and (p["head"] == 1).all()

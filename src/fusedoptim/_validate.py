@@ -46,6 +46,7 @@ Rules (one place, so every backend agrees)
   addresses and are not detected (a documented limit; map a file once).
 """
 
+import difflib
 import math
 import numbers
 import operator
@@ -286,9 +287,12 @@ def _grad_of(grads, name, mode, params):
     if has_plain or has_d:
         key = name if has_plain else dkey
         return key, grads[key]
-    # A misspelled key is the usual cause: name the keys that match no parameter.
+    # A misspelled key is the usual cause: name the keys that match no
+    # parameter, the likeliest typos of this one first.
     stray = [k for k in keys_of(grads)
              if not (k in params or (isinstance(k, str) and k[:1] == "d" and k[1:] in params))]
+    close = difflib.get_close_matches(name, [k for k in stray if isinstance(k, str)], n=3)
+    stray = close + [k for k in stray if k not in close]
     extra = (f"; grads has {', '.join(map(repr, stray[:3]))}, which name"
              f"{'s' if len(stray) == 1 else ''} no parameter") if stray else ""
     raise KeyError(f"grads has no {name!r} or {dkey!r} (gradient of parameter {name!r}){extra}")

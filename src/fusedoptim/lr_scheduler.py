@@ -269,17 +269,19 @@ class MultiplicativeLR(_Schedule):
     def __init__(self, lr: float, lr_lambda: Callable[[int], float]) -> None:
         self.lr = _v.nonneg(lr, "lr")
         self.lr_lambda = _callable(lr_lambda, "lr_lambda")
-        self._last = (0, self.lr)  # (step, rate at that step)
+        self._last: tuple = (None, None, 0, self.lr)  # (lr, lr_lambda, step, rate)
 
     def __call__(self, step: float) -> float:
         """``step -> rate``; ``step``: the optimizer steps taken (``opt.t``), torch's last_epoch."""
         n = _step(step)
         if n != int(n):
             raise ValueError(f"MultiplicativeLR needs a whole step, got {step}")
-        k, rate = self._last if self._last[0] <= n else (0, self.lr)
+        lr, f, k, rate = self._last
+        if lr != self.lr or f is not self.lr_lambda or k > n:  # changed since: from the start
+            k, rate = 0, self.lr
         for i in range(k + 1, int(n) + 1):
             rate = rate * self.lr_lambda(i)
-        self._last = (int(n), rate)
+        self._last = (self.lr, self.lr_lambda, int(n), rate)
         return rate
 
 
@@ -320,7 +322,7 @@ class PolynomialLR(_Schedule):
     .. math:: \eta(s) = \eta_0 \left(1 - \frac{\min(T, s)}{T}\right)^{p}
 
     In plain text: ``lr * (1 - min(total_iters, step) / total_iters) **
-    power``; 0 from ``total_iters`` on.  Keras's
+    power``; 0 from ``total_iters`` on (``lr`` with ``power=0``).  Keras's
     :class:`~fusedoptim.schedules.PolynomialDecay` ends at a floor instead.
 
     Parameters
