@@ -7,6 +7,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
@@ -234,9 +235,13 @@ def test_interrupts_at_random_moments_never_leave_the_optimizer_locked(name):
     between them."""
     p = {"W": np.zeros(200_000, np.float32)}
     g = {"W": np.ones(200_000, np.float32)}
+    armed = False
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        nonlocal armed
+        if armed:  # once per trial
+            armed = False
+            raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGALRM, interrupt)
     try:
@@ -244,12 +249,19 @@ def test_interrupts_at_random_moments_never_leave_the_optimizer_locked(name):
             opt = fo.SGD(p, lr=1.0)
             opt.step(g)
             for trial in range(100):
-                signal.setitimer(signal.ITIMER_REAL, 0.0005 + 0.00007 * (trial % 23))
+                # Repeated every 2 ms until one raises, and the loop bounded:
+                # with a single alarm, CI once hung here for good (the handler
+                # installed, the timer spent, no KeyboardInterrupt raised).
+                armed = True
+                signal.setitimer(signal.ITIMER_REAL, 0.0005 + 0.00007 * (trial % 23), 0.002)
+                end = time.perf_counter() + 10.0
                 try:
-                    while True:
+                    while time.perf_counter() < end:
                         opt.step(g)
                 except KeyboardInterrupt:
                     pass
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                assert not armed, f"trial {trial}: no interrupt in 10 s"
                 assert not opt._busy.locked()
                 assert opt.state_dict()["t"] == opt.t
                 if name == "cython":
