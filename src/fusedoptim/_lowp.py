@@ -417,24 +417,24 @@ class _GroupSteps:
             for live, new in self.writes:
                 np.copyto(live, new)
             return
+        self._run(False)
+
+    def finish(self) -> None:
+        """The calls not yet made, after an interrupt (a further one waits)."""
+        self._run(True)
+
+    def _run(self, interrupted: bool) -> None:
         calls = self.calls
         while self.done < len(calls):
             kernel, args = calls[self.done]
             self.done += 1
-            kernel(*args)
-
-    def finish(self) -> None:
-        """The calls not yet made, after an interrupt (a further one waits)."""
-        calls = self.calls
-        while self.done < len(calls):
             try:
-                kernel, args = calls[self.done]
-                self.done += 1
                 kernel(*args)
             except Exception:
                 raise
             except BaseException:  # already interrupting: the step first
-                pass
+                if not interrupted:
+                    raise
 
 
 class _Reference:
