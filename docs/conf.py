@@ -32,7 +32,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.intersphinx",
+    "myst_parser",  # the Markdown pages: measurements.md
 ]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 intersphinx_mapping: dict = {}  # no network at build time: no cross-project links
 
 # api_optimizers.rst is written below and included by api.rst (so it is not a
@@ -51,7 +53,9 @@ napoleon_custom_sections = [("Keys", "params_style")]
 default_role = "literal"
 nitpicky = False
 
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "api_optimizers.rst"]
+# distributed.md is read in the source tree (README and trainer.rst point to it),
+# not built: MyST would otherwise warn that no toctree includes it.
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "api_optimizers.rst", "distributed.md"]
 html_theme = "alabaster"
 html_theme_options = {"description": "Fused, in-place optimizer steps over NumPy arrays",
                       "fixed_sidebar": True}
