@@ -53,9 +53,7 @@ napoleon_custom_sections = [("Keys", "params_style")]
 default_role = "literal"
 nitpicky = False
 
-# distributed.md is read in the source tree (README and trainer.rst point to it),
-# not built: MyST would otherwise warn that no toctree includes it.
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "api_optimizers.rst", "distributed.md"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "api_optimizers.rst"]
 html_theme = "alabaster"
 html_theme_options = {"description": "Fused, in-place optimizer steps over NumPy arrays",
                       "fixed_sidebar": True}
