@@ -26,8 +26,10 @@
                              T *restrict sq, T *restrict acc, ptrdiff_t n,     \
                              T lr, T rho, T omr, T e)                          \
     {                                                                          \
-        ptrdiff_t i, k;                                                        \
-        for (i = 0; i + 16 <= n; i += 16) {                                    \
+        ptrdiff_t i, k, i0 = FO_ALIGN_PEEL(p, T, n);                           \
+        for (k = 0; k < i0; k++)                                               \
+            FO_ADADELTA_ELEMENT(T, SQRT, k);                                   \
+        for (i = i0; i + 16 <= n; i += 16) {                                   \
             if (i + FO_ADADELTA_PREFETCH < n) {                                \
                 __builtin_prefetch(p + i + FO_ADADELTA_PREFETCH, 1, 3);        \
                 __builtin_prefetch(sq + i + FO_ADADELTA_PREFETCH, 1, 3);       \

@@ -12,13 +12,13 @@
                              T *restrict sum, ptrdiff_t n, T lr, T e)          \
     {                                                                          \
         ptrdiff_t i;                                                           \
-        for (i = 0; i < n; i++) {                                              \
+        FO_PEELED_FOR(i, p, T, n, {                                            \
             /* Every load before any store (_LOADS_FIRST). */                  \
             T pi = p[i], s0 = sum[i], gi = g[i], s;                            \
             s = s0 + gi * gi;                                                  \
             sum[i] = s;                                                        \
             p[i] = pi - lr * (gi / (SQRT(s) + e));                             \
-        }                                                                      \
+        });                                                                    \
     }                                                                          \
     FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g,                   \
         T *restrict sum, ptrdiff_t n, T lr, T e), (p, g, sum, n, lr, e))

@@ -13,7 +13,7 @@
                              T clr, T b1, T omb1, T b2, T e)                   \
     {                                                                          \
         ptrdiff_t i;                                                           \
-        for (i = 0; i < n; i++) {                                              \
+        FO_PEELED_FOR(i, p, T, n, {                                            \
             /* Every load before any store (_LOADS_FIRST). */                  \
             T pi = p[i], m0 = m[i], u0 = u[i], gi = g[i], mi, b, x;            \
             mi = b1 * m0 + omb1 * gi;                                          \
@@ -23,7 +23,7 @@
             m[i] = mi;                                                         \
             u[i] = b;                                                          \
             p[i] = pi - (clr * mi) / b;                                        \
-        }                                                                      \
+        });                                                                    \
     }                                                                          \
     FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict m,    \
         T *restrict u, ptrdiff_t n, T clr, T b1, T omb1, T b2, T e), (p, g,    \

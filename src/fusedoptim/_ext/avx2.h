@@ -80,6 +80,18 @@ static inline int fo_simd_detect(void)
      (((64 - (((size_t)(x)) & 63)) & 63) / sizeof(T)) < (size_t)(n)            \
      ? (((64 - (((size_t)(x)) & 63)) & 63) / sizeof(T)) : (size_t)(n)))
 
+/* for (i = 0; i < n; i++) BODY, as two loops split at FO_ALIGN_PEEL(x, T,
+ * n): the second, vectorized, then accesses whole cache lines.  Measured on
+ * Lion (2^24 float32, 2 threads, AVX-512, arrays 16 bytes into a cache line
+ * as NumPy places them): 7.52 -> 6.75 ms, the copy of its traffic 6.86.
+ * Element-wise loops only: the bits do not change, a reduction's would. */
+#define FO_PEELED_FOR(i, x, T, n, ...)                                         \
+    do {                                                                       \
+        const ptrdiff_t fo_i0_ = FO_ALIGN_PEEL(x, T, n);                       \
+        for (i = 0; i < fo_i0_; i++) __VA_ARGS__                               \
+        for (i = fo_i0_; i < (n); i++) __VA_ARGS__                             \
+    } while (0)
+
 #define FO_UNPAREN(...) __VA_ARGS__
 /* NAME(isa, PARAMS...): NAME##_body (an FO_BODY function taking PARAMS)
  * compiled for AVX-512 when isa is FO_ISA_AVX512, else for AVX2; PARAMS

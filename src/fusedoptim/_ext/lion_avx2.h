@@ -14,7 +14,7 @@
 #define FO_LION_RANGE(T, DECAY)                                                \
     do {                                                                       \
         ptrdiff_t i;                                                           \
-        for (i = 0; i < n; i++) {                                              \
+        FO_PEELED_FOR(i, p, T, n, {                                            \
             /* Every load before any store (_LOADS_FIRST). */                  \
             T pi = p[i], m0 = m[i], gi = g[i], c, s;                           \
             c = b1 * m0 + omb1 * gi;                                           \
@@ -23,7 +23,7 @@
                 s = s + wd * pi;                                               \
             p[i] = pi - lr * s;                                                \
             m[i] = b2 * m0 + omb2 * gi;                                        \
-        }                                                                      \
+        });                                                                    \
     } while (0)
 
 #define FO_LION_LOOP(NAME, T)                                                  \

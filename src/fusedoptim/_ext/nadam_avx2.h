@@ -27,8 +27,10 @@
 #define FO_NADAM_PREFETCH 128
 #define FO_NADAM_RANGE(T, SQRT, SHRINK_P)                                      \
     do {                                                                       \
-        ptrdiff_t i, k;                                                        \
-        for (i = 0; i + 16 <= n; i += 16) {                                    \
+        ptrdiff_t i, k, i0 = FO_ALIGN_PEEL(p, T, n);                           \
+        for (k = 0; k < i0; k++)                                               \
+            FO_NADAM_ELEMENT(T, SQRT, k, SHRINK_P);                            \
+        for (i = i0; i + 16 <= n; i += 16) {                                   \
             if (i + FO_NADAM_PREFETCH < n) {                                   \
                 __builtin_prefetch(p + i + FO_NADAM_PREFETCH, 1, 3);           \
                 __builtin_prefetch(m + i + FO_NADAM_PREFETCH, 1, 3);           \

@@ -33,8 +33,10 @@
 #define FO_RADAM_PREFETCH 128
 #define FO_RADAM_RANGE(T, SQRT, SHRINK_P, RECT)                                \
     do {                                                                       \
-        ptrdiff_t i, k;                                                        \
-        for (i = 0; i + 16 <= n; i += 16) {                                    \
+        ptrdiff_t i, k, i0 = FO_ALIGN_PEEL(p, T, n);                           \
+        for (k = 0; k < i0; k++)                                               \
+            FO_RADAM_ELEMENT(T, SQRT, k, SHRINK_P, RECT);                      \
+        for (i = i0; i + 16 <= n; i += 16) {                                   \
             if (i + FO_RADAM_PREFETCH < n) {                                   \
                 __builtin_prefetch(p + i + FO_RADAM_PREFETCH, 1, 3);           \
                 __builtin_prefetch(m + i + FO_RADAM_PREFETCH, 1, 3);           \

@@ -15,20 +15,20 @@
     {                                                                          \
         ptrdiff_t i;                                                           \
         if (eps_inside) {                                                      \
-            for (i = 0; i < n; i++) {                                          \
+            FO_PEELED_FOR(i, p, T, n, {                                        \
                 T pi = p[i], s0 = sq[i], gi = g[i], s;                         \
                 s = al * s0 + oma * (gi * gi);                                 \
                 sq[i] = s;                                                     \
                 p[i] = pi - (lr * gi) / SQRT(s + e);                           \
-            }                                                                  \
+            });                                                                \
         } else {                                                               \
             /* PyTorch's order: ((1 - alpha) * g) * g */                   \
-            for (i = 0; i < n; i++) {                                          \
+            FO_PEELED_FOR(i, p, T, n, {                                        \
                 T pi = p[i], s0 = sq[i], gi = g[i], s;                         \
                 s = al * s0 + (oma * gi) * gi;                                 \
                 sq[i] = s;                                                     \
                 p[i] = pi - (lr * gi) / (SQRT(s) + e);                         \
-            }                                                                  \
+            });                                                                \
         }                                                                      \
     }                                                                          \
     FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g, T *restrict sq,   \

@@ -15,25 +15,25 @@
     {                                                                          \
         ptrdiff_t i;                                                           \
         if (!has_buf) {                                                        \
-            for (i = 0; i < n; i++) {                                          \
+            FO_PEELED_FOR(i, p, T, n, {                                        \
                 T pi = p[i], gi = g[i];                                        \
                 p[i] = pi - lr * gi;                                           \
-            }                                                                  \
+            });                                                                \
         } else if (nesterov) {                                                 \
-            for (i = 0; i < n; i++) {                                          \
+            FO_PEELED_FOR(i, p, T, n, {                                        \
                 T pi = p[i], b0 = buf[i], gi = g[i], b;                        \
                 b = mu * b0 + omd * gi;                                        \
                 buf[i] = b;                                                    \
                 gi = gi + mu * b;                                              \
                 p[i] = pi - lr * gi;                                           \
-            }                                                                  \
+            });                                                                \
         } else {                                                               \
-            for (i = 0; i < n; i++) {                                          \
+            FO_PEELED_FOR(i, p, T, n, {                                        \
                 T pi = p[i], b0 = buf[i], gi = g[i], b;                        \
                 b = mu * b0 + omd * gi;                                        \
                 buf[i] = b;                                                    \
                 p[i] = pi - lr * b;                                            \
-            }                                                                  \
+            });                                                                \
         }                                                                      \
     }                                                                          \
     FO_SIMD_BUILD(NAME, (T *restrict p, const T *restrict g,                   \
