@@ -181,3 +181,38 @@ def test_bf16_subnormal_moments_give_the_reference_bits(isa, cls, kw):
     words = np.frombuffer(ref[1]["exp_avg"] + ref[1]["exp_avg_sq"], np.uint16)
     assert np.any((words & 0x7F80 == 0) & (words & 0x7F != 0))  # subnormals stored
     assert ref == _bits("cython", isa, p0, steps)
+
+
+def _placed(rng, n, offset):
+    """n float32 values starting ``offset`` elements past a 64-byte boundary."""
+    buf = np.empty(n + 32, np.float32)
+    start = (-buf.ctypes.data % 64) // 4 + offset
+    x = buf[start:start + n]
+    x[...] = rng.standard_normal(n)
+    return x
+
+
+@pytest.mark.parametrize("isa", _levels())
+@pytest.mark.parametrize("fmt,rounding", [("bfloat16", "nearest"), ("bfloat16", "stochastic"),
+                                          ("int8", "stochastic")])
+@pytest.mark.parametrize("cls", [fo.Adam, fo.Lion])
+def test_every_start_in_a_cache_line_gives_the_reference_bits(isa, fmt, rounding, cls):
+    """The bfloat16 loops run the elements before the parameter's first
+    64-byte boundary apart: every start in a cache line, sizes around that
+    split and the vector widths (and one int8 tensor), the reference's bits."""
+    sizes = (1, 9, 40, 1000, L.QMIN_ELEMENTS + 3)
+    for offset in range(16):
+        got = []
+        for backend in ("numpy", "cython"):
+            rng = np.random.default_rng(offset)
+            params = {f"p{n}": _placed(rng, n, offset) for n in sizes}
+            grads = [{k: _placed(rng, a.size, offset) for k, a in params.items()}
+                     for _ in range(3)]
+            with _isa(isa if backend == "cython" else None), fo.use_backend(backend):
+                opt = cls(params, lr=1e-2, state_dtype=fmt, state_rounding=rounding,
+                          state_seed=2)
+                for g in grads:
+                    opt.step(g)
+            got.append([a.tobytes() for a in params.values()]
+                       + [a.tobytes() for d in opt.state.values() for a in d.values()])
+        assert got[0] == got[1], (offset, isa)

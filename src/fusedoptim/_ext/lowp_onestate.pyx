@@ -76,9 +76,24 @@ cdef void _chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
         b = n
     if a >= b:
         return
+    cdef Py_ssize_t pre
+    cdef size_t addr = <size_t>(<float*>t.p + a)
+    if s[1] == NULL:  # element-wise (not int8's blocks)
+        # The elements before the parameter's first 64-byte boundary apart,
+        # as adam_lowp._chunk: no vector access then straddles two lines.
+        pre = (((64 - (addr & 63)) & 63) // 4) if (addr & 3) == 0 else 0
+        if pre > b - a:
+            pre = b - a
+        if pre:
+            J.fn[i](&J.A, <float*>t.p + a, <const float*>t.g + a, s[0] + a * J.item[i],
+                    NULL, pre, J.base[i] + a)
+            a += pre
+        J.fn[i](&J.A, <float*>t.p + a, <const float*>t.g + a, s[0] + a * J.item[i],
+                NULL, b - a, J.base[i] + a)
+        return
     # int8: a is a multiple of FO1_QBLOCK (padded split, see the module docstring)
     J.fn[i](&J.A, <float*>t.p + a, <const float*>t.g + a, s[0] + a * J.item[i],
-            NULL if s[1] == NULL else <float*>s[1] + a // FO1_QBLOCK, b - a, J.base[i] + a)
+            <float*>s[1] + a // FO1_QBLOCK, b - a, J.base[i] + a)
 
 
 cdef inline char* _data(object a):
