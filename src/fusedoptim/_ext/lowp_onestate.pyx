@@ -72,13 +72,14 @@ cdef void _chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
     cdef const Job* J = <const Job*>args
     cdef Py_ssize_t i = t - J.t0, n = J.n[i]
     cdef char** s = J.s + 2 * i
+    cdef Py_ssize_t pre
+    cdef size_t addr
     if b > n:
         b = n
     if a >= b:
         return
-    cdef Py_ssize_t pre
-    cdef size_t addr = <size_t>(<float*>t.p + a)
     if s[1] == NULL:  # element-wise (not int8's blocks)
+        addr = <size_t>(<float*>t.p + a)
         # The elements before the parameter's first 64-byte boundary apart,
         # as adam_lowp._chunk: no vector access then straddles two lines.
         pre = (((64 - (addr & 63)) & 63) // 4) if (addr & 3) == 0 else 0
