@@ -19,6 +19,19 @@ def assert_unchanged(before, *dicts):
                 assert snap[k].tobytes() == np.asarray(d[k]).tobytes(), k
 
 
+def placed(rng, n, dtype, offset):
+    """``n`` standard-normal values of ``dtype`` whose first element lies
+    ``offset`` elements past a 64-byte boundary (a view into a larger
+    buffer): the compiled loops run the elements before a parameter's first
+    64-byte boundary apart, and each offset moves that split."""
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.empty(n + 2 * 64 // itemsize, dtype)
+    start = (-buf.ctypes.data % 64) // itemsize + offset
+    x = buf[start:start + n]
+    x[...] = rng.standard_normal(n)
+    return x
+
+
 def assert_bitwise(a, b):
     a, b = np.asarray(a), np.asarray(b)
     assert a.dtype == b.dtype and a.shape == b.shape

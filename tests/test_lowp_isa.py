@@ -10,6 +10,7 @@ import pytest
 
 import fusedoptim as fo
 from fusedoptim.families import adam_lowp as L
+from helpers import placed
 
 lowp = pytest.importorskip("fusedoptim._ext.adam_lowp")
 LEVELS = ("baseline", "avx2", "avx512", "avx512bf16")
@@ -183,15 +184,6 @@ def test_bf16_subnormal_moments_give_the_reference_bits(isa, cls, kw):
     assert ref == _bits("cython", isa, p0, steps)
 
 
-def _placed(rng, n, offset):
-    """n float32 values starting ``offset`` elements past a 64-byte boundary."""
-    buf = np.empty(n + 32, np.float32)
-    start = (-buf.ctypes.data % 64) // 4 + offset
-    x = buf[start:start + n]
-    x[...] = rng.standard_normal(n)
-    return x
-
-
 @pytest.mark.parametrize("isa", _levels())
 @pytest.mark.parametrize("fmt,rounding", [("bfloat16", "nearest"), ("bfloat16", "stochastic"),
                                           ("int8", "stochastic")])
@@ -205,8 +197,8 @@ def test_every_start_in_a_cache_line_gives_the_reference_bits(isa, fmt, rounding
         got = []
         for backend in ("numpy", "cython"):
             rng = np.random.default_rng(offset)
-            params = {f"p{n}": _placed(rng, n, offset) for n in sizes}
-            grads = [{k: _placed(rng, a.size, offset) for k, a in params.items()}
+            params = {f"p{n}": placed(rng, n, np.float32, offset) for n in sizes}
+            grads = [{k: placed(rng, a.size, np.float32, offset) for k, a in params.items()}
                      for _ in range(3)]
             with _isa(isa if backend == "cython" else None), fo.use_backend(backend):
                 opt = cls(params, lr=1e-2, state_dtype=fmt, state_rounding=rounding,

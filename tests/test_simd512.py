@@ -10,7 +10,7 @@ import pytest
 import fusedoptim as fo
 from fusedoptim.cli.bench.workloads import hyperparameters
 from fusedoptim.families import OPTIMIZERS
-from helpers import assert_bitwise
+from helpers import assert_bitwise, placed
 
 ext = pytest.importorskip("fusedoptim._ext")
 
@@ -101,24 +101,13 @@ def test_set_simd_isa():
 
 
 def _offset_model(dtype, offset):
-    """Parameters and gradients whose first element lies ``offset`` elements
-    past a 64-byte boundary (views into larger buffers), sizes around one
-    vector: the loops run the elements before the parameter's first
-    64-byte boundary apart (FO_ALIGN_PEEL), so each start changes where
-    that split falls."""
+    """Parameters and gradients starting ``offset`` elements past a 64-byte
+    boundary (``helpers.placed``), sizes around one vector."""
     rng = np.random.default_rng(11 + offset)
     sizes = {"a": 1, "b": 5, "c": 17, "d": 100, "e": 1000}
-    width = 64 // np.dtype(dtype).itemsize
-
-    def placed(n):
-        buf = np.empty(n + 2 * width, dtype)
-        start = (-buf.ctypes.data % 64) // buf.itemsize + offset
-        x = buf[start:start + n]
-        x[...] = rng.standard_normal(n)
-        return x
-
-    params = {k: placed(n) for k, n in sizes.items()}
-    grads = [{k: placed(n) for k, n in sizes.items()} for _ in range(STEPS)]
+    params = {k: placed(rng, n, dtype, offset) for k, n in sizes.items()}
+    grads = [{k: placed(rng, n, dtype, offset) for k, n in sizes.items()}
+             for _ in range(STEPS)]
     return params, grads
 
 

@@ -27,6 +27,9 @@ from fusedoptim.families.adam_lowp import QBLOCK as _PY_QBLOCK
 
 cnp.import_array()
 
+cdef extern from "avx2.h" nogil:
+    Py_ssize_t fo_align_peel_f32(const float* x, Py_ssize_t n)
+
 cdef extern from "adam_lowp.h" nogil:
     enum: FO_QBLOCK
     ctypedef struct fo_lowp_args:
@@ -135,9 +138,7 @@ cdef void _chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
             # vector access straddles two cache lines (NumPy starts large
             # arrays 16 bytes into one).  lowp_big.c at NumPy's offset, the
             # AVX512_BF16 loop: 0.78-0.80 -> 0.74-0.75 of float32 Adam's time.
-            pre = (((64 - (<size_t>p & 63)) & 63) // 4) if (<size_t>p & 3) == 0 else 0
-            if pre > b - a:
-                pre = b - a
+            pre = fo_align_peel_f32(p, b - a)
             if pre:
                 _bf16(J, p, g, <uint16_t*>s[0] + a, <uint16_t*>s[1] + a, pre, J.base[i] + a)
                 a += pre

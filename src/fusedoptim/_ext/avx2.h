@@ -92,6 +92,13 @@ static inline int fo_simd_detect(void)
         for (i = fo_i0_; i < (n); i++) __VA_ARGS__                             \
     } while (0)
 
+/* FO_ALIGN_PEEL for float32, for the Cython callers (the reduced-precision
+ * dispatch, which splits a range before calling a loop). */
+static inline ptrdiff_t fo_align_peel_f32(const float *x, ptrdiff_t n)
+{
+    return FO_ALIGN_PEEL(x, float, n);
+}
+
 #define FO_UNPAREN(...) __VA_ARGS__
 /* NAME(isa, PARAMS...): NAME##_body (an FO_BODY function taking PARAMS)
  * compiled for AVX-512 when isa is FO_ISA_AVX512, else for AVX2; PARAMS
@@ -125,6 +132,13 @@ static inline int fo_simd_detect(void)
 #define FO_SIMD_AVX2 0
 
 static inline int fo_simd_detect(void) { return FO_ISA_BASELINE; }
+/* No vector loops: nothing to align. */
+static inline ptrdiff_t fo_align_peel_f32(const float *x, ptrdiff_t n)
+{
+    (void)x;
+    (void)n;
+    return 0;
+}
 #endif
 
 #endif

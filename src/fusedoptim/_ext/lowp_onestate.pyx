@@ -26,6 +26,9 @@ from fusedoptim.families.lowp_onestate import DECLS as _DECLS
 
 cnp.import_array()
 
+cdef extern from "avx2.h" nogil:
+    Py_ssize_t fo_align_peel_f32(const float* x, Py_ssize_t n)
+
 cdef extern from "lowp_onestate.h" nogil:
     enum: FO1_QBLOCK
     enum: FO1_NFAM
@@ -73,18 +76,14 @@ cdef void _chunk(const Tensor* t, Py_ssize_t a, Py_ssize_t b,
     cdef Py_ssize_t i = t - J.t0, n = J.n[i]
     cdef char** s = J.s + 2 * i
     cdef Py_ssize_t pre
-    cdef size_t addr
     if b > n:
         b = n
     if a >= b:
         return
     if s[1] == NULL:  # element-wise (not int8's blocks)
-        addr = <size_t>(<float*>t.p + a)
         # The elements before the parameter's first 64-byte boundary apart,
         # as adam_lowp._chunk: no vector access then straddles two lines.
-        pre = (((64 - (addr & 63)) & 63) // 4) if (addr & 3) == 0 else 0
-        if pre > b - a:
-            pre = b - a
+        pre = fo_align_peel_f32(<float*>t.p + a, b - a)
         if pre:
             J.fn[i](&J.A, <float*>t.p + a, <const float*>t.g + a, s[0] + a * J.item[i],
                     NULL, pre, J.base[i] + a)
