@@ -35,7 +35,7 @@ def _docstring_tests():
     finder = doctest.DocTestFinder(exclude_empty=True)
     seen = {}
     for mod in (fusedoptim, fusedoptim.functional, fusedoptim.data, fusedoptim.schedules,
-                fusedoptim.backend, fusedoptim.optimizer):
+                fusedoptim.backend, fusedoptim.optimizer, fusedoptim.stateless):
         for t in finder.find(mod):
             seen.setdefault(t.name, t)
     for cls in CLASSES.values():

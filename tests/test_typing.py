@@ -134,6 +134,8 @@ with fo.use_backend("numpy"):
     pass
 sharded = ShardedOptimizer(fo.AdamW, flat_parameters(params), lr=1e-3)
 done: bool = sharded.step(grads)
+state = fo.stateless.init_state("AdamW", params, weight_decay=1e-4)
+params = fo.stateless.adamw(params, grads, state, lr=1e-3, weight_decay=1e-4, max_grad_norm=1.0)
 '''
 
 # Wrong calls the hints must flag: (line, mypy error code).
@@ -151,9 +153,11 @@ x: str = fo.Adam(params).step(grads)
 fo.update_parameters_with_gd(MappingProxyType(params), grads, 0.1)
 fo.initialize_adam(MappingProxyType(params))
 fo.Adam(params).step(MappingProxyType(grads))
+fo.stateless.adamw(params, grads, {}, bettas=(0.9, 0.99))
+fo.stateless.sgd(params, grads, {})
 '''
 BAD_LINES = {7: "arg-type", 8: "arg-type", 9: "call-arg", 10: "arg-type", 11: "assignment",
-             12: "type-var", 13: "arg-type", 14: "arg-type"}
+             12: "type-var", 13: "arg-type", 14: "arg-type", 15: "call-arg", 16: "call-arg"}
 
 
 def _mypy_strict(tmp_path, code):

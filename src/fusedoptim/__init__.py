@@ -44,6 +44,7 @@ from .functional import (
 from .families import OPTIMIZERS
 from ._groups import exclude_from_weight_decay
 from .optimizer import Optimizer
+from . import stateless as stateless  # every optimizer as a function: fusedoptim.stateless.adamw
 from ._safetensors import load_checkpoint, save_checkpoint
 from .lr_scheduler import (
     ConstantLR,
@@ -136,6 +137,7 @@ __all__ = [
     "schedule_lr_decay",
     "set_backend",
     "set_num_threads",
+    "stateless",
     "update_lr",
     "update_parameters_with_adam",
     "update_parameters_with_gd",
