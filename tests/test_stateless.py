@@ -322,3 +322,6 @@ def test_type_checking_functions_match_the_signatures():
         cls = OPTIMIZERS[next(n for n in OPTIMIZERS if n.lower() == name)]
         for h in cls.hyper:
             assert hints[h.name] == _ANNOTATIONS[type(h.default)], (name, h.name)
+        runtime = {p.name: inspect.formatannotation(p.annotation) for p in sig}
+        assert {k: runtime[k] for k in hints if k not in ("params", "grads", "state")} == \
+            {k: v for k, v in hints.items() if k not in ("params", "grads", "state")}, name

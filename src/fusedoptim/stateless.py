@@ -197,6 +197,10 @@ def _steps_taken(state: Any) -> int:
     return n
 
 
+#: The annotation of a hyperparameter, by the type of its default.
+_TYPES: dict[type, Any] = {bool: bool, float: float, tuple: tuple[float, float]}
+
+
 def _make(cls: type[Optimizer]) -> Callable[..., Any]:
     fam = cls.family
     assert fam is not None
@@ -233,12 +237,18 @@ def _make(cls: type[Optimizer]) -> Callable[..., Any]:
             raise
         return params
 
-    P_ = inspect.Parameter
-    sig = [P_(n, P_.POSITIONAL_OR_KEYWORD) for n in ("params", "grads", "state")]
-    sig.append(P_("lr", P_.KEYWORD_ONLY, default=cls.lr_default))
-    sig += [P_(h.name, P_.KEYWORD_ONLY, default=h.default) for h in cls.hyper]
-    sig.append(P_("max_grad_norm", P_.KEYWORD_ONLY, default=None))
-    step.__signature__ = inspect.Signature(sig)  # type: ignore[attr-defined]
+    # help(), Sphinx and inspect see the class's keywords, typed as the
+    # TYPE_CHECKING block below spells them out.
+    Q = inspect.Parameter
+    sig = [Q("params", Q.POSITIONAL_OR_KEYWORD, annotation=P),
+           Q("grads", Q.POSITIONAL_OR_KEYWORD, annotation=Arrays),
+           Q("state", Q.POSITIONAL_OR_KEYWORD, annotation=State),
+           Q("lr", Q.KEYWORD_ONLY, default=cls.lr_default, annotation=float)]
+    sig += [Q(h.name, Q.KEYWORD_ONLY, default=h.default, annotation=_TYPES[type(h.default)])
+            for h in cls.hyper]
+    sig.append(Q("max_grad_norm", Q.KEYWORD_ONLY, default=None, annotation=float | None))
+    step.__signature__ = inspect.Signature(sig, return_annotation=P)  # type: ignore[attr-defined]
+    step.__annotations__ = {**{q.name: q.annotation for q in sig}, "return": P}
     step.__name__ = step.__qualname__ = fname
     step.__doc__ = _doc(cls, fname)
     return step
