@@ -37,9 +37,10 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 intersphinx_mapping: dict = {}  # no network at build time: no cross-project links
 
-# api_optimizers.rst is written below and included by api.rst (so it is not a
-# document of its own); autosummary is told to scan it for stub pages.
-autosummary_generate = ["api", "getting-started", "api_optimizers"]
+# api_optimizers.rst and api_stateless.rst are written below and included by
+# api.rst (so they are not documents of their own); autosummary is told to
+# scan them for stub pages.
+autosummary_generate = ["api", "getting-started", "api_optimizers", "api_stateless"]
 # inherited members: each optimizer's page lists Optimizer's state_dict, save,
 # load, add_param_group, lr...; not those of the builtins some classes extend
 autodoc_default_options = {"members": True, "show-inheritance": True,
@@ -53,7 +54,8 @@ napoleon_custom_sections = [("Keys", "params_style")]
 default_role = "literal"
 nitpicky = False
 
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "api_optimizers.rst"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "api_optimizers.rst",
+                    "api_stateless.rst"]
 html_theme = "alabaster"
 html_theme_options = {"description": "Fused, in-place optimizer steps over NumPy arrays",
                       "fixed_sidebar": True}
@@ -85,6 +87,14 @@ def _optimizer_list() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stateless_list() -> str:
+    lines = [".. currentmodule:: fusedoptim.stateless", "", ".. autosummary::",
+             "   :toctree: generated", ""]
+    lines += [f"   {n}" for n in fusedoptim.stateless.__all__]
+    return "\n".join(lines + ["", ".. currentmodule:: fusedoptim"]) + "\n"
+
+
 _write("bench_table.txt", _readme_block("## What `bench` shows"))
 _write("train_table.txt", _readme_block("## Train the course network"))
 _write("api_optimizers.rst", _optimizer_list(), HERE)
+_write("api_stateless.rst", _stateless_list(), HERE)
