@@ -20,11 +20,14 @@
  * AVX-512 build (nearest, stochastic), a copy of the bfloat16 layout's
  * traffic, and the AVX512_BF16 loop of adam_lowp_bf16.h (nearest; needs a
  * CPU with AVX512_BF16).
+ * The bfloat16 rows run as adam_lowp._chunk runs them (the elements before
+ * p's first 64-byte boundary apart).  -DOFF=16 -DOFFC=16 starts every array
+ * 16 bytes into a cache line, where NumPy and _alloc put them.
  * Build and run from the repository root:
  *
  *   gcc -O3 -fopenmp -fno-math-errno -ffp-contract=off -fno-trapping-math \
  *       -Isrc/fusedoptim/_ext benchmarks/lowp_big.c -o /tmp/lowp_big
- *   OMP_NUM_THREADS=2 /tmp/lowp_big [rounds [grp]]
+ *   OMP_NUM_THREADS=2 /tmp/lowp_big [rounds [grp]]   (rounds * 1024 / loops <= 4096)
  *
  * What it showed on the 2-core Zen 4 VM (shared, load average 3-5; q8
  * branch, issue 14): the 8-bit loop runs at 0.44-0.47 ns per element in
@@ -80,6 +83,16 @@ static FO_AVX512_ATTR void fo_x16(const fo_lowp_args *A, float *p, const float *
 #define N (1L << 24)
 #ifndef CHUNK
 #define CHUNK (1L << 14)
+#endif
+/* Bytes past a 64-byte boundary at which the float arrays (OFF) and the
+ * 8-bit and bfloat16 state arrays (OFFC) start: NumPy starts a large array
+ * 16 bytes into a cache line, and _alloc places states at that offset too,
+ * so -DOFF=16 -DOFFC=16 models a Python step. */
+#ifndef OFF
+#define OFF 0
+#endif
+#ifndef OFFC
+#define OFFC 0
 #endif
 
 static float *p, *g, *m, *v, *ms, *vs;
@@ -146,6 +159,27 @@ static const char *names[] = {"adam f32", "copy f32 (7 arr)", "adam int8 sto",
 #endif
 };
 
+/* The bfloat16 loops as adam_lowp._chunk runs them: the elements before
+ * p's first 64-byte boundary first, then the rest from that boundary. */
+static void bf16_peeled(int kind, long a, long b)
+{
+    long pre = (long)fo_align_peel_f32(p + a, b - a), k;
+    for (k = 0; k < 2; k++) {
+        long x = k ? a + pre : a, y = k ? b : a + pre;
+        if (y <= x)
+            continue;
+        if (kind == BFNB)
+            fo_adam_bf16_avx512bf(&A_near, p + x, g + x, mw + x, vw + x, y - x, x);
+#ifdef VARIANT_BF16
+        else if (kind == BFNX || kind == BFSX)
+            fo_x16_bf16(kind == BFSX ? &A_sto : &A_near, p + x, g + x, mw + x, vw + x, y - x, x);
+#endif
+        else
+            fo_adam_bf16_avx512(kind == BFS ? &A_sto : &A_near, p + x, g + x, mw + x, vw + x,
+                                y - x, x);
+    }
+}
+
 static void kernel(int kind, long a, long b)
 {
     switch (kind) {
@@ -172,17 +206,16 @@ static void kernel(int kind, long a, long b)
 #endif
     case BFN:
     case BFS:
-        fo_adam_bf16_avx512(kind == BFS ? &A_sto : &A_near, p + a, g + a, mw + a, vw + a,
-                            b - a, a);
+        bf16_peeled(kind, a, b);
         break;
     case BFNB:  /* the AVX512_BF16 loop, nearest rounding (where the CPU has it) */
         if (has_bf16)
-            fo_adam_bf16_avx512bf(&A_near, p + a, g + a, mw + a, vw + a, b - a, a);
+            bf16_peeled(kind, a, b);
         break;
 #ifdef VARIANT_BF16
     case BFNX:
     case BFSX:
-        fo_x16_bf16(kind == BFSX ? &A_sto : &A_near, p + a, g + a, mw + a, vw + a, b - a, a);
+        bf16_peeled(kind, a, b);
         break;
 #endif
     case COPY16:
@@ -301,18 +334,22 @@ int main(int argc, char **argv)
     int r, k;
     if (base != NULL)  /* as NumPy asks for its large arrays */
         madvise(base, total, MADV_HUGEPAGE);
-    if (base == NULL || rounds > 64 || rounds * (N / CHUNK) / NKINDS + 1 > 4096)
+    if (base == NULL || rounds > 64 || rounds * (N / CHUNK) / NKINDS + 1 > 4096) {
+        fprintf(stderr, base == NULL ? "out of memory\n"
+                                     : "rounds: at most 64 and %ld with %d loops\n",
+                (long)(4095 * NKINDS / (N / CHUNK)), NKINDS);
         return 1;
-    p = (float *)base;
-    g = (float *)(base + 1 * N * 4 + 4096);
-    m = (float *)(base + 2 * N * 4 + 2 * 4096 + 1088);
-    v = (float *)(base + 3 * N * 4 + 3 * 4096 + 2176);
-    mc = (uint8_t *)(base + 4 * N * 4 + 4 * 4096 + 1088);
-    vc = (uint8_t *)(base + 4 * N * 4 + N + 5 * 4096 + 2176);
+    }
+    p = (float *)(base + OFF);
+    g = (float *)(base + 1 * N * 4 + 4096 + OFF);
+    m = (float *)(base + 2 * N * 4 + 2 * 4096 + 1088 + OFF);
+    v = (float *)(base + 3 * N * 4 + 3 * 4096 + 2176 + OFF);
+    mc = (uint8_t *)(base + 4 * N * 4 + 4 * 4096 + 1088 + OFFC);
+    vc = (uint8_t *)(base + 4 * N * 4 + N + 5 * 4096 + 2176 + OFFC);
     ms = (float *)(base + 4 * N * 4 + 2 * N + 6 * 4096);
     vs = ms + N / 256 + 64;
-    mw = (uint16_t *)(base + 4 * N * 4 + 2 * N + N / 32 + 8 * 4096 + 1088);
-    vw = (uint16_t *)(base + 4 * N * 4 + 4 * N + N / 32 + 9 * 4096 + 2176);
+    mw = (uint16_t *)(base + 4 * N * 4 + 2 * N + N / 32 + 8 * 4096 + 1088 + OFFC);
+    vw = (uint16_t *)(base + 4 * N * 4 + 4 * N + N / 32 + 9 * 4096 + 2176 + OFFC);
     has_bf16 = fo_lowp_isa() == 3;
     args(&A_sto, 1);
     args(&A_near, 0);
