@@ -120,7 +120,9 @@ def _thread_flags():
 def _compile_flags():
     if sys.platform == "win32":
         return ["/O2", "/fp:precise"]
-    flags = ["-O0", "-g"] if DEBUG else ["-O3"]
+    # -g0: the interpreter's CFLAGS, which come first, often carry -g (pyenv's,
+    # Debian's); its debug information was four fifths of the extension's size.
+    flags = ["-O0", "-g"] if DEBUG else ["-O3", "-g0"]
     flags += ["-fno-math-errno", "-ffp-contract=off", "-fno-trapping-math"]
     # GCC 12 at -O3 reports -Warray-bounds false positives inside CPython's own
     # headers as inlined into Cython's generated code (Py_True/Py_False seen as
