@@ -80,6 +80,7 @@ import numpy as np
 
 from . import _lowp, _validate as _v
 from ._checkpoint import Checkpointing
+from ._copying import Copying
 from ._groups import (GroupsMixin, ParamGroup, _check_disjoint, _check_parameters,
                       exclusive, group_params)
 from ._norm import clip_decision
@@ -109,7 +110,7 @@ def _nothing() -> None:
     pass
 
 
-class Optimizer(Checkpointing, GroupsMixin):
+class Optimizer(Checkpointing, Copying, GroupsMixin):
     """Base class: parameter groups, state, learning rate, clipping,
     skipping, checkpoints.
 
