@@ -12,6 +12,11 @@ copy them through their memo, which the caller's own references share: in
 ``copy.deepcopy((params, opt))`` the copy steps the arrays of the copied
 ``params``.  The object is created first and built by ``__setstate__``, so
 that a schedule holding the optimizer (a cycle) is copied too.
+
+Beyond a checkpoint, a copy carries a schedule given as ``lr`` (as an
+object), ``last_grad_norm`` and ``last_lrs``.  Attributes a caller set on
+the optimizer are not carried (torch's copies carry its ``__dict__``): the
+copy is what the constructor and ``load_state_dict`` make.
 """
 
 from typing import Any
@@ -39,8 +44,8 @@ class _Private(dict):
 
 
 class Copying:
-    """The copy protocol of :class:`fusedoptim.Optimizer`: see the README's
-    "Copies and pickles" and the class docstring of ``Optimizer``."""
+    """The copy protocol of :class:`fusedoptim.Optimizer`: see the class
+    docstring of ``Optimizer`` and the README's "Checkpoints"."""
 
     # Declared for type checkers only (set by Optimizer.__init__).
     _groups: list
