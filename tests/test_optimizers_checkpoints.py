@@ -361,14 +361,3 @@ def test_step_count_stays_below_what_a_checkpoint_stores():
     assert opt.t == 2**63 - 1 and (params["w"] == after).all()
     fo.Adam({"w": np.ones(3)}).load_state_dict(opt.state_dict())
 
-
-def test_pickling_or_copying_points_to_state_dict():
-    """A copy would share (copy.copy) or detach (deepcopy, pickle) the
-    parameters the optimizer updates in place: refused, naming the way."""
-    import copy
-    import pickle
-    opt = fo.Adam({"w": np.ones(3)})
-    for f in (copy.copy, copy.deepcopy, pickle.dumps):
-        with pytest.raises(TypeError, match="Adam objects cannot be pickled or copied; "
-                                            "save opt.state_dict"):
-            f(opt)

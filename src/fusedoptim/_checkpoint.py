@@ -117,13 +117,6 @@ class Checkpointing:
         @property
         def skipped_steps(self) -> int: ...
 
-    def __reduce_ex__(self, protocol):
-        # pickle, copy.copy and copy.deepcopy all come here: a copy would
-        # share (copy) or detach (deepcopy) the parameters it updates in
-        # place; a checkpoint is the way to carry an optimizer over.
-        raise TypeError(f"{type(self).__name__} objects cannot be pickled or copied; save "
-                        f"opt.state_dict() and load it into a new optimizer")
-
     def get_config(self) -> dict[str, Any]:
         """The constructor's arguments but the parameters, so that
         ``type(opt)(params, **opt.get_config())`` builds an optimizer with
@@ -220,6 +213,9 @@ class Checkpointing:
             from within its step (a schedule or signal handler): a snapshot
             then would mix two steps.
         """
+        return self._state_dict()
+
+    def _state_dict(self):
         sd = {"optimizer": type(self).__name__, "t": self._t,
               "skipped_steps": self.skipped_steps}
         if len(self._groups) == 1:

@@ -80,6 +80,7 @@ import numpy as np
 
 from . import _lowp, _validate as _v
 from ._checkpoint import Checkpointing
+from ._copying import Copying
 from ._groups import (GroupsMixin, ParamGroup, _check_disjoint, _check_parameters,
                       exclusive, group_params)
 from ._norm import clip_decision
@@ -109,7 +110,7 @@ def _nothing() -> None:
     pass
 
 
-class Optimizer(Checkpointing, GroupsMixin):
+class Optimizer(Checkpointing, Copying, GroupsMixin):
     """Base class: parameter groups, state, learning rate, clipping,
     skipping, checkpoints.
 
@@ -138,10 +139,15 @@ class Optimizer(Checkpointing, GroupsMixin):
         The starting value of a state slot (default 0) for a group.
 
     Threads: the kernels release the GIL on large steps, so independent
-    optimizers step in parallel; a ``step``, ``state_dict``, ``save``,
+    optimizers step in parallel; a ``step``, ``state_dict``, ``save``, copy,
     ``load_state_dict`` or ``add_param_group`` finding one in use (in
     another thread, or called from within its own step by a schedule or a
     signal handler) raises ``RuntimeError``.
+
+    Copies: ``copy.deepcopy(opt)`` and ``pickle`` give an optimizer over
+    copies of the parameters (the copied ``params``' arrays in
+    ``copy.deepcopy((params, opt))``), ``copy.copy(opt)`` one over the same
+    arrays; each with its own state, stepping as ``opt`` would, bit for bit.
     """
 
     family: "Family | None" = None

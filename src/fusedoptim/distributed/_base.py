@@ -196,6 +196,14 @@ class Distributed(InnerAttributes, CollectiveFiles):
         if problem is not None:
             raise ValueError(problem)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # pickle, copy.copy and copy.deepcopy all come here.  A copy would
+        # be one rank's shard of the state (or a replica), stepping without
+        # the other ranks: the whole state is a collective checkpoint.
+        raise TypeError(f"{type(self).__name__} objects cannot be copied or pickled (each "
+                        f"rank holds a part of one optimizer); save a checkpoint with "
+                        f"opt.save(path)")
+
     @property
     def state_nbytes(self) -> int:
         """Bytes of optimizer state held by this rank."""
