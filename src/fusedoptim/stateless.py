@@ -54,7 +54,6 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _validate as _v
-from ._alloc import zeros_like_state
 from ._norm import clip_decision
 from .backend import active as _backend
 from .families import OPTIMIZERS
@@ -168,16 +167,10 @@ def init_state(optimizer: "str | type[Optimizer]", params: Arrays, /,
     inst = _instance(cls)
     on = fam.active_slots(inst.kernel_args(hp, hp["lr"], 1))
     state: State = {"step": 0}
-    for slot, (label, used) in enumerate(zip(cls.state_names, on)):
+    group = {**hp, "params": params}  # the classes' own slot arrays, filled as theirs
+    for label, used in zip(cls.state_names, on):
         if used:
-            fill = inst.initial_value(label, hp)
-            arrays = {}
-            for name, p in params.items():
-                a = zeros_like_state(p, slot)
-                if fill != 0.0:
-                    a.fill(fill)
-                arrays[name] = a
-            state[label] = arrays
+            state[label] = inst._slot_arrays(label, group)
     return state
 
 
